@@ -1,0 +1,3 @@
+from edgepipe.cli import main
+
+main(prog_name="edgepipe")

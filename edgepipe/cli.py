@@ -1,0 +1,191 @@
+"""The edgepipe command line: parse options, call one library function, print the outcome."""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import click
+
+from edgepipe import __version__
+from edgepipe.errors import EdgepipeError
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+# CLI flag -> dotted config key. The flags' choices and checks come from the config and registries.
+FLAG_KEYS = {
+    "data": "data.path",
+    "arch": "model.arch",
+    "alpha": "model.alpha",
+    "weights": "model.weights",
+    "input_size": "model.input_size",
+    "strategy": "train.strategy",
+    "epochs": "train.epochs",
+    "formats": "export.formats",
+    "output": "output",
+    "seed": "seed",
+    "threads": "bench.threads",
+    "name": "name",
+}
+
+
+class EdgepipeGroup(click.Group):
+    """Turns EdgepipeError into one 'error:' line and exit code 2 (a traceback only with --debug)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except EdgepipeError as exc:
+            if ctx.meta.get("edgepipe.debug"):
+                raise
+            click.echo(f"error: {exc}", err=True)
+            ctx.exit(exc.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+
+def _split_formats(ctx, param, value):
+    if value is None:
+        return None
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def run_options(fn: Callable) -> Callable:
+    """Options shared by 'run' and the stage commands; each overrides one config key."""
+    options = [
+        click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--data", metavar="DIR", help="Image folder (one subfolder per class) or builtin:digits / builtin:synthetic."),
+        click.option("--arch", metavar="NAME", help="Architecture (see 'edgepipe models')."),
+        click.option("--alpha", type=float, help="Width multiplier, for families that have one."),
+        click.option("--weights", metavar="imagenet|none|PATH", help="Initial backbone weights."),
+        click.option("--input-size", type=int, metavar="N", help="Square input size in pixels."),
+        click.option("--strategy", metavar="NAME", help="Transfer-learning strategy (e.g. feature-extraction)."),
+        click.option("--epochs", type=int, metavar="N", help="Training epochs."),
+        click.option("--formats", callback=_split_formats, metavar="A,B,C", help="Export formats (see 'edgepipe formats')."),
+        click.option("--output", metavar="DIR", help="Run directory (default runs/<name>)."),
+        click.option("--name", metavar="NAME", help="Run name (run directory runs/<name>)."),
+        click.option("--seed", type=int, metavar="N", help="Seed for splits, sampling and training."),
+        click.option("--threads", type=int, metavar="N", help="Threads per inference engine when benchmarking."),
+        click.option("--force", is_flag=True, help="Rerun stages even when their inputs are unchanged."),
+    ]
+
+    @functools.wraps(fn)
+    def wrapper(**kwargs):
+        return fn(**kwargs)
+
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper
+
+
+def load_run_config(config_path: Optional[Path], flags: dict[str, Any]):
+    """CONFIG if given, else the run directory's saved config.yaml, else the built-in quickstart; flags override."""
+    from edgepipe import config as cfg
+
+    overrides = {FLAG_KEYS[k]: v for k, v in flags.items() if k in FLAG_KEYS and v is not None}
+    if config_path is not None:
+        return cfg.load(config_path, overrides)
+    if flags.get("output") and (Path(flags["output"]) / "config.yaml").is_file():
+        return cfg.load(Path(flags["output"]) / "config.yaml", overrides)
+    base = cfg.load(cfg.quickstart_path())
+    saved = base.run_dir / "config.yaml"
+    if not flags.get("output") and not flags.get("name") and saved.is_file():
+        return cfg.load(saved, overrides)
+    return cfg.load(cfg.quickstart_path(), overrides)
+
+
+def _run_stages(stages: list[str], kwargs: dict[str, Any]) -> None:
+    from edgepipe.pipeline.runner import run_stages
+
+    config_path = kwargs.pop("config")
+    force = kwargs.pop("force")
+    config = load_run_config(config_path, kwargs)
+    run = run_stages(config, stages, echo=click.echo, force=force)
+    click.echo(f"run directory: {run.path}")
+
+
+@click.group(cls=EdgepipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgepipe")
+@click.option("--debug", is_flag=True, help="Show tracebacks and engine logs.")
+@click.pass_context
+def main(ctx: click.Context, debug: bool) -> None:
+    """Turn a CNN architecture and labelled images into deployable, measured edge models."""
+    ctx.meta["edgepipe.debug"] = debug
+    if debug:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+        os.environ["EDGEPIPE_DEBUG"] = "1"
+
+
+@main.command()
+@run_options
+def run(**kwargs: Any) -> None:
+    """Run every stage: build, train, export, bench, report.
+
+    With no CONFIG, runs the built-in quickstart (scikit-learn's digits, offline).
+    """
+    from edgepipe.pipeline.runner import STAGES
+
+    _run_stages(list(STAGES), kwargs)
+
+
+def _stage_command(name: str, help_text: str) -> None:
+    @run_options
+    def command(**kwargs: Any) -> None:
+        _run_stages([name], kwargs)
+
+    command.__doc__ = f"{help_text}\n\nReads and writes the run directory (--output), so one stage can be rerun."
+    main.command(name)(command)
+
+
+for _name, _help in (
+    ("build", "Stage 1: index the dataset and build the network with a new head."),
+    ("train", "Stage 2: transfer-learn to the target data and evaluate on the held-out split."),
+    ("export", "Stage 3: export the trained model to the configured formats."),
+    ("bench", "Stage 4: measure accuracy and latency of every artifact on this machine."),
+    ("report", "Stage 5: write report.md from results.json."),
+):
+    _stage_command(_name, _help)
+
+
+@main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def models(as_json: bool) -> None:
+    """List the architectures the registry knows."""
+    from edgepipe.architectures import ARCHITECTURES
+
+    rows = []
+    for name, arch in ARCHITECTURES:
+        rows.append({
+            "name": name, "keras_name": arch.keras_name, "family": arch.family,
+            "default_input_size": arch.default_input_size, "alphas": list(arch.alphas),
+            "imagenet_weights": arch.has_imagenet_weights, "reference": arch.reference.as_dict(), "paper": arch.paper,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    click.echo(f"{'name':<16} {'family':<12} {'input':>5} {'imagenet':>8} {'top-1 %':>7} {'size MB':>7}  alphas")
+    for r in rows:
+        ref = r["reference"]
+        click.echo(f"{r['name']:<16} {r['family']:<12} {r['default_input_size']:>5} {'yes' if r['imagenet_weights'] else 'no':>8} "
+                   f"{ref['top1'] if ref['top1'] is not None else '–':>7} {ref['size_mb'] if ref['size_mb'] is not None else '–':>7}  "
+                   + ",".join(map(str, r["alphas"])))
+    click.echo("Reference figures: Keras Applications table (ImageNet validation).")
+
+
+@main.command()
+def formats() -> None:
+    """List the export formats and whether this machine can build them."""
+    from edgepipe.exporters import EXPORTERS
+
+    for name, exporter in EXPORTERS:
+        reason = exporter.available()
+        click.echo(f"{name:<16} {exporter.description}" + (f"  [unavailable: {reason}]" if reason else ""))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

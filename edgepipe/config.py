@@ -1,0 +1,301 @@
+"""The run configuration: typed sections, defaults, YAML loading and validation.
+
+A configuration is loaded from YAML (or built from defaults), CLI flags are
+applied as dotted-key overrides (``model.arch=resnet50``), and the result is
+validated before any work starts. Unknown keys, wrong types and impossible
+values are rejected with the key's full name and, for typos, the closest
+valid key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import yaml
+
+from edgepipe.errors import ConfigError
+from edgepipe.registry import did_you_mean
+
+
+def _opt(default: Any, help: str, **checks: Any) -> Any:
+    """A config field with a help line (used for the reference docs) and checks."""
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **checks})
+    if dataclasses.is_dataclass(default):
+        return field(default_factory=lambda: dataclasses.replace(default), metadata={"help": help, **checks})
+    return field(default=default, metadata={"help": help, **checks})
+
+
+@dataclass
+class DataConfig:
+    path: str = _opt("builtin:digits", "An image folder (one subfolder per class, or train/ val/ [test/] subfolders) or a built-in set: builtin:digits, builtin:synthetic.")
+    classes: Optional[list[str]] = _opt(None, "Use only these classes (folder names; digits are '0'..'9'), in this order.", coerce_str=True)
+    max_per_class: Optional[int] = _opt(None, "Keep at most this many training images per class (seeded choice).", min=1)
+    val_fraction: float = _opt(0.2, "Fraction of each class held out for validation when the data has no val/ folder.", min=0.0, max=0.9)
+    test_fraction: float = _opt(0.0, "Fraction of each class held out as a test split when the data has no test/ folder.", min=0.0, max=0.9)
+    on_bad_image: str = _opt("skip", "What to do with unreadable image files: skip (and list them) or fail.", choices=("skip", "fail"))
+
+
+@dataclass
+class ModelConfig:
+    arch: str = _opt("mobilenet_v2", "Architecture name from 'edgepipe models' (Keras spellings such as MobileNetV2 accepted).", registry="architecture")
+    alpha: Optional[float] = _opt(None, "Width multiplier for families that have one (MobileNet: 0.25-1.4); null for the family default.", min=0.01, max=4.0)
+    weights: str = _opt("imagenet", "Initial backbone weights: imagenet (Keras cache/download), none (random), or a path to a weights file.")
+    input_size: int = _opt(224, "Square input size in pixels the model is built for.", min=8, max=2048)
+    channels: int = _opt(3, "Input channels: 3 (RGB) or 1 (grey).", choices=(1, 3))
+    dropout: float = _opt(0.2, "Dropout rate in the new classification head.", min=0.0, max=0.95)
+
+
+@dataclass
+class AugmentConfig:
+    flip: bool = _opt(False, "Random horizontal flips (off for digits and text, where mirroring changes the class).")
+    rotation: float = _opt(0.0, "Random rotation, as a fraction of a full turn (0.05 = up to 18 degrees either way).", min=0.0, max=0.5)
+    zoom: float = _opt(0.0, "Random zoom in or out by up to this fraction.", min=0.0, max=0.9)
+    translation: float = _opt(0.0, "Random shift by up to this fraction of the height and width.", min=0.0, max=0.9)
+
+    @property
+    def active(self) -> bool:
+        return self.flip or self.rotation > 0 or self.zoom > 0 or self.translation > 0
+
+
+@dataclass
+class PretrainConfig:
+    data: DataConfig = _opt(DataConfig(), "Source dataset the backbone is trained on from scratch before transfer.")
+    epochs: int = _opt(10, "Epochs of from-scratch training on the source data.", min=1)
+    batch_size: int = _opt(32, "Batch size for pretraining.", min=1)
+    learning_rate: float = _opt(2e-3, "Adam learning rate for pretraining.", min=1e-8, max=10.0)
+    augment: AugmentConfig = _opt(AugmentConfig(), "Augmentation while pretraining (Keras preprocessing layers, training only).")
+
+
+@dataclass
+class TrainConfig:
+    strategy: str = _opt("feature-extraction", "Transfer-learning strategy.", registry="strategy")
+    epochs: int = _opt(20, "Epochs of head training.", min=1)
+    batch_size: int = _opt(32, "Batch size.", min=1)
+    learning_rate: float = _opt(1e-3, "Learning rate of the head.", min=1e-8, max=10.0)
+    augment: AugmentConfig = _opt(AugmentConfig(), "Augmentation while training (training only; with any augmentation on, backbone features are not cached).")
+    baseline_from_scratch: bool = _opt(False, "Also train the same network from scratch on the target data alone and report its accuracy, to show the gain from transfer.")
+    baseline_epochs: Optional[int] = _opt(None, "Epochs for the from-scratch baseline (default: pretrain.epochs, else train.epochs).", min=1)
+
+
+@dataclass
+class ExportConfig:
+    formats: list[str] = _opt(["tflite-fp32", "tflite-int8", "onnx-fp32"], "Artifact formats to export (see 'edgepipe formats').", registry="format")
+    calibration_size: int = _opt(200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1)
+    int8_io: str = _opt("uint8", "Integer type of the input and output tensors of full-integer TFLite models.", choices=("uint8", "int8"))
+
+
+@dataclass
+class BenchConfig:
+    threads: Optional[int] = _opt(None, "Threads per inference engine (null: all cores). Set explicitly on every engine and recorded.", min=1)
+    batch_size: int = _opt(1, "Batch size of the latency measurement.", min=1)
+    warmup: int = _opt(10, "Warm-up inferences before timing.", min=0)
+    min_iterations: int = _opt(50, "Measured inferences: at least this many...", min=1)
+    min_duration_s: float = _opt(1.0, "...and for at least this many seconds.", min=0.0)
+
+
+@dataclass
+class RunConfig:
+    name: str = _opt("run", "Run name; the run directory is runs/<name> unless 'output' is set.")
+    output: Optional[str] = _opt(None, "Run directory (default: runs/<name>).")
+    seed: int = _opt(0, "Seed for splits, sampling, initialisation and training.", min=0)
+    data: DataConfig = _opt(DataConfig(), "Target dataset.")
+    model: ModelConfig = _opt(ModelConfig(), "Architecture and initial weights.")
+    pretrain: Optional[PretrainConfig] = _opt(None, "Optional from-scratch pretraining of the backbone on a source dataset (null: none).")
+    train: TrainConfig = _opt(TrainConfig(), "Transfer learning.")
+    export: ExportConfig = _opt(ExportConfig(), "Export formats and calibration.")
+    bench: BenchConfig = _opt(BenchConfig(), "Latency and accuracy measurement.")
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.output) if self.output else Path("runs") / self.name
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- loading
+
+def _registry_names(kind: str) -> list[str]:
+    if kind == "architecture":
+        from edgepipe.architectures import ARCHITECTURES
+
+        return ARCHITECTURES
+    if kind == "format":
+        from edgepipe.exporters import EXPORTERS
+
+        return EXPORTERS
+    if kind == "strategy":
+        from edgepipe.pipeline.strategies import STRATEGIES
+
+        return STRATEGIES
+    raise KeyError(kind)
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _type_name(inner[0]) + " or null"
+    if origin is list:
+        return "a list of " + _type_name(typing.get_args(tp)[0]) + "s"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
+
+
+def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any]) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return None
+        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
+        return _convert(value, inner, key, meta)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
+        return _build(tp, value, key + ".")
+    if origin is list:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list):
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        item_type = typing.get_args(tp)[0]
+        return [_convert(v, item_type, key, meta) for v in value]
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+        if meta.get("coerce_str") and isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+    raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+
+
+def _check(value: Any, key: str, meta: dict[str, Any]) -> None:
+    values = value if isinstance(value, list) else [value]
+    for item in values:
+        if item is None:
+            continue
+        if "min" in meta and item < meta["min"]:
+            raise ConfigError(f"config key '{key}' must be at least {meta['min']}, got {item!r}")
+        if "max" in meta and item > meta["max"]:
+            raise ConfigError(f"config key '{key}' must be at most {meta['max']}, got {item!r}")
+        if "choices" in meta and item not in meta["choices"]:
+            raise ConfigError(
+                f"config key '{key}' must be one of {', '.join(map(str, meta['choices']))}; got {item!r}"
+            )
+        if "registry" in meta:
+            names = _registry_names(meta["registry"])
+            if item not in names:
+                raise ConfigError(f"config key '{key}': unknown {meta['registry']} '{item}'", did_you_mean(item, names.names()))
+
+
+def _normalise(value: Any, meta: dict[str, Any]) -> Any:
+    """Registry names are stored in their canonical spelling (MobileNetV2 -> mobilenet_v2)."""
+    if "registry" not in meta or value is None:
+        return value
+    names = _registry_names(meta["registry"])
+    if isinstance(value, list):
+        return [names.canonical(v) for v in value]
+    return names.canonical(value)
+
+
+def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"unknown config key '{prefix}{key}'", did_you_mean(str(key), list(fields)))
+    kwargs = {}
+    for name, f in fields.items():
+        if name not in data:
+            continue
+        meta = dict(f.metadata)
+        value = _convert(data[name], hints[name], prefix + name, meta)
+        _check(value, prefix + name, meta)
+        kwargs[name] = _normalise(value, meta)
+    return cls(**kwargs)
+
+
+def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node = data
+    for part in parts[:-1]:
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+    node[parts[-1]] = value
+
+
+def from_dict(data: dict[str, Any] | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Validate ``data`` (a parsed YAML mapping) with dotted-key ``overrides`` applied."""
+    data = dict(data or {})
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            _set_dotted(data, dotted, value)
+    config = _build(RunConfig, data)
+    _cross_checks(config)
+    return config
+
+
+def _cross_checks(config: RunConfig) -> None:
+    if config.data.val_fraction + config.data.test_fraction >= 0.95:
+        raise ConfigError(
+            "config keys 'data.val_fraction' + 'data.test_fraction' leave no training images",
+            "Keep their sum below 0.95.",
+        )
+
+
+def load(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+    """Load and validate a YAML run configuration (``None``: defaults only)."""
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file '{path}' does not exist", "Check the path, or run without a config for the quickstart.")
+        try:
+            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}" if mark else ""
+            raise ConfigError(f"config file '{path}' is not valid YAML{where}", "Fix the YAML syntax.") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {type(raw).__name__}")
+    return from_dict(raw, overrides)
+
+
+def quickstart_path() -> Path:
+    return Path(__file__).parent / "configs" / "quickstart.yaml"
+
+
+def to_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.to_dict(), sort_keys=False)
+
+
+def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) for every config key, for the README's config reference."""
+    rows = []
+    for f in dataclasses.fields(cls):
+        hint = typing.get_type_hints(cls)[f.name]
+        inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(inner[0]):
+            rows.append((prefix + f.name, "null" if default is None else "(section)", f.metadata["help"]))
+            rows.extend(reference(inner[0], prefix + f.name + "."))
+        else:
+            rows.append((prefix + f.name, yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(), f.metadata["help"]))
+    return rows

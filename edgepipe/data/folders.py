@@ -1,0 +1,129 @@
+"""Image folders: scanning, validation and decoding with Pillow."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edgepipe.errors import DataError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
+VAL_NAMES = ("val", "valid", "validation")
+
+
+@dataclass
+class Scan:
+    layout: str  # "splits" (train/ val/ [test/]) or "classes" (one subfolder per class)
+    class_names: list[str]
+    files: dict[str, dict[str, list[str]]]  # split -> class -> relative paths
+    rejected: list[dict[str, str]] = field(default_factory=list)
+    image_sizes: Counter = field(default_factory=Counter)
+
+
+def _subdirs(path: Path) -> list[Path]:
+    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def _check_image(path: Path) -> tuple[int, int]:
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.verify()
+    with Image.open(path) as image:  # verify() leaves the file unusable; reopen to read pixels
+        image.load()
+        return image.size
+
+
+def scan(root: Path, on_bad_image: str) -> Scan:
+    """Find classes and images under ``root``; reject unreadable files (or fail)."""
+    if not root.exists():
+        raise DataError(f"data path '{root}' does not exist", "Pass an image folder with one subfolder per class (--data DIR).")
+    if not root.is_dir():
+        raise DataError(f"data path '{root}' is not a folder", "Pass an image folder with one subfolder per class (--data DIR).")
+    top = {p.name.lower(): p for p in _subdirs(root)}
+    if "train" in top:
+        val = next((top[n] for n in VAL_NAMES if n in top), None)
+        parts = {"train": top["train"], "val": val, "test": top.get("test")}
+        layout = "splits"
+    else:
+        parts = {"all": root}
+        layout = "classes"
+    result = Scan(layout, [], {s: {} for s in ("train", "val", "test", "all")})
+    for split_name, folder in parts.items():
+        if folder is None:
+            continue
+        for class_dir in _subdirs(folder):
+            kept = result.files[split_name].setdefault(class_dir.name, [])
+            for file in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+                rel = str(file.relative_to(root))
+                if file.suffix.lower() not in IMAGE_SUFFIXES:
+                    result.rejected.append({"file": rel, "reason": f"unsupported file type '{file.suffix}' (use JPEG, PNG, BMP or GIF)"})
+                    continue
+                try:
+                    w, h = _check_image(file)
+                except Exception as exc:  # Pillow raises many types for corrupt files
+                    reason = f"unreadable image ({type(exc).__name__}: {str(exc)[:80]})"
+                    if on_bad_image == "fail":
+                        raise DataError(f"{rel}: {reason}", "Remove or fix the file, or set data.on_bad_image: skip.") from None
+                    result.rejected.append({"file": rel, "reason": reason})
+                    continue
+                result.image_sizes[f"{w}x{h}"] += 1
+                kept.append(rel)
+    reference = "train" if layout == "splits" else "all"
+    result.class_names = sorted(result.files[reference])
+    if not result.class_names:
+        raise DataError(
+            f"data path '{root}' has no class subfolders",
+            "Put each class's images in its own subfolder (data/cat/*.jpg, data/dog/*.jpg), optionally under train/ and val/.",
+        )
+    empty = [c for c in result.class_names if not result.files[reference][c]]
+    if empty:
+        raise DataError(
+            f"class folder(s) {', '.join(empty)} in '{root}' hold no readable images",
+            "Add images or remove the empty folders.",
+        )
+    if layout == "splits":
+        for split_name in ("val", "test"):
+            seen = set(result.files[split_name])
+            if seen and seen != set(result.class_names):
+                extra, missing = sorted(seen - set(result.class_names)), sorted(set(result.class_names) - seen)
+                raise DataError(
+                    f"the {split_name} split's classes differ from train's"
+                    + (f" (not in train: {', '.join(extra)})" if extra else "")
+                    + (f" (missing: {', '.join(missing)})" if missing else ""),
+                    f"Give {split_name}/ the same class subfolders as train/.",
+                )
+    return result
+
+
+def decode(path: Path, size: int, channels: int) -> np.ndarray:
+    """Decode an image file (first frame) to uint8 (size, size, channels), bilinear resize."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        image.seek(0)
+        mode = "L" if channels == 1 else "RGB"
+        if image.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
+            image = image.convert("RGBA")
+            canvas = Image.new("RGBA", image.size, (0, 0, 0, 255))
+            image = Image.alpha_composite(canvas, image)
+        image = image.convert(mode).resize((size, size), Image.BILINEAR)
+        array = np.asarray(image, dtype=np.uint8)
+    return array[..., None] if channels == 1 else array
+
+
+def resize_batch(images: np.ndarray, size: int, channels: int) -> np.ndarray:
+    """Resize uint8 (N, H, W, C) images to (N, size, size, channels) (grey<->RGB as needed)."""
+    from PIL import Image
+
+    out = np.empty((len(images), size, size, channels), np.uint8)
+    for i, image in enumerate(images):
+        mode = "L" if image.shape[-1] == 1 else "RGB"
+        pil = Image.fromarray(image[..., 0] if mode == "L" else image, mode)
+        pil = pil.convert("L" if channels == 1 else "RGB").resize((size, size), Image.BILINEAR)
+        array = np.asarray(pil, dtype=np.uint8)
+        out[i] = array[..., None] if channels == 1 else array
+    return out

@@ -1,0 +1,1 @@
+"""The stages (build, train, export, bench, report) and the runner that sequences them."""

@@ -1,0 +1,135 @@
+"""Stage 4: measure every artifact's accuracy and latency on this machine, each with its own runtime."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgepipe import __version__
+from edgepipe.benchmark import BenchSettings, accuracy, agreement, measure_latency, predict
+from edgepipe.config import RunConfig
+from edgepipe.data import materialize
+from edgepipe.device import fingerprint
+from edgepipe.errors import EdgepipeError
+from edgepipe.fileio import read_json, size_mb, write_json
+from edgepipe.pipeline.rundir import RunDir, now_iso
+from edgepipe.pipeline.stage import Echo, Stage, file_digest
+from edgepipe.runtimes import create_runner
+
+RESULTS_SCHEMA = "edgepipe.results/1"
+REFERENCE_FORMAT = "keras-fp32"
+
+
+def _inputs(config: RunConfig, run: RunDir) -> dict:
+    return {"bench": dataclasses.asdict(config.bench), "artifacts": file_digest(run.artifacts_index),
+            "model": file_digest(run.model), "host": fingerprint()["hostname"]}
+
+
+def _outputs(run: RunDir) -> list:
+    return [run.results]
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    if threads:
+        return threads
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def bench_artifact(path: Path, images: np.ndarray, labels: np.ndarray, settings: BenchSettings, threads: int,
+                   reference_probabilities: Optional[np.ndarray] = None) -> dict[str, Any]:
+    """Accuracy and latency of one artifact through the runner its file type calls for."""
+    with create_runner(path, threads=threads) as runner:
+        probabilities = predict(runner, images)
+        timing = measure_latency(runner, images, settings)
+        record: dict[str, Any] = {
+            "runtime": runner.engine,
+            "runtime_versions": runner.versions(),
+            "device": runner.device,
+            "threads": threads,
+            "batch_size": settings.batch_size,
+            "input": dataclasses.asdict(runner.input_spec()),
+            "load_ms": runner.load_ms,
+            **timing,
+            "top1": accuracy(probabilities, labels, 1),
+        }
+    if probabilities.shape[1] > 5:
+        record["top5"] = accuracy(probabilities, labels, 5)
+    if reference_probabilities is not None:
+        record["agreement_with_reference"] = agreement(probabilities, reference_probabilities)
+    record["_probabilities"] = probabilities
+    return record
+
+
+def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
+    m = config.model
+    index = read_json(run.artifacts_index)
+    dataset = materialize(read_json(run.dataset_index), m.input_size, m.channels)
+    split = dataset.heldout
+    threads = resolve_threads(config.bench.threads)
+    settings = BenchSettings(config.bench.batch_size, config.bench.warmup, config.bench.min_iterations,
+                             config.bench.min_duration_s)
+    echo(f"benchmarking on {len(split)} {dataset.heldout_name} images, {threads} thread(s), batch {settings.batch_size}:")
+    candidates = [{"format": REFERENCE_FORMAT, "precision": "fp32", "file": run.model.name, "status": "ok",
+                   "description": "Keras model (the FP32 reference)"}]
+    candidates += index["artifacts"]
+    records, reference = [], None
+    for item in candidates:
+        record = {k: item.get(k) for k in ("format", "precision", "file", "status", "reason", "description")}
+        path = run.path / item["file"] if item["format"] == REFERENCE_FORMAT else run.artifacts_dir / item["file"]
+        if item["status"] == "ok":
+            record["size_mb"] = round(size_mb(path), 4)
+            try:
+                measured = bench_artifact(path, split.images, split.labels, settings, threads, reference)
+            except EdgepipeError as exc:
+                record.update(status="skipped", reason=str(exc))
+            else:
+                probabilities = measured.pop("_probabilities")
+                if reference is None:
+                    reference = probabilities
+                record.update(measured)
+        records.append(record)
+        echo("  " + _line(record))
+    reference_top1 = records[0].get("top1")
+    for record in records:
+        if record.get("top1") is not None and reference_top1 is not None:
+            record["top1_change_pp"] = (record["top1"] - reference_top1) * 100
+    training = read_json(run.training) if run.training.exists() else {}
+    write_json(run.results, {
+        "schema": RESULTS_SCHEMA,
+        "edgepipe": __version__,
+        "created": now_iso(),
+        "run": str(run.path),
+        "architecture": read_json(run.build_info) if run.build_info.exists() else {},
+        "device": fingerprint(),
+        "conditions": {"threads": threads, **settings.as_dict(),
+                       "timing": "wall clock per call (time.perf_counter), input quantize + engine + output dequantize"},
+        "heldout": {"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes},
+        "reference_format": REFERENCE_FORMAT,
+        "training": {k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
+        "baseline_from_scratch": _baseline(training),
+        "calibration": index.get("calibration"),
+        "records": records,
+    })
+
+
+def _baseline(training: dict) -> Optional[dict]:
+    baseline = training.get("baseline_from_scratch")
+    if not baseline:
+        return None
+    return {k: baseline.get(k) for k in ("top1", "epochs", "heldout_split", "heldout_images")}
+
+
+def _line(record: dict) -> str:
+    if record["status"] != "ok":
+        return f"{record['format']:<14} {record['status']}: {record.get('reason')}"
+    lat = record["latency_ms"]
+    return (f"{record['format']:<14} top-1 {record['top1']:.2%}  p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
+            f"({lat['iterations']} runs)")
+
+
+STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this machine's CPU.",
+              _inputs, _outputs, _run, requires=("export",))

@@ -1,0 +1,90 @@
+"""Stage 1: index the dataset, build the architecture (optionally pretrain its backbone), add a new head."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from edgepipe import __version__
+from edgepipe.architectures import build_classifier, get_architecture
+from edgepipe.architectures.classifier import BACKBONE, resolve_alpha, set_batchnorm_momentum
+from edgepipe.config import RunConfig
+from edgepipe.data import format_summary, make_index, materialize
+from edgepipe.fileio import atomic_path, write_json, write_text
+from edgepipe.pipeline.rundir import RunDir
+from edgepipe.pipeline.stage import Echo, Stage
+from edgepipe.pipeline.strategies import fit
+
+#: momentum for batch normalization when a network is trained from scratch (see set_batchnorm_momentum)
+SCRATCH_BN_MOMENTUM = 0.9
+
+
+def _inputs(config: RunConfig, run: RunDir) -> dict:
+    return {
+        "edgepipe": __version__,
+        "seed": config.seed,
+        "data": dataclasses.asdict(config.data),
+        "model": dataclasses.asdict(config.model),
+        "pretrain": dataclasses.asdict(config.pretrain) if config.pretrain else None,
+    }
+
+
+def _outputs(run: RunDir) -> list:
+    return [run.dataset_index, run.labels, run.model_initial, run.build_info]
+
+
+def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *, epochs: int, batch_size: int,
+                       learning_rate: float, label: str, echo: Echo, augment=None):
+    """Build the configured network with random weights and train every layer; returns (model, summary)."""
+    m = config.model
+    dataset = materialize(data_index, m.input_size, m.channels)
+    model = build_classifier(m.arch, num_classes, m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
+    set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
+    history = fit(model, dataset.train, dataset.splits["val"], epochs=epochs, batch_size=batch_size,
+                  learning_rate=learning_rate, seed=config.seed, label=label, echo=echo, augment=augment)
+    top1 = evaluate_top1(model, dataset.heldout)
+    return model, {"epochs": epochs, "heldout_split": dataset.heldout_name, "heldout_images": len(dataset.heldout),
+                   "top1": top1, "history": history, "batchnorm_momentum": SCRATCH_BN_MOMENTUM}
+
+
+def evaluate_top1(model, split) -> float:
+    import numpy as np
+
+    probabilities = model.predict(split.images.astype(np.float32), batch_size=64, verbose=0)
+    return float(np.mean(np.argmax(probabilities, axis=1) == split.labels))
+
+
+def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
+    m = config.model
+    index = make_index(config.data, config.seed)
+    echo(format_summary(index["summary"]))
+    labels = index["class_names"]
+    arch = get_architecture(m.arch)
+    info: dict = {"architecture": arch.name, "input_size": m.input_size, "channels": m.channels,
+                  "alpha": resolve_alpha(arch, m.alpha), "weights": m.weights, "num_classes": len(labels)}
+    if config.pretrain:
+        p = config.pretrain
+        source_index = make_index(p.data, config.seed)
+        echo("pretraining the backbone from scratch on the source data:")
+        echo(format_summary(source_index["summary"]))
+        source_model, summary = train_from_scratch(
+            config, source_index, len(source_index["class_names"]), epochs=p.epochs, batch_size=p.batch_size,
+            learning_rate=p.learning_rate, label="pretrain", echo=echo, augment=p.augment)
+        echo(f"  source {summary['heldout_split']} top-1: {summary['top1']:.2%}")
+        model = build_classifier(m.arch, len(labels), m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
+        model.get_layer(BACKBONE).set_weights(source_model.get_layer(BACKBONE).get_weights())
+        info["weights"] = "pretrained on " + p.data.path + (f" classes {','.join(p.data.classes)}" if p.data.classes else "")
+        info["pretrain"] = {"source_classes": source_index["class_names"], **summary}
+    else:
+        model = build_classifier(m.arch, len(labels), m.input_size, m.channels, m.alpha, m.weights, m.dropout, config.seed)
+    info["params"] = int(model.count_params())
+    write_json(run.dataset_index, index)
+    write_text(run.labels, "\n".join(labels) + "\n")
+    with atomic_path(run.model_initial, suffix=".keras") as tmp:
+        model.save(tmp)
+    write_json(run.build_info, info)
+    echo(f"built {info['architecture']} ({info['params']:,} parameters, {len(labels)} classes, "
+         f"{m.input_size}x{m.input_size}x{m.channels}, weights: {info['weights']})")
+
+
+STAGE = Stage("build", "Index the dataset and build the network with a new classification head.",
+              _inputs, _outputs, _run)

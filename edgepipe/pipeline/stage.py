@@ -1,0 +1,31 @@
+"""What a stage is: a named step with declared inputs (digested) and outputs in the run directory."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from edgepipe.config import RunConfig
+from edgepipe.pipeline.rundir import RunDir
+
+Echo = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    help: str
+    #: JSON-able description of everything the stage's result depends on
+    inputs: Callable[[RunConfig, RunDir], dict[str, Any]]
+    #: files the stage writes (recorded with their digests)
+    outputs: Callable[[RunDir], list[Path]]
+    run: Callable[[RunConfig, RunDir, Echo], None]
+    #: stage whose outputs this one reads
+    requires: tuple[str, ...] = ()
+
+
+def file_digest(path: Path) -> str | None:
+    from edgepipe.fileio import sha256_file
+
+    return sha256_file(path) if path.exists() else None

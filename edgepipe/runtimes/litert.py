@@ -1,0 +1,107 @@
+"""LiteRT runner for ``.tflite`` files (ai-edge-litert; tflite-runtime as a fallback)."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from edgepipe.runtimes.base import InputSpec, Runner, register_runtime
+
+
+def _interpreter_class():
+    """(Interpreter class, package name): ai-edge-litert, else tflite-runtime where it imports."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:
+        from tflite_runtime.interpreter import Interpreter  # type: ignore
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        return None, None
+
+
+def _available() -> Optional[str]:
+    cls, _ = _interpreter_class()
+    return None if cls else "package 'ai-edge-litert' is not installed (pip install ai-edge-litert)"
+
+
+def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    dtype = detail["dtype"]
+    if dtype == np.float32:
+        return x
+    scale, zero_point = detail["quantization"]
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y: np.ndarray, detail: dict) -> np.ndarray:
+    if detail["dtype"] == np.float32:
+        return y
+    scale, zero_point = detail["quantization"]
+    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
+
+
+@register_runtime("litert", suffixes=(".tflite",), available=_available)
+class LiteRTRunner(Runner):
+    """XNNPACK-delegated CPU inference with an explicit thread count."""
+
+    def _activate(self) -> None:
+        cls, self.package = _interpreter_class()
+        from edgepipe.quiet import native_output_suppressed
+
+        with native_output_suppressed():
+            self.interpreter = cls(model_path=str(self.path), num_threads=self.threads)
+            self.interpreter.allocate_tensors()
+        self._cache_details()
+
+    def _cache_details(self) -> None:
+        self._in_detail = self.interpreter.get_input_details()[0]
+        self._out_detail = self.interpreter.get_output_details()[0]
+        self._batch = int(self._in_detail["shape"][0])
+
+    def _deactivate(self) -> None:
+        del self.interpreter
+
+    def _in(self) -> dict:
+        return self._in_detail
+
+    def _out(self) -> dict:
+        return self._out_detail
+
+    def input_spec(self) -> InputSpec:
+        detail = self._in()
+        shape = tuple(int(d) for d in detail["shape_signature"])
+        return InputSpec(detail["name"], tuple(None if d < 0 else d for d in shape), np.dtype(detail["dtype"]).name)
+
+    def versions(self) -> dict[str, str]:
+        from importlib.metadata import version
+
+        return {self.package: version(self.package)}
+
+    def prepare(self, batch_size: int) -> None:
+        if batch_size != self._batch:
+            detail = self._in()
+            self.interpreter.resize_tensor_input(detail["index"], [batch_size, *detail["shape"][1:]])
+            self.interpreter.allocate_tensors()
+            self._cache_details()
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        if len(batch) != self._batch:
+            self.prepare(len(batch))
+        detail = self._in_detail
+        self.interpreter.set_tensor(detail["index"], _quantize(batch, detail))
+        self.interpreter.invoke()
+        out = self._out_detail
+        return _dequantize(self.interpreter.get_tensor(out["index"]), out)
+
+    def invoke_only(self):
+        return self.interpreter.invoke
+
+    def tensor_types(self) -> tuple[str, str]:
+        """dtype names of the model's input and output tensors."""
+        return np.dtype(self._in()["dtype"]).name, np.dtype(self._out()["dtype"]).name

@@ -1,0 +1,74 @@
+"""Shared fixtures: tiny configurations, a finished tiny run, and image folders made on disk."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
+
+
+def tiny_overrides(tmp: Path, **extra) -> dict:
+    """A run small enough for tests: MobileNetV2 alpha 0.35 at 32x32, random weights, 2 epochs."""
+    overrides = {
+        "output": str(tmp),
+        "data.path": "builtin:digits",
+        "data.classes": ["0", "1", "2"],
+        "data.max_per_class": 30,
+        "data.val_fraction": 0.2,
+        "model.arch": "mobilenet_v2",
+        "model.alpha": 0.35,
+        "model.weights": "none",
+        "model.input_size": 32,
+        "train.epochs": 2,
+        "export.calibration_size": 16,
+        "bench.warmup": 2,
+        "bench.min_iterations": 5,
+        "bench.min_duration_s": 0.0,
+    }
+    overrides.update(extra)
+    return overrides
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """One finished pipeline run (every stage) shared by the tests that only read it."""
+    from edgepipe import config as cfg
+    from edgepipe.pipeline.runner import STAGES, run_stages
+
+    out = tmp_path_factory.mktemp("tiny-run")
+    config = cfg.from_dict({}, tiny_overrides(out))
+    lines: list[str] = []
+    run = run_stages(config, list(STAGES), echo=lines.append)
+    run.log = lines  # type: ignore[attr-defined]
+    return run
+
+
+def _save(image, path: Path, fmt: str | None = None) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path, format=fmt)
+
+
+def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size: int = 20, seed: int = 0) -> Path:
+    """Class subfolders of small coloured images in mixed formats and modes.
+
+    Each class has its own dominant colour so a classifier can learn it.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    formats = [("png", "RGB"), ("jpg", "RGB"), ("bmp", "RGB"), ("gif", "P"), ("png", "L"), ("png", "RGBA")]
+    for c, name in enumerate(classes):
+        for i in range(per_class):
+            base = np.zeros((size, size, 3), np.uint8)
+            base[..., c % 3] = 200
+            pixels = np.clip(base + rng.integers(0, 50, base.shape), 0, 255).astype(np.uint8)
+            suffix, mode = formats[i % len(formats)]
+            image = Image.fromarray(pixels, "RGB").convert(mode)
+            _save(image, root / name / f"img {i} é.{suffix}")
+    return root
