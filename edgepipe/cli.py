@@ -30,6 +30,8 @@ FLAG_KEYS = {
     "seed": "seed",
     "threads": "bench.threads",
     "name": "name",
+    "model": "model.path",
+    "unsafe_load": "model.unsafe_load",
 }
 
 
@@ -63,6 +65,9 @@ def run_options(fn: Callable) -> Callable:
         click.option("--arch", metavar="NAME", help="Architecture (see 'edgepipe models')."),
         click.option("--alpha", type=float, help="Width multiplier, for families that have one."),
         click.option("--weights", metavar="imagenet|none|PATH", help="Initial backbone weights."),
+        click.option("--model", metavar="PATH", help="Start from your own saved model (.keras, .h5, SavedModel dir)."),
+        click.option("--unsafe-load", is_flag=True, default=None,
+                     help="Allow --model files whose loading runs arbitrary code (trusted files only)."),
         click.option("--input-size", type=int, metavar="N", help="Square input size in pixels."),
         click.option("--strategy", metavar="NAME", help="Transfer-learning strategy (e.g. feature-extraction)."),
         click.option("--epochs", type=int, metavar="N", help="Training epochs."),
@@ -154,27 +159,50 @@ for _name, _help in (
 
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def models(as_json: bool) -> None:
-    """List the architectures the registry knows."""
+@click.option("--measure/--no-measure", default=True, show_default=True,
+              help="Build each network (random weights) to count parameters and MACs; cached after the first run.")
+def models(as_json: bool, measure: bool) -> None:
+    """List the architectures the registry knows, with measured size and compute and published accuracy."""
     from edgepipe.architectures import ARCHITECTURES
 
+    facts: dict = {}
+    if measure:
+        from edgepipe.architectures.facts import all_facts
+        from edgepipe.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        facts = all_facts(echo=lambda line: click.echo(line, err=True))
     rows = []
     for name, arch in ARCHITECTURES:
         rows.append({
-            "name": name, "keras_name": arch.keras_name, "family": arch.family,
-            "default_input_size": arch.default_input_size, "alphas": list(arch.alphas),
-            "imagenet_weights": arch.has_imagenet_weights, "reference": arch.reference.as_dict(), "paper": arch.paper,
+            "name": name, "keras_name": arch.keras_name, "family": arch.family, "paper": arch.paper,
+            "default_input_size": arch.default_input_size, "default_channels": arch.default_channels,
+            "alphas": list(arch.alphas), "imagenet_weights": arch.has_imagenet_weights,
+            "measured": facts.get(name), "reference": arch.reference.as_dict(),
         })
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    click.echo(f"{'name':<16} {'family':<12} {'input':>5} {'imagenet':>8} {'top-1 %':>7} {'size MB':>7}  alphas")
+    click.echo(render_models_table(rows))
+
+
+def render_models_table(rows: list[dict]) -> str:
+    def num(value, scale=1.0, spec=".1f"):
+        return "–" if value is None else f"{value / scale:{spec}}"
+
+    header = (f"{'name':<21} {'family':<31} {'params M':>8} {'MACs M':>8} {'input':>5} {'depth':>5} "
+              f"{'ImageNet':>8} {'size MB':>7} {'top-1 %':>7} {'top-5 %':>7}")
+    lines = [header, "-" * len(header)]
     for r in rows:
-        ref = r["reference"]
-        click.echo(f"{r['name']:<16} {r['family']:<12} {r['default_input_size']:>5} {'yes' if r['imagenet_weights'] else 'no':>8} "
-                   f"{ref['top1'] if ref['top1'] is not None else '–':>7} {ref['size_mb'] if ref['size_mb'] is not None else '–':>7}  "
-                   + ",".join(map(str, r["alphas"])))
-    click.echo("Reference figures: Keras Applications table (ImageNet validation).")
+        measured, ref = r["measured"] or {}, r["reference"]
+        lines.append(
+            f"{r['name']:<21} {r['family']:<31} {num(measured.get('params'), 1e6, '.2f'):>8} "
+            f"{num(measured.get('macs'), 1e6, '.1f'):>8} {r['default_input_size']:>5} {num(ref['depth'], 1, '.0f'):>5} "
+            f"{'yes' if r['imagenet_weights'] else 'no':>8} {num(ref['size_mb'], 1, '.0f'):>7} "
+            f"{num(ref['top1']):>7} {num(ref['top5']):>7}")
+    lines.append("params and MACs: measured here with the published classifier top (1000 classes; LeNet-5: 10) at the "
+                 "default input, batch 1. Size, depth, top-1/top-5: published ImageNet figures, sources in --json.")
+    return "\n".join(lines)
 
 
 @main.command()

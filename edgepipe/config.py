@@ -50,6 +50,9 @@ class ModelConfig:
     input_size: int = _opt(224, "Square input size in pixels the model is built for.", min=8, max=2048)
     channels: int = _opt(3, "Input channels: 3 (RGB) or 1 (grey).", choices=(1, 3))
     dropout: float = _opt(0.2, "Dropout rate in the new classification head.", min=0.0, max=0.95)
+    path: Optional[str] = _opt(None, "Start from your own saved model instead of a registry architecture: a .keras or .h5 file or a SavedModel directory (its classifier top is replaced).")
+    preprocessing: str = _opt("auto", "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128).", choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"))
+    unsafe_load: bool = _opt(False, "Allow loading a model.path file that runs arbitrary Python code (Lambda layers). Only for files you trust.")
 
 
 @dataclass

@@ -72,3 +72,16 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, si
             image = Image.fromarray(pixels, "RGB").convert(mode)
             _save(image, root / name / f"img {i} é.{suffix}")
     return root
+
+
+def pytest_addoption(parser):
+    parser.addoption("--run-slow", action="store_true", help="also run tests marked slow (minutes each)")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--run-slow") or os.environ.get("EDGEPIPE_RUN_SLOW"):
+        return
+    skip = pytest.mark.skip(reason="slow: run with --run-slow (or EDGEPIPE_RUN_SLOW=1)")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip)

@@ -20,8 +20,18 @@ from edgepipe.architectures.base import (
     get_architecture,
     register_architecture,
 )
-from edgepipe.architectures.classifier import build_classifier, check_weights_request
-from edgepipe.architectures import mobilenet  # noqa: F401  (registers entries)
+from edgepipe.architectures.classifier import build_classifier, check_weights_request, resolve_architecture
+# Each module registers its entries; Keras Applications first, then the networks built from papers.
+from edgepipe.architectures import keras_apps  # noqa: F401, I001
+from edgepipe.architectures import (  # noqa: F401
+    lenet,
+    alexnet,
+    vgg,
+    googlenet,
+    resnet_paper,
+    densenet_paper,
+    efficientnet_lite,
+)
 
 __all__ = [
     "ARCHITECTURES",
@@ -30,6 +40,7 @@ __all__ = [
     "Reference",
     "build_classifier",
     "check_weights_request",
+    "resolve_architecture",
     "get_architecture",
     "register_architecture",
 ]

@@ -12,20 +12,30 @@ from edgepipe.registry import Registry
 class Preprocessing:
     """Pixel transform applied inside the model: ``x * scale + offset`` per channel.
 
-    ``scale`` and ``offset`` are tuples of one value (all channels) or one per channel.
+    ``scale`` and ``offset`` are tuples of one value (all channels) or one per
+    channel; ``reverse_channels`` turns RGB into BGR first (Caffe-style weights).
     """
 
     scale: tuple[float, ...] = (1.0,)
     offset: tuple[float, ...] = (0.0,)
     description: str = "raw pixels 0..255"
+    reverse_channels: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scale": list(self.scale), "offset": list(self.offset), "description": self.description}
+        return {"scale": list(self.scale), "offset": list(self.offset), "reverse_channels": self.reverse_channels,
+                "description": self.description}
 
 
 TF_MINUS1_1 = Preprocessing((1 / 127.5,), (-1.0,), "x / 127.5 - 1 (range -1..1)")
 UNIT_RANGE = Preprocessing((1 / 255.0,), (0.0,), "x / 255 (range 0..1)")
-RAW = Preprocessing()
+RAW = Preprocessing(description="raw pixels 0..255 (the network normalizes internally)")
+_IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+TORCH_IMAGENET = Preprocessing(
+    tuple(1 / (255 * s) for s in _IMAGENET_STD), tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)),
+    "(x / 255 - ImageNet mean) / ImageNet std, per RGB channel",
+)
+CAFFE_BGR = Preprocessing((1.0,), (-103.939, -116.779, -123.68), "RGB to BGR, minus the ImageNet BGR mean", True)
+LITE_127_128 = Preprocessing((1 / 128.0,), (-127.0 / 128.0,), "(x - 127) / 128")
 
 
 @dataclass(frozen=True)
@@ -38,9 +48,14 @@ class Reference:
     params: Optional[int] = None
     depth: Optional[int] = None
     source: str = ""
+    #: the unit ``params`` is rounded to in its source (1 = exact; 100_000 for "4.7M")
+    params_precision: int = 1
+    #: "all" counts every weight as Keras does (batch-norm moving statistics too);
+    #: "trainable" counts learnable parameters only, as papers and PyTorch do
+    params_counted: str = "all"
 
     def as_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in ("top1", "top5", "size_mb", "params", "depth", "source")}
+        return {k: getattr(self, k) for k in ("top1", "top5", "size_mb", "params", "params_counted", "depth", "source")}
 
 
 KERAS_APPLICATIONS_TABLE = "Keras Applications table, https://keras.io/api/applications/"
@@ -50,18 +65,24 @@ KERAS_APPLICATIONS_TABLE = "Keras Applications table, https://keras.io/api/appli
 class Architecture:
     """A registered network.
 
-    ``backbone`` builds the feature extractor (no classifier top) as a Keras
-    model that takes *preprocessed* input: ``backbone(input_shape, alpha,
-    weights)`` where ``weights`` is None, "imagenet" or a file path.
+    ``build(input_shape, alpha, weights, include_top, classes)`` returns a Keras
+    model that takes *preprocessed* input; ``include_top=False`` gives the
+    feature extractor (the backbone), ``include_top=True`` the original
+    classifier. ``weights`` is None, "imagenet" or a file path.
     """
 
     name: str
     family: str
     paper: str
-    backbone: Callable[..., Any]
+    build: Callable[..., Any]
     preprocessing: Preprocessing
     default_input_size: int
     min_input_size: int
+    default_channels: int = 3
+    #: ImageNet weights exist only at exactly these sizes (NASNet); otherwise any size >= min works
+    imagenet_size_strict: bool = False
+    #: the published classifier flattens a feature map into dense layers, so its size depends on the input
+    flatten_top: bool = False
     keras_name: Optional[str] = None
     alphas: tuple[float, ...] = ()
     default_alpha: Optional[float] = None
@@ -77,6 +98,10 @@ class Architecture:
     @property
     def has_alpha(self) -> bool:
         return bool(self.alphas)
+
+
+    def backbone(self, input_shape, alpha=None, weights=None):
+        return self.build(input_shape=input_shape, alpha=alpha, weights=weights, include_top=False, classes=1000)
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture", list_command="edgepipe models")

@@ -3,9 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
-from edgepipe.architectures.base import Architecture, get_architecture
+from edgepipe.architectures.base import (
+    CAFFE_BGR,
+    LITE_127_128,
+    RAW,
+    TF_MINUS1_1,
+    TORCH_IMAGENET,
+    UNIT_RANGE,
+    Architecture,
+    get_architecture,
+)
 from edgepipe.errors import EdgepipeError
 
 # Layer names every classifier built here has; the training stage relies on them.
@@ -31,6 +40,11 @@ def resolve_alpha(arch: Architecture, alpha: Optional[float]) -> Optional[float]
 
 def check_weights_request(arch: Architecture, weights: str, input_size: int, channels: int, alpha: Optional[float]) -> None:
     """Reject impossible weight/shape requests before any work starts."""
+    if arch.family == "user model" and input_size != arch.default_input_size and arch.min_input_size == arch.default_input_size:
+        raise EdgepipeError(
+            f"the saved model takes {arch.default_input_size}x{arch.default_input_size} input, not {input_size}",
+            f"Set model.input_size / --input-size to {arch.default_input_size}.",
+        )
     if input_size < arch.min_input_size:
         raise EdgepipeError(
             f"input size {input_size} is too small for '{arch.name}'",
@@ -47,12 +61,18 @@ def check_weights_request(arch: Architecture, weights: str, input_size: int, cha
                 f"ImageNet weights for '{arch.name}' need {arch.imagenet_channels} input channels, not {channels}",
                 f"Set model.channels: {arch.imagenet_channels} (grey images are converted), or use --weights none.",
             )
+        if arch.imagenet_size_strict and input_size not in arch.imagenet_sizes:
+            raise EdgepipeError(
+                f"ImageNet weights for '{arch.name}' exist only at input size "
+                + ", ".join(map(str, arch.imagenet_sizes)),
+                "Set --input-size to that, or use --weights none.",
+            )
         if arch.has_alpha and alpha not in arch.imagenet_alphas:
             raise EdgepipeError(
                 f"ImageNet weights for '{arch.name}' exist only for alpha " + ", ".join(map(str, arch.imagenet_alphas)),
                 "Choose one of those, or use --weights none.",
             )
-    elif weights not in ("none", None) and not Path(weights).exists():
+    elif arch.family != "user model" and weights not in ("none", None) and not Path(weights).exists():
         raise EdgepipeError(
             f"weights file '{weights}' does not exist",
             "Pass imagenet, none, or the path of an existing weights file.",
@@ -70,9 +90,8 @@ def _keras_weights_arg(weights: str) -> Optional[str]:
 def build_backbone(arch: Architecture, input_size: int, channels: int, alpha: Optional[float], weights: str):
     """The backbone with the requested weights; a clear error if ImageNet weights cannot be had."""
     shape = (input_size, input_size, channels)
-    kwargs: dict[str, Any] = {"input_shape": shape, "alpha": alpha, "weights": _keras_weights_arg(weights)}
     try:
-        return arch.backbone(**kwargs)
+        return arch.backbone(shape, alpha=alpha, weights=_keras_weights_arg(weights))
     except Exception as exc:  # Keras raises plain Exceptions for download failures
         if weights != "imagenet":
             raise
@@ -86,8 +105,27 @@ def build_backbone(arch: Architecture, input_size: int, channels: int, alpha: Op
         raise
 
 
+PREPROCESSING_NAMES = {"none": RAW, "unit": UNIT_RANGE, "tf": TF_MINUS1_1, "torch": TORCH_IMAGENET,
+                       "caffe": CAFFE_BGR, "lite": LITE_127_128}
+
+
+def resolve_architecture(model_config) -> Architecture:
+    """The registry entry (or the user's saved model) a ModelConfig asks for, with its preprocessing."""
+    import dataclasses
+
+    if model_config.path:
+        from edgepipe.architectures.loading import user_architecture
+
+        pre = PREPROCESSING_NAMES.get(model_config.preprocessing, RAW)
+        return user_architecture(model_config.path, model_config.unsafe_load, pre)
+    arch = get_architecture(model_config.arch)
+    if model_config.preprocessing != "auto":
+        arch = dataclasses.replace(arch, preprocessing=PREPROCESSING_NAMES[model_config.preprocessing])
+    return arch
+
+
 def build_classifier(
-    arch_name: str,
+    arch_name: "str | Architecture",
     num_classes: int,
     input_size: int,
     channels: int = 3,
@@ -102,22 +140,40 @@ def build_classifier(
     """
     import keras
 
-    arch = get_architecture(arch_name)
+    arch = arch_name if isinstance(arch_name, Architecture) else get_architecture(arch_name)
     alpha = resolve_alpha(arch, alpha)
     check_weights_request(arch, weights, input_size, channels, alpha)
     keras.utils.set_random_seed(seed)
     backbone = build_backbone(arch, input_size, channels, alpha, weights)
     backbone.name = BACKBONE
-    pre = arch.preprocessing
     inputs = keras.Input((input_size, input_size, channels), name="image")
-    scale = pre.scale[0] if len(pre.scale) == 1 else list(pre.scale)
-    offset = pre.offset[0] if len(pre.offset) == 1 else list(pre.offset)
-    x = keras.layers.Rescaling(scale=scale, offset=offset, name=PREPROCESS)(inputs)
+    x = preprocessing_layer(arch.preprocessing, channels)(inputs)
     x = backbone(x)
     x = keras.layers.GlobalAveragePooling2D(name=POOL)(x)
     x = keras.layers.Dropout(dropout, name=DROPOUT)(x)
     outputs = keras.layers.Dense(num_classes, activation="softmax", name=CLASSIFIER)(x)
-    return keras.Model(inputs, outputs, name=f"{arch.name}_classifier")
+    safe_name = "".join(c if c.isalnum() or c in "_.-" else "_" for c in arch.name)
+    return keras.Model(inputs, outputs, name=f"{safe_name}_classifier")
+
+
+def preprocessing_layer(pre, channels: int):
+    """The in-model pixel transform: Rescaling where it suffices, ChannelAffine for BGR reversal.
+
+    Per-channel constants meant for RGB are averaged for single-channel input.
+    """
+    import keras
+
+    def fit(values):
+        if len(values) == 1:
+            return values[0]
+        return sum(values) / len(values) if channels == 1 else list(values)
+
+    if pre.reverse_channels and channels == 3:
+        from edgepipe.architectures.layers import ChannelAffine
+
+        scale = list(pre.scale) * 3 if len(pre.scale) == 1 else list(pre.scale)
+        return ChannelAffine(scale, list(pre.offset), reverse_channels=True, name=PREPROCESS)
+    return keras.layers.Rescaling(scale=fit(pre.scale), offset=fit(pre.offset), name=PREPROCESS)
 
 
 def set_batchnorm_momentum(model, momentum: float) -> int:

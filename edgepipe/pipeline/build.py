@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 from edgepipe import __version__
-from edgepipe.architectures import build_classifier, get_architecture
-from edgepipe.architectures.classifier import BACKBONE, resolve_alpha, set_batchnorm_momentum
+from edgepipe.architectures import build_classifier, compute
+from edgepipe.architectures.classifier import BACKBONE, resolve_alpha, resolve_architecture, set_batchnorm_momentum
 from edgepipe.config import RunConfig
 from edgepipe.data import format_summary, make_index, materialize
 from edgepipe.fileio import atomic_path, write_json, write_text
 from edgepipe.pipeline.rundir import RunDir
-from edgepipe.pipeline.stage import Echo, Stage
+from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.pipeline.strategies import fit
 
 #: momentum for batch normalization when a network is trained from scratch (see set_batchnorm_momentum)
@@ -25,6 +26,7 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
         "data": dataclasses.asdict(config.data),
         "model": dataclasses.asdict(config.model),
         "pretrain": dataclasses.asdict(config.pretrain) if config.pretrain else None,
+        "model_file": file_digest(Path(config.model.path)) if config.model.path else None,
     }
 
 
@@ -37,7 +39,8 @@ def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *,
     """Build the configured network with random weights and train every layer; returns (model, summary)."""
     m = config.model
     dataset = materialize(data_index, m.input_size, m.channels)
-    model = build_classifier(m.arch, num_classes, m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
+    model = build_classifier(resolve_architecture(m), num_classes, m.input_size, m.channels, m.alpha, "none",
+                             m.dropout, config.seed)
     set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
     history = fit(model, dataset.train, dataset.splits["val"], epochs=epochs, batch_size=batch_size,
                   learning_rate=learning_rate, seed=config.seed, label=label, echo=echo, augment=augment)
@@ -58,9 +61,12 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     index = make_index(config.data, config.seed)
     echo(format_summary(index["summary"]))
     labels = index["class_names"]
-    arch = get_architecture(m.arch)
-    info: dict = {"architecture": arch.name, "input_size": m.input_size, "channels": m.channels,
-                  "alpha": resolve_alpha(arch, m.alpha), "weights": m.weights, "num_classes": len(labels)}
+    arch = resolve_architecture(m)
+    weights = "none" if m.path else m.weights
+    info: dict = {"architecture": arch.name, "family": arch.family, "input_size": m.input_size, "channels": m.channels,
+                  "alpha": resolve_alpha(arch, m.alpha), "weights": m.path or weights, "num_classes": len(labels),
+                  "preprocessing": arch.preprocessing.as_dict(), "reference": arch.reference.as_dict(),
+                  "paper": arch.paper}
     if config.pretrain:
         p = config.pretrain
         source_index = make_index(p.data, config.seed)
@@ -70,19 +76,20 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
             config, source_index, len(source_index["class_names"]), epochs=p.epochs, batch_size=p.batch_size,
             learning_rate=p.learning_rate, label="pretrain", echo=echo, augment=p.augment)
         echo(f"  source {summary['heldout_split']} top-1: {summary['top1']:.2%}")
-        model = build_classifier(m.arch, len(labels), m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
+        model = build_classifier(arch, len(labels), m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
         model.get_layer(BACKBONE).set_weights(source_model.get_layer(BACKBONE).get_weights())
         info["weights"] = "pretrained on " + p.data.path + (f" classes {','.join(p.data.classes)}" if p.data.classes else "")
         info["pretrain"] = {"source_classes": source_index["class_names"], **summary}
     else:
-        model = build_classifier(m.arch, len(labels), m.input_size, m.channels, m.alpha, m.weights, m.dropout, config.seed)
+        model = build_classifier(arch, len(labels), m.input_size, m.channels, m.alpha, weights, m.dropout, config.seed)
     info["params"] = int(model.count_params())
+    info["macs"] = compute.count(model).macs
     write_json(run.dataset_index, index)
     write_text(run.labels, "\n".join(labels) + "\n")
     with atomic_path(run.model_initial, suffix=".keras") as tmp:
         model.save(tmp)
     write_json(run.build_info, info)
-    echo(f"built {info['architecture']} ({info['params']:,} parameters, {len(labels)} classes, "
+    echo(f"built {info['architecture']} ({info['params']:,} parameters, {info['macs'] / 1e6:.1f}M MACs, {len(labels)} classes, "
          f"{m.input_size}x{m.input_size}x{m.channels}, weights: {info['weights']})")
 
 

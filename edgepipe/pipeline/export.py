@@ -5,10 +5,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 from edgepipe import calibration
-from edgepipe.architectures import get_architecture
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
@@ -24,6 +23,7 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
         "export": dataclasses.asdict(config.export),
         "model": file_digest(run.model),
         "dataset": file_digest(run.dataset_index),
+        "build": file_digest(run.build_info),
     }
 
 
@@ -69,7 +69,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     import keras
 
     m = config.model
-    model = keras.models.load_model(run.model, compile=False)
+    model = keras.models.load_model(run.model, compile=False, safe_mode=not config.model.unsafe_load)
     labels = run.read_labels()
     calibration_set = None
     if any(EXPORTERS.get(f).needs_calibration for f in config.export.formats):
@@ -77,10 +77,11 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         calibration_set = calibration.draw(dataset.train.images, dataset.train.labels,
                                            config.export.calibration_size, config.seed)
         echo(f"calibration set: {len(calibration_set)} training images, sha256 {calibration_set.digest[:12]}")
-    preprocessing = get_architecture(m.arch).preprocessing.as_dict()
+    built = read_json(run.build_info)
+    stem = built["architecture"].replace("user:", "")
     echo(f"exporting to {run.artifacts_dir}:")
-    records = export_all(model, config.export.formats, run.artifacts_dir, get_architecture(m.arch).name,
-                         labels, preprocessing, calibration_set, config.export.int8_io, echo)
+    records = export_all(model, config.export.formats, run.artifacts_dir, stem, labels, built["preprocessing"],
+                         calibration_set, config.export.int8_io, echo)
     ok = [r for r in records if r["status"] == "ok"]
     if not ok:
         raise EdgepipeError("no format could be exported", "See the reasons above; fix them or choose other --formats.")

@@ -40,10 +40,15 @@ def _check_data_path(data: DataConfig, key: str) -> None:
 def preflight(config: RunConfig) -> None:
     """Cheap checks of everything knowable before work starts (no directory is created)."""
     m = config.model
-    arch = get_architecture(m.arch)
-    alpha = resolve_alpha(arch, m.alpha)
-    if not config.pretrain:
-        check_weights_request(arch, m.weights, m.input_size, m.channels, alpha)
+    if m.path:
+        from edgepipe.architectures.loading import check_model_path
+
+        check_model_path(m.path)
+    else:
+        arch = get_architecture(m.arch)
+        alpha = resolve_alpha(arch, m.alpha)
+        if not config.pretrain:
+            check_weights_request(arch, m.weights, m.input_size, m.channels, alpha)
     _check_data_path(config.data, "data.path")
     if config.pretrain:
         _check_data_path(config.pretrain.data, "pretrain.data.path")

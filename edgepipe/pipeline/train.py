@@ -51,7 +51,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     m = config.model
     index = read_json(run.dataset_index)
     dataset = materialize(index, m.input_size, m.channels)
-    model = keras.models.load_model(run.model_initial, compile=False)
+    model = keras.models.load_model(run.model_initial, compile=False, safe_mode=not config.model.unsafe_load)
     strategy = STRATEGIES.get(config.train.strategy)
     echo(f"training with strategy '{strategy.name}': {strategy.description}")
     outcome = strategy.fn(model, dataset, config.train, config.seed, echo)

@@ -1,0 +1,77 @@
+"""Measured facts about registry entries: parameters and MACs at the default input, cached per version."""
+
+from __future__ import annotations
+
+import gc
+import os
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edgepipe import __version__
+from edgepipe.architectures.base import ARCHITECTURES, Architecture
+from edgepipe.fileio import read_json, write_json
+
+
+def reference_classes(arch: Architecture) -> int:
+    """Classes of the network as published (10 for LeNet-5's digits, 1000 for ImageNet)."""
+    return 10 if arch.family == "LeNet" else 1000
+
+
+def build_reference(arch: Architecture, size: Optional[int] = None):
+    """The published classifier (random weights, published class count) at ``size`` (default: its default input)."""
+    size = size or arch.default_input_size
+    return arch.build(input_shape=(size, size, arch.default_channels), alpha=arch.default_alpha, weights=None,
+                      include_top=True, classes=reference_classes(arch))
+
+
+def measure(arch: Architecture) -> dict[str, Any]:
+    """Build the published classifier (random weights) at its default input and count it."""
+    import keras
+    import numpy as np
+
+    from edgepipe.architectures.compute import count
+
+    size, channels = arch.default_input_size, arch.default_channels
+    model = arch.build(input_shape=(size, size, channels), alpha=arch.default_alpha, weights=None, include_top=True,
+                       classes=reference_classes(arch))
+    report = count(model)
+    facts = {
+        "params": int(model.count_params()),
+        "trainable_params": int(sum(int(np.prod(w.shape)) for w in model.trainable_weights)),
+        "macs": int(report.macs),
+        "input": [size, size, channels],
+        "classes": reference_classes(arch),
+    }
+    del model
+    keras.backend.clear_session()
+    gc.collect()
+    return facts
+
+
+def _cache_path() -> Path:
+    import keras
+
+    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgepipe"
+    return root / f"architecture-facts-{__version__}-keras{keras.__version__}.json"
+
+
+def all_facts(echo: Optional[Callable[[str], None]] = None, refresh: bool = False) -> dict[str, dict[str, Any]]:
+    """Facts for every registry entry; measured once per edgepipe/Keras version and cached on disk."""
+    path = _cache_path()
+    cached: dict[str, Any] = {}
+    if path.exists() and not refresh:
+        try:
+            cached = read_json(path)
+        except ValueError:
+            cached = {}
+    missing = [name for name in ARCHITECTURES.names() if name not in cached]
+    for i, name in enumerate(missing, 1):
+        if echo:
+            echo(f"measuring {name} ({i}/{len(missing)})")
+        cached[name] = measure(ARCHITECTURES.get(name))
+    if missing:
+        try:
+            write_json(path, cached)
+        except OSError:
+            pass  # a read-only home only costs the next listing its time
+    return cached

@@ -1,0 +1,96 @@
+"""A user's own model file enters the pipeline; unsafe files are refused unless asked."""
+
+import os
+import shutil
+
+import keras
+import numpy as np
+import pytest
+
+from edgepipe.architectures import build_classifier, check_weights_request, get_architecture
+from edgepipe.architectures.loading import feature_extractor, load_keras_model, user_architecture
+from edgepipe.errors import EdgepipeError
+from tests.conftest import SHARED_WEIGHTS
+
+
+def _small_model(with_lambda=False):
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Lambda(lambda t: t / 255.0)(inputs) if with_lambda else keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(4, 3, activation="relu", name="features")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+def test_saved_model_file_becomes_a_backbone(tmp_path, suffix):
+    path = tmp_path / f"mine{suffix}"
+    _small_model().save(path)
+    arch = user_architecture(str(path))
+    assert arch.default_input_size == 16
+    model = build_classifier(arch, 5, 16, 3, None, "none")
+    assert model.output.shape[-1] == 5
+    assert model.get_layer("backbone").output.shape[-1] == 4  # cut before pooling and the old classifier
+
+
+def test_lambda_model_is_refused_unless_unsafe(tmp_path):
+    path = tmp_path / "lambda.keras"
+    _small_model(with_lambda=True).save(path)
+    with pytest.raises(EdgepipeError, match="--unsafe-load"):
+        load_keras_model(str(path))
+    assert load_keras_model(str(path), unsafe=True) is not None
+
+
+def test_savedmodel_directory_is_wrapped(tmp_path):
+    _small_model().export(str(tmp_path / "sm"), verbose=False)
+    arch = user_architecture(str(tmp_path / "sm"))
+    model = build_classifier(arch, 2, 16, 3, None, "none")
+    assert model.predict(np.zeros((1, 16, 16, 3), np.float32), verbose=0).shape == (1, 2)
+
+
+def test_missing_or_wrong_model_path(tmp_path):
+    with pytest.raises(EdgepipeError, match="does not exist"):
+        load_keras_model(str(tmp_path / "nope.keras"))
+    (tmp_path / "notes.txt").write_text("x")
+    with pytest.raises(EdgepipeError, match="not a Keras model"):
+        load_keras_model(str(tmp_path / "notes.txt"))
+
+
+def test_feature_extractor_of_flat_model_gives_a_map():
+    inputs = keras.Input((10,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(keras.layers.Dense(6)(inputs)))
+    assert tuple(feature_extractor(model).output.shape[1:]) == (1, 1, 6)
+
+
+def test_imagenet_requests_that_cannot_be_served():
+    with pytest.raises(EdgepipeError, match="no published ImageNet weights"):
+        check_weights_request(get_architecture("efficientnet_lite0"), "imagenet", 224, 3, None)
+    with pytest.raises(EdgepipeError, match="only at input size 224"):
+        check_weights_request(get_architecture("nasnet_mobile"), "imagenet", 160, 3, None)
+    with pytest.raises(EdgepipeError, match="alpha"):
+        check_weights_request(get_architecture("mobilenet_v2"), "imagenet", 224, 3, 0.6)
+
+
+@pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="genuine Keras ImageNet weights not found in ../shared/weights")
+def test_genuine_imagenet_weights_load_through_the_keras_cache(tmp_path):
+    """weights=imagenet goes through Keras' own cache ($KERAS_HOME/models), read when Keras starts: a fresh process."""
+    import subprocess
+    import sys
+
+    models = tmp_path / "models"
+    models.mkdir()
+    for file in SHARED_WEIGHTS.glob("*.h5"):
+        shutil.copy(file, models / file.name)
+    script = f"""
+import numpy as np, keras
+from edgepipe.architectures import build_classifier
+model = build_classifier("mobilenet_v2", 2, 224, 3, 0.35, "imagenet")
+reference = keras.applications.MobileNetV2(alpha=0.35, include_top=False, input_shape=(224, 224, 3),
+    weights="{models / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5'}")
+ours = model.get_layer("backbone").get_layer("Conv1").get_weights()[0]
+assert np.array_equal(ours, reference.get_layer("Conv1").get_weights()[0])
+assert abs(float(ours.std()) - 0.0) > 1e-3
+print("imagenet weights loaded")
+"""
+    env = {**os.environ, "KERAS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
+    result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+    assert "imagenet weights loaded" in result.stdout, result.stderr[-2000:]
