@@ -105,8 +105,13 @@ def load_run_config(config_path: Optional[Path], flags: dict[str, Any]):
 
 
 def _run_stages(stages: list[str], kwargs: dict[str, Any]) -> None:
+    from edgepipe.pipeline.export import expand_formats
     from edgepipe.pipeline.runner import run_stages
 
+    if kwargs.get("formats"):
+        kwargs["formats"] = expand_formats(kwargs["formats"])
+    if not kwargs.get("unsafe_load"):
+        kwargs["unsafe_load"] = None  # an absent flag must not override the config's value
     config_path = kwargs.pop("config")
     force = kwargs.pop("force")
     config = load_run_config(config_path, kwargs)
@@ -150,11 +155,51 @@ def _stage_command(name: str, help_text: str) -> None:
 for _name, _help in (
     ("build", "Stage 1: index the dataset and build the network with a new head."),
     ("train", "Stage 2: transfer-learn to the target data and evaluate on the held-out split."),
-    ("export", "Stage 3: export the trained model to the configured formats."),
     ("bench", "Stage 4: measure accuracy and latency of every artifact on this machine."),
     ("report", "Stage 5: write report.md from results.json."),
 ):
     _stage_command(_name, _help)
+
+
+MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")
+
+
+@main.command("export")
+@run_options
+@click.option("--format", "format_", multiple=True, metavar="NAME",
+              help="With a MODEL file: a format to export (repeatable; 'all' for every format this machine can build).")
+@click.option("--calibration-data", type=click.Path(path_type=Path), metavar="DIR",
+              help="With a MODEL file: image folder (one subfolder per class) to calibrate INT8 and verify artifacts.")
+def export_command(**kwargs: Any) -> None:
+    """Stage 3: export the trained model to the configured formats.
+
+    Reads and writes the run directory (--output), so one stage can be rerun.
+    Given a Keras model file instead of a CONFIG, exports that model alone:
+    edgepipe export model.keras --format tflite-int8 --format onnx-fp32 --calibration-data DIR
+    """
+    source = kwargs.get("config")
+    formats = list(kwargs.pop("format_") or ())
+    calibration_dir = kwargs.pop("calibration_data")
+    if source is not None and (source.suffix.lower() in MODEL_SUFFIXES or source.is_dir()):
+        from edgepipe.pipeline.bench import resolve_threads
+        from edgepipe.pipeline.export import export_model_file
+        from edgepipe.quiet import import_tensorflow_quietly
+
+        if not source.exists():
+            raise EdgepipeError(f"model file '{source}' does not exist", "Check the path.")
+        if calibration_dir is not None and not Path(calibration_dir).is_dir():
+            raise EdgepipeError(f"calibration data '{calibration_dir}' is not a folder",
+                                "Pass an image folder with one subfolder per class.")
+        import_tensorflow_quietly()
+        out = Path(kwargs.get("output") or Path("exports") / source.stem)
+        index = export_model_file(source, formats or kwargs.get("formats") or ["all"], out, click.echo,
+                                  calibration_dir=calibration_dir, seed=kwargs.get("seed") or 0,
+                                  threads=resolve_threads(kwargs.get("threads")), unsafe=bool(kwargs.get("unsafe_load")))
+        click.echo(f"artifacts: {index}")
+        return
+    if formats:
+        kwargs["formats"] = formats
+    _run_stages(["export"], kwargs)
 
 
 @main.command()

@@ -13,8 +13,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 SHARED_WEIGHTS = Path(__file__).resolve().parents[2] / "shared" / "weights"
 
 
-def tiny_overrides(tmp: Path, **extra) -> dict:
-    """A run small enough for tests: MobileNetV2 alpha 0.35 at 32x32, random weights, 2 epochs."""
+def tiny_overrides(tmp: Path, pretrain: bool = False, **extra) -> dict:
+    """A run small enough for tests: MobileNetV2 alpha 0.35 at 32x32, random weights, a head on cached features."""
     overrides = {
         "output": str(tmp),
         "data.path": "builtin:digits",
@@ -25,12 +25,16 @@ def tiny_overrides(tmp: Path, **extra) -> dict:
         "model.alpha": 0.35,
         "model.weights": "none",
         "model.input_size": 32,
-        "train.epochs": 2,
+        "train.epochs": 15,  # head epochs on cached features: seconds, and confident enough for INT8 to agree
+        "train.learning_rate": 0.01,
         "export.calibration_size": 16,
         "bench.warmup": 2,
         "bench.min_iterations": 5,
         "bench.min_duration_s": 0.0,
     }
+    if pretrain:  # a backbone trained on these digits, so the head learns a confident, stable classifier
+        overrides.update({"pretrain.data.path": "builtin:digits", "pretrain.data.classes": ["0", "1", "2", "3"],
+                          "pretrain.data.val_fraction": 0.1, "pretrain.epochs": 4})
     overrides.update(extra)
     return overrides
 
@@ -42,7 +46,7 @@ def tiny_run(tmp_path_factory):
     from edgepipe.pipeline.runner import STAGES, run_stages
 
     out = tmp_path_factory.mktemp("tiny-run")
-    config = cfg.from_dict({}, tiny_overrides(out))
+    config = cfg.from_dict({}, tiny_overrides(out, pretrain=True))
     lines: list[str] = []
     run = run_stages(config, list(STAGES), echo=lines.append)
     run.log = lines  # type: ignore[attr-defined]
@@ -79,9 +83,12 @@ def pytest_addoption(parser):
 
 
 def pytest_collection_modifyitems(config, items):
-    if config.getoption("--run-slow") or os.environ.get("EDGEPIPE_RUN_SLOW"):
-        return
-    skip = pytest.mark.skip(reason="slow: run with --run-slow (or EDGEPIPE_RUN_SLOW=1)")
+    from edgepipe.gpu import cuda_unavailable
+
+    no_cuda = cuda_unavailable() if any("gpu" in item.keywords for item in items) else None
+    run_slow = config.getoption("--run-slow") or os.environ.get("EDGEPIPE_RUN_SLOW")
     for item in items:
-        if "slow" in item.keywords:
-            item.add_marker(skip)
+        if "slow" in item.keywords and not run_slow:
+            item.add_marker(pytest.mark.skip(reason="slow: run with --run-slow (or EDGEPIPE_RUN_SLOW=1)"))
+        if "gpu" in item.keywords and no_cuda:
+            item.add_marker(pytest.mark.skip(reason=f"needs an NVIDIA GPU: {no_cuda}"))

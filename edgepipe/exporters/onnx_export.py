@@ -1,4 +1,4 @@
-"""ONNX exporters (tf2onnx)."""
+"""ONNX exporters: tf2onnx for FP32, then FP16 conversion and ONNX Runtime static INT8 (QDQ) on its output."""
 
 from __future__ import annotations
 
@@ -6,11 +6,16 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgepipe.errors import EdgepipeError
 from edgepipe.exporters.base import ExportContext, register_exporter
+from edgepipe.exporters.budget import Attempt, within_budget
 from edgepipe.fileio import write_bytes
+from edgepipe.quiet import native_output_suppressed
 
 OPSET = 17
 INPUT_NAME = "image"
+SENSITIVE_NODES_KEPT_FLOAT = 3
+METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
 def _metadata(ctx: ExportContext) -> dict[str, str]:
@@ -22,22 +27,157 @@ def _metadata(ctx: ExportContext) -> dict[str, str]:
     }
 
 
-@register_exporter("onnx-fp32", suffix=".onnx", precision="fp32",
-                   description=f"ONNX opset {OPSET}, float32, dynamic batch (tf2onnx)")
-def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
+def _check_and_write(model_proto, path: Path) -> None:
     import onnx
+
+    onnx.checker.check_model(model_proto, full_check=True)
+    write_bytes(path, model_proto.SerializeToString())
+
+
+@register_exporter("onnx-fp32", suffix=".onnx", precision="fp32",
+                   description=f"ONNX opset {OPSET}, float32, dynamic batch (tf2onnx); labels and preprocessing in metadata")
+def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
     import tf2onnx
 
     shape = (None, *ctx.model.inputs[0].shape[1:])
     spec = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
-    from edgepipe.quiet import native_output_suppressed
-
     with native_output_suppressed():
         model_proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=OPSET)
     for key, value in _metadata(ctx).items():
         entry = model_proto.metadata_props.add()
         entry.key, entry.value = key, value
-    onnx.checker.check_model(model_proto, full_check=True)
-    write_bytes(path, model_proto.SerializeToString())
+    _check_and_write(model_proto, path)
+    ctx.outputs["onnx-fp32"] = path
     return {"opset": OPSET, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output]}
+
+
+@register_exporter("onnx-fp16", suffix=".onnx", precision="fp16",
+                   description="ONNX, float16 weights and activations inside, float32 input/output")
+def export_onnx_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    import onnx
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = onnx.load(str(ctx.require("onnx-fp32")))
+    half = OnnxModel(convert_float_to_float16(model, keep_io_types=True))
+    half.topological_sort()  # the converter appends its output casts after their consumers
+    _check_and_write(half.model, path)
+    return {"opset": OPSET, "io_types": "float32", "converted_from": "onnx-fp32"}
+
+
+class _Reader:
+    """ONNX Runtime CalibrationDataReader over the shared calibration set (a thin adapter)."""
+
+    def __new__(cls, calibration, input_name: str):
+        from onnxruntime.quantization import CalibrationDataReader
+
+        class Reader(CalibrationDataReader):
+            def __init__(self):
+                self._feeds = calibration.batches(input_name, batch_size=1)
+
+            def get_next(self):
+                return next(self._feeds, None)
+
+            def rewind(self):
+                self._feeds = calibration.batches(input_name, batch_size=1)
+
+        return Reader()
+
+
+def _preprocessed(ctx: ExportContext) -> Path:
+    """onnx-fp32 after ONNX Runtime's quantization preprocessing (shape inference, graph optimization)."""
+    out = ctx.workdir / "onnx-fp32-preprocessed.onnx"
+    if not out.exists():
+        from onnxruntime.quantization.shape_inference import quant_pre_process
+
+        with native_output_suppressed():
+            quant_pre_process(str(ctx.require("onnx-fp32")), str(out), skip_symbolic_shape=False)
+    return out
+
+
+def _quantize(ctx: ExportContext, path: Path, method: str, exclude: list[str]) -> dict[str, Any]:
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    symmetric = bool(ctx.options.get("symmetric_activations", False))
+    with native_output_suppressed():
+        quantize_static(
+            str(_preprocessed(ctx)), str(path), _Reader(ctx.calibration, INPUT_NAME),
+            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+            nodes_to_exclude=exclude or None,
+            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
+        )
+    import onnx
+
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    qdq = sum(1 for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear"))
+    if qdq == 0:
+        raise EdgepipeError("ONNX Runtime produced no QuantizeLinear/DequantizeLinear nodes")
+    return {"format": "QDQ", "per_channel": True, "activations": "int8" + (" symmetric" if symmetric else ""),
+            "weights": "int8 symmetric", "calibration_method": method, "qdq_nodes": qdq,
+            "calibration_images": len(ctx.calibration), "calibration_sha256": ctx.calibration.digest,
+            "kept_float": exclude}
+
+
+def _sensitive_nodes(ctx: ExportContext, quantized: Path, count: int) -> list[str]:
+    """Nodes whose outputs lose most signal to quantization (lowest SQNR of QDQ against float activations),
+    by ONNX Runtime's qdq_loss_debug tools."""
+    import onnx
+    from onnxruntime.quantization.qdq_loss_debug import (
+        collect_activations,
+        compute_activation_error,
+        create_activation_matching,
+        modify_model_output_intermediate_tensors,
+    )
+
+    float_path, qdq_path = ctx.workdir / "debug-float.onnx", ctx.workdir / "debug-qdq.onnx"
+    with native_output_suppressed():
+        modify_model_output_intermediate_tensors(str(_preprocessed(ctx)), str(float_path))
+        modify_model_output_intermediate_tensors(str(quantized), str(qdq_path))
+        float_acts = collect_activations(str(float_path), _Reader(ctx.calibration, INPUT_NAME))
+        qdq_acts = collect_activations(str(qdq_path), _Reader(ctx.calibration, INPUT_NAME))
+    errors = compute_activation_error(create_activation_matching(qdq_acts, float_acts))
+    producer = {out: node.name for node in onnx.load(str(_preprocessed(ctx))).graph.node for out in node.output}
+    ranked = sorted((e.get("qdq_err", float("inf")), t) for t, e in errors.items() if t in producer)
+    nodes: list[str] = []
+    for _, tensor in ranked:
+        if producer[tensor] not in nodes:
+            nodes.append(producer[tensor])
+        if len(nodes) == count:
+            break
+    return nodes
+
+
+@register_exporter(
+    "onnx-int8", suffix=".onnx", precision="int8", needs_calibration=True,
+    description="ONNX, static INT8 in QDQ format (ONNX Runtime), per-channel weights, calibrated",
+)
+def export_onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    if ctx.calibration is None or len(ctx.calibration) == 0:
+        raise EdgepipeError("onnx-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory.")
+    first_method = ctx.calibration_method
+    others = [m for m in ("percentile", "entropy") if m != first_method]
+    state: dict[str, Path] = {}
+
+    def recipe(method: str):
+        def factory():
+            def build(p: Path):
+                details = _quantize(ctx, p, method, [])
+                state.setdefault("first", p)
+                return details
+            return Attempt(f"static QDQ, {method} calibration on {len(ctx.calibration)} images", build)
+        factory.__name__ = f"{method} calibration"
+        return factory
+
+    def keep_sensitive_float():
+        nodes = _sensitive_nodes(ctx, state["first"], SENSITIVE_NODES_KEPT_FLOAT)
+        return Attempt(f"{first_method} calibration with the {len(nodes)} most sensitive nodes kept in float "
+                       "(lowest SQNR against the float model)",
+                       lambda p: {**_quantize(ctx, p, first_method, nodes),
+                                  "kept_float_reason": "lowest SQNR of quantized against float activations"})
+    keep_sensitive_float.__name__ = "sensitive nodes kept in float"
+
+    return within_budget(ctx, path, [recipe(first_method), *[recipe(m) for m in others], keep_sensitive_float])

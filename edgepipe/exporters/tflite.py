@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
-from edgepipe.calibration import tflite_representative_dataset
+import numpy as np
+
+from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
 from edgepipe.errors import EdgepipeError
 from edgepipe.exporters.base import ExportContext, register_exporter
+from edgepipe.exporters.budget import Attempt, within_budget
 from edgepipe.fileio import write_bytes
 from edgepipe.quiet import native_output_suppressed
+
+SENSITIVE_LAYERS_KEPT_FLOAT = 3
 
 
 def _converter(ctx: ExportContext):
@@ -18,38 +23,124 @@ def _converter(ctx: ExportContext):
     return tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
 
 
-def tensor_types(model_bytes_or_path) -> dict[str, Any]:
-    """Types of a TFLite model's tensors: input/output dtypes and the float tensors it holds."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    kwargs = {"model_path": str(model_bytes_or_path)} if isinstance(model_bytes_or_path, (str, Path)) else {"model_content": model_bytes_or_path}
-    with native_output_suppressed():
-        interpreter = Interpreter(**kwargs)
-    details = interpreter.get_tensor_details()
-    float_tensors = [d["name"] for d in details if str(d["dtype"].__name__) == "float32"]
-    return {
-        "input_dtype": interpreter.get_input_details()[0]["dtype"].__name__,
-        "output_dtype": interpreter.get_output_details()[0]["dtype"].__name__,
-        "tensors": len(details),
-        "float32_tensors": float_tensors,
-    }
-
-
 def _convert(converter) -> bytes:
     with native_output_suppressed():
         return converter.convert()
 
 
-def _write(path: Path, model: bytes) -> dict[str, Any]:
-    write_bytes(path, model)
+def tensor_types(model_bytes_or_path) -> dict[str, Any]:
+    """What a TFLite flatbuffer holds, read back by LiteRT: input/output dtypes and tensor dtype counts."""
+    from edgepipe.runtimes.litert import _interpreter_class
+
+    cls, _ = _interpreter_class()
+    kwargs = ({"model_path": str(model_bytes_or_path)} if isinstance(model_bytes_or_path, (str, Path))
+              else {"model_content": model_bytes_or_path})
+    try:
+        with native_output_suppressed():
+            interpreter = cls(**kwargs)
+            interpreter.allocate_tensors()  # a file LiteRT cannot prepare is no artifact
+    except RuntimeError as exc:
+        raise EdgepipeError(f"LiteRT cannot run the converted model: {str(exc).strip().splitlines()[0][:200]}") from None
+    details = interpreter.get_tensor_details()
+    counts: dict[str, int] = {}
+    for d in details:
+        name = np.dtype(d["dtype"]).name
+        counts[name] = counts.get(name, 0) + 1
+    return {
+        "input_dtype": np.dtype(interpreter.get_input_details()[0]["dtype"]).name,
+        "output_dtype": np.dtype(interpreter.get_output_details()[0]["dtype"]).name,
+        "tensor_dtypes": counts,
+    }
+
+
+def _write(path: Path, model: bytes, expect: dict[str, Any]) -> dict[str, Any]:
+    """Check the flatbuffer holds the tensor types its format name promises, then write it."""
     types = tensor_types(model)
-    return {"input_dtype": types["input_dtype"], "output_dtype": types["output_dtype"], "tensors": types["tensors"],
-            "float32_tensors": len(types["float32_tensors"])}
+    problems = [f"{key} is {types[key]}, expected {value}" for key, value in expect.items()
+                if key in types and types[key] != value]
+    if "has" in expect and not types["tensor_dtypes"].get(expect["has"]):
+        problems.append(f"no {expect['has']} tensors")
+    if problems:
+        raise EdgepipeError("the converter's output is not what the format promises: " + "; ".join(problems))
+    write_bytes(path, model)
+    return types
 
 
 @register_exporter("tflite-fp32", suffix=".tflite", precision="fp32", description="TFLite, float32 weights and activations")
 def export_tflite_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
-    return _write(path, _convert(_converter(ctx)))
+    return _write(path, _convert(_converter(ctx)), {"input_dtype": "float32", "output_dtype": "float32"})
+
+
+@register_exporter("tflite-fp16", suffix=".tflite", precision="fp16",
+                   description="TFLite, float16 weights (dequantized to float32 at load on CPU; native fp16 on GPU delegates)")
+def export_tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    import tensorflow as tf
+
+    converter = _converter(ctx)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return _write(path, _convert(converter), {"input_dtype": "float32", "has": "float16"})
+
+
+@register_exporter("tflite-dynamic", suffix=".tflite", precision="dynamic",
+                   description="TFLite dynamic range: int8 weights, float activations (no calibration)")
+def export_tflite_dynamic(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    import tensorflow as tf
+
+    converter = _converter(ctx)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return _write(path, _convert(converter), {"input_dtype": "float32", "output_dtype": "float32", "has": "int8"})
+
+
+def _need_calibration(ctx: ExportContext, name: str) -> CalibrationSet:
+    if ctx.calibration is None or len(ctx.calibration) == 0:
+        raise EdgepipeError(f"{name} needs calibration images", "Pass --calibration-data DIR or export from a run directory.")
+    return ctx.calibration
+
+
+def _full_integer_converter(ctx: ExportContext, calibration: CalibrationSet):
+    import tensorflow as tf
+
+    converter = _converter(ctx)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = tflite_representative_dataset(calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    io_type = tf.uint8 if ctx.int8_io == "uint8" else tf.int8
+    converter.inference_input_type = io_type
+    converter.inference_output_type = io_type
+    return converter
+
+
+def _larger_calibration(ctx: ExportContext) -> Optional[CalibrationSet]:
+    if ctx.calibration_pool is None:
+        return None
+    images, labels = ctx.calibration_pool
+    size = min(len(labels), 4 * len(ctx.calibration))
+    return draw(images, labels, size, ctx.calibration.seed) if size > len(ctx.calibration) else None
+
+
+def _sensitive_nodes(ctx: ExportContext, calibration: CalibrationSet, count: int) -> list[str]:
+    """The ops whose quantization error (RMSE / scale) is largest, by TFLite's quantization debugger."""
+    import tensorflow as tf
+
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=_full_integer_converter(ctx, calibration),
+        debug_dataset=tflite_representative_dataset(calibration))
+    with native_output_suppressed():
+        debugger.run()
+    stats = [(s.get("rmse/scale", 0.0), name) for name, s in debugger.layer_statistics.items()]
+    return [name for _, name in sorted(stats, reverse=True)[:count]]
+
+
+def _denylisted_model(ctx: ExportContext, calibration: CalibrationSet, nodes: list[str]) -> bytes:
+    import tensorflow as tf
+
+    options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
+    debugger = tf.lite.experimental.QuantizationDebugger(
+        converter=_full_integer_converter(ctx, calibration),
+        debug_dataset=tflite_representative_dataset(calibration), debug_options=options)
+    with native_output_suppressed():
+        return debugger.get_nondebug_quantized_model()
 
 
 @register_exporter(
@@ -57,23 +148,46 @@ def export_tflite_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)",
 )
 def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    calibration = _need_calibration(ctx, "tflite-int8")
+    io = {"input_dtype": ctx.int8_io, "output_dtype": ctx.int8_io}
+    state: dict[str, Any] = {}
+
+    def first():
+        return Attempt(f"post-training full-integer quantization, min-max calibration on {len(calibration)} images",
+                       lambda p: {**_write(p, _convert(_full_integer_converter(ctx, calibration)), io),
+                                  "calibration_images": len(calibration), "calibration_sha256": calibration.digest})
+
+    def larger():
+        bigger = _larger_calibration(ctx)
+        if bigger is None:
+            return None
+        state["calibration"] = bigger
+        return Attempt(f"larger calibration set: {len(bigger)} training images",
+                       lambda p: {**_write(p, _convert(_full_integer_converter(ctx, bigger)), io),
+                                  "calibration_images": len(bigger), "calibration_sha256": bigger.digest})
+
+    def keep_sensitive_float():
+        chosen = state.get("calibration", calibration)
+        nodes = _sensitive_nodes(ctx, chosen, SENSITIVE_LAYERS_KEPT_FLOAT)
+        return Attempt(f"{len(nodes)} most sensitive ops kept in float (largest RMSE/scale in TFLite's quantization debugger)",
+                       lambda p: {**_write(p, _denylisted_model(ctx, chosen, nodes), io), "kept_float": nodes,
+                                  "kept_float_reason": "largest quantization error (RMSE / scale) per op",
+                                  "calibration_images": len(chosen), "calibration_sha256": chosen.digest})
+
+    return within_budget(ctx, path, [first, larger, keep_sensitive_float])
+
+
+@register_exporter(
+    "tflite-int16x8", suffix=".tflite", precision="int16x8", needs_calibration=True,
+    description="TFLite, int16 activations and int8 weights (calibrated; float input/output)",
+)
+def export_tflite_int16x8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
 
-    if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise EdgepipeError("tflite-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory.")
+    calibration = _need_calibration(ctx, "tflite-int16x8")
     converter = _converter(ctx)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = tflite_representative_dataset(ctx.calibration)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io_type = tf.uint8 if ctx.int8_io == "uint8" else tf.int8
-    converter.inference_input_type = io_type
-    converter.inference_output_type = io_type
-    details = _write(path, _convert(converter))
-    if details["input_dtype"] != ctx.int8_io or details["output_dtype"] != ctx.int8_io:
-        path.unlink()
-        raise EdgepipeError(
-            f"the converter produced {details['input_dtype']} input / {details['output_dtype']} output, not {ctx.int8_io}"
-        )
-    details["calibration_sha256"] = ctx.calibration.digest
-    details["calibration_images"] = len(ctx.calibration)
-    return details
+    converter.representative_dataset = tflite_representative_dataset(calibration)
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
+    details = _write(path, _convert(converter), {"has": "int16"})
+    return {**details, "calibration_images": len(calibration), "calibration_sha256": calibration.digest}

@@ -79,13 +79,19 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     records, reference = [], None
     for item in candidates:
         record = {k: item.get(k) for k in ("format", "precision", "file", "status", "reason", "description")}
+        if item.get("details", {}).get("attempts"):
+            record["int8_budget"] = {k: item["details"].get(k) for k in (
+                "accuracy_budget_pp", "budget_met", "chosen_attempt", "attempts", "budget_note", "kept_float")}
         path = run.path / item["file"] if item["format"] == REFERENCE_FORMAT else run.artifacts_dir / item["file"]
-        if item["status"] == "ok":
+        if item["status"] in ("ok", "failed-verification"):
+            record["verification"] = item.get("verification")
             record["size_mb"] = round(size_mb(path), 4)
             try:
                 measured = bench_artifact(path, split.images, split.labels, settings, threads, reference)
             except EdgepipeError as exc:
                 record.update(status="skipped", reason=str(exc))
+            except Exception as exc:  # an engine that cannot run this artifact: reported, the rest go on
+                record.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
             else:
                 probabilities = measured.pop("_probabilities")
                 if reference is None:

@@ -68,6 +68,22 @@ def render(results: dict[str, Any]) -> str:
             f"Gain from transfer: {_fmt(gain, '+.2f')} percentage points.",
             "",
         ]
+    budgets = [r for r in results["records"] if r.get("int8_budget")]
+    if budgets:
+        lines += ["## INT8 accuracy budget", ""]
+        for r in budgets:
+            b = r["int8_budget"]
+            verdict = "met" if b["budget_met"] else "**not met**"
+            lines.append(f"- `{r['format']}`: budget {b['accuracy_budget_pp']} pp of validation top-1, {verdict} "
+                         f"(attempt {b['chosen_attempt']} kept)." + (f" {b['budget_note']}." if b.get("budget_note") else ""))
+            for a in b["attempts"]:
+                if "error" in a:
+                    lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): could not run: {a['error']}")
+                elif a.get("top1") is not None:
+                    kept = f"; kept in float: {', '.join(a['kept_float'])}" if a.get("kept_float") else ""
+                    lines.append(f"  - attempt {a['attempt']}: {a['recipe']}: top-1 {a['top1'] * 100:.2f}%, "
+                                 f"{a['drop_pp']:+.2f} pp below FP32{kept}")
+        lines.append("")
     calibration = results.get("calibration")
     if calibration:
         lines += [f"INT8 calibration set: {calibration['images']} training images (seed {calibration['seed']}), "

@@ -1,0 +1,122 @@
+"""Every CPU-buildable format exports, loads in an independent parser with the types its name promises,
+and verifies against the Keras model it came from."""
+
+import json
+
+import numpy as np
+import onnx
+import pytest
+
+from edgepipe.exporters import EXPORTERS
+from edgepipe.exporters.tflite import tensor_types
+from edgepipe.fileio import read_json
+from edgepipe.pipeline.export import expand_formats, export_model_file
+from tests.conftest import make_image_folder
+
+CPU_FORMATS = [n for n, e in EXPORTERS if e.available() is None]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, tiny_run):
+    """Every CPU format of the tiny run's model, through the standalone 'export MODEL' path."""
+    tmp = tmp_path_factory.mktemp("export-all")
+    data = make_image_folder(tmp / "calib", classes=("0", "1", "2"), per_class=10, size=32)
+    lines: list[str] = []
+    index = export_model_file(tiny_run.model, ["all"], tmp / "out", lines.append, calibration_dir=data,
+                              calibration_size=16)
+    return {a["format"]: a for a in read_json(index)["artifacts"]}, tmp / "out", lines
+
+
+def test_all_means_every_format_buildable_here():
+    assert set(expand_formats(["all"])) == set(CPU_FORMATS)
+    assert {"tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int16x8", "onnx-fp32", "onnx-fp16",
+            "onnx-int8"} <= set(CPU_FORMATS)
+
+
+def test_every_cpu_format_exports_and_is_verified(exported):
+    records, _, _ = exported
+    assert set(records) == set(CPU_FORMATS)
+    for name, record in records.items():
+        if record["status"] == "failed":  # the converter or LiteRT refused: reported with its reason
+            assert name == "tflite-int16x8" and record["reason"], (name, record)
+            continue
+        assert record["status"] in ("ok", "failed-verification"), (name, record.get("reason"))
+        v = record["verification"]
+        assert v["images"] > 0 and 0 <= v["top1_agreement"] <= 1
+        assert record["status"] == ("ok" if v["passed"] else "failed-verification")
+    assert records["tflite-fp32"]["verification"]["max_abs_diff"] < 1e-4
+    assert records["onnx-fp32"]["verification"]["max_abs_diff"] < 1e-4
+
+
+def test_tflite_tensor_types_match_their_names(exported):
+    _, out, _ = exported
+    types = {n: tensor_types(f) for n in ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int16x8")
+             for f in out.glob(f"*-{n}.tflite")}
+    assert types["tflite-fp32"]["tensor_dtypes"].keys() <= {"float32", "int32"}
+    assert types["tflite-fp16"]["tensor_dtypes"].get("float16")
+    assert types["tflite-dynamic"]["input_dtype"] == "float32" and types["tflite-dynamic"]["tensor_dtypes"].get("int8")
+    assert types["tflite-int8"]["input_dtype"] == "uint8" and types["tflite-int8"]["output_dtype"] == "uint8"
+    if "tflite-int16x8" in types:
+        assert types["tflite-int16x8"]["tensor_dtypes"].get("int16")
+
+
+def test_onnx_files_pass_the_full_checker_and_say_what_they_are(exported):
+    _, out, _ = exported
+    for name in ("onnx-fp32", "onnx-fp16", "onnx-int8"):
+        model = onnx.load(next(out.glob(f"*-{name}.onnx")))
+        onnx.checker.check_model(model, full_check=True)
+        assert model.opset_import[0].version >= 17 or any(o.version >= 17 for o in model.opset_import)
+    int8 = onnx.load(next(out.glob("*-onnx-int8.onnx")))
+    assert any(node.op_type == "QuantizeLinear" for node in int8.graph.node)
+    half = onnx.load(next(out.glob("*-onnx-fp16.onnx")))
+    assert any(init.data_type == onnx.TensorProto.FLOAT16 for init in half.graph.initializer)
+    assert half.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    labels = {p.key: p.value for p in onnx.load(next(out.glob("*-onnx-fp32.onnx"))).metadata_props}["labels"]
+    assert json.loads(labels) == ["0", "1", "2"]
+
+
+def test_int8_artifacts_report_their_accuracy_budget(exported):
+    records, _, _ = exported
+    for name in ("tflite-int8", "onnx-int8"):
+        details = records[name]["details"]
+        assert details["accuracy_budget_pp"] == 1.0
+        assert details["attempts"] and "top1" in details["attempts"][0]
+        assert isinstance(details["budget_met"], bool)
+        if not details["budget_met"]:
+            assert "budget_note" in details and len(details["attempts"]) > 1
+
+
+def test_tensorrt_formats_are_skipped_with_a_reason(exported):
+    records, _, _ = exported
+    for name in ("tensorrt-fp16", "tensorrt-int8"):
+        reason = EXPORTERS.get(name).available()
+        if reason is None:
+            pytest.skip("TensorRT and a CUDA device are present")
+        assert name not in records  # 'all' means what this machine can build
+        assert "tensorrt" in reason or "CUDA" in reason
+
+
+def test_tensorrt_format_requested_explicitly_is_recorded_as_skipped(tiny_run, tmp_path):
+    if EXPORTERS.get("tensorrt-fp16").available() is None:
+        pytest.skip("TensorRT and a CUDA device are present")
+    index = export_model_file(tiny_run.model, ["tensorrt-fp16", "onnx-fp32"], tmp_path, lambda s: None)
+    records = {a["format"]: a for a in read_json(index)["artifacts"]}
+    assert records["tensorrt-fp16"]["status"] == "skipped" and records["tensorrt-fp16"]["reason"]
+    assert records["onnx-fp32"]["status"] == "ok"
+
+
+def test_a_failing_verification_is_marked_not_hidden(tiny_run):
+    """An fp32 tolerance applied to an int8 file must fail: the check is real."""
+    from edgepipe.exporters.base import Exporter, Tolerance
+    from edgepipe.exporters.verify import verify
+    from edgepipe.data import materialize
+
+    int8 = next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite"))
+    strict = Exporter("strict", lambda c, p: {}, ".tflite", "fp32", "test")
+    dataset = materialize(read_json(tiny_run.dataset_index), 32, 3)
+    import keras
+
+    reference = keras.models.load_model(tiny_run.model).predict(dataset.heldout.images.astype(np.float32), verbose=0)
+    result = verify(strict, int8, dataset.heldout.images, reference, threads=1)
+    assert strict.tolerance == Tolerance(max_abs_diff=1e-4)
+    assert not result["passed"] and result["problems"]
