@@ -83,6 +83,12 @@ class TrainConfig:
     batch_size: int = _opt(32, "Batch size.", min=1)
     learning_rate: float = _opt(1e-3, "Learning rate of the head.", min=1e-8, max=10.0)
     augment: AugmentConfig = _opt(AugmentConfig(), "Augmentation while training (training only; with any augmentation on, backbone features are not cached).")
+    fine_tune_layers: int = _opt(30, "fine-tune: how many of the backbone's top layers to unfreeze after the head has converged (batch normalization stays frozen, in inference mode).", min=1)
+    fine_tune_epochs: int = _opt(5, "fine-tune: epochs after unfreezing, at learning_rate x fine_tune_lr_factor.", min=1)
+    fine_tune_lr_factor: float = _opt(0.1, "fine-tune: learning-rate multiplier after unfreezing (about ten times lower).", min=1e-6, max=1.0)
+    similarity: str = _opt("similar", "auto: how similar your images are to the pretraining data (ImageNet photos): similar or different.", choices=("similar", "different"))
+    small_dataset_per_class: int = _opt(200, "auto: a dataset with fewer training images per class than this counts as small.", min=1)
+    cache_features: bool = _opt(True, "feature-extraction: run the frozen backbone once per image and train the head on the cached features (off: run the backbone on every batch).")
     baseline_from_scratch: bool = _opt(False, "Also train the same network from scratch on the target data alone and report its accuracy, to show the gain from transfer.")
     baseline_epochs: Optional[int] = _opt(None, "Epochs for the from-scratch baseline (default: pretrain.epochs, else train.epochs).", min=1)
 

@@ -130,8 +130,9 @@ def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[
     import keras
 
     model.get_layer(BACKBONE).trainable = False
-    if train_config.augment.active:
-        echo("  augmentation is on: backbone features are not cached (the backbone runs on every augmented batch)")
+    if train_config.augment.active or not train_config.cache_features:
+        why = "augmentation is on" if train_config.augment.active else "train.cache_features is off"
+        echo(f"  {why}: backbone features are not cached (the frozen backbone runs on every batch)")
         history = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.epochs,
                       batch_size=train_config.batch_size, learning_rate=train_config.learning_rate, seed=seed,
                       label="head", echo=echo, augment=train_config.augment)
@@ -147,3 +148,75 @@ def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[
         callbacks=[EpochLine("head", train_config.epochs, echo)],
     )
     return {"history": _history(history), "features_cached": True, "trainable_layers": ["dropout", "classifier"]}
+
+
+def _unfreeze_top(model, count: int) -> list[str]:
+    """Make the backbone trainable except its bottom layers and every batch-normalization layer.
+
+    Batch normalization stays frozen (in inference mode, Keras 3 semantics of
+    ``trainable=False``) so its ImageNet statistics are not destroyed by small batches.
+    """
+    import keras
+
+    backbone = model.get_layer(BACKBONE)
+    backbone.trainable = True
+    weighted = [layer for layer in backbone.layers if layer.weights]
+    cut = max(len(weighted) - count, 0)
+    unfrozen = []
+    for i, layer in enumerate(weighted):
+        layer.trainable = i >= cut and not isinstance(layer, keras.layers.BatchNormalization)
+        if layer.trainable:
+            unfrozen.append(layer.name)
+    return unfrozen
+
+
+@register_strategy("fine-tune", "Train the head on the frozen backbone, then unfreeze the backbone's top layers "
+                   "(batch normalization kept frozen) and continue at a learning rate ten times lower.")
+def fine_tune(model, dataset, train_config, seed: int, echo: Callable[[str], None],
+              layers: int | None = None) -> dict[str, Any]:
+    first = feature_extraction(model, dataset, train_config, seed, echo)
+    unfrozen = _unfreeze_top(model, layers or train_config.fine_tune_layers)
+    rate = train_config.learning_rate * train_config.fine_tune_lr_factor
+    echo(f"  fine-tuning {len(unfrozen)} backbone layers at learning rate {rate:g}")
+    second = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.fine_tune_epochs,
+                 batch_size=train_config.batch_size, learning_rate=rate, seed=seed, label="fine-tune", echo=echo,
+                 augment=train_config.augment)
+    history = {k: first["history"].get(k, []) + second.get(k, []) for k in set(first["history"]) | set(second)}
+    return {"history": history, "features_cached": first["features_cached"], "head_epochs": train_config.epochs,
+            "fine_tune_epochs": train_config.fine_tune_epochs, "fine_tune_learning_rate": rate,
+            "trainable_layers": ["dropout", "classifier", *unfrozen]}
+
+
+@register_strategy("full", "Train every layer (for data that is large or very different from the pretraining data).")
+def full(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
+    model.get_layer(BACKBONE).trainable = True
+    history = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.epochs,
+                  batch_size=train_config.batch_size, learning_rate=train_config.learning_rate, seed=seed,
+                  label="full", echo=echo, augment=train_config.augment)
+    return {"history": history, "features_cached": False, "trainable_layers": ["all"]}
+
+
+def choose(per_class: float, similarity: str, small_below: int, backbone_layers: int) -> tuple[str, dict[str, Any], str]:
+    """The classic four transfer-learning scenarios: (strategy, options, reason)."""
+    small = per_class < small_below
+    size = f"{per_class:.0f} training images per class ({'small' if small else 'large'}: threshold {small_below})"
+    if small and similarity == "similar":
+        return "feature-extraction", {}, f"{size}, similar data: train a new head on the frozen backbone"
+    if not small and similarity == "similar":
+        return "fine-tune", {}, f"{size}, similar data: fine-tune the top of the network"
+    if small:
+        layers = max(backbone_layers // 2, 1)
+        return ("fine-tune", {"layers": layers},
+                f"{size}, different data: fine-tune from earlier layers (top {layers} of {backbone_layers} weighted layers)")
+    return "full", {}, f"{size}, different data: train the entire network"
+
+
+@register_strategy("auto", "Choose among feature-extraction, fine-tune and full from the dataset's size and the "
+                   "declared similarity to the pretraining data, and say why.")
+def auto(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
+    per_class = len(dataset.train) / max(dataset.num_classes, 1)
+    weighted = sum(1 for layer in model.get_layer(BACKBONE).layers if layer.weights)
+    name, options, reason = choose(per_class, train_config.similarity, train_config.small_dataset_per_class, weighted)
+    echo(f"  auto strategy: {name} ({reason})")
+    outcome = STRATEGIES.get(name).fn(model, dataset, train_config, seed, echo, **options)
+    return {**outcome, "auto_choice": name, "auto_reason": reason}
