@@ -155,10 +155,68 @@ def _stage_command(name: str, help_text: str) -> None:
 for _name, _help in (
     ("build", "Stage 1: index the dataset and build the network with a new head."),
     ("train", "Stage 2: transfer-learn to the target data and evaluate on the held-out split."),
-    ("bench", "Stage 4: measure accuracy and latency of every artifact on this machine."),
     ("report", "Stage 5: write report.md from results.json."),
 ):
     _stage_command(_name, _help)
+
+
+def _int_list(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        return tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated integers, got {value!r}") from None
+
+
+ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".keras", ".engine")
+
+
+@main.command("bench")
+@click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
+@click.option("--data", type=click.Path(path_type=Path), metavar="DIR",
+              help="Image folder (one subfolder per class) for accuracy; with a CONFIG, the run's data.")
+@click.option("--labels", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="With artifacts: labels.txt giving the model's class order (default: the folder's sorted names).")
+@click.option("--threads", callback=_int_list, metavar="N[,N]", help="Threads per engine, e.g. 1,2 (one value with a CONFIG).")
+@click.option("--batch", callback=_int_list, metavar="N[,N]", help="With artifacts: batch sizes to measure, e.g. 1,8.")
+@click.option("--output", metavar="PATH", help="Run directory (with a CONFIG), or the results JSON to write (with artifacts).")
+@click.option("--name", metavar="NAME", help="Run name (run directory runs/<name>).")
+@click.option("--seed", type=int, metavar="N", help="Seed for sampling.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="With artifacts: warm-up calls.")
+@click.option("--min-iterations", type=int, default=50, show_default=True, help="With artifacts: at least this many timed calls...")
+@click.option("--min-duration", type=float, default=1.0, show_default=True, help="...lasting at least this many seconds.")
+@click.option("--force", is_flag=True, help="With a CONFIG: rerun even when inputs are unchanged.")
+def bench_command(paths, data, labels, threads, batch, output, name, seed, warmup, min_iterations, min_duration, force):
+    """Stage 4: measure accuracy and latency of every artifact on this machine.
+
+    With a CONFIG (or none), benchmarks the run directory's artifacts. Given
+    artifact files instead, benchmarks them alone, with no run directory:
+    edgepipe bench model-tflite-int8.tflite model-onnx-fp32.onnx --data DIR --threads 1,2 --batch 1,8
+    """
+    artifacts = [p for p in paths if p.suffix.lower() in ARTIFACT_SUFFIXES]
+    if not artifacts:
+        if len(paths) > 1:
+            raise EdgepipeError("give one CONFIG, or artifact files (.tflite, .onnx, .keras, .engine)")
+        if threads and len(threads) > 1:
+            raise EdgepipeError("a run directory is benchmarked with one thread count", "Pass --threads N.")
+        _run_stages(["bench"], {"config": paths[0] if paths else None, "force": force, "data": str(data) if data else None,
+                                "threads": threads[0] if threads else None, "output": output, "name": name, "seed": seed})
+        return
+    from edgepipe.benchmark import BenchSettings
+    from edgepipe.fileio import write_json
+    from edgepipe.pipeline.bench import bench_files
+    from edgepipe.quiet import import_tensorflow_quietly
+
+    if data is not None and not Path(data).is_dir():
+        raise EdgepipeError(f"data folder '{data}' does not exist", "Pass an image folder with one subfolder per class.")
+    if any(p.suffix.lower() == ".keras" for p in artifacts):
+        import_tensorflow_quietly()
+    settings = BenchSettings(1, warmup, min_iterations, min_duration)
+    results = bench_files(artifacts, click.echo, data, labels, threads or (1,), batch or (1,), settings, seed or 0)
+    out = Path(output or "bench-results.json")
+    write_json(out, results)
+    click.echo(f"results: {out}")
 
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")

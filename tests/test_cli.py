@@ -32,7 +32,7 @@ def test_models_lists_registry():
 
 
 def test_run_flags_reach_every_stage_command():
-    for command in ("run", "build", "train", "export", "bench"):
+    for command in ("run", "build", "train", "export"):
         help_text = CliRunner().invoke(main, [command, "--help"]).output
         for flag in ("--data", "--arch", "--alpha", "--weights", "--input-size", "--strategy", "--epochs",
                      "--formats", "--output", "--seed"):
@@ -57,6 +57,12 @@ def test_bad_input_is_one_line_exit_2_and_no_run_directory(tmp_path, args, messa
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
     assert "Traceback" not in result.stderr
     assert not out.exists()
+
+
+def test_bench_takes_run_directory_flags_and_artifact_lists():
+    help_text = CliRunner().invoke(main, ["bench", "--help"]).output
+    for flag in ("--data", "--output", "--seed", "--threads", "--batch", "--labels"):
+        assert flag in help_text
 
 
 def test_imagenet_weights_on_grey_input_is_rejected_before_work(tmp_path):

@@ -146,6 +146,8 @@ def make_index(config: DataConfig, seed: int) -> dict[str, Any]:
         )
     splits["train"] = _cap_train(splits["train"], config.max_per_class)
     for split_name in ("train", "val"):
+        if split_name == "val" and not splits["val"] and config.val_fraction == 0:
+            continue  # no validation asked for (e.g. benchmarking on a whole folder)
         present = {name for _, name in splits[split_name]}
         empty = [c for c in class_names if c not in present]
         if empty:

@@ -130,12 +130,90 @@ def _baseline(training: dict) -> Optional[dict]:
 
 
 def _line(record: dict) -> str:
-    if record["status"] != "ok":
+    if record["status"] not in ("ok", "failed-verification") or "latency_ms" not in record:
         return f"{record['format']:<14} {record['status']}: {record.get('reason')}"
     lat = record["latency_ms"]
-    return (f"{record['format']:<14} top-1 {record['top1']:.2%}  p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
-            f"({lat['iterations']} runs)")
+    top1 = f"top-1 {record['top1']:.2%}  " if record.get("top1") is not None else ""
+    return (f"{record['format']:<14} {top1}p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
+            f"{lat['images_per_s']:.1f} images/s ({lat['iterations']} runs)")
 
 
 STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this machine's CPU.",
               _inputs, _outputs, _run, requires=("export",))
+
+
+def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, labels_file: Optional[Path] = None,
+                threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1,),
+                settings: BenchSettings = BenchSettings(), seed: int = 0) -> dict[str, Any]:
+    """Benchmark artifacts on their own (no run directory): one record per artifact, thread count and batch size.
+
+    With ``data_dir`` (an image folder, one subfolder per class) accuracy is measured too; class
+    indices follow ``labels_file`` (e.g. the run's labels.txt) or the folder's sorted class names.
+    Without it, latency is measured on seeded random pixels, and accuracy is left out.
+    """
+    from edgepipe.config import DataConfig
+    from edgepipe.data import make_index
+
+    for path in paths:
+        if not path.exists():
+            raise EdgepipeError(f"artifact '{path}' does not exist", "Pass .tflite, .onnx, .keras or .engine files.")
+    records: list[dict[str, Any]] = []
+    for path in paths:
+        base = {"format": _format_of(path), "file": str(path), "size_mb": round(size_mb(path), 4)}
+        try:
+            with create_runner(path, threads=1) as probe:
+                shape = probe.input_spec().shape
+        except EdgepipeError as exc:
+            records.append({**base, "status": "skipped", "reason": str(exc)})
+            echo("  " + _line(records[-1]))
+            continue
+        size, channels = int(shape[1]), int(shape[3])
+        images, labels = _bench_images(data_dir, labels_file, size, channels, seed)
+        for t in threads:
+            for b in batches:
+                s = BenchSettings(b, settings.warmup, settings.min_iterations, settings.min_duration_s)
+                record = {**base, "status": "ok", "threads": t, "batch_size": b}
+                try:
+                    measured = bench_artifact(path, images, labels if labels is not None else np.zeros(len(images), int),
+                                              s, t)
+                    measured.pop("_probabilities")
+                    if labels is None:
+                        measured.pop("top1", None)
+                        measured.pop("top5", None)
+                    record.update(measured)
+                except Exception as exc:  # reported per artifact and setting
+                    record.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+                records.append(record)
+                echo(f"  threads {t} batch {b}: " + _line(record))
+    return {"schema": RESULTS_SCHEMA, "edgepipe": __version__, "created": now_iso(), "device": fingerprint(),
+            "conditions": {**settings.as_dict(), "threads": list(threads), "batch_sizes": list(batches),
+                           "timing": "wall clock per call (time.perf_counter), input quantize + engine + output dequantize",
+                           "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)"},
+            "records": records}
+
+
+def _format_of(path: Path) -> str:
+    """The format name an artifact's file name carries (<stem>-<format>.<ext>), else its suffix."""
+    from edgepipe.exporters import EXPORTERS
+
+    return next((name for name in EXPORTERS.names() if path.stem.endswith(name)), path.suffix.lstrip("."))
+
+
+def _bench_images(data_dir: Optional[Path], labels_file: Optional[Path], size: int, channels: int, seed: int):
+    if data_dir is None:
+        return np.random.default_rng(seed).integers(0, 256, (32, size, size, channels)).astype(np.uint8), None
+    from edgepipe.config import DataConfig
+    from edgepipe.data import make_index
+
+    index = make_index(DataConfig(path=str(data_dir), val_fraction=0.0), seed)
+    dataset = materialize(index, size, channels)
+    images, labels = dataset.train.images, dataset.train.labels
+    if labels_file is not None:
+        order = Path(labels_file).read_text(encoding="utf-8").split()
+        missing = [c for c in dataset.class_names if c not in order]
+        if missing:
+            raise EdgepipeError(f"classes {', '.join(missing)} of {data_dir} are not in {labels_file}",
+                                "Use the labels.txt the model was trained with.")
+        remap = np.asarray([order.index(c) for c in dataset.class_names])
+        labels = remap[labels]
+    return images, labels
