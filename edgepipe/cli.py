@@ -309,6 +309,32 @@ def render_models_table(rows: list[dict]) -> str:
 
 
 @main.command()
+@click.argument("current", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.argument("baseline", type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--max-latency-regression", metavar="PCT", help="Fail when a latency percentile is slower by more than this (e.g. 10%).")
+@click.option("--max-accuracy-drop", type=float, metavar="PP", help="Fail when top-1 drops by more than this many percentage points.")
+@click.option("--percentile", "percentiles", multiple=True, type=click.Choice(["p50", "p90", "p95", "p99"]),
+              help="Latency percentiles to compare and gate (repeatable; default p50).")
+@click.option("--strict", is_flag=True, help="Refuse to compare results from different devices or engine versions.")
+def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_drop, percentiles, strict) -> None:
+    """Compare two results.json files; exit 1 when a threshold is crossed (for CI gates)."""
+    from edgepipe.fileio import read_json
+    from edgepipe.report.compare import compare as run_compare, parse_fraction
+
+    result = run_compare(read_json(current), read_json(baseline),
+                         parse_fraction(max_latency_regression) if max_latency_regression else None,
+                         max_accuracy_drop, tuple(percentiles) or ("p50",), strict)
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
+    click.echo(result.table)
+    if result.violations:
+        for violation in result.violations:
+            click.echo(f"threshold crossed: {violation}", err=True)
+        sys.exit(1)
+    click.echo("\nno threshold crossed")
+
+
+@main.command()
 def formats() -> None:
     """List the export formats and whether this machine can build them."""
     from edgepipe.exporters import EXPORTERS

@@ -1,0 +1,54 @@
+"""'edgepipe compare' passes on equal results and fails on an injected regression."""
+
+import copy
+import json
+
+from click.testing import CliRunner
+
+from edgepipe.cli import main
+from edgepipe.fileio import read_json
+
+
+def _write(path, data):
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+def test_equal_results_pass(tiny_run, tmp_path):
+    results = read_json(tiny_run.results)
+    a, b = _write(tmp_path / "a.json", results), _write(tmp_path / "b.json", results)
+    result = CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "10%", "--max-accuracy-drop", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert "no threshold crossed" in result.output and "| `tflite-int8` |" in result.output
+
+
+def test_injected_latency_regression_fails_and_names_it(tiny_run, tmp_path):
+    baseline = read_json(tiny_run.results)
+    current = copy.deepcopy(baseline)
+    slow = next(r for r in current["records"] if r["format"] == "tflite-int8")
+    slow["latency_ms"]["p90"] *= 1.5
+    a, b = _write(tmp_path / "a.json", current), _write(tmp_path / "b.json", baseline)
+    ok = CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "10%"])
+    assert ok.exit_code == 0  # p50 is gated by default, and p50 did not move
+    failed = CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "10%", "--percentile", "p90"])
+    assert failed.exit_code == 1 and "tflite-int8: p90 latency +50.0%" in failed.output
+
+
+def test_injected_accuracy_drop_fails(tiny_run, tmp_path):
+    baseline = read_json(tiny_run.results)
+    current = copy.deepcopy(baseline)
+    current["records"][1]["top1"] -= 0.02
+    a, b = _write(tmp_path / "a.json", current), _write(tmp_path / "b.json", baseline)
+    result = CliRunner().invoke(main, ["compare", a, b, "--max-accuracy-drop", "0.5"])
+    assert result.exit_code == 1 and "top-1 dropped 2.00 pp" in result.output
+
+
+def test_different_devices_warn_or_refuse(tiny_run, tmp_path):
+    baseline = read_json(tiny_run.results)
+    current = copy.deepcopy(baseline)
+    current["device"]["cpu_model"] = "Some Other CPU"
+    a, b = _write(tmp_path / "a.json", current), _write(tmp_path / "b.json", baseline)
+    warned = CliRunner().invoke(main, ["compare", a, b])
+    assert warned.exit_code == 0 and "warning: device cpu_model differs" in warned.output
+    refused = CliRunner().invoke(main, ["compare", a, b, "--strict"])
+    assert refused.exit_code == 2 and "different devices" in refused.output
