@@ -155,9 +155,36 @@ def _stage_command(name: str, help_text: str) -> None:
 for _name, _help in (
     ("build", "Stage 1: index the dataset and build the network with a new head."),
     ("train", "Stage 2: transfer-learn to the target data and evaluate on the held-out split."),
-    ("report", "Stage 5: write report.md from results.json."),
 ):
     _stage_command(_name, _help)
+
+
+@main.command("report")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--output", metavar="PATH", help="Run directory; with --merge, the Markdown file to write (default: print).")
+@click.option("--name", metavar="NAME", help="Run name (run directory runs/<name>).")
+@click.option("--merge", "merge_files", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Merge these results files (from several devices) into one table; repeatable, or list them after CONFIG.")
+@click.option("--force", is_flag=True, help="Rerun even when inputs are unchanged.")
+def report_command(config, output, name, merge_files, force):
+    """Stage 5: write report.md from results.json.
+
+    With --merge, merges results files from several devices into one table:
+    edgepipe report --merge pc.json --merge jetson.json  (or: edgepipe report --merge results/*.json)
+    """
+    if merge_files:
+        from edgepipe.fileio import read_json, write_text
+        from edgepipe.report.merge import merge
+
+        files = list(merge_files) + ([config] if config else [])
+        text = merge([read_json(f) for f in files])
+        if output:
+            write_text(output, text)
+            click.echo(f"merged report: {output}")
+        else:
+            click.echo(text)
+        return
+    _run_stages(["report"], {"config": config, "force": force, "output": output, "name": name})
 
 
 def _int_list(ctx, param, value):
