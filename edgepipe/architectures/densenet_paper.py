@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgepipe.architectures.base import TORCH_IMAGENET, Architecture, Reference, register_architecture
-from edgepipe.architectures.paper_common import load_weights_file
+from edgepipe.architectures.paper_common import imagenet_stem, load_weights_file
 
 DENSENET_PAPER = "Huang et al., Densely Connected Convolutional Networks, CVPR 2017"
 BLOCKS = {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}
@@ -41,10 +41,7 @@ def densenet_builder(depth: int, growth_rate: int = GROWTH_RATE, compression: fl
         from keras import layers
 
         inputs = keras.Input(input_shape)
-        x = layers.Conv2D(2 * growth_rate, 7, strides=2, padding="same", use_bias=False, name="conv1")(inputs)
-        x = layers.BatchNormalization(epsilon=1.001e-5, name="conv1_bn")(x)
-        x = layers.ReLU(name="conv1_relu")(x)
-        x = layers.MaxPooling2D(3, 2, padding="same", name="pool1")(x)
+        x = imagenet_stem(inputs, 2 * growth_rate)
         blocks = BLOCKS[depth]
         for b, count in enumerate(blocks, start=1):
             for i in range(1, count + 1):

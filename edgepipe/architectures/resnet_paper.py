@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgepipe.architectures.base import CAFFE_BGR, Architecture, Reference, register_architecture
-from edgepipe.architectures.paper_common import load_weights_file
+from edgepipe.architectures.paper_common import imagenet_stem, load_weights_file
 
 RESNET_PAPER = "He et al., Deep Residual Learning for Image Recognition, CVPR 2016"
 STAGES = {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
@@ -38,10 +38,7 @@ def resnet_builder(depth: int):
         from keras import layers
 
         inputs = keras.Input(input_shape)
-        x = layers.Conv2D(64, 7, strides=2, padding="same", use_bias=False, name="conv1")(inputs)
-        x = layers.BatchNormalization(epsilon=1.001e-5, name="conv1_bn")(x)
-        x = layers.ReLU(name="conv1_relu")(x)
-        x = layers.MaxPooling2D(3, 2, padding="same", name="pool1")(x)
+        x = imagenet_stem(inputs, 64)
         for stage, (blocks, width) in enumerate(zip(STAGES[depth], WIDTHS), start=2):
             for block in range(1, blocks + 1):
                 strides = 2 if block == 1 and stage > 2 else 1
@@ -54,7 +51,7 @@ def resnet_builder(depth: int):
     return build
 
 
-# Paper Table 4 (single model, 10-crop testing; error %) ; parameter counts with 1000 classes.
+# Top-1/top-5 accuracy from the paper's Table 3 (single model, 10-crop testing); parameters with 1000 classes.
 _REFERENCE = {50: (77.15, 93.29, 25_557_032), 101: (78.25, 93.95, 44_549_160), 152: (78.57, 94.29, 60_192_808)}
 
 for _depth, (_top1, _top5, _params) in _REFERENCE.items():

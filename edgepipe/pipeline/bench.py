@@ -151,9 +151,6 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     indices follow ``labels_file`` (e.g. the run's labels.txt) or the folder's sorted class names.
     Without it, latency is measured on seeded random pixels, and accuracy is left out.
     """
-    from edgepipe.config import DataConfig
-    from edgepipe.data import make_index
-
     for path in paths:
         if not path.exists():
             raise EdgepipeError(f"artifact '{path}' does not exist", "Pass .tflite, .onnx, .keras or .engine files.")
