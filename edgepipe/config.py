@@ -52,6 +52,7 @@ class ModelConfig:
     dropout: float = _opt(0.2, "Dropout rate in the new classification head.", min=0.0, max=0.95)
     path: Optional[str] = _opt(None, "Start from your own saved model instead of a registry architecture: a .keras or .h5 file or a SavedModel directory (its classifier top is replaced).")
     preprocessing: str = _opt("auto", "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128).", choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"))
+    labels: Optional[str] = _opt(None, "classifier strategy: a text file naming the network's classes, one per line in output order (default for Keras Applications with ImageNet weights: Keras' ImageNet class index).")
     unsafe_load: bool = _opt(False, "Allow loading a model.path file that runs arbitrary Python code (Lambda layers). Only for files you trust.")
 
 
@@ -81,7 +82,18 @@ class TrainConfig:
     strategy: str = _opt("feature-extraction", "Transfer-learning strategy.", registry="strategy")
     epochs: int = _opt(20, "Epochs of head training.", min=1)
     batch_size: int = _opt(32, "Batch size.", min=1)
-    learning_rate: float = _opt(1e-3, "Learning rate of the head.", min=1e-8, max=10.0)
+    learning_rate: float = _opt(1e-3, "Learning rate of the head (the first rate of a schedule).", min=1e-8, max=10.0)
+    optimizer: str = _opt("adam", "Optimizer: adam, or sgd (with train.momentum).", choices=("adam", "sgd"))
+    momentum: float = _opt(0.9, "sgd: momentum.", min=0.0, max=0.999)
+    lr_schedule: str = _opt("constant", "Learning-rate schedule, per epoch: constant; piecewise (steps at train.lr_boundaries, e.g. LeNet-5's); plateau (x train.plateau_factor when val_loss stalls, as VGG's authors did); cosine (decay to zero over the epochs).", choices=("constant", "piecewise", "plateau", "cosine"))
+    lr_boundaries: list[int] = _opt([], "piecewise: epochs (0-based) at which the rate steps to the next value, e.g. [2, 5, 8, 12].", min=1)
+    lr_values: Optional[list[float]] = _opt(None, "piecewise: the rates, one more than lr_boundaries, e.g. [5e-4, 2e-4, 1e-4, 5e-5, 1e-5] (null: learning_rate, then x0.1 at each boundary).", min=1e-10, max=10.0)
+    plateau_factor: float = _opt(0.1, "plateau: multiply the rate by this when val_loss has not improved for plateau_patience epochs.", min=1e-4, max=0.99)
+    plateau_patience: int = _opt(3, "plateau: epochs without val_loss improvement before the rate drops.", min=1)
+    weight_decay: float = _opt(0.0, "Weight decay on kernels (not biases or batch-norm): L2 regularisation for sgd, decoupled (AdamW-style) for adam; AlexNet and VGG used 5e-4 with SGD.", min=0.0, max=1.0)
+    early_stopping_patience: int = _opt(0, "Stop when val_loss has not improved for this many epochs and keep the best weights (0: off).", min=0)
+    class_weight: str = _opt("none", "Loss weight per class: none, or balanced (n_images / (n_classes x images of the class)) for imbalanced data.", choices=("none", "balanced"))
+    label_smoothing: float = _opt(0.0, "Label smoothing of the cross-entropy targets (0.1 is common).", min=0.0, max=0.5)
     augment: AugmentConfig = _opt(AugmentConfig(), "Augmentation while training (training only; with any augmentation on, backbone features are not cached).")
     fine_tune_layers: int = _opt(30, "fine-tune: how many of the backbone's top layers to unfreeze after the head has converged (batch normalization stays frozen, in inference mode).", min=1)
     fine_tune_epochs: int = _opt(5, "fine-tune: epochs after unfreezing, at learning_rate x fine_tune_lr_factor.", min=1)
@@ -269,6 +281,9 @@ def _cross_checks(config: RunConfig) -> None:
             "config keys 'data.val_fraction' + 'data.test_fraction' leave no training images",
             "Keep their sum below 0.95.",
         )
+    from edgepipe.pipeline import controls
+
+    controls.check(config.train)
 
 
 def load(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> RunConfig:
@@ -310,3 +325,10 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
         else:
             rows.append((prefix + f.name, yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(), f.metadata["help"]))
     return rows
+
+
+def reference_markdown() -> str:
+    """The config reference as a Markdown table (the README's copy is regenerated with tools/update_readme.py)."""
+    lines = ["| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | `{default}` | {text.replace('|', '/')} |" for key, default, text in reference()]
+    return "\n".join(lines) + "\n"

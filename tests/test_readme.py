@@ -27,6 +27,7 @@ def test_quickstart_command_installs_and_runs():
 def test_config_reference_lists_every_key():
     for key, _, _ in cfg.reference():
         assert f"`{key}`" in README, key
+    assert cfg.reference_markdown() in README, "regenerate it: python tools/update_readme.py"
 
 
 def test_example_configs_validate():

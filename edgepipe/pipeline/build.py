@@ -10,9 +10,11 @@ from edgepipe.architectures import build_classifier, compute
 from edgepipe.architectures.classifier import BACKBONE, resolve_alpha, resolve_architecture, set_batchnorm_momentum
 from edgepipe.config import RunConfig
 from edgepipe.data import format_summary, make_index, materialize
+from edgepipe.errors import ConfigError
 from edgepipe.fileio import atomic_path, write_json, write_text
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
+from edgepipe.pipeline.controls import Controls
 from edgepipe.pipeline.strategies import fit
 
 #: momentum for batch normalization when a network is trained from scratch (see set_batchnorm_momentum)
@@ -27,6 +29,8 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
         "model": dataclasses.asdict(config.model),
         "pretrain": dataclasses.asdict(config.pretrain) if config.pretrain else None,
         "model_file": file_digest(Path(config.model.path)) if config.model.path else None,
+        "original_head": config.train.strategy == "classifier",
+        "labels_file": file_digest(Path(config.model.labels)) if config.model.labels else None,
     }
 
 
@@ -35,7 +39,7 @@ def _outputs(run: RunDir) -> list:
 
 
 def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *, epochs: int, batch_size: int,
-                       learning_rate: float, label: str, echo: Echo, augment=None):
+                       controls: Controls, label: str, echo: Echo, augment=None):
     """Build the configured network with random weights and train every layer; returns (model, summary)."""
     m = config.model
     dataset = materialize(data_index, m.input_size, m.channels)
@@ -43,7 +47,7 @@ def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *,
                              m.dropout, config.seed)
     set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
     history = fit(model, dataset.train, dataset.splits["val"], epochs=epochs, batch_size=batch_size,
-                  learning_rate=learning_rate, seed=config.seed, label=label, echo=echo, augment=augment)
+                  controls=controls, seed=config.seed, label=label, echo=echo, augment=augment)
     top1 = evaluate_top1(model, dataset.heldout)
     return model, {"epochs": epochs, "heldout_split": dataset.heldout_name, "heldout_images": len(dataset.heldout),
                    "top1": top1, "history": history, "batchnorm_momentum": SCRATCH_BN_MOMENTUM}
@@ -67,14 +71,29 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
                   "alpha": resolve_alpha(arch, m.alpha), "weights": m.path or weights, "num_classes": len(labels),
                   "preprocessing": arch.preprocessing.as_dict(), "reference": arch.reference.as_dict(),
                   "paper": arch.paper}
-    if config.pretrain:
+    if config.train.strategy == "classifier":
+        from edgepipe.architectures.original_head import build_original, network_labels, remap_index
+
+        if config.pretrain:
+            raise ConfigError("the classifier strategy uses the network as it is; pretraining would replace its head",
+                              "Remove the pretrain section, or choose another train.strategy.")
+        names, aliases = network_labels(m, arch)
+        index = remap_index(index, names, aliases)
+        labels = index["class_names"]
+        model, softmax_added = build_original(arch, m.input_size, m.channels, m.alpha, weights, len(labels), config.seed)
+        info.update(num_classes=len(labels), head="original", softmax_appended=softmax_added,
+                    dataset_classes=index["dataset_class_names"], labels_source=m.labels or "Keras ImageNet class index")
+        echo(f"classifier strategy: the network's own head with {len(labels)} classes; your classes map to "
+             + ", ".join(f"{c}->{names.index(c) if c in names else aliases[c]}" for c in index["dataset_class_names"][:8])
+             + (" ..." if len(index["dataset_class_names"]) > 8 else ""))
+    elif config.pretrain:
         p = config.pretrain
         source_index = make_index(p.data, config.seed)
         echo("pretraining the backbone from scratch on the source data:")
         echo(format_summary(source_index["summary"]))
         source_model, summary = train_from_scratch(
             config, source_index, len(source_index["class_names"]), epochs=p.epochs, batch_size=p.batch_size,
-            learning_rate=p.learning_rate, label="pretrain", echo=echo, augment=p.augment)
+            controls=Controls(learning_rate=p.learning_rate), label="pretrain", echo=echo, augment=p.augment)
         echo(f"  source {summary['heldout_split']} top-1: {summary['top1']:.2%}")
         model = build_classifier(arch, len(labels), m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
         model.get_layer(BACKBONE).set_weights(source_model.get_layer(BACKBONE).get_weights())

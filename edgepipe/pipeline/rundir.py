@@ -54,6 +54,10 @@ class RunDir:
     @property
     def history_csv(self) -> Path: return self.path / "history.csv"
     @property
+    def history_png(self) -> Path: return self.path / "history.png"
+    @property
+    def confusion_png(self) -> Path: return self.path / "confusion_matrix.png"
+    @property
     def artifacts_dir(self) -> Path: return self.path / "artifacts"
     @property
     def artifacts_index(self) -> Path: return self.path / "artifacts" / "artifacts.json"

@@ -8,6 +8,7 @@ from typing import Any, Callable
 import numpy as np
 
 from edgepipe.architectures.classifier import BACKBONE, CLASSIFIER, DROPOUT, POOL
+from edgepipe.pipeline.controls import Controls, fit_arrays
 from edgepipe.registry import Registry
 
 
@@ -27,35 +28,6 @@ def register_strategy(name: str, description: str):
         return fn
 
     return decorator
-
-
-class EpochLine:
-    """Keras callback printing one progress line per epoch (label, epoch/total, metrics)."""
-
-    def __new__(cls, label: str, total: int, echo: Callable[[str], None]):
-        import keras
-
-        class _Callback(keras.callbacks.Callback):
-            def on_epoch_end(self, epoch, logs=None):
-                logs = logs or {}
-                shown = "  ".join(f"{k} {v:.4f}" for k, v in logs.items() if k != "learning_rate")
-                echo(f"  {label} epoch {epoch + 1}/{total}  {shown}")
-
-        return _Callback()
-
-
-def _compile(model, learning_rate: float) -> None:
-    import keras
-
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss="sparse_categorical_crossentropy",
-        metrics=["accuracy"],
-    )
-
-
-def _history(history) -> dict[str, list[float]]:
-    return {k: [float(v) for v in values] for k, values in history.history.items()}
 
 
 def augmentation_layers(augment, seed: int):
@@ -90,21 +62,16 @@ def with_augmentation(model, augment, seed: int):
     return keras.Model(inputs, model(layers(inputs)), name=f"{model.name}_augmented")
 
 
-def fit(model, train, val, *, epochs: int, batch_size: int, learning_rate: float, seed: int,
+def fit(model, train, val, *, epochs: int, batch_size: int, controls: Controls, seed: int,
         label: str, echo: Callable[[str], None], augment=None) -> dict[str, list[float]]:
     """Train every trainable layer of ``model`` on raw-pixel splits; returns the per-epoch history."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = with_augmentation(model, augment, seed)
-    _compile(model, learning_rate)
-    history = model.fit(
-        train.images.astype(np.float32), train.labels,
-        validation_data=(val.images.astype(np.float32), val.labels),
-        epochs=epochs, batch_size=batch_size, shuffle=True, verbose=0,
-        callbacks=[EpochLine(label, epochs, echo)],
-    )
-    return _history(history)
+    return fit_arrays(model, train.images.astype(np.float32), train.labels,
+                      (val.images.astype(np.float32), val.labels), c=controls, epochs=epochs,
+                      batch_size=batch_size, seed=seed, label=label, echo=echo)
 
 
 def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -134,20 +101,16 @@ def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[
         why = "augmentation is on" if train_config.augment.active else "train.cache_features is off"
         echo(f"  {why}: backbone features are not cached (the frozen backbone runs on every batch)")
         history = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.epochs,
-                      batch_size=train_config.batch_size, learning_rate=train_config.learning_rate, seed=seed,
+                      batch_size=train_config.batch_size, controls=Controls.from_config(train_config), seed=seed,
                       label="head", echo=echo, augment=train_config.augment)
         return {"history": history, "features_cached": False, "trainable_layers": ["dropout", "classifier"]}
     train_features = backbone_features(model, dataset.train.images)
     val_features = backbone_features(model, dataset.splits["val"].images)
-    head = head_model(model)
-    keras.utils.set_random_seed(seed)
-    _compile(head, train_config.learning_rate)
-    history = head.fit(
-        train_features, dataset.train.labels, validation_data=(val_features, dataset.splits["val"].labels),
-        epochs=train_config.epochs, batch_size=train_config.batch_size, shuffle=True, verbose=0,
-        callbacks=[EpochLine("head", train_config.epochs, echo)],
-    )
-    return {"history": _history(history), "features_cached": True, "trainable_layers": ["dropout", "classifier"]}
+    history = fit_arrays(head_model(model), train_features, dataset.train.labels,
+                         (val_features, dataset.splits["val"].labels), c=Controls.from_config(train_config),
+                         epochs=train_config.epochs, batch_size=train_config.batch_size, seed=seed, label="head",
+                         echo=echo)
+    return {"history": history, "features_cached": True, "trainable_layers": ["dropout", "classifier"]}
 
 
 def _unfreeze_top(model, count: int) -> list[str]:
@@ -179,8 +142,9 @@ def fine_tune(model, dataset, train_config, seed: int, echo: Callable[[str], Non
     rate = train_config.learning_rate * train_config.fine_tune_lr_factor
     echo(f"  fine-tuning {len(unfrozen)} backbone layers at learning rate {rate:g}")
     second = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.fine_tune_epochs,
-                 batch_size=train_config.batch_size, learning_rate=rate, seed=seed, label="fine-tune", echo=echo,
-                 augment=train_config.augment)
+                 batch_size=train_config.batch_size,
+                 controls=Controls.from_config(train_config).scaled(train_config.fine_tune_lr_factor), seed=seed,
+                 label="fine-tune", echo=echo, augment=train_config.augment)
     history = {k: first["history"].get(k, []) + second.get(k, []) for k in set(first["history"]) | set(second)}
     return {"history": history, "features_cached": first["features_cached"], "head_epochs": train_config.epochs,
             "fine_tune_epochs": train_config.fine_tune_epochs, "fine_tune_learning_rate": rate,
@@ -191,9 +155,16 @@ def fine_tune(model, dataset, train_config, seed: int, echo: Callable[[str], Non
 def full(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
     model.get_layer(BACKBONE).trainable = True
     history = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.epochs,
-                  batch_size=train_config.batch_size, learning_rate=train_config.learning_rate, seed=seed,
+                  batch_size=train_config.batch_size, controls=Controls.from_config(train_config), seed=seed,
                   label="full", echo=echo, augment=train_config.augment)
     return {"history": history, "features_cached": False, "trainable_layers": ["all"]}
+
+
+@register_strategy("classifier", "Use the pretrained network with its original head, no training "
+                   "(your class folders are named after classes the network already knows).")
+def classifier(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
+    echo("  no training: evaluating the network's own classifier")
+    return {"history": {}, "features_cached": False, "trainable_layers": []}
 
 
 def choose(per_class: float, similarity: str, small_below: int, backbone_layers: int) -> tuple[str, dict[str, Any], str]:

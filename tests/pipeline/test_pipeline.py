@@ -109,3 +109,19 @@ def test_image_folder_runs_through_every_stage(tmp_path):
     records = read_json(run.results)["records"]
     assert [r["format"] for r in records] == ["keras-fp32", "tflite-int8"]
     assert records[1]["status"] == "ok"
+
+
+def test_training_evaluation_and_plots(tiny_run):
+    from PIL import Image
+
+    training = read_json(tiny_run.training)
+    evaluation = training["evaluation"]
+    counts = np.asarray(evaluation["confusion_matrix"]["counts"])
+    assert counts.sum() == training["heldout_images"]
+    assert np.trace(counts) / counts.sum() == training["top1"]
+    assert set(evaluation["per_class"]) == {"0", "1", "2"}
+    for png in (tiny_run.history_png, tiny_run.confusion_png):
+        with Image.open(png) as image:
+            assert image.format == "PNG" and image.width > 300
+            assert len(set(image.convert("L").getdata())) > 10  # drawn, not blank
+    assert "val_loss" in (tiny_run.path / "history.csv").read_text().splitlines()[0]

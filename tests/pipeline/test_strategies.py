@@ -14,7 +14,7 @@ def dataset():
     return materialize(make_index(DataConfig(path="builtin:synthetic", val_fraction=0.3, max_per_class=20), 0), 32, 3)
 
 
-@pytest.mark.parametrize("name", STRATEGIES.names())
+@pytest.mark.parametrize("name", [n for n in STRATEGIES.names() if n != "classifier"])
 def test_strategy_trains(dataset, name):
     model = build_classifier("mobilenet_v2", 4, 32, 3, 0.35, "none", seed=0)
     before = [w.copy() for w in model.get_layer("backbone").get_weights()]
