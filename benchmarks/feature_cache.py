@@ -24,7 +24,6 @@ def main() -> None:
     parser.add_argument("--alpha", type=float, default=0.35)
     args = parser.parse_args()
 
-    import keras
     import numpy as np
 
     from edgepipe.architectures import build_classifier

@@ -13,10 +13,15 @@ from edgepipe.runtimes import Runner
 
 @dataclass(frozen=True)
 class BenchSettings:
+    """Defaults in the spirit of trtexec (warm-up by time, then a minimum duration) and MLPerf's
+    single-stream scenario (one query at a time, a minimum count and a minimum duration), scaled
+    down for small models: at least 10 warm-up calls and 0.2 s, then at least 50 timed calls and 1 s."""
+
     batch_size: int = 1
     warmup: int = 10
     min_iterations: int = 50
     min_duration_s: float = 1.0
+    warmup_s: float = 0.2
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -47,8 +52,8 @@ def _batches(images: np.ndarray, batch_size: int, count: int = 8) -> list[np.nda
 
 
 def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings) -> dict[str, Any]:
-    """Time ``runner.infer`` on real images: first call, warm-up, then at least
-    ``min_iterations`` calls lasting at least ``min_duration_s`` in total.
+    """Time ``runner.infer`` on real images: first call, warm-up (at least ``warmup`` calls and
+    ``warmup_s`` seconds), then at least ``min_iterations`` calls lasting at least ``min_duration_s``.
 
     Each sample is one end-to-end call (input quantization, engine, output
     dequantization) measured with ``time.perf_counter``, in ms.
@@ -58,9 +63,13 @@ def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings)
     start = time.perf_counter()
     runner.infer(batches[0])
     first_ms = (time.perf_counter() - start) * 1e3
-    for i in range(settings.warmup):
+    warm_begin = time.perf_counter()
+    i = 0
+    while i < settings.warmup or time.perf_counter() - warm_begin < settings.warmup_s:
         runner.infer(batches[i % len(batches)])
-    samples = []
+        i += 1
+    warmup_calls = i
+    samples, compute, copy = [], [], []
     begin = time.perf_counter()
     i = 0
     while len(samples) < settings.min_iterations or time.perf_counter() - begin < settings.min_duration_s:
@@ -68,8 +77,18 @@ def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings)
         t0 = time.perf_counter()
         runner.infer(batch)
         samples.append((time.perf_counter() - t0) * 1e3)
+        if runner.last_compute_ms is not None:
+            compute.append(runner.last_compute_ms)
+        if runner.last_copy_ms is not None:
+            copy.append(runner.last_copy_ms)
         i += 1
-    return {"first_inference_ms": first_ms, "latency_ms": latency_stats(np.asarray(samples), settings.batch_size)}
+    out = {"first_inference_ms": first_ms, "warmup_calls": warmup_calls,
+           "latency_ms": latency_stats(np.asarray(samples), settings.batch_size)}
+    if len(compute) == len(samples):  # the engine alone (CPU: the invoke call; GPU: CUDA-event compute time)
+        out["compute_ms"] = latency_stats(np.asarray(compute), settings.batch_size)
+    if len(copy) == len(samples):  # GPU: host-to-device plus device-to-host copies (CUDA events)
+        out["copy_ms"] = latency_stats(np.asarray(copy), settings.batch_size)
+    return out
 
 
 def predict(runner: Runner, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
@@ -92,3 +111,13 @@ def agreement(probabilities: np.ndarray, reference: np.ndarray) -> dict[str, flo
         "max_abs_diff": float(diff.max()),
         "mean_abs_diff": float(diff.mean()),
     }
+
+
+def efficiency(macs_per_image: int, batch_size: int, p50_ms: float, peak: dict[str, Any] | None) -> dict[str, Any]:
+    """Achieved multiply-accumulates per second at the median latency, beside the device's estimated peak."""
+    achieved = macs_per_image * batch_size / (p50_ms / 1e3) / 1e9
+    out: dict[str, Any] = {"macs_per_image": int(macs_per_image), "gmacs_per_s": achieved}
+    if peak:
+        out.update(peak_gmacs_per_s=peak["gmacs_per_s"], fraction_of_peak=achieved / peak["gmacs_per_s"],
+                   peak_basis=peak["basis"])
+    return out

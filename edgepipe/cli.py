@@ -167,7 +167,7 @@ for _name, _help in (
               help="Merge these results files (from several devices) into one table; repeatable, or list them after CONFIG.")
 @click.option("--force", is_flag=True, help="Rerun even when inputs are unchanged.")
 def report_command(config, output, name, merge_files, force):
-    """Stage 5: write report.md from results.json.
+    """Stage 5: write report.md, report.html and pareto.png from results.json.
 
     With --merge, merges results files from several devices into one table:
     edgepipe report --merge pc.json --merge jetson.json  (or: edgepipe report --merge results/*.json)
@@ -177,10 +177,16 @@ def report_command(config, output, name, merge_files, force):
         from edgepipe.report.merge import merge
 
         files = list(merge_files) + ([config] if config else [])
-        text = merge([read_json(f) for f in files])
+        loaded = [read_json(f) for f in files]
+        text = merge(loaded)
         if output:
+            from edgepipe.report.merge import merged_pareto_plot
+
+            png = Path(output).with_suffix(".png")
+            if merged_pareto_plot(loaded, png):
+                text += f"\n![accuracy against latency per device]({png.name})\n"
             write_text(output, text)
-            click.echo(f"merged report: {output}")
+            click.echo(f"merged report: {output}" + (f", plot: {png}" if png.exists() else ""))
         else:
             click.echo(text)
         return
@@ -210,18 +216,39 @@ ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".keras", ".engine")
 @click.option("--output", metavar="PATH", help="Run directory (with a CONFIG), or the results JSON to write (with artifacts).")
 @click.option("--name", metavar="NAME", help="Run name (run directory runs/<name>).")
 @click.option("--seed", type=int, metavar="N", help="Seed for sampling.")
-@click.option("--warmup", type=int, default=10, show_default=True, help="With artifacts: warm-up calls.")
+@click.option("--warmup", type=int, default=10, show_default=True, help="With artifacts: at least this many warm-up calls...")
+@click.option("--warmup-time", type=float, default=0.2, show_default=True, help="...and this many seconds of warm-up.")
 @click.option("--min-iterations", type=int, default=50, show_default=True, help="With artifacts: at least this many timed calls...")
 @click.option("--min-duration", type=float, default=1.0, show_default=True, help="...lasting at least this many seconds.")
 @click.option("--force", is_flag=True, help="With a CONFIG: rerun even when inputs are unchanged.")
-def bench_command(paths, data, labels, threads, batch, output, name, seed, warmup, min_iterations, min_duration, force):
+@click.option("--device", "devices", default="cpu", show_default=True, metavar="D[,D]",
+              help="With artifacts: devices / execution providers, e.g. cpu,cuda,tensorrt (ONNX Runtime providers; "
+                   "engines run on cuda).")
+@click.option("--remote", metavar="[USER@]HOST", help="With artifacts: run the benchmark on this machine over SSH "
+              "(OpenSSH, batch mode: keys and known hosts from your SSH configuration) and bring the results back.")
+@click.option("--remote-edgepipe", default="edgepipe", show_default=True, metavar="CMD",
+              help="With --remote: the edgepipe command on the remote machine.")
+@click.option("--remote-dir", default="edgepipe-bench", show_default=True, metavar="DIR",
+              help="With --remote: remote folder for the job (a fresh subfolder, removed afterwards).")
+@click.option("--ssh-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="With --remote: use this SSH configuration file instead of ~/.ssh/config.")
+@click.option("--data-sample", type=click.IntRange(min=1), default=20, show_default=True, metavar="N",
+              help="With --remote: copy at most N images per class of --data.")
+@click.option("--keep-remote", is_flag=True, help="With --remote: leave the remote job folder in place.")
+def bench_command(paths, data, labels, threads, batch, output, name, seed, warmup, warmup_time, min_iterations,
+                  min_duration, force, devices, remote, remote_edgepipe, remote_dir, ssh_config, data_sample, keep_remote):
     """Stage 4: measure accuracy and latency of every artifact on this machine.
 
     With a CONFIG (or none), benchmarks the run directory's artifacts. Given
     artifact files instead, benchmarks them alone, with no run directory:
     edgepipe bench model-tflite-int8.tflite model-onnx-fp32.onnx --data DIR --threads 1,2 --batch 1,8
+
+    With --remote, the same runs on another machine over SSH:
+    edgepipe bench model-tflite-int8.tflite --data DIR --labels labels.txt --remote me@jetson --output jetson.json
     """
     artifacts = [p for p in paths if p.suffix.lower() in ARTIFACT_SUFFIXES]
+    if remote and not artifacts:
+        raise EdgepipeError("--remote benchmarks artifact files", "Pass .tflite, .onnx, .keras or .engine files.")
     if not artifacts:
         if len(paths) > 1:
             raise EdgepipeError("give one CONFIG, or artifact files (.tflite, .onnx, .keras, .engine)")
@@ -231,19 +258,36 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
                                 "threads": threads[0] if threads else None, "output": output, "name": name, "seed": seed})
         return
     from edgepipe.benchmark import BenchSettings
-    from edgepipe.fileio import write_json
-    from edgepipe.pipeline.bench import bench_files
+    from edgepipe.pipeline.bench import bench_files, write_results
     from edgepipe.quiet import import_tensorflow_quietly
 
     if data is not None and not Path(data).is_dir():
         raise EdgepipeError(f"data folder '{data}' does not exist", "Pass an image folder with one subfolder per class.")
+    if remote:
+        from edgepipe.remote import bench_remote
+
+        args = ["--threads", ",".join(map(str, threads or (1,))), "--batch", ",".join(map(str, batch or (1,))),
+                "--warmup", str(warmup), "--warmup-time", str(warmup_time), "--min-iterations", str(min_iterations),
+                "--min-duration", str(min_duration), "--seed", str(seed or 0), "--device", devices]
+        results = bench_remote(remote, artifacts, echo=click.echo, data_dir=data, labels_file=labels,
+                               per_class=data_sample, bench_args=args, remote_edgepipe=remote_edgepipe,
+                               remote_dir=remote_dir, ssh_config=ssh_config, keep=keep_remote)
+        out = Path(output or "bench-results.json")
+        csv_path = write_results(out, results)
+        click.echo(f"results from {remote}: {out}, {csv_path}")
+        return
     if any(p.suffix.lower() == ".keras" for p in artifacts):
         import_tensorflow_quietly()
-    settings = BenchSettings(1, warmup, min_iterations, min_duration)
-    results = bench_files(artifacts, click.echo, data, labels, threads or (1,), batch or (1,), settings, seed or 0)
+    settings = BenchSettings(1, warmup, min_iterations, min_duration, warmup_time)
+    wanted = tuple(d.strip() for d in devices.split(",") if d.strip())
+    unknown = [d for d in wanted if d not in ("cpu", "cuda", "tensorrt")]
+    if unknown:
+        raise EdgepipeError(f"unknown device '{unknown[0]}'", "Use cpu, cuda or tensorrt (comma-separated).")
+    results = bench_files(artifacts, click.echo, data, labels, threads or (1,), batch or (1,), settings, seed or 0,
+                          wanted)
     out = Path(output or "bench-results.json")
-    write_json(out, results)
-    click.echo(f"results: {out}")
+    csv_path = write_results(out, results)
+    click.echo(f"results: {out}, {csv_path}")
 
 
 MODEL_SUFFIXES = (".keras", ".h5", ".hdf5")

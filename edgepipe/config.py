@@ -34,7 +34,7 @@ def _opt(default: Any, help: str, **checks: Any) -> Any:
 
 @dataclass
 class DataConfig:
-    path: str = _opt("builtin:digits", "An image folder (one subfolder per class, or train/ val/ [test/] subfolders) or a built-in set: builtin:digits, builtin:synthetic.")
+    path: str = _opt("builtin:digits", "An image folder (one subfolder per class, or train/ val/ [test/] subfolders), a built-in set: builtin:digits, builtin:synthetic, builtin:photos (real photos shipped by scikit-image, scikit-learn and matplotlib; needs scikit-image), or tfds:NAME (TensorFlow Datasets, needs tensorflow-datasets).")
     classes: Optional[list[str]] = _opt(None, "Use only these classes (folder names; digits are '0'..'9'), in this order.", coerce_str=True)
     max_per_class: Optional[int] = _opt(None, "Keep at most this many training images per class (seeded choice).", min=1)
     val_fraction: float = _opt(0.2, "Fraction of each class held out for validation when the data has no val/ folder.", min=0.0, max=0.9)
@@ -101,6 +101,7 @@ class TrainConfig:
     similarity: str = _opt("similar", "auto: how similar your images are to the pretraining data (ImageNet photos): similar or different.", choices=("similar", "different"))
     small_dataset_per_class: int = _opt(200, "auto: a dataset with fewer training images per class than this counts as small.", min=1)
     cache_features: bool = _opt(True, "feature-extraction: run the frozen backbone once per image and train the head on the cached features (off: run the backbone on every batch).")
+    feature_cache: str = _opt("auto", "feature-extraction with cache_features: keep the cached features in memory, or on disk in the run directory (cache/, memory-mapped, reused by reruns with the same backbone and images); auto: disk above 1 GB of features.", choices=("auto", "memory", "disk"))
     baseline_from_scratch: bool = _opt(False, "Also train the same network from scratch on the target data alone and report its accuracy, to show the gain from transfer.")
     baseline_epochs: Optional[int] = _opt(None, "Epochs for the from-scratch baseline (default: pretrain.epochs, else train.epochs).", min=1)
 
@@ -118,7 +119,9 @@ class ExportConfig:
 class BenchConfig:
     threads: Optional[int] = _opt(None, "Threads per inference engine (null: all cores). Set explicitly on every engine and recorded.", min=1)
     batch_size: int = _opt(1, "Batch size of the latency measurement.", min=1)
-    warmup: int = _opt(10, "Warm-up inferences before timing.", min=0)
+    devices: list[str] = _opt(["cpu"], "Devices / execution providers to measure on: cpu, cuda, tensorrt (ONNX Runtime's CUDA and TensorRT providers; Keras on cpu or cuda; TensorRT engines always on cuda). One record per artifact and device.", choices=("cpu", "cuda", "tensorrt"))
+    warmup: int = _opt(10, "Warm-up inferences before timing: at least this many...", min=0)
+    warmup_s: float = _opt(0.2, "...and for at least this many seconds (as trtexec warms up by time).", min=0.0)
     min_iterations: int = _opt(50, "Measured inferences: at least this many...", min=1)
     min_duration_s: float = _opt(1.0, "...and for at least this many seconds.", min=0.0)
 

@@ -57,13 +57,85 @@ def fingerprint() -> dict[str, Any]:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }
+    mhz = _cpu_mhz(cpu)
+    if mhz:
+        result["cpu_mhz"] = mhz
+    from edgepipe.pipeline.rundir import library_versions
+
+    result["engine_versions"] = library_versions()
     model = _read("/proc/device-tree/model")
     if model:
         result["board_model"] = model
     l4t = _read("/etc/nv_tegra_release")
     if l4t:
         result["l4t_release"] = l4t.splitlines()[0]
+    power = _nvpmodel()
+    if power:
+        result["power_mode"] = power
+    result.update(_gpu())
     return result
+
+
+def _cpu_mhz(cpu: dict[str, str]) -> float | None:
+    """Maximum clock (cpufreq) where the kernel exposes it, else the clock /proc/cpuinfo reports."""
+    khz = _read("/sys/devices/system/cpu/cpu0/cpufreq/cpuinfo_max_freq")
+    if khz and khz.isdigit():
+        return round(int(khz) / 1000, 1)
+    try:
+        return round(float(cpu.get("cpu MHz", "")), 1)
+    except ValueError:
+        return None
+
+
+def _nvpmodel() -> str | None:
+    """Jetson power mode from ``nvpmodel -q`` (e.g. 'NV Power Mode: MAXN'), where the tool exists."""
+    import shutil
+    import subprocess
+
+    tool = shutil.which("nvpmodel")
+    if not tool:
+        return None
+    try:
+        out = subprocess.run([tool, "-q"], capture_output=True, text=True, timeout=10, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    lines = [line.strip() for line in out.splitlines() if line.strip()]
+    return "; ".join(lines[:2]) or None
+
+
+def _gpu() -> dict[str, Any]:
+    from edgepipe.gpu import cuda_unavailable, device_facts
+
+    reason = cuda_unavailable()
+    if reason:
+        return {"gpu": None, "gpu_unavailable": reason}
+    try:
+        return {"gpu": device_facts()}
+    except Exception as exc:  # CUDA present, TensorRT missing: name what is missing
+        return {"gpu": None, "gpu_unavailable": f"{type(exc).__name__}: {str(exc)[:120]}"}
+
+
+#: multiply-accumulates per cycle per core, assuming two FMA pipes (fp32) and the dot-product
+#: instructions for int8 (VNNI on x86, SDOT on Arm); the basis is recorded with every estimate
+MACS_PER_CYCLE = [
+    ("avx512f", 32, ("avx512_vnni", 128)),
+    ("avx2", 16, ("avx_vnni", 64)),
+    ("asimd", 8, ("asimddp", 32)),
+]
+
+
+def peak_estimate(fp: dict[str, Any], threads: int, integer: bool = False) -> dict[str, Any] | None:
+    """Estimated peak of the CPU for ``threads`` cores: GMAC/s and how it was estimated (None if unknown)."""
+    mhz = fp.get("cpu_mhz")
+    isa = set(fp.get("isa_features") or ())
+    for flag, fp32, (int8_flag, int8) in MACS_PER_CYCLE:
+        if flag in isa and mhz:
+            per_cycle = int8 if integer and int8_flag in isa else fp32
+            kind = f"int8 {int8_flag}" if integer and int8_flag in isa else f"fp32 {flag} FMA"
+            gmacs = threads * mhz / 1000 * per_cycle
+            return {"gmacs_per_s": round(gmacs, 1),
+                    "basis": f"{threads} core(s) x {mhz / 1000:.2f} GHz x {per_cycle} MAC/cycle ({kind}, estimate)"}
+    return None
 
 
 def device_label(fp: dict[str, Any]) -> str:

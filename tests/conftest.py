@@ -31,6 +31,7 @@ def tiny_overrides(tmp: Path, pretrain: bool = False, **extra) -> dict:
         "bench.warmup": 2,
         "bench.min_iterations": 5,
         "bench.min_duration_s": 0.0,
+        "bench.warmup_s": 0.0,
     }
     if pretrain:  # a backbone trained on these digits, so the head learns a confident, stable classifier
         overrides.update({"pretrain.data.path": "builtin:digits", "pretrain.data.classes": ["0", "1", "2", "3"],

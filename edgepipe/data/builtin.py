@@ -1,4 +1,5 @@
-"""Built-in datasets that need no network: scikit-learn's digits and a generated set."""
+"""Built-in datasets that need no network: scikit-learn's digits, a generated set, and crops of
+real photos that installed packages ship."""
 
 from __future__ import annotations
 
@@ -54,7 +55,72 @@ def synthetic(per_class: int = 120, size: int = 32, seed: int = 1234) -> tuple[n
     return np.stack(images), np.asarray(labels, dtype=np.int64), list(SYNTHETIC_CLASSES)
 
 
-BUILTIN_SETS = {"digits": digits, "synthetic": synthetic}
+#: class -> photos shipped inside packages (package, file); crops of them form the photos set
+PHOTO_SOURCES = {
+    "cat": [("skimage", "chelsea.png")],
+    "coffee": [("skimage", "coffee.png")],
+    "rocket": [("skimage", "rocket.jpg")],
+    "motorcycle": [("skimage", "motorcycle_left.png"), ("skimage", "motorcycle_right.png")],
+    "flower": [("sklearn", "flower.jpg")],
+    "temple": [("sklearn", "china.jpg")],
+    "person": [("skimage", "astronaut.png"), ("matplotlib", "grace_hopper.jpg")],
+    "galaxies": [("skimage", "hubble_deep_field.jpg")],
+    "brick": [("skimage", "brick.png")],
+    "grass": [("skimage", "grass.png")],
+    "gravel": [("skimage", "gravel.png")],
+}
+
+
+def _photo_path(package: str, name: str):
+    from pathlib import Path
+
+    if package == "skimage":
+        try:
+            import skimage
+        except ImportError:
+            raise DataError("builtin:photos needs scikit-image, which ships most of its photos",
+                            "pip install scikit-image (or edgepipe[photos]).") from None
+        return Path(skimage.__file__).parent / "data" / name
+    if package == "sklearn":
+        import sklearn
+
+        return Path(sklearn.__file__).parent / "datasets" / "images" / name
+    import matplotlib
+
+    return Path(matplotlib.get_data_path()) / "sample_data" / name
+
+
+def photos(per_class: int = 30, size: int = 160, seed: int = 7) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Real photographs shipped by scikit-image, scikit-learn and matplotlib: 11 classes (eight
+    colour scenes and objects, three grey textures: brick, grass, gravel).
+
+    Each image is a seeded random square crop (15-50% of the photo's shorter side, so a
+    crop shows a part of the scene, mirrored half the time) resized to ``size``; a class
+    with two photos draws from both.
+    """
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    images, labels = [], []
+    for label, (name, sources) in enumerate(PHOTO_SOURCES.items()):
+        photos_ = []
+        for package, file in sources:
+            with Image.open(_photo_path(package, file)) as im:
+                photos_.append(im.convert("RGB"))
+        for i in range(per_class):
+            photo = photos_[i % len(photos_)]
+            w, h = photo.size
+            side = int(min(w, h) * rng.uniform(0.15, 0.5))
+            x, y = int(rng.integers(0, w - side + 1)), int(rng.integers(0, h - side + 1))
+            crop = photo.crop((x, y, x + side, y + side)).resize((size, size), Image.BILINEAR)
+            if rng.random() < 0.5:
+                crop = crop.transpose(Image.FLIP_LEFT_RIGHT)
+            images.append(np.asarray(crop, dtype=np.uint8))
+            labels.append(label)
+    return np.stack(images), np.asarray(labels, dtype=np.int64), list(PHOTO_SOURCES)
+
+
+BUILTIN_SETS = {"digits": digits, "synthetic": synthetic, "photos": photos}
 
 
 def load_builtin(spec: str) -> tuple[np.ndarray, np.ndarray, list[str]]:

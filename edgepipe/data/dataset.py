@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgepipe.config import DataConfig
-from edgepipe.data import builtin, folders
+from edgepipe.data import builtin, folders, tfds_source
 from edgepipe.errors import DataError
 
 SPLITS = ("train", "val", "test")
@@ -95,6 +95,21 @@ def _split_items(
     return splits
 
 
+def _complete_given_splits(splits: dict[str, list[tuple[Any, str]]], class_names: list[str], config: DataConfig,
+                           seed: int) -> None:
+    """Splits the source defined itself: without a val split, hold part of train out (stratified,
+    as for a single folder, and a test split too if there is none); else shuffle train (seeded)."""
+    if not splits["val"]:
+        by_class = {c: [item for item, name in splits["train"] if name == c] for c in class_names}
+        held = _split_items(by_class, config, seed, want_test=not splits["test"])
+        splits["train"], splits["val"] = held["train"], held["val"]
+        if not splits["test"]:
+            splits["test"] = held["test"]
+    else:
+        rng = np.random.default_rng(seed)
+        splits["train"] = [splits["train"][i] for i in rng.permutation(len(splits["train"]))]
+
+
 def _cap_train(split: list[tuple[Any, str]], max_per_class: Optional[int]) -> list[tuple[Any, str]]:
     if max_per_class is None:
         return split
@@ -119,6 +134,19 @@ def make_index(config: DataConfig, seed: int) -> dict[str, Any]:
         by_class = {c: [int(i) for i in np.flatnonzero(labels == names.index(c))] for c in class_names}
         splits = _split_items(by_class, config, seed)
         layout, root = "builtin", source
+    elif source.startswith(tfds_source.TFDS_PREFIX):
+        described = tfds_source.describe(source)
+        names = described["class_names"]
+        class_names = _select_classes(names, config.classes, source)
+        wanted = {names.index(c): c for c in class_names}
+        splits = {s: [] for s in SPLITS}
+        for split_name in described["splits"]:
+            _, split_labels = tfds_source.load_split(source, split_name)
+            splits[split_name] = [([split_name, int(i)], wanted[int(lab)]) for i, lab in enumerate(split_labels)
+                                  if int(lab) in wanted]
+        _complete_given_splits(splits, class_names, config, seed)
+        layout, root = "tfds", source
+        image_sizes["varies (TFDS)"] = sum(len(v) for v in splits.values())
     else:
         scan = folders.scan(Path(source), config.on_bad_image)
         rejected, image_sizes, layout = scan.rejected, scan.image_sizes, scan.layout
@@ -126,16 +154,7 @@ def make_index(config: DataConfig, seed: int) -> dict[str, Any]:
         if scan.layout == "splits":
             class_names = _select_classes(scan.class_names, config.classes, source)
             splits = {s: [(f, c) for c in class_names for f in scan.files[s].get(c, [])] for s in SPLITS}
-            if not splits["val"]:
-                # train/ only: hold out part of train for validation, as for a single folder
-                per_class = {c: scan.files["train"].get(c, []) for c in class_names}
-                splits_from_train = _split_items(per_class, config, seed, want_test=not splits["test"])
-                splits["train"], splits["val"] = splits_from_train["train"], splits_from_train["val"]
-                if not splits["test"]:
-                    splits["test"] = splits_from_train["test"]
-            else:
-                rng = np.random.default_rng(seed)
-                splits["train"] = [splits["train"][i] for i in rng.permutation(len(splits["train"]))]
+            _complete_given_splits(splits, class_names, config, seed)
         else:
             class_names = _select_classes(scan.class_names, config.classes, source)
             splits = _split_items({c: scan.files["all"][c] for c in class_names}, config, seed)
@@ -210,6 +229,11 @@ def materialize(index: dict[str, Any], size: int, channels: int) -> Dataset:
         for split_name, entries in index["splits"].items():
             chosen = images[[item for item, _ in entries]] if entries else images[:0]
             splits[split_name] = Split(folders.resize_batch(chosen, size, channels), _labels(entries))
+    elif index["layout"] == "tfds":
+        for split_name, entries in index["splits"].items():
+            chosen = [tfds_source.load_split(index["source"], part)[0][i] for (part, i), _ in entries]
+            splits[split_name] = (Split(folders.resize_batch(chosen, size, channels), _labels(entries)) if chosen
+                                  else Split(np.zeros((0, size, size, channels), np.uint8), _labels(entries)))
     else:
         root = Path(index["source"])
         for split_name, entries in index["splits"].items():

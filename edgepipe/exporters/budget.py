@@ -66,10 +66,29 @@ def within_budget(ctx: ExportContext, path: Path, attempts: list[Callable[[], Op
         **best[2],
         "accuracy_budget_pp": ctx.accuracy_budget_pp,
         "reference_top1": ctx.reference_top1,
+        **_resolution(ctx),
         "budget_met": met,
         "chosen_attempt": final["attempt"],
         "attempts": report,
         **({} if met or ctx.reference_top1 is None else {
             "budget_note": f"no recipe stayed within {ctx.accuracy_budget_pp} pp; kept the most accurate "
-                           f"(attempt {final['attempt']}, {final['drop_pp']:.2f} pp below FP32)"}),
+                           f"(attempt {final['attempt']}, {final['drop_pp']:.2f} pp below FP32)"
+                           + _coarse_note(ctx)}),
     }
+
+
+def _resolution(ctx: ExportContext) -> dict[str, Any]:
+    if ctx.validation is None or not len(ctx.validation[1]):
+        return {}
+    images = len(ctx.validation[1])
+    return {"validation_images": images, "resolution_pp": 100.0 / images}
+
+
+def _coarse_note(ctx: ExportContext) -> str:
+    """Say so when one image of the validation split is worth more than the whole budget."""
+    resolution = _resolution(ctx).get("resolution_pp")
+    if resolution is None or resolution <= ctx.accuracy_budget_pp:
+        return ""
+    return (f"; the validation split has {len(ctx.validation[1])} images, so one changed prediction costs "
+            f"{resolution:.2f} pp, more than the budget: use a larger validation split (data.val_fraction) "
+            f"or a larger export.accuracy_budget_pp")

@@ -129,18 +129,35 @@ def _sensitive_nodes(ctx: ExportContext, calibration: CalibrationSet, count: int
     with native_output_suppressed():
         debugger.run()
     stats = [(s.get("rmse/scale", 0.0), name) for name, s in debugger.layer_statistics.items()]
-    return [name for _, name in sorted(stats, reverse=True)[:count]]
+    return [_tensor_name(name) for _, name in sorted(stats, reverse=True)[:count]]
+
+
+def _tensor_name(numeric_verify_name: str) -> str:
+    """The quantized op's output tensor name that ``denylisted_nodes`` expects, from the debugger's
+    statistics key ``NumericVerify/<tensor name><digit>:<index>`` (as its CSV dump maps them)."""
+    name = numeric_verify_name.rsplit(":", 1)[0]
+    name = name[len("NumericVerify/"):] if name.startswith("NumericVerify/") else name
+    return name[:-1] if name and name[-1].isdigit() else name
 
 
 def _denylisted_model(ctx: ExportContext, calibration: CalibrationSet, nodes: list[str]) -> bytes:
+    """Full-integer model with ``nodes`` left in float and integer input/output as the format promises.
+
+    The debugger calibrates; its own ``get_nondebug_quantized_model`` would leave the model's
+    input and output in float32, so the calibrated model is quantized here the way the
+    converter itself does it (the MLIR quantizer with the integer input/output types).
+    """
     import tensorflow as tf
+    from tensorflow.lite.python import convert
 
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_full_integer_converter(ctx, calibration),
         debug_dataset=tflite_representative_dataset(calibration), debug_options=options)
+    io_type = tf.uint8 if ctx.int8_io == "uint8" else tf.int8
     with native_output_suppressed():
-        return debugger.get_nondebug_quantized_model()
+        return convert.mlir_quantize(debugger.calibrated_model, disable_per_channel=False, input_data_type=io_type,
+                                     output_data_type=io_type, denylisted_nodes=nodes)
 
 
 @register_exporter(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import os
 from pathlib import Path
 from typing import Any, Optional
@@ -10,15 +11,16 @@ from typing import Any, Optional
 import numpy as np
 
 from edgepipe import __version__
-from edgepipe.benchmark import BenchSettings, accuracy, agreement, measure_latency, predict
+from edgepipe.benchmark import BenchSettings, accuracy, agreement, efficiency, measure_latency, predict
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
-from edgepipe.device import fingerprint
+from edgepipe.device import fingerprint, peak_estimate
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import read_json, size_mb, write_json
 from edgepipe.pipeline.rundir import RunDir, now_iso
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.runtimes import create_runner
+from edgepipe.runtimes.base import devices_for
 
 RESULTS_SCHEMA = "edgepipe.results/1"
 REFERENCE_FORMAT = "keras-fp32"
@@ -30,7 +32,7 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
 
 
 def _outputs(run: RunDir) -> list:
-    return [run.results]
+    return [run.results, run.results_csv]
 
 
 def resolve_threads(threads: Optional[int]) -> int:
@@ -40,9 +42,9 @@ def resolve_threads(threads: Optional[int]) -> int:
 
 
 def bench_artifact(path: Path, images: np.ndarray, labels: np.ndarray, settings: BenchSettings, threads: int,
-                   reference_probabilities: Optional[np.ndarray] = None) -> dict[str, Any]:
+                   reference_probabilities: Optional[np.ndarray] = None, device: Optional[str] = None) -> dict[str, Any]:
     """Accuracy and latency of one artifact through the runner its file type calls for."""
-    with create_runner(path, threads=threads) as runner:
+    with create_runner(path, threads=threads, device=device) as runner:
         probabilities = predict(runner, images)
         timing = measure_latency(runner, images, settings)
         record: dict[str, Any] = {
@@ -71,7 +73,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     split = dataset.heldout
     threads = resolve_threads(config.bench.threads)
     settings = BenchSettings(config.bench.batch_size, config.bench.warmup, config.bench.min_iterations,
-                             config.bench.min_duration_s)
+                             config.bench.min_duration_s, config.bench.warmup_s)
     echo(f"benchmarking on {len(split)} {dataset.heldout_name} images, {threads} thread(s), batch {settings.batch_size}:")
     candidates = [{"format": REFERENCE_FORMAT, "precision": "fp32", "file": run.model.name, "status": "ok",
                    "description": "Keras model (the FP32 reference)"}]
@@ -83,34 +85,42 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
             record["int8_budget"] = {k: item["details"].get(k) for k in (
                 "accuracy_budget_pp", "budget_met", "chosen_attempt", "attempts", "budget_note", "kept_float")}
         path = run.path / item["file"] if item["format"] == REFERENCE_FORMAT else run.artifacts_dir / item["file"]
-        if item["status"] in ("ok", "failed-verification"):
-            record["verification"] = item.get("verification")
-            record["size_mb"] = round(size_mb(path), 4)
+        if item["status"] not in ("ok", "failed-verification"):
+            records.append(record)
+            echo("  " + _line(record))
+            continue
+        for device in devices_for(path, tuple(config.bench.devices)):
+            measured_record = {**record, "verification": item.get("verification"), "size_mb": round(size_mb(path), 4),
+                               "device": device}
             try:
-                measured = bench_artifact(path, split.images, split.labels, settings, threads, reference)
+                measured = bench_artifact(path, split.images, split.labels, settings, threads, reference, device)
             except EdgepipeError as exc:
-                record.update(status="skipped", reason=str(exc))
+                measured_record.update(status="skipped", reason=str(exc))
             except Exception as exc:  # an engine that cannot run this artifact: reported, the rest go on
-                record.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
+                measured_record.update(status="failed",
+                                       reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
             else:
                 probabilities = measured.pop("_probabilities")
                 if reference is None:
                     reference = probabilities
-                record.update(measured)
-        records.append(record)
-        echo("  " + _line(record))
+                measured_record.update(measured)
+            records.append(measured_record)
+            echo("  " + (f"[{device}] " if len(config.bench.devices) > 1 else "") + _line(measured_record))
     reference_top1 = records[0].get("top1")
+    build_info = read_json(run.build_info) if run.build_info.exists() else {}
+    device = fingerprint()
     for record in records:
         if record.get("top1") is not None and reference_top1 is not None:
             record["top1_change_pp"] = (record["top1"] - reference_top1) * 100
+        add_efficiency(record, build_info.get("macs"), device)
     training = read_json(run.training) if run.training.exists() else {}
-    write_json(run.results, {
+    results = {
         "schema": RESULTS_SCHEMA,
         "edgepipe": __version__,
         "created": now_iso(),
         "run": str(run.path),
-        "architecture": read_json(run.build_info) if run.build_info.exists() else {},
-        "device": fingerprint(),
+        "architecture": build_info,
+        "device": device,
         "conditions": {"threads": threads, **settings.as_dict(),
                        "timing": "wall clock per call (time.perf_counter), input quantize + engine + output dequantize"},
         "heldout": {"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes},
@@ -118,8 +128,31 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         "training": {k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
         "baseline_from_scratch": _baseline(training),
         "calibration": index.get("calibration"),
+        "accuracy_budget_pp": config.export.accuracy_budget_pp,
         "records": records,
-    })
+    }
+    write_results(run.results, results)
+
+
+def write_results(path: Path, results: dict[str, Any]) -> Path:
+    """results.json and, beside it, the same records as CSV (one line per artifact and setting)."""
+    from edgepipe.fileio import write_text
+    from edgepipe.report.table import rows, to_csv
+
+    write_json(path, results)
+    csv_path = path.with_suffix(".csv")
+    write_text(csv_path, to_csv(rows(results)))
+    return csv_path
+
+
+def add_efficiency(record: dict[str, Any], macs: Optional[int], device: dict[str, Any]) -> None:
+    """MACs per second at the median latency, against the CPU's estimated peak for the threads used."""
+    if not macs or "latency_ms" not in record:
+        return
+    peak = None
+    if record.get("device", "cpu") == "cpu":
+        peak = peak_estimate(device, record["threads"], integer=record.get("precision") == "int8")
+    record["efficiency"] = efficiency(macs, record["batch_size"], record["latency_ms"]["p50"], peak)
 
 
 def _baseline(training: dict) -> Optional[dict]:
@@ -144,7 +177,8 @@ STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this m
 
 def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, labels_file: Optional[Path] = None,
                 threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1,),
-                settings: BenchSettings = BenchSettings(), seed: int = 0) -> dict[str, Any]:
+                settings: BenchSettings = BenchSettings(), seed: int = 0,
+                devices: tuple[str, ...] = ("cpu",)) -> dict[str, Any]:
     """Benchmark artifacts on their own (no run directory): one record per artifact, thread count and batch size.
 
     With ``data_dir`` (an image folder, one subfolder per class) accuracy is measured too; class
@@ -166,24 +200,26 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
             continue
         size, channels = int(shape[1]), int(shape[3])
         images, labels = _bench_images(data_dir, labels_file, size, channels, seed)
-        for t in threads:
-            for b in batches:
-                s = BenchSettings(b, settings.warmup, settings.min_iterations, settings.min_duration_s)
-                record = {**base, "status": "ok", "threads": t, "batch_size": b}
-                try:
-                    measured = bench_artifact(path, images, labels if labels is not None else np.zeros(len(images), int),
-                                              s, t)
-                    measured.pop("_probabilities")
-                    if labels is None:
-                        measured.pop("top1", None)
-                        measured.pop("top5", None)
-                    record.update(measured)
-                except Exception as exc:  # reported per artifact and setting
-                    record.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip()[:200]}")
-                records.append(record)
-                echo(f"  threads {t} batch {b}: " + _line(record))
+        for device, t, b in itertools.product(devices_for(path, devices), threads, batches):
+            s = dataclasses.replace(settings, batch_size=b)
+            record = {**base, "status": "ok", "device": device, "threads": t, "batch_size": b}
+            try:
+                measured = bench_artifact(path, images, labels if labels is not None else np.zeros(len(images), int),
+                                          s, t, device=device)
+                measured.pop("_probabilities")
+                if labels is None:
+                    measured.pop("top1", None)
+                    measured.pop("top5", None)
+                record.update(measured)
+            except EdgepipeError as exc:  # the engine or device is not here: said per setting
+                record.update(status="skipped", reason=str(exc))
+            except Exception as exc:  # reported per artifact and setting
+                record.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+            records.append(record)
+            echo(f"  {device}, threads {t} batch {b}: " + _line(record))
     return {"schema": RESULTS_SCHEMA, "edgepipe": __version__, "created": now_iso(), "device": fingerprint(),
             "conditions": {**settings.as_dict(), "threads": list(threads), "batch_sizes": list(batches),
+                           "devices": list(devices),
                            "timing": "wall clock per call (time.perf_counter), input quantize + engine + output dequantize",
                            "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)"},
             "records": records}

@@ -101,6 +101,9 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         info["pretrain"] = {"source_classes": source_index["class_names"], **summary}
     else:
         model = build_classifier(arch, len(labels), m.input_size, m.channels, m.alpha, weights, m.dropout, config.seed)
+        if weights == "none" and not m.path:  # random weights: the network will be trained from scratch
+            info["batchnorm_momentum"] = SCRATCH_BN_MOMENTUM
+            set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
     info["params"] = int(model.count_params())
     info["macs"] = compute.count(model).macs
     write_json(run.dataset_index, index)

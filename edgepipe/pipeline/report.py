@@ -1,25 +1,28 @@
-"""Stage 5: write the report from results.json."""
+"""Stage 5: write the reports (report.md, report.html with its plots, pareto.png) from results.json."""
 
 from __future__ import annotations
 
 from edgepipe.config import RunConfig
-from edgepipe.fileio import read_json, write_text
+from edgepipe.fileio import read_json
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
-from edgepipe.report import render_markdown
+from edgepipe.report import write_reports
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
-    return {"results": file_digest(run.results)}
+    return {"results": file_digest(run.results), "history": file_digest(run.history_png),
+            "confusion": file_digest(run.confusion_png), "budget": config.export.accuracy_budget_pp}
 
 
 def _outputs(run: RunDir) -> list:
-    return [run.report_md]
+    return [run.report_md, run.report_html, run.pareto_png]
 
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
-    write_text(run.report_md, render_markdown(read_json(run.results)))
-    echo(f"report: {run.report_md}")
+    results = read_json(run.results)
+    for line in write_reports(results, run.path, config.export.accuracy_budget_pp):
+        echo(line)
 
 
-STAGE = Stage("report", "Write report.md from the measured results.", _inputs, _outputs, _run, requires=("bench",))
+STAGE = Stage("report", "Write report.md, report.html and pareto.png from the measured results.",
+              _inputs, _outputs, _run, requires=("bench",))

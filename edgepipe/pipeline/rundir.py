@@ -64,7 +64,13 @@ class RunDir:
     @property
     def results(self) -> Path: return self.path / "results.json"
     @property
+    def results_csv(self) -> Path: return self.path / "results.csv"
+    @property
     def report_md(self) -> Path: return self.path / "report.md"
+    @property
+    def report_html(self) -> Path: return self.path / "report.html"
+    @property
+    def pareto_png(self) -> Path: return self.path / "pareto.png"
     @property
     def manifest(self) -> Path: return self.path / "manifest.json"
     @property
@@ -105,7 +111,7 @@ class RunDir:
     def write_manifest(self, config: dict[str, Any]) -> None:
         files = {}
         for path in sorted(self.path.rglob("*")):
-            if path.is_file() and not path.name.startswith(".") and path != self.manifest:
+            if path.is_file() and not path.name.startswith(".") and path != self.manifest and "cache" not in path.relative_to(self.path).parts[:1]:
                 files[str(path.relative_to(self.path))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         write_json(self.manifest, {
             "written": now_iso(),

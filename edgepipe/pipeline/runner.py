@@ -11,6 +11,7 @@ from edgepipe.architectures import check_weights_request, get_architecture
 from edgepipe.architectures.classifier import resolve_alpha
 from edgepipe.config import DataConfig, RunConfig, to_yaml
 from edgepipe.data.builtin import BUILTIN_PREFIX, BUILTIN_SETS
+from edgepipe.data.tfds_source import TFDS_PREFIX
 from edgepipe.errors import DataError, EdgepipeError
 from edgepipe.fileio import sha256_value, write_text
 from edgepipe.pipeline import bench, build, export, report, train
@@ -26,6 +27,10 @@ def _check_data_path(data: DataConfig, key: str) -> None:
         if path[len(BUILTIN_PREFIX):] not in BUILTIN_SETS:
             raise DataError(f"unknown built-in dataset '{path}' ({key})",
                             "Use " + " or ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS) + ", or an image folder.")
+        return
+    if path.startswith(TFDS_PREFIX):
+        if len(path) == len(TFDS_PREFIX):
+            raise DataError(f"data path '{path}' names no dataset ({key})", "Write tfds:NAME, e.g. tfds:tf_flowers.")
         return
     p = Path(path)
     if not p.exists():

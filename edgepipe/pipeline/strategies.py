@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
-from typing import Any, Callable
+from pathlib import Path
+from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgepipe.architectures.classifier import BACKBONE, CLASSIFIER, DROPOUT, POOL
+from edgepipe.architectures.classifier import BACKBONE, CLASSIFIER, DROPOUT, POOL, PREPROCESS
 from edgepipe.pipeline.controls import Controls, fit_arrays
 from edgepipe.registry import Registry
 
@@ -82,6 +85,52 @@ def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.nda
     return np.asarray(extractor.predict(images.astype(np.float32), batch_size=batch_size, verbose=0))
 
 
+#: features of more than this many MB go to disk when train.feature_cache is auto
+FEATURE_CACHE_MEMORY_LIMIT_MB = 1024
+
+
+def feature_cache_location(setting: str, model, images: int) -> str:
+    if setting != "auto":
+        return setting
+    width = int(model.get_layer(POOL).output.shape[-1])
+    return "disk" if images * width * 4 / 2**20 > FEATURE_CACHE_MEMORY_LIMIT_MB else "memory"
+
+
+def disk_features(model, dataset, cache_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
+    """Backbone features memory-mapped from ``cache_dir``, computed once per backbone and images.
+
+    The file name carries a digest of the backbone's weights and the images, so a
+    rerun of the train stage (another learning rate, more epochs) reuses them.
+    """
+    from edgepipe.fileio import atomic_path
+
+    digest = hashlib.sha256()
+    digest.update(json.dumps(model.get_layer(PREPROCESS).get_config(), sort_keys=True, default=str).encode())
+    for weight in model.get_layer(BACKBONE).get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    arrays = {}
+    for split in ("train", "val"):
+        images = dataset.splits[split].images
+        digest.update(split.encode() + str(images.shape).encode() + np.ascontiguousarray(images).tobytes())
+    key = digest.hexdigest()[:16]
+    reused = True
+    for split in ("train", "val"):
+        path = cache_dir / f"features-{key}-{split}.npy"
+        if not path.exists():
+            reused = False
+            images = dataset.splits[split].images
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path, suffix=".npy") as tmp:
+                width = int(model.get_layer(POOL).output.shape[-1])
+                out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), width))
+                for i in range(0, len(images), 256):
+                    out[i:i + 256] = backbone_features(model, images[i:i + 256])
+                out.flush()
+                del out
+        arrays[split] = np.load(path, mmap_mode="r")
+    return arrays["train"], arrays["val"], f"reused {key}" if reused else f"computed, {cache_dir.name}/features-{key}-*.npy"
+
+
 def head_model(model):
     """The dropout + classifier layers of ``model`` as a model on pooled features (weights shared)."""
     import keras
@@ -93,8 +142,8 @@ def head_model(model):
 
 @register_strategy("feature-extraction", "Freeze the pretrained backbone and train only a new head "
                    "(on cached backbone features: the backbone runs once per image).")
-def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
-    import keras
+def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[str], None],
+                       cache_dir: Optional[Path] = None) -> dict[str, Any]:
 
     model.get_layer(BACKBONE).trainable = False
     if train_config.augment.active or not train_config.cache_features:
@@ -104,13 +153,21 @@ def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[
                       batch_size=train_config.batch_size, controls=Controls.from_config(train_config), seed=seed,
                       label="head", echo=echo, augment=train_config.augment)
         return {"history": history, "features_cached": False, "trainable_layers": ["dropout", "classifier"]}
-    train_features = backbone_features(model, dataset.train.images)
-    val_features = backbone_features(model, dataset.splits["val"].images)
+    where = feature_cache_location(train_config.feature_cache, model, len(dataset.train) + len(dataset.splits["val"]))
+    if where == "disk" and cache_dir is not None:
+        train_features, val_features, note = disk_features(model, dataset, cache_dir)
+    else:
+        where, note = "memory", "computed"
+        train_features = backbone_features(model, dataset.train.images)
+        val_features = backbone_features(model, dataset.splits["val"].images)
+    echo(f"  backbone features cached in {where} ({note}): {train_features.shape[1]} per image, "
+         f"{len(train_features)} train + {len(val_features)} val images")
     history = fit_arrays(head_model(model), train_features, dataset.train.labels,
                          (val_features, dataset.splits["val"].labels), c=Controls.from_config(train_config),
                          epochs=train_config.epochs, batch_size=train_config.batch_size, seed=seed, label="head",
                          echo=echo)
-    return {"history": history, "features_cached": True, "trainable_layers": ["dropout", "classifier"]}
+    return {"history": history, "features_cached": True, "feature_cache": {"location": where, "note": note},
+            "trainable_layers": ["dropout", "classifier"]}
 
 
 def _unfreeze_top(model, count: int) -> list[str]:
@@ -136,8 +193,8 @@ def _unfreeze_top(model, count: int) -> list[str]:
 @register_strategy("fine-tune", "Train the head on the frozen backbone, then unfreeze the backbone's top layers "
                    "(batch normalization kept frozen) and continue at a learning rate ten times lower.")
 def fine_tune(model, dataset, train_config, seed: int, echo: Callable[[str], None],
-              layers: int | None = None) -> dict[str, Any]:
-    first = feature_extraction(model, dataset, train_config, seed, echo)
+              layers: int | None = None, cache_dir: Optional[Path] = None) -> dict[str, Any]:
+    first = feature_extraction(model, dataset, train_config, seed, echo, cache_dir)
     unfrozen = _unfreeze_top(model, layers or train_config.fine_tune_layers)
     rate = train_config.learning_rate * train_config.fine_tune_lr_factor
     echo(f"  fine-tuning {len(unfrozen)} backbone layers at learning rate {rate:g}")
@@ -152,7 +209,8 @@ def fine_tune(model, dataset, train_config, seed: int, echo: Callable[[str], Non
 
 
 @register_strategy("full", "Train every layer (for data that is large or very different from the pretraining data).")
-def full(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
+def full(model, dataset, train_config, seed: int, echo: Callable[[str], None],
+         cache_dir: Optional[Path] = None) -> dict[str, Any]:
     model.get_layer(BACKBONE).trainable = True
     history = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.epochs,
                   batch_size=train_config.batch_size, controls=Controls.from_config(train_config), seed=seed,
@@ -162,7 +220,8 @@ def full(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -
 
 @register_strategy("classifier", "Use the pretrained network with its original head, no training "
                    "(your class folders are named after classes the network already knows).")
-def classifier(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
+def classifier(model, dataset, train_config, seed: int, echo: Callable[[str], None],
+               cache_dir: Optional[Path] = None) -> dict[str, Any]:
     echo("  no training: evaluating the network's own classifier")
     return {"history": {}, "features_cached": False, "trainable_layers": []}
 
@@ -184,10 +243,13 @@ def choose(per_class: float, similarity: str, small_below: int, backbone_layers:
 
 @register_strategy("auto", "Choose among feature-extraction, fine-tune and full from the dataset's size and the "
                    "declared similarity to the pretraining data, and say why.")
-def auto(model, dataset, train_config, seed: int, echo: Callable[[str], None]) -> dict[str, Any]:
+def auto(model, dataset, train_config, seed: int, echo: Callable[[str], None],
+         cache_dir: Optional[Path] = None) -> dict[str, Any]:
     per_class = len(dataset.train) / max(dataset.num_classes, 1)
     weighted = sum(1 for layer in model.get_layer(BACKBONE).layers if layer.weights)
     name, options, reason = choose(per_class, train_config.similarity, train_config.small_dataset_per_class, weighted)
     echo(f"  auto strategy: {name} ({reason})")
+    if name != "full":
+        options["cache_dir"] = cache_dir
     outcome = STRATEGIES.get(name).fn(model, dataset, train_config, seed, echo, **options)
     return {**outcome, "auto_choice": name, "auto_reason": reason}

@@ -65,7 +65,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         echo(f"  {dist.num_replicas_in_sync} replicas: tf.distribute {type(dist).__name__}")
     with dist.scope() if dist is not None else contextlib.nullcontext():
         model = keras.models.load_model(run.model_initial, compile=False, safe_mode=not config.model.unsafe_load)
-        outcome = strategy.fn(model, dataset, config.train, config.seed, echo)
+        outcome = strategy.fn(model, dataset, config.train, config.seed, echo, cache_dir=run.path / "cache")
     probabilities = np.asarray(model.predict(dataset.heldout.images.astype(np.float32), batch_size=64, verbose=0))
     evaluation = evaluate(probabilities, dataset.heldout.labels, dataset.class_names)
     top5 = f", top-5 {evaluation['top5']:.2%}" if "top5" in evaluation else ""

@@ -1,5 +1,37 @@
-"""Reports rendered from results.json."""
+"""Reports rendered from results.json: Markdown, self-contained HTML, CSV and the Pareto plot."""
 
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+from edgepipe.report.markdown import LINKS
 from edgepipe.report.markdown import render as render_markdown
 
-__all__ = ["render_markdown"]
+__all__ = ["render_markdown", "write_reports"]
+
+
+def write_reports(results: dict[str, Any], folder: Path, budget_pp: Optional[float] = None,
+                  stem: str = "report") -> list[str]:
+    """Write <stem>.md, <stem>.html and pareto.png into ``folder``; returns lines saying what was written."""
+    from edgepipe.fileio import write_text
+    from edgepipe.report import html
+    from edgepipe.report.plots import pareto_plot
+    from edgepipe.report.table import DEFAULT_BUDGET_PP, pareto, pareto_points, rows
+
+    budget_pp = results.get("accuracy_budget_pp", DEFAULT_BUDGET_PP) if budget_pp is None else budget_pp
+    table_rows = rows(results)
+    pareto(table_rows, budget_pp)
+    points = pareto_points(table_rows)
+    png = folder / "pareto.png"
+    said = []
+    if points:
+        pareto_plot(points, png, "Top-1 accuracy against p50 latency")
+    else:
+        png.unlink(missing_ok=True)
+        said.append("no artifact has both accuracy and latency: no Pareto plot")
+    files = [name for name, _ in LINKS if (folder / name).exists() or name in (f"{stem}.html",)]
+    write_text(folder / f"{stem}.md", render_markdown(results, budget_pp, files))
+    write_text(folder / f"{stem}.html", html.render(results, folder, budget_pp, png if points else None))
+    said.append(f"report: {folder / (stem + '.md')}, {folder / (stem + '.html')}")
+    return said

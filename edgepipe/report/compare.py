@@ -24,7 +24,7 @@ class Comparison:
 
 
 def _key(record: dict[str, Any]) -> tuple:
-    return record["format"], record.get("threads"), record.get("batch_size")
+    return record["format"], record.get("device") or "cpu", record.get("threads"), record.get("batch_size")
 
 
 def _environment_differences(current: dict, baseline: dict) -> list[str]:
@@ -55,9 +55,9 @@ def compare(current: dict, baseline: dict, max_latency_regression: Optional[floa
         raise EdgepipeError("results come from different devices or engine versions: " + "; ".join(warnings),
                             "Compare results from the same device and engines, or drop --strict to compare with a warning.")
     base = {_key(r): r for r in baseline.get("records", []) if r.get("latency_ms")}
-    rows = ["| artifact | threads | batch | top-1 now (%) | top-1 baseline (%) | Δ top-1 (pp) | "
+    rows = ["| artifact | device | threads | batch | top-1 now (%) | top-1 baseline (%) | Δ top-1 (pp) | "
             + " | ".join(f"{p} now (ms) | {p} baseline (ms) | Δ {p}" for p in percentiles) + " |",
-            "|---|--:|--:|--:|--:|--:|" + "--:|--:|--:|" * len(percentiles)]
+            "|---|---|--:|--:|--:|--:|--:|" + "--:|--:|--:|" * len(percentiles)]
     violations: list[str] = []
     for record in current.get("records", []):
         key = _key(record)
@@ -65,9 +65,9 @@ def compare(current: dict, baseline: dict, max_latency_regression: Optional[floa
             continue
         old = base.get(key)
         if old is None:
-            warnings.append(f"{key[0]} (threads {key[1]}, batch {key[2]}) has no baseline")
+            warnings.append(f"{key[0]} ({key[1]}, threads {key[2]}, batch {key[3]}) has no baseline")
             continue
-        cells = [f"`{key[0]}`", str(key[1]), str(key[2])]
+        cells = [f"`{key[0]}`", key[1], str(key[2]), str(key[3])]
         now_top1, old_top1 = record.get("top1"), old.get("top1")
         drop = None if now_top1 is None or old_top1 is None else (old_top1 - now_top1) * 100
         cells += [_pct(now_top1), _pct(old_top1), "–" if drop is None else f"{-drop:+.2f}"]

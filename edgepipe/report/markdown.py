@@ -1,92 +1,176 @@
-"""The Markdown report: one row per artifact, with the conditions every number was measured under."""
+"""The Markdown report (CI job summaries, pull-request comments): the accuracy and latency table,
+the published reference figures, the recommendation, and links to everything else in the run."""
 
 from __future__ import annotations
 
 from typing import Any, Optional
 
+from edgepipe.report.table import DEFAULT_BUDGET_PP, pareto, recommendation_line, rows
 
-def _fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
+#: files of a run directory the report links to, with what they hold
+LINKS = [
+    ("report.html", "this report with its plots embedded"),
+    ("pareto.png", "accuracy against latency, frontier marked"),
+    ("dataset.json", "dataset summary: images per class and split, image sizes, rejected files"),
+    ("history.png", "training curves"),
+    ("history.csv", "training history"),
+    ("confusion_matrix.png", "held-out confusion matrix"),
+    ("training.json", "training summary, per-class precision and recall"),
+    ("results.json", "every measured number (schema edgepipe.results/1)"),
+    ("results.csv", "the table as CSV"),
+]
+
+
+def fmt(value: Optional[float], spec: str, suffix: str = "") -> str:
     return "–" if value is None else f"{value:{spec}}{suffix}"
 
 
-def artifact_table(results: dict[str, Any]) -> list[str]:
-    lines = [
-        "| artifact | format | precision | runtime | size (MB) | top-1 (%) | Δ top-1 vs Keras FP32 (pp) | agreement with Keras (%) | p50 (ms) | p90 (ms) | p99 (ms) | images/s | status |",
-        "|---|---|---|---|--:|--:|--:|--:|--:|--:|--:|--:|---|",
+def pct(value: Optional[float]) -> str:
+    return fmt(None if value is None else value * 100, ".2f")
+
+
+TABLE_HEADER = ["artifact", "format", "precision", "setting", "size (MB)", "top-1 (%)", "top-5 (%)",
+                "Δ top-1 vs FP32 (pp)", "verification", "p50 (ms)", "p90 (ms)", "p99 (ms)", "images/s",
+                "speed-up vs Keras FP32", "efficiency (GMAC/s, % of peak)", "status"]
+
+
+def table_cells(row: dict[str, Any]) -> list[str]:
+    """The accuracy table's cells for one row, as plain text (both renderers use them)."""
+    efficiency = "–"
+    if row.get("gmacs_per_s") is not None:
+        efficiency = f"{row['gmacs_per_s']:.1f}"
+        if row.get("fraction_of_peak") is not None:
+            efficiency += f" ({row['fraction_of_peak'] * 100:.1f}%)"
+    status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('reason')}"
+    marks = (" ★" if row.get("recommended") else "") + (" ◆" if row.get("frontier") else "")
+    return [
+        str(row["artifact"]) + marks, row["format"], str(row["precision"] or "–"),
+        f"{row['threads']} thr, batch {row['batch_size']}" if row.get("threads") else "–",
+        fmt(row.get("size_mb"), ".2f"), pct(row.get("top1")), pct(row.get("top5")), fmt(row.get("top1_change_pp"), "+.2f"),
+        str(row.get("verification") or "–"), fmt(row.get("p50_ms"), ".3f"), fmt(row.get("p90_ms"), ".3f"),
+        fmt(row.get("p99_ms"), ".3f"), fmt(row.get("images_per_s"), ".1f"), fmt(row.get("speedup_vs_keras"), ".2f", "x"),
+        efficiency, status,
     ]
-    for r in results["records"]:
-        lat = r.get("latency_ms") or {}
-        agree = (r.get("agreement_with_reference") or {}).get("top1_agreement")
-        status = r["status"] if r["status"] == "ok" else f"**{r['status']}**: {r.get('reason')}"
-        lines.append(
-            f"| `{r['file']}` | {r['format']} | {r['precision']} | {r.get('runtime', '–')} | {_fmt(r.get('size_mb'), '.2f')} "
-            f"| {_fmt(None if r.get('top1') is None else r['top1'] * 100, '.2f')} "
-            f"| {_fmt(r.get('top1_change_pp'), '+.2f')} "
-            f"| {_fmt(None if agree is None else agree * 100, '.1f')} "
-            f"| {_fmt(lat.get('p50'), '.3f')} | {_fmt(lat.get('p90'), '.3f')} | {_fmt(lat.get('p99'), '.3f')} "
-            f"| {_fmt(lat.get('images_per_s'), '.1f')} | {status} |"
-        )
+
+
+def reference_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Published ImageNet figures of the architecture beside what this run measured."""
+    arch = results.get("architecture") or {}
+    ref = arch.get("reference") or {}
+    reference_record = next((r for r in results.get("records", []) if r["format"] == results.get("reference_format")), {})
+    params = ref.get("params")
+    return [
+        ["ImageNet top-1 (%)", fmt(ref.get("top1"), ".1f"), "– (your data: " + pct(reference_record.get("top1")) + ")"],
+        ["ImageNet top-5 (%)", fmt(ref.get("top5"), ".1f"), "– (your data: " + pct(reference_record.get("top5")) + ")"],
+        ["parameters", "–" if params is None else f"{params:,} ({ref.get('params_counted', 'all')})",
+         "–" if arch.get("params") is None else f"{arch['params']:,} (with your head)"],
+        ["size (MB)", fmt(ref.get("size_mb"), ".0f"), fmt(reference_record.get("size_mb"), ".2f")],
+        ["depth", fmt(ref.get("depth"), "d"), "–"],
+        ["MACs per image", "–", "–" if arch.get("macs") is None else f"{arch['macs'] / 1e6:,.1f}M"],
+        ["source", ref.get("source") or "–", "this run"],
+    ]
+
+
+def _table(header: list[str], body: list[list[str]], right: Optional[set[int]] = None) -> list[str]:
+    right = right or set()
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("--:" if i in right else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
     return lines
 
 
-def render(results: dict[str, Any]) -> str:
+def summary_lines(results: dict[str, Any]) -> list[str]:
     arch = results.get("architecture", {})
     device = results["device"]
     cond = results["conditions"]
-    held = results["heldout"]
-    title = arch.get("architecture", "model")
-    if arch.get("alpha") is not None:
-        title += f" (alpha {arch['alpha']})"
-    lines = [
-        f"# edgepipe report: {title}",
-        "",
-        f"- Input: {arch.get('input_size')}x{arch.get('input_size')}x{arch.get('channels')} raw pixels; "
-        f"{arch.get('num_classes')} classes; {arch.get('params', 0):,} parameters; weights: {arch.get('weights')}.",
-        f"- Training: strategy `{results['training'].get('strategy')}` on {results['training'].get('train_images')} images.",
-        f"- Accuracy: top-1 on the held-out `{held['split']}` split, {held['images']} images, through each artifact's own runtime.",
-        f"- Latency: {device['cpu_model']} ({device['usable_cores']} usable cores, {device['machine']}), "
-        f"{cond['threads']} thread(s), batch {cond['batch_size']}, {cond['warmup']} warm-up calls, then at least "
-        f"{cond['min_iterations']} calls and {cond['min_duration_s']} s; {cond['timing']}.",
-        "",
-        "## Artifacts",
-        "",
-        *artifact_table(results),
-        "",
-    ]
-    baseline = results.get("baseline_from_scratch")
-    if baseline:
-        reference = next((r for r in results["records"] if r["format"] == results["reference_format"]), {})
-        gain = None if reference.get("top1") is None else (reference["top1"] - baseline["top1"]) * 100
-        lines += [
-            "## Transfer against training from scratch",
-            "",
-            "| model | top-1 (%) on held-out |",
-            "|---|--:|",
-            f"| transfer ({results['training'].get('strategy')}), Keras FP32 | {_fmt(None if reference.get('top1') is None else reference['top1'] * 100, '.2f')} |",
-            f"| same network trained from scratch on the target data alone ({baseline['epochs']} epochs) | {baseline['top1'] * 100:.2f} |",
-            "",
-            f"Gain from transfer: {_fmt(gain, '+.2f')} percentage points.",
-            "",
-        ]
-    budgets = [r for r in results["records"] if r.get("int8_budget")]
-    if budgets:
-        lines += ["## INT8 accuracy budget", ""]
-        for r in budgets:
-            b = r["int8_budget"]
-            verdict = "met" if b["budget_met"] else "**not met**"
-            lines.append(f"- `{r['format']}`: budget {b['accuracy_budget_pp']} pp of validation top-1, {verdict} "
-                         f"(attempt {b['chosen_attempt']} kept)." + (f" {b['budget_note']}." if b.get("budget_note") else ""))
-            for a in b["attempts"]:
-                if "error" in a:
-                    lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): could not run: {a['error']}")
-                elif a.get("top1") is not None:
-                    kept = f"; kept in float: {', '.join(a['kept_float'])}" if a.get("kept_float") else ""
-                    lines.append(f"  - attempt {a['attempt']}: {a['recipe']}: top-1 {a['top1'] * 100:.2f}%, "
-                                 f"{a['drop_pp']:+.2f} pp below FP32{kept}")
-        lines.append("")
+    held = results.get("heldout") or {}
+    training = results.get("training") or {}
+    lines = []
+    if arch:
+        lines.append(f"Input {arch.get('input_size')}x{arch.get('input_size')}x{arch.get('channels')} raw pixels; "
+                     f"{arch.get('num_classes')} classes; {arch.get('params', 0):,} parameters; weights: {arch.get('weights')}.")
+    if training.get("strategy"):
+        lines.append(f"Training: strategy `{training['strategy']}` on {training.get('train_images')} images.")
+    if held:
+        lines.append(f"Accuracy: on the held-out `{held['split']}` split, {held['images']} images, through each "
+                     "artifact's own runtime.")
+    gpu = device.get("gpu") or {}
+    lines.append(
+        f"Latency: {device.get('cpu_model')} ({device.get('usable_cores')} usable cores, {device.get('machine')}"
+        + (f", {device['cpu_mhz']:.0f} MHz" if device.get("cpu_mhz") else "") + ")"
+        + (f", GPU {gpu.get('gpu_name')}" if gpu else "") + (f", board {device['board_model']}" if device.get("board_model") else "")
+        + (f", power mode {device['power_mode']}" if device.get("power_mode") else "")
+        + f"; {cond.get('threads')} thread(s), batch {cond.get('batch_size', cond.get('batch_sizes'))}, warm-up at least "
+        f"{cond.get('warmup')} calls and {cond.get('warmup_s', 0)} s, then at least {cond.get('min_iterations')} calls and "
+        f"{cond.get('min_duration_s')} s; {cond.get('timing')}.")
+    return lines
+
+
+def render(results: dict[str, Any], budget_pp: Optional[float] = None, files: Optional[list[str]] = None) -> str:
+    """The report; ``files``: names in the run directory to link (default: none)."""
+    budget_pp = results.get("accuracy_budget_pp", DEFAULT_BUDGET_PP) if budget_pp is None else budget_pp
+    table_rows = rows(results)
+    verdicts = pareto(table_rows, budget_pp)
+    arch = results.get("architecture", {})
+    title = arch.get("architecture", "model") + (f" (alpha {arch['alpha']})" if arch.get("alpha") is not None else "")
+    lines = [f"# edgepipe report: {title}", ""]
+    lines += [f"- {line}" for line in summary_lines(results)]
+    lines += ["", "## Recommendation", ""]
+    lines += [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
+    lines += ["", "## Accuracy and latency", "",
+              *_table(TABLE_HEADER, [table_cells(r) for r in table_rows], right=set(range(4, 15))), "",
+              "★ recommended; ◆ on the Pareto frontier (nothing else is both faster and more accurate). "
+              "Efficiency: multiply-accumulates per second at the median latency, against the CPU's estimated "
+              "peak for the threads used.", ""]
+    if arch.get("reference"):
+        lines += ["## Published reference figures", "",
+                  *_table(["", f"published ({arch.get('architecture')}, ImageNet)", "measured here"], reference_rows(results)),
+                  "", "ImageNet figures are for the 1000-class ImageNet validation set at the architecture's "
+                  "default input size; your accuracy is on your classes and held-out split.", ""]
+    lines += _baseline_section(results) + _budget_section(results)
     calibration = results.get("calibration")
     if calibration:
         lines += [f"INT8 calibration set: {calibration['images']} training images (seed {calibration['seed']}), "
                   f"sha256 `{calibration['sha256'][:16]}`.", ""]
+    links = [(name, what) for name, what in LINKS if name in (files or [])]
+    if links:
+        lines += ["## Files", ""] + [f"- [`{name}`]({name}): {what}" for name, what in links] + [""]
     lines += [f"Measured {results['created']} with edgepipe {results['edgepipe']}; results schema `{results['schema']}`.", ""]
     return "\n".join(lines)
+
+
+def _baseline_section(results: dict[str, Any]) -> list[str]:
+    baseline = results.get("baseline_from_scratch")
+    if not baseline:
+        return []
+    reference = next((r for r in results["records"] if r["format"] == results["reference_format"]), {})
+    gain = None if reference.get("top1") is None else (reference["top1"] - baseline["top1"]) * 100
+    return [
+        "## Transfer against training from scratch", "",
+        "| model | top-1 (%) on held-out |", "|---|--:|",
+        f"| transfer ({results['training'].get('strategy')}), Keras FP32 | {pct(reference.get('top1'))} |",
+        f"| same network trained from scratch on the target data alone ({baseline['epochs']} epochs) | {baseline['top1'] * 100:.2f} |",
+        "", f"Gain from transfer: {fmt(gain, '+.2f')} percentage points.", "",
+    ]
+
+
+def budget_lines(results: dict[str, Any]) -> list[str]:
+    lines = []
+    for r in (r for r in results["records"] if r.get("int8_budget")):
+        b = r["int8_budget"]
+        verdict = "met" if b["budget_met"] else "**not met**"
+        lines.append(f"- `{r['format']}`: budget {b['accuracy_budget_pp']} pp of validation top-1, {verdict} "
+                     f"(attempt {b['chosen_attempt']} kept)." + (f" {b['budget_note']}." if b.get("budget_note") else ""))
+        for a in b["attempts"]:
+            if "error" in a:
+                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): could not run: {a['error']}")
+            elif a.get("top1") is not None:
+                kept = f"; kept in float: {', '.join(a['kept_float'])}" if a.get("kept_float") else ""
+                lines.append(f"  - attempt {a['attempt']}: {a['recipe']}: top-1 {a['top1'] * 100:.2f}%, "
+                             f"{a['drop_pp']:+.2f} pp below FP32{kept}")
+    return lines
+
+
+def _budget_section(results: dict[str, Any]) -> list[str]:
+    lines = budget_lines(results)
+    return ["## INT8 accuracy budget", "", *lines, ""] if lines else []

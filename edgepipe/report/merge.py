@@ -17,14 +17,14 @@ def merge(results_list: list[dict[str, Any]]) -> str:
     rows: dict[tuple, dict[int, dict]] = {}
     for i, results in enumerate(results_list):
         for record in results.get("records", []):
-            key = (record["format"], record.get("threads"), record.get("batch_size"))
+            key = (record["format"], record.get("device") or "cpu", record.get("threads"), record.get("batch_size"))
             rows.setdefault(key, {})[i] = record
-    header = "| artifact | threads | batch | top-1 (%) | " + " | ".join(
+    header = "| artifact | engine device | threads | batch | top-1 (%) | " + " | ".join(
         f"{d}: p50 (ms) | {d}: p90 (ms) | {d}: images/s" for d in devices) + " |"
-    lines = [header, "|---|--:|--:|--:|" + "--:|--:|--:|" * len(devices)]
-    for (fmt, threads, batch), per_device in rows.items():
+    lines = [header, "|---|---|--:|--:|--:|" + "--:|--:|--:|" * len(devices)]
+    for (fmt, engine_device, threads, batch), per_device in rows.items():
         top1 = next((r["top1"] for r in per_device.values() if r.get("top1") is not None), None)
-        cells = [f"`{fmt}`", str(threads), str(batch), "–" if top1 is None else f"{top1 * 100:.2f}"]
+        cells = [f"`{fmt}`", engine_device, str(threads), str(batch), "–" if top1 is None else f"{top1 * 100:.2f}"]
         for i in range(len(devices)):
             record = per_device.get(i)
             lat = (record or {}).get("latency_ms")
@@ -40,4 +40,23 @@ def merge(results_list: list[dict[str, Any]]) -> str:
         conditions.append(f"- {d}: threads {c.get('threads')}, batch {c.get('batch_size', c.get('batch_sizes'))}, "
                           f"{c.get('warmup')} warm-up calls, at least {c.get('min_iterations')} calls and "
                           f"{c.get('min_duration_s')} s; measured {results.get('created')}")
-    return "# edgepipe: results merged across devices\n\n" + "\n".join(lines) + "\n\n" + "\n".join(conditions) + "\n"
+    from edgepipe.report.table import pareto, recommendation_line, rows
+
+    all_rows = [row for results in results_list for row in rows(results)]
+    verdicts = pareto(all_rows, results_list[0].get("accuracy_budget_pp", 1.0) if results_list else 1.0)
+    recommendations = [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
+    return ("# edgepipe: results merged across devices\n\n" + "\n".join(lines) + "\n\n## Recommendation per device\n\n"
+            + "\n".join(recommendations) + "\n\n## Conditions\n\n" + "\n".join(conditions) + "\n")
+
+
+def merged_pareto_plot(results_list: list[dict[str, Any]], path) -> bool:
+    """Accuracy against latency, one panel per device setting; False when nothing has both."""
+    from edgepipe.report.plots import pareto_plot
+    from edgepipe.report.table import pareto, pareto_points, rows
+
+    all_rows = [row for results in results_list for row in rows(results)]
+    pareto(all_rows, results_list[0].get("accuracy_budget_pp", 1.0))
+    points = pareto_points(all_rows)
+    if points:
+        pareto_plot(points, path, "Top-1 accuracy against p50 latency per device")
+    return bool(points)

@@ -32,6 +32,8 @@ class Runner(abc.ABC):
 
     #: engine name, e.g. "litert"
     engine: str = ""
+    #: devices (execution providers) the runner can use; the first is its default
+    devices: tuple[str, ...] = ("cpu",)
 
     def __init__(self, path: str | Path, threads: int, device: str = "cpu"):
         self.path = Path(path)
@@ -39,6 +41,10 @@ class Runner(abc.ABC):
         self.device = device
         self.active = False
         self.load_ms: Optional[float] = None
+        #: set by runners that can time the engine apart from staging: the last call's engine time
+        #: (CPU: the invoke/run call; GPU: compute between CUDA events) and host-device copy time, in ms
+        self.last_compute_ms: Optional[float] = None
+        self.last_copy_ms: Optional[float] = None
 
     # -- lifecycle ---------------------------------------------------------------
     def activate(self) -> "Runner":
@@ -120,10 +126,21 @@ def runtime_for(path: str | Path) -> RuntimeEntry:
     raise EdgepipeError(f"no runtime serves '{Path(path).name}'", "Artifacts must end in " + ", ".join(served) + ".")
 
 
-def create_runner(path: str | Path, threads: int, device: str = "cpu") -> Runner:
-    """A runner for ``path``; MissingDependencyError naming the package/device if it cannot run here."""
+def create_runner(path: str | Path, threads: int, device: Optional[str] = None) -> Runner:
+    """A runner for ``path`` on ``device`` (default: the runner's own first device);
+    MissingDependencyError naming the package/device if it cannot run here."""
     entry = runtime_for(path)
     reason = entry.available()
     if reason:
         raise MissingDependencyError(f"{entry.name} cannot run {Path(path).name}: {reason}")
+    device = device or entry.cls.devices[0]
+    if device not in entry.cls.devices:
+        raise MissingDependencyError(f"{entry.name} does not run on '{device}'",
+                                     f"{entry.name} runs on: {', '.join(entry.cls.devices)}.")
     return entry.cls(path, threads=threads, device=device)
+
+
+def devices_for(path: str | Path, requested: tuple[str, ...]) -> tuple[str, ...]:
+    """The requested devices this artifact's runner can use, else its own default device."""
+    cls = runtime_for(path).cls
+    return tuple(d for d in requested if d in cls.devices) or (cls.devices[0],)

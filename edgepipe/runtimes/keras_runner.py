@@ -19,16 +19,32 @@ def _available() -> Optional[str]:
 
 @register_runtime("tensorflow", suffixes=(".keras",), available=_available)
 class KerasRunner(Runner):
+    """The Keras model through a traced tf.function, placed on the CPU or (device cuda) the first GPU."""
+
+    devices = ("cpu", "cuda")
+
     def _activate(self) -> None:
         import tensorflow as tf
+
+        if self.device == "cuda" and not tf.config.list_physical_devices("GPU"):
+            from edgepipe.errors import MissingDependencyError
+
+            raise MissingDependencyError("TensorFlow sees no GPU here", "Use a CUDA build of TensorFlow on a GPU machine.")
+        self._tf_device = "/GPU:0" if self.device == "cuda" else "/CPU:0"
 
         from edgepipe.threads import configure_tensorflow_threads
 
         configure_tensorflow_threads(self.threads)
         import keras
 
-        self.model = keras.models.load_model(self.path, compile=False)
-        self._tf_fn = tf.function(lambda x: self.model(x, training=False), reduce_retracing=True)
+        with tf.device(self._tf_device):
+            self.model = keras.models.load_model(self.path, compile=False)
+
+        def call(x):
+            with tf.device(self._tf_device):
+                return self.model(x, training=False)
+
+        self._tf_fn = tf.function(call, reduce_retracing=True)
 
     def _deactivate(self) -> None:
         del self.model, self._tf_fn

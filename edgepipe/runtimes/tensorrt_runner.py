@@ -12,20 +12,21 @@ from edgepipe.runtimes.base import InputSpec, Runner, register_runtime
 class TensorRTRunner(Runner):
     """Refuses engines built for another GPU or TensorRT version (from the sidecar JSON)."""
 
+    devices = ("cuda",)
+
     def _activate(self) -> None:
         import tensorrt as trt
 
         from edgepipe.exporters.tensorrt_export import check_engine_compatible, read_sidecar
 
-        self.device = "cuda"
         check_engine_compatible(read_sidecar(self.path), device_facts())
         self.rt = cudart()
-        self.engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(self.path.read_bytes())
-        self.context = self.engine.create_execution_context()
+        self.trt_engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(self.path.read_bytes())
+        self.context = self.trt_engine.create_execution_context()
         self.stream = check(self.rt.cudaStreamCreate())
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
-        self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
+        names = [self.trt_engine.get_tensor_name(i) for i in range(self.trt_engine.num_io_tensors)]
+        self.input_name = next(n for n in names if self.trt_engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
+        self.output_name = next(n for n in names if self.trt_engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
         self._buffers: dict = {}
         self._batch = 0
         self.last_copy_ms = self.last_compute_ms = None
@@ -36,7 +37,7 @@ class TensorRTRunner(Runner):
         for event in self._events:
             self.rt.cudaEventDestroy(event)
         self.rt.cudaStreamDestroy(self.stream)
-        del self.context, self.engine
+        del self.context, self.trt_engine
 
     def _free(self) -> None:
         for host, device, _ in self._buffers.values():
@@ -49,7 +50,7 @@ class TensorRTRunner(Runner):
         if batch_size == self._batch:
             return
         self._free()
-        shape = (batch_size, *tuple(self.engine.get_tensor_shape(self.input_name))[1:])
+        shape = (batch_size, *tuple(self.trt_engine.get_tensor_shape(self.input_name))[1:])
         self.context.set_input_shape(self.input_name, shape)
         for name in (self.input_name, self.output_name):
             dims = tuple(self.context.get_tensor_shape(name))
@@ -62,7 +63,8 @@ class TensorRTRunner(Runner):
         self._batch = batch_size
 
     def input_spec(self) -> InputSpec:
-        return InputSpec(self.input_name, tuple(self.engine.get_tensor_shape(self.input_name)), "float32")
+        shape = tuple(int(d) for d in self.trt_engine.get_tensor_shape(self.input_name))
+        return InputSpec(self.input_name, tuple(None if d < 0 else d for d in shape), "float32")
 
     def versions(self) -> dict[str, str]:
         return {"tensorrt": device_facts()["tensorrt"]}

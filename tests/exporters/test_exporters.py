@@ -120,3 +120,29 @@ def test_a_failing_verification_is_marked_not_hidden(tiny_run):
     result = verify(strict, int8, dataset.heldout.images, reference, threads=1)
     assert strict.tolerance == Tolerance(max_abs_diff=1e-4)
     assert not result["passed"] and result["problems"]
+
+
+def test_keeping_sensitive_layers_float_keeps_integer_input_and_output(tiny_run, tmp_path):
+    """The third INT8 recipe (ops denylisted by TFLite's quantization debugger) still gives a model
+    with the integer input and output its format name promises."""
+    import keras
+
+    from edgepipe.calibration import draw
+    from edgepipe.data import materialize
+    from edgepipe.exporters.base import ExportContext
+    from edgepipe.exporters.tflite import _denylisted_model, _sensitive_nodes
+
+    dataset = materialize(read_json(tiny_run.dataset_index), 32, 3)
+    calibration = draw(dataset.train.images, dataset.train.labels, 16, 0)
+    model = keras.models.load_model(tiny_run.model, compile=False)
+    ctx = ExportContext(model, tiny_run.read_labels(), {}, calibration)
+    try:
+        nodes = _sensitive_nodes(ctx, calibration, 2)
+        assert len(nodes) == 2
+        path = tmp_path / "kept-float.tflite"
+        path.write_bytes(_denylisted_model(ctx, calibration, nodes))
+    finally:
+        ctx.close()
+    types = tensor_types(path)
+    assert types["input_dtype"] == "uint8" and types["output_dtype"] == "uint8"
+    assert types["tensor_dtypes"].get("float32")  # the kept ops compute in float

@@ -18,3 +18,24 @@ def test_cached_and_uncached_head_training_agree():
         results[cached] = evaluate_top1(model, dataset.splits["val"])
     assert results[True] > 0.4  # four classes: well above chance
     assert abs(results[True] - results[False]) <= 0.05, results
+
+
+def test_disk_cache_matches_memory_and_is_reused(tmp_path):
+    import numpy as np
+
+    from edgepipe.pipeline.strategies import backbone_features, disk_features
+
+    dataset = materialize(make_index(DataConfig(path="builtin:synthetic", val_fraction=0.3, max_per_class=20), 0), 32, 3)
+    model = build_classifier("lenet5", 4, 32, 3, None, "none", seed=1)
+    train, val, note = disk_features(model, dataset, tmp_path)
+    assert note.startswith("computed") and isinstance(train, np.memmap)
+    np.testing.assert_allclose(train, backbone_features(model, dataset.train.images), rtol=1e-5, atol=1e-6)
+    assert len(val) == len(dataset.splits["val"])
+    _, _, again = disk_features(model, dataset, tmp_path)
+    assert again.startswith("reused")
+    outcome = feature_extraction(model, dataset, TrainConfig(epochs=1, feature_cache="disk"), seed=1,
+                                 echo=lambda s: None, cache_dir=tmp_path)
+    assert outcome["feature_cache"]["location"] == "disk" and outcome["feature_cache"]["note"].startswith("reused")
+    model.get_layer("backbone").layers[1].set_weights([w * 2 for w in model.get_layer("backbone").layers[1].get_weights()])
+    _, _, changed = disk_features(model, dataset, tmp_path)
+    assert changed.startswith("computed")  # other weights: other features

@@ -1,0 +1,84 @@
+"""Runner selection by artifact and device; engine-only timing; GPU providers where a GPU exists."""
+
+import numpy as np
+import pytest
+
+from edgepipe.benchmark import BenchSettings, measure_latency
+from edgepipe.errors import EdgepipeError
+from edgepipe.pipeline.bench import bench_files
+from edgepipe.runtimes import create_runner
+from edgepipe.runtimes.base import devices_for
+
+SETTINGS = BenchSettings(batch_size=1, warmup=1, min_iterations=5, min_duration_s=0.0, warmup_s=0.0)
+
+
+def test_devices_follow_what_each_runner_can_use(tiny_run):
+    onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
+    tflite = next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite"))
+    assert devices_for(onnx, ("cpu", "cuda", "tensorrt")) == ("cpu", "cuda", "tensorrt")
+    assert devices_for(tflite, ("cuda",)) == ("cpu",)  # LiteRT runs on the CPU only
+    assert devices_for("model.engine", ("cpu",)) == ("cuda",)  # an engine runs on its GPU
+    with pytest.raises(EdgepipeError, match="litert does not run on 'cuda'"):
+        create_runner(tflite, threads=1, device="cuda")
+
+
+def test_missing_execution_provider_is_a_skipped_record_with_the_reason(tiny_run):
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has ONNX Runtime's CUDA provider")
+    onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
+    results = bench_files([onnx], lambda s: None, threads=(1,), batches=(1,), settings=SETTINGS, devices=("cpu", "cuda"))
+    cpu, cuda = results["records"]
+    assert cpu["status"] == "ok" and cpu["device"] == "cpu"
+    assert cuda["status"] == "skipped" and "no cuda execution provider" in cuda["reason"]
+
+
+@pytest.mark.parametrize("pattern", ["*-tflite-int8.tflite", "*-onnx-fp32.onnx"])
+def test_engine_only_time_is_recorded_beside_end_to_end(tiny_run, pattern):
+    artifact = next(tiny_run.artifacts_dir.glob(pattern))
+    images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
+    with create_runner(artifact, threads=1) as runner:
+        measured = measure_latency(runner, images, SETTINGS)
+    assert measured["compute_ms"]["iterations"] == measured["latency_ms"]["iterations"]
+    assert measured["compute_ms"]["p50"] <= measured["latency_ms"]["p50"]
+    assert measured["warmup_calls"] >= 1
+
+
+def test_litert_fast_input_path_matches_plain_quantization(tiny_run):
+    """uint8 input with scale 1: rounding straight into the input buffer gives what set_tensor gives."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    artifact = next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite"))
+    images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    with create_runner(artifact, threads=1) as runner:
+        assert runner._in_identity
+        ours = np.concatenate([runner.infer(images[i:i + 1]) for i in range(3)])
+    plain = Interpreter(model_path=str(artifact), num_threads=1)
+    plain.allocate_tensors()
+    inp, out = plain.get_input_details()[0], plain.get_output_details()[0]
+    expected = []
+    for i in range(3):
+        plain.set_tensor(inp["index"], np.clip(np.round(images[i:i + 1]), 0, 255).astype(np.uint8))
+        plain.invoke()
+        scale, zero = out["quantization"]
+        expected.append((plain.get_tensor(out["index"]).astype(np.float32) - zero) * scale)
+    np.testing.assert_array_equal(ours, np.concatenate(expected))
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("device", ["cuda", "tensorrt"])
+def test_onnx_runtime_gpu_providers(tiny_run, device):
+    onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
+    results = bench_files([onnx], lambda s: None, threads=(1,), batches=(1,), settings=SETTINGS, devices=(device,))
+    (record,) = results["records"]
+    assert record["status"] == "ok", record
+    expected = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[device]
+    assert expected in record["runtime_versions"]["providers"]
+
+
+@pytest.mark.gpu
+def test_keras_on_the_gpu(tiny_run):
+    images = np.zeros((2, 32, 32, 3), np.float32)
+    with create_runner(tiny_run.model, threads=1, device="cuda") as runner:
+        assert runner.infer(images).shape == (2, 3)
