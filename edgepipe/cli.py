@@ -224,7 +224,7 @@ ARTIFACT_SUFFIXES = (".tflite", ".onnx", ".keras", ".engine")
 @click.option("--device", "devices", default="cpu", show_default=True, metavar="D[,D]",
               help="With artifacts: devices / execution providers, e.g. cpu,cuda,tensorrt (ONNX Runtime providers; "
                    "engines run on cuda).")
-@click.option("--remote", metavar="[USER@]HOST", help="With artifacts: run the benchmark on this machine over SSH "
+@click.option("--remote", metavar="[USER@]HOST", help="With artifacts: run the benchmark on that machine over SSH "
               "(OpenSSH, batch mode: keys and known hosts from your SSH configuration) and bring the results back.")
 @click.option("--remote-edgepipe", default="edgepipe", show_default=True, metavar="CMD",
               help="With --remote: the edgepipe command on the remote machine.")

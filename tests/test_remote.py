@@ -57,7 +57,10 @@ PidFile {d / 'sshd.pid'}
     UserKnownHostsFile {d / 'known_hosts'}
     StrictHostKeyChecking yes
 """)
-    Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory
+    try:
+        Path("/run/sshd").mkdir(parents=True, exist_ok=True)  # privilege separation directory (as root)
+    except PermissionError:
+        pass  # an unprivileged sshd serves only its own user and needs no such directory
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE, text=True)
     for _ in range(100):
         probe = subprocess.run(["ssh", "-F", str(d / "ssh_config"), "-o", "BatchMode=yes", "edgepipe-test", "true"],
