@@ -45,7 +45,10 @@ class Tolerance:
 
 TOLERANCES = {
     "fp32": Tolerance(max_abs_diff=1e-4),
+    # float16 weights, float32 arithmetic (TFLite fp16 on the CPU dequantizes the weights)
     "fp16": Tolerance(max_abs_diff=2e-2, min_agreement=0.98),
+    # float16 arithmetic end to end (ONNX fp16, TensorRT FP16): rounding accumulates over dozens of layers
+    "fp16-compute": Tolerance(max_abs_diff=5e-2, min_agreement=0.98),
     "dynamic": Tolerance(min_agreement=0.95),
     "int16x8": Tolerance(min_agreement=0.95),
     "int8": Tolerance(min_agreement=0.90),
@@ -61,19 +64,21 @@ class Exporter:
     description: str
     needs_calibration: bool = False
     available: Callable[[], Optional[str]] = lambda: None  # None when buildable here, else why not
+    #: key in TOLERANCES when it is not the precision (e.g. fp16-compute)
+    tolerance_key: Optional[str] = None
 
     @property
     def tolerance(self) -> Tolerance:
-        return TOLERANCES.get(self.precision, Tolerance(min_agreement=0.9))
+        return TOLERANCES.get(self.tolerance_key or self.precision, Tolerance(min_agreement=0.9))
 
 
 EXPORTERS: Registry[Exporter] = Registry("format", list_command="edgepipe formats")
 
 
 def register_exporter(name: str, *, suffix: str, precision: str, description: str, needs_calibration: bool = False,
-                      available: Callable[[], Optional[str]] = lambda: None):
+                      available: Callable[[], Optional[str]] = lambda: None, tolerance: Optional[str] = None):
     def decorator(fn):
-        EXPORTERS.add(name, Exporter(name, fn, suffix, precision, description, needs_calibration, available))
+        EXPORTERS.add(name, Exporter(name, fn, suffix, precision, description, needs_calibration, available, tolerance))
         return fn
 
     return decorator

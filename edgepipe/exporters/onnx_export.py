@@ -52,7 +52,7 @@ def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return {"opset": OPSET, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output]}
 
 
-@register_exporter("onnx-fp16", suffix=".onnx", precision="fp16",
+@register_exporter("onnx-fp16", suffix=".onnx", precision="fp16", tolerance="fp16-compute",
                    description="ONNX, float16 weights and activations inside, float32 input/output")
 def export_onnx_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import onnx

@@ -104,6 +104,7 @@ def _build(ctx: ExportContext, path: Path, precision: str) -> dict[str, Any]:
 
 
 @register_exporter("tensorrt-fp16", suffix=".engine", precision="fp16", available=tensorrt_unavailable,
+                   tolerance="fp16-compute",
                    description="TensorRT engine, FP16, static batch-1 profile by default (built on this GPU only)")
 def export_tensorrt_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return _build(ctx, path, "fp16")

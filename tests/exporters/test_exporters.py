@@ -146,3 +146,11 @@ def test_keeping_sensitive_layers_float_keeps_integer_input_and_output(tiny_run,
     types = tensor_types(path)
     assert types["input_dtype"] == "uint8" and types["output_dtype"] == "uint8"
     assert types["tensor_dtypes"].get("float32")  # the kept ops compute in float
+
+
+def test_float16_arithmetic_has_its_own_tolerance():
+    from edgepipe.exporters.base import TOLERANCES
+
+    assert EXPORTERS.get("onnx-fp16").tolerance == TOLERANCES["fp16-compute"]
+    assert EXPORTERS.get("tflite-fp16").tolerance == TOLERANCES["fp16"]  # float16 storage, float32 arithmetic
+    assert TOLERANCES["fp16"].max_abs_diff < TOLERANCES["fp16-compute"].max_abs_diff
