@@ -45,10 +45,10 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray, class_names: list[st
 def format_evaluation(evaluation: dict[str, Any], limit: int = 20) -> str:
     """Per-class precision and recall as text lines (at most ``limit`` classes, worst recall first)."""
     rows = sorted(evaluation["per_class"].items(), key=lambda kv: (kv[1]["recall"] is None, kv[1]["recall"] or 0))
-    width = max((len(name) for name, _ in rows), default=5)
-    pct = lambda v: "   -  " if v is None else f"{v:6.1%}"  # noqa: E731
-    lines = [f"  {'class':<{width}}  precision  recall  images"]
-    lines += [f"  {name:<{width}}  {pct(m['precision'])}     {pct(m['recall'])}  {m['support']:>6}"
+    width = max([len(name) for name, _ in rows] + [5])
+    pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
+    lines = [f"  {'class':<{width}}  {'precision':>9}  {'recall':>7}  {'images':>6}"]
+    lines += [f"  {name:<{width}}  {pct(m['precision']):>9}  {pct(m['recall']):>7}  {m['support']:>6}"
               for name, m in rows[:limit]]
     if len(rows) > limit:
         lines.append(f"  ... {len(rows) - limit} more classes in training.json")
