@@ -97,6 +97,12 @@ def pareto_plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
                     color="tab:red", linestyle="--", linewidth=1, label="Pareto frontier")
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
+        from matplotlib import ticker
+
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        ax.margins(x=0.12, y=0.15)
+        ax.xaxis.set_minor_formatter(ticker.NullFormatter())
         ax.set_xlabel("p50 latency (ms, log scale)")
         ax.set_ylabel("top-1 accuracy (%)")
         ax.set_title(device, fontsize=9)
