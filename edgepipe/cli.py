@@ -177,13 +177,16 @@ def report_command(config, output, name, merge_files, force):
         from edgepipe.report.merge import merge
 
         files = list(merge_files) + ([config] if config else [])
+        from edgepipe.report.table import analyse_many
+
         loaded = [read_json(f) for f in files]
-        text = merge(loaded)
+        analysed = analyse_many(loaded)
+        text = merge(loaded, analysed)
         if output:
             from edgepipe.report.merge import merged_pareto_plot
 
             png = Path(output).with_suffix(".png")
-            if merged_pareto_plot(loaded, png):
+            if merged_pareto_plot(loaded, png, analysed):
                 text += f"\n![accuracy against latency per device]({png.name})\n"
             write_text(output, text)
             click.echo(f"merged report: {output}" + (f", plot: {png}" if png.exists() else ""))

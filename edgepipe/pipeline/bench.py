@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import os
+import platform
 from pathlib import Path
 from typing import Any, Optional
 
@@ -28,7 +29,7 @@ REFERENCE_FORMAT = "keras-fp32"
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
     return {"bench": dataclasses.asdict(config.bench), "artifacts": file_digest(run.artifacts_index),
-            "model": file_digest(run.model), "host": fingerprint()["hostname"]}
+            "model": file_digest(run.model), "host": platform.node()}
 
 
 def _outputs(run: RunDir) -> list:
@@ -66,6 +67,23 @@ def bench_artifact(path: Path, images: np.ndarray, labels: np.ndarray, settings:
     return record
 
 
+def measure_into(record: dict[str, Any], path: Path, images: np.ndarray, labels: np.ndarray, settings: BenchSettings,
+                 threads: int, reference: Optional[np.ndarray], device: str) -> Optional[np.ndarray]:
+    """Add one artifact's measured figures to ``record``, or its status and reason when it cannot run here
+    (skipped: engine or device missing; failed: the engine raised); returns its probabilities, if measured."""
+    try:
+        measured = bench_artifact(path, images, labels, settings, threads, reference, device)
+    except EdgepipeError as exc:
+        record.update(status="skipped", reason=str(exc))
+        return None
+    except Exception as exc:  # an engine that cannot run this artifact: reported, the rest go on
+        record.update(status="failed", reason=f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}")
+        return None
+    probabilities = measured.pop("_probabilities")
+    record.update(measured)
+    return probabilities
+
+
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     m = config.model
     index = read_json(run.artifacts_index)
@@ -92,18 +110,10 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         for device in devices_for(path, tuple(config.bench.devices)):
             measured_record = {**record, "verification": item.get("verification"), "size_mb": round(size_mb(path), 4),
                                "device": device}
-            try:
-                measured = bench_artifact(path, split.images, split.labels, settings, threads, reference, device)
-            except EdgepipeError as exc:
-                measured_record.update(status="skipped", reason=str(exc))
-            except Exception as exc:  # an engine that cannot run this artifact: reported, the rest go on
-                measured_record.update(status="failed",
-                                       reason=f"{type(exc).__name__}: {str(exc).strip().splitlines()[0][:200]}")
-            else:
-                probabilities = measured.pop("_probabilities")
-                if reference is None:
-                    reference = probabilities
-                measured_record.update(measured)
+            probabilities = measure_into(measured_record, path, split.images, split.labels, settings, threads,
+                                         reference, device)
+            if reference is None:
+                reference = probabilities
             records.append(measured_record)
             echo("  " + (f"[{device}] " if len(config.bench.devices) > 1 else "") + _line(measured_record))
     reference_top1 = records[0].get("top1")
@@ -203,18 +213,11 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
         for device, t, b in itertools.product(devices_for(path, devices), threads, batches):
             s = dataclasses.replace(settings, batch_size=b)
             record = {**base, "status": "ok", "device": device, "threads": t, "batch_size": b}
-            try:
-                measured = bench_artifact(path, images, labels if labels is not None else np.zeros(len(images), int),
-                                          s, t, device=device)
-                measured.pop("_probabilities")
-                if labels is None:
-                    measured.pop("top1", None)
-                    measured.pop("top5", None)
-                record.update(measured)
-            except EdgepipeError as exc:  # the engine or device is not here: said per setting
-                record.update(status="skipped", reason=str(exc))
-            except Exception as exc:  # reported per artifact and setting
-                record.update(status="failed", reason=f"{type(exc).__name__}: {str(exc).strip()[:200]}")
+            measure_into(record, path, images, labels if labels is not None else np.zeros(len(images), int), s, t,
+                         None, device)
+            if labels is None:  # random pixels: no accuracy to speak of
+                record.pop("top1", None)
+                record.pop("top5", None)
             records.append(record)
             echo(f"  {device}, threads {t} batch {b}: " + _line(record))
     return {"schema": RESULTS_SCHEMA, "edgepipe": __version__, "created": now_iso(), "device": fingerprint(),

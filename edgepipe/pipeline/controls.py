@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 import os
 import sys
-from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -23,7 +23,7 @@ SCHEDULES = ("constant", "piecewise", "plateau", "cosine")
 
 @dataclass(frozen=True)
 class Controls:
-    """The knobs of one Keras fit (a view of TrainConfig; PretrainConfig uses the defaults)."""
+    """The knobs of one Keras fit (a view of TrainConfig; pretraining uses the defaults)."""
 
     learning_rate: float = 1e-3
     optimizer: str = "adam"
@@ -37,21 +37,17 @@ class Controls:
     early_stopping_patience: int = 0
     class_weight: str = "none"
     label_smoothing: float = 0.0
-    extra: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_config(cls, config, learning_rate: Optional[float] = None) -> "Controls":
-        """Controls from a TrainConfig (every field) or a PretrainConfig (learning rate only)."""
-        get = lambda name, default: getattr(config, name, default)  # noqa: E731
-        values = get("lr_values", None)
+    def from_config(cls, train_config) -> "Controls":
+        """The controls a TrainConfig asks for (pretraining uses ``Controls(learning_rate)``)."""
+        t = train_config
         return cls(
-            learning_rate=learning_rate if learning_rate is not None else config.learning_rate,
-            optimizer=get("optimizer", "adam"), momentum=get("momentum", 0.9),
-            lr_schedule=get("lr_schedule", "constant"), lr_boundaries=tuple(get("lr_boundaries", ()) or ()),
-            lr_values=tuple(values) if values else None, plateau_factor=get("plateau_factor", 0.1),
-            plateau_patience=get("plateau_patience", 3), weight_decay=get("weight_decay", 0.0),
-            early_stopping_patience=get("early_stopping_patience", 0), class_weight=get("class_weight", "none"),
-            label_smoothing=get("label_smoothing", 0.0),
+            learning_rate=t.learning_rate, optimizer=t.optimizer, momentum=t.momentum, lr_schedule=t.lr_schedule,
+            lr_boundaries=tuple(t.lr_boundaries), lr_values=tuple(t.lr_values) if t.lr_values else None,
+            plateau_factor=t.plateau_factor, plateau_patience=t.plateau_patience, weight_decay=t.weight_decay,
+            early_stopping_patience=t.early_stopping_patience, class_weight=t.class_weight,
+            label_smoothing=t.label_smoothing,
         )
 
     def scaled(self, factor: float) -> "Controls":

@@ -17,12 +17,10 @@ def write_reports(results: dict[str, Any], folder: Path, budget_pp: Optional[flo
     from edgepipe.fileio import write_text
     from edgepipe.report import html
     from edgepipe.report.plots import pareto_plot
-    from edgepipe.report.table import DEFAULT_BUDGET_PP, pareto, pareto_points, rows
+    from edgepipe.report.table import analyse, pareto_points
 
-    budget_pp = results.get("accuracy_budget_pp", DEFAULT_BUDGET_PP) if budget_pp is None else budget_pp
-    table_rows = rows(results)
-    pareto(table_rows, budget_pp)
-    points = pareto_points(table_rows)
+    analysed = analyse(results, budget_pp)
+    points = pareto_points(analysed[0])
     png = folder / "pareto.png"
     said = []
     if points:
@@ -31,7 +29,7 @@ def write_reports(results: dict[str, Any], folder: Path, budget_pp: Optional[flo
         png.unlink(missing_ok=True)
         said.append("no artifact has both accuracy and latency: no Pareto plot")
     files = [name for name, _ in LINKS if (folder / name).exists() or name in (f"{stem}.html",)]
-    write_text(folder / f"{stem}.md", render_markdown(results, budget_pp, files))
-    write_text(folder / f"{stem}.html", html.render(results, folder, budget_pp, png if points else None))
+    write_text(folder / f"{stem}.md", render_markdown(results, budget_pp, files, analysed))
+    write_text(folder / f"{stem}.html", html.render(results, folder, budget_pp, png if points else None, analysed))
     said.append(f"report: {folder / (stem + '.md')}, {folder / (stem + '.html')}")
     return said

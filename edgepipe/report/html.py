@@ -17,7 +17,7 @@ from edgepipe.report.markdown import (
     summary_lines,
     table_cells,
 )
-from edgepipe.report.table import DEFAULT_BUDGET_PP, pareto, recommendation_line, rows
+from edgepipe.report.table import analyse, recommendation_line
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1400px;
@@ -59,10 +59,8 @@ def _table(header: list[str], body: list[list[str]], classes: Optional[list[str]
 
 
 def render(results: dict[str, Any], run_dir: Optional[Path] = None, budget_pp: Optional[float] = None,
-           pareto_png: Optional[Path] = None) -> str:
-    budget_pp = results.get("accuracy_budget_pp", DEFAULT_BUDGET_PP) if budget_pp is None else budget_pp
-    table_rows = rows(results)
-    verdicts = pareto(table_rows, budget_pp)
+           pareto_png: Optional[Path] = None, analysed=None) -> str:
+    table_rows, verdicts = analysed or analyse(results, budget_pp)
     arch = results.get("architecture", {})
     title = arch.get("architecture", "model") + (f" (alpha {arch['alpha']})" if arch.get("alpha") is not None else "")
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>edgepipe report: {escape(title)}</title>",

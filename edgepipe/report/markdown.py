@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgepipe.report.table import DEFAULT_BUDGET_PP, pareto, recommendation_line, rows
+from edgepipe.report.table import analyse, recommendation_line
 
 #: files of a run directory the report links to, with what they hold
 LINKS = [
@@ -106,11 +106,11 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def render(results: dict[str, Any], budget_pp: Optional[float] = None, files: Optional[list[str]] = None) -> str:
-    """The report; ``files``: names in the run directory to link (default: none)."""
-    budget_pp = results.get("accuracy_budget_pp", DEFAULT_BUDGET_PP) if budget_pp is None else budget_pp
-    table_rows = rows(results)
-    verdicts = pareto(table_rows, budget_pp)
+def render(results: dict[str, Any], budget_pp: Optional[float] = None, files: Optional[list[str]] = None,
+           analysed=None) -> str:
+    """The report; ``files``: names in the run directory to link (default: none); ``analysed``: what
+    table.analyse returned, when the caller has it already."""
+    table_rows, verdicts = analysed or analyse(results, budget_pp)
     arch = results.get("architecture", {})
     title = arch.get("architecture", "model") + (f" (alpha {arch['alpha']})" if arch.get("alpha") is not None else "")
     lines = [f"# edgepipe report: {title}", ""]

@@ -11,7 +11,7 @@ def device_name(results: dict[str, Any]) -> str:
     return f"{name} ({device.get('hostname', '?')})"
 
 
-def merge(results_list: list[dict[str, Any]]) -> str:
+def merge(results_list: list[dict[str, Any]], analysed=None) -> str:
     """Markdown: one row per (artifact format, threads, batch), a p50/p90/images-per-second group per device."""
     devices = [device_name(r) for r in results_list]
     rows: dict[tuple, dict[int, dict]] = {}
@@ -40,22 +40,20 @@ def merge(results_list: list[dict[str, Any]]) -> str:
         conditions.append(f"- {d}: threads {c.get('threads')}, batch {c.get('batch_size', c.get('batch_sizes'))}, "
                           f"{c.get('warmup')} warm-up calls, at least {c.get('min_iterations')} calls and "
                           f"{c.get('min_duration_s')} s; measured {results.get('created')}")
-    from edgepipe.report.table import pareto, recommendation_line, rows
+    from edgepipe.report.table import analyse_many, recommendation_line
 
-    all_rows = [row for results in results_list for row in rows(results)]
-    verdicts = pareto(all_rows, results_list[0].get("accuracy_budget_pp", 1.0) if results_list else 1.0)
+    _, verdicts = analysed or analyse_many(results_list)
     recommendations = [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
     return ("# edgepipe: results merged across devices\n\n" + "\n".join(lines) + "\n\n## Recommendation per device\n\n"
             + "\n".join(recommendations) + "\n\n## Conditions\n\n" + "\n".join(conditions) + "\n")
 
 
-def merged_pareto_plot(results_list: list[dict[str, Any]], path) -> bool:
+def merged_pareto_plot(results_list: list[dict[str, Any]], path, analysed=None) -> bool:
     """Accuracy against latency, one panel per device setting; False when nothing has both."""
     from edgepipe.report.plots import pareto_plot
-    from edgepipe.report.table import pareto, pareto_points, rows
+    from edgepipe.report.table import analyse_many, pareto_points
 
-    all_rows = [row for results in results_list for row in rows(results)]
-    pareto(all_rows, results_list[0].get("accuracy_budget_pp", 1.0))
+    all_rows, _ = analysed or analyse_many(results_list)
     points = pareto_points(all_rows)
     if points:
         pareto_plot(points, path, "Top-1 accuracy against p50 latency per device")

@@ -118,6 +118,20 @@ def pareto(all_rows: list[dict[str, Any]], budget_pp: float = DEFAULT_BUDGET_PP)
     return verdicts
 
 
+def analyse(results: dict[str, Any], budget_pp: Optional[float] = None):
+    """(rows with frontier and recommendation marked, verdict per setting) for one results file."""
+    budget_pp = results.get("accuracy_budget_pp", DEFAULT_BUDGET_PP) if budget_pp is None else budget_pp
+    table_rows = rows(results)
+    return table_rows, pareto(table_rows, budget_pp)
+
+
+def analyse_many(results_list: list[dict[str, Any]]):
+    """analyse() over several results files (e.g. devices), judged by the first file's budget."""
+    budget_pp = results_list[0].get("accuracy_budget_pp", DEFAULT_BUDGET_PP) if results_list else DEFAULT_BUDGET_PP
+    table_rows = [row for results in results_list for row in rows(results)]
+    return table_rows, pareto(table_rows, budget_pp)
+
+
 def recommendation_line(setting: str, verdict: dict[str, Any]) -> str:
     choice = verdict["recommended"]
     if choice is None:

@@ -63,6 +63,7 @@ class LiteRTRunner(Runner):
         scale, zero_point = detail["quantization"] if detail["dtype"] != np.float32 else (0.0, 0)
         self._in_identity = detail["dtype"] != np.float32 and scale == 1.0
         self._in_zero_point = int(zero_point)
+        self._in_range = (np.iinfo(detail["dtype"]).min, np.iinfo(detail["dtype"]).max) if self._in_identity else None
         self._rounded = np.empty(tuple(int(d) for d in detail["shape"]), np.float32)
         out = self._out_detail
         self._out_scale, self._out_zero_point = out["quantization"] if out["dtype"] != np.float32 else (1.0, 0)
@@ -101,8 +102,7 @@ class LiteRTRunner(Runner):
             np.rint(batch, out=self._rounded)
             if self._in_zero_point:
                 self._rounded += self._in_zero_point
-            info = np.iinfo(detail["dtype"])
-            np.clip(self._rounded, info.min, info.max, out=self._rounded)
+            np.clip(self._rounded, *self._in_range, out=self._rounded)
             self.interpreter.tensor(detail["index"])()[...] = self._rounded  # cast into the input buffer
         else:
             self.interpreter.set_tensor(detail["index"], _quantize(batch, detail))
