@@ -26,8 +26,8 @@ def main() -> None:
 
     import numpy as np
 
-    from edgepipe.benchmark import BenchSettings, measure_latency
-    from edgepipe.runtimes import create_runner
+    from edgepipe.backends import create_runner
+    from edgepipe.harness import BenchSettings, measure_latency
 
     with create_runner(args.artifact, threads=args.threads) as runner:
         shape = tuple(d or 1 for d in runner.input_spec().shape)

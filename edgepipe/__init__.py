@@ -1,3 +1,27 @@
-"""edgepipe: from a CNN architecture and labelled images to deployable, measured edge models."""
+"""edgepipe: from a CNN architecture and labelled images to deployable, measured edge models.
 
-__version__ = "0.1.0"
+The Python API (see ``edgepipe.api``)::
+
+    import edgepipe
+
+    run = edgepipe.run(data="my_photos", arch="mobilenet_v2", weights="imagenet")
+    exported = edgepipe.export("model.keras", ["tflite-int8", "onnx-fp32"], calibration="my_photos")
+    results = edgepipe.bench([exported.path("tflite-int8")], data="my_photos", threads=[1, 2])
+    gate = edgepipe.compare("results.json", "baseline.json", max_latency_regression=0.10)
+"""
+
+__version__ = "0.2.0"
+
+_API = ("run", "export", "bench", "compare", "merge")
+
+
+def __getattr__(name: str):
+    # imported on first use, so 'import edgepipe' and 'edgepipe --help' stay fast
+    if name in _API:
+        from edgepipe import api
+
+        return getattr(api, name)
+    raise AttributeError(f"module 'edgepipe' has no attribute {name!r}")
+
+
+__all__ = ["__version__", *_API]

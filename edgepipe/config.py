@@ -10,6 +10,7 @@ valid key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import types
 import typing
@@ -19,17 +20,10 @@ from typing import Any, Optional
 
 import yaml
 
+from edgepipe import backends
 from edgepipe.errors import ConfigError
+from edgepipe.options import option as _opt
 from edgepipe.registry import did_you_mean
-
-
-def _opt(default: Any, help: str, **checks: Any) -> Any:
-    """A config field with a help line (used for the reference docs) and checks."""
-    if isinstance(default, (list, dict)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help, **checks})
-    if dataclasses.is_dataclass(default):
-        return field(default_factory=lambda: dataclasses.replace(default), metadata={"help": help, **checks})
-    return field(default=default, metadata={"help": help, **checks})
 
 
 @dataclass
@@ -53,7 +47,6 @@ class ModelConfig:
     path: Optional[str] = _opt(None, "Start from your own saved model instead of a registry architecture: a .keras or .h5 file or a SavedModel directory (its classifier top is replaced).")
     preprocessing: str = _opt("auto", "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128).", choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"))
     labels: Optional[str] = _opt(None, "classifier strategy: a text file naming the network's classes, one per line in output order (default for Keras Applications with ImageNet weights: Keras' ImageNet class index).")
-    unsafe_load: bool = _opt(False, "Allow loading a model.path file that runs arbitrary Python code (Lambda layers). Only for files you trust.")
 
 
 @dataclass
@@ -107,23 +100,38 @@ class TrainConfig:
 
 
 @dataclass
-class ExportConfig:
+class _ExportCommon:
     formats: list[str] = _opt(["tflite-fp32", "tflite-int8", "onnx-fp32"], "Artifact formats to export (see 'edgepipe formats').", registry="format")
     calibration_size: int = _opt(200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1)
-    int8_io: str = _opt("uint8", "Integer type of the input and output tensors of full-integer TFLite models.", choices=("uint8", "int8"))
     calibration_method: str = _opt("minmax", "First INT8 calibration method where the backend offers a choice (ONNX Runtime: minmax, entropy, percentile).", choices=("minmax", "entropy", "percentile"))
     accuracy_budget_pp: float = _opt(1.0, "INT8 accuracy budget: most top-1 percentage points an INT8 artifact may lose against the FP32 model on the validation split before other recipes are tried.", min=0.0, max=100.0)
 
 
 @dataclass
-class BenchConfig:
+class _BenchCommon:
     threads: Optional[int] = _opt(None, "Threads per inference engine (null: all cores). Set explicitly on every engine and recorded.", min=1)
     batch_size: int = _opt(1, "Batch size of the latency measurement.", min=1)
-    devices: list[str] = _opt(["cpu"], "Devices / execution providers to measure on: cpu, cuda, tensorrt (ONNX Runtime's CUDA and TensorRT providers; Keras on cpu or cuda; TensorRT engines always on cuda). One record per artifact and device.", choices=("cpu", "cuda", "tensorrt"))
+    devices: list[str] = _opt(["cpu"], "Devices / execution providers to measure on (see 'edgepipe formats'): e.g. cpu, cuda, tensorrt (ONNX Runtime's CUDA and TensorRT providers). Each engine uses those it can, else its own default device. One record per artifact, engine and device.", registry="device")
+    engines: list[str] = _opt([], "Engines to measure every artifact with besides its own default engine, where they read its file type (e.g. [openvino] also runs the ONNX and TFLite files with OpenVINO).", registry="engine")
     warmup: int = _opt(10, "Warm-up inferences before timing: at least this many...", min=0)
     warmup_s: float = _opt(0.2, "...and for at least this many seconds (as trtexec warms up by time).", min=0.0)
     min_iterations: int = _opt(50, "Measured inferences: at least this many...", min=1)
     min_duration_s: float = _opt(1.0, "...and for at least this many seconds.", min=0.0)
+
+
+def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]]) -> type:
+    """``base`` plus one option section per backend or engine that declares one (names from the registries)."""
+    fields = [(section, cls, _opt(cls(), help)) for section, cls, help in sections]
+    return dataclasses.make_dataclass(name, fields, bases=(base,))
+
+
+backends.load()
+ExportConfig = _with_sections("ExportConfig", _ExportCommon, [
+    (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
+    for _, b in backends.BACKENDS if b.export_options])
+BenchConfig = _with_sections("BenchConfig", _BenchCommon, [
+    (e.name, e.settings, f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.")
+    for _, e in backends.ENGINES if e.settings])
 
 
 @dataclass
@@ -142,21 +150,34 @@ class RunConfig:
     def run_dir(self) -> Path:
         return Path(self.output) if self.output else Path("runs") / self.name
 
+    #: allow loading model files whose loading runs arbitrary code: set only by the command line
+    #: (--unsafe-load) or the Python API's explicit argument, never read from or written to a file
+    unsafe_load: bool = dataclasses.field(default=False, init=False, repr=False, compare=False)
+
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        data = dataclasses.asdict(self)
+        data.pop("unsafe_load")
+        return data
 
 
 # --------------------------------------------------------------------------- loading
 
-def _registry_names(kind: str) -> list[str]:
+def _registry_names(kind: str):
     if kind == "architecture":
         from edgepipe.architectures import ARCHITECTURES
 
         return ARCHITECTURES
     if kind == "format":
-        from edgepipe.exporters import EXPORTERS
+        return backends.formats()
+    if kind == "engine":
+        return backends.engines()
+    if kind == "device":
+        from edgepipe.registry import Registry
 
-        return EXPORTERS
+        devices: Registry = Registry("device", list_command="edgepipe formats")
+        for name in backends.devices():
+            devices.add(name, name)
+        return devices
     if kind == "strategy":
         from edgepipe.pipeline.strategies import STRATEGIES
 
@@ -202,6 +223,8 @@ def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any]) -> Any:
             return value
     elif tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ConfigError(f"config key '{key}' must be a finite number, got {value!r}")
             return float(value)
     elif tp is str:
         if isinstance(value, str):
@@ -242,7 +265,7 @@ def _normalise(value: Any, meta: dict[str, Any]) -> Any:
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls)
-    fields = {f.name: f for f in dataclasses.fields(cls)}
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
             raise ConfigError(f"unknown config key '{prefix}{key}'", did_you_mean(str(key), list(fields)))
@@ -267,14 +290,37 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def from_dict(data: dict[str, Any] | None, overrides: dict[str, Any] | None = None) -> RunConfig:
-    """Validate ``data`` (a parsed YAML mapping) with dotted-key ``overrides`` applied."""
+#: keys earlier versions wrote: (section, key) -> where the setting lives now
+MOVED_KEYS = {("export", "int8_io"): "export.tflite.int8_io"}
+
+
+def _retired_keys(data: dict[str, Any]) -> None:
+    """Refuse keys that moved, with their new place; drop ``model.unsafe_load: false``, which earlier
+    run directories wrote, and refuse ``true``: unsafe loading is never switched on by a file."""
+    for (section, key), new in MOVED_KEYS.items():
+        if isinstance(data.get(section), dict) and key in data[section]:
+            raise ConfigError(f"config key '{section}.{key}' has moved to '{new}'", f"Write it as {new}.")
+    model = data.get("model")
+    if isinstance(model, dict) and "unsafe_load" in model:
+        model = data["model"] = dict(model)
+        if model.pop("unsafe_load") is not False:
+            raise ConfigError("config key 'model.unsafe_load' is not read from files: a downloaded config must not be "
+                              "able to run a model's code", "Remove the key; pass --unsafe-load on the command line "
+                              "(or unsafe_load=True in Python) for a model file you trust.")
+
+
+def from_dict(data: dict[str, Any] | None, overrides: dict[str, Any] | None = None,
+              unsafe_load: bool = False) -> RunConfig:
+    """Validate ``data`` (a parsed YAML mapping) with dotted-key ``overrides`` applied. ``unsafe_load``
+    comes from the caller (the command line's --unsafe-load), never from ``data``."""
     data = dict(data or {})
+    _retired_keys(data)
     for dotted, value in (overrides or {}).items():
         if value is not None:
             _set_dotted(data, dotted, value)
     config = _build(RunConfig, data)
     _cross_checks(config)
+    config.unsafe_load = bool(unsafe_load)
     return config
 
 
@@ -289,26 +335,66 @@ def _cross_checks(config: RunConfig) -> None:
     controls.check(config.train)
 
 
-def load(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None) -> RunConfig:
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives the same key twice (YAML would keep the last silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if duplicate:
+                raise ConfigError(f"config key '{key}' is given twice (line {key_node.start_mark.line + 1})",
+                                  "Keep one of them.")
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def parse_yaml(text: str, source: str) -> dict[str, Any]:
+    """A config mapping from YAML text; ConfigError naming ``source`` for invalid YAML or a non-mapping."""
+    try:
+        raw = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{source} is not valid YAML{where}", "Fix the YAML syntax.") from None
+    except (TypeError, ValueError, RecursionError) as exc:  # e.g. a key YAML can build but not hash
+        raise ConfigError(f"{source} cannot be read as a configuration ({type(exc).__name__})",
+                          "Write plain keys and values, as in examples/image-folder.yaml.") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must hold a mapping of keys, not {type(raw).__name__}")
+    return raw
+
+
+def load(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None,
+         unsafe_load: bool = False) -> RunConfig:
     """Load and validate a YAML run configuration (``None``: defaults only)."""
     raw: Any = {}
     if path is not None:
         path = Path(path)
         if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist", "Check the path, or run without a config for the quickstart.")
+            raise ConfigError(f"config file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
+                              "Check the path, or run without a config for the quickstart.")
         try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}" if mark else ""
-            raise ConfigError(f"config file '{path}' is not valid YAML{where}", "Fix the YAML syntax.") from None
-        if not isinstance(raw, dict):
-            raise ConfigError(f"config file '{path}' must hold a mapping of keys, not {type(raw).__name__}")
-    return from_dict(raw, overrides)
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"config file '{path}' is not UTF-8 text", "Save it as UTF-8 YAML.") from None
+        except OSError as exc:
+            raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror})", "Check its permissions.") from None
+        raw = parse_yaml(text, f"config file '{path}'")
+    return from_dict(raw, overrides, unsafe_load)
 
 
 def quickstart_path() -> Path:
     return Path(__file__).parent / "configs" / "quickstart.yaml"
+
+
+def image_folder_path() -> Path:
+    """The defaults for a run on the user's own images (the same file as examples/image-folder.yaml)."""
+    return Path(__file__).parent / "configs" / "image-folder.yaml"
 
 
 def to_yaml(config: RunConfig) -> str:
@@ -318,7 +404,7 @@ def to_yaml(config: RunConfig) -> str:
 def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
     """(dotted key, default, help) for every config key, for the README's config reference."""
     rows = []
-    for f in dataclasses.fields(cls):
+    for f in (f for f in dataclasses.fields(cls) if f.init):
         hint = typing.get_type_hints(cls)[f.name]
         inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default

@@ -60,7 +60,7 @@ def fingerprint() -> dict[str, Any]:
     mhz = _cpu_mhz(cpu)
     if mhz:
         result["cpu_mhz"] = mhz
-    from edgepipe.pipeline.rundir import library_versions
+    from edgepipe.versions import library_versions
 
     result["engine_versions"] = library_versions()
     model = _read("/proc/device-tree/model")
@@ -104,14 +104,14 @@ def _nvpmodel() -> str | None:
 
 
 def _gpu() -> dict[str, Any]:
-    from edgepipe.gpu import cuda_unavailable, device_facts
+    from edgepipe.gpu import cuda_facts, cuda_unavailable
 
     reason = cuda_unavailable()
     if reason:
         return {"gpu": None, "gpu_unavailable": reason}
     try:
-        return {"gpu": device_facts()}
-    except Exception as exc:  # CUDA present, TensorRT missing: name what is missing
+        return {"gpu": cuda_facts()}
+    except Exception as exc:  # a CUDA device that will not describe itself: say why
         return {"gpu": None, "gpu_unavailable": f"{type(exc).__name__}: {str(exc)[:120]}"}
 
 

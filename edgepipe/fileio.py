@@ -2,7 +2,8 @@
 
 Every file a run produces is written to a temporary name in the destination
 folder and renamed into place, so a crash never leaves a half-written file
-under its final name.
+under its final name. Nothing here ever removes a folder standing where a file
+is to be written: that is an error, never a deletion.
 """
 
 from __future__ import annotations
@@ -14,33 +15,77 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
+
+from edgepipe.errors import EdgepipeError
+
+#: temporary files carry this marker, so a later command can sweep what a killed one left behind
+TMP_MARKER = ".tmp"
+
+
+def _refuse_folder(final: Path) -> None:
+    if final.is_dir() and not final.is_symlink():
+        raise EdgepipeError(f"'{final}' is a folder, where edgepipe would write a file",
+                            "Choose another path; edgepipe never replaces a folder with a file.")
+
+
+def make_folder(path: Path) -> None:
+    """mkdir -p, with a one-line error when a file stands in the way or the place is not writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise EdgepipeError(f"'{path}' is a file, where edgepipe needs a folder", "Choose another path.") from None
+    except NotADirectoryError:
+        raise EdgepipeError(f"a part of '{path}' is a file, where edgepipe needs a folder", "Choose another path.") from None
+    except OSError as exc:
+        raise EdgepipeError(f"cannot create the folder '{path}' ({exc.strerror})",
+                            "Choose a writable place (--output).") from None
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` on success.
 
-    Works for files and directories (e.g. a SavedModel). On error the temporary
-    is removed and ``path`` is left as it was. ``suffix`` is kept on the
+    On error the temporary is removed and ``path`` is left as it was. A folder
+    standing at ``path`` is an error, never removed. ``suffix`` is kept on the
     temporary name for writers that insist on an extension (Keras' ``.keras``).
     """
     final = Path(path)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f".tmp{suffix}", dir=final.parent)
+    make_folder(final.parent)
+    _refuse_folder(final)
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{TMP_MARKER}{suffix}", dir=final.parent)
+    except OSError as exc:
+        raise EdgepipeError(f"cannot write in '{final.parent}' ({exc.strerror})", "Choose a writable place (--output).") from None
     os.close(fd)
     os.unlink(tmp_name)
     tmp = Path(tmp_name)
     try:
         yield tmp
-        if final.is_dir() and not final.is_symlink():
-            shutil.rmtree(final)
+        _refuse_folder(final)
         os.replace(tmp, final)
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
         elif tmp.exists():
             tmp.unlink()
+
+
+def check_output_file(path: str | os.PathLike, owned: Callable[[Path], bool]) -> None:
+    """Refuse an output file path edgepipe must not write: a folder, or an existing file that ``owned``
+    does not recognise as one edgepipe wrote (edgepipe overwrites only its own files)."""
+    path = Path(path)
+    _refuse_folder(path)
+    if path.parent.exists() and not path.parent.is_dir():
+        raise EdgepipeError(f"'{path.parent}' is a file, where edgepipe needs a folder", "Choose another path.")
+    if path.exists():
+        try:
+            ours = owned(path)
+        except OSError:
+            ours = False
+        if not ours:
+            raise EdgepipeError(f"'{path}' exists and is not a file edgepipe wrote; it is left as it is",
+                                "Choose another output path, or move that file away yourself.")
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

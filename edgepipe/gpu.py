@@ -1,7 +1,7 @@
-"""Lazy access to TensorRT and CUDA (cuda-python): availability checks and device facts.
+"""Lazy access to CUDA through cuda-python: availability checks and the GPU's facts.
 
-Nothing here imports TensorRT or CUDA at module import; every entry point says
-which package or device is missing instead of raising ImportError.
+Nothing here imports CUDA at module import; every entry point says which package
+or device is missing instead of raising ImportError.
 """
 
 from __future__ import annotations
@@ -30,16 +30,8 @@ def check(result):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def tensorrt_unavailable() -> Optional[str]:
-    """None when TensorRT can build and run engines here, else why not ('no CUDA device', 'package ...')."""
-    try:
-        importlib.import_module("tensorrt")
-    except ImportError:
-        return "package 'tensorrt' is not installed (pip install 'edgepipe[gpu]', or use an NVIDIA image)"
-    return cuda_unavailable()
-
-
 def cuda_unavailable() -> Optional[str]:
+    """None when a CUDA device is usable here, else why not."""
     try:
         rt = cudart()
     except MissingDependencyError as exc:
@@ -51,10 +43,8 @@ def cuda_unavailable() -> Optional[str]:
     return None if count > 0 else "no CUDA device"
 
 
-def device_facts(device: int = 0) -> dict[str, Any]:
-    """GPU name, compute capability, driver and runtime versions, TensorRT version."""
-    import tensorrt as trt
-
+def cuda_facts(device: int = 0) -> dict[str, Any]:
+    """GPU name, compute capability, driver and runtime versions."""
     rt = cudart()
     props = check(rt.cudaGetDeviceProperties(device))
     name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
@@ -63,5 +53,4 @@ def device_facts(device: int = 0) -> dict[str, Any]:
         "compute_capability": f"{props.major}.{props.minor}",
         "cuda_driver": check(rt.cudaDriverGetVersion()),
         "cuda_runtime": check(rt.cudaRuntimeGetVersion()),
-        "tensorrt": trt.__version__,
     }

@@ -20,8 +20,6 @@ from typing import Any, Callable, Optional
 
 from edgepipe.errors import EdgepipeError
 
-SIDECAR_SUFFIXES = (".json",)  # a TensorRT engine travels with <engine>.json
-
 
 def _ssh_base(ssh_config: Optional[Path]) -> list[str]:
     if shutil.which("ssh") is None:
@@ -75,49 +73,67 @@ def sample_data(data_dir: Path, per_class: int, into: Path, seed: int = 0) -> di
     return counts
 
 
-def bench_remote(host: str, artifacts: list[Path], *, echo: Callable[[str], None], data_dir: Optional[Path] = None,
-                 labels_file: Optional[Path] = None, per_class: int = 20, bench_args: list[str] = (),
+def check_destination(host: str) -> None:
+    """Refuse a destination ssh would read as an option (``-oProxyCommand=...``) or that is empty."""
+    if not host or host.startswith("-") or any(c.isspace() for c in host):
+        raise EdgepipeError(f"'{host}' is not an SSH destination",
+                            "Pass [USER@]HOST (a name from your SSH config, or an address); it may not start with '-'.")
+
+
+def to_arguments(request) -> list[str]:
+    """The ``edgepipe bench`` options that repeat ``request`` (an edgepipe.api.BenchRequest) on another machine."""
+    args = ["--threads", ",".join(map(str, request.threads)), "--batch", ",".join(map(str, request.batches)),
+            "--warmup", str(request.warmup), "--warmup-time", str(request.warmup_s),
+            "--min-iterations", str(request.min_iterations), "--min-duration", str(request.min_duration_s),
+            "--seed", str(request.seed), "--device", ",".join(request.devices)]
+    if request.engines:
+        args += ["--engine", ",".join(request.engines)]
+    return args
+
+
+def bench_remote(host: str, request, *, echo: Callable[[str], None], per_class: int = 20,
                  remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench",
                  ssh_config: Optional[Path] = None, keep: bool = False) -> dict[str, Any]:
-    """Run ``edgepipe bench`` on ``host`` over SSH; returns its results (with where they were measured)."""
-    for path in artifacts:
-        if not path.exists():
-            raise EdgepipeError(f"artifact '{path}' does not exist", "Pass .tflite, .onnx, .keras or .engine files.")
+    """Run ``edgepipe bench`` for ``request`` on ``host`` over SSH; returns its results (with where they were
+    measured) as the JSON mapping the remote side wrote."""
+    from edgepipe.backends import container_of
+
+    check_destination(host)
     ssh = _ssh_base(ssh_config)
     job = f"{remote_dir.rstrip('/')}/{uuid.uuid4().hex[:12]}"
     with tempfile.TemporaryDirectory(prefix="edgepipe-remote-") as tmp:
         staging = Path(tmp)
         names = []
-        for path in artifacts:
-            shutil.copy2(path, staging / path.name)
+        for path in request.paths:
+            for item in (path, *container_of(path).companions(path)):
+                if item.exists():
+                    shutil.copy2(item, staging / item.name)
             names.append(path.name)
-            for suffix in SIDECAR_SUFFIXES:
-                sidecar = path.with_name(path.name + suffix)
-                if sidecar.exists():
-                    shutil.copy2(sidecar, staging / sidecar.name)
-        remote_args = [remote_edgepipe, "bench", *names, *bench_args, "--output", "results.json"]
-        if data_dir is not None:
-            counts = sample_data(Path(data_dir), per_class, staging / "data")
-            echo(f"data sample: {sum(counts.values())} images ({per_class} at most per class) from {data_dir}")
+        remote_args = [remote_edgepipe, "bench", *names, *to_arguments(request), "--output", "results.json"]
+        if request.data is not None:
+            counts = sample_data(Path(request.data), per_class, staging / "data")
+            echo(f"data sample: {sum(counts.values())} images ({per_class} at most per class) from {request.data}")
             remote_args += ["--data", "data"]
-        if labels_file is not None:
-            shutil.copy2(labels_file, staging / "labels.txt")
+        if request.labels is not None:
+            shutil.copy2(request.labels, staging / "labels.txt")
             remote_args += ["--labels", "labels.txt"]
         echo(f"copying {len(names)} artifact(s) to {host}:{job}")
         tar = subprocess.Popen(["tar", "-C", str(staging), "-cf", "-", "."], stdout=subprocess.PIPE)
         unpack = f"mkdir -p {shlex.quote(job)} && tar -C {shlex.quote(job)} -xf -"
-        _run([*ssh, host, unpack], "copying the artifacts", host, stdin=tar.stdout)
+        _run([*ssh, "--", host, unpack], "copying the artifacts", host, stdin=tar.stdout)
         tar.wait()
     try:
         echo(f"running on {host}: {' '.join(remote_args)}")
-        _run([*ssh, host, f"cd {shlex.quote(job)} && {shlex.join(remote_args)}"], "edgepipe bench", host, echo=echo)
-        text = _run([*ssh, host, f"cat {shlex.quote(job)}/results.json"], "fetching the results", host)
+        _run([*ssh, "--", host, f"cd {shlex.quote(job)} && {shlex.join(remote_args)}"], "edgepipe bench", host, echo=echo)
+        text = _run([*ssh, "--", host, f"cat {shlex.quote(job)}/results.json"], "fetching the results", host)
     finally:
         if not keep:
-            subprocess.run([*ssh, host, f"rm -rf {shlex.quote(job)}"], capture_output=True, check=False, timeout=120)
+            subprocess.run([*ssh, "--", host, f"rm -rf {shlex.quote(job)}"], capture_output=True, check=False, timeout=120)
     try:
         results = json.loads(text)
     except ValueError:
         raise EdgepipeError(f"the results fetched from {host} are not JSON", "Run edgepipe bench there by hand to see why.") from None
+    if not isinstance(results, dict):
+        raise EdgepipeError(f"the results fetched from {host} are not edgepipe results", "Run edgepipe bench there by hand.")
     results["remote"] = {"host": host, "directory": job if keep else None, "edgepipe": remote_edgepipe}
     return results

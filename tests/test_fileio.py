@@ -12,17 +12,32 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_atomic_write_replaces_existing_file_and_directory(tmp_path):
-    target = tmp_path / "model"
-    target.mkdir()
-    (target / "old").write_text("x")
-    with atomic_path(target) as tmp:
-        tmp.mkdir()
-        (tmp / "new").write_text("y")
-    assert [p.name for p in target.iterdir()] == ["new"]
+def test_atomic_write_replaces_an_existing_file(tmp_path):
+    write_json(tmp_path / "a.json", {"b": 0})
     write_json(tmp_path / "a.json", {"b": 1})
     assert read_json(tmp_path / "a.json") == {"b": 1}
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]
+
+
+def test_a_folder_where_a_file_goes_is_an_error_never_deleted(tmp_path):
+    from edgepipe.errors import EdgepipeError
+
+    target = tmp_path / "results.json"
+    target.mkdir()
+    (target / "keep").write_text("the user's file")
+    with pytest.raises(EdgepipeError, match="is a folder"):
+        write_json(target, {"b": 1})
+    assert (target / "keep").read_text() == "the user's file"
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # no temporary left behind
+
+
+def test_a_file_where_a_folder_goes_is_an_error(tmp_path):
+    from edgepipe.errors import EdgepipeError
+
+    (tmp_path / "runs").write_text("not a folder")
+    with pytest.raises(EdgepipeError, match="is a file"):
+        write_json(tmp_path / "runs" / "x" / "a.json", {})
+    assert (tmp_path / "runs").read_text() == "not a folder"
 
 
 def test_directory_digest_changes_with_content(tmp_path):

@@ -109,15 +109,16 @@ PREPROCESSING_NAMES = {"none": RAW, "unit": UNIT_RANGE, "tf": TF_MINUS1_1, "torc
                        "caffe": CAFFE_BGR, "lite": LITE_127_128}
 
 
-def resolve_architecture(model_config) -> Architecture:
-    """The registry entry (or the user's saved model) a ModelConfig asks for, with its preprocessing."""
+def resolve_architecture(model_config, unsafe: bool = False) -> Architecture:
+    """The registry entry (or the user's saved model) a ModelConfig asks for, with its preprocessing;
+    ``unsafe`` allows a saved model whose loading runs code (from the command line only)."""
     import dataclasses
 
     if model_config.path:
         from edgepipe.architectures.loading import user_architecture
 
         pre = PREPROCESSING_NAMES.get(model_config.preprocessing, RAW)
-        return user_architecture(model_config.path, model_config.unsafe_load, pre)
+        return user_architecture(model_config.path, unsafe, pre)
     arch = get_architecture(model_config.arch)
     if model_config.preprocessing != "auto":
         arch = dataclasses.replace(arch, preprocessing=PREPROCESSING_NAMES[model_config.preprocessing])

@@ -75,3 +75,38 @@ def all_facts(echo: Optional[Callable[[str], None]] = None, refresh: bool = Fals
         except OSError:
             pass  # a read-only home only costs the next listing its time
     return cached
+
+
+def catalogue(measure_facts: bool = True, echo: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
+    """Every registry entry with its published figures and (when ``measure_facts``) measured parameters and MACs."""
+    facts: dict = {}
+    if measure_facts:
+        from edgepipe.quiet import import_tensorflow_quietly
+
+        import_tensorflow_quietly()
+        facts = all_facts(echo=echo)
+    return [{
+        "name": name, "keras_name": arch.keras_name, "family": arch.family, "paper": arch.paper,
+        "default_input_size": arch.default_input_size, "default_channels": arch.default_channels,
+        "alphas": list(arch.alphas), "imagenet_weights": arch.has_imagenet_weights,
+        "measured": facts.get(name), "reference": arch.reference.as_dict(),
+    } for name, arch in ARCHITECTURES]
+
+
+def render_models_table(rows: list[dict]) -> str:
+    def num(value, scale=1.0, spec=".1f"):
+        return "–" if value is None else f"{value / scale:{spec}}"
+
+    header = (f"{'name':<21} {'family':<31} {'params M':>8} {'MACs M':>8} {'input':>5} {'depth':>5} "
+              f"{'ImageNet':>8} {'size MB':>7} {'top-1 %':>7} {'top-5 %':>7}")
+    lines = [header, "-" * len(header)]
+    for r in rows:
+        measured, ref = r["measured"] or {}, r["reference"]
+        lines.append(
+            f"{r['name']:<21} {r['family']:<31} {num(measured.get('params'), 1e6, '.2f'):>8} "
+            f"{num(measured.get('macs'), 1e6, '.1f'):>8} {r['default_input_size']:>5} {num(ref['depth'], 1, '.0f'):>5} "
+            f"{'yes' if r['imagenet_weights'] else 'no':>8} {num(ref['size_mb'], 1, '.0f'):>7} "
+            f"{num(ref['top1']):>7} {num(ref['top5']):>7}")
+    lines.append("params and MACs: measured here with the published classifier top (1000 classes; LeNet-5: 10) at the "
+                 "default input, batch 1. Size, depth, top-1/top-5: published ImageNet figures, sources in --json.")
+    return "\n".join(lines)

@@ -21,6 +21,12 @@ def _is_saved_model(path: Path) -> bool:
     return path.is_dir() and (path / "saved_model.pb").exists()
 
 
+def is_model_file(path: str | Path) -> bool:
+    """Whether ``path`` names a model (a .keras/.h5 file or a SavedModel folder) rather than a config file."""
+    p = Path(path)
+    return p.suffix.lower() in SUFFIXES or p.is_dir()
+
+
 def check_model_path(path: str) -> Path:
     p = Path(path)
     if not p.exists():
@@ -47,7 +53,7 @@ def load_keras_model(path: str, unsafe: bool = False):
         if "arbitrary code" in str(exc) or "safe_mode" in str(exc):
             raise EdgepipeError(
                 f"'{path}' needs arbitrary Python code to load (e.g. a Lambda layer), which is refused by default",
-                "If you trust the file, pass --unsafe-load (model.unsafe_load: true).",
+                "If you trust the file, pass --unsafe-load (the command line only; never read from a config file).",
             ) from None
         raise EdgepipeError(f"could not load '{path}': {str(exc).splitlines()[0][:200]}") from None
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from edgepipe.data.folders import resize_batch
+from edgepipe.data.sources import Scan, Source, register_source
+from edgepipe.data.splits import select_classes, split_items
 from edgepipe.errors import DataError
 
 BUILTIN_PREFIX = "builtin:"
@@ -123,11 +126,29 @@ def photos(per_class: int = 30, size: int = 160, seed: int = 7) -> tuple[np.ndar
 BUILTIN_SETS = {"digits": digits, "synthetic": synthetic, "photos": photos}
 
 
+def check(spec: str, key: str = "data.path") -> None:
+    if spec[len(BUILTIN_PREFIX):] not in BUILTIN_SETS:
+        raise DataError(f"unknown built-in dataset '{spec}' ({key})",
+                        "Use one of: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS) + ", or an image folder.")
+
+
 def load_builtin(spec: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    name = spec[len(BUILTIN_PREFIX):]
-    if name not in BUILTIN_SETS:
-        raise DataError(
-            f"unknown built-in dataset '{spec}'",
-            "Use one of: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS) + ", or an image folder.",
-        )
-    return BUILTIN_SETS[name]()
+    check(spec)
+    return BUILTIN_SETS[spec[len(BUILTIN_PREFIX):]]()
+
+
+def scan(config, seed: int) -> Scan:
+    images, labels, names = load_builtin(config.path)
+    class_names = select_classes(names, config.classes, config.path)
+    by_class = {c: [int(i) for i in np.flatnonzero(labels == names.index(c))] for c in class_names}
+    return Scan(class_names, split_items(by_class, config, seed), "builtin", config.path,
+                image_sizes={f"{images.shape[2]}x{images.shape[1]}": len(images)})
+
+
+def materialize(index: dict, size: int, channels: int) -> dict[str, np.ndarray]:
+    images, _, _ = load_builtin(index["source"])
+    return {name: resize_batch(images[[item for item, _ in entries]] if entries else images[:0], size, channels)
+            for name, entries in index["splits"].items()}
+
+
+register_source(Source("builtin", "a set shipped with edgepipe or its dependencies", check, scan, materialize))

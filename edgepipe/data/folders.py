@@ -8,6 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from edgepipe.data.sources import Scan as SourceScan
+from edgepipe.data.sources import Source, register_source
+from edgepipe.data.splits import SPLITS, complete_given_splits, select_classes, split_items
 from edgepipe.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -127,3 +130,39 @@ def resize_batch(images: np.ndarray, size: int, channels: int) -> np.ndarray:
         array = np.asarray(pil, dtype=np.uint8)
         out[i] = array[..., None] if channels == 1 else array
     return out
+
+
+def check(path: str, key: str = "data.path") -> None:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"data path '{path}' does not exist ({key})",
+                        "Pass an image folder with one subfolder per class (--data DIR), or builtin:digits.")
+    if not p.is_dir():
+        raise DataError(f"data path '{path}' is not a folder ({key})", "Pass an image folder with one subfolder per class.")
+    if not any(p.iterdir()):
+        raise DataError(f"data folder '{path}' is empty ({key})", "Put each class's images in its own subfolder.")
+
+
+def scan_source(config, seed: int) -> SourceScan:
+    source = config.path
+    found = scan(Path(source), config.on_bad_image)
+    class_names = select_classes(found.class_names, config.classes, source)
+    if found.layout == "splits":
+        splits = {s: [(f, c) for c in class_names for f in found.files[s].get(c, [])] for s in SPLITS}
+        complete_given_splits(splits, class_names, config, seed)
+    else:
+        splits = split_items({c: found.files["all"][c] for c in class_names}, config, seed)
+    return SourceScan(class_names, splits, found.layout, str(Path(source).resolve()), found.rejected, dict(found.image_sizes))
+
+
+def materialize(index: dict, size: int, channels: int) -> dict[str, np.ndarray]:
+    root = Path(index["source"])
+    out = {}
+    for split_name, entries in index["splits"].items():
+        decoded = [decode(root / item, size, channels) for item, _ in entries]
+        out[split_name] = np.stack(decoded) if decoded else np.zeros((0, size, size, channels), np.uint8)
+    return out
+
+
+register_source(Source(None, "an image folder: one subfolder per class, or train/ val/ [test/] subfolders",
+                       check, scan_source, materialize))

@@ -14,6 +14,9 @@ from typing import Any
 
 import numpy as np
 
+from edgepipe.data.folders import resize_batch
+from edgepipe.data.sources import Scan, Source, register_source
+from edgepipe.data.splits import SPLITS, complete_given_splits, select_classes
 from edgepipe.errors import DataError
 
 TFDS_PREFIX = "tfds:"
@@ -76,3 +79,35 @@ def load_split(spec: str, split: str) -> tuple[list[np.ndarray], np.ndarray]:
         images.append(image if image.ndim == 3 else image[..., None])
         labels.append(int(label))
     return images, np.asarray(labels, dtype=np.int64)
+
+
+def check(spec: str, key: str = "data.path") -> None:
+    if len(spec) == len(TFDS_PREFIX):
+        raise DataError(f"data path '{spec}' names no dataset ({key})", "Write tfds:NAME, e.g. tfds:tf_flowers.")
+
+
+def scan(config, seed: int) -> Scan:
+    source = config.path
+    described = describe(source)
+    names = described["class_names"]
+    class_names = select_classes(names, config.classes, source)
+    wanted = {names.index(c): c for c in class_names}
+    splits: dict = {s: [] for s in SPLITS}
+    for split_name in described["splits"]:
+        _, split_labels = load_split(source, split_name)
+        splits[split_name] = [([split_name, int(i)], wanted[int(lab)]) for i, lab in enumerate(split_labels)
+                              if int(lab) in wanted]
+    complete_given_splits(splits, class_names, config, seed)
+    return Scan(class_names, splits, "tfds", source,
+                image_sizes={"varies (TFDS)": sum(len(v) for v in splits.values())})
+
+
+def materialize(index: dict, size: int, channels: int) -> dict[str, np.ndarray]:
+    out = {}
+    for split_name, entries in index["splits"].items():
+        chosen = [load_split(index["source"], part)[0][i] for (part, i), _ in entries]
+        out[split_name] = resize_batch(chosen, size, channels) if chosen else np.zeros((0, size, size, channels), np.uint8)
+    return out
+
+
+register_source(Source("tfds", "a TensorFlow Datasets image-classification set", check, scan, materialize))

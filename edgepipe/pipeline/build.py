@@ -43,7 +43,7 @@ def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *,
     """Build the configured network with random weights and train every layer; returns (model, summary)."""
     m = config.model
     dataset = materialize(data_index, m.input_size, m.channels)
-    model = build_classifier(resolve_architecture(m), num_classes, m.input_size, m.channels, m.alpha, "none",
+    model = build_classifier(resolve_architecture(m, config.unsafe_load), num_classes, m.input_size, m.channels, m.alpha, "none",
                              m.dropout, config.seed)
     set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
     history = fit(model, dataset.train, dataset.splits["val"], epochs=epochs, batch_size=batch_size,
@@ -65,7 +65,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     index = make_index(config.data, config.seed)
     echo(format_summary(index["summary"]))
     labels = index["class_names"]
-    arch = resolve_architecture(m)
+    arch = resolve_architecture(m, config.unsafe_load)
     weights = "none" if m.path else m.weights
     info: dict = {"architecture": arch.name, "family": arch.family, "input_size": m.input_size, "channels": m.channels,
                   "alpha": resolve_alpha(arch, m.alpha), "weights": m.path or weights, "num_classes": len(labels),

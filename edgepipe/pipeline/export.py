@@ -1,24 +1,28 @@
-"""Stage 3: export the trained model to every requested format, calibrated on the training split."""
+"""Stage 3: export the trained model to every requested format, calibrated on the training split,
+and verify every artifact against the model it came from."""
 
 from __future__ import annotations
 
 import dataclasses
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe import calibration
+from edgepipe.calibration import CalibrationSet, draw
+from edgepipe.backends import CONTAINERS, ExportContext, Format, formats
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
-from edgepipe.exporters import EXPORTERS, ExportContext
-from edgepipe.exporters.verify import verify
-from edgepipe.fileio import read_json, sha256_file, size_mb, write_json
+from edgepipe.fileio import make_folder, read_json, sha256_file, size_mb, write_json
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
+from edgepipe.results import Status
+from edgepipe.verification import Evaluator, run_artifact, verify
+
+VERIFY_IMAGES = 256
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
@@ -31,11 +35,21 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
     }
 
 
+def artifact_files(index_path: Path) -> list[Path]:
+    """Every file an export wrote, per its index: the index, each artifact and the files that travel with it."""
+    if not index_path.exists():
+        return [index_path]
+    folder = index_path.parent
+    files = [index_path]
+    for record in read_json(index_path).get("artifacts", []):
+        if Status(record["status"]).measured:
+            path = folder / record["file"]
+            files += [path, *CONTAINERS.get(record["container"]).companions(path)]
+    return files
+
+
 def _outputs(run: RunDir) -> list:
-    return [run.artifacts_index]
-
-
-VERIFY_IMAGES = 256
+    return artifact_files(run.artifacts_index)
 
 
 @dataclass
@@ -47,13 +61,16 @@ class ExportJob:
     stem: str
     labels: list[str]
     preprocessing: dict
-    calibration_set: Optional[calibration.CalibrationSet] = None
+    calibration_set: Optional[CalibrationSet] = None
     calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None
-    int8_io: str = "uint8"
     calibration_method: str = "minmax"
     accuracy_budget_pp: float = 1.0
     threads: int = 1
+    #: backend name -> its export options dataclass (defaults for the backends not named)
+    options: dict[str, Any] = field(default_factory=dict)
+    #: where temporary work goes (a folder inside the run or output directory)
+    workdir_parent: Optional[Path] = None
 
 
 def export_all(model, job: ExportJob, echo: Echo) -> list[dict[str, Any]]:
@@ -62,63 +79,78 @@ def export_all(model, job: ExportJob, echo: Echo) -> list[dict[str, Any]]:
     A format that fails, cannot be built here, or fails verification is
     recorded with its reason, never raised, so the others still export.
     """
-    reference_top1, reference_probs, verify_images = None, None, None
+    ctx = ExportContext(model, job.labels, job.preprocessing, job.calibration_set, workdir_parent=job.workdir_parent,
+                        calibration_method=job.calibration_method, accuracy_budget_pp=job.accuracy_budget_pp,
+                        calibration_pool=job.calibration_pool, options=dict(job.options), echo=echo)
+    verify_images = reference = None
     if job.validation is not None:
         images, labels = job.validation
-        reference_probs = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
-        reference_top1 = float(np.mean(np.argmax(reference_probs, 1) == labels))
-        verify_images = images[:VERIFY_IMAGES]
-        reference_probs = reference_probs[:VERIFY_IMAGES]
-    ctx = ExportContext(model, job.labels, job.preprocessing, job.calibration_set, job.int8_io,
-                        job.calibration_method, job.accuracy_budget_pp, job.validation, reference_top1, job.threads,
-                        job.calibration_pool)
+        probabilities = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
+        ctx.evaluate = Evaluator(images, labels, job.threads)
+        ctx.reference_top1 = float(np.mean(np.argmax(probabilities, 1) == labels))
+        ctx.validation_labels = labels
+        verify_images, reference = images[:VERIFY_IMAGES], probabilities[:VERIFY_IMAGES]
     records = []
     try:
         for name in job.formats:
-            record = _export_one(ctx, EXPORTERS.get(name), job.out_dir, job.stem, echo)
-            if record["status"] == "ok" and verify_images is not None:
-                try:
-                    record["verification"] = verify(EXPORTERS.get(name), job.out_dir / record["file"], verify_images,
-                                                    reference_probs, job.threads)
-                except Exception as exc:  # the artifact exists but its runtime cannot run it
-                    reason = f"could not run: {str(exc).strip().splitlines()[0][:200]}"
-                    record["verification"] = {"passed": False, "problems": [reason]}
-                if not record["verification"]["passed"]:
-                    record["status"] = "failed-verification"
-                    record["reason"] = "; ".join(record["verification"]["problems"])
-                    echo(f"    verification FAILED: {record['reason']}")
-                else:
-                    v = record["verification"]
-                    echo(f"    verified on {v['images']} images: top-1 agreement {v['top1_agreement']:.1%}, "
-                         f"max |Δp| {v['max_abs_diff']:.2e}")
+            fmt = formats().get(name)
+            record = _export_one(ctx, fmt, job.out_dir, job.stem, echo)
+            if record["status"] == Status.OK.value and verify_images is not None:
+                _verify_into(record, fmt, job.out_dir / record["file"], verify_images, reference, job.threads, echo)
             records.append(record)
     finally:
         ctx.close()
     return records
 
 
-def _export_one(ctx: ExportContext, exporter, out_dir: Path, stem: str, echo: Echo) -> dict[str, Any]:
-    path = out_dir / f"{stem}-{exporter.name}{exporter.suffix}"
-    record: dict[str, Any] = {"format": exporter.name, "precision": exporter.precision, "file": path.name,
-                              "description": exporter.description}
-    unavailable = exporter.available()
+def _verify_into(record: dict[str, Any], fmt: Format, path: Path, images: np.ndarray, reference: np.ndarray,
+                 threads: int, echo: Echo) -> None:
+    try:
+        record["verification"] = verify(fmt, run_artifact(path, fmt.name, images, threads), reference)
+    except Exception as exc:  # the artifact exists but its engine cannot run it
+        reason = f"could not run: {str(exc).strip().splitlines()[0][:200]}"
+        record["verification"] = {"passed": False, "problems": [reason]}
+    v = record["verification"]
+    if not v["passed"]:
+        record["status"] = Status.FAILED_VERIFICATION.value
+        record["reason"] = "; ".join(v["problems"])
+        echo(f"    verification FAILED: {record['reason']}")
+    else:
+        echo(f"    verified on {v['images']} images: top-1 agreement {v['top1_agreement']:.1%}, "
+             f"max |Δp| {v['max_abs_diff']:.2e}")
+
+
+def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo: Echo) -> dict[str, Any]:
+    path = out_dir / f"{stem}-{fmt.name}{fmt.suffix}"
+    record: dict[str, Any] = {"format": fmt.name, "precision": fmt.precision, "container": fmt.container,
+                              "file": path.name, "description": fmt.description}
+    unavailable = fmt.available()
     if unavailable:
-        echo(f"  {exporter.name}: skipped ({unavailable})")
-        return {**record, "status": "skipped", "reason": unavailable}
+        echo(f"  {fmt.name}: skipped ({unavailable})")
+        return {**record, "status": Status.SKIPPED.value, "reason": unavailable}
+    echo(f"  {fmt.name}: exporting ...")
     start = time.perf_counter()
     try:
-        details = exporter.fn(ctx, path)
+        details = fmt.build(ctx, path)
     except Exception as exc:  # any converter failure is reported for this format; the others go on
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-        echo(f"  {exporter.name}: failed ({reason})")
-        return {**record, "status": "failed", "reason": reason}
+        echo(f"  {fmt.name}: failed ({reason})")
+        return {**record, "status": Status.FAILED.value, "reason": reason}
     seconds = time.perf_counter() - start
-    ctx.outputs.setdefault(exporter.name, path)
-    echo(f"  {exporter.name}: {path.name} ({size_mb(path):.2f} MB, {seconds:.1f} s)")
-    if details.get("budget_met") is False:
-        echo(f"    accuracy budget not met: {details.get('budget_note')}")
-    return {**record, "status": "ok", "size_mb": round(size_mb(path), 4), "sha256": sha256_file(path),
+    ctx.outputs.setdefault(fmt.name, path)
+    echo(f"  {fmt.name}: {path.name} ({size_mb(path):.2f} MB, {seconds:.1f} s)")
+    budget = details.get("int8_budget")
+    if budget and budget.get("met") is False:
+        echo(f"    accuracy budget not met: {budget.get('note')}")
+    return {**record, "status": Status.OK.value, "size_mb": round(size_mb(path), 4), "sha256": sha256_file(path),
             "export_seconds": round(seconds, 2), "details": details}
+
+
+def backend_options(config: RunConfig) -> dict[str, Any]:
+    """The export options of every backend that has them, from the config's export.<backend> sections."""
+    from edgepipe.backends import BACKENDS
+
+    return {name: getattr(config.export, backend.section) for name, backend in BACKENDS if backend.export_options}
 
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
@@ -127,20 +159,19 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     from edgepipe.pipeline.bench import resolve_threads
 
     m, e = config.model, config.export
-    model = keras.models.load_model(run.model, compile=False, safe_mode=not m.unsafe_load)
+    model = keras.models.load_model(run.model, compile=False, safe_mode=not config.unsafe_load)
     dataset = materialize(read_json(run.dataset_index), m.input_size, m.channels)
-    calibration_set = calibration.draw(dataset.train.images, dataset.train.labels, e.calibration_size, config.seed)
+    calibration_set = draw(dataset.train.images, dataset.train.labels, e.calibration_size, config.seed)
     echo(f"calibration set: {len(calibration_set)} training images, sha256 {calibration_set.digest[:12]}")
     built = read_json(run.build_info)
     val = dataset.splits["val"]
     job = ExportJob(e.formats, run.artifacts_dir, built["architecture"].replace("user:", ""), run.read_labels(),
                     built["preprocessing"], calibration_set, (dataset.train.images, dataset.train.labels),
-                    (val.images, val.labels), e.int8_io, e.calibration_method, e.accuracy_budget_pp,
-                    resolve_threads(config.bench.threads))
+                    (val.images, val.labels), e.calibration_method, e.accuracy_budget_pp,
+                    resolve_threads(config.bench.threads), backend_options(config), run.scratch)
     echo(f"exporting to {run.artifacts_dir}:")
     records = export_all(model, job, echo)
-    ok = [r for r in records if r["status"] in ("ok", "failed-verification")]
-    if not ok:
+    if not any(Status(r["status"]).measured for r in records):
         raise EdgepipeError("no format could be exported", "See the reasons above; fix them or choose other --formats.")
     write_json(run.artifacts_index, {
         "source_model": run.model.name,
@@ -150,59 +181,91 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     })
 
 
-STAGE = Stage("export", "Export the trained model to TFLite and ONNX artifacts.", _inputs, _outputs, _run,
-              requires=("train",))
+STAGE = Stage("export", "Export the trained model to every configured format and verify each artifact.",
+              _inputs, _outputs, _run, requires=("train",))
 
 
-def expand_formats(formats: list[str]) -> list[str]:
-    """Canonical format names; ``all`` stands for every format this machine can build."""
+def expand_formats(names: list[str]) -> list[str]:
+    """Canonical format names; ``all`` stands for every format this machine can build (the reference
+    model itself, which every run has, is not re-exported)."""
     out: list[str] = []
-    for name in formats:
-        names = [n for n, e in EXPORTERS if e.available() is None] if name == "all" else [EXPORTERS.canonical(name)]
-        out += [n for n in names if n not in out]
+    for name in names:
+        if name == "all":
+            chosen = [n for n, f in formats() if f.available() is None and not f.reference]
+        else:
+            chosen = [formats().canonical(name)]
+        out += [n for n in chosen if n not in out]
     return out
 
 
-def export_model_file(model_path: Path, formats: list[str], out_dir: Path, echo: Echo,
-                      calibration_dir: Optional[Path] = None, calibration_size: int = 200, seed: int = 0,
-                      int8_io: str = "uint8", calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0,
-                      threads: int = 1, unsafe: bool = False) -> Path:
-    """Export any Keras model file (not only a run directory's) to ``out_dir``; returns artifacts.json's path.
-
-    With ``calibration_dir`` (an image folder with one subfolder per class), 80% of each class calibrates
-    and 20% verifies each artifact and judges the INT8 accuracy budget; class names become the labels.
-    """
-    from edgepipe.architectures.loading import load_keras_model
+def _calibration_from(calibration: Any, size: int, channels: int, seed: int):
+    """(class names or None, training pool, validation split or None) from a folder or arrays."""
     from edgepipe.config import DataConfig
     from edgepipe.data import make_index
 
-    model = load_keras_model(str(model_path), unsafe)
-    if not hasattr(model, "inputs"):
-        raise EdgepipeError(f"'{model_path}' is a SavedModel; export needs a Keras model file",
-                            "Save the model as .keras (model.save('model.keras')) and export that.")
+    if isinstance(calibration, (str, Path)):
+        index = make_index(DataConfig(path=str(calibration), val_fraction=0.2), seed)
+        dataset = materialize(index, size, channels)
+        val = dataset.splits["val"]
+        return dataset.class_names, (dataset.train.images, dataset.train.labels), (val.images, val.labels)
+    images, labels = calibration if isinstance(calibration, tuple) else (calibration, None)
+    images = np.asarray(images)
+    if images.ndim != 4 or images.shape[1:] != (size, size, channels):
+        raise EdgepipeError(f"calibration images must be an array (N, {size}, {size}, {channels}) of raw pixels, "
+                            f"got shape {images.shape}", "Pass uint8 images at the model's input size, or a folder.")
+    if labels is None:
+        return None, (images, np.zeros(len(images), np.int64)), None
+    labels = np.asarray(labels, dtype=np.int64)
+    order = np.random.default_rng(seed).permutation(len(images))
+    held = order[: max(1, len(images) // 5)]
+    kept = order[len(held):] if len(images) > 1 else order
+    return None, (images[kept], labels[kept]), (images[held], labels[held])
+
+
+def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibration: Any = None,
+                 class_names: Optional[list[str]] = None, calibration_size: int = 200, seed: int = 0,
+                 calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
+                 unsafe: bool = False, options: Optional[dict[str, Any]] = None) -> Path:
+    """Export any Keras model (an object or a file, not only a run directory's) to ``out_dir``; returns
+    artifacts.json's path. See ``edgepipe.export`` for ``calibration``."""
+    from edgepipe.architectures.loading import load_keras_model
+    from edgepipe.pipeline.bench import resolve_threads
+
+    source = str(model) if isinstance(model, (str, Path)) else None
+    if source is not None:
+        model = load_keras_model(source, unsafe)
+        if not hasattr(model, "inputs"):
+            raise EdgepipeError(f"'{source}' is a SavedModel; export needs a Keras model file",
+                                "Save the model as .keras (model.save('model.keras')) and export that.")
     shape = model.inputs[0].shape
     size, channels = int(shape[1]), int(shape[-1])
-    formats = expand_formats(formats)
-    calibration_set, pool, validation, labels = None, None, None, [f"class_{i}" for i in range(model.outputs[0].shape[-1])]
-    if calibration_dir is not None:
-        index = make_index(DataConfig(path=str(calibration_dir), val_fraction=0.2), seed)
-        dataset = materialize(index, size, channels)
-        labels = dataset.class_names
-        pool = (dataset.train.images, dataset.train.labels)
-        calibration_set = calibration.draw(*pool, calibration_size, seed)
-        if len(labels) == model.outputs[0].shape[-1]:
-            validation = (dataset.splits["val"].images, dataset.splits["val"].labels)
-        else:
-            echo(f"note: {calibration_dir} has {len(labels)} classes but the model outputs "
-                 f"{model.outputs[0].shape[-1]}; artifacts are verified against nothing and INT8 has no accuracy budget")
-    elif any(EXPORTERS.get(f).needs_calibration for f in formats):
+    names = expand_formats(names)
+    outputs = int(model.outputs[0].shape[-1])
+    labels = list(class_names) if class_names else None
+    calibration_set = pool = validation = None
+    if calibration is not None:
+        found, pool, validation = _calibration_from(calibration, size, channels, seed)
+        labels = labels or found
+        calibration_set = draw(pool[0], pool[1], calibration_size, seed)
+        if validation is not None and (labels is not None and len(labels) != outputs):
+            echo(f"note: the calibration data has {len(labels)} classes but the model outputs {outputs}; "
+                 "artifacts are verified against nothing and INT8 has no accuracy budget")
+            validation = None
+    elif any(formats().get(f).needs_calibration for f in names):
         raise EdgepipeError("INT8 formats need calibration images", "Pass --calibration-data DIR (an image folder).")
-    job = ExportJob(formats, out_dir, Path(model_path).stem, labels, {"description": "as saved in the model file"},
-                    calibration_set, pool, validation, int8_io, calibration_method, accuracy_budget_pp, threads)
-    echo(f"exporting {model_path} to {out_dir}:")
+    if labels is not None and len(labels) != outputs:
+        labels = None
+    labels = labels or [f"class_{i}" for i in range(outputs)]
+    make_folder(out_dir)
+    stem = Path(source).stem if source else model.name
+    job = ExportJob(names, out_dir, stem, labels, {"description": "as saved in the model file"},
+                    calibration_set, pool, validation, calibration_method, accuracy_budget_pp, resolve_threads(threads),
+                    options or {}, out_dir / ".edgepipe-tmp")
+    echo(f"exporting {source or stem} to {out_dir}:")
     records = export_all(model, job, echo)
     index_path = out_dir / "artifacts.json"
-    write_json(index_path, {"source_model": str(model_path), "source_sha256": sha256_file(model_path),
+    write_json(index_path, {"source_model": source or stem, "source_sha256": sha256_file(source) if source else None,
                             "calibration": calibration_set.describe() if calibration_set is not None else None,
                             "artifacts": records})
     return index_path
+

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from edgepipe.config import RunConfig
-from edgepipe.fileio import read_json
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.report import write_reports
+from edgepipe.results import read_results
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
@@ -19,7 +19,7 @@ def _outputs(run: RunDir) -> list:
 
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
-    results = read_json(run.results)
+    results = read_results(run.results)
     for line in write_reports(results, run.path, config.export.accuracy_budget_pp):
         echo(line)
 

@@ -3,26 +3,12 @@
 from __future__ import annotations
 
 import datetime as _dt
-import platform
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
 
 from edgepipe.fileio import read_json, sha256_file, write_json
-
-TRACKED_PACKAGES = ("edgepipe", "tensorflow", "keras", "ai-edge-litert", "tflite-runtime", "tf2onnx", "onnx",
-                    "onnxruntime", "onnxruntime-gpu", "tensorrt", "numpy", "scikit-learn", "pillow")
-
-
-def library_versions() -> dict[str, str]:
-    versions = {"python": platform.python_version()}
-    for name in TRACKED_PACKAGES:
-        try:
-            versions[name] = metadata.version(name)
-        except metadata.PackageNotFoundError:
-            continue
-    return versions
+from edgepipe.versions import library_versions
 
 
 def now_iso() -> str:
@@ -75,6 +61,10 @@ class RunDir:
     def manifest(self) -> Path: return self.path / "manifest.json"
     @property
     def stages(self) -> Path: return self.path / "stages.json"
+    @property
+    def scratch(self) -> Path:
+        """Temporary work of the command running now (converter work folders); swept by the next command."""
+        return self.path / ".edgepipe-tmp"
 
     def read_labels(self) -> list[str]:
         return self.labels.read_text(encoding="utf-8").splitlines()
@@ -111,7 +101,8 @@ class RunDir:
     def write_manifest(self, config: dict[str, Any]) -> None:
         files = {}
         for path in sorted(self.path.rglob("*")):
-            if path.is_file() and not path.name.startswith(".") and path != self.manifest and "cache" not in path.relative_to(self.path).parts[:1]:
+            parts = path.relative_to(self.path).parts
+            if path.is_file() and path != self.manifest and parts[0] != "cache" and not any(p.startswith(".") for p in parts):
                 files[str(path.relative_to(self.path))] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
         write_json(self.manifest, {
             "written": now_iso(),

@@ -9,37 +9,15 @@ from typing import Callable, Optional
 
 from edgepipe.architectures import check_weights_request, get_architecture
 from edgepipe.architectures.classifier import resolve_alpha
-from edgepipe.config import DataConfig, RunConfig, to_yaml
-from edgepipe.data.builtin import BUILTIN_PREFIX, BUILTIN_SETS
-from edgepipe.data.tfds_source import TFDS_PREFIX
-from edgepipe.errors import DataError, EdgepipeError
+from edgepipe.config import RunConfig, to_yaml
+from edgepipe.data import check_path
+from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import sha256_value, write_text
 from edgepipe.pipeline import bench, build, export, report, train
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Stage
 
 STAGES: dict[str, Stage] = {s.name: s for s in (build.STAGE, train.STAGE, export.STAGE, bench.STAGE, report.STAGE)}
-
-
-def _check_data_path(data: DataConfig, key: str) -> None:
-    path = data.path
-    if path.startswith(BUILTIN_PREFIX):
-        if path[len(BUILTIN_PREFIX):] not in BUILTIN_SETS:
-            raise DataError(f"unknown built-in dataset '{path}' ({key})",
-                            "Use " + " or ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS) + ", or an image folder.")
-        return
-    if path.startswith(TFDS_PREFIX):
-        if len(path) == len(TFDS_PREFIX):
-            raise DataError(f"data path '{path}' names no dataset ({key})", "Write tfds:NAME, e.g. tfds:tf_flowers.")
-        return
-    p = Path(path)
-    if not p.exists():
-        raise DataError(f"data path '{path}' does not exist ({key})",
-                        "Pass an image folder with one subfolder per class (--data DIR), or builtin:digits.")
-    if not p.is_dir():
-        raise DataError(f"data path '{path}' is not a folder ({key})", "Pass an image folder with one subfolder per class.")
-    if not any(p.iterdir()):
-        raise DataError(f"data folder '{path}' is empty ({key})", "Put each class's images in its own subfolder.")
 
 
 def preflight(config: RunConfig) -> None:
@@ -54,9 +32,9 @@ def preflight(config: RunConfig) -> None:
         alpha = resolve_alpha(arch, m.alpha)
         if not config.pretrain:
             check_weights_request(arch, m.weights, m.input_size, m.channels, alpha)
-    _check_data_path(config.data, "data.path")
+    check_path(config.data.path, "data.path")
     if config.pretrain:
-        _check_data_path(config.pretrain.data, "pretrain.data.path")
+        check_path(config.pretrain.data.path, "pretrain.data.path")
 
 
 def run_stages(config: RunConfig, names: list[str], echo: Callable[[str], None], force: bool = False,

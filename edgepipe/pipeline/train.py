@@ -64,7 +64,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     if dist is not None:
         echo(f"  {dist.num_replicas_in_sync} replicas: tf.distribute {type(dist).__name__}")
     with dist.scope() if dist is not None else contextlib.nullcontext():
-        model = keras.models.load_model(run.model_initial, compile=False, safe_mode=not config.model.unsafe_load)
+        model = keras.models.load_model(run.model_initial, compile=False, safe_mode=not config.unsafe_load)
         outcome = strategy.fn(model, dataset, config.train, config.seed, echo, cache_dir=run.path / "cache")
     probabilities = np.asarray(model.predict(dataset.heldout.images.astype(np.float32), batch_size=64, verbose=0))
     evaluation = evaluate(probabilities, dataset.heldout.labels, dataset.class_names)

@@ -1,17 +1,30 @@
-"""Reports rendered from results.json: Markdown, self-contained HTML, CSV and the Pareto plot."""
+"""Reports rendered from results: Markdown, self-contained HTML, CSV and the Pareto plot."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from edgepipe.report.markdown import LINKS
 from edgepipe.report.markdown import render as render_markdown
+from edgepipe.results import Results, write_results_json
 
-__all__ = ["render_markdown", "write_reports"]
+__all__ = ["render_markdown", "write_reports", "write_results"]
 
 
-def write_reports(results: dict[str, Any], folder: Path, budget_pp: Optional[float] = None,
+def write_results(path: str | Path, results: Results) -> Path:
+    """results.json and, beside it, the same records as CSV (one line per artifact and setting); returns the CSV path."""
+    from edgepipe.fileio import write_text
+    from edgepipe.report.table import rows, to_csv
+
+    path = Path(path)
+    write_results_json(path, results)
+    csv_path = path.with_suffix(".csv")
+    write_text(csv_path, to_csv(rows(results)))
+    return csv_path
+
+
+def write_reports(results: Results, folder: Path, budget_pp: Optional[float] = None,
                   stem: str = "report") -> list[str]:
     """Write <stem>.md, <stem>.html and pareto.png into ``folder``; returns lines saying what was written."""
     from edgepipe.fileio import write_text

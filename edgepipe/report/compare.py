@@ -1,17 +1,22 @@
 """Compare two results files: a Markdown table of changes and threshold gates for CI.
 
-Records are matched by (format, threads, batch size). Latency regressions are
-relative (``p50`` 10% slower); accuracy drops are in top-1 percentage points.
-Results from different devices or engine versions are flagged, and refused
-under ``strict``.
+Records are matched by (format, engine, device, threads, batch size). Latency
+regressions are relative (``p50`` 10% slower); accuracy drops are in top-1
+percentage points. The gate fails closed: an artifact the baseline measured that
+is missing, failed or skipped now counts as a crossed threshold, and so does a
+current file with nothing measured. Results from different devices or engine
+versions are flagged, and refused under ``strict``; so are results of different
+models (architecture, input size, class list).
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Optional
 
 from edgepipe.errors import EdgepipeError
+from edgepipe.results import Record, Results
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 
@@ -23,65 +28,112 @@ class Comparison:
     warnings: list[str] = field(default_factory=list)
 
 
-def _key(record: dict[str, Any]) -> tuple:
-    return record["format"], record.get("device") or "cpu", record.get("threads"), record.get("batch_size")
+def _key(record: Record) -> tuple:
+    return record.format or record.artifact, record.engine, record.device or "cpu", record.threads, record.batch_size
 
 
-def _environment_differences(current: dict, baseline: dict) -> list[str]:
+def _name(key: tuple) -> str:
+    return f"{key[0]} ({key[1]}, {key[2]}, threads {key[3]}, batch {key[4]})"
+
+
+def _environment_differences(current: Results, baseline: Results) -> list[str]:
     notes = []
     for key in ("cpu_model", "machine", "usable_cores", "board_model"):
-        a, b = current.get("device", {}).get(key), baseline.get("device", {}).get(key)
+        a, b = current.device.get(key), baseline.device.get(key)
         if a != b:
             notes.append(f"device {key} differs: {a!r} now, {b!r} in the baseline")
     engines_now, engines_base = {}, {}
     for results, target in ((current, engines_now), (baseline, engines_base)):
-        for record in results.get("records", []):
-            target.update(record.get("runtime_versions") or {})
+        for record in results.records:
+            target.update(record.engine_versions or {})
     for engine in sorted(set(engines_now) & set(engines_base)):
         if engines_now[engine] != engines_base[engine]:
             notes.append(f"{engine} {engines_now[engine]} now, {engines_base[engine]} in the baseline")
     return notes
 
 
-def compare(current: dict, baseline: dict, max_latency_regression: Optional[float] = None,
+def _model_differences(current: Results, baseline: Results) -> list[str]:
+    notes = []
+    for key, label in (("architecture", "architecture"), ("input_size", "input size"), ("channels", "input channels"),
+                       ("num_classes", "number of classes")):
+        a, b = (current.architecture or {}).get(key), (baseline.architecture or {}).get(key)
+        if a is not None and b is not None and a != b:
+            notes.append(f"{label} differs: {a!r} now, {b!r} in the baseline")
+    if current.classes and baseline.classes and list(current.classes) != list(baseline.classes):
+        notes.append("class lists differ: " + ", ".join(current.classes[:5]) + " now, "
+                     + ", ".join(baseline.classes[:5]) + " in the baseline")
+    return notes
+
+
+def check_thresholds(max_latency_regression: Optional[float], max_accuracy_drop_pp: Optional[float]) -> None:
+    """Refuse thresholds that could never fail (NaN) or mean nothing (negative)."""
+    for value, flag in ((max_latency_regression, "--max-latency-regression"), (max_accuracy_drop_pp, "--max-accuracy-drop")):
+        if value is not None and (math.isnan(value) or math.isinf(value) or value < 0):
+            raise EdgepipeError(f"{flag} must be a finite number of at least 0, got {value}",
+                                "Give e.g. --max-latency-regression 10% or --max-accuracy-drop 0.5.")
+
+
+def compare(current: Results, baseline: Results, max_latency_regression: Optional[float] = None,
             max_accuracy_drop_pp: Optional[float] = None, percentiles: tuple[str, ...] = ("p50",),
             strict: bool = False) -> Comparison:
-    """Changes from ``baseline`` to ``current``; violations name each threshold crossed.
+    """Changes from ``baseline`` to ``current``; violations name each threshold crossed (see the module docstring).
 
     ``max_latency_regression`` is a fraction (0.10 = 10% slower allowed).
     """
-    warnings = _environment_differences(current, baseline)
-    if warnings and strict:
-        raise EdgepipeError("results come from different devices or engine versions: " + "; ".join(warnings),
-                            "Compare results from the same device and engines, or drop --strict to compare with a warning.")
-    base = {_key(r): r for r in baseline.get("records", []) if r.get("latency_ms")}
-    rows = ["| artifact | device | threads | batch | top-1 now (%) | top-1 baseline (%) | Δ top-1 (pp) | "
+    check_thresholds(max_latency_regression, max_accuracy_drop_pp)
+    base = {_key(r): r for r in baseline.records if r.latency_ms}
+    if not base:
+        raise EdgepipeError("the baseline has no measured records, so nothing can be gated",
+                            "Pass a baseline results.json in which artifacts were measured.")
+    mismatch = _model_differences(current, baseline)
+    environment = _environment_differences(current, baseline)
+    if strict and (mismatch or environment):
+        what = "different models" if mismatch else "different devices or engine versions"
+        raise EdgepipeError(f"results come from {what}: " + "; ".join(mismatch + environment),
+                            "Compare results of the same model on the same device and engines, or drop --strict "
+                            "to compare with a warning.")
+    warnings = mismatch + environment
+    rows = ["| artifact | engine | device | threads | batch | top-1 now (%) | top-1 baseline (%) | Δ top-1 (pp) | "
             + " | ".join(f"{p} now (ms) | {p} baseline (ms) | Δ {p}" for p in percentiles) + " |",
-            "|---|---|--:|--:|--:|--:|--:|" + "--:|--:|--:|" * len(percentiles)]
+            "|---|---|---|--:|--:|--:|--:|--:|" + "--:|--:|--:|" * len(percentiles)]
     violations: list[str] = []
-    for record in current.get("records", []):
-        key = _key(record)
-        if not record.get("latency_ms"):
+    if not current.records:
+        violations.append("the current results hold no records at all")
+    now = {_key(r): r for r in current.records}
+    for key, old in base.items():
+        record = now.get(key)
+        if record is None:
+            violations.append(f"{_name(key)}: in the baseline but missing from the current results")
             continue
-        old = base.get(key)
-        if old is None:
-            warnings.append(f"{key[0]} ({key[1]}, threads {key[2]}, batch {key[3]}) has no baseline")
+        if not record.usable:
+            violations.append(f"{_name(key)}: {record.status}" + (f" ({record.reason})" if record.reason else "")
+                              + " now, measured in the baseline")
             continue
-        cells = [f"`{key[0]}`", key[1], str(key[2]), str(key[3])]
-        now_top1, old_top1 = record.get("top1"), old.get("top1")
-        drop = None if now_top1 is None or old_top1 is None else (old_top1 - now_top1) * 100
-        cells += [_pct(now_top1), _pct(old_top1), "–" if drop is None else f"{-drop:+.2f}"]
-        if max_accuracy_drop_pp is not None and drop is not None and drop > max_accuracy_drop_pp:
-            violations.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp)")
-        for p in percentiles:
-            now, then = record["latency_ms"][p], old["latency_ms"][p]
-            change = now / then - 1
-            cells += [f"{now:.3f}", f"{then:.3f}", f"{change:+.1%}"]
-            if max_latency_regression is not None and change > max_latency_regression:
-                violations.append(f"{key[0]}: {p} latency {change:+.1%} ({then:.3f} -> {now:.3f} ms; "
-                                  f"limit +{max_latency_regression:.0%})")
-        rows.append("| " + " | ".join(cells) + " |")
+        rows.append(_row(key, record, old, percentiles, max_latency_regression, max_accuracy_drop_pp, violations))
+    for key in now.keys() - base.keys():
+        if now[key].latency_ms:
+            warnings.append(f"{_name(key)} has no baseline")
     return Comparison("\n".join(rows), violations, warnings)
+
+
+def _row(key: tuple, record: Record, old: Record, percentiles: tuple[str, ...], max_latency_regression: Optional[float],
+         max_accuracy_drop_pp: Optional[float], violations: list[str]) -> str:
+    cells = [f"`{key[0]}`", str(key[1]), key[2], str(key[3]), str(key[4])]
+    drop = None if record.top1 is None or old.top1 is None else (old.top1 - record.top1) * 100
+    cells += [_pct(record.top1), _pct(old.top1), "–" if drop is None else f"{-drop:+.2f}"]
+    if max_accuracy_drop_pp is not None:
+        if drop is None and old.top1 is not None:
+            violations.append(f"{key[0]}: top-1 was measured in the baseline but not now")
+        elif drop is not None and drop > max_accuracy_drop_pp:
+            violations.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp)")
+    for p in percentiles:
+        now, then = record.latency_ms[p], old.latency_ms[p]
+        change = now / then - 1
+        cells += [f"{now:.3f}", f"{then:.3f}", f"{change:+.1%}"]
+        if max_latency_regression is not None and change > max_latency_regression:
+            violations.append(f"{key[0]}: {p} latency {change:+.1%} ({then:.3f} -> {now:.3f} ms; "
+                              f"limit +{max_latency_regression:.0%})")
+    return "| " + " | ".join(cells) + " |"
 
 
 def _pct(value: Optional[float]) -> str:

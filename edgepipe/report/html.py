@@ -18,6 +18,7 @@ from edgepipe.report.markdown import (
     table_cells,
 )
 from edgepipe.report.table import analyse, recommendation_line
+from edgepipe.results import SCHEMA, Results, Status
 
 STYLE = """
 body { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; margin: 2rem auto; max-width: 1400px;
@@ -58,20 +59,20 @@ def _table(header: list[str], body: list[list[str]], classes: Optional[list[str]
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(lines)}</tbody></table>"
 
 
-def render(results: dict[str, Any], run_dir: Optional[Path] = None, budget_pp: Optional[float] = None,
+def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional[float] = None,
            pareto_png: Optional[Path] = None, analysed=None) -> str:
     table_rows, verdicts = analysed or analyse(results, budget_pp)
-    arch = results.get("architecture", {})
+    arch = results.architecture or {}
     title = arch.get("architecture", "model") + (f" (alpha {arch['alpha']})" if arch.get("alpha") is not None else "")
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>edgepipe report: {escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>edgepipe report: {escape(title)}</h1>",
              "<ul>" + "".join(f"<li>{_inline_code(line)}</li>" for line in summary_lines(results)) + "</ul>",
              "<h2>Recommendation</h2>"]
     parts += [f'<p class="recommendation">{_inline_code(recommendation_line(s, v))}</p>' for s, v in verdicts.items()]
-    classes = ["recommended" if r.get("recommended") else ("failed" if r["status"] == "failed" or r.get("verification") == "failed"
-               else ("skipped" if r["status"] == "skipped" else "")) for r in table_rows]
+    classes = ["recommended" if r.get("recommended") else ("skipped" if r["status"] == Status.SKIPPED.value else
+               ("failed" if not r["usable"] else "")) for r in table_rows]
     parts += ["<h2>Accuracy and latency</h2>",
-              _table(TABLE_HEADER, [table_cells(r) for r in table_rows], classes, numeric=set(range(4, 15))),
+              _table(TABLE_HEADER, [table_cells(r) for r in table_rows], classes, numeric=set(range(5, 16))),
               '<p class="muted">★ recommended; ◆ on the Pareto frontier (nothing else is both faster and more accurate). '
               "Efficiency: multiply-accumulates per second at the median latency, against the CPU's estimated peak "
               "for the threads used.</p>"]
@@ -82,24 +83,24 @@ def render(results: dict[str, Any], run_dir: Optional[Path] = None, budget_pp: O
                   _table(["", f"published ({arch.get('architecture')}, ImageNet)", "measured here"], reference_rows(results)),
                   '<p class="muted">ImageNet figures are for the 1000-class ImageNet validation set at the architecture\'s '
                   "default input size; your accuracy is on your classes and held-out split.</p>"]
-    training = results.get("training") or {}
+    training = results.training or {}
     if run_dir is not None:
         for name, heading in (("history.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix")):
             if (run_dir / name).exists():
                 parts += [f"<h2>{heading}</h2>", _img(run_dir / name, heading)]
-    baseline = results.get("baseline_from_scratch")
+    baseline = results.baseline_from_scratch
     if baseline:
-        reference = next((r for r in results["records"] if r["format"] == results["reference_format"]), {})
+        top1 = None if results.reference is None else results.reference.top1
         parts += ["<h2>Transfer against training from scratch</h2>",
                   _table(["model", "top-1 (%) on held-out"], [
-                      [f"transfer ({training.get('strategy')}), Keras FP32", pct(reference.get("top1"))],
+                      [f"transfer ({training.get('strategy')}), Keras FP32", pct(top1)],
                       [f"same network from scratch on the target data alone ({baseline['epochs']} epochs)",
                        pct(baseline.get("top1"))]], numeric={1})]
     lines = budget_lines(results)
     if lines:
         parts += ["<h2>INT8 accuracy budget</h2><ul>"] + [f"<li>{_inline_code(line.lstrip('- '))}</li>" for line in lines]
         parts += ["</ul>"]
-    calibration = results.get("calibration")
+    calibration = results.calibration
     if calibration:
         parts.append(f"<p>INT8 calibration set: {calibration['images']} training images (seed {calibration['seed']}), "
                      f"sha256 <code>{escape(calibration['sha256'])}</code>.</p>")
@@ -108,6 +109,6 @@ def render(results: dict[str, Any], run_dir: Optional[Path] = None, budget_pp: O
         if links:
             parts += ["<h2>Files</h2><ul>"] + [f'<li><a href="{escape(n)}">{escape(n)}</a>: {escape(w)}</li>' for n, w in links]
             parts += ["</ul>"]
-    parts.append(f'<p class="muted">Measured {escape(results["created"])} with edgepipe {escape(results["edgepipe"])}; '
-                 f'results schema <code>{escape(results["schema"])}</code>.</p></body></html>')
+    parts.append(f'<p class="muted">Measured {escape(results.created)} with edgepipe {escape(results.edgepipe)}; '
+                 f'results schema <code>{escape(SCHEMA)}</code>.</p></body></html>')
     return "\n".join(parts)

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgepipe.report.table import analyse, recommendation_line
+from edgepipe.report.table import analyse, describe_settings, recommendation_line
+from edgepipe.results import SCHEMA, Results
 
 #: files of a run directory the report links to, with what they hold
 LINKS = [
@@ -16,7 +17,7 @@ LINKS = [
     ("history.csv", "training history"),
     ("confusion_matrix.png", "held-out confusion matrix"),
     ("training.json", "training summary, per-class precision and recall"),
-    ("results.json", "every measured number (schema edgepipe.results/1)"),
+    ("results.json", f"every measured number (schema {SCHEMA})"),
     ("results.csv", "the table as CSV"),
 ]
 
@@ -29,7 +30,7 @@ def pct(value: Optional[float]) -> str:
     return fmt(None if value is None else value * 100, ".2f")
 
 
-TABLE_HEADER = ["artifact", "format", "precision", "setting", "size (MB)", "top-1 (%)", "top-5 (%)",
+TABLE_HEADER = ["artifact", "format", "precision", "engine", "setting", "size (MB)", "top-1 (%)", "top-5 (%)",
                 "Δ top-1 vs FP32 (pp)", "verification", "p50 (ms)", "p90 (ms)", "p99 (ms)", "images/s",
                 "speed-up vs Keras FP32", "efficiency (GMAC/s, % of peak)", "status"]
 
@@ -43,9 +44,11 @@ def table_cells(row: dict[str, Any]) -> list[str]:
             efficiency += f" ({row['fraction_of_peak'] * 100:.1f}%)"
     status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('reason')}"
     marks = (" ★" if row.get("recommended") else "") + (" ◆" if row.get("frontier") else "")
+    settings = describe_settings(row)
     return [
-        str(row["artifact"]) + marks, row["format"], str(row["precision"] or "–"),
-        f"{row['threads']} thr, batch {row['batch_size']}" if row.get("threads") else "–",
+        str(row["artifact"]) + marks, row["format"], str(row["precision"] or "–"), str(row.get("engine") or "–"),
+        (f"{row['threads']} thr, batch {row['batch_size']}" + (f", {settings}" if settings else ""))
+        if row.get("threads") else "–",
         fmt(row.get("size_mb"), ".2f"), pct(row.get("top1")), pct(row.get("top5")), fmt(row.get("top1_change_pp"), "+.2f"),
         str(row.get("verification") or "–"), fmt(row.get("p50_ms"), ".3f"), fmt(row.get("p90_ms"), ".3f"),
         fmt(row.get("p99_ms"), ".3f"), fmt(row.get("images_per_s"), ".1f"), fmt(row.get("speedup_vs_keras"), ".2f", "x"),
@@ -53,18 +56,19 @@ def table_cells(row: dict[str, Any]) -> list[str]:
     ]
 
 
-def reference_rows(results: dict[str, Any]) -> list[list[str]]:
+def reference_rows(results: Results) -> list[list[str]]:
     """Published ImageNet figures of the architecture beside what this run measured."""
-    arch = results.get("architecture") or {}
+    arch = results.architecture or {}
     ref = arch.get("reference") or {}
-    reference_record = next((r for r in results.get("records", []) if r["format"] == results.get("reference_format")), {})
+    measured = results.reference
+    top1, top5, size = (None, None, None) if measured is None else (measured.top1, measured.top5, measured.size_mb)
     params = ref.get("params")
     return [
-        ["ImageNet top-1 (%)", fmt(ref.get("top1"), ".1f"), "– (your data: " + pct(reference_record.get("top1")) + ")"],
-        ["ImageNet top-5 (%)", fmt(ref.get("top5"), ".1f"), "– (your data: " + pct(reference_record.get("top5")) + ")"],
+        ["ImageNet top-1 (%)", fmt(ref.get("top1"), ".1f"), "– (your data: " + pct(top1) + ")"],
+        ["ImageNet top-5 (%)", fmt(ref.get("top5"), ".1f"), "– (your data: " + pct(top5) + ")"],
         ["parameters", "–" if params is None else f"{params:,} ({ref.get('params_counted', 'all')})",
          "–" if arch.get("params") is None else f"{arch['params']:,} (with your head)"],
-        ["size (MB)", fmt(ref.get("size_mb"), ".0f"), fmt(reference_record.get("size_mb"), ".2f")],
+        ["size (MB)", fmt(ref.get("size_mb"), ".0f"), fmt(size, ".2f")],
         ["depth", fmt(ref.get("depth"), "d"), "–"],
         ["MACs per image", "–", "–" if arch.get("macs") is None else f"{arch['macs'] / 1e6:,.1f}M"],
         ["source", ref.get("source") or "–", "this run"],
@@ -79,12 +83,12 @@ def _table(header: list[str], body: list[list[str]], right: Optional[set[int]] =
     return lines
 
 
-def summary_lines(results: dict[str, Any]) -> list[str]:
-    arch = results.get("architecture", {})
-    device = results["device"]
-    cond = results["conditions"]
-    held = results.get("heldout") or {}
-    training = results.get("training") or {}
+def summary_lines(results: Results) -> list[str]:
+    arch = results.architecture or {}
+    device = results.device
+    cond = results.conditions
+    held = results.heldout or {}
+    training = results.training or {}
     lines = []
     if arch:
         lines.append(f"Input {arch.get('input_size')}x{arch.get('input_size')}x{arch.get('channels')} raw pixels; "
@@ -103,22 +107,24 @@ def summary_lines(results: dict[str, Any]) -> list[str]:
         + f"; {cond.get('threads')} thread(s), batch {cond.get('batch_size', cond.get('batch_sizes'))}, warm-up at least "
         f"{cond.get('warmup')} calls and {cond.get('warmup_s', 0)} s, then at least {cond.get('min_iterations')} calls and "
         f"{cond.get('min_duration_s')} s; {cond.get('timing')}.")
+    if results.extra.get("upgraded_from"):
+        lines.append(f"Read from a results file of schema {results.extra['upgraded_from']}.")
     return lines
 
 
-def render(results: dict[str, Any], budget_pp: Optional[float] = None, files: Optional[list[str]] = None,
+def render(results: Results, budget_pp: Optional[float] = None, files: Optional[list[str]] = None,
            analysed=None) -> str:
     """The report; ``files``: names in the run directory to link (default: none); ``analysed``: what
     table.analyse returned, when the caller has it already."""
     table_rows, verdicts = analysed or analyse(results, budget_pp)
-    arch = results.get("architecture", {})
+    arch = results.architecture or {}
     title = arch.get("architecture", "model") + (f" (alpha {arch['alpha']})" if arch.get("alpha") is not None else "")
     lines = [f"# edgepipe report: {title}", ""]
     lines += [f"- {line}" for line in summary_lines(results)]
     lines += ["", "## Recommendation", ""]
     lines += [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
     lines += ["", "## Accuracy and latency", "",
-              *_table(TABLE_HEADER, [table_cells(r) for r in table_rows], right=set(range(4, 15))), "",
+              *_table(TABLE_HEADER, [table_cells(r) for r in table_rows], right=set(range(5, 16))), "",
               "★ recommended; ◆ on the Pareto frontier (nothing else is both faster and more accurate). "
               "Efficiency: multiply-accumulates per second at the median latency, against the CPU's estimated "
               "peak for the threads used.", ""]
@@ -128,40 +134,44 @@ def render(results: dict[str, Any], budget_pp: Optional[float] = None, files: Op
                   "", "ImageNet figures are for the 1000-class ImageNet validation set at the architecture's "
                   "default input size; your accuracy is on your classes and held-out split.", ""]
     lines += _baseline_section(results) + _budget_section(results)
-    calibration = results.get("calibration")
+    calibration = results.calibration
     if calibration:
         lines += [f"INT8 calibration set: {calibration['images']} training images (seed {calibration['seed']}), "
                   f"sha256 `{calibration['sha256'][:16]}`.", ""]
     links = [(name, what) for name, what in LINKS if name in (files or [])]
     if links:
         lines += ["## Files", ""] + [f"- [`{name}`]({name}): {what}" for name, what in links] + [""]
-    lines += [f"Measured {results['created']} with edgepipe {results['edgepipe']}; results schema `{results['schema']}`.", ""]
+    lines += [f"Measured {results.created} with edgepipe {results.edgepipe}; results schema `{SCHEMA}`.", ""]
     return "\n".join(lines)
 
 
-def _baseline_section(results: dict[str, Any]) -> list[str]:
-    baseline = results.get("baseline_from_scratch")
+def _baseline_section(results: Results) -> list[str]:
+    baseline = results.baseline_from_scratch
     if not baseline:
         return []
-    reference = next((r for r in results["records"] if r["format"] == results["reference_format"]), {})
-    gain = None if reference.get("top1") is None else (reference["top1"] - baseline["top1"]) * 100
+    top1 = None if results.reference is None else results.reference.top1
+    gain = None if top1 is None else (top1 - baseline["top1"]) * 100
     return [
         "## Transfer against training from scratch", "",
         "| model | top-1 (%) on held-out |", "|---|--:|",
-        f"| transfer ({results['training'].get('strategy')}), Keras FP32 | {pct(reference.get('top1'))} |",
+        f"| transfer ({(results.training or {}).get('strategy')}), Keras FP32 | {pct(top1)} |",
         f"| same network trained from scratch on the target data alone ({baseline['epochs']} epochs) | {baseline['top1'] * 100:.2f} |",
         "", f"Gain from transfer: {fmt(gain, '+.2f')} percentage points.", "",
     ]
 
 
-def budget_lines(results: dict[str, Any]) -> list[str]:
+def budget_lines(results: Results) -> list[str]:
     lines = []
-    for r in (r for r in results["records"] if r.get("int8_budget")):
-        b = r["int8_budget"]
-        verdict = "met" if b["budget_met"] else "**not met**"
-        lines.append(f"- `{r['format']}`: budget {b['accuracy_budget_pp']} pp of validation top-1, {verdict} "
-                     f"(attempt {b['chosen_attempt']} kept)." + (f" {b['budget_note']}." if b.get("budget_note") else ""))
-        for a in b["attempts"]:
+    seen = set()
+    for r in results.records:
+        b = r.int8_budget
+        if b is None or r.format in seen:  # one budget per artifact, however many engines measured it
+            continue
+        seen.add(r.format)
+        verdict = {True: "met", False: "**not met**", None: "not judged (no validation images)"}[b.met]
+        lines.append(f"- `{r.format}`: budget {b.budget_pp} pp of validation top-1, {verdict} "
+                     f"(attempt {b.chosen_attempt} kept)." + (f" {b.note}." if b.note else ""))
+        for a in b.attempts:
             if "error" in a:
                 lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): could not run: {a['error']}")
             elif a.get("top1") is not None:

@@ -27,7 +27,7 @@ def test_two_devices_merge_into_one_table(tiny_run, tmp_path):
     assert header.count("p50 (ms)") == 2 and "Jetson Orin Nano" in header
     row = next(line for line in text.splitlines() if line.startswith("| `tflite-int8`"))
     cells = [c.strip() for c in row.strip("|").split("|")]
-    assert cells[1] == "cpu"  # the engine's device: CPU, CUDA or TensorRT provider
-    assert abs(float(cells[8]) - 3 * float(cells[5])) < 0.01  # the second device's p50 column
+    assert cells[1] == "litert" and cells[2] == "cpu"  # the engine and its device: CPU, CUDA or TensorRT provider
+    assert abs(float(cells[9]) - 3 * float(cells[6])) < 0.01  # the second device's p50 column
     assert "## Recommendation per device" in text and text.count(": use `") == 2
     assert out.with_suffix(".png").exists() and "](merged.png)" in text  # one Pareto panel per device

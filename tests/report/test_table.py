@@ -3,10 +3,12 @@
 import pytest
 
 from edgepipe.report.table import pareto, recommendation_line, rows, to_csv
+from edgepipe.results import SCHEMA, Results
 
 
 def _record(fmt, precision, top1, p50, status="ok", verification="passed", size=1.0):
-    record = {"format": fmt, "precision": precision, "file": f"m-{fmt}", "status": status, "threads": 2,
+    record = {"format": fmt, "precision": precision, "artifact": f"m-{fmt}", "status": status, "threads": 2,
+              "engine": "test-engine", "device": "cpu",
               "batch_size": 1, "size_mb": size, "top1": top1,
               "verification": None if verification is None else {"passed": verification == "passed"}}
     if p50 is not None:
@@ -14,7 +16,8 @@ def _record(fmt, precision, top1, p50, status="ok", verification="passed", size=
     return record
 
 
-RESULTS = {
+RESULTS = Results.from_dict({
+    "schema": SCHEMA,
     "reference_format": "keras-fp32",
     "device": {"cpu_model": "Test CPU", "hostname": "box"},
     "records": [
@@ -26,7 +29,7 @@ RESULTS = {
 
         _record("tensorrt-fp16", "fp16", None, None, status="skipped"),
     ],
-}
+})
 
 
 def test_frontier_and_recommendation_within_budget():
@@ -53,6 +56,6 @@ def test_csv_has_a_line_per_record_and_units_in_its_header():
     import io
 
     table = list(csv.DictReader(io.StringIO(to_csv(rows(RESULTS)))))
-    assert len(table) == len(RESULTS["records"])
+    assert len(table) == len(RESULTS.records)
     assert table[2]["format"] == "tflite-int8" and float(table[2]["p50_ms"]) == 2.0 and table[2]["size_mb"] == "0.3"
     assert table[-1]["status"] == "skipped" and table[-1]["p50_ms"] == ""

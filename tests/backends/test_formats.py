@@ -7,13 +7,13 @@ import numpy as np
 import onnx
 import pytest
 
-from edgepipe.exporters import EXPORTERS
-from edgepipe.exporters.tflite import tensor_types
+from edgepipe.backends import formats
+from edgepipe.backends.litert.export import tensor_types
 from edgepipe.fileio import read_json
-from edgepipe.pipeline.export import expand_formats, export_model_file
+from edgepipe.pipeline.export import expand_formats, export_model
 from tests.conftest import make_image_folder
 
-CPU_FORMATS = [n for n, e in EXPORTERS if e.available() is None]
+CPU_FORMATS = [n for n, f in formats() if f.available() is None and not f.reference]
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +22,7 @@ def exported(tmp_path_factory, tiny_run):
     tmp = tmp_path_factory.mktemp("export-all")
     data = make_image_folder(tmp / "calib", classes=("0", "1", "2"), per_class=10, size=32)
     lines: list[str] = []
-    index = export_model_file(tiny_run.model, ["all"], tmp / "out", lines.append, calibration_dir=data,
-                              calibration_size=16)
+    index = export_model(tiny_run.model, ["all"], tmp / "out", lines.append, calibration=data, calibration_size=16)
     return {a["format"]: a for a in read_json(index)["artifacts"]}, tmp / "out", lines
 
 
@@ -78,18 +77,18 @@ def test_onnx_files_pass_the_full_checker_and_say_what_they_are(exported):
 def test_int8_artifacts_report_their_accuracy_budget(exported):
     records, _, _ = exported
     for name in ("tflite-int8", "onnx-int8"):
-        details = records[name]["details"]
-        assert details["accuracy_budget_pp"] == 1.0
-        assert details["attempts"] and "top1" in details["attempts"][0]
-        assert isinstance(details["budget_met"], bool)
-        if not details["budget_met"]:
-            assert "budget_note" in details and len(details["attempts"]) > 1
+        budget = records[name]["details"]["int8_budget"]
+        assert budget["budget_pp"] == 1.0
+        assert budget["attempts"] and "top1" in budget["attempts"][0] and "seconds" in budget["attempts"][0]
+        assert isinstance(budget["met"], bool)
+        if not budget["met"]:
+            assert budget["note"] and len(budget["attempts"]) > 1
 
 
 def test_tensorrt_formats_are_skipped_with_a_reason(exported):
     records, _, _ = exported
     for name in ("tensorrt-fp16", "tensorrt-int8"):
-        reason = EXPORTERS.get(name).available()
+        reason = formats().get(name).available()
         if reason is None:
             pytest.skip("TensorRT and a CUDA device are present")
         assert name not in records  # 'all' means what this machine can build
@@ -97,9 +96,9 @@ def test_tensorrt_formats_are_skipped_with_a_reason(exported):
 
 
 def test_tensorrt_format_requested_explicitly_is_recorded_as_skipped(tiny_run, tmp_path):
-    if EXPORTERS.get("tensorrt-fp16").available() is None:
+    if formats().get("tensorrt-fp16").available() is None:
         pytest.skip("TensorRT and a CUDA device are present")
-    index = export_model_file(tiny_run.model, ["tensorrt-fp16", "onnx-fp32"], tmp_path, lambda s: None)
+    index = export_model(tiny_run.model, ["tensorrt-fp16", "onnx-fp32"], tmp_path, lambda s: None)
     records = {a["format"]: a for a in read_json(index)["artifacts"]}
     assert records["tensorrt-fp16"]["status"] == "skipped" and records["tensorrt-fp16"]["reason"]
     assert records["onnx-fp32"]["status"] == "ok"
@@ -107,17 +106,19 @@ def test_tensorrt_format_requested_explicitly_is_recorded_as_skipped(tiny_run, t
 
 def test_a_failing_verification_is_marked_not_hidden(tiny_run):
     """An fp32 tolerance applied to an int8 file must fail: the check is real."""
-    from edgepipe.exporters.base import Exporter, Tolerance
-    from edgepipe.exporters.verify import verify
-    from edgepipe.data import materialize
+    import dataclasses
 
-    int8 = next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite"))
-    strict = Exporter("strict", lambda c, p: {}, ".tflite", "fp32", "test")
-    dataset = materialize(read_json(tiny_run.dataset_index), 32, 3)
     import keras
 
+    from edgepipe.backends import Tolerance
+    from edgepipe.data import materialize
+    from edgepipe.verification import run_artifact, verify
+
+    int8 = next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite"))
+    strict = dataclasses.replace(formats().get("tflite-int8"), precision="fp32")
+    dataset = materialize(read_json(tiny_run.dataset_index), 32, 3)
     reference = keras.models.load_model(tiny_run.model).predict(dataset.heldout.images.astype(np.float32), verbose=0)
-    result = verify(strict, int8, dataset.heldout.images, reference, threads=1)
+    result = verify(strict, run_artifact(int8, "tflite-int8", dataset.heldout.images, threads=1), reference)
     assert strict.tolerance == Tolerance(max_abs_diff=1e-4)
     assert not result["passed"] and result["problems"]
 
@@ -127,15 +128,15 @@ def test_keeping_sensitive_layers_float_keeps_integer_input_and_output(tiny_run,
     with the integer input and output its format name promises."""
     import keras
 
+    from edgepipe.backends import ExportContext
+    from edgepipe.backends.litert.export import _denylisted_model, _sensitive_nodes
     from edgepipe.calibration import draw
     from edgepipe.data import materialize
-    from edgepipe.exporters.base import ExportContext
-    from edgepipe.exporters.tflite import _denylisted_model, _sensitive_nodes
 
     dataset = materialize(read_json(tiny_run.dataset_index), 32, 3)
     calibration = draw(dataset.train.images, dataset.train.labels, 16, 0)
     model = keras.models.load_model(tiny_run.model, compile=False)
-    ctx = ExportContext(model, tiny_run.read_labels(), {}, calibration)
+    ctx = ExportContext(model, tiny_run.read_labels(), {}, calibration, workdir_parent=tmp_path)
     try:
         nodes = _sensitive_nodes(ctx, calibration, 2)
         assert len(nodes) == 2
@@ -149,8 +150,8 @@ def test_keeping_sensitive_layers_float_keeps_integer_input_and_output(tiny_run,
 
 
 def test_float16_arithmetic_has_its_own_tolerance():
-    from edgepipe.exporters.base import TOLERANCES
+    from edgepipe.backends import TOLERANCES
 
-    assert EXPORTERS.get("onnx-fp16").tolerance == TOLERANCES["fp16-compute"]
-    assert EXPORTERS.get("tflite-fp16").tolerance == TOLERANCES["fp16"]  # float16 storage, float32 arithmetic
+    assert formats().get("onnx-fp16").tolerance == TOLERANCES["fp16-compute"]
+    assert formats().get("tflite-fp16").tolerance == TOLERANCES["fp16"]  # float16 storage, float32 arithmetic
     assert TOLERANCES["fp16"].max_abs_diff < TOLERANCES["fp16-compute"].max_abs_diff

@@ -1,4 +1,10 @@
-"""TFLite exporters, converted through a SavedModel export of the Keras model."""
+"""TFLite exporters, converted through a SavedModel export of the Keras model.
+
+Every file gets TFLite model metadata (image input with identity normalization,
+labels as an associated file, name and version) so MediaPipe Tasks and other
+TFLite Support clients can use it as it is, and edgepipe's own record of its
+format and precision.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +13,13 @@ from typing import Any, Optional
 
 import numpy as np
 
+from edgepipe import __version__
+from edgepipe.backends.context import ExportContext
+from edgepipe.backends.litert import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
 from edgepipe.errors import EdgepipeError
-from edgepipe.exporters.base import ExportContext, register_exporter
-from edgepipe.exporters.budget import Attempt, within_budget
 from edgepipe.fileio import write_bytes
+from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
 
 SENSITIVE_LAYERS_KEPT_FLOAT = 3
@@ -30,20 +38,14 @@ def _convert(converter) -> bytes:
 
 def tensor_types(model_bytes_or_path) -> dict[str, Any]:
     """What a TFLite flatbuffer holds, read back by LiteRT: input/output dtypes and tensor dtype counts."""
-    from edgepipe.runtimes.litert import _interpreter_class
+    from edgepipe.backends.litert.runner import open_interpreter
 
-    cls, _ = _interpreter_class()
-    kwargs = ({"model_path": str(model_bytes_or_path)} if isinstance(model_bytes_or_path, (str, Path))
-              else {"model_content": model_bytes_or_path})
     try:
-        with native_output_suppressed():
-            interpreter = cls(**kwargs)
-            interpreter.allocate_tensors()  # a file LiteRT cannot prepare is no artifact
+        interpreter = open_interpreter(model_bytes_or_path)  # a file LiteRT cannot prepare is no artifact
     except RuntimeError as exc:
         raise EdgepipeError(f"LiteRT cannot run the converted model: {str(exc).strip().splitlines()[0][:200]}") from None
-    details = interpreter.get_tensor_details()
     counts: dict[str, int] = {}
-    for d in details:
+    for d in interpreter.get_tensor_details():
         name = np.dtype(d["dtype"]).name
         counts[name] = counts.get(name, 0) + 1
     return {
@@ -53,8 +55,11 @@ def tensor_types(model_bytes_or_path) -> dict[str, Any]:
     }
 
 
-def _write(path: Path, model: bytes, expect: dict[str, Any]) -> dict[str, Any]:
-    """Check the flatbuffer holds the tensor types its format name promises, then write it."""
+def _write(ctx: ExportContext, fmt: str, path: Path, model: bytes, expect: dict[str, Any]) -> dict[str, Any]:
+    """Check the flatbuffer holds the tensor types its format name promises, add the metadata, write it."""
+    from edgepipe.backends.base import FORMATS
+    from edgepipe.backends.litert.metadata import write_metadata
+
     types = tensor_types(model)
     problems = [f"{key} is {types[key]}, expected {value}" for key, value in expect.items()
                 if key in types and types[key] != value]
@@ -62,34 +67,44 @@ def _write(path: Path, model: bytes, expect: dict[str, Any]) -> dict[str, Any]:
         problems.append(f"no {expect['has']} tensors")
     if problems:
         raise EdgepipeError("the converter's output is not what the format promises: " + "; ".join(problems))
+    described = FORMATS.get(fmt)
+    info = {"format": fmt, "precision": described.precision, "producer": f"edgepipe {__version__}",
+            "preprocessing": ctx.preprocessing}
+    model = write_metadata(model, name=f"{ctx.model.name} ({fmt})", description=described.description,
+                           version=__version__, labels=list(ctx.labels), edgepipe_info=info)
     write_bytes(path, model)
     return types
 
 
-@register_exporter("tflite-fp32", suffix=".tflite", precision="fp32", description="TFLite, float32 weights and activations")
+def _integer_io(ctx: ExportContext) -> str:
+    return ctx.options_for("litert").int8_io
+
+
+@LITERT.format("tflite-fp32", container="tflite", precision="fp32", description="TFLite, float32 weights and activations")
 def export_tflite_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
-    return _write(path, _convert(_converter(ctx)), {"input_dtype": "float32", "output_dtype": "float32"})
+    return _write(ctx, "tflite-fp32", path, _convert(_converter(ctx)), {"input_dtype": "float32", "output_dtype": "float32"})
 
 
-@register_exporter("tflite-fp16", suffix=".tflite", precision="fp16",
-                   description="TFLite, float16 weights (dequantized to float32 at load on CPU; native fp16 on GPU delegates)")
+@LITERT.format("tflite-fp16", container="tflite", precision="fp16",
+               description="TFLite, float16 weights (dequantized to float32 at load on CPU; native fp16 on GPU delegates)")
 def export_tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
 
     converter = _converter(ctx)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.target_spec.supported_types = [tf.float16]
-    return _write(path, _convert(converter), {"input_dtype": "float32", "has": "float16"})
+    return _write(ctx, "tflite-fp16", path, _convert(converter), {"input_dtype": "float32", "has": "float16"})
 
 
-@register_exporter("tflite-dynamic", suffix=".tflite", precision="dynamic",
-                   description="TFLite dynamic range: int8 weights, float activations (no calibration)")
+@LITERT.format("tflite-dynamic", container="tflite", precision="dynamic",
+               description="TFLite dynamic range: int8 weights, float activations (no calibration)")
 def export_tflite_dynamic(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
 
     converter = _converter(ctx)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return _write(path, _convert(converter), {"input_dtype": "float32", "output_dtype": "float32", "has": "int8"})
+    return _write(ctx, "tflite-dynamic", path, _convert(converter),
+                  {"input_dtype": "float32", "output_dtype": "float32", "has": "int8"})
 
 
 def _need_calibration(ctx: ExportContext, name: str) -> CalibrationSet:
@@ -105,7 +120,7 @@ def _full_integer_converter(ctx: ExportContext, calibration: CalibrationSet):
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = tflite_representative_dataset(calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    io_type = tf.uint8 if ctx.int8_io == "uint8" else tf.int8
+    io_type = tf.uint8 if _integer_io(ctx) == "uint8" else tf.int8
     converter.inference_input_type = io_type
     converter.inference_output_type = io_type
     return converter
@@ -154,25 +169,26 @@ def _denylisted_model(ctx: ExportContext, calibration: CalibrationSet, nodes: li
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_full_integer_converter(ctx, calibration),
         debug_dataset=tflite_representative_dataset(calibration), debug_options=options)
-    io_type = tf.uint8 if ctx.int8_io == "uint8" else tf.int8
+    io_type = tf.uint8 if _integer_io(ctx) == "uint8" else tf.int8
     with native_output_suppressed():
         return convert.mlir_quantize(debugger.calibrated_model, disable_per_channel=False, input_data_type=io_type,
                                      output_data_type=io_type, denylisted_nodes=nodes)
 
 
-@register_exporter(
-    "tflite-int8", suffix=".tflite", precision="int8", needs_calibration=True,
-    description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)",
-)
+@LITERT.format("tflite-int8", container="tflite", precision="int8", needs_calibration=True,
+               description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)")
 def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     calibration = _need_calibration(ctx, "tflite-int8")
-    io = {"input_dtype": ctx.int8_io, "output_dtype": ctx.int8_io}
+    io = {"input_dtype": _integer_io(ctx), "output_dtype": _integer_io(ctx)}
     state: dict[str, Any] = {}
+
+    def write(p: Path, model: bytes, chosen: CalibrationSet) -> dict[str, Any]:
+        return {**_write(ctx, "tflite-int8", p, model, io), "calibration_images": len(chosen),
+                "calibration_sha256": chosen.digest}
 
     def first():
         return Attempt(f"post-training full-integer quantization, min-max calibration on {len(calibration)} images",
-                       lambda p: {**_write(p, _convert(_full_integer_converter(ctx, calibration)), io),
-                                  "calibration_images": len(calibration), "calibration_sha256": calibration.digest})
+                       lambda p: write(p, _convert(_full_integer_converter(ctx, calibration)), calibration))
 
     def larger():
         bigger = _larger_calibration(ctx)
@@ -180,24 +196,20 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             return None
         state["calibration"] = bigger
         return Attempt(f"larger calibration set: {len(bigger)} training images",
-                       lambda p: {**_write(p, _convert(_full_integer_converter(ctx, bigger)), io),
-                                  "calibration_images": len(bigger), "calibration_sha256": bigger.digest})
+                       lambda p: write(p, _convert(_full_integer_converter(ctx, bigger)), bigger))
 
     def keep_sensitive_float():
         chosen = state.get("calibration", calibration)
         nodes = _sensitive_nodes(ctx, chosen, SENSITIVE_LAYERS_KEPT_FLOAT)
         return Attempt(f"{len(nodes)} most sensitive ops kept in float (largest RMSE/scale in TFLite's quantization debugger)",
-                       lambda p: {**_write(p, _denylisted_model(ctx, chosen, nodes), io), "kept_float": nodes,
-                                  "kept_float_reason": "largest quantization error (RMSE / scale) per op",
-                                  "calibration_images": len(chosen), "calibration_sha256": chosen.digest})
+                       lambda p: {**write(p, _denylisted_model(ctx, chosen, nodes), chosen), "kept_float": nodes,
+                                  "kept_float_reason": "largest quantization error (RMSE / scale) per op"})
 
-    return within_budget(ctx, path, [first, larger, keep_sensitive_float])
+    return within_budget(ctx, path, "tflite-int8", [first, larger, keep_sensitive_float])
 
 
-@register_exporter(
-    "tflite-int16x8", suffix=".tflite", precision="int16x8", needs_calibration=True,
-    description="TFLite, int16 activations and int8 weights (calibrated; float input/output)",
-)
+@LITERT.format("tflite-int16x8", container="tflite", precision="int16x8", needs_calibration=True,
+               description="TFLite, int16 activations and int8 weights (calibrated; float input/output)")
 def export_tflite_int16x8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -206,5 +218,5 @@ def export_tflite_int16x8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = tflite_representative_dataset(calibration)
     converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
-    details = _write(path, _convert(converter), {"has": "int16"})
+    details = _write(ctx, "tflite-int16x8", path, _convert(converter), {"has": "int16"})
     return {**details, "calibration_images": len(calibration), "calibration_sha256": calibration.digest}

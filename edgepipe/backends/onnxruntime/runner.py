@@ -12,7 +12,9 @@ from typing import Optional
 
 import numpy as np
 
-from edgepipe.runtimes.base import InputSpec, Runner, register_runtime
+from edgepipe.backends.onnxruntime import ONNX, OnnxRuntimeSettings
+from edgepipe.backends.runner import InputSpec, Runner
+from edgepipe.errors import MissingDependencyError
 
 PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
 
@@ -25,19 +27,20 @@ def _available() -> Optional[str]:
     return None
 
 
-@register_runtime("onnxruntime", suffixes=(".onnx",), available=_available)
-class OnnxRuntimeRunner(Runner):
-    """Threads set explicitly; spin-waiting off so idle threads do not inflate CPU use."""
+GRAPH_OPTIMIZATION = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+                      "all": "ORT_ENABLE_ALL"}
 
-    devices = ("cpu", "cuda", "tensorrt")
+
+@ONNX.engine("onnxruntime", reads=("onnx",), devices=("cpu", "cuda", "tensorrt"), available=_available,
+             settings=OnnxRuntimeSettings, description="ONNX Runtime: CPU, CUDA or TensorRT execution provider")
+class OnnxRuntimeRunner(Runner):
+    """Threads set explicitly; intra-op spinning as the settings say (on by default: lowest latency)."""
 
     def _activate(self) -> None:
         import onnxruntime as ort
 
         provider = PROVIDERS.get(self.device)
         if provider is None or provider not in ort.get_available_providers():
-            from edgepipe.errors import MissingDependencyError
-
             raise MissingDependencyError(
                 f"ONNX Runtime has no {self.device} execution provider here",
                 "Install onnxruntime-gpu (pip install 'edgepipe[gpu]') on a machine with an NVIDIA GPU, or use --device cpu.",
@@ -46,7 +49,8 @@ class OnnxRuntimeRunner(Runner):
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings.spinning else "0")
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.settings.graph_optimization])
         options.log_severity_level = 3
         self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self._providers(provider))
         self.providers_used = self.session.get_providers()
@@ -59,8 +63,10 @@ class OnnxRuntimeRunner(Runner):
 
             cache = Path.home() / ".cache" / "edgepipe" / "ort-tensorrt"
             cache.mkdir(parents=True, exist_ok=True)
-            # precision follows the artifact: an fp32 model is measured in fp32, QDQ models quantize explicitly
-            return [(provider, {"trt_fp16_enable": "fp16" in self.path.stem, "trt_int8_enable": "int8" in self.path.stem,
+            # precision follows the artifact's recorded precision: an fp32 model is measured in fp32,
+            # QDQ models quantize explicitly
+            precision = self.artifact.precision
+            return [(provider, {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
                                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}),
                     "CUDAExecutionProvider"]
@@ -78,7 +84,6 @@ class OnnxRuntimeRunner(Runner):
         shape = tuple(d if isinstance(d, int) else None for d in self._input.shape)
         dtype = self._input.type.replace("tensor(", "").rstrip(")").replace("float", "float32")
         return InputSpec(self._input.name, shape, dtype)
-
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         start = time.perf_counter()

@@ -1,12 +1,20 @@
-"""TensorFlow/Keras runner for ``.keras`` files (the FP32 reference)."""
+"""Keras backend: the trained ``.keras`` model itself, the FP32 reference every artifact is compared with,
+run through a traced ``tf.function`` on the CPU or (device cuda) the first GPU."""
 
 from __future__ import annotations
 
-from typing import Optional
+from pathlib import Path
+from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe.runtimes.base import InputSpec, Runner, register_runtime
+from edgepipe.backends.base import Backend
+from edgepipe.backends.runner import InputSpec, Runner
+from edgepipe.errors import MissingDependencyError
+
+KERAS = Backend("keras", packages=("tensorflow", "keras"), description="TensorFlow/Keras (the FP32 reference)")
+KERAS.device("cpu", "the host CPU")
+KERAS.device("cuda", "an NVIDIA GPU through CUDA")
 
 
 def _available() -> Optional[str]:
@@ -17,24 +25,40 @@ def _available() -> Optional[str]:
     return None
 
 
-@register_runtime("tensorflow", suffixes=(".keras",), available=_available)
+def _read_info(path: Path) -> dict[str, Any]:
+    # a .keras file is the float model itself; its labels live in the run's labels.txt
+    return {"format": "keras-fp32", "precision": "fp32"}
+
+
+KERAS.container("keras", suffixes=(".keras",), default_engine="tensorflow", read_info=_read_info,
+                description="Keras 3 model file")
+
+
+@KERAS.format("keras-fp32", container="keras", precision="fp32", reference=True,
+              description="the Keras model (the FP32 reference)")
+def export_keras(ctx, path: Path) -> dict[str, Any]:
+    from edgepipe.fileio import atomic_path
+
+    with atomic_path(path, suffix=".keras") as tmp:
+        ctx.model.save(tmp)
+    return {}
+
+
+@KERAS.engine("tensorflow", reads=("keras",), devices=("cpu", "cuda"), available=_available,
+              description="TensorFlow/Keras, traced tf.function")
 class KerasRunner(Runner):
     """The Keras model through a traced tf.function, placed on the CPU or (device cuda) the first GPU."""
-
-    devices = ("cpu", "cuda")
 
     def _activate(self) -> None:
         import tensorflow as tf
 
         if self.device == "cuda" and not tf.config.list_physical_devices("GPU"):
-            from edgepipe.errors import MissingDependencyError
-
             raise MissingDependencyError("TensorFlow sees no GPU here", "Use a CUDA build of TensorFlow on a GPU machine.")
         self._tf_device = "/GPU:0" if self.device == "cuda" else "/CPU:0"
 
         from edgepipe.threads import configure_tensorflow_threads
 
-        configure_tensorflow_threads(self.threads)
+        self.threads_in_force = configure_tensorflow_threads(self.threads)
         import keras
 
         with tf.device(self._tf_device):
@@ -48,6 +72,10 @@ class KerasRunner(Runner):
 
     def _deactivate(self) -> None:
         del self.model, self._tf_fn
+
+    def settings_record(self) -> dict[str, Any]:
+        # TensorFlow fixes its thread pools once per process: record what is really in force
+        return {"threads": getattr(self, "threads_in_force", self.threads), "inter_op_threads": 1}
 
     def input_spec(self) -> InputSpec:
         shape = tuple(self.model.inputs[0].shape)

@@ -1,4 +1,4 @@
-"""The latency harness and accuracy evaluation, the same for every runner."""
+"""The latency harness and accuracy figures, the same for every runner."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.runtimes import Runner
+from edgepipe.backends.runner import Runner
 
 
 @dataclass(frozen=True)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import time
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe.runtimes.base import InputSpec, Runner, register_runtime
+from edgepipe.backends.litert import LITERT, LiteRTSettings
+from edgepipe.backends.runner import InputSpec, Runner
 
 
-def _interpreter_class():
+def interpreter_class():
     """(Interpreter class, package name): ai-edge-litert, else tflite-runtime where it imports."""
     try:
         from ai_edge_litert.interpreter import Interpreter
@@ -27,7 +28,7 @@ def _interpreter_class():
 
 
 def _available() -> Optional[str]:
-    cls, _ = _interpreter_class()
+    cls, _ = interpreter_class()
     return None if cls else "package 'ai-edge-litert' is not installed (pip install ai-edge-litert)"
 
 
@@ -40,17 +41,30 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-@register_runtime("litert", suffixes=(".tflite",), available=_available)
+def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True):
+    """A LiteRT interpreter for a file path or flatbuffer bytes, tensors allocated (XNNPACK unless asked not to)."""
+    cls, _ = interpreter_class()
+    kwargs: dict[str, Any] = {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    if not xnnpack:
+        from ai_edge_litert.interpreter import OpResolverType
+
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    from edgepipe.quiet import native_output_suppressed
+
+    with native_output_suppressed():
+        interpreter = cls(num_threads=threads, **kwargs)
+        interpreter.allocate_tensors()
+    return interpreter
+
+
+@LITERT.engine("litert", reads=("tflite",), devices=("cpu",), available=_available, settings=LiteRTSettings,
+               description="LiteRT (ai-edge-litert) with XNNPACK, explicit thread count")
 class LiteRTRunner(Runner):
     """XNNPACK-delegated CPU inference with an explicit thread count."""
 
     def _activate(self) -> None:
-        cls, self.package = _interpreter_class()
-        from edgepipe.quiet import native_output_suppressed
-
-        with native_output_suppressed():
-            self.interpreter = cls(model_path=str(self.path), num_threads=self.threads)
-            self.interpreter.allocate_tensors()
+        _, self.package = interpreter_class()
+        self.interpreter = open_interpreter(self.path, self.threads, self.settings.xnnpack)
         self._cache_details()
 
     def _cache_details(self) -> None:
@@ -71,14 +85,8 @@ class LiteRTRunner(Runner):
     def _deactivate(self) -> None:
         del self.interpreter
 
-    def _in(self) -> dict:
-        return self._in_detail
-
-    def _out(self) -> dict:
-        return self._out_detail
-
     def input_spec(self) -> InputSpec:
-        detail = self._in()
+        detail = self._in_detail
         shape = tuple(int(d) for d in detail["shape_signature"])
         return InputSpec(detail["name"], tuple(None if d < 0 else d for d in shape), np.dtype(detail["dtype"]).name)
 
@@ -89,7 +97,7 @@ class LiteRTRunner(Runner):
 
     def prepare(self, batch_size: int) -> None:
         if batch_size != self._batch:
-            detail = self._in()
+            detail = self._in_detail
             self.interpreter.resize_tensor_input(detail["index"], [batch_size, *detail["shape"][1:]])
             self.interpreter.allocate_tensors()
             self._cache_details()
@@ -120,7 +128,3 @@ class LiteRTRunner(Runner):
 
     def invoke_only(self):
         return self.interpreter.invoke
-
-    def tensor_types(self) -> tuple[str, str]:
-        """dtype names of the model's input and output tensors."""
-        return np.dtype(self._in()["dtype"]).name, np.dtype(self._out()["dtype"]).name

@@ -3,23 +3,37 @@
 import numpy as np
 import pytest
 
-from edgepipe.benchmark import BenchSettings, measure_latency
+from edgepipe.backends import create_runner, devices_for, engines, engines_for, identify
 from edgepipe.errors import EdgepipeError
+from edgepipe.harness import BenchSettings, measure_latency
 from edgepipe.pipeline.bench import bench_files
-from edgepipe.runtimes import create_runner
-from edgepipe.runtimes.base import devices_for
 
 SETTINGS = BenchSettings(batch_size=1, warmup=1, min_iterations=5, min_duration_s=0.0, warmup_s=0.0)
 
 
-def test_devices_follow_what_each_runner_can_use(tiny_run):
-    onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
-    tflite = next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite"))
-    assert devices_for(onnx, ("cpu", "cuda", "tensorrt")) == ("cpu", "cuda", "tensorrt")
-    assert devices_for(tflite, ("cuda",)) == ("cpu",)  # LiteRT runs on the CPU only
-    assert devices_for("model.engine", ("cpu",)) == ("cuda",)  # an engine runs on its GPU
+def test_devices_follow_what_each_engine_can_use(tiny_run):
+    onnx = identify(next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx")))
+    tflite = identify(next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite")))
+    (ort,) = engines_for(onnx)
+    (litert,) = engines_for(tflite)
+    assert devices_for(ort, ("cpu", "cuda", "tensorrt")) == ("cpu", "cuda", "tensorrt")
+    assert devices_for(litert, ("cuda",)) == ("cpu",)  # LiteRT runs on the CPU only
+    assert devices_for(engines().get("tensorrt"), ("cpu",)) == ("cuda",)  # an engine runs on its GPU
     with pytest.raises(EdgepipeError, match="litert does not run on 'cuda'"):
         create_runner(tflite, threads=1, device="cuda")
+
+
+def test_format_and_precision_come_from_the_file_not_its_name(tiny_run, tmp_path):
+    import shutil
+
+    renamed = tmp_path / "renamed-onnx-fp16.onnx"  # a misleading name
+    shutil.copy(next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx")), renamed)
+    artifact = identify(renamed)
+    assert (artifact.format, artifact.precision) == ("onnx-fp32", "fp32")
+    assert artifact.labels == ("0", "1", "2")
+    tflite = tmp_path / "model.tflite"
+    shutil.copy(next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite")), tflite)
+    assert (identify(tflite).format, identify(tflite).precision) == ("tflite-int8", "int8")
 
 
 def test_missing_execution_provider_is_a_skipped_record_with_the_reason(tiny_run):
@@ -29,9 +43,9 @@ def test_missing_execution_provider_is_a_skipped_record_with_the_reason(tiny_run
         pytest.skip("this machine has ONNX Runtime's CUDA provider")
     onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
     results = bench_files([onnx], lambda s: None, threads=(1,), batches=(1,), settings=SETTINGS, devices=("cpu", "cuda"))
-    cpu, cuda = results["records"]
-    assert cpu["status"] == "ok" and cpu["device"] == "cpu"
-    assert cuda["status"] == "skipped" and "no cuda execution provider" in cuda["reason"]
+    cpu, cuda = results.records
+    assert cpu.status == "ok" and cpu.device == "cpu"
+    assert cuda.status == "skipped" and "no cuda execution provider" in cuda.reason
 
 
 @pytest.mark.parametrize("pattern", ["*-tflite-int8.tflite", "*-onnx-fp32.onnx"])
@@ -71,10 +85,10 @@ def test_litert_fast_input_path_matches_plain_quantization(tiny_run):
 def test_onnx_runtime_gpu_providers(tiny_run, device):
     onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
     results = bench_files([onnx], lambda s: None, threads=(1,), batches=(1,), settings=SETTINGS, devices=(device,))
-    (record,) = results["records"]
-    assert record["status"] == "ok", record
+    (record,) = results.records
+    assert record.status == "ok", record
     expected = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}[device]
-    assert expected in record["runtime_versions"]["providers"]
+    assert expected in record.engine_versions["providers"]
 
 
 @pytest.mark.gpu

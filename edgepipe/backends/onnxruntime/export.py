@@ -6,65 +6,73 @@ import json
 from pathlib import Path
 from typing import Any
 
+from edgepipe import __version__
+from edgepipe.backends.base import FORMATS
+from edgepipe.backends.context import ExportContext
+from edgepipe.backends.onnxruntime import FORMAT_KEY, LABELS_KEY, ONNX, PRECISION_KEY
 from edgepipe.errors import EdgepipeError
-from edgepipe.exporters.base import ExportContext, register_exporter
-from edgepipe.exporters.budget import Attempt, within_budget
 from edgepipe.fileio import write_bytes
+from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
 
-OPSET = 17
 INPUT_NAME = "image"
 SENSITIVE_NODES_KEPT_FLOAT = 3
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
 
-def _metadata(ctx: ExportContext) -> dict[str, str]:
-    return {
-        "labels": json.dumps(ctx.labels),
+def _stamp(model_proto, ctx: ExportContext, format_name: str) -> None:
+    """Record labels, preprocessing, format and precision in the model's metadata_props (replacing old values)."""
+    props = {
+        LABELS_KEY: json.dumps(ctx.labels),
         "preprocessing": json.dumps(ctx.preprocessing),
         "input": "raw pixels 0..255, float32, NHWC",
-        "producer": "edgepipe",
+        "producer": f"edgepipe {__version__}",
+        FORMAT_KEY: format_name,
+        PRECISION_KEY: FORMATS.get(format_name).precision,
     }
+    kept = [(p.key, p.value) for p in model_proto.metadata_props if p.key not in props]
+    del model_proto.metadata_props[:]
+    for key, value in [*kept, *props.items()]:
+        entry = model_proto.metadata_props.add()
+        entry.key, entry.value = key, value
 
 
-def _check_and_write(model_proto, path: Path) -> None:
+def _check_and_write(model_proto, path: Path, ctx: ExportContext, format_name: str) -> None:
     import onnx
 
+    _stamp(model_proto, ctx, format_name)
     onnx.checker.check_model(model_proto, full_check=True)
     write_bytes(path, model_proto.SerializeToString())
 
 
-@register_exporter("onnx-fp32", suffix=".onnx", precision="fp32",
-                   description=f"ONNX opset {OPSET}, float32, dynamic batch (tf2onnx); labels and preprocessing in metadata")
+@ONNX.format("onnx-fp32", container="onnx", precision="fp32",
+             description="ONNX (opset export.onnx.opset), float32, dynamic batch (tf2onnx); labels and preprocessing in metadata")
 def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
     import tf2onnx
 
+    opset = ctx.options_for("onnxruntime").opset
     shape = (None, *ctx.model.inputs[0].shape[1:])
     spec = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
     with native_output_suppressed():
-        model_proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=OPSET)
-    for key, value in _metadata(ctx).items():
-        entry = model_proto.metadata_props.add()
-        entry.key, entry.value = key, value
-    _check_and_write(model_proto, path)
+        model_proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=opset)
+    _check_and_write(model_proto, path, ctx, "onnx-fp32")
     ctx.outputs["onnx-fp32"] = path
-    return {"opset": OPSET, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output]}
+    return {"opset": opset, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output]}
 
 
-@register_exporter("onnx-fp16", suffix=".onnx", precision="fp16", tolerance="fp16-compute",
-                   description="ONNX, float16 weights and activations inside, float32 input/output")
+@ONNX.format("onnx-fp16", container="onnx", precision="fp16", tolerance="fp16-compute",
+             description="ONNX, float16 weights and activations inside, float32 input/output")
 def export_onnx_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
-
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     model = onnx.load(str(ctx.require("onnx-fp32")))
     half = OnnxModel(convert_float_to_float16(model, keep_io_types=True))
     half.topological_sort()  # the converter appends its output casts after their consumers
-    _check_and_write(half.model, path)
-    return {"opset": OPSET, "io_types": "float32", "converted_from": "onnx-fp32"}
+    _check_and_write(half.model, path, ctx, "onnx-fp16")
+    return {"opset": ctx.options_for("onnxruntime").opset, "io_types": "float32", "converted_from": "onnx-fp32"}
 
 
 class _Reader:
@@ -98,25 +106,26 @@ def _preprocessed(ctx: ExportContext) -> Path:
 
 
 def _quantize(ctx: ExportContext, path: Path, method: str, exclude: list[str]) -> dict[str, Any]:
+    import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
-    symmetric = bool(ctx.options.get("symmetric_activations", False))
+    options = ctx.options_for("onnxruntime")
+    symmetric, per_channel = options.symmetric_activations, options.per_channel
+    raw = ctx.workdir / f"quantized-{path.name}"
     with native_output_suppressed():
         quantize_static(
-            str(_preprocessed(ctx)), str(path), _Reader(ctx.calibration, INPUT_NAME),
-            quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QInt8,
+            str(_preprocessed(ctx)), str(raw), _Reader(ctx.calibration, INPUT_NAME),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
             nodes_to_exclude=exclude or None,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
         )
-    import onnx
-
-    model = onnx.load(str(path))
-    onnx.checker.check_model(model, full_check=True)
+    model = onnx.load(str(raw))
     qdq = sum(1 for node in model.graph.node if node.op_type in ("QuantizeLinear", "DequantizeLinear"))
     if qdq == 0:
         raise EdgepipeError("ONNX Runtime produced no QuantizeLinear/DequantizeLinear nodes")
-    return {"format": "QDQ", "per_channel": True, "activations": "int8" + (" symmetric" if symmetric else ""),
+    _check_and_write(model, path, ctx, "onnx-int8")
+    return {"format": "QDQ", "per_channel": per_channel, "activations": "int8" + (" symmetric" if symmetric else ""),
             "weights": "int8 symmetric", "calibration_method": method, "qdq_nodes": qdq,
             "calibration_images": len(ctx.calibration), "calibration_sha256": ctx.calibration.digest,
             "kept_float": exclude}
@@ -151,10 +160,8 @@ def _sensitive_nodes(ctx: ExportContext, quantized: Path, count: int) -> list[st
     return nodes
 
 
-@register_exporter(
-    "onnx-int8", suffix=".onnx", precision="int8", needs_calibration=True,
-    description="ONNX, static INT8 in QDQ format (ONNX Runtime), per-channel weights, calibrated",
-)
+@ONNX.format("onnx-int8", container="onnx", precision="int8", needs_calibration=True,
+             description="ONNX, static INT8 in QDQ format (ONNX Runtime), per-channel weights, calibrated")
 def export_onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     if ctx.calibration is None or len(ctx.calibration) == 0:
         raise EdgepipeError("onnx-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory.")
@@ -180,4 +187,4 @@ def export_onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
                                   "kept_float_reason": "lowest SQNR of quantized against float activations"})
     keep_sensitive_float.__name__ = "sensitive nodes kept in float"
 
-    return within_budget(ctx, path, [recipe(first_method), *[recipe(m) for m in others], keep_sensitive_float])
+    return within_budget(ctx, path, "onnx-int8", [recipe(first_method), *[recipe(m) for m in others], keep_sensitive_float])

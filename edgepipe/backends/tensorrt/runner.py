@@ -4,22 +4,23 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepipe.gpu import check, cudart, device_facts, tensorrt_unavailable
-from edgepipe.runtimes.base import InputSpec, Runner, register_runtime
+from edgepipe.backends.runner import InputSpec, Runner
+from edgepipe.backends.tensorrt import TENSORRT, tensorrt_unavailable
+from edgepipe.backends.tensorrt.engine_info import check_engine_compatible, engine_facts, read_sidecar
+from edgepipe.gpu import check, cudart
+
+TENSORRT.device("cuda", "an NVIDIA GPU through CUDA")
 
 
-@register_runtime("tensorrt", suffixes=(".engine",), available=tensorrt_unavailable)
+@TENSORRT.engine("tensorrt", reads=("tensorrt",), devices=("cuda",), available=tensorrt_unavailable,
+                 description="TensorRT runtime: pinned buffers, one CUDA stream, CUDA-event timing")
 class TensorRTRunner(Runner):
     """Refuses engines built for another GPU or TensorRT version (from the sidecar JSON)."""
-
-    devices = ("cuda",)
 
     def _activate(self) -> None:
         import tensorrt as trt
 
-        from edgepipe.exporters.tensorrt_export import check_engine_compatible, read_sidecar
-
-        check_engine_compatible(read_sidecar(self.path), device_facts())
+        check_engine_compatible(read_sidecar(self.path), engine_facts())
         self.rt = cudart()
         self.trt_engine = trt.Runtime(trt.Logger(trt.Logger.WARNING)).deserialize_cuda_engine(self.path.read_bytes())
         self.context = self.trt_engine.create_execution_context()
@@ -67,7 +68,9 @@ class TensorRTRunner(Runner):
         return InputSpec(self.input_name, tuple(None if d < 0 else d for d in shape), "float32")
 
     def versions(self) -> dict[str, str]:
-        return {"tensorrt": device_facts()["tensorrt"]}
+        import tensorrt as trt
+
+        return {"tensorrt": trt.__version__}
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         rt = self.rt

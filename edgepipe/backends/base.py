@@ -1,0 +1,200 @@
+"""What a backend is, and the registries its decorators fill.
+
+A backend owns one inference technology end to end: the artifact *containers* it
+reads and writes (``.tflite``, ``.onnx``, OpenVINO IR, TensorRT engines), the
+export *formats* it builds (``tflite-int8``: a container plus a precision), the
+*engines* that run artifacts (a Runner class per engine), its typed export
+options and engine settings, and its metadata (sidecars, caches). A backend is
+one package under ``edgepipe/backends/`` that creates a :class:`Backend` and
+registers everything through its decorators::
+
+    LITERT = Backend("litert", packages=("ai-edge-litert",))
+    LITERT.container("tflite", suffixes=(".tflite",), default_engine="litert", ...)
+
+    @LITERT.engine("litert", reads=("tflite",), devices=("cpu",))
+    class LiteRTRunner(Runner): ...
+
+    @LITERT.format("tflite-int8", container="tflite", precision="int8", ...)
+    def export_tflite_int8(ctx, path): ...
+
+Stages, reports and the CLI only ask these registries; they never test a format
+or engine name themselves.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edgepipe.registry import Registry
+
+#: precisions whose arithmetic is integer (efficiency is judged against the CPU's integer peak)
+INTEGER_PRECISIONS = ("int8", "int16x8")
+
+
+def always_available() -> Optional[str]:
+    return None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """How close an artifact's outputs must be to the Keras model's on the same images.
+
+    ``max_abs_diff`` bounds the largest probability difference; ``min_agreement``
+    bounds the fraction of images whose top-1 class matches. None: not checked.
+    """
+
+    max_abs_diff: Optional[float] = None
+    min_agreement: Optional[float] = None
+
+    def check(self, figures: dict[str, float]) -> list[str]:
+        """Reasons the figures are outside this tolerance (empty when within)."""
+        problems = []
+        if self.max_abs_diff is not None and figures["max_abs_diff"] > self.max_abs_diff:
+            problems.append(f"max |Δp| {figures['max_abs_diff']:.2e} > {self.max_abs_diff:.0e}")
+        if self.min_agreement is not None and figures["top1_agreement"] < self.min_agreement:
+            problems.append(f"top-1 agreement {figures['top1_agreement']:.1%} < {self.min_agreement:.0%}")
+        return problems
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_abs_diff": self.max_abs_diff, "min_agreement": self.min_agreement}
+
+
+TOLERANCES = {
+    "fp32": Tolerance(max_abs_diff=1e-4),
+    # float16 weights, float32 arithmetic (TFLite fp16 on the CPU dequantizes the weights)
+    "fp16": Tolerance(max_abs_diff=2e-2, min_agreement=0.98),
+    # float16 arithmetic end to end (ONNX fp16, TensorRT FP16): rounding accumulates over dozens of layers
+    "fp16-compute": Tolerance(max_abs_diff=5e-2, min_agreement=0.98),
+    "dynamic": Tolerance(min_agreement=0.95),
+    "int16x8": Tolerance(min_agreement=0.95),
+    "int8": Tolerance(min_agreement=0.90),
+}
+
+
+@dataclass(frozen=True)
+class Container:
+    """A kind of artifact file, and how to read what the file itself records about it."""
+
+    name: str
+    backend: str
+    suffixes: tuple[str, ...]
+    default_engine: str
+    description: str
+    #: the file's own record of what it is: {"format", "precision", "labels", ...}; {} when it has none
+    read_info: Callable[[Path], dict[str, Any]]
+    #: files that must travel with the artifact (a TensorRT sidecar, OpenVINO's .bin)
+    companions: Callable[[Path], list[Path]] = lambda path: []
+
+
+@dataclass(frozen=True)
+class Format:
+    """An export format: a container in one precision, and the function that builds it.
+
+    ``build(ctx, path)`` writes the artifact at ``path`` (atomically) and returns
+    what it knows about it as a JSON-able dict.
+    """
+
+    name: str
+    backend: str
+    container: str
+    precision: str
+    description: str
+    build: Callable[..., dict[str, Any]]
+    needs_calibration: bool = False
+    available: Callable[[], Optional[str]] = always_available
+    #: key in TOLERANCES when it is not the precision (e.g. fp16-compute)
+    tolerance_key: Optional[str] = None
+    #: the FP32 model itself, which every other artifact is compared with (not exported by 'all')
+    reference: bool = False
+
+    @property
+    def suffix(self) -> str:
+        return CONTAINERS.get(self.container).suffixes[0]
+
+    @property
+    def tolerance(self) -> Tolerance:
+        return TOLERANCES.get(self.tolerance_key or self.precision, Tolerance(min_agreement=0.9))
+
+
+@dataclass(frozen=True)
+class Engine:
+    """An inference engine: the Runner class, the containers it reads and the devices it runs on."""
+
+    name: str
+    backend: str
+    runner: type
+    reads: tuple[str, ...]
+    devices: tuple[str, ...]
+    available: Callable[[], Optional[str]]
+    description: str
+    #: dataclass of the engine's settings (config section bench.<engine>), or None
+    settings: Optional[type] = None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    name: str
+    description: str
+
+
+BACKENDS: Registry["Backend"] = Registry("backend")
+CONTAINERS: Registry[Container] = Registry("artifact container")
+FORMATS: Registry[Format] = Registry("format", list_command="edgepipe formats")
+ENGINES: Registry[Engine] = Registry("engine", list_command="edgepipe formats")
+DEVICES: dict[str, DeviceInfo] = {}
+
+
+class Backend:
+    """One engine's build side and run side, registered together."""
+
+    def __init__(self, name: str, *, packages: tuple[str, ...] = (), export_options: Optional[type] = None,
+                 section: Optional[str] = None, description: str = ""):
+        self.name = name
+        #: package distributions whose versions are recorded with every run
+        self.packages = packages
+        #: dataclass of the backend's export options (config section export.<section>), or None
+        self.export_options = export_options
+        #: the config section of its export options, named after the files it makes (export.tflite, export.onnx)
+        self.section = section or name
+        self.description = description
+        BACKENDS.add(name, self)
+
+    def container(self, name: str, *, suffixes: tuple[str, ...], default_engine: str, description: str,
+                  read_info: Callable[[Path], dict[str, Any]],
+                  companions: Optional[Callable[[Path], list[Path]]] = None) -> Container:
+        entry = Container(name, self.name, tuple(s.lower() for s in suffixes), default_engine, description, read_info,
+                          companions or (lambda path: []))
+        CONTAINERS.add(name, entry)
+        return entry
+
+    def device(self, name: str, description: str) -> None:
+        DEVICES.setdefault(name, DeviceInfo(name, description))
+
+    def format(self, name: str, *, container: str, precision: str, description: str, needs_calibration: bool = False,
+               available: Callable[[], Optional[str]] = always_available,
+               tolerance: Optional[str] = None, reference: bool = False) -> Callable:
+        def decorator(fn: Callable) -> Callable:
+            FORMATS.add(name, Format(name, self.name, container, precision, description, fn, needs_calibration,
+                                     available, tolerance, reference))
+            return fn
+
+        return decorator
+
+    def engine(self, name: str, *, reads: tuple[str, ...], devices: tuple[str, ...],
+               available: Callable[[], Optional[str]] = always_available, description: str = "",
+               settings: Optional[type] = None) -> Callable:
+        def decorator(cls: type) -> type:
+            cls.engine = name
+            cls.devices = devices
+            ENGINES.add(name, Engine(name, self.name, cls, reads, devices, available, description, settings))
+            return cls
+
+        return decorator
+
+    def formats(self) -> list[Format]:
+        return [f for _, f in FORMATS if f.backend == self.name]
+
+    def engines(self) -> list[Engine]:
+        return [e for _, e in ENGINES if e.backend == self.name]

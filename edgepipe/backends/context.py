@@ -1,0 +1,108 @@
+"""What every exporter may use: the model, labels, calibration set, options, and an evaluator.
+
+Exporters never run artifacts through the harness themselves: the export stage
+passes an *evaluator* (``ctx.evaluate(path, format_name)``) that runs a candidate
+file on the validation split through the registered engine and returns its
+predictions. Recipes judged by accuracy (the INT8 budget) ask it.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """An artifact's predictions on the validation split, and its top-1 there."""
+
+    probabilities: np.ndarray
+    top1: float
+
+
+Evaluator = Callable[[Path, str], Evaluation]
+
+
+@dataclass
+class ExportContext:
+    """Shared by every exporter in one export.
+
+    ``evaluate`` is None when there are no validation images (then no recipe can
+    be judged by accuracy and INT8 keeps its first recipe); ``reference_top1`` is
+    the Keras model's top-1 there. ``options`` maps a backend name to its export
+    options dataclass (see ``options_for``). ``workdir_parent`` is where temporary
+    work goes (inside the run or output folder, so nothing is left in the system's
+    temporary folder); the SavedModel and other formats' outputs are made once, on
+    first request.
+    """
+
+    model: Any  # keras.Model
+    labels: list[str]
+    preprocessing: dict[str, Any]
+    calibration: Any = None  # CalibrationSet or None
+    workdir_parent: Optional[Path] = None
+    evaluate: Optional[Evaluator] = None
+    reference_top1: Optional[float] = None
+    validation_labels: Optional[np.ndarray] = None
+    reference_probabilities: Optional[np.ndarray] = None
+    calibration_method: str = "minmax"
+    accuracy_budget_pp: float = 1.0
+    calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None  # the training split, for larger sets
+    options: dict[str, Any] = field(default_factory=dict)
+    outputs: dict[str, Path] = field(default_factory=dict)
+    echo: Callable[[str], None] = lambda line: None
+    _workdir: Optional[Path] = field(default=None, repr=False)
+    _saved_model: Optional[Path] = field(default=None, repr=False)
+
+    def options_for(self, backend: str) -> Any:
+        """The export options of ``backend`` (its defaults when the caller gave none)."""
+        from edgepipe.backends.base import BACKENDS
+
+        if backend not in self.options:
+            options_cls = BACKENDS.get(backend).export_options
+            self.options[backend] = options_cls() if options_cls else None
+        return self.options[backend]
+
+    @property
+    def workdir(self) -> Path:
+        if self._workdir is None:
+            parent = self.workdir_parent
+            if parent is not None:
+                parent.mkdir(parents=True, exist_ok=True)
+            self._workdir = Path(tempfile.mkdtemp(prefix="export-", dir=parent))
+        return self._workdir
+
+    @property
+    def validation_images(self) -> Optional[int]:
+        return None if self.validation_labels is None else len(self.validation_labels)
+
+    def saved_model(self) -> Path:
+        if self._saved_model is None:
+            from edgepipe.quiet import native_output_suppressed
+
+            path = self.workdir / "saved_model"
+            with native_output_suppressed():
+                self.model.export(str(path), format="tf_saved_model", verbose=False)
+            self._saved_model = path
+        return self._saved_model
+
+    def require(self, format_name: str) -> Path:
+        """The artifact of another format: the one exported in this run, else one made in the work folder."""
+        from edgepipe.backends.base import FORMATS
+
+        if format_name not in self.outputs:
+            fmt = FORMATS.get(format_name)
+            path = self.workdir / f"dependency-{format_name}{fmt.suffix}"
+            fmt.build(self, path)
+            self.outputs[format_name] = path
+        return self.outputs[format_name]
+
+    def close(self) -> None:
+        if self._workdir is not None:
+            shutil.rmtree(self._workdir, ignore_errors=True)
+            self._workdir, self._saved_model = None, None

@@ -1,0 +1,123 @@
+"""The one interface every inference engine implements, and the artifact it runs.
+
+A runner is activated (engine loaded), describes its input, infers batches of
+raw pixels and returns class probabilities as float32, and is deactivated; it is
+a context manager. Quantized engines quantize inputs and dequantize outputs
+themselves, so callers never branch on format.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """An artifact file and what it is, as recorded when it was made (never guessed from its name)."""
+
+    path: Path
+    container: str
+    format: Optional[str] = None  # None for a file that does not say what it is
+    precision: Optional[str] = None
+    labels: Optional[tuple[str, ...]] = None
+    info: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def label(self) -> str:
+        """The format name, or the container with a note when the file records no format."""
+        return self.format or f"{self.container} (format not recorded in the file)"
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    name: str
+    shape: tuple[Optional[int], ...]  # NHWC; None for a dynamic dimension
+    dtype: str  # dtype of the engine's own input tensor (e.g. "uint8" for a full-integer model)
+
+
+class Runner(abc.ABC):
+    """Base class: subclasses implement ``_activate``, ``_infer``, ``input_spec`` and ``versions``.
+
+    ``settings`` is the engine's settings dataclass (None: its defaults);
+    :meth:`settings_record` says what was in force, and is recorded with every result.
+    """
+
+    #: set by the Backend.engine decorator
+    engine: str = ""
+    devices: tuple[str, ...] = ("cpu",)
+
+    def __init__(self, artifact: Artifact, threads: int, device: str = "cpu", settings: Any = None):
+        self.artifact = artifact
+        self.path = Path(artifact.path)
+        self.threads = int(threads)
+        self.device = device
+        self.settings = settings
+        self.active = False
+        self.load_ms: Optional[float] = None
+        #: set by runners that can time the engine apart from staging: the last call's engine time
+        #: (CPU: the invoke/run call; GPU: compute between CUDA events) and host-device copy time, in ms
+        self.last_compute_ms: Optional[float] = None
+        self.last_copy_ms: Optional[float] = None
+
+    # -- lifecycle ---------------------------------------------------------------
+    def activate(self) -> "Runner":
+        start = time.perf_counter()
+        self._activate()
+        self.load_ms = (time.perf_counter() - start) * 1e3
+        self.active = True
+        return self
+
+    def deactivate(self) -> None:
+        if self.active:
+            self._deactivate()
+        self.active = False
+
+    def __enter__(self) -> "Runner":
+        return self.activate()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.deactivate()
+
+    # -- inference ------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Class probabilities (float32, (N, classes)) for raw-pixel images (N, H, W, C)."""
+        if not self.active:
+            raise RuntimeError(f"{type(self).__name__} used before activate()")
+        return self._infer(np.ascontiguousarray(batch, dtype=np.float32))
+
+    def prepare(self, batch_size: int) -> None:
+        """Make the engine ready for ``batch_size`` (resize tensors etc.); no-op by default."""
+
+    def invoke_only(self) -> Callable[[], None]:
+        """A zero-argument call that runs the engine on already-staged input (for overhead checks)."""
+        raise NotImplementedError
+
+    def settings_record(self) -> dict[str, Any]:
+        """The engine settings in force (threads included), recorded with every measurement."""
+        record: dict[str, Any] = {"threads": self.threads}
+        if self.settings is not None:
+            record.update(dataclasses.asdict(self.settings))
+        return record
+
+    @abc.abstractmethod
+    def input_spec(self) -> InputSpec: ...
+
+    @abc.abstractmethod
+    def versions(self) -> dict[str, str]:
+        """Engine package versions, recorded with every result."""
+
+    @abc.abstractmethod
+    def _activate(self) -> None: ...
+
+    def _deactivate(self) -> None:
+        pass
+
+    @abc.abstractmethod
+    def _infer(self, batch: np.ndarray) -> np.ndarray: ...

@@ -1,0 +1,92 @@
+"""Accuracy-aware INT8: try quantization recipes in order until one stays within the accuracy budget."""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edgepipe.backends.context import ExportContext
+from edgepipe.fileio import atomic_path
+from edgepipe.results import Int8Budget
+
+
+@dataclass
+class Attempt:
+    """One recipe: ``build(path)`` writes the artifact and returns details (e.g. layers kept in float)."""
+
+    description: str
+    build: Callable[[Path], dict[str, Any]]
+
+
+def _error_line(exc: Exception) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:200] if text else type(exc).__name__
+
+
+def within_budget(ctx: ExportContext, path: Path, format_name: str,
+                  attempts: list[Callable[[], Optional[Attempt]]]) -> dict[str, Any]:
+    """Run attempts in order; keep the first whose validation top-1 is at most ``ctx.accuracy_budget_pp``
+    below the Keras model's, else the most accurate one. Every attempt is reported (with its time).
+
+    Each list item is a zero-argument factory so later recipes can depend on
+    what earlier ones learned (e.g. the most sensitive layers); a factory may
+    return None to say it has nothing to try. Returns the kept attempt's details
+    with the budget record under ``int8_budget``.
+    """
+    report: list[dict[str, Any]] = []
+    best: Optional[tuple[float, Path, dict, int]] = None
+    for i, factory in enumerate(attempts, start=1):
+        start = time.perf_counter()
+        try:
+            attempt = factory()
+            if attempt is None:
+                continue
+            candidate = ctx.workdir / f"attempt{i}-{path.name}"
+            details = attempt.build(candidate)
+            evaluation = ctx.evaluate(candidate, format_name) if ctx.evaluate else None
+        except Exception as exc:  # a recipe that cannot run here is reported; the others still get their turn
+            if i == 1:
+                raise
+            report.append({"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "error": _error_line(exc),
+                           "seconds": round(time.perf_counter() - start, 2)})
+            continue
+        entry: dict[str, Any] = {"attempt": i, "recipe": attempt.description, **details,
+                                 "seconds": round(time.perf_counter() - start, 2)}
+        ctx.echo(f"    attempt {i}: {attempt.description}" + ("" if evaluation is None else
+                 f": validation top-1 {evaluation.top1:.2%}"))
+        if evaluation is None:  # no validation data: the first recipe is all we can judge
+            report.append(entry)
+            best = (0.0, candidate, details, i)
+            break
+        drop = (ctx.reference_top1 - evaluation.top1) * 100
+        entry.update(top1=evaluation.top1, drop_pp=drop, within_budget=drop <= ctx.accuracy_budget_pp)
+        report.append(entry)
+        if best is None or evaluation.top1 > best[0] or drop <= ctx.accuracy_budget_pp:
+            best = (evaluation.top1, candidate, details, i)
+        if drop <= ctx.accuracy_budget_pp:
+            break
+    assert best is not None, "no quantization recipe ran"
+    with atomic_path(path) as tmp:  # copy, then rename into place (the work folder may be another filesystem)
+        shutil.copyfile(best[1], tmp)
+    kept = next(r for r in report if r["attempt"] == best[3])
+    met = kept.get("within_budget") if ctx.evaluate else None
+    budget = Int8Budget(
+        budget_pp=ctx.accuracy_budget_pp, met=met, chosen_attempt=best[3], attempts=report,
+        reference_top1=ctx.reference_top1, validation_images=ctx.validation_images,
+        kept_higher_precision=list(kept.get("kept_float") or []),
+        note=None if met is not False else _note(ctx, kept))
+    return {**best[2], "int8_budget": budget.to_dict()}
+
+
+def _note(ctx: ExportContext, kept: dict[str, Any]) -> str:
+    note = (f"no recipe stayed within {ctx.accuracy_budget_pp} pp; kept the most accurate "
+            f"(attempt {kept['attempt']}, {kept['drop_pp']:.2f} pp below FP32)")
+    images = ctx.validation_images
+    if images and 100.0 / images > ctx.accuracy_budget_pp:  # one image is worth more than the whole budget
+        note += (f"; the validation split has {images} images, so one changed prediction costs "
+                 f"{100.0 / images:.2f} pp, more than the budget: use a larger validation split (data.val_fraction) "
+                 f"or a larger export.accuracy_budget_pp")
+    return note

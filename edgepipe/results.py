@@ -1,0 +1,271 @@
+"""The typed results model and its one versioned JSON reader and writer.
+
+``results.json`` holds one :class:`Record` per artifact, engine and setting measured,
+plus the conditions of the measurement. Bench writes it; report, compare and merge
+read it through :func:`read_results`, which refuses files of any other schema and
+upgrades the previous version (``edgepipe.results/1``) on the fly.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+from edgepipe.errors import EdgepipeError
+
+SCHEMA = "edgepipe.results/2"
+PREVIOUS_SCHEMA = "edgepipe.results/1"
+
+
+class Status(str, enum.Enum):
+    """What became of one artifact in one setting."""
+
+    OK = "ok"
+    #: measured, but its outputs are outside its format's tolerance against the FP32 model
+    FAILED_VERIFICATION = "failed-verification"
+    #: the exporter or the engine raised
+    FAILED = "failed"
+    #: could not be attempted here (a missing package, device or execution provider)
+    SKIPPED = "skipped"
+
+    @property
+    def measured(self) -> bool:
+        return self in (Status.OK, Status.FAILED_VERIFICATION)
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Int8Budget:
+    """The INT8 accuracy budget of one artifact: every recipe tried, the one kept, and whether it met the budget.
+
+    ``met`` is None when there were no validation images to judge by (the first recipe is kept).
+    """
+
+    budget_pp: float
+    met: Optional[bool]
+    chosen_attempt: int
+    attempts: list[dict[str, Any]]
+    reference_top1: Optional[float] = None
+    validation_images: Optional[int] = None
+    note: Optional[str] = None
+    kept_higher_precision: list[str] = field(default_factory=list)
+    #: paired comparison with the FP32 model on the validation images (see edgepipe.quantization.significance)
+    significance: Optional[dict[str, Any]] = None
+
+    @property
+    def resolution_pp(self) -> Optional[float]:
+        """What one changed prediction costs on the validation split, in percentage points."""
+        return 100.0 / self.validation_images if self.validation_images else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Int8Budget":
+        if "accuracy_budget_pp" in data:  # results/1 spelling
+            data = {"budget_pp": data["accuracy_budget_pp"], "met": data.get("budget_met"),
+                    "chosen_attempt": data.get("chosen_attempt", 1), "attempts": data.get("attempts", []),
+                    "note": data.get("budget_note"), "kept_higher_precision": data.get("kept_float") or [],
+                    "reference_top1": data.get("reference_top1"), "validation_images": data.get("validation_images")}
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass
+class Record:
+    """One artifact measured (or not) with one engine on one device in one setting."""
+
+    artifact: str
+    format: Optional[str]
+    precision: Optional[str]
+    status: Status
+    reason: Optional[str] = None
+    description: Optional[str] = None
+    engine: Optional[str] = None
+    device: Optional[str] = None
+    threads: Optional[int] = None
+    batch_size: Optional[int] = None
+    #: engine settings in force (threads, spinning, performance hints, ...)
+    settings: dict[str, Any] = field(default_factory=dict)
+    engine_versions: dict[str, str] = field(default_factory=dict)
+    input: Optional[dict[str, Any]] = None
+    size_mb: Optional[float] = None
+    load_ms: Optional[float] = None
+    first_inference_ms: Optional[float] = None
+    warmup_calls: Optional[int] = None
+    #: per-call latency statistics (min, mean, std, p50, p90, p95, p99, max, iterations, images_per_s)
+    latency_ms: Optional[dict[str, float]] = None
+    compute_ms: Optional[dict[str, float]] = None
+    copy_ms: Optional[dict[str, float]] = None
+    #: latency p50 per interleaved round, and their spread
+    rounds: Optional[dict[str, Any]] = None
+    memory: Optional[dict[str, Any]] = None
+    top1: Optional[float] = None
+    top5: Optional[float] = None
+    top1_change_pp: Optional[float] = None
+    agreement_with_reference: Optional[dict[str, float]] = None
+    verification: Optional[dict[str, Any]] = None
+    int8_budget: Optional[Int8Budget] = None
+    #: paired comparison with the FP32 reference on the held-out images
+    significance: Optional[dict[str, Any]] = None
+    efficiency: Optional[dict[str, Any]] = None
+    tuning: Optional[dict[str, Any]] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def verified(self) -> Optional[bool]:
+        return None if not self.verification else bool(self.verification.get("passed"))
+
+    @property
+    def usable(self) -> bool:
+        """Measured, and not failed: may appear on the frontier and be recommended."""
+        return self.status == Status.OK and self.latency_ms is not None and self.verified is not False
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.name == "extra":
+                out.update(value)
+            elif isinstance(value, Int8Budget):
+                out[f.name] = value.to_dict()
+            elif isinstance(value, Status):
+                out[f.name] = value.value
+            else:
+                out[f.name] = value
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Record":
+        data = dict(data)
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: data.pop(k) for k in list(data) if k in names}
+        kwargs["status"] = _status(kwargs.get("status"))
+        if kwargs.get("int8_budget"):
+            kwargs["int8_budget"] = Int8Budget.from_dict(kwargs["int8_budget"])
+        kwargs.setdefault("artifact", "")
+        kwargs.setdefault("format", None)
+        kwargs.setdefault("precision", None)
+        return cls(**kwargs, extra=data)
+
+
+def _status(value: Any) -> Status:
+    try:
+        return Status(value)
+    except ValueError:
+        raise EdgepipeError(f"unknown record status {value!r} in a results file",
+                            "Use results written by edgepipe.") from None
+
+
+@dataclass
+class Results:
+    """Everything one bench call measured, and under what conditions."""
+
+    device: dict[str, Any]
+    conditions: dict[str, Any]
+    records: list[Record]
+    created: str = ""
+    edgepipe: str = ""
+    schema: str = SCHEMA
+    run: Optional[str] = None
+    architecture: dict[str, Any] = field(default_factory=dict)
+    #: the model's class names in output order, when known
+    classes: Optional[list[str]] = None
+    heldout: Optional[dict[str, Any]] = None
+    reference_format: Optional[str] = None
+    training: Optional[dict[str, Any]] = None
+    baseline_from_scratch: Optional[dict[str, Any]] = None
+    calibration: Optional[dict[str, Any]] = None
+    accuracy_budget_pp: Optional[float] = None
+    remote: Optional[dict[str, Any]] = None
+    #: where results/1 files were upgraded from, and anything a later version added
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def reference(self) -> Optional[Record]:
+        """The FP32 reference model's first measured record, if any."""
+        return next((r for r in self.records if r.format == self.reference_format and r.top1 is not None), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"schema": SCHEMA}
+        for f in dataclasses.fields(self):
+            if f.name in ("schema", "extra"):
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = [r.to_dict() for r in value] if f.name == "records" else value
+        out.update(self.extra)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "results") -> "Results":
+        data = dict(data)
+        schema = data.get("schema")
+        if schema == PREVIOUS_SCHEMA:
+            data = _upgrade_v1(data)
+        elif schema != SCHEMA:
+            raise EdgepipeError(
+                f"{source} is not edgepipe results (schema {schema!r})" if schema else
+                f"{source} is not edgepipe results (it has no 'schema' key)",
+                f"Pass a results.json written by 'edgepipe bench' (schema {SCHEMA} or {PREVIOUS_SCHEMA}).")
+        if not isinstance(data.get("records"), list) or not isinstance(data.get("device"), dict):
+            raise EdgepipeError(f"{source} says it is edgepipe results but has no records or device",
+                                "Pass a complete results.json written by 'edgepipe bench'.")
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: data.pop(k) for k in list(data) if k in names and k != "extra"}
+        try:
+            kwargs["records"] = [Record.from_dict(r) for r in kwargs["records"]]
+        except (TypeError, AttributeError):
+            raise EdgepipeError(f"{source} has malformed records", "Pass a results.json written by 'edgepipe bench'.") from None
+        kwargs.setdefault("conditions", {})
+        kwargs["schema"] = SCHEMA
+        return cls(**kwargs, extra=data)
+
+
+def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """results/1 -> results/2: records said 'file' and 'runtime' where they now say 'artifact' and 'engine'."""
+    records = []
+    for record in data.get("records") or []:
+        if not isinstance(record, dict):
+            records.append(record)
+            continue
+        record = dict(record)
+        record["artifact"] = record.pop("file", "")
+        record["engine"] = record.pop("runtime", None)
+        record["engine_versions"] = record.pop("runtime_versions", None) or {}
+        if record.get("threads") is not None:
+            record.setdefault("settings", {"threads": record["threads"]})
+        records.append(record)
+    return {**data, "records": records, "upgraded_from": PREVIOUS_SCHEMA}
+
+
+def read_results(path: str | Path) -> Results:
+    """Results from a JSON file; a one-line EdgepipeError for a missing, empty, invalid or foreign file."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgepipeError(f"results file '{path}' does not exist" if not path.exists()
+                            else f"'{path}' is not a file", "Pass a results.json written by 'edgepipe bench'.")
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except UnicodeDecodeError:
+        raise EdgepipeError(f"'{path}' is not a text file", "Pass a results.json written by 'edgepipe bench'.") from None
+    except ValueError as exc:
+        what = "is empty" if not text.strip() else f"is not valid JSON ({exc.msg} at line {exc.lineno})"
+        raise EdgepipeError(f"results file '{path}' {what}", "Pass a results.json written by 'edgepipe bench'.") from None
+    if not isinstance(data, dict):
+        raise EdgepipeError(f"'{path}' is not edgepipe results (a JSON {type(data).__name__})",
+                            "Pass a results.json written by 'edgepipe bench'.")
+    return Results.from_dict(data, source=f"'{path}'")
+
+
+def write_results_json(path: str | Path, results: Results) -> Path:
+    """Write ``results`` as JSON (atomically); the report package adds the CSV beside it."""
+    from edgepipe.fileio import write_json
+
+    return write_json(path, results.to_dict())
