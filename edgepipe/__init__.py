@@ -10,7 +10,7 @@ The Python API (see ``edgepipe.api``)::
     gate = edgepipe.compare("results.json", "baseline.json", max_latency_regression=0.10)
 """
 
-__version__ = "0.2.0"
+from edgepipe.versions import __version__
 
 _API = ("run", "export", "bench", "compare", "merge")
 

@@ -15,7 +15,7 @@ from typing import Any, Callable
 
 import click
 
-from edgepipe import __version__
+from edgepipe.versions import __version__
 from edgepipe.errors import EdgepipeError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

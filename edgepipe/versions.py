@@ -5,6 +5,8 @@ from __future__ import annotations
 import platform
 from importlib import metadata
 
+__version__ = "0.2.0"
+
 CORE_PACKAGES = ("edgepipe", "numpy", "scikit-learn", "pillow")
 
 

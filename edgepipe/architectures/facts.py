@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from edgepipe import __version__
+from edgepipe.versions import __version__
 from edgepipe.architectures.base import ARCHITECTURES, Architecture
 from edgepipe.fileio import read_json, write_json
 

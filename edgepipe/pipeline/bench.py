@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe import __version__
+from edgepipe.versions import __version__
 from edgepipe.backends import (
     ENGINES,
     INTEGER_PRECISIONS,

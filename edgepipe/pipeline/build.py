@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edgepipe import __version__
+from edgepipe.versions import __version__
 from edgepipe.architectures import build_classifier, compute
 from edgepipe.architectures.classifier import BACKBONE, resolve_alpha, resolve_architecture, set_batchnorm_momentum
 from edgepipe.config import RunConfig

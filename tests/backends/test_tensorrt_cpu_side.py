@@ -2,8 +2,8 @@
 
 import pytest
 
-from edgepipe.backends.tensorrt import TensorRTExportOptions, tensorrt_unavailable
-from edgepipe.backends.tensorrt.engine_info import check_engine_compatible, engine_metadata, read_sidecar, timing_cache_key
+from edgepipe.backends.tensorrt.backend import read_sidecar, tensorrt_unavailable
+from edgepipe.backends.tensorrt.engine_info import check_engine_compatible, engine_metadata, timing_cache_key
 from edgepipe.errors import EdgepipeError
 
 FACTS = {"tensorrt": "10.13.0", "gpu_name": "NVIDIA Jetson Orin Nano", "compute_capability": "8.7",

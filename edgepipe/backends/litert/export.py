@@ -13,9 +13,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe import __version__
+from edgepipe.versions import __version__
 from edgepipe.backends.context import ExportContext
-from edgepipe.backends.litert import LITERT
+from edgepipe.backends.litert.backend import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import write_bytes

@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe.backends.litert import LITERT, LiteRTSettings
+from edgepipe.backends.litert.backend import LITERT, LiteRTSettings
 from edgepipe.backends.runner import InputSpec, Runner
 
 
@@ -84,6 +84,11 @@ class LiteRTRunner(Runner):
 
     def _deactivate(self) -> None:
         del self.interpreter
+
+    def settings_record(self) -> dict[str, Any]:
+        # whether XNNPACK really took over part of the graph (a DELEGATE node), not only whether it was asked for
+        delegated = any(op["op_name"] == "DELEGATE" for op in self.interpreter._get_ops_details())
+        return {**super().settings_record(), "xnnpack_delegated": delegated}
 
     def input_spec(self) -> InputSpec:
         detail = self._in_detail

@@ -6,10 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgepipe import __version__
+from edgepipe.versions import __version__
 from edgepipe.backends.base import FORMATS
 from edgepipe.backends.context import ExportContext
-from edgepipe.backends.onnxruntime import FORMAT_KEY, LABELS_KEY, ONNX, PRECISION_KEY
+from edgepipe.backends.onnxruntime.backend import FORMAT_KEY, LABELS_KEY, ONNX, PRECISION_KEY
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import write_bytes
 from edgepipe.quantization.budget import Attempt, within_budget

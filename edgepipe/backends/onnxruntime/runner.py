@@ -12,7 +12,7 @@ from typing import Optional
 
 import numpy as np
 
-from edgepipe.backends.onnxruntime import ONNX, OnnxRuntimeSettings
+from edgepipe.backends.onnxruntime.backend import ONNX, OnnxRuntimeSettings
 from edgepipe.backends.runner import InputSpec, Runner
 from edgepipe.errors import MissingDependencyError
 

@@ -8,9 +8,8 @@ import os
 from pathlib import Path
 from typing import Any, Optional
 
-from edgepipe.backends.tensorrt import sidecar_path
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import read_json, sha256_file
+from edgepipe.fileio import sha256_file
 
 
 def engine_facts() -> dict[str, Any]:
@@ -48,10 +47,3 @@ def check_engine_compatible(sidecar: dict[str, Any], here: dict[str, Any]) -> No
                 "Engines run only where they were built: rebuild it here with 'edgepipe export' from the ONNX artifact.",
             )
 
-
-def read_sidecar(engine: Path) -> dict[str, Any]:
-    side = sidecar_path(engine)
-    if not side.exists():
-        raise EdgepipeError(f"{engine.name} has no {side.name} beside it",
-                            "Keep the engine's .json sidecar with it; it records where the engine can run.")
-    return read_json(side)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edgepipe.backends.context import ExportContext
-from edgepipe.backends.tensorrt import TENSORRT, TensorRTExportOptions, sidecar_path, tensorrt_unavailable
+from edgepipe.backends.tensorrt.backend import TENSORRT, TensorRTExportOptions, sidecar_path, tensorrt_unavailable
 from edgepipe.backends.tensorrt.engine_info import cache_dir, engine_facts, engine_metadata, timing_cache_key
 from edgepipe.errors import ConfigError, EdgepipeError
 from edgepipe.fileio import write_bytes, write_json

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 from edgepipe.backends.runner import InputSpec, Runner
-from edgepipe.backends.tensorrt import TENSORRT, tensorrt_unavailable
-from edgepipe.backends.tensorrt.engine_info import check_engine_compatible, engine_facts, read_sidecar
+from edgepipe.backends.tensorrt.backend import TENSORRT, read_sidecar, tensorrt_unavailable
+from edgepipe.backends.tensorrt.engine_info import check_engine_compatible, engine_facts
 from edgepipe.gpu import check, cudart
 
 TENSORRT.device("cuda", "an NVIDIA GPU through CUDA")

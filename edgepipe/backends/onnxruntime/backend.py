@@ -1,0 +1,51 @@
+"""The onnxruntime backend object: its containers, devices, export options and engine settings."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgepipe.backends.base import Backend
+from edgepipe.options import option
+
+
+@dataclass
+class OnnxExportOptions:
+    opset: int = option(17, "ONNX opset of the exported graph (tf2onnx).", min=13, max=21)
+    per_channel: bool = option(True, "onnx-int8: quantize weights per output channel (off: one scale per tensor).")
+    symmetric_activations: bool = option(False, "onnx-int8: symmetric activation ranges (zero point 0), as some accelerators require.")
+
+
+@dataclass
+class OnnxRuntimeSettings:
+    spinning: bool = option(True, "Let idle intra-op threads spin-wait between calls (ONNX Runtime's default; lowest latency). "
+                                  "Off saves idle CPU at some latency cost.")
+    graph_optimization: str = option("all", "ONNX Runtime graph optimization level.",
+                                     choices=("disabled", "basic", "extended", "all"))
+
+
+ONNX = Backend("onnxruntime", packages=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"),
+               export_options=OnnxExportOptions, section="onnx", description="ONNX files run by ONNX Runtime")
+ONNX.device("cpu", "the host CPU")
+ONNX.device("cuda", "an NVIDIA GPU through CUDA")
+ONNX.device("tensorrt", "an NVIDIA GPU through ONNX Runtime's TensorRT execution provider")
+
+#: metadata_props keys edgepipe writes into every ONNX file
+FORMAT_KEY, PRECISION_KEY, LABELS_KEY = "edgepipe.format", "edgepipe.precision", "labels"
+
+
+def _read_info(path: Path) -> dict[str, Any]:
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    props = {p.key: p.value for p in model.metadata_props}
+    info: dict[str, Any] = {"format": props.get(FORMAT_KEY), "precision": props.get(PRECISION_KEY)}
+    if LABELS_KEY in props:
+        info["labels"] = json.loads(props[LABELS_KEY])
+    return {k: v for k, v in info.items() if v is not None}
+
+
+ONNX.container("onnx", suffixes=(".onnx",), default_engine="onnxruntime", read_info=_read_info,
+               description="ONNX model (labels, preprocessing, format and precision in its metadata)")

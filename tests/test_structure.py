@@ -1,0 +1,120 @@
+"""How the package is built: no import cycles, and only the backends know their engines and formats."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "edgepipe"
+
+
+def _module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _modules() -> dict[str, Path]:
+    return {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+
+
+def _imports(path: Path, name: str, modules: dict[str, Path]) -> set[str]:
+    """Every edgepipe module ``path`` imports, at module level or inside functions."""
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            targets = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
+                base = ".".join(anchor + ([base] if base else []))
+            # "from edgepipe.backends import litert" imports the module edgepipe.backends.litert
+            targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base for alias in node.names]
+        else:
+            continue
+        found.update(t for t in targets if t in modules and t != name)
+    return found
+
+
+def import_graph() -> dict[str, set[str]]:
+    modules = _modules()
+    return {name: _imports(path, name, modules) for name, path in modules.items()}
+
+
+def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                cycle = visit(nxt)
+                if cycle:
+                    return cycle
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            cycle = visit(node)
+            if cycle:
+                return cycle
+    return None
+
+
+def test_the_cycle_finder_finds_cycles():
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert _find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
+
+
+def test_no_import_cycles_among_edgepipe_modules():
+    graph = import_graph()
+    assert len(graph) > 50 and graph["edgepipe.cli"]  # the graph really was built
+    cycle = _find_cycle(graph)
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def _engine_and_format_names() -> set[str]:
+    from edgepipe.backends import containers, engines, formats
+
+    names = set(formats().names()) | set(engines().names()) | set(containers().names())
+    return names | {s for _, c in containers() for s in c.suffixes}
+
+
+def _name_tests(path: Path, names: set[str]) -> list[str]:
+    """Comparisons of a value with an engine/format/container name or suffix: ``x == "litert"``,
+    ``x in ("onnx", ...)``, ``x.endswith(".tflite")``."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        constants: list[ast.AST] = []
+        if isinstance(node, ast.Compare):
+            for operand in [node.left, *node.comparators]:
+                constants += [operand] + (list(operand.elts) if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [])
+        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("startswith", "endswith"):
+            constants += list(node.args)
+        for c in constants:
+            if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.lower() in names:
+                found.append(f"{path.name}:{node.lineno} tests {c.value!r}")
+    return found
+
+
+def test_the_name_test_finder_finds_name_tests(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("if fmt == 'tflite-int8' or path.endswith('.onnx') or engine in ('litert', 'x'):\n    pass\n")
+    assert len(_name_tests(sample, _engine_and_format_names())) == 3
+
+
+@pytest.mark.parametrize("area", ["pipeline", "report", "cli.py", "api.py", "harness", "verification.py"])
+def test_stages_reports_and_cli_test_no_format_or_engine_names(area):
+    names = _engine_and_format_names()
+    files = [PACKAGE / area] if area.endswith(".py") else sorted((PACKAGE / area).rglob("*.py"))
+    found = [hit for path in files for hit in _name_tests(path, names)]
+    assert not found, "only the backends may test their names: " + "; ".join(found)
