@@ -12,7 +12,7 @@ The Python API (see ``edgepipe.api``)::
 
 from edgepipe.versions import __version__
 
-_API = ("run", "export", "bench", "compare", "merge")
+_API = ("run", "export", "bench", "compare", "merge", "verify")
 
 
 def __getattr__(name: str):

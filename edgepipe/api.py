@@ -347,6 +347,18 @@ def merge(results: Sequence[Any], output: Optional[PathLike] = None) -> str:
 MERGED_TITLE = "# edgepipe: results merged across devices"
 
 
+def verify(run_dir: PathLike):
+    """Check every file of a run directory against its manifest and stage records; returns a Verification
+    (``changed``, ``missing``, ``unrecorded`` files; ``stages_intact``; ``clean``)."""
+    from edgepipe.pipeline.rundir import RunDir, is_run_directory
+    from edgepipe.pipeline.runner import STAGES
+
+    path = Path(run_dir)
+    if not path.is_dir() or not is_run_directory(path):
+        raise EdgepipeError(f"'{path}' is not an edgepipe run directory", "Pass a folder written by 'edgepipe run'.")
+    return RunDir(path).verify(tuple(STAGES))
+
+
 def formats_table() -> list[dict[str, Any]]:
     """Every export format: its engine, file type, precision, what it is, and whether this machine can build it."""
     from edgepipe.backends import CONTAINERS, formats
@@ -357,5 +369,5 @@ def formats_table() -> list[dict[str, Any]]:
 
 
 __all__ = ["BenchRequest", "Exported", "Run", "bench", "bench_remote", "compare", "export", "formats_table", "merge",
-           "resolve_config", "run"]
+           "resolve_config", "run", "verify"]
 

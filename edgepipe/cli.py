@@ -72,7 +72,7 @@ def run_options(fn: Callable) -> Callable:
         click.option("--arch", metavar="NAME", help="Architecture (see 'edgepipe models')."),
         click.option("--alpha", type=float, help="Width multiplier, for families that have one."),
         click.option("--weights", metavar="imagenet|none|PATH", help="Initial backbone weights."),
-        click.option("--model", metavar="PATH", help="Start from your own saved model (.keras, .h5, SavedModel dir)."),
+        click.option("--model", metavar="PATH", help="Start from your own saved model (.keras or .h5)."),
         click.option("--unsafe-load", is_flag=True,
                      help="Allow --model files whose loading runs arbitrary code (trusted files only; never read from a config file)."),
         click.option("--input-size", type=POSITIVE, metavar="N", help="Square input size in pixels."),
@@ -326,6 +326,25 @@ def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_
             click.echo(f"threshold crossed: {violation}", err=True)
         sys.exit(EXIT_CHECK_FAILED)
     click.echo("\nno threshold crossed")
+
+
+@main.command()
+@click.argument("run_dir", type=click.Path(path_type=Path))
+def verify(run_dir: Path) -> None:
+    """Check every file of a run directory against its manifest and stage records; exit 1 if anything changed."""
+    from edgepipe import api
+
+    result = api.verify(run_dir)
+    for label, files in (("changed", result.changed), ("missing", result.missing)):
+        for name in files:
+            click.echo(f"{label}: {name}")
+    for name in result.unrecorded:
+        click.echo(f"not recorded by any stage: {name}")
+    for stage, intact in result.stages_intact.items():
+        click.echo(f"stage {stage}: {'outputs intact' if intact else 'outputs changed, it reruns with the next command'}")
+    if not result.clean:
+        sys.exit(EXIT_CHECK_FAILED)
+    click.echo(f"{run_dir}: every recorded file is as its stage wrote it")
 
 
 @main.command()

@@ -34,6 +34,7 @@ class DataConfig:
     val_fraction: float = _opt(0.2, "Fraction of each class held out for validation when the data has no val/ folder.", min=0.0, max=0.9)
     test_fraction: float = _opt(0.0, "Fraction of each class held out as a test split when the data has no test/ folder.", min=0.0, max=0.9)
     on_bad_image: str = _opt("skip", "What to do with unreadable image files: skip (and list them) or fail.", choices=("skip", "fail"))
+    max_image_pixels: int = _opt(50_000_000, "Images with more pixels than this are skipped and listed (decoding a huge image can take gigabytes); raise it to read them.", min=1)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ModelConfig:
     input_size: int = _opt(224, "Square input size in pixels the model is built for.", min=8, max=2048)
     channels: int = _opt(3, "Input channels: 3 (RGB) or 1 (grey).", choices=(1, 3))
     dropout: float = _opt(0.2, "Dropout rate in the new classification head.", min=0.0, max=0.95)
-    path: Optional[str] = _opt(None, "Start from your own saved model instead of a registry architecture: a .keras or .h5 file or a SavedModel directory (its classifier top is replaced).")
+    path: Optional[str] = _opt(None, "Start from your own saved model instead of a registry architecture: a .keras or .h5 file saved by Keras (its classifier top is replaced).")
     preprocessing: str = _opt("auto", "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128).", choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"))
     labels: Optional[str] = _opt(None, "classifier strategy: a text file naming the network's classes, one per line in output order (default for Keras Applications with ImageNet weights: Keras' ImageNet class index).")
 

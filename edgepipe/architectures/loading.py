@@ -1,4 +1,4 @@
-"""A user's own saved model as a pipeline entry (.keras, Keras 2 .h5, or a TF SavedModel directory).
+"""A user's own saved model as a pipeline entry (.keras, or a Keras 2 .h5 file).
 
 Loading is safe by default: Keras' ``safe_mode`` refuses models whose loading
 would run arbitrary code (Python lambdas); ``unsafe=True`` must be asked for
@@ -22,40 +22,59 @@ def _is_saved_model(path: Path) -> bool:
 
 
 def is_model_file(path: str | Path) -> bool:
-    """Whether ``path`` names a model (a .keras/.h5 file or a SavedModel folder) rather than a config file."""
+    """Whether ``path`` names a model (a .keras/.h5 file, or a folder such as a SavedModel) rather than a config file."""
     p = Path(path)
     return p.suffix.lower() in SUFFIXES or p.is_dir()
 
 
+#: what the first bytes of a file must be: .keras files are zip archives, .h5 files HDF5
+SIGNATURES = {".keras": (b"PK\x03\x04", "a zip archive"), ".h5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+              ".hdf5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file")}
+
+
 def check_model_path(path: str) -> Path:
+    """A usable model file: exists, is a .keras or .h5 file, and starts as one; one-line errors otherwise.
+
+    A TensorFlow SavedModel folder is refused: it holds a traced graph, not Keras layers that can get a
+    new head and be trained.
+    """
     p = Path(path)
     if not p.exists():
-        raise EdgepipeError(f"model file '{path}' does not exist", "Pass a .keras or .h5 file or a SavedModel directory.")
-    if not (_is_saved_model(p) or (p.is_file() and p.suffix.lower() in SUFFIXES)):
-        raise EdgepipeError(
-            f"'{path}' is not a Keras model file or SavedModel directory",
-            "Pass a .keras or .h5 file, or a folder holding saved_model.pb.",
-        )
+        raise EdgepipeError(f"model file '{path}' does not exist", "Pass a .keras or .h5 file.")
+    if _is_saved_model(p):
+        raise EdgepipeError(f"'{path}' is a TensorFlow SavedModel, which holds a traced graph, not Keras layers that "
+                            "can get a new head and be trained",
+                            "Load the model in Keras and save it as .keras (model.save('model.keras')), then pass that.")
+    if not (p.is_file() and p.suffix.lower() in SUFFIXES):
+        raise EdgepipeError(f"'{path}' is not a Keras model file", "Pass a .keras or .h5 file.")
+    magic, what = SIGNATURES[p.suffix.lower()]
+    try:
+        with open(p, "rb") as handle:
+            head = handle.read(len(magic))
+    except OSError as exc:
+        raise EdgepipeError(f"model file '{path}' cannot be read ({exc.strerror})", "Check its permissions.") from None
+    if head != magic:
+        raise EdgepipeError(f"'{path}' is not {what}, so it is not a {p.suffix} model file",
+                            "Pass a model saved by Keras (model.save('model.keras')).")
     return p
 
 
 def load_keras_model(path: str, unsafe: bool = False):
-    """Load a .keras/.h5 model (safe mode unless ``unsafe``) or wrap a SavedModel as a frozen layer."""
+    """Load a .keras/.h5 model (Keras' safe mode unless ``unsafe``); one-line EdgepipeError when it cannot."""
     import keras
 
     p = check_model_path(path)
-    if _is_saved_model(p):
-        layer = keras.layers.TFSMLayer(str(p), call_endpoint="serving_default", trainable=False)
-        return layer
     try:
         return keras.models.load_model(p, compile=False, safe_mode=not unsafe)
-    except ValueError as exc:
+    except Exception as exc:  # Keras and h5py raise many types for files they cannot read
         if "arbitrary code" in str(exc) or "safe_mode" in str(exc):
             raise EdgepipeError(
                 f"'{path}' needs arbitrary Python code to load (e.g. a Lambda layer), which is refused by default",
                 "If you trust the file, pass --unsafe-load (the command line only; never read from a config file).",
             ) from None
-        raise EdgepipeError(f"could not load '{path}': {str(exc).splitlines()[0][:200]}") from None
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise EdgepipeError(f"could not load '{path}' as a Keras model: {first}",
+                            "Pass a model saved by Keras 3 (model.save('model.keras')) or a Keras .h5 file.") from None
 
 
 def feature_extractor(model):
@@ -63,8 +82,6 @@ def feature_extractor(model):
     else the input of its final Dense layer."""
     import keras
 
-    if not isinstance(model, keras.Model):
-        return model  # a SavedModel layer: its outputs are the features
     layers = model.layers
     for layer in reversed(layers):
         try:
@@ -81,12 +98,9 @@ def feature_extractor(model):
 
 
 def _input_size(model) -> Optional[int]:
-    import keras
-
-    if isinstance(model, keras.Model):
-        shape = model.inputs[0].shape
-        if len(shape) == 4 and shape[1] and shape[1] == shape[2]:
-            return int(shape[1])
+    shape = model.inputs[0].shape
+    if len(shape) == 4 and shape[1] and shape[1] == shape[2]:
+        return int(shape[1])
     return None
 
 
@@ -96,20 +110,7 @@ def user_architecture(path: str, unsafe: bool = False, preprocessing: Preprocess
     size = _input_size(model)
 
     def build(input_shape, alpha, weights, include_top: bool, classes: int):
-        import keras
-
-        if include_top:
-            return model
-        features = feature_extractor(model)
-        if isinstance(features, keras.Model):
-            return features
-        inputs = keras.Input(input_shape)
-        outputs = features(inputs)
-        if isinstance(outputs, dict):
-            outputs = next(iter(outputs.values()))
-        if len(outputs.shape) == 2:
-            outputs = keras.layers.Reshape((1, 1, outputs.shape[-1]))(outputs)
-        return keras.Model(inputs, outputs, name="saved_model_features")
+        return model if include_top else feature_extractor(model)
 
     return Architecture(
         name=f"user:{Path(path).stem}", family="user model", paper=f"loaded from {path}", build=build,

@@ -82,6 +82,7 @@ def make_index(config: DataConfig, seed: int) -> dict[str, Any]:
         "class_names": class_names,
         "splits": {s: [[item, index_of[name]] for item, name in splits[s]] for s in SPLITS},
         "rejected": scan.rejected,
+        **scan.extra,
     }
     index["summary"] = summarize(index, Counter(scan.image_sizes))
     return index

@@ -26,22 +26,59 @@ class Scan:
     image_sizes: Counter = field(default_factory=Counter)
 
 
+#: images with more pixels than this are skipped (and listed) unless data.max_image_pixels raises it: decoding a
+#: huge image can take gigabytes (Pillow's own guard starts at about 89 megapixels)
+DEFAULT_MAX_IMAGE_PIXELS = 50_000_000
+
+
+class ImageTooLarge(Exception):
+    pass
+
+
 def _subdirs(path: Path) -> list[Path]:
-    return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    try:
+        return sorted(p for p in path.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except PermissionError:
+        raise DataError(f"'{path}' cannot be read (permission denied)", "Make the data folder readable.") from None
 
 
-def _check_image(path: Path) -> tuple[int, int]:
+def _open(path: Path, max_pixels: int):
+    """Pillow's image, opened (header only) with the pixel limit enforced before anything is decoded."""
+    import warnings
+
     from PIL import Image
 
-    with Image.open(path) as image:
+    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own decompression-bomb guard, at edgepipe's limit
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        try:
+            image = Image.open(path)
+        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+            raise ImageTooLarge(f"larger than data.max_image_pixels ({max_pixels:,} pixels)") from None
+    if image.size[0] * image.size[1] > max_pixels:
+        image.close()
+        raise ImageTooLarge(f"{image.size[0]}x{image.size[1]} is larger than data.max_image_pixels ({max_pixels:,} pixels)")
+    return image
+
+
+def _check_image(path: Path, max_pixels: int) -> tuple[int, int]:
+    with _open(path, max_pixels) as image:
         image.verify()
-    with Image.open(path) as image:  # verify() leaves the file unusable; reopen to read pixels
+    with _open(path, max_pixels) as image:  # verify() leaves the file unusable; reopen to read pixels
         image.load()
         return image.size
 
 
-def scan(root: Path, on_bad_image: str) -> Scan:
-    """Find classes and images under ``root``; reject unreadable files (or fail)."""
+def _files(class_dir: Path) -> list[Path]:
+    """Every visible file under a class folder, broken symbolic links included (so they can be listed)."""
+    try:
+        return sorted(p for p in class_dir.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+    except PermissionError:
+        raise DataError(f"'{class_dir}' cannot be read (permission denied)", "Make the data folder readable.") from None
+
+
+def scan(root: Path, on_bad_image: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Scan:
+    """Find classes and images under ``root``; reject unreadable, broken-link and oversized files (or fail)."""
     if not root.exists():
         raise DataError(f"data path '{root}' does not exist", "Pass an image folder with one subfolder per class (--data DIR).")
     if not root.is_dir():
@@ -60,13 +97,19 @@ def scan(root: Path, on_bad_image: str) -> Scan:
             continue
         for class_dir in _subdirs(folder):
             kept = result.files[split_name].setdefault(class_dir.name, [])
-            for file in sorted(p for p in class_dir.rglob("*") if p.is_file() and not p.name.startswith(".")):
+            for file in _files(class_dir):
                 rel = str(file.relative_to(root))
+                if file.is_symlink() and not file.exists():
+                    result.rejected.append({"file": rel, "reason": "broken symbolic link (its target does not exist)"})
+                    continue
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     result.rejected.append({"file": rel, "reason": f"unsupported file type '{file.suffix}' (use JPEG, PNG, BMP or GIF)"})
                     continue
                 try:
-                    w, h = _check_image(file)
+                    w, h = _check_image(file, max_pixels)
+                except ImageTooLarge as exc:
+                    result.rejected.append({"file": rel, "reason": f"image too large: {exc}; raise data.max_image_pixels to read it"})
+                    continue
                 except Exception as exc:  # Pillow raises many types for corrupt files
                     reason = f"unreadable image ({type(exc).__name__}: {str(exc)[:80]})"
                     if on_bad_image == "fail":
@@ -102,13 +145,20 @@ def scan(root: Path, on_bad_image: str) -> Scan:
     return result
 
 
-def decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """Decode an image file (first frame) to uint8 (size, size, channels), bilinear resize."""
+def decode(path: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
+    """Decode an image file (first frame) to uint8 (size, size, channels), bilinear resize.
+
+    16-bit images (Pillow's I;16 modes) are scaled to 8 bits (converting them directly would clip
+    every value above 255 to white).
+    """
     from PIL import Image
 
-    with Image.open(path) as image:
+    with _open(path, max_pixels) as image:
         image.seek(0)
         mode = "L" if channels == 1 else "RGB"
+        if image.mode.startswith("I"):  # 16/32-bit integer grey: scale the 16-bit range to 8 bits
+            wide = np.asarray(image, dtype=np.float64)
+            image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
         if image.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
             image = image.convert("RGBA")
             canvas = Image.new("RGBA", image.size, (0, 0, 0, 255))
@@ -145,21 +195,23 @@ def check(path: str, key: str = "data.path") -> None:
 
 def scan_source(config, seed: int) -> SourceScan:
     source = config.path
-    found = scan(Path(source), config.on_bad_image)
+    found = scan(Path(source), config.on_bad_image, config.max_image_pixels)
     class_names = select_classes(found.class_names, config.classes, source)
     if found.layout == "splits":
         splits = {s: [(f, c) for c in class_names for f in found.files[s].get(c, [])] for s in SPLITS}
         complete_given_splits(splits, class_names, config, seed)
     else:
         splits = split_items({c: found.files["all"][c] for c in class_names}, config, seed)
-    return SourceScan(class_names, splits, found.layout, str(Path(source).resolve()), found.rejected, dict(found.image_sizes))
+    return SourceScan(class_names, splits, found.layout, str(Path(source).resolve()), found.rejected,
+                      dict(found.image_sizes), {"max_image_pixels": config.max_image_pixels})
 
 
 def materialize(index: dict, size: int, channels: int) -> dict[str, np.ndarray]:
     root = Path(index["source"])
+    max_pixels = index.get("max_image_pixels", DEFAULT_MAX_IMAGE_PIXELS)
     out = {}
     for split_name, entries in index["splits"].items():
-        decoded = [decode(root / item, size, channels) for item, _ in entries]
+        decoded = [decode(root / item, size, channels, max_pixels) for item, _ in entries]
         out[split_name] = np.stack(decoded) if decoded else np.zeros((0, size, size, channels), np.uint8)
     return out
 

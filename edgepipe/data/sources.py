@@ -20,6 +20,8 @@ class Scan:
     root: str
     rejected: list[dict[str, str]] = field(default_factory=list)
     image_sizes: dict[str, int] = field(default_factory=dict)
+    #: anything the source's materialize needs again (e.g. the pixel limit images were accepted under)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

@@ -204,7 +204,7 @@ def _line(record: Record) -> str:
 
 
 STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this machine.",
-              _inputs, _outputs, _run, requires=("export",))
+              _inputs, _outputs, _run, requires=("train", "export"))
 
 
 def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, labels_file: Optional[Path] = None,
@@ -230,18 +230,23 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
         base = Record(artifact=str(path), format=artifact.format, precision=artifact.precision, status=Status.OK,
                       size_mb=round(size_mb(path), 4))
         try:
-            with create_runner(artifact, threads=1) as probe:
-                shape = probe.input_spec().shape
+            shape, classes = probe(artifact)
         except EdgepipeError as exc:
             records.append(dataclasses.replace(base, status=Status.SKIPPED, reason=str(exc)))
             echo(f"  {path.name}: " + _line(records[-1]))
             continue
         except Exception as exc:  # not loadable: a failed record, the other artifacts are still measured
-            records.append(dataclasses.replace(base, status=Status.FAILED,
-                                               reason=f"cannot load: {type(exc).__name__}: {_error_line(exc)}"))
+            what = "not an image classifier" if isinstance(exc, NotAnImageClassifier) else "cannot load"
+            records.append(dataclasses.replace(base, status=Status.FAILED, reason=f"{what}: {_error_line(exc)}"))
             echo(f"  {path.name}: " + _line(records[-1]))
             continue
-        images, labels = bench_images(data_dir, labels_file or artifact.labels, shape, seed)
+        check_batch_memory(shape, max(batches))
+        labels_order = read_labels_file(labels_file) if labels_file else artifact.labels
+        if labels_order is not None and len(labels_order) != classes:
+            raise EdgepipeError(f"{'labels file ' + str(labels_file) if labels_file else path.name + ' records labels that'}"
+                                f" name {len(labels_order)} classes, but {path.name} has {classes} outputs",
+                                "Pass the labels.txt the model was trained with (--labels).")
+        images, labels = bench_images(data_dir, labels_order, shape, seed)
         for setting in settings_for(artifact, engines, devices, threads, batches):
             record, _ = measure(artifact, base, setting, images, labels, settings)
             records.append(record)
@@ -255,9 +260,53 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
                     "timing": TIMING, "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)"})
 
 
+class NotAnImageClassifier(Exception):
+    """The artifact does not take a batch of images or does not output one score per class."""
+
+
+def probe(artifact: Artifact) -> tuple[tuple, int]:
+    """(input shape NHWC, number of classes) of an artifact, from one inference on a blank image; raises
+    NotAnImageClassifier when it takes no (N, H, W, 1 or 3) image batch or gives no (N, classes) output."""
+    with create_runner(artifact, threads=1) as runner:
+        shape = runner.input_spec().shape
+        if len(shape) != 4 or shape[3] not in (1, 3, None) or any(d is not None and d < 1 for d in shape[1:3]):
+            raise NotAnImageClassifier(f"its input {runner.input_spec().name} has shape {list(shape)}, not an image "
+                                       "batch (N, height, width, 1 or 3 channels)")
+        size, channels = int(shape[1] or 224), int(shape[3] or 3)
+        out = runner.infer(np.zeros((1, size, size, channels), np.float32))
+    if out.ndim != 2 or out.shape[1] < 2:
+        raise NotAnImageClassifier(f"its output has shape {list(out.shape)}, not one score per class")
+    return (shape[0], size, size, channels), int(out.shape[1])
+
+
+def available_memory_bytes() -> Optional[int]:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+#: a batch needs its float32 input several times over (the harness's batches, the engine's input and activations)
+BATCH_MEMORY_FACTOR = 4
+
+
+def check_batch_memory(shape: tuple, batch: int) -> None:
+    """Refuse a batch size whose input images alone would exhaust the memory available here."""
+    need = BATCH_MEMORY_FACTOR * batch * int(np.prod(shape[1:])) * 4
+    available = available_memory_bytes()
+    if available is not None and need > available:
+        raise EdgepipeError(f"batch {batch} needs about {need / 1e9:.1f} GB for its {shape[1]}x{shape[2]}x{shape[3]} "
+                            f"input images alone, and this machine has {available / 1e9:.1f} GB available",
+                            f"Use a batch of at most {max(1, int(batch * available / need))}.")
+
+
 def bench_images(data_dir: Optional[Path], labels: Any, shape: tuple, seed: int):
-    """(uint8 images, labels or None) for an artifact with input ``shape`` (NHWC)."""
-    size, channels = int(shape[1] or 224), int(shape[3] or 3)
+    """(uint8 images, labels or None) for an artifact with input ``shape`` (NHWC); ``labels`` is the model's
+    class order (a list), or None for the folder's sorted class names."""
+    size, channels = int(shape[1]), int(shape[3])
     if data_dir is None:
         return np.random.default_rng(seed).integers(0, 256, (32, size, size, channels)).astype(np.uint8), None
     from edgepipe.config import DataConfig
@@ -268,16 +317,19 @@ def bench_images(data_dir: Optional[Path], labels: Any, shape: tuple, seed: int)
     images, found = dataset.train.images, dataset.train.labels
     if labels is None:
         return images, found
-    order = labels if isinstance(labels, (list, tuple)) else read_labels_file(Path(labels))
+    order = list(labels)
     missing = [c for c in dataset.class_names if c not in order]
     if missing:
         raise EdgepipeError(f"classes {', '.join(missing)} of {data_dir} are not among the model's labels",
                             "Use the labels.txt the model was trained with (--labels).")
-    remap = np.asarray([list(order).index(c) for c in dataset.class_names])
+    remap = np.asarray([order.index(c) for c in dataset.class_names])
     return images, remap[found]
 
 
 def read_labels_file(path: Path) -> list[str]:
-    if not path.is_file():
+    if not Path(path).is_file():
         raise EdgepipeError(f"labels file '{path}' does not exist", "Pass the labels.txt the model was trained with.")
-    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    try:
+        return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    except UnicodeDecodeError:
+        raise EdgepipeError(f"labels file '{path}' is not UTF-8 text", "Pass a labels.txt with one class per line.") from None

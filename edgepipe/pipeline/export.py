@@ -154,12 +154,11 @@ def backend_options(config: RunConfig) -> dict[str, Any]:
 
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
-    import keras
-
+    from edgepipe.architectures.loading import load_keras_model
     from edgepipe.pipeline.bench import resolve_threads
 
     m, e = config.model, config.export
-    model = keras.models.load_model(run.model, compile=False, safe_mode=not config.unsafe_load)
+    model = load_keras_model(str(run.model), config.unsafe_load)
     dataset = materialize(read_json(run.dataset_index), m.input_size, m.channels)
     calibration_set = draw(dataset.train.images, dataset.train.labels, e.calibration_size, config.seed)
     echo(f"calibration set: {len(calibration_set)} training images, sha256 {calibration_set.digest[:12]}")
@@ -234,9 +233,6 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     source = str(model) if isinstance(model, (str, Path)) else None
     if source is not None:
         model = load_keras_model(source, unsafe)
-        if not hasattr(model, "inputs"):
-            raise EdgepipeError(f"'{source}' is a SavedModel; export needs a Keras model file",
-                                "Save the model as .keras (model.save('model.keras')) and export that.")
     shape = model.inputs[0].shape
     size, channels = int(shape[1]), int(shape[-1])
     names = expand_formats(names)

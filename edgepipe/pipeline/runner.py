@@ -21,7 +21,7 @@ STAGES: dict[str, Stage] = {s.name: s for s in (build.STAGE, train.STAGE, export
 
 
 def preflight(config: RunConfig) -> None:
-    """Cheap checks of everything knowable before work starts (no directory is created)."""
+    """Cheap checks of everything knowable before work starts (no directory is created or changed)."""
     m = config.model
     if m.path:
         from edgepipe.architectures.loading import check_model_path
@@ -39,39 +39,76 @@ def preflight(config: RunConfig) -> None:
 
 def run_stages(config: RunConfig, names: list[str], echo: Callable[[str], None], force: bool = False,
                run_dir: Optional[Path] = None) -> RunDir:
-    """Run the named stages in pipeline order; returns the run directory."""
+    """Run the named stages in pipeline order, holding the run directory's lock; returns the run directory.
+
+    A worker other than the chief of a multi-worker cluster (TF_CONFIG) takes part in training but
+    writes nothing to the run directory and takes no lock: worker 0 writes it.
+    """
+    from edgepipe.pipeline.controls import is_chief
+
     preflight(config)
     from edgepipe.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    run = RunDir(run_dir or config.run_dir)
-    created = not run.path.exists()
+    run = RunDir(run_dir or config.run_dir, reset_damaged_records=force)
+    if not is_chief():
+        return _run_as_worker(config, run, names, echo)
+    created = run.prepare()
     completed = 0
     try:
-        for name in [n for n in STAGES if n in names]:
-            stage = STAGES[name]
-            for needed in stage.requires:
-                if needed not in names and not run.outputs_intact(needed):
-                    raise EdgepipeError(
-                        f"stage '{name}' needs the outputs of '{needed}', which {run.path} does not have",
-                        f"Run 'edgepipe {needed}' (or 'edgepipe run') with --output {run.path} first.",
-                    )
-            run.path.mkdir(parents=True, exist_ok=True)
-            write_text(run.config, to_yaml(config))
-            digest = sha256_value(stage.inputs(config, run))
-            record = run.stage_record(name)
-            if not force and record and record["inputs_sha256"] == digest and run.outputs_intact(name):
-                echo(f"[{name}] inputs unchanged since {record['finished']}; skipped (use --force to rerun)")
-                completed += 1
-                continue
-            echo(f"[{name}] {stage.help}")
-            start = time.perf_counter()
-            stage.run(config, run, echo)
-            run.record_stage(name, digest, time.perf_counter() - start, stage.outputs(run))
-            run.write_manifest(config.to_dict())
-            completed += 1
+        with run.lock(echo):
+            for line in run.sweep():
+                echo(f"removed {line}, left in {run.path} by an interrupted command")
+            for name in [n for n in STAGES if n in names]:
+                completed += _run_stage(config, run, name, names, echo, force)
     except BaseException:
         if created and completed == 0 and run.path.exists():
-            shutil.rmtree(run.path, ignore_errors=True)
+            shutil.rmtree(run.path, ignore_errors=True)  # a folder this command created and filled with nothing
         raise
+    return run
+
+
+def _check_requirements(run: RunDir, name: str, names: list[str]) -> None:
+    for needed in STAGES[name].requires:
+        if needed in names:
+            continue
+        changes = run.output_changes(needed)
+        if changes is None:
+            raise EdgepipeError(f"stage '{name}' needs the outputs of '{needed}', which {run.path} does not have",
+                                f"Run 'edgepipe {needed}' (or 'edgepipe run') with --output {run.path} first.")
+        if changes:
+            raise EdgepipeError(f"stage '{name}' needs the outputs of '{needed}', and in {run.path} "
+                                + ", ".join(changes[:3]) + (" ..." if len(changes) > 3 else ""),
+                                f"Rerun 'edgepipe {needed}' (or 'edgepipe run') with --output {run.path}.")
+
+
+def _run_stage(config: RunConfig, run: RunDir, name: str, names: list[str], echo: Callable[[str], None],
+               force: bool) -> int:
+    """Run one stage, or skip it when its inputs are unchanged and its recorded outputs intact."""
+    stage = STAGES[name]
+    _check_requirements(run, name, names)
+    write_text(run.config, to_yaml(config))
+    digest = sha256_value(stage.inputs(config, run))
+    record = run.stage_record(name)
+    changes = run.output_changes(name)
+    if not force and record and record["inputs_sha256"] == digest and changes == []:
+        echo(f"[{name}] inputs unchanged since {record['finished']}; skipped (use --force to rerun)")
+        return 1
+    if record and changes:
+        echo(f"[{name}] rerunning: " + ", ".join(changes[:3]) + (" ..." if len(changes) > 3 else "")
+             + " since it last ran")
+    echo(f"[{name}] {stage.help}")
+    start = time.perf_counter()
+    stage.run(config, run, echo)
+    run.record_stage(name, digest, time.perf_counter() - start, stage.outputs(run))
+    run.write_manifest(config.to_dict())
+    return 1
+
+
+def _run_as_worker(config: RunConfig, run: RunDir, names: list[str], echo: Callable[[str], None]) -> RunDir:
+    """A non-chief worker runs the stages that train (reading the run directory) and writes nothing."""
+    for name in [n for n in STAGES if n in names]:
+        _check_requirements(run, name, names)
+        if STAGES[name].distributed:
+            STAGES[name].run(config, run, echo)
     return run

@@ -23,6 +23,8 @@ class Stage:
     run: Callable[[RunConfig, RunDir, Echo], None]
     #: stage whose outputs this one reads
     requires: tuple[str, ...] = ()
+    #: every worker of a multi-worker cluster runs it (training); the others run on the chief alone
+    distributed: bool = False
 
 
 def file_digest(path: Path) -> str | None:

@@ -40,11 +40,23 @@ def test_lambda_model_is_refused_unless_unsafe(tmp_path):
     assert load_keras_model(str(path), unsafe=True) is not None
 
 
-def test_savedmodel_directory_is_wrapped(tmp_path):
+def test_savedmodel_directory_is_refused_up_front_with_the_way_out(tmp_path):
+    """A SavedModel holds a traced graph: it built, then training crashed; now it is refused before any work."""
     _small_model().export(str(tmp_path / "sm"), verbose=False)
-    arch = user_architecture(str(tmp_path / "sm"))
-    model = build_classifier(arch, 2, 16, 3, None, "none")
-    assert model.predict(np.zeros((1, 16, 16, 3), np.float32), verbose=0).shape == (1, 2)
+    with pytest.raises(EdgepipeError, match="SavedModel.*save it as .keras"):
+        user_architecture(str(tmp_path / "sm"))
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("text.h5", b"just some notes\n", "not an HDF5 file"),
+    ("random.keras", bytes(range(256)) * 4, "not a zip archive"),
+    ("truncated.keras", b"PK\x03\x04" + b"\x00" * 40, "could not load"),
+])
+def test_files_that_are_not_models_are_clear_errors(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(EdgepipeError, match=message):
+        load_keras_model(str(path))
 
 
 def test_missing_or_wrong_model_path(tmp_path):
