@@ -102,7 +102,10 @@ def _run_stages(stages: list[str] | None, kwargs: dict[str, Any]) -> None:
     force = kwargs.pop("force")
     unsafe = kwargs.pop("unsafe_load", False)
     run = api.run(config, stages=stages, force=force, unsafe_load=unsafe, echo=click.echo, **kwargs)
-    click.echo(f"run directory: {run.path}")
+    from edgepipe.pipeline.controls import is_chief
+
+    click.echo(f"run directory: {run.path}" if is_chief() else
+               "this worker's part is done; worker 0 writes the run directory")
 
 
 @click.group(cls=EdgepipeGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -171,12 +174,12 @@ def report_command(config, output, name, merge_files, force):
 
 
 def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup, warmup_time, min_iterations,
-                   min_duration, seed, output):
+                   min_duration, seed, output, memory):
     from edgepipe.api import BenchRequest
 
     return BenchRequest(list(paths), data, labels, threads or (1,), batch or (1,), tuple(devices or ("cpu",)),
                         tuple(engines or ()), warmup, warmup_time, min_iterations, min_duration, seed or 0,
-                        Path(output or "bench-results.json"))
+                        Path(output or "bench-results.json"), memory)
 
 
 @main.command("bench")
@@ -201,6 +204,8 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
 @click.option("--engine", "engines", callback=_split_list, metavar="E[,E]",
               help="With artifacts: also measure with these engines where they read the file (e.g. openvino for .onnx "
                    "and .tflite files); each artifact's default engine is always measured.")
+@click.option("--memory/--no-memory", default=True, show_default=True,
+              help="With artifacts: measure each artifact's memory (after load, peak while running) in a fresh process.")
 @click.option("--remote", metavar="[USER@]HOST", help="With artifacts: run the benchmark on that machine over SSH "
               "(OpenSSH, batch mode: keys and known hosts from your SSH configuration) and bring the results back.")
 @click.option("--remote-edgepipe", default="edgepipe", show_default=True, metavar="CMD",
@@ -213,8 +218,8 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
               help="With --remote: copy at most N images per class of --data.")
 @click.option("--keep-remote", is_flag=True, help="With --remote: leave the remote job folder in place.")
 def bench_command(paths, data, labels, threads, batch, output, name, seed, warmup, warmup_time, min_iterations,
-                  min_duration, force, devices, engines, remote, remote_edgepipe, remote_dir, ssh_config, data_sample,
-                  keep_remote):
+                  min_duration, force, devices, engines, memory, remote, remote_edgepipe, remote_dir, ssh_config,
+                  data_sample, keep_remote):
     """Stage 4: measure accuracy and latency of every artifact on this machine.
 
     With a CONFIG (or none), benchmarks the run directory's artifacts. Given
@@ -242,7 +247,7 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
         odd = next(p for p in paths if p not in artifacts)
         raise EdgepipeError(f"'{odd}' is not an artifact file", "Artifacts end in " + ", ".join(artifact_suffixes()) + ".")
     request = _bench_request(artifacts, data, labels, threads, batch, devices, engines, warmup, warmup_time,
-                             min_iterations, min_duration, seed, output)
+                             min_iterations, min_duration, seed, output, memory)
     if remote:
         api.bench_remote(remote, request, ssh_config=ssh_config, remote_edgepipe=remote_edgepipe, remote_dir=remote_dir,
                          data_sample=data_sample, keep=keep_remote, echo=click.echo)

@@ -118,6 +118,7 @@ class _BenchCommon:
     warmup_s: float = _opt(0.2, "...and for at least this many seconds (as trtexec warms up by time).", min=0.0)
     min_iterations: int = _opt(50, "Measured inferences: at least this many...", min=1)
     min_duration_s: float = _opt(1.0, "...and for at least this many seconds.", min=0.0)
+    memory: bool = _opt(True, "Measure each artifact's memory (resident after load, peak while running) in a fresh process.")
 
 
 def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]]) -> type:

@@ -88,6 +88,8 @@ def to_arguments(request) -> list[str]:
             "--seed", str(request.seed), "--device", ",".join(request.devices)]
     if request.engines:
         args += ["--engine", ",".join(request.engines)]
+    if not request.memory:
+        args.append("--no-memory")
     return args
 
 

@@ -114,6 +114,8 @@ class Record:
     int8_budget: Optional[Int8Budget] = None
     #: paired comparison with the FP32 reference on the held-out images
     significance: Optional[dict[str, Any]] = None
+    #: top-1 class index per held-out image (in the order of the results' held-out labels), for paired tests
+    predictions: Optional[list[int]] = None
     efficiency: Optional[dict[str, Any]] = None
     tuning: Optional[dict[str, Any]] = None
     extra: dict[str, Any] = field(default_factory=dict)

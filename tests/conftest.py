@@ -32,6 +32,7 @@ def tiny_overrides(tmp: Path, pretrain: bool = False, **extra) -> dict:
         "bench.min_iterations": 5,
         "bench.min_duration_s": 0.0,
         "bench.warmup_s": 0.0,
+        "bench.memory": False,  # fresh-process memory figures cost seconds per artifact; the shared run measures them
     }
     if pretrain:  # a backbone trained on these digits, so the head learns a confident, stable classifier
         overrides.update({"pretrain.data.path": "builtin:digits", "pretrain.data.classes": ["0", "1", "2", "3"],
@@ -47,7 +48,7 @@ def tiny_run(tmp_path_factory):
     from edgepipe.pipeline.runner import STAGES, run_stages
 
     out = tmp_path_factory.mktemp("tiny-run")
-    config = cfg.from_dict({}, tiny_overrides(out, pretrain=True))
+    config = cfg.from_dict({}, tiny_overrides(out, pretrain=True, **{"bench.memory": True}))
     lines: list[str] = []
     run = run_stages(config, list(STAGES), echo=lines.append)
     run.log = lines  # type: ignore[attr-defined]

@@ -44,7 +44,7 @@ def latency_stats(samples_ms: np.ndarray, batch_size: int) -> dict[str, float]:
     }
 
 
-def _batches(images: np.ndarray, batch_size: int, count: int = 8) -> list[np.ndarray]:
+def batches_of(images: np.ndarray, batch_size: int, count: int = 8) -> list[np.ndarray]:
     """A few distinct real input batches to cycle through (float32, contiguous)."""
     reps = int(np.ceil(batch_size * count / max(len(images), 1)))
     pool = np.concatenate([images] * max(reps, 1))[: batch_size * count]
@@ -59,7 +59,7 @@ def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings)
     dequantization) measured with ``time.perf_counter``, in ms.
     """
     runner.prepare(settings.batch_size)
-    batches = _batches(images, settings.batch_size)
+    batches = batches_of(images, settings.batch_size)
     start = time.perf_counter()
     runner.infer(batches[0])
     first_ms = (time.perf_counter() - start) * 1e3

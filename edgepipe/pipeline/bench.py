@@ -1,45 +1,36 @@
-"""Stage 4: measure every artifact's accuracy and latency on this machine, each with its engines.
+"""Stage 4: measure every artifact's accuracy, latency and memory on this machine, with its engines.
 
-Also the standalone ``edgepipe bench ARTIFACT...`` path (no run directory). Both build
-:class:`~edgepipe.results.Record` objects through :func:`measure`, so a record looks the
-same however it was made; an artifact that cannot be loaded or run becomes a failed
-(or skipped) record with its reason, and the others are still measured.
+Also the standalone ``edgepipe bench ARTIFACT...`` path (no run directory). Both turn plans
+(an artifact in one setting) into :class:`~edgepipe.results.Record` objects through
+``pipeline.measure``, so a record looks the same however it was made: an artifact that cannot
+be loaded or run becomes a failed (or skipped) record with its reason, and the others are
+still measured, in interleaved rounds.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import os
 import platform
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe.versions import __version__
-from edgepipe.backends import (
-    ENGINES,
-    INTEGER_PRECISIONS,
-    Artifact,
-    Engine,
-    create_runner,
-    devices_for,
-    engines_for,
-    identify,
-    reference_format,
-)
+from edgepipe.backends import ENGINES, INTEGER_PRECISIONS, Artifact, Engine, create_runner, identify, reference_format
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.device import fingerprint, peak_estimate
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import read_json, size_mb
-from edgepipe.harness import BenchSettings, accuracy, agreement, efficiency, measure_latency, predict
+from edgepipe.fileio import read_json, sha256_value, size_mb
+from edgepipe.harness import BenchSettings, efficiency
+from edgepipe.pipeline.measure import error_line, line, measure_plans, plan, settings_for
 from edgepipe.pipeline.rundir import RunDir, now_iso
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.report import write_results
 from edgepipe.results import Int8Budget, Record, Results, Status
+from edgepipe.significance import paired_comparison
+from edgepipe.versions import __version__
 
 TIMING = "wall clock per call (time.perf_counter), input quantize + engine + output dequantize"
 
@@ -59,65 +50,29 @@ def resolve_threads(threads: Optional[int]) -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
-@dataclass(frozen=True)
-class Setting:
-    """One way of running an artifact: engine, device, threads, batch size and engine settings."""
-
-    engine: Engine
-    device: str
-    threads: int
-    batch_size: int
-    engine_settings: Any = None
-
-
 def engine_settings(config: RunConfig, engine: Engine) -> Any:
     """The engine's settings from the config's bench.<engine> section (its defaults when it has none)."""
     return getattr(config.bench, engine.name, None) if engine.settings else None
 
 
-def _error_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines() or [""])[0][:240] if text else type(exc).__name__
+def _candidates(run: RunDir, index: dict) -> list[tuple[dict, Path]]:
+    """The FP32 reference model, then every exported artifact, as (artifacts.json-style entry, path)."""
+    ref = reference_format()
+    reference = {"format": ref.name, "precision": ref.precision, "container": ref.container, "file": run.model.name,
+                 "status": Status.OK.value, "description": ref.description}
+    return [(reference, run.model)] + [(item, run.artifacts_dir / item["file"]) for item in index["artifacts"]]
 
 
-def measure(artifact: Artifact, base: Record, setting: Setting, images: np.ndarray, labels: Optional[np.ndarray],
-            settings: BenchSettings, reference: Optional[np.ndarray] = None) -> tuple[Record, Optional[np.ndarray]]:
-    """One artifact in one setting: a measured record and its probabilities, or a skipped record (engine,
-    package or device missing) or failed one (the engine raised), each with its reason."""
-    record = dataclasses.replace(base, engine=setting.engine.name, device=setting.device, threads=setting.threads,
-                                 batch_size=setting.batch_size)
-    bench = dataclasses.replace(settings, batch_size=setting.batch_size)
-    try:
-        with create_runner(artifact, threads=setting.threads, engine=setting.engine.name, device=setting.device,
-                           settings=setting.engine_settings) as runner:
-            probabilities = predict(runner, images)
-            timing = measure_latency(runner, images, bench)
-            record = dataclasses.replace(
-                record, settings=runner.settings_record(), engine_versions=runner.versions(),
-                input=dataclasses.asdict(runner.input_spec()), load_ms=runner.load_ms,
-                first_inference_ms=timing["first_inference_ms"], warmup_calls=timing["warmup_calls"],
-                latency_ms=timing["latency_ms"], compute_ms=timing.get("compute_ms"), copy_ms=timing.get("copy_ms"))
-    except EdgepipeError as exc:
-        return dataclasses.replace(record, status=Status.SKIPPED, reason=str(exc)), None
-    except Exception as exc:  # an engine that cannot load or run this artifact: reported, the rest go on
-        return dataclasses.replace(record, status=Status.FAILED, reason=f"{type(exc).__name__}: {_error_line(exc)}"), None
-    if labels is not None:
-        record.top1 = accuracy(probabilities, labels, 1)
-        if probabilities.shape[1] > 5:
-            record.top5 = accuracy(probabilities, labels, 5)
-    if reference is not None and reference.shape == probabilities.shape:
-        record.agreement_with_reference = agreement(probabilities, reference)
-    return record, probabilities
-
-
-def settings_for(artifact: Artifact, config_engines: tuple[str, ...], devices: tuple[str, ...],
-                 threads: tuple[int, ...], batches: tuple[int, ...], engine_settings=lambda engine: None) -> list[Setting]:
-    """Every (engine, device, threads, batch) an artifact is measured in."""
-    out = []
-    for engine in engines_for(artifact, config_engines):
-        for device, t, b in itertools.product(devices_for(engine, devices), threads, batches):
-            out.append(Setting(engine, device, t, b, engine_settings(engine)))
-    return out
+def _base_record(item: dict, path: Path) -> Record:
+    base = Record(artifact=item["file"], format=item["format"], precision=item["precision"],
+                  status=Status(item["status"]), reason=item.get("reason"), description=item.get("description"),
+                  verification=item.get("verification"))
+    budget = (item.get("details") or {}).get("int8_budget")
+    if budget:
+        base.int8_budget = Int8Budget.from_dict(budget)
+    if base.status.measured:
+        base.size_mb = round(size_mb(path), 4)
+    return base
 
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
@@ -128,51 +83,55 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     threads = resolve_threads(b.threads)
     settings = BenchSettings(b.batch_size, b.warmup, b.min_iterations, b.min_duration_s, b.warmup_s)
     echo(f"benchmarking on {len(split)} {dataset.heldout_name} images, {threads} thread(s), batch {settings.batch_size}:")
-    reference_fmt = reference_format()
-    candidates = [({"format": reference_fmt.name, "precision": reference_fmt.precision, "container": reference_fmt.container,
-                    "file": run.model.name, "status": Status.OK.value, "description": reference_fmt.description},
-                   run.model)]
-    candidates += [(item, run.artifacts_dir / item["file"]) for item in index["artifacts"]]
     records: list[Record] = []
-    reference = None
-    for item, path in candidates:
-        base = Record(artifact=item["file"], format=item["format"], precision=item["precision"],
-                      status=Status(item["status"]), reason=item.get("reason"), description=item.get("description"),
-                      verification=item.get("verification"))
-        budget = (item.get("details") or {}).get("int8_budget")
-        if budget:
-            base.int8_budget = Int8Budget.from_dict(budget)
+    plans = []
+    for item, path in _candidates(run, index):
+        base = _base_record(item, path)
         if not base.status.measured:
             records.append(base)
-            echo("  " + _line(base))
+            echo("  " + line(base))
             continue
-        base.size_mb = round(size_mb(path), 4)
         artifact = identify(path, item)
-        for setting in settings_for(artifact, tuple(b.engines), tuple(b.devices), (threads,), (settings.batch_size,),
-                                    lambda engine: engine_settings(config, engine)):
-            record, probabilities = measure(artifact, base, setting, split.images, split.labels, settings, reference)
-            if reference is None and probabilities is not None:
-                reference = probabilities
-            records.append(record)
-            echo("  " + _line(record))
+        plans += [plan(artifact, base, s, split.images, split.labels)
+                  for s in settings_for(artifact, tuple(b.engines), tuple(b.devices), (threads,), (settings.batch_size,),
+                                        lambda engine: engine_settings(config, engine))]
+    measured = measure_plans(plans, settings, echo, memory=b.memory)
+    for record in measured:
+        echo("  " + line(record))
+    ref = reference_format().name
+    _compare_with_reference(plans, ref, split.labels, dataset.class_names)
+    records = measured + records
     build_info = read_json(run.build_info) if run.build_info.exists() else {}
     device = fingerprint()
-    reference_top1 = next((r.top1 for r in records if r.top1 is not None), None)
     for record in records:
-        if record.top1 is not None and reference_top1 is not None:
-            record.top1_change_pp = (record.top1 - reference_top1) * 100
         add_efficiency(record, build_info.get("macs"), device)
     training = read_json(run.training) if run.training.exists() else {}
     results = Results(
         device=device, records=records, created=now_iso(), edgepipe=__version__, run=str(run.path),
-        conditions={"threads": threads, **settings.as_dict(), "timing": TIMING},
+        conditions={"threads": threads, **settings.as_dict(), "timing": TIMING, "rounds": "interleaved"},
         architecture=build_info, classes=run.read_labels(),
-        heldout={"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes},
-        reference_format=reference_fmt.name,
+        heldout={"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes,
+                 "labels_sha256": sha256_value(split.labels.tolist())},
+        reference_format=ref,
         training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
         baseline_from_scratch=_baseline(training), calibration=index.get("calibration"),
         accuracy_budget_pp=config.export.accuracy_budget_pp)
     write_results(run.results, results)
+
+
+def _compare_with_reference(plans: list, reference_format_name: str, labels: np.ndarray, class_names: list[str]) -> None:
+    """Top-1 change and the image-by-image comparison of every record with the FP32 reference's first record."""
+    reference = next((p for p in plans if p.record.format == reference_format_name and p.probabilities is not None), None)
+    if reference is None:
+        return
+    for p in plans:
+        if p.record.top1 is not None:
+            p.record.top1_change_pp = (p.record.top1 - reference.record.top1) * 100
+        if p.probabilities is not None and p.record.format != reference_format_name:
+            p.record.significance = paired_comparison(p.probabilities.argmax(1), reference.probabilities.argmax(1),
+                                                      labels, class_names)
+            p.record.predictions = p.probabilities.argmax(1).tolist()
+    reference.record.predictions = reference.probabilities.argmax(1).tolist()
 
 
 def add_efficiency(record: Record, macs: Optional[int], device: dict[str, Any]) -> None:
@@ -192,17 +151,6 @@ def _baseline(training: dict) -> Optional[dict]:
     return {k: baseline.get(k) for k in ("top1", "epochs", "heldout_split", "heldout_images")}
 
 
-def _line(record: Record) -> str:
-    name = record.format or record.artifact
-    if record.latency_ms is None:
-        return f"{name:<14} {record.status}: {record.reason}"
-    lat = record.latency_ms
-    top1 = f"top-1 {record.top1:.2%}  " if record.top1 is not None else ""
-    where = f"[{record.engine}, {record.device}] "
-    return (f"{where}{name:<14} {top1}p50 {lat['p50']:.3f} ms  p90 {lat['p90']:.3f} ms  "
-            f"{lat['images_per_s']:.1f} images/s ({lat['iterations']} runs)")
-
-
 STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this machine.",
               _inputs, _outputs, _run, requires=("train", "export"))
 
@@ -210,7 +158,7 @@ STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this m
 def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, labels_file: Optional[Path] = None,
                 threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1,),
                 settings: BenchSettings = BenchSettings(), seed: int = 0, devices: tuple[str, ...] = ("cpu",),
-                engines: tuple[str, ...] = ()) -> Results:
+                engines: tuple[str, ...] = (), memory: bool = True) -> Results:
     """Benchmark artifacts on their own (no run directory): one record per artifact, engine, device,
     thread count and batch size.
 
@@ -225,20 +173,21 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     for name in engines:
         ENGINES.canonical(name)
     artifacts = [identify(path) for path in paths]
-    records: list[Record] = []
+    unmeasured: list[Record] = []
+    plans = []
     for path, artifact in zip(paths, artifacts):
         base = Record(artifact=str(path), format=artifact.format, precision=artifact.precision, status=Status.OK,
                       size_mb=round(size_mb(path), 4))
         try:
             shape, classes = probe(artifact)
         except EdgepipeError as exc:
-            records.append(dataclasses.replace(base, status=Status.SKIPPED, reason=str(exc)))
-            echo(f"  {path.name}: " + _line(records[-1]))
+            unmeasured.append(dataclasses.replace(base, status=Status.SKIPPED, reason=str(exc)))
+            echo(f"  {path.name}: " + line(unmeasured[-1]))
             continue
         except Exception as exc:  # not loadable: a failed record, the other artifacts are still measured
             what = "not an image classifier" if isinstance(exc, NotAnImageClassifier) else "cannot load"
-            records.append(dataclasses.replace(base, status=Status.FAILED, reason=f"{what}: {_error_line(exc)}"))
-            echo(f"  {path.name}: " + _line(records[-1]))
+            unmeasured.append(dataclasses.replace(base, status=Status.FAILED, reason=f"{what}: {error_line(exc)}"))
+            echo(f"  {path.name}: " + line(unmeasured[-1]))
             continue
         check_batch_memory(shape, max(batches))
         labels_order = read_labels_file(labels_file) if labels_file else artifact.labels
@@ -247,17 +196,19 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
                                 f" name {len(labels_order)} classes, but {path.name} has {classes} outputs",
                                 "Pass the labels.txt the model was trained with (--labels).")
         images, labels = bench_images(data_dir, labels_order, shape, seed)
-        for setting in settings_for(artifact, engines, devices, threads, batches):
-            record, _ = measure(artifact, base, setting, images, labels, settings)
-            records.append(record)
-            echo(f"  {path.name} {setting.device}, threads {setting.threads} batch {setting.batch_size}: " + _line(record))
+        plans += [plan(artifact, base, s, images, labels) for s in settings_for(artifact, engines, devices, threads, batches)]
+    records = measure_plans(plans, settings, echo, memory=memory)
+    for record in records:
+        echo("  " + line(record))
+    records += unmeasured
     labelled = {tuple(a.labels or ()) for a in artifacts} - {()}
     classes = read_labels_file(labels_file) if labels_file else (list(labelled.pop()) if len(labelled) == 1 else None)
     return Results(
         device=fingerprint(), records=records, created=now_iso(), edgepipe=__version__, classes=classes,
         conditions={**settings.as_dict(), "threads": list(threads), "batch_sizes": list(batches),
                     "devices": list(devices), "engines": list(engines) or "each artifact's default engine",
-                    "timing": TIMING, "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)"})
+                    "timing": TIMING, "rounds": "interleaved",
+                    "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)"})
 
 
 class NotAnImageClassifier(Exception):

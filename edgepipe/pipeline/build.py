@@ -14,7 +14,17 @@ from edgepipe.errors import ConfigError
 from edgepipe.fileio import atomic_path, write_json, write_text
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
-from edgepipe.pipeline.controls import Controls
+from edgepipe.pipeline.controls import (
+    Controls,
+    check_batch_size,
+    distribution,
+    distribution_record,
+    is_chief,
+    leave_results_to_chief,
+    predict_arrays,
+    scope,
+    wait_for_workers,
+)
 from edgepipe.pipeline.strategies import fit
 
 #: momentum for batch normalization when a network is trained from scratch (see set_batchnorm_momentum)
@@ -40,7 +50,10 @@ def _outputs(run: RunDir) -> list:
 
 def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *, epochs: int, batch_size: int,
                        controls: Controls, label: str, echo: Echo, augment=None):
-    """Build the configured network with random weights and train every layer; returns (model, summary)."""
+    """Build the configured network with random weights and train every layer; returns (model, summary).
+
+    Under a tf.distribute strategy, call it inside the strategy's scope: the network is built there.
+    """
     m = config.model
     dataset = materialize(data_index, m.input_size, m.channels)
     model = build_classifier(resolve_architecture(m, config.unsafe_load), num_classes, m.input_size, m.channels, m.alpha, "none",
@@ -56,11 +69,30 @@ def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *,
 def evaluate_top1(model, split) -> float:
     import numpy as np
 
-    probabilities = model.predict(split.images.astype(np.float32), batch_size=64, verbose=0)
+    probabilities = predict_arrays(model, split.images.astype(np.float32))
     return float(np.mean(np.argmax(probabilities, axis=1) == split.labels))
 
 
+def pretrain(config: RunConfig, source_index: dict, echo: Echo):
+    """Train the configured network from scratch on the source data; returns (model, summary).
+
+    With TF_CONFIG naming a cluster, every worker runs this (the build command on each machine).
+    """
+    p = config.pretrain
+    kind, dist = distribution()
+    check_batch_size(p.batch_size, distribution_record(kind, dist)["replicas"], "pretrain.batch_size")
+    with scope(dist):
+        source_model, summary = train_from_scratch(
+            config, source_index, len(source_index["class_names"]), epochs=p.epochs, batch_size=p.batch_size,
+            controls=Controls(learning_rate=p.learning_rate), label="pretrain", echo=echo, augment=p.augment)
+    return source_model, summary
+
+
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
+    """Every worker of a cluster runs this stage, for the pretraining; the chief alone writes."""
+    if not is_chief() and not config.pretrain:
+        leave_results_to_chief(echo, "nothing to train in the build stage")
+        return
     m = config.model
     index = make_index(config.data, config.seed)
     echo(format_summary(index["summary"]))
@@ -91,9 +123,11 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         source_index = make_index(p.data, config.seed)
         echo("pretraining the backbone from scratch on the source data:")
         echo(format_summary(source_index["summary"]))
-        source_model, summary = train_from_scratch(
-            config, source_index, len(source_index["class_names"]), epochs=p.epochs, batch_size=p.batch_size,
-            controls=Controls(learning_rate=p.learning_rate), label="pretrain", echo=echo, augment=p.augment)
+        source_model, summary = pretrain(config, source_index, echo)
+        if not is_chief():
+            leave_results_to_chief(echo, "pretraining done")
+            wait_for_workers(distribution()[1])
+            return
         echo(f"  source {summary['heldout_split']} top-1: {summary['top1']:.2%}")
         model = build_classifier(arch, len(labels), m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
         model.get_layer(BACKBONE).set_weights(source_model.get_layer(BACKBONE).get_weights())
@@ -113,7 +147,9 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     write_json(run.build_info, info)
     echo(f"built {info['architecture']} ({info['params']:,} parameters, {info['macs'] / 1e6:.1f}M MACs, {len(labels)} classes, "
          f"{m.input_size}x{m.input_size}x{m.channels}, weights: {info['weights']})")
+    if config.pretrain:  # the workers that pretrained wait until the run directory is written
+        wait_for_workers(distribution()[1])
 
 
 STAGE = Stage("build", "Index the dataset and build the network with a new classification head.",
-              _inputs, _outputs, _run)
+              _inputs, _outputs, _run, distributed=True)

@@ -3,16 +3,19 @@ class weights, label smoothing, progress display, and multi-device distribution.
 
 Every Keras ``fit`` in edgepipe goes through :func:`fit_arrays`, so pretraining,
 head training (on images or on cached features), fine-tuning and full training
-all honour the same controls.
+all honour the same controls, on one device or under a tf.distribute strategy.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import json
 import math
 import os
 import sys
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -109,9 +112,13 @@ def compile_model(model, c: Controls) -> None:
 
     if c.label_smoothing > 0:
         loss = keras.losses.CategoricalCrossentropy(label_smoothing=c.label_smoothing)
+        accuracy = keras.metrics.CategoricalAccuracy(name="accuracy")
     else:
         loss = keras.losses.SparseCategoricalCrossentropy()
-    model.compile(optimizer=optimizer(c), loss=loss, metrics=["accuracy"])
+        accuracy = keras.metrics.SparseCategoricalAccuracy(name="accuracy")
+    # a metric object, not "accuracy": its variables are made here (in a tf.distribute scope, mirrored
+    # like the weights), not while a distributed step is traced, which fails with several devices
+    model.compile(optimizer=optimizer(c), loss=loss, metrics=[accuracy])
 
 
 def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> Optional[dict[int, float]]:
@@ -175,8 +182,13 @@ def callbacks(c: Controls, epochs: int, label: str, steps: int, echo: Callable[[
 
 def fit_arrays(model, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *, c: Controls,
                epochs: int, batch_size: int, seed: int, label: str, echo: Callable[[str], None]) -> dict[str, list[float]]:
-    """Compile ``model`` with the controls and fit it; returns the per-epoch history (with the rate used)."""
+    """Compile ``model`` with the controls and fit it; returns the per-epoch history (with the rate used).
+
+    Inside a tf.distribute strategy's scope (where ``model`` must have been built), the epochs run
+    on every replica, ``batch_size`` being the global batch (see :func:`_fit_distributed`).
+    """
     import keras
+    import tensorflow as tf
 
     keras.utils.set_random_seed(seed)
     compile_model(model, c)
@@ -184,15 +196,36 @@ def fit_arrays(model, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.nd
     y_fit, y_val = y, val[1]
     if c.label_smoothing > 0:
         y_fit, y_val = (keras.utils.to_categorical(v, num_classes) for v in (y, val[1]))
-    steps = int(math.ceil(len(x) / batch_size))
-    history = model.fit(x, y_fit, validation_data=(val[0], y_val), epochs=epochs, batch_size=batch_size,
-                        shuffle=True, verbose=0, class_weight=class_weights(y, num_classes, c.class_weight),
-                        callbacks=callbacks(c, epochs, label, steps, echo))
-    out = {k: [float(v) for v in values] for k, values in history.history.items()}
+    weights = class_weights(y, num_classes, c.class_weight)
+    if tf.distribute.has_strategy():
+        history = _fit_distributed(model, (x, y_fit), (val[0], y_val), weights, y, c=c, epochs=epochs,
+                                   batch_size=batch_size, seed=seed, label=label, echo=echo)
+    else:
+        steps = int(math.ceil(len(x) / batch_size))
+        history = model.fit(x, y_fit, validation_data=(val[0], y_val), epochs=epochs, batch_size=batch_size,
+                            shuffle=True, verbose=0, class_weight=weights,
+                            callbacks=callbacks(c, epochs, label, steps, echo)).history
+    out = {k: [float(v) for v in values] for k, values in history.items()}
     if c.early_stopping_patience and len(out.get("loss", [])) < epochs:
         echo(f"  {label}: early stopping after epoch {len(out['loss'])} (val_loss did not improve for "
              f"{c.early_stopping_patience} epochs; best weights restored)")
     return out
+
+
+def predict_arrays(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``model``'s outputs for ``x`` (inference mode), computed by this process alone.
+
+    Inside a tf.distribute strategy's scope, Keras' predict would split the batches over the
+    workers, a collective step that every worker must join at the same moment. Every worker holds
+    the whole arrays, so each computes what it needs by itself: the chief can then evaluate, or
+    read cached features, while the other workers skip that work.
+    """
+    import tensorflow as tf
+
+    if not tf.distribute.has_strategy():
+        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
+    run = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
+    return np.concatenate([np.asarray(run(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
 # ------------------------------------------------------------------ several devices
@@ -206,24 +239,206 @@ def distribution(gpus: Optional[int] = None, tf_config: Optional[str] = None):
 
         gpus = len(tf.config.list_physical_devices("GPU"))
     kind = choose_distribution(gpus, tf_config)
+    return kind, _strategy(kind)
+
+
+@functools.lru_cache(maxsize=None)
+def _strategy(kind: str):
+    """The strategy of ``kind``, created once per process: a process joins its cluster only once
+    (pretraining and training in one command share it)."""
     if kind == "default":
-        return kind, None
+        return None
     import tensorflow as tf
 
     if kind == "multi-worker-mirrored":
-        return kind, tf.distribute.MultiWorkerMirroredStrategy()
-    return kind, tf.distribute.MirroredStrategy()
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    return tf.distribute.MirroredStrategy()
 
 
 def choose_distribution(gpus: int, tf_config: Optional[str]) -> str:
-    import json
-
-    if tf_config:
-        try:
-            cluster = json.loads(tf_config).get("cluster", {})
-        except ValueError:
-            raise ConfigError("TF_CONFIG is not valid JSON",
-                              "Set it as documented for tf.distribute, or unset it for one machine.") from None
-        if sum(len(v) for v in cluster.values() if isinstance(v, list)) > 1:
-            return "multi-worker-mirrored"
+    cluster, _, _ = _tf_config(tf_config)
+    if _workers(cluster) > 1:
+        return "multi-worker-mirrored"
     return "mirrored" if gpus > 1 else "default"
+
+
+def _tf_config(tf_config: Optional[str]) -> tuple[dict, str, int]:
+    """(cluster, task type, task index) from TF_CONFIG (the environment's unless given)."""
+    tf_config = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
+    if not tf_config:
+        return {}, "worker", 0
+    try:
+        spec = json.loads(tf_config)
+    except ValueError:
+        spec = None
+    if not isinstance(spec, dict) or not isinstance(spec.get("cluster", {}), dict):
+        raise ConfigError("TF_CONFIG is not valid JSON with a cluster",
+                          "Set it as documented for tf.distribute, or unset it for one machine.")
+    cluster, task = spec.get("cluster", {}), spec.get("task") or {}
+    task_type, index = task.get("type", "worker"), task.get("index", 0)
+    if _workers(cluster) > 1 and not (isinstance(index, int) and 0 <= index < len(cluster.get(task_type) or [])):
+        raise ConfigError(f"TF_CONFIG's task ({task_type} {index}) is not one of its cluster's tasks",
+                          'Give each process its own task, e.g. "task": {"type": "worker", "index": 1}.')
+    return cluster, task_type, index
+
+
+def _workers(cluster: dict) -> int:
+    """The processes that train together: the cluster's chief and workers."""
+    return sum(len(cluster.get(role) or []) for role in ("chief", "worker"))
+
+
+def is_chief(tf_config: Optional[str] = None) -> bool:
+    """Whether this process writes the results: a process on its own, or the chief of its cluster
+    (its "chief" task, else worker 0, as tf.distribute defines it). The other workers train and
+    write nothing: the run directory has one writer."""
+    cluster, task_type, index = _tf_config(tf_config)
+    if _workers(cluster) <= 1:
+        return True
+    return task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
+
+
+def leave_results_to_chief(echo: Callable[[str], None], done: str) -> None:
+    """Say that this worker, not the chief, is done: the chief writes the results."""
+    cluster, task_type, index = _tf_config(None)
+    echo(f"{task_type} {index}: {done}; {'the chief' if 'chief' in cluster else 'worker 0'} writes the results")
+
+
+def wait_for_workers(strategy) -> None:
+    """Return once every worker of ``strategy``'s cluster has got here (nothing on one machine).
+
+    The other workers wait for the chief to write the results before they exit: TensorFlow
+    reports a worker that exits while its cluster still runs as crashed.
+    """
+    import tensorflow as tf
+
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return
+    with strategy.scope():
+        strategy.reduce("SUM", strategy.run(tf.constant, args=(1.0,)), axis=None)
+
+
+def distribution_record(kind: str, strategy, tf_config: Optional[str] = None) -> dict:
+    """What training.json records: the strategy, the workers and replicas, and this worker's index."""
+    cluster, _, index = _tf_config(tf_config)
+    workers = _workers(cluster) if kind == "multi-worker-mirrored" else 1
+    return {"strategy": kind, "workers": workers, "replicas": strategy.num_replicas_in_sync if strategy else 1,
+            "task_index": index if workers > 1 else 0}
+
+
+def scope(strategy):
+    """``strategy``'s scope, where models and optimizers must be built; nothing for the default."""
+    return strategy.scope() if strategy is not None else contextlib.nullcontext()
+
+
+def check_batch_size(batch_size: int, replicas: int, key: str = "the batch size") -> None:
+    """The batch size is the global batch: each replica takes an equal part of it."""
+    if batch_size % replicas:
+        raise ConfigError(f"{key} ({batch_size}) does not split evenly over {replicas} replicas",
+                          f"Set {key} to a multiple of {replicas}: it is the global batch, split over the replicas.")
+
+
+def _fit_distributed(model, train: tuple, val: tuple, weights: Optional[dict[int, float]], labels: np.ndarray, *,
+                     c: Controls, epochs: int, batch_size: int, seed: int, label: str,
+                     echo: Callable[[str], None]) -> dict[str, list]:
+    """The epochs of ``model.fit`` under the current tf.distribute strategy, on Keras' own train and test steps.
+
+    Keras 3's fit fails under MultiWorkerMirroredStrategy: to build the model it reduces the first
+    batch across workers, and its per-step reduction of the metrics across workers fails on scalars.
+    So the loop runs here. Metrics are read once per epoch, in cross-replica context, where
+    tf.distribute sums them over every replica: every worker sees the same values, so early
+    stopping and the plateau schedule decide alike everywhere. Class weights become sample
+    weights, as in Keras' fit.
+    """
+    import keras
+    import tensorflow as tf
+
+    strategy = tf.distribute.get_strategy()
+    replicas = strategy.num_replicas_in_sync
+    check_batch_size(batch_size, replicas)
+    if weights:
+        train = (*train, np.array([weights[int(v)] for v in labels], np.float32))
+    model.optimizer.build(model.trainable_variables)  # here, in the scope: its slots are mirrored like the weights
+    batches = iter(_replica_dataset(strategy, train, lambda: (
+        step for epoch in range(epochs) for step in _shares(len(train[0]), batch_size, replicas, seed, epoch))))
+    validation = _replica_dataset(strategy, val, lambda: _shares(len(val[0]), batch_size, replicas))
+    steps = len(_shares(len(train[0]), batch_size, replicas, seed, 0))
+    history = keras.callbacks.History()
+    listeners = keras.callbacks.CallbackList([*callbacks(c, epochs, label, steps, echo), history], model=model,
+                                             epochs=epochs, steps=steps, verbose=0)
+    _epochs(model, epochs, listeners, (_step(strategy, model.train_step, batches.element_spec), batches, steps),
+            (_step(strategy, model.test_step, validation.element_spec), validation))
+    return history.history
+
+
+def _epochs(model, epochs: int, listeners, train: tuple, validate: tuple) -> None:
+    """Keras' fit loop: ``train`` is (step, batch iterator, steps per epoch), ``validate`` (step, dataset)."""
+    train_step, batches, steps = train
+    test_step, validation = validate
+    model.stop_training = False
+    listeners.on_train_begin()
+    for epoch in range(epochs):
+        listeners.on_epoch_begin(epoch)
+        logs = _pass(model, train_step, (next(batches) for _ in range(steps)), listeners.on_train_batch_end)
+        val_logs = _pass(model, test_step, validation)
+        listeners.on_epoch_end(epoch, {**logs, **{f"val_{k}": v for k, v in val_logs.items()}})
+        if model.stop_training:
+            break
+    listeners.on_train_end()
+
+
+def _step(strategy, step, spec):
+    """``step`` on every replica, traced once for batches of any size (``spec``: the dataset's)."""
+    import tensorflow as tf
+
+    return tf.function(lambda batch: strategy.run(step, args=(batch,)), input_signature=[spec])
+
+
+def _pass(model, step, batches, after_batch: Optional[Callable[[int], None]] = None) -> dict[str, float]:
+    """Run ``step`` on every batch; returns the model's metrics, summed over every replica."""
+    model.reset_metrics()
+    for i, batch in enumerate(batches):
+        step(batch)
+        if after_batch is not None:
+            after_batch(i)
+    return {k: float(v) for k, v in model.get_metrics_result().items()}
+
+
+def _shares(n: int, batch_size: int, replicas: int, seed: Optional[int] = None, epoch: int = 0) -> list[list[np.ndarray]]:
+    """The indices each replica takes at each step.
+
+    Training (a ``seed``): each global batch of a shuffle that every worker draws alike (seeded
+    by epoch) is split into equal parts, one per replica. The epoch wraps round to a multiple of
+    the replicas (at most ``replicas - 1`` images twice) so that no replica gets an empty or
+    smaller part: an empty batch breaks convolution and batch normalization.
+
+    Validation (no ``seed``): every replica takes every batch, in order. tf.distribute sums the
+    metrics over the replicas, so their means are the split's, and no batch is ever empty.
+    """
+    if seed is None:
+        return [[np.arange(start, min(start + batch_size, n))] * replicas for start in range(0, n, batch_size)]
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    order = np.resize(order, n + (-n) % replicas)
+    return [np.split(order[start:start + batch_size], replicas) for start in range(0, len(order), batch_size)]
+
+
+def _replica_dataset(strategy, arrays: tuple, shares: Callable[[], Iterable[list[np.ndarray]]]):
+    """A tf.data dataset per worker with its replicas' ``shares()`` of ``arrays``, distributed by ``strategy``."""
+    import tensorflow as tf
+
+    def pipeline(context):
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        mine = range(context.input_pipeline_id * local, (context.input_pipeline_id + 1) * local)
+
+        def batches():
+            for step in shares():
+                for replica in mine:
+                    yield tuple(a[step[replica]] for a in arrays)
+
+        signature = tuple(tf.TensorSpec((None, *a.shape[1:]), tf.as_dtype(a.dtype)) for a in arrays)
+        options = tf.data.Options()
+        # Every worker holds the whole arrays in memory and reads its own replicas' shares above
+        # (there are no files to divide): tf.data must not shard them again.
+        options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.OFF
+        return tf.data.Dataset.from_generator(batches, output_signature=signature).with_options(options)
+
+    return strategy.distribute_datasets_from_function(pipeline)

@@ -19,6 +19,7 @@ from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import make_folder, read_json, sha256_file, size_mb, write_json
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
+from edgepipe.progress import step
 from edgepipe.results import Status
 from edgepipe.verification import Evaluator, run_artifact, verify
 
@@ -89,6 +90,7 @@ def export_all(model, job: ExportJob, echo: Echo) -> list[dict[str, Any]]:
         ctx.evaluate = Evaluator(images, labels, job.threads)
         ctx.reference_top1 = float(np.mean(np.argmax(probabilities, 1) == labels))
         ctx.validation_labels = labels
+        ctx.reference_probabilities = probabilities
         verify_images, reference = images[:VERIFY_IMAGES], probabilities[:VERIFY_IMAGES]
     records = []
     try:
@@ -128,10 +130,10 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
     if unavailable:
         echo(f"  {fmt.name}: skipped ({unavailable})")
         return {**record, "status": Status.SKIPPED.value, "reason": unavailable}
-    echo(f"  {fmt.name}: exporting ...")
     start = time.perf_counter()
     try:
-        details = fmt.build(ctx, path)
+        with step(echo, f"  {fmt.name}: exporting"):
+            details = fmt.build(ctx, path)
     except Exception as exc:  # any converter failure is reported for this format; the others go on
         reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
         echo(f"  {fmt.name}: failed ({reason})")

@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgepipe.architectures.classifier import BACKBONE, CLASSIFIER, DROPOUT, POOL, PREPROCESS
-from edgepipe.pipeline.controls import Controls, fit_arrays
+from edgepipe.pipeline.controls import Controls, fit_arrays, is_chief, predict_arrays
 from edgepipe.registry import Registry
 
 
@@ -82,7 +82,7 @@ def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.nda
     import keras
 
     extractor = keras.Model(model.inputs[0], model.get_layer(POOL).output)
-    return np.asarray(extractor.predict(images.astype(np.float32), batch_size=batch_size, verbose=0))
+    return predict_arrays(extractor, images.astype(np.float32), batch_size)
 
 
 #: features of more than this many MB go to disk when train.feature_cache is auto
@@ -154,9 +154,9 @@ def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[
                       label="head", echo=echo, augment=train_config.augment)
         return {"history": history, "features_cached": False, "trainable_layers": ["dropout", "classifier"]}
     where = feature_cache_location(train_config.feature_cache, model, len(dataset.train) + len(dataset.splits["val"]))
-    if where == "disk" and cache_dir is not None:
+    if where == "disk" and cache_dir is not None and is_chief():
         train_features, val_features, note = disk_features(model, dataset, cache_dir)
-    else:
+    else:  # the chief alone writes the run directory: other workers keep their (identical) features in memory
         where, note = "memory", "computed"
         train_features = backbone_features(model, dataset.train.images)
         val_features = backbone_features(model, dataset.splits["val"].images)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import io
@@ -14,7 +13,17 @@ from edgepipe.data import materialize
 from edgepipe.evaluation import evaluate, format_evaluation
 from edgepipe.fileio import atomic_path, read_json, write_json, write_text
 from edgepipe.pipeline.build import train_from_scratch
-from edgepipe.pipeline.controls import Controls, distribution
+from edgepipe.pipeline.controls import (
+    Controls,
+    check_batch_size,
+    distribution,
+    distribution_record,
+    is_chief,
+    leave_results_to_chief,
+    predict_arrays,
+    scope,
+    wait_for_workers,
+)
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.pipeline.strategies import STRATEGIES
@@ -51,29 +60,42 @@ def history_csv(history: dict[str, list[float]]) -> str:
 
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
-    import keras
+    """Train under the process's tf.distribute strategy; on several workers each one runs this, and
+    the chief alone evaluates and writes the run directory."""
+    from edgepipe.architectures.loading import load_keras_model
 
-    from edgepipe.report.plots import confusion_plot, history_plot
-
+    # first: joining a cluster waits for every worker, so the chief's build stage has written its outputs
+    kind, dist = distribution()
+    record = distribution_record(kind, dist)
     m = config.model
     index = read_json(run.dataset_index)
     dataset = materialize(index, m.input_size, m.channels)
     strategy = STRATEGIES.get(config.train.strategy)
     echo(f"training with strategy '{strategy.name}': {strategy.description}")
-    where, dist = distribution()
     if dist is not None:
-        echo(f"  {dist.num_replicas_in_sync} replicas: tf.distribute {type(dist).__name__}")
-    with dist.scope() if dist is not None else contextlib.nullcontext():
-        model = keras.models.load_model(run.model_initial, compile=False, safe_mode=not config.unsafe_load)
+        echo(f"  tf.distribute {kind}: {record['replicas']} replicas on {record['workers']} worker(s)"
+             + (f", this is worker {record['task_index']}" if record["workers"] > 1 else ""))
+    check_batch_size(config.train.batch_size, record["replicas"], "train.batch_size")
+    chief = is_chief()
+    with scope(dist):
+        model = load_keras_model(str(run.model_initial), config.unsafe_load)
         outcome = strategy.fn(model, dataset, config.train, config.seed, echo, cache_dir=run.path / "cache")
-    probabilities = np.asarray(model.predict(dataset.heldout.images.astype(np.float32), batch_size=64, verbose=0))
-    evaluation = evaluate(probabilities, dataset.heldout.labels, dataset.class_names)
-    top5 = f", top-5 {evaluation['top5']:.2%}" if "top5" in evaluation else ""
-    echo(f"  {dataset.heldout_name} top-1 (Keras FP32): {evaluation['top1']:.2%}{top5} on {len(dataset.heldout)} images")
-    echo(format_evaluation(evaluation))
+        evaluation = _evaluate(model, dataset, echo) if chief else None
+        baseline = _baseline(config, index, dataset.num_classes, echo) if config.train.baseline_from_scratch else None
+    if chief:  # the chief alone writes the run directory
+        _write(run, model, _summary(strategy.name, record, dataset, outcome, evaluation, baseline),
+               f"{strategy.name}: training history", f"{dataset.heldout_name} split")
+    else:
+        leave_results_to_chief(echo, "training done")
+    wait_for_workers(dist)
+
+
+def _summary(strategy: str, distribution_used: dict, dataset, outcome: dict, evaluation: dict,
+             baseline: dict | None) -> dict:
+    """training.json."""
     summary = {
-        "strategy": strategy.name,
-        "distribution": where,
+        "strategy": strategy,
+        "distribution": distribution_used,
         "heldout_split": dataset.heldout_name,
         "heldout_images": len(dataset.heldout),
         "top1": evaluation["top1"],
@@ -82,24 +104,44 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         **outcome,
         "evaluation": evaluation,
     }
-    if config.train.baseline_from_scratch:
-        epochs = _baseline_epochs(config)
-        echo(f"baseline: the same network trained from scratch on the target data alone ({epochs} epochs):")
-        _, baseline = train_from_scratch(
-            config, index, dataset.num_classes, epochs=epochs, batch_size=config.train.batch_size,
-            controls=Controls(learning_rate=config.pretrain.learning_rate) if config.pretrain
-            else Controls.from_config(config.train),
-            label="scratch", echo=echo, augment=config.pretrain.augment if config.pretrain else config.train.augment)
-        echo(f"  from-scratch {baseline['heldout_split']} top-1: {baseline['top1']:.2%}")
+    if baseline is not None:
         summary["baseline_from_scratch"] = baseline
+    return summary
+
+
+def _evaluate(model, dataset, echo: Echo) -> dict:
+    probabilities = predict_arrays(model, dataset.heldout.images.astype(np.float32))
+    evaluation = evaluate(probabilities, dataset.heldout.labels, dataset.class_names)
+    top5 = f", top-5 {evaluation['top5']:.2%}" if "top5" in evaluation else ""
+    echo(f"  {dataset.heldout_name} top-1 (Keras FP32): {evaluation['top1']:.2%}{top5} on {len(dataset.heldout)} images")
+    echo(format_evaluation(evaluation))
+    return evaluation
+
+
+def _baseline(config: RunConfig, index: dict, num_classes: int, echo: Echo) -> dict:
+    """The same network trained from scratch on the target data alone (every worker trains it)."""
+    epochs = _baseline_epochs(config)
+    echo(f"baseline: the same network trained from scratch on the target data alone ({epochs} epochs):")
+    _, baseline = train_from_scratch(
+        config, index, num_classes, epochs=epochs, batch_size=config.train.batch_size,
+        controls=Controls(learning_rate=config.pretrain.learning_rate) if config.pretrain
+        else Controls.from_config(config.train),
+        label="scratch", echo=echo, augment=config.pretrain.augment if config.pretrain else config.train.augment)
+    echo(f"  from-scratch {baseline['heldout_split']} top-1: {baseline['top1']:.2%}")
+    return baseline
+
+
+def _write(run: RunDir, model, summary: dict, history_title: str, confusion_title: str) -> None:
+    from edgepipe.report.plots import confusion_plot, history_plot
+
     with atomic_path(run.model, suffix=".keras") as tmp:
         model.save(tmp)
-    write_text(run.history_csv, history_csv(outcome["history"]))
-    if not history_plot(outcome["history"], run.history_png, f"{strategy.name}: training history"):
+    write_text(run.history_csv, history_csv(summary["history"]))
+    if not history_plot(summary["history"], run.history_png, history_title):
         run.history_png.unlink(missing_ok=True)
-    confusion_plot(evaluation, run.confusion_png, f"{dataset.heldout_name} split")
+    confusion_plot(summary["evaluation"], run.confusion_png, confusion_title)
     write_json(run.training, summary)
 
 
 STAGE = Stage("train", "Transfer-learn to the target data and evaluate on the held-out split.",
-              _inputs, _outputs, _run, requires=("build",))
+              _inputs, _outputs, _run, requires=("build",), distributed=True)

@@ -10,7 +10,9 @@ from typing import Any, Callable, Optional
 
 from edgepipe.backends.context import ExportContext
 from edgepipe.fileio import atomic_path
+from edgepipe.progress import step
 from edgepipe.results import Int8Budget
+from edgepipe.significance import describe, paired_comparison
 
 
 @dataclass
@@ -37,6 +39,7 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     with the budget record under ``int8_budget``.
     """
     report: list[dict[str, Any]] = []
+    comparisons: dict[int, dict[str, Any]] = {}
     best: Optional[tuple[float, Path, dict, int]] = None
     for i, factory in enumerate(attempts, start=1):
         start = time.perf_counter()
@@ -45,8 +48,9 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
             if attempt is None:
                 continue
             candidate = ctx.workdir / f"attempt{i}-{path.name}"
-            details = attempt.build(candidate)
-            evaluation = ctx.evaluate(candidate, format_name) if ctx.evaluate else None
+            with step(ctx.echo, f"    attempt {i}: {attempt.description}"):
+                details = attempt.build(candidate)
+                evaluation = ctx.evaluate(candidate, format_name) if ctx.evaluate else None
         except Exception as exc:  # a recipe that cannot run here is reported; the others still get their turn
             if i == 1:
                 raise
@@ -55,14 +59,18 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
             continue
         entry: dict[str, Any] = {"attempt": i, "recipe": attempt.description, **details,
                                  "seconds": round(time.perf_counter() - start, 2)}
-        ctx.echo(f"    attempt {i}: {attempt.description}" + ("" if evaluation is None else
-                 f": validation top-1 {evaluation.top1:.2%}"))
+        if evaluation is not None:
+            ctx.echo(f"    attempt {i}: validation top-1 {evaluation.top1:.2%} ({entry['seconds']:.1f} s)")
         if evaluation is None:  # no validation data: the first recipe is all we can judge
             report.append(entry)
             best = (0.0, candidate, details, i)
             break
         drop = (ctx.reference_top1 - evaluation.top1) * 100
         entry.update(top1=evaluation.top1, drop_pp=drop, within_budget=drop <= ctx.accuracy_budget_pp)
+        if ctx.reference_probabilities is not None:
+            comparisons[i] = paired_comparison(evaluation.probabilities.argmax(1), ctx.reference_probabilities.argmax(1),
+                                               ctx.validation_labels, ctx.labels)
+            entry.update(lost=comparisons[i]["lost"], gained=comparisons[i]["gained"], mcnemar_p=comparisons[i]["mcnemar_p"])
         report.append(entry)
         if best is None or evaluation.top1 > best[0] or drop <= ctx.accuracy_budget_pp:
             best = (evaluation.top1, candidate, details, i)
@@ -77,13 +85,16 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
         budget_pp=ctx.accuracy_budget_pp, met=met, chosen_attempt=best[3], attempts=report,
         reference_top1=ctx.reference_top1, validation_images=ctx.validation_images,
         kept_higher_precision=list(kept.get("kept_float") or []),
-        note=None if met is not False else _note(ctx, kept))
+        significance=comparisons.get(best[3]),
+        note=None if met is not False else _note(ctx, kept, comparisons.get(best[3])))
     return {**best[2], "int8_budget": budget.to_dict()}
 
 
-def _note(ctx: ExportContext, kept: dict[str, Any]) -> str:
+def _note(ctx: ExportContext, kept: dict[str, Any], comparison: Optional[dict[str, Any]]) -> str:
     note = (f"no recipe stayed within {ctx.accuracy_budget_pp} pp; kept the most accurate "
             f"(attempt {kept['attempt']}, {kept['drop_pp']:.2f} pp below FP32)")
+    if comparison is not None:
+        note += "; on the validation split " + describe(comparison)
     images = ctx.validation_images
     if images and 100.0 / images > ctx.accuracy_budget_pp:  # one image is worth more than the whole budget
         note += (f"; the validation split has {images} images, so one changed prediction costs "

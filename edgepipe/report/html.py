@@ -10,8 +10,10 @@ from typing import Any, Optional
 
 from edgepipe.report.markdown import (
     LINKS,
+    NUMERIC_COLUMNS,
     TABLE_HEADER,
     budget_lines,
+    significance_lines,
     pct,
     reference_rows,
     summary_lines,
@@ -72,7 +74,7 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
     classes = ["recommended" if r.get("recommended") else ("skipped" if r["status"] == Status.SKIPPED.value else
                ("failed" if not r["usable"] else "")) for r in table_rows]
     parts += ["<h2>Accuracy and latency</h2>",
-              _table(TABLE_HEADER, [table_cells(r) for r in table_rows], classes, numeric=set(range(5, 16))),
+              _table(TABLE_HEADER, [table_cells(r) for r in table_rows], classes, numeric=NUMERIC_COLUMNS),
               '<p class="muted">★ recommended; ◆ on the Pareto frontier (nothing else is both faster and more accurate). '
               "Efficiency: multiply-accumulates per second at the median latency, against the CPU's estimated peak "
               "for the threads used.</p>"]
@@ -96,10 +98,11 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
                       [f"transfer ({training.get('strategy')}), Keras FP32", pct(top1)],
                       [f"same network from scratch on the target data alone ({baseline['epochs']} epochs)",
                        pct(baseline.get("top1"))]], numeric={1})]
-    lines = budget_lines(results)
-    if lines:
-        parts += ["<h2>INT8 accuracy budget</h2><ul>"] + [f"<li>{_inline_code(line.lstrip('- '))}</li>" for line in lines]
-        parts += ["</ul>"]
+    for heading, lines in (("INT8 accuracy budget", budget_lines(results)),
+                           ("Against the FP32 model, image by image", significance_lines(results))):
+        if lines:
+            parts += [f"<h2>{heading}</h2><ul>"] + [f"<li>{_inline_code(line.strip().lstrip('- '))}</li>" for line in lines]
+            parts += ["</ul>"]
     calibration = results.calibration
     if calibration:
         parts.append(f"<p>INT8 calibration set: {calibration['images']} training images (seed {calibration['seed']}), "

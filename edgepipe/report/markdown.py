@@ -7,6 +7,7 @@ from typing import Any, Optional
 
 from edgepipe.report.table import analyse, describe_settings, recommendation_line
 from edgepipe.results import SCHEMA, Results
+from edgepipe.significance import describe
 
 #: files of a run directory the report links to, with what they hold
 LINKS = [
@@ -31,8 +32,11 @@ def pct(value: Optional[float]) -> str:
 
 
 TABLE_HEADER = ["artifact", "format", "precision", "engine", "setting", "size (MB)", "top-1 (%)", "top-5 (%)",
-                "Δ top-1 vs FP32 (pp)", "verification", "p50 (ms)", "p90 (ms)", "p99 (ms)", "images/s",
-                "speed-up vs Keras FP32", "efficiency (GMAC/s, % of peak)", "status"]
+                "Δ top-1 vs FP32 (pp)", "verification", "p50 (ms)", "spread of round p50s", "p90 (ms)", "p99 (ms)",
+                "images/s", "speed-up vs Keras FP32", "memory after load / peak (MB)", "efficiency (GMAC/s, % of peak)",
+                "status"]
+#: the columns of TABLE_HEADER that hold numbers (right-aligned)
+NUMERIC_COLUMNS = set(range(5, 18))
 
 
 def table_cells(row: dict[str, Any]) -> list[str]:
@@ -45,14 +49,18 @@ def table_cells(row: dict[str, Any]) -> list[str]:
     status = row["status"] if row["status"] == "ok" else f"{row['status']}: {row.get('reason')}"
     marks = (" ★" if row.get("recommended") else "") + (" ◆" if row.get("frontier") else "")
     settings = describe_settings(row)
+    memory = "–"
+    if row.get("peak_rss_mb") is not None:
+        memory = f"{fmt(row.get('rss_after_load_mb'), '.0f')} / {row['peak_rss_mb']:.0f}"
     return [
         str(row["artifact"]) + marks, row["format"], str(row["precision"] or "–"), str(row.get("engine") or "–"),
         (f"{row['threads']} thr, batch {row['batch_size']}" + (f", {settings}" if settings else ""))
         if row.get("threads") else "–",
         fmt(row.get("size_mb"), ".2f"), pct(row.get("top1")), pct(row.get("top5")), fmt(row.get("top1_change_pp"), "+.2f"),
-        str(row.get("verification") or "–"), fmt(row.get("p50_ms"), ".3f"), fmt(row.get("p90_ms"), ".3f"),
-        fmt(row.get("p99_ms"), ".3f"), fmt(row.get("images_per_s"), ".1f"), fmt(row.get("speedup_vs_keras"), ".2f", "x"),
-        efficiency, status,
+        str(row.get("verification") or "–"), fmt(row.get("p50_ms"), ".3f"),
+        fmt(None if row.get("rounds_spread") is None else row["rounds_spread"] * 100, ".1f", "%"),
+        fmt(row.get("p90_ms"), ".3f"), fmt(row.get("p99_ms"), ".3f"), fmt(row.get("images_per_s"), ".1f"),
+        fmt(row.get("speedup_vs_keras"), ".2f", "x"), memory, efficiency, status,
     ]
 
 
@@ -124,8 +132,11 @@ def render(results: Results, budget_pp: Optional[float] = None, files: Optional[
     lines += ["", "## Recommendation", ""]
     lines += [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
     lines += ["", "## Accuracy and latency", "",
-              *_table(TABLE_HEADER, [table_cells(r) for r in table_rows], right=set(range(5, 16))), "",
+              *_table(TABLE_HEADER, [table_cells(r) for r in table_rows], right=NUMERIC_COLUMNS), "",
               "★ recommended; ◆ on the Pareto frontier (nothing else is both faster and more accurate). "
+              "Latency: every artifact timed in alternating rounds in one process (A B C, then C B A, ...), so drift "
+              "of the machine affects them alike; the spread is (max - min) / median of the rounds' p50s. Memory: "
+              "resident size after loading and peak while running, each artifact in a fresh process. "
               "Efficiency: multiply-accumulates per second at the median latency, against the CPU's estimated "
               "peak for the threads used.", ""]
     if arch.get("reference"):
@@ -171,16 +182,39 @@ def budget_lines(results: Results) -> list[str]:
         verdict = {True: "met", False: "**not met**", None: "not judged (no validation images)"}[b.met]
         lines.append(f"- `{r.format}`: budget {b.budget_pp} pp of validation top-1, {verdict} "
                      f"(attempt {b.chosen_attempt} kept)." + (f" {b.note}." if b.note else ""))
+        if b.significance and b.met is not False:
+            lines.append(f"  - on the validation split: {describe(b.significance)}.")
+        if b.kept_higher_precision:
+            lines.append(f"  - kept in higher precision: {', '.join(f'`{n}`' for n in b.kept_higher_precision)}")
         for a in b.attempts:
+            took = f" ({a['seconds']:.1f} s)" if a.get("seconds") is not None else ""
             if "error" in a:
-                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): could not run: {a['error']}")
+                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}){took}: could not run: {a['error']}")
             elif a.get("top1") is not None:
                 kept = f"; kept in float: {', '.join(a['kept_float'])}" if a.get("kept_float") else ""
-                lines.append(f"  - attempt {a['attempt']}: {a['recipe']}: top-1 {a['top1'] * 100:.2f}%, "
-                             f"{a['drop_pp']:+.2f} pp below FP32{kept}")
+                changed = (f"; {a['lost']} lost, {a['gained']} gained, McNemar p {a['mcnemar_p']:.3g}"
+                           if a.get("lost") is not None else "")
+                lines.append(f"  - attempt {a['attempt']}: {a['recipe']}{took}: top-1 {a['top1'] * 100:.2f}%, "
+                             f"{a['drop_pp']:+.2f} pp below FP32{changed}{kept}")
     return lines
 
 
-def _budget_section(results: dict[str, Any]) -> list[str]:
+def significance_lines(results: Results) -> list[str]:
+    """Each artifact against the FP32 model, image by image, on the held-out split (one line per format)."""
+    lines, seen = [], set()
+    for r in results.records:
+        if r.significance and r.format not in seen:
+            seen.add(r.format)
+            lines.append(f"- `{r.format}`: {describe(r.significance)}.")
+    return lines
+
+
+def _budget_section(results: Results) -> list[str]:
     lines = budget_lines(results)
-    return ["## INT8 accuracy budget", "", *lines, ""] if lines else []
+    paired = significance_lines(results)
+    out = ["## INT8 accuracy budget", "", *lines, ""] if lines else []
+    if paired:
+        out += ["## Against the FP32 model, image by image", "",
+                "Held-out images each artifact gets wrong that the Keras FP32 model gets right (lost) and the "
+                "reverse (gained); McNemar's exact test says whether the difference could be chance.", "", *paired, ""]
+    return out

@@ -155,3 +155,27 @@ def test_float16_arithmetic_has_its_own_tolerance():
     assert formats().get("onnx-fp16").tolerance == TOLERANCES["fp16-compute"]
     assert formats().get("tflite-fp16").tolerance == TOLERANCES["fp16"]  # float16 storage, float32 arithmetic
     assert TOLERANCES["fp16"].max_abs_diff < TOLERANCES["fp16-compute"].max_abs_diff
+
+
+def test_every_tflite_artifact_works_in_mediapipe_tasks(exported, tiny_run):
+    """MediaPipe's ImageClassifier (Android, iOS, web, Python) loads each TFLite file edgepipe wrote and names
+    the class LiteRT ranks first, on real held-out images."""
+    mp = pytest.importorskip("mediapipe", reason="MediaPipe Tasks is not installed (pip install '.[test]')")
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    from edgepipe.data import materialize
+    from edgepipe.verification import run_artifact
+
+    records, out, _ = exported
+    images = materialize(read_json(tiny_run.dataset_index), 32, 3).heldout.images[:12]
+    labels = tiny_run.read_labels()
+    tflite = [name for name, r in records.items() if r["file"].endswith(".tflite") and r["status"] != "failed"]
+    assert {"tflite-fp32", "tflite-int8"} <= set(tflite)
+    for name in tflite:
+        path = out / records[name]["file"]
+        options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
+        with vision.ImageClassifier.create_from_options(options) as classifier:
+            named = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+                     .classifications[0].categories[0].category_name for image in images]
+        expected = [labels[k] for k in run_artifact(path, name, images, threads=1).argmax(1)]
+        assert named == expected, name

@@ -63,14 +63,16 @@ def _scales_and_zero_points(path):
             [inits[n.input[2]] for n in activations if len(n.input) > 2 and n.input[2] in inits])
 
 
-def test_onnx_per_channel_and_symmetric_activations_reach_the_quantizer(tiny, tmp_path):
+def test_onnx_per_channel_activation_type_and_symmetry_reach_the_quantizer(tiny, tmp_path):
     default_scales, default_zeros = _scales_and_zero_points(_build(tiny, "onnx-int8", _config(), tmp_path / "a"))
     assert any(s.size > 1 for s in default_scales)  # per-channel weight scales by default
-    assert any(np.any(z != 0) for z in default_zeros)  # asymmetric activations by default
-    changed = _config(**{"export.onnx.per_channel": False, "export.onnx.symmetric_activations": True})
+    assert {z.dtype for z in default_zeros} == {np.dtype(np.uint8)}  # uint8 activations: integer kernels on x86
+    assert len({int(z) for z in default_zeros}) > 1  # asymmetric ranges by default
+    changed = _config(**{"export.onnx.per_channel": False, "export.onnx.symmetric_activations": True,
+                         "export.onnx.activations": "int8"})
     scales, zeros = _scales_and_zero_points(_build(tiny, "onnx-int8", changed, tmp_path / "b"))
     assert scales and all(s.size == 1 for s in scales)
-    assert zeros and all(np.all(z == 0) for z in zeros)
+    assert zeros and {z.dtype for z in zeros} == {np.dtype(np.int8)} and all(np.all(z == 0) for z in zeros)
 
 
 def test_tensorrt_batch_profile_dla_and_workspace_reach_the_build_plan():

@@ -125,3 +125,21 @@ def test_training_evaluation_and_plots(tiny_run):
             assert image.format == "PNG" and image.width > 300
             assert len(set(image.convert("L").getdata())) > 10  # drawn, not blank
     assert "val_loss" in (tiny_run.path / "history.csv").read_text().splitlines()[0]
+
+
+def test_latency_in_interleaved_rounds_and_memory_in_a_fresh_process(tiny_run):
+    results = read_json(tiny_run.results)
+    measured = [r for r in results["records"] if r["status"] == "ok"]
+    assert len(measured) == 4
+    for r in measured:
+        rounds = r["rounds"]
+        assert rounds["count"] == 5 and len(rounds["p50_ms"]) == 5 and rounds["spread"] >= 0
+        assert min(rounds["p50_ms"]) <= r["latency_ms"]["p50"] * 1.5  # the rounds' medians are of the same samples
+        memory = r["memory"]
+        assert "error" not in memory, memory
+        assert 0 < memory["rss_before_load_mb"] <= memory["rss_after_load_mb"] * 1.05
+        assert memory["peak_rss_mb"] >= 0.9 * memory["rss_after_load_mb"]
+    by = {r["format"]: r for r in measured}
+    # TensorFlow's runtime is far heavier than LiteRT's: the fresh process sees the engine, not the harness
+    assert by["keras-fp32"]["memory"]["rss_after_load_mb"] > 2 * by["tflite-int8"]["memory"]["rss_after_load_mb"]
+    assert "memory after load / peak (MB)" in tiny_run.report_md.read_text()

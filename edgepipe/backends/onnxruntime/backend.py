@@ -15,6 +15,9 @@ from edgepipe.options import option
 class OnnxExportOptions:
     opset: int = option(17, "ONNX opset of the exported graph (tf2onnx).", min=13, max=21)
     per_channel: bool = option(True, "onnx-int8: quantize weights per output channel (off: one scale per tensor).")
+    activations: str = option("uint8", "onnx-int8: activation type. uint8 (weights int8) is what ONNX Runtime fuses into "
+                                       "integer kernels on x86; with int8 activations it leaves every convolution at a "
+                                       "residual branch in float on x86 (int8 suits ARM).", choices=("uint8", "int8"))
     symmetric_activations: bool = option(False, "onnx-int8: symmetric activation ranges (zero point 0), as some accelerators require.")
 
 

@@ -115,7 +115,8 @@ def _quantize(ctx: ExportContext, path: Path, method: str, exclude: list[str]) -
     with native_output_suppressed():
         quantize_static(
             str(_preprocessed(ctx)), str(raw), _Reader(ctx.calibration, INPUT_NAME),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel, activation_type=QuantType.QInt8,
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            activation_type=QuantType.QUInt8 if options.activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
             nodes_to_exclude=exclude or None,
             extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
@@ -125,7 +126,7 @@ def _quantize(ctx: ExportContext, path: Path, method: str, exclude: list[str]) -
     if qdq == 0:
         raise EdgepipeError("ONNX Runtime produced no QuantizeLinear/DequantizeLinear nodes")
     _check_and_write(model, path, ctx, "onnx-int8")
-    return {"format": "QDQ", "per_channel": per_channel, "activations": "int8" + (" symmetric" if symmetric else ""),
+    return {"format": "QDQ", "per_channel": per_channel, "activations": options.activations + (" symmetric" if symmetric else ""),
             "weights": "int8 symmetric", "calibration_method": method, "qdq_nodes": qdq,
             "calibration_images": len(ctx.calibration), "calibration_sha256": ctx.calibration.digest,
             "kept_float": exclude}

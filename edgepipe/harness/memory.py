@@ -1,0 +1,94 @@
+"""Memory footprint of an artifact on an engine, measured in a fresh process.
+
+A process that has loaded other models (or TensorFlow) says nothing about what one
+artifact needs, so each is measured in a child process that imports only edgepipe's
+registry and the engine: resident memory before loading, after loading, and the peak
+during a loop of inferences (the kernel's high-water mark, reset after loading where
+Linux allows it). Run as ``python -m edgepipe.harness.memory`` with a JSON request on stdin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+from edgepipe.backends.runner import Artifact
+
+MB = 1024 * 1024
+
+
+def _status_mb(field: str) -> Optional[float]:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024 / MB
+    except (OSError, ValueError):
+        pass
+    return None
+
+
+def _reset_peak() -> bool:
+    """Reset the process's peak resident size to its current size (Linux: clear_refs 5)."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _child(request: dict[str, Any]) -> dict[str, Any]:
+    import numpy as np
+
+    from edgepipe.backends import create_runner, engines
+
+    engine = engines().get(request["engine"])
+    settings = engine.settings(**request["settings"]) if engine.settings and request.get("settings") else None
+    artifact = Artifact(Path(request["path"]), request["container"], request.get("format"), request.get("precision"))
+    before = _status_mb("VmRSS")
+    shape = [request["batch_size"], *request["shape"][1:]]
+    images = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
+    with create_runner(artifact, threads=request["threads"], engine=engine.name, device=request["device"],
+                       settings=settings) as runner:
+        runner.prepare(request["batch_size"])
+        after_load = _status_mb("VmRSS")
+        load_peak = _status_mb("VmHWM")
+        reset = _reset_peak()
+        for _ in range(request["iterations"]):
+            runner.infer(images)
+        peak = _status_mb("VmHWM")
+    return {"rss_before_load_mb": before, "rss_after_load_mb": after_load, "peak_rss_mb": peak,
+            "peak_rss_with_load_mb": load_peak if reset else peak,
+            "peak_basis": "high-water mark reset after loading (peak of the inference loop)" if reset
+            else "high-water mark of the whole process (could not be reset after loading)",
+            "iterations": request["iterations"], "process": "fresh process: edgepipe's registry and the engine only"}
+
+
+def measure_memory(artifact: Artifact, engine: str, device: str, threads: int, settings: Any, batch_size: int,
+                   shape: tuple, iterations: int = 20, timeout_s: float = 600) -> dict[str, Any]:
+    """Memory figures (MB) of one artifact on one engine, measured in a fresh process; a dict with
+    ``error`` instead when the child could not run it."""
+    request = {"path": str(artifact.path), "container": artifact.container, "format": artifact.format,
+               "precision": artifact.precision, "engine": engine, "device": device, "threads": threads,
+               "settings": dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else None,
+               "batch_size": batch_size, "shape": [int(d or 1) for d in shape], "iterations": iterations}
+    try:
+        proc = subprocess.run([sys.executable, "-m", "edgepipe.harness.memory"], input=json.dumps(request),
+                              capture_output=True, text=True, timeout=timeout_s, check=False)
+    except subprocess.TimeoutExpired:
+        return {"error": f"the measuring process did not finish within {timeout_s:.0f} s"}
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        said = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+        return {"error": (said[-1][:200] if said else f"exit code {proc.returncode}")}
+    return json.loads(lines[-1])
+
+
+if __name__ == "__main__":  # the child: one request on stdin, one JSON line on stdout
+    import os
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    print(json.dumps(_child(json.loads(sys.stdin.read()))))
