@@ -210,20 +210,22 @@ class BenchRequest:
     output: Optional[Path] = None
     #: measure each artifact's memory in a fresh process
     memory: bool = True
+    #: sweep each engine's settings (threads up to the most in ``threads``) and measure with the fastest
+    tune: bool = False
 
 
 def bench(paths: Sequence[PathLike], *, data: Optional[PathLike] = None, labels: Optional[PathLike] = None,
           threads: Sequence[int] = (1,), batch: Sequence[int] = (1,), devices: Sequence[str] = ("cpu",),
           engines: Sequence[str] = (), warmup: int = 10, warmup_s: float = 0.2, min_iterations: int = 50,
           min_duration_s: float = 1.0, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
-          echo: Echo = print):
+          tune: bool = False, echo: Echo = print):
     """Measure artifact files (.tflite, .onnx, .keras, ...) alone: one record per artifact, engine, device,
     thread count and batch size; returns ``edgepipe.results.Results`` (and writes it to ``output``,
     JSON plus CSV, when given). ``data`` is an image folder for accuracy (classes in the order of
     ``labels``, the labels the artifact records, or sorted folder names)."""
     request = BenchRequest([Path(p) for p in paths], Path(data) if data else None, Path(labels) if labels else None,
                            tuple(threads), tuple(batch), tuple(devices), tuple(engines), warmup, warmup_s,
-                           min_iterations, min_duration_s, seed, Path(output) if output else None, memory)
+                           min_iterations, min_duration_s, seed, Path(output) if output else None, memory, tune)
     return bench_request(request, echo)
 
 
@@ -234,7 +236,7 @@ def bench_request(request: BenchRequest, echo: Echo = print):
     check_bench_request(request)
     settings = BenchSettings(1, request.warmup, request.min_iterations, request.min_duration_s, request.warmup_s)
     results = bench_files(request.paths, echo, request.data, request.labels, request.threads, request.batches,
-                          settings, request.seed, request.devices, request.engines, request.memory)
+                          settings, request.seed, request.devices, request.engines, request.memory, request.tune)
     if request.output is not None:
         _write_results(request.output, results)
     return results

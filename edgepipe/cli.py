@@ -174,12 +174,12 @@ def report_command(config, output, name, merge_files, force):
 
 
 def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup, warmup_time, min_iterations,
-                   min_duration, seed, output, memory):
+                   min_duration, seed, output, memory, tune):
     from edgepipe.api import BenchRequest
 
     return BenchRequest(list(paths), data, labels, threads or (1,), batch or (1,), tuple(devices or ("cpu",)),
                         tuple(engines or ()), warmup, warmup_time, min_iterations, min_duration, seed or 0,
-                        Path(output or "bench-results.json"), memory)
+                        Path(output or "bench-results.json"), memory, tune)
 
 
 @main.command("bench")
@@ -204,6 +204,9 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
 @click.option("--engine", "engines", callback=_split_list, metavar="E[,E]",
               help="With artifacts: also measure with these engines where they read the file (e.g. openvino for .onnx "
                    "and .tflite files); each artifact's default engine is always measured.")
+@click.option("--tune", is_flag=True, help="Sweep each engine's settings that matter (threads up to the most in --threads, "
+              "ONNX Runtime spinning and optimization level, OpenVINO hints and streams) and measure every artifact with "
+              "its fastest; records the default and the best (with a CONFIG: bench.tune).")
 @click.option("--memory/--no-memory", default=True, show_default=True,
               help="With artifacts: measure each artifact's memory (after load, peak while running) in a fresh process.")
 @click.option("--remote", metavar="[USER@]HOST", help="With artifacts: run the benchmark on that machine over SSH "
@@ -218,7 +221,7 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
               help="With --remote: copy at most N images per class of --data.")
 @click.option("--keep-remote", is_flag=True, help="With --remote: leave the remote job folder in place.")
 def bench_command(paths, data, labels, threads, batch, output, name, seed, warmup, warmup_time, min_iterations,
-                  min_duration, force, devices, engines, memory, remote, remote_edgepipe, remote_dir, ssh_config,
+                  min_duration, force, devices, engines, tune, memory, remote, remote_edgepipe, remote_dir, ssh_config,
                   data_sample, keep_remote):
     """Stage 4: measure accuracy and latency of every artifact on this machine.
 
@@ -241,13 +244,14 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
         if threads and len(threads) > 1:
             raise EdgepipeError("a run directory is benchmarked with one thread count", "Pass --threads N.")
         _run_stages(["bench"], {"config": paths[0] if paths else None, "force": force, "data": str(data) if data else None,
-                                "threads": threads[0] if threads else None, "output": output, "name": name, "seed": seed})
+                                "threads": threads[0] if threads else None, "output": output, "name": name, "seed": seed,
+                                "bench.tune": True if tune else None})
         return
     if len(artifacts) != len(paths):
         odd = next(p for p in paths if p not in artifacts)
         raise EdgepipeError(f"'{odd}' is not an artifact file", "Artifacts end in " + ", ".join(artifact_suffixes()) + ".")
     request = _bench_request(artifacts, data, labels, threads, batch, devices, engines, warmup, warmup_time,
-                             min_iterations, min_duration, seed, output, memory)
+                             min_iterations, min_duration, seed, output, memory, tune)
     if remote:
         api.bench_remote(remote, request, ssh_config=ssh_config, remote_edgepipe=remote_edgepipe, remote_dir=remote_dir,
                          data_sample=data_sample, keep=keep_remote, echo=click.echo)

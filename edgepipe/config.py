@@ -119,6 +119,7 @@ class _BenchCommon:
     min_iterations: int = _opt(50, "Measured inferences: at least this many...", min=1)
     min_duration_s: float = _opt(1.0, "...and for at least this many seconds.", min=0.0)
     memory: bool = _opt(True, "Measure each artifact's memory (resident after load, peak while running) in a fresh process.")
+    tune: bool = _opt(False, "Sweep each engine's settings that matter (threads up to bench.threads or all cores, ONNX Runtime spinning and optimization level, OpenVINO hints and streams) and measure every artifact with its fastest; then the batch size with the most images/s. The default and the best are recorded; the recommendation uses and names the best.")
 
 
 def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]]) -> type:

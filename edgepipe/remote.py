@@ -90,6 +90,8 @@ def to_arguments(request) -> list[str]:
         args += ["--engine", ",".join(request.engines)]
     if not request.memory:
         args.append("--no-memory")
+    if request.tune:
+        args.append("--tune")
     return args
 
 

@@ -129,8 +129,11 @@ class Engine:
     devices: tuple[str, ...]
     available: Callable[[], Optional[str]]
     description: str
-    #: dataclass of the engine's settings (config section bench.<engine>), or None
+    #: dataclass of the engine's settings (config section bench.<engine>), or None; a classmethod
+    #: ``tune_candidates()`` on it lists the settings ``bench --tune`` sweeps (dicts of overrides)
     settings: Optional[type] = None
+    #: whether the thread count can differ from one runner to the next in one process (not TensorFlow's)
+    tunable_threads: bool = True
 
 
 @dataclass(frozen=True)
@@ -184,11 +187,12 @@ class Backend:
 
     def engine(self, name: str, *, reads: tuple[str, ...], devices: tuple[str, ...],
                available: Callable[[], Optional[str]] = always_available, description: str = "",
-               settings: Optional[type] = None) -> Callable:
+               settings: Optional[type] = None, tunable_threads: bool = True) -> Callable:
         def decorator(cls: type) -> type:
             cls.engine = name
             cls.devices = devices
-            ENGINES.add(name, Engine(name, self.name, cls, reads, devices, available, description, settings))
+            ENGINES.add(name, Engine(name, self.name, cls, reads, devices, available, description, settings,
+                                     tunable_threads))
             return cls
 
         return decorator

@@ -95,7 +95,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         plans += [plan(artifact, base, s, split.images, split.labels)
                   for s in settings_for(artifact, tuple(b.engines), tuple(b.devices), (threads,), (settings.batch_size,),
                                         lambda engine: engine_settings(config, engine))]
-    measured = measure_plans(plans, settings, echo, memory=b.memory)
+    measured = measure_plans(plans, settings, echo, memory=b.memory, tune_threads=threads if b.tune else None)
     for record in measured:
         echo("  " + line(record))
     ref = reference_format().name
@@ -108,7 +108,8 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     training = read_json(run.training) if run.training.exists() else {}
     results = Results(
         device=device, records=records, created=now_iso(), edgepipe=__version__, run=str(run.path),
-        conditions={"threads": threads, **settings.as_dict(), "timing": TIMING, "rounds": "interleaved"},
+        conditions={"threads": threads, **settings.as_dict(), "timing": TIMING, "rounds": "interleaved",
+                    "tuned": b.tune},
         architecture=build_info, classes=run.read_labels(),
         heldout={"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes,
                  "labels_sha256": sha256_value(split.labels.tolist())},
@@ -158,7 +159,7 @@ STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this m
 def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, labels_file: Optional[Path] = None,
                 threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1,),
                 settings: BenchSettings = BenchSettings(), seed: int = 0, devices: tuple[str, ...] = ("cpu",),
-                engines: tuple[str, ...] = (), memory: bool = True) -> Results:
+                engines: tuple[str, ...] = (), memory: bool = True, tune: bool = False) -> Results:
     """Benchmark artifacts on their own (no run directory): one record per artifact, engine, device,
     thread count and batch size.
 
@@ -197,7 +198,7 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
                                 "Pass the labels.txt the model was trained with (--labels).")
         images, labels = bench_images(data_dir, labels_order, shape, seed)
         plans += [plan(artifact, base, s, images, labels) for s in settings_for(artifact, engines, devices, threads, batches)]
-    records = measure_plans(plans, settings, echo, memory=memory)
+    records = measure_plans(plans, settings, echo, memory=memory, tune_threads=max(threads) if tune else None)
     for record in records:
         echo("  " + line(record))
     records += unmeasured
@@ -207,7 +208,7 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
         device=fingerprint(), records=records, created=now_iso(), edgepipe=__version__, classes=classes,
         conditions={**settings.as_dict(), "threads": list(threads), "batch_sizes": list(batches),
                     "devices": list(devices), "engines": list(engines) or "each artifact's default engine",
-                    "timing": TIMING, "rounds": "interleaved",
+                    "timing": TIMING, "rounds": "interleaved", "tuned": tune,
                     "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)"})
 
 

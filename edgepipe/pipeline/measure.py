@@ -130,13 +130,107 @@ def _time(plans: list[Plan], settings: BenchSettings, rounds: int) -> None:
             p.record.compute_ms, p.record.copy_ms = timing.get("compute_ms"), timing.get("copy_ms")
 
 
+def thread_candidates(most: int) -> list[int]:
+    """1, 2, 4, ... up to ``most`` (always including it): the thread counts --tune tries."""
+    counts = {most}
+    n = 1
+    while n < most:
+        counts.add(n)
+        n *= 2
+    return sorted(counts)
+
+
+def tune_candidates(setting: Setting, most_threads: int) -> list[Setting]:
+    """The settings --tune tries for one engine: its thread counts times its settings' candidates."""
+    engine = setting.engine
+    base = setting.engine_settings if setting.engine_settings is not None else (engine.settings() if engine.settings else None)
+    overrides = base.tune_candidates() if base is not None and hasattr(base, "tune_candidates") else [{}]
+    threads = thread_candidates(most_threads) if engine.tunable_threads else [setting.threads]
+    return [dataclasses.replace(setting, threads=t, engine_settings=dataclasses.replace(base, **o) if base else None)
+            for t in threads for o in overrides]
+
+
+#: batch sizes --tune measures for throughput (images per second), with the best latency setting
+THROUGHPUT_BATCHES = (1, 2, 4, 8)
+
+
+def _tune_one(p: Plan, settings: BenchSettings, most_threads: int, echo: Echo) -> None:
+    """Sweep a plan's settings in interleaved rounds, keep the fastest (p50) as its setting, and record the
+    default, the best and every candidate; then the batch size that gives the most images per second."""
+    candidates = tune_candidates(p.setting, most_threads)
+    short = dataclasses.replace(settings, min_iterations=max(5, settings.min_iterations // 2),
+                                min_duration_s=settings.min_duration_s / 2)
+    figures = _time_settings(p, candidates, short)
+    usable = [(c, f) for c, f in zip(candidates, figures) if "error" not in f]
+    if not usable:
+        return
+    default = next(((c, f) for c, f in usable if c == candidates_default(p.setting, candidates)), usable[0])
+    best = min(usable, key=lambda cf: cf[1]["latency_ms"]["p50"])
+    throughput = _throughput(p, best[0], short)
+    p.setting = best[0]
+    p.record.threads = best[0].threads
+    p.record.tuning = {
+        "default": _candidate_record(*default), "best": _candidate_record(*best),
+        "candidates": [_candidate_record(c, f) for c, f in zip(candidates, figures)],
+        "throughput": throughput,
+        "best_throughput": max(throughput, key=lambda t: t.get("images_per_s") or 0) if throughput else None,
+    }
+    echo(f"  tuned {p.label}: p50 {best[1]['latency_ms']['p50']:.3f} ms (default "
+         f"{default[1]['latency_ms']['p50']:.3f} ms)")
+
+
+def candidates_default(setting: Setting, candidates: list[Setting]) -> Setting:
+    """The candidate equal to the untuned setting, if it is one of them."""
+    return next((c for c in candidates if c.threads == setting.threads
+                 and (c.engine_settings == setting.engine_settings or setting.engine_settings is None)), candidates[0])
+
+
+def _candidate_record(setting: Setting, figures: dict) -> dict:
+    settings = dataclasses.asdict(setting.engine_settings) if setting.engine_settings is not None else {}
+    if "error" in figures:
+        return {"threads": setting.threads, **settings, "error": figures["error"]}
+    return {"threads": setting.threads, **settings, "p50_ms": figures["latency_ms"]["p50"],
+            "images_per_s": figures["latency_ms"]["images_per_s"], "spread": figures["rounds"]["spread"]}
+
+
+def _time_settings(p: Plan, candidates: list[Setting], settings: BenchSettings) -> list[dict]:
+    """Latency of one artifact under each candidate setting, in interleaved rounds."""
+    with contextlib.ExitStack() as stack:
+        runners, figures = {}, {}
+        for i, c in enumerate(candidates):
+            try:
+                runners[i] = stack.enter_context(create_runner(p.artifact, threads=c.threads, engine=c.engine.name,
+                                                               device=c.device, settings=c.engine_settings))
+            except Exception as exc:  # a setting this engine refuses is reported with the others
+                figures[i] = {"error": error_line(exc)}
+        figures.update(measure_interleaved(runners, p.images, settings, rounds=3) if runners else {})
+    return [figures[i] for i in range(len(candidates))]
+
+
+def _throughput(p: Plan, best: Setting, settings: BenchSettings) -> list[dict]:
+    out = []
+    for batch in THROUGHPUT_BATCHES:
+        if batch > max(len(p.images), 1):
+            break
+        (timing,) = _time_settings(p, [best], dataclasses.replace(settings, batch_size=batch))
+        out.append({"batch_size": batch, **({"error": timing["error"]} if "error" in timing else
+                                            {"images_per_s": timing["latency_ms"]["images_per_s"],
+                                             "p50_ms": timing["latency_ms"]["p50"]})})
+    return out
+
+
 def measure_plans(plans: list[Plan], settings: BenchSettings, echo: Echo, reference: Optional[np.ndarray] = None,
-                  memory: bool = True, rounds: int = ROUNDS) -> list[Record]:
+                  memory: bool = True, rounds: int = ROUNDS, tune_threads: Optional[int] = None) -> list[Record]:
     """Every plan measured (see the module docstring); returns their records, in plan order.
 
     ``reference`` (the FP32 model's probabilities on the plans' images) gives each record its
-    agreement; when None, the first plan that runs becomes the reference.
+    agreement; when None, the first plan that runs becomes the reference. With ``tune_threads``
+    (the most threads to try), each plan's settings are swept first and it is measured with the best.
     """
+    if tune_threads:
+        for p in plans:
+            with step(echo, f"  tuning {p.label}"):
+                _tune_one(p, settings, tune_threads, echo)
     with contextlib.ExitStack() as stack:
         for p in plans:
             with step(echo, f"  loading and scoring {p.label}"):

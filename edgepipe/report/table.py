@@ -20,8 +20,10 @@ def device_name(results: Results) -> str:
 
 
 def setting_label(results: Results, record) -> str:
-    """The conditions artifacts are compared under: machine, device, threads and batch (engines compete within)."""
-    return f"{device_name(results)}, {record.device or 'cpu'}, {record.threads} thread(s), batch {record.batch_size}"
+    """The conditions artifacts are compared under: machine, device, threads and batch (engines compete within);
+    tuned records compete with each one's best settings, whatever thread count that is."""
+    threads = "tuned settings" if record.tuning else f"{record.threads} thread(s)"
+    return f"{device_name(results)}, {record.device or 'cpu'}, {threads}, batch {record.batch_size}"
 
 
 def rows(results: Results) -> list[dict[str, Any]]:
@@ -68,6 +70,7 @@ def rows(results: Results) -> list[dict[str, Any]]:
             "status": r.status.value,
             "reason": r.reason,
             "usable": r.usable,
+            "tuned": bool(r.tuning),
             "reference": r.format == results.reference_format,
         })
     return out
@@ -126,8 +129,8 @@ def analyse_many(results_list: list[Results], budget_pp: Optional[float] = None)
 
 
 def describe_settings(row: dict[str, Any]) -> str:
-    """The engine settings a row was measured with, as text (threads are shown in the setting)."""
-    shown = {k: v for k, v in (row.get("engine_settings") or {}).items() if k != "threads"}
+    """The engine settings a row was measured with, as text (threads only when they were tuned)."""
+    shown = {k: v for k, v in (row.get("engine_settings") or {}).items() if k != "threads" or row.get("tuned")}
     return ", ".join(f"{k} {v}" for k, v in shown.items())
 
 

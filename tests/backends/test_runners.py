@@ -96,3 +96,26 @@ def test_keras_on_the_gpu(tiny_run):
     images = np.zeros((2, 32, 32, 3), np.float32)
     with create_runner(tiny_run.model, threads=1, device="cuda") as runner:
         assert runner.infer(images).shape == (2, 3)
+
+
+def test_tune_sweeps_threads_and_engine_settings_and_keeps_the_fastest(tiny_run):
+    from edgepipe.report.table import analyse, recommendation_line
+
+    onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
+    results = bench_files([onnx], lambda s: None, threads=(2,), batches=(1,), settings=SETTINGS, memory=False, tune=True)
+    (record,) = results.records
+    tuning = record.tuning
+    candidates = tuning["candidates"]
+    assert {(c["threads"], c["spinning"], c["graph_optimization"]) for c in candidates} == {
+        (t, s, g) for t in (1, 2) for s in (True, False) for g in ("all", "extended")}
+    fastest = min(c["p50_ms"] for c in candidates if "p50_ms" in c)
+    assert tuning["best"]["p50_ms"] == fastest
+    assert (tuning["default"]["threads"], tuning["default"]["spinning"]) == (2, True)
+    best = tuning["best"]
+    assert record.threads == best["threads"]
+    assert (record.settings["spinning"], record.settings["graph_optimization"]) == (best["spinning"],
+                                                                                    best["graph_optimization"])
+    assert [t["batch_size"] for t in tuning["throughput"]] == [1, 2, 4, 8]
+    _, verdicts = analyse(results)
+    (verdict,) = verdicts.values()
+    assert f"spinning {best['spinning']}" in recommendation_line("here", verdict)

@@ -45,7 +45,7 @@ def export_keras(ctx, path: Path) -> dict[str, Any]:
 
 
 @KERAS.engine("tensorflow", reads=("keras",), devices=("cpu", "cuda"), available=_available,
-              description="TensorFlow/Keras, traced tf.function")
+              description="TensorFlow/Keras, traced tf.function", tunable_threads=False)
 class KerasRunner(Runner):
     """The Keras model through a traced tf.function, placed on the CPU or (device cuda) the first GPU."""
 

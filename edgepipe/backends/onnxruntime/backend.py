@@ -28,6 +28,12 @@ class OnnxRuntimeSettings:
     graph_optimization: str = option("all", "ONNX Runtime graph optimization level.",
                                      choices=("disabled", "basic", "extended", "all"))
 
+    @classmethod
+    def tune_candidates(cls) -> list[dict]:
+        """What 'bench --tune' sweeps: spinning on and off, with all and with extended graph optimizations
+        (spinning wins on an idle machine and loses on a busy one; 'all' adds the layout optimizations)."""
+        return [{"spinning": s, "graph_optimization": g} for s in (True, False) for g in ("all", "extended")]
+
 
 ONNX = Backend("onnxruntime", packages=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"),
                export_options=OnnxExportOptions, section="onnx", description="ONNX files run by ONNX Runtime")
