@@ -30,7 +30,8 @@ def main() -> None:
     from edgepipe.architectures.classifier import BACKBONE
     from edgepipe.config import DataConfig
     from edgepipe.data import make_index, materialize
-    from edgepipe.pipeline.strategies import _compile, backbone_features, head_model
+    from edgepipe.pipeline.controls import Controls, compile_model
+    from edgepipe.pipeline.strategies import backbone_features, head_model
 
     index = make_index(DataConfig(path="builtin:digits", classes=[str(i) for i in range(10)],
                                   max_per_class=args.images // 10), seed=0)
@@ -47,13 +48,13 @@ def main() -> None:
         return times[1:] if len(times) > 1 else times  # the first epoch includes graph tracing
 
     images = data.images.astype(np.float32)
-    _compile(model, 1e-3)
+    compile_model(model, Controls(learning_rate=1e-3))
     uncached = epoch_seconds(lambda: model.fit(images, data.labels, epochs=1, batch_size=32, verbose=0))
     start = time.perf_counter()
     features = backbone_features(model, data.images)
     extract = time.perf_counter() - start
     head = head_model(model)
-    _compile(head, 1e-3)
+    compile_model(head, Controls(learning_rate=1e-3))
     cached = epoch_seconds(lambda: head.fit(features, data.labels, epochs=1, batch_size=32, verbose=0))
     u, c = float(np.median(uncached)), float(np.median(cached))
     print(f"MobileNetV2 alpha {args.alpha}, {args.size}x{args.size}, {len(images)} images, batch 32, "

@@ -1,10 +1,11 @@
-"""Fidelity of the latency harness: its p50 against a bare loop of the engine's own invoke, in one run.
+"""Fidelity of the latency harness: its p50 against a bare loop of each engine's own invoke, in one run.
 
 The harness times ``runner.infer`` (input staging, quantization, engine, output
-dequantization); the bare loop times only the engine's invoke on staged input.
-Their ratio says how much the harness adds; repeating both shows run-to-run spread.
+dequantization) in interleaved rounds; the bare loop times only the engine's invoke on
+staged input. Both are repeated in alternating order, so drift cancels in their ratio.
+Target: the harness's p50 within 1.05x of the bare loop, for every engine.
 
-    python benchmarks/harness_overhead.py ARTIFACT [--repeats 5] [--threads 1]
+    python benchmarks/harness_overhead.py ARTIFACT [ARTIFACT ...] [--engines openvino] [--repeats 5] [--threads 1]
 """
 
 from __future__ import annotations
@@ -15,10 +16,26 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+TARGET = 1.05
+
+
+def bare_p50(invoke, iterations: int) -> float:
+    import numpy as np
+
+    for _ in range(10):
+        invoke()
+    samples = []
+    for _ in range(iterations):
+        start = time.perf_counter()
+        invoke()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return float(np.median(samples))
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("artifact")
+    parser.add_argument("artifacts", nargs="+")
+    parser.add_argument("--engines", default="", help="engines to try besides each artifact's default, e.g. openvino")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=300)
@@ -26,36 +43,34 @@ def main() -> None:
 
     import numpy as np
 
-    from edgepipe.backends import create_runner
-    from edgepipe.harness import BenchSettings, measure_latency
+    from edgepipe.backends import create_runner, engines_for, identify
+    from edgepipe.harness import BenchSettings, measure_interleaved
 
-    with create_runner(args.artifact, threads=args.threads) as runner:
-        shape = tuple(d or 1 for d in runner.input_spec().shape)
-        images = np.random.default_rng(0).uniform(0, 255, (8, *shape[1:])).astype(np.float32)
-        settings = BenchSettings(batch_size=1, warmup=20, min_iterations=args.iterations, min_duration_s=0.0)
-        harness, engine, bare = [], [], []
-        for _ in range(args.repeats):
-            measured = measure_latency(runner, images, settings)
-            harness.append(measured["latency_ms"]["p50"])
-            engine.append(measured.get("compute_ms", {}).get("p50", float("nan")))
-            runner.infer(images[:1])  # stage a real input for the bare loop
-            invoke = runner.invoke_only()
-            for _ in range(20):
-                invoke()
-            samples = []
-            for _ in range(args.iterations):
-                start = time.perf_counter()
-                invoke()
-                samples.append((time.perf_counter() - start) * 1e3)
-            bare.append(float(np.median(samples)))
-    h, e, b = np.asarray(harness), np.asarray(engine), np.asarray(bare)
-    print(f"{args.artifact}: {runner.engine}, {args.threads} thread(s), batch 1, {args.iterations} calls x {args.repeats} repeats")
-    print(f"harness p50:   median {np.median(h):.4f} ms, spread (max-min)/median {np.ptp(h) / np.median(h):.1%}")
-    print(f"bare loop p50: median {np.median(b):.4f} ms, spread (max-min)/median {np.ptp(b) / np.median(b):.1%}")
-    print(f"harness engine-only p50 (compute_ms): median {np.median(e):.4f} ms")
-    print(f"harness / bare: {np.median(h) / np.median(b):.3f}x end to end ({(np.median(h) / np.median(b) - 1) * 100:+.1f}%: "
-          "input staging and output conversion included)")
-    print(f"harness engine-only / bare: {np.median(e) / np.median(b):.3f}x ({(np.median(e) / np.median(b) - 1) * 100:+.1f}%)")
+    extra = tuple(e for e in args.engines.split(",") if e)
+    print(f"{args.threads} thread(s), batch 1, {args.iterations} calls x {args.repeats} alternating repeats; "
+          f"target: harness / bare <= {TARGET}x")
+    for path in args.artifacts:
+        artifact = identify(path)
+        for engine in engines_for(artifact, extra):
+            with create_runner(artifact, threads=args.threads, engine=engine.name) as runner:
+                shape = tuple(d or 1 for d in runner.input_spec().shape)
+                images = np.random.default_rng(0).uniform(0, 255, (8, *shape[1:])).astype(np.float32)
+                settings = BenchSettings(batch_size=1, warmup=20, min_iterations=args.iterations, min_duration_s=0.0)
+                harness, bare = [], []
+                for repeat in range(args.repeats):
+                    order = ("harness", "bare") if repeat % 2 == 0 else ("bare", "harness")
+                    for kind in order:
+                        if kind == "harness":
+                            timing = measure_interleaved({0: runner}, images, settings, rounds=1)[0]
+                            harness.append(timing["latency_ms"]["p50"])
+                        else:
+                            runner.infer(images[:1])  # stage a real input for the bare loop
+                            bare.append(bare_p50(runner.invoke_only(), args.iterations))
+            h, b = float(np.median(harness)), float(np.median(bare))
+            ratio = h / b
+            print(f"{artifact.label:<16} [{engine.name:<11}] harness p50 {h:.4f} ms (spread {np.ptp(harness) / h:.1%}), "
+                  f"bare {b:.4f} ms (spread {np.ptp(bare) / b:.1%}): {ratio:.3f}x "
+                  f"{'meets' if ratio <= TARGET else 'misses'} the {TARGET}x target")
 
 
 if __name__ == "__main__":

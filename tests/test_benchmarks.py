@@ -1,0 +1,51 @@
+"""Every script in benchmarks/ still runs, at its smallest settings (no timing is asserted here: the scripts
+print ratios measured side by side; these tests only keep them from rotting)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import SHARED_WEIGHTS
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def _run(script: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> str:
+    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
+                            timeout=900, env={**os.environ, **(env or {})}, cwd=cwd)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    return result.stdout
+
+
+def test_every_benchmark_script_has_a_smoke_test():
+    tested = {name[len("test_"):].replace("_smoke", "") + ".py" for name in globals() if name.endswith("_smoke")}
+    assert {p.name for p in BENCHMARKS.glob("*.py")} <= tested
+
+
+def test_feature_cache_smoke():
+    out = _run("feature_cache.py", "--size", "32", "--images", "40", "--epochs", "2")
+    assert "speed-up per epoch:" in out
+
+
+def test_harness_overhead_smoke(tiny_run):
+    artifacts = [str(next(tiny_run.artifacts_dir.glob(p))) for p in ("*-tflite-int8.tflite", "*-onnx-fp32.onnx")]
+    out = _run("harness_overhead.py", *artifacts, "--repeats", "1", "--iterations", "5")
+    assert out.count("x target") == 2  # one line per artifact and engine, each with its ratio
+
+
+@pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="genuine Keras ImageNet weights not found in ../shared/weights")
+def test_real_photos_smoke(tmp_path):
+    pytest.importorskip("skimage", reason="builtin:photos needs scikit-image")
+    home = tmp_path / "keras"
+    (home / "models").mkdir(parents=True)
+    for file in SHARED_WEIGHTS.glob("*.h5"):
+        shutil.copy(file, home / "models" / file.name)
+    out = _run("real_photos.py", "--input-size", "32", "--epochs", "1", "--formats", "tflite-int8",
+               env={"KERAS_HOME": str(home)})
+    assert "logistic-regression probe" in out and "tflite-int8" in out
