@@ -31,7 +31,7 @@ from edgepipe.backends.runner import Artifact, InputSpec, Runner
 from edgepipe.errors import EdgepipeError, MissingDependencyError
 
 #: the backends edgepipe ships, in the order their formats are listed
-BUILTIN = ("keras", "litert", "onnxruntime", "tensorrt")
+BUILTIN = ("keras", "litert", "onnxruntime", "openvino", "tensorrt")
 ENTRY_POINT_GROUP = "edgepipe.backends"
 
 _loaded = False
@@ -91,6 +91,25 @@ def container_of(path: str | Path) -> Container:
             return container
     raise EdgepipeError(f"'{Path(path).name}' is not an artifact edgepipe can run",
                         "Artifacts end in " + ", ".join(artifact_suffixes()) + ".")
+
+
+def artifact_files(path: str | Path) -> list[Path]:
+    """The artifact file and every file that travels with it (OpenVINO's .bin, a TensorRT sidecar) that exists."""
+    path = Path(path)
+    return [path] + [p for p in container_of(path).companions(path) if p.exists()]
+
+
+def artifact_size_mb(path: str | Path) -> float:
+    """Size of the artifact with its companion files, in MB (10**6 bytes)."""
+    return sum(p.stat().st_size for p in artifact_files(path)) / 1e6
+
+
+def artifact_digest(path: str | Path) -> str:
+    """sha256 of the artifact with its companion files (one file: that file's own sha256)."""
+    from edgepipe.fileio import sha256_file, sha256_value
+
+    files = artifact_files(path)
+    return sha256_file(files[0]) if len(files) == 1 else sha256_value([sha256_file(p) for p in files])
 
 
 def identify(path: str | Path, recorded: Optional[dict[str, Any]] = None) -> Artifact:
@@ -161,7 +180,7 @@ def reference_format() -> Format:
 
 
 __all__ = [
-    "Artifact", "BACKENDS", "Backend", "CONTAINERS", "Container", "DEVICES", "ENGINES", "Engine", "Evaluation",
+    "Artifact", "BACKENDS", "Backend", "CONTAINERS", "artifact_digest", "artifact_files", "artifact_size_mb", "Container", "DEVICES", "ENGINES", "Engine", "Evaluation",
     "ExportContext", "FORMATS", "Format", "INTEGER_PRECISIONS", "InputSpec", "Runner", "TOLERANCES", "Tolerance",
     "artifact_suffixes", "container_of", "containers", "create_runner", "default_engine", "devices", "devices_for",
     "engines", "engines_for", "formats", "identify", "load", "reference_format", "tracked_packages",

@@ -48,7 +48,8 @@ class ExportContext:
     workdir_parent: Optional[Path] = None
     evaluate: Optional[Evaluator] = None
     reference_top1: Optional[float] = None
-    validation_labels: Optional[np.ndarray] = None
+    #: (uint8 images, labels) of the validation split, for recipes that judge candidates themselves
+    validation: Optional[tuple[np.ndarray, np.ndarray]] = None
     reference_probabilities: Optional[np.ndarray] = None
     calibration_method: str = "minmax"
     accuracy_budget_pp: float = 1.0
@@ -78,8 +79,12 @@ class ExportContext:
         return self._workdir
 
     @property
-    def validation_images(self) -> Optional[int]:
-        return None if self.validation_labels is None else len(self.validation_labels)
+    def validation_labels(self) -> Optional[np.ndarray]:
+        return None if self.validation is None else self.validation[1]
+
+    @property
+    def validation_count(self) -> Optional[int]:
+        return None if self.validation is None else len(self.validation[1])
 
     def saved_model(self) -> Path:
         if self._saved_model is None:

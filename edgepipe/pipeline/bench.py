@@ -17,12 +17,21 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe.backends import ENGINES, INTEGER_PRECISIONS, Artifact, Engine, create_runner, identify, reference_format
+from edgepipe.backends import (
+    ENGINES,
+    INTEGER_PRECISIONS,
+    Artifact,
+    Engine,
+    artifact_size_mb,
+    create_runner,
+    identify,
+    reference_format,
+)
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.device import fingerprint, peak_estimate
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import read_json, sha256_value, size_mb
+from edgepipe.fileio import read_json, sha256_value
 from edgepipe.harness import BenchSettings, efficiency
 from edgepipe.pipeline.measure import error_line, line, measure_plans, plan, settings_for
 from edgepipe.pipeline.rundir import RunDir, now_iso
@@ -71,7 +80,7 @@ def _base_record(item: dict, path: Path) -> Record:
     if budget:
         base.int8_budget = Int8Budget.from_dict(budget)
     if base.status.measured:
-        base.size_mb = round(size_mb(path), 4)
+        base.size_mb = round(artifact_size_mb(path), 4)
     return base
 
 
@@ -178,7 +187,7 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     plans = []
     for path, artifact in zip(paths, artifacts):
         base = Record(artifact=str(path), format=artifact.format, precision=artifact.precision, status=Status.OK,
-                      size_mb=round(size_mb(path), 4))
+                      size_mb=round(artifact_size_mb(path), 4))
         try:
             shape, classes = probe(artifact)
         except EdgepipeError as exc:

@@ -12,11 +12,11 @@ from typing import Any, Optional
 import numpy as np
 
 from edgepipe.calibration import CalibrationSet, draw
-from edgepipe.backends import CONTAINERS, ExportContext, Format, formats
+from edgepipe.backends import ExportContext, Format, artifact_digest, artifact_files, artifact_size_mb, formats
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import make_folder, read_json, sha256_file, size_mb, write_json
+from edgepipe.fileio import make_folder, read_json, sha256_file, write_json
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
@@ -36,7 +36,7 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
     }
 
 
-def artifact_files(index_path: Path) -> list[Path]:
+def index_files(index_path: Path) -> list[Path]:
     """Every file an export wrote, per its index: the index, each artifact and the files that travel with it."""
     if not index_path.exists():
         return [index_path]
@@ -44,13 +44,12 @@ def artifact_files(index_path: Path) -> list[Path]:
     files = [index_path]
     for record in read_json(index_path).get("artifacts", []):
         if Status(record["status"]).measured:
-            path = folder / record["file"]
-            files += [path, *CONTAINERS.get(record["container"]).companions(path)]
+            files += artifact_files(folder / record["file"])
     return files
 
 
 def _outputs(run: RunDir) -> list:
-    return artifact_files(run.artifacts_index)
+    return index_files(run.artifacts_index)
 
 
 @dataclass
@@ -89,7 +88,7 @@ def export_all(model, job: ExportJob, echo: Echo) -> list[dict[str, Any]]:
         probabilities = model.predict(images.astype(np.float32), batch_size=64, verbose=0)
         ctx.evaluate = Evaluator(images, labels, job.threads)
         ctx.reference_top1 = float(np.mean(np.argmax(probabilities, 1) == labels))
-        ctx.validation_labels = labels
+        ctx.validation = (images, labels)
         ctx.reference_probabilities = probabilities
         verify_images, reference = images[:VERIFY_IMAGES], probabilities[:VERIFY_IMAGES]
     records = []
@@ -140,11 +139,11 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
         return {**record, "status": Status.FAILED.value, "reason": reason}
     seconds = time.perf_counter() - start
     ctx.outputs.setdefault(fmt.name, path)
-    echo(f"  {fmt.name}: {path.name} ({size_mb(path):.2f} MB, {seconds:.1f} s)")
+    echo(f"  {fmt.name}: {path.name} ({artifact_size_mb(path):.2f} MB, {seconds:.1f} s)")
     budget = details.get("int8_budget")
     if budget and budget.get("met") is False:
         echo(f"    accuracy budget not met: {budget.get('note')}")
-    return {**record, "status": Status.OK.value, "size_mb": round(size_mb(path), 4), "sha256": sha256_file(path),
+    return {**record, "status": Status.OK.value, "size_mb": round(artifact_size_mb(path), 4), "sha256": artifact_digest(path),
             "export_seconds": round(seconds, 2), "details": details}
 
 

@@ -59,8 +59,11 @@ def run_stages(config: RunConfig, names: list[str], echo: Callable[[str], None],
         with run.lock(echo):
             for line in run.sweep():
                 echo(f"removed {line}, left in {run.path} by an interrupted command")
-            for name in [n for n in STAGES if n in names]:
-                completed += _run_stage(config, run, name, names, echo, force)
+            try:
+                for name in [n for n in STAGES if n in names]:
+                    completed += _run_stage(config, run, name, names, echo, force)
+            finally:
+                shutil.rmtree(run.scratch, ignore_errors=True)  # this command's own temporary work
     except BaseException:
         if created and completed == 0 and run.path.exists():
             shutil.rmtree(run.path, ignore_errors=True)  # a folder this command created and filled with nothing
@@ -99,10 +102,21 @@ def _run_stage(config: RunConfig, run: RunDir, name: str, names: list[str], echo
              + " since it last ran")
     echo(f"[{name}] {stage.help}")
     start = time.perf_counter()
+    _fresh_random_state(config.seed)
     stage.run(config, run, echo)
     run.record_stage(name, digest, time.perf_counter() - start, stage.outputs(run))
     run.write_manifest(config.to_dict())
     return 1
+
+
+def _fresh_random_state(seed: int) -> None:
+    """Start each stage from a clean Keras session and the run's seed, so a stage gives the same result
+    whether earlier stages ran in this process or in another one (a resumed or split run). Without it,
+    layers loaded in a later stage draw their seeds from a global generator that earlier stages advanced."""
+    import keras
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(seed)
 
 
 def _run_as_worker(config: RunConfig, run: RunDir, names: list[str], echo: Callable[[str], None]) -> RunDir:
@@ -110,5 +124,6 @@ def _run_as_worker(config: RunConfig, run: RunDir, names: list[str], echo: Calla
     for name in [n for n in STAGES if n in names]:
         _check_requirements(run, name, names)
         if STAGES[name].distributed:
+            _fresh_random_state(config.seed)
             STAGES[name].run(config, run, echo)
     return run

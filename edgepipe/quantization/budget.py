@@ -83,7 +83,7 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     met = kept.get("within_budget") if ctx.evaluate else None
     budget = Int8Budget(
         budget_pp=ctx.accuracy_budget_pp, met=met, chosen_attempt=best[3], attempts=report,
-        reference_top1=ctx.reference_top1, validation_images=ctx.validation_images,
+        reference_top1=ctx.reference_top1, validation_images=ctx.validation_count,
         kept_higher_precision=list(kept.get("kept_float") or []),
         significance=comparisons.get(best[3]),
         note=None if met is not False else _note(ctx, kept, comparisons.get(best[3])))
@@ -95,7 +95,7 @@ def _note(ctx: ExportContext, kept: dict[str, Any], comparison: Optional[dict[st
             f"(attempt {kept['attempt']}, {kept['drop_pp']:.2f} pp below FP32)")
     if comparison is not None:
         note += "; on the validation split " + describe(comparison)
-    images = ctx.validation_images
+    images = ctx.validation_count
     if images and 100.0 / images > ctx.accuracy_budget_pp:  # one image is worth more than the whole budget
         note += (f"; the validation split has {images} images, so one changed prediction costs "
                  f"{100.0 / images:.2f} pp, more than the budget: use a larger validation split (data.val_fraction) "

@@ -225,13 +225,14 @@ def _append_files(model: bytes, files: dict[str, str]) -> bytes:
     """Append ``files`` as a zip archive after the flatbuffer, where metadata readers look for them.
 
     Stored uncompressed, as the TFLite Support populator writes them; offsets
-    in the archive count from the start of the file.
+    in the archive count from the start of the file. Entries carry a fixed date, so the same model and
+    labels always give the same bytes (a rerun reproduces an artifact's digest).
     """
     out = io.BytesIO(model)
     out.seek(0, io.SEEK_END)
     with zipfile.ZipFile(out, "a", compression=zipfile.ZIP_STORED) as archive:
         for file_name, text in files.items():
-            archive.writestr(file_name, text.encode("utf-8"))
+            archive.writestr(zipfile.ZipInfo(file_name, date_time=(1980, 1, 1, 0, 0, 0)), text.encode("utf-8"))
     return out.getvalue()
 
 
