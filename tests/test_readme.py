@@ -33,3 +33,18 @@ def test_config_reference_lists_every_key():
 def test_example_configs_validate():
     for path in (ROOT / "examples").glob("*.yaml"):
         cfg.load(path)
+
+
+def test_python_api_examples_run(tmp_path):
+    """The README's Python examples, run in order in one fresh interpreter, as a user would paste them."""
+    import subprocess
+    import sys
+
+    section = README.split("### From Python", 1)[1].split("\n## ", 1)[0]
+    code = "\n\n".join(b.strip() for b in re.findall(r"```python\n(.*?)```", section, re.S))
+    assert code.count("edgepipe.") >= 4
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "tflite-int8 litert" in result.stdout and "ok" in result.stdout
+    assert (tmp_path / "runs" / "api-demo" / "results.json").exists()
+    assert (tmp_path / "exports" / "lenet5" / "artifacts.json").exists()
