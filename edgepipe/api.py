@@ -150,7 +150,8 @@ class Exported:
 def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = None, labels: Optional[list[str]] = None,
            output: Optional[PathLike] = None, calibration_size: int = 200, seed: int = 0,
            calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
-           options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, echo: Echo = print) -> Exported:
+           options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
+           echo: Echo = print) -> Exported:
     """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path) to ``formats`` and verify each artifact.
 
     ``calibration`` calibrates INT8 formats and verifies every artifact: an image folder (one
@@ -158,7 +159,9 @@ def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = 
     ``(images, labels)`` (uint8 NHWC raw pixels and class indices) or ``images`` alone (no accuracy
     budget then). ``labels`` names the model's classes (default: the folder's class names).
     ``options`` maps a config section (``"tflite"``, ``"onnx"``, ``"tensorrt"``...) to a dict of its
-    export options, e.g. ``{"onnx": {"opset": 13}}``.
+    export options, e.g. ``{"onnx": {"opset": 13}}``. ``isolation`` converts each format in a child
+    process (``"process"``), in this one (``"none"``), or in child processes for models over 40 MB
+    (``"auto"``), so the memory a converter holds is returned when it ends.
     """
     from edgepipe.pipeline.export import export_model
 
@@ -167,7 +170,7 @@ def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = 
     index = export_model(model, list(formats), out, echo, calibration=calibration, class_names=labels,
                          calibration_size=calibration_size, seed=seed, calibration_method=calibration_method,
                          accuracy_budget_pp=accuracy_budget_pp, threads=threads,
-                         options=_export_options(options), unsafe=unsafe_load)
+                         options=_export_options(options), unsafe=unsafe_load, isolation=isolation)
     from edgepipe.fileio import read_json
 
     return Exported(index, read_json(index)["artifacts"])

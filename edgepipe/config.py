@@ -105,6 +105,7 @@ class _ExportCommon:
     formats: list[str] = _opt(["tflite-fp32", "tflite-int8", "onnx-fp32"], "Artifact formats to export (see 'edgepipe formats').", registry="format")
     calibration_size: int = _opt(200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1)
     calibration_method: str = _opt("minmax", "First INT8 calibration method where the backend offers a choice (ONNX Runtime: minmax, entropy, percentile).", choices=("minmax", "entropy", "percentile"))
+    isolation: str = _opt("auto", "Convert each format in a child process, so a converter's memory is returned when it ends: process, none, or auto (a child process when the model file is larger than 40 MB).", choices=("auto", "process", "none"))
     accuracy_budget_pp: float = _opt(1.0, "INT8 accuracy budget: most top-1 percentage points an INT8 artifact may lose against the FP32 model on the validation split before other recipes are tried.", min=0.0, max=100.0)
 
 

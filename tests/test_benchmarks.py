@@ -49,3 +49,10 @@ def test_real_photos_smoke(tmp_path):
     out = _run("real_photos.py", "--input-size", "32", "--epochs", "1", "--formats", "tflite-int8",
                env={"KERAS_HOME": str(home)})
     assert "logistic-regression probe" in out and "tflite-int8" in out
+
+
+def test_engines_smoke(tmp_path):
+    out = _run("engines.py", "--models", "mobilenet_v2:0.35", "--size", "32", "--threads", "1", "--rounds", "1",
+               "--iterations", "3", "--work", str(tmp_path))
+    assert "edgepipe's recommendation, tuned" in out and "within 1.05x of the fastest bare loop" in out
+    assert out.count("peak memory within 10%") == 6

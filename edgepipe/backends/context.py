@@ -87,12 +87,16 @@ class ExportContext:
         return None if self.validation is None else len(self.validation[1])
 
     def saved_model(self) -> Path:
+        """The model as a TensorFlow SavedModel, exported once per export job: it lives beside the work folder
+        (in ``workdir_parent``), so formats converted in separate processes of one job share it."""
         if self._saved_model is None:
+            from edgepipe.fileio import atomic_path
             from edgepipe.quiet import native_output_suppressed
 
-            path = self.workdir / "saved_model"
-            with native_output_suppressed():
-                self.model.export(str(path), format="tf_saved_model", verbose=False)
+            path = (self.workdir_parent or self.workdir) / "saved_model"
+            if not (path / "saved_model.pb").exists():
+                with atomic_path(path) as tmp, native_output_suppressed():
+                    self.model.export(str(tmp), format="tf_saved_model", verbose=False)
             self._saved_model = path
         return self._saved_model
 
