@@ -178,58 +178,60 @@ class _Task:
     unsafe: bool = False
 
 
-def _child(task: _Task, queue) -> None:
-    """The child process: load the model, do the task, send progress lines and the result to the parent."""
-    echo = lambda line: queue.put(("line", line))  # noqa: E731
-    try:
-        from edgepipe.architectures.loading import load_keras_model
-        from edgepipe.quiet import import_tensorflow_quietly
+def _child(task: _Task, echo: Echo) -> dict[str, Any]:
+    """In the child process: load the model and do the task."""
+    from edgepipe.architectures.loading import load_keras_model
+    from edgepipe.quiet import import_tensorflow_quietly
 
-        import_tensorflow_quietly()
-        model = load_keras_model(task.model_path, task.unsafe)
-        if task.kind == "reference":
-            queue.put(("result", {"probabilities": _reference(model, task.job), "peak_rss_mb": peak_memory_mb()}))
-            return
-        ctx = _context(model, task.job, echo, task.reference)
-        ctx.outputs.update({k: Path(v) for k, v in task.outputs.items()})
-        try:
-            record = _export_one(ctx, formats().get(task.format_name), task.job.out_dir, task.job.stem, echo)
-        finally:
-            ctx.close()
-        made = {task.format_name: str(task.job.out_dir / record["file"])} if record["status"] == Status.OK.value else {}
-        queue.put(("result", {"record": record, "outputs": made, "peak_rss_mb": peak_memory_mb()}))
-    except BaseException as exc:  # reported to the parent, which decides; the child only ends
-        queue.put(("error", f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"))
+    import_tensorflow_quietly()
+    model = load_keras_model(task.model_path, task.unsafe)
+    if task.kind == "reference":
+        return {"probabilities": _reference(model, task.job), "peak_rss_mb": peak_memory_mb()}
+    ctx = _context(model, task.job, echo, task.reference)
+    ctx.outputs.update({k: Path(v) for k, v in task.outputs.items()})
+    try:
+        record = _export_one(ctx, formats().get(task.format_name), task.job.out_dir, task.job.stem, echo)
+    finally:
+        ctx.close()
+    made = {task.format_name: str(task.job.out_dir / record["file"])} if record["status"] == Status.OK.value else {}
+    return {"record": record, "outputs": made, "peak_rss_mb": peak_memory_mb()}
 
 
 def _run_child(task: _Task, echo: Echo) -> dict[str, Any]:
-    """Run a task in a fresh (spawned) process and relay its lines; its result, or EdgepipeError."""
-    import multiprocessing
-    import queue as queues
+    """Run a task in a fresh Python process (``python -m edgepipe.pipeline.export``, not a fork: TensorFlow's
+    threads do not survive one), relaying its lines; its result, or EdgepipeError."""
+    import pickle
+    import subprocess
+    import sys
+    import tempfile
 
-    mp = multiprocessing.get_context("spawn")  # not fork: TensorFlow's threads do not survive a fork
-    channel = mp.Queue()
-    process = mp.Process(target=_child, args=(task, channel), daemon=True)
-    process.start()
+    make_folder(task.job.workdir_parent)
+    with tempfile.TemporaryDirectory(prefix="child-", dir=task.job.workdir_parent) as folder:
+        request, answer = Path(folder) / "task.pickle", Path(folder) / "result.pickle"
+        request.write_bytes(pickle.dumps(task))
+        process = subprocess.Popen([sys.executable, "-m", "edgepipe.pipeline.export", str(request), str(answer)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        for line in process.stdout:
+            echo(line.rstrip("\n"))
+        process.wait()
+        if not answer.exists():
+            raise EdgepipeError(f"the export process ended unexpectedly (exit code {process.returncode})",
+                                "If it ran out of memory, export fewer formats at a time.")
+        kind, payload = pickle.loads(answer.read_bytes())
+    if kind == "error":
+        raise EdgepipeError(f"exporting in a child process failed: {payload}")
+    return payload
+
+
+def _child_main(request: Path, answer: Path) -> None:
+    import pickle
+
+    task = pickle.loads(request.read_bytes())
     try:
-        while True:
-            try:
-                kind, payload = channel.get(timeout=1.0)
-            except queues.Empty:
-                if not process.is_alive():
-                    raise EdgepipeError(f"the export process ended unexpectedly (exit code {process.exitcode})",
-                                        "If it ran out of memory, export fewer formats at a time.") from None
-                continue
-            if kind == "line":
-                echo(payload)
-            elif kind == "error":
-                raise EdgepipeError(f"exporting in a child process failed: {payload}")
-            else:
-                return payload
-    finally:
-        process.join(timeout=30)
-        if process.is_alive():
-            process.kill()
+        result = ("result", _child(task, lambda line: print(line, flush=True)))
+    except BaseException as exc:  # reported to the parent, which decides; the child only ends
+        result = ("error", f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
+    answer.write_bytes(pickle.dumps(result))
 
 
 def _verify_into(record: dict[str, Any], fmt: Format, path: Path, images: np.ndarray, reference: np.ndarray,
@@ -413,3 +415,9 @@ def _saved_copy(model, scratch: Path, isolation: str) -> Optional[Path]:
     with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
     return path
+
+
+if __name__ == "__main__":  # a child process of an isolated export: python -m edgepipe.pipeline.export TASK RESULT
+    import sys
+
+    _child_main(Path(sys.argv[1]), Path(sys.argv[2]))
