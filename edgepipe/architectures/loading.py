@@ -59,10 +59,17 @@ def check_model_path(path: str) -> Path:
     return p
 
 
+def register_custom_layers() -> None:
+    """Make edgepipe's own layers (preprocessing, LRN, channel split) known to Keras' loader: a model edgepipe
+    built holds them, and a fresh process that only loads it has not imported them yet."""
+    import edgepipe.architectures.layers  # noqa: F401  (registers the layers with keras.saving)
+
+
 def load_keras_model(path: str, unsafe: bool = False):
     """Load a .keras/.h5 model (Keras' safe mode unless ``unsafe``); one-line EdgepipeError when it cannot."""
     import keras
 
+    register_custom_layers()
     p = check_model_path(path)
     try:
         return keras.models.load_model(p, compile=False, safe_mode=not unsafe)

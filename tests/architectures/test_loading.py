@@ -106,3 +106,25 @@ print("imagenet weights loaded")
     env = {**os.environ, "KERAS_HOME": str(tmp_path), "TF_CPP_MIN_LOG_LEVEL": "3"}
     result = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
     assert "imagenet weights loaded" in result.stdout, result.stderr[-2000:]
+
+
+def test_a_model_with_edgepipes_own_layers_loads_in_a_fresh_process(tmp_path):
+    """Models built with caffe- or torch-style preprocessing hold edgepipe's ChannelAffine layer; a process that
+    only exports or benchmarks them has not imported it (it failed: 'Could not locate class ChannelAffine')."""
+    import subprocess
+    import sys
+
+    import keras
+
+    from edgepipe.architectures.layers import ChannelAffine
+
+    inputs = keras.Input((8, 8, 3))
+    x = ChannelAffine((1.0,), (-100.0, -110.0, -120.0), True, name="preprocess")(inputs)
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))).save(tmp_path / "m.keras")
+    code = ("import sys, numpy as np; from edgepipe.architectures.loading import load_keras_model; "
+            "from edgepipe.backends import create_runner; load_keras_model(sys.argv[1]); "
+            "r = create_runner(sys.argv[1], threads=1).activate(); print(r.infer(np.zeros((1, 8, 8, 3))).shape)")
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "(1, 2)" in result.stdout

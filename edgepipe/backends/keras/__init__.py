@@ -61,6 +61,9 @@ class KerasRunner(Runner):
         self.threads_in_force = configure_tensorflow_threads(self.threads)
         import keras
 
+        from edgepipe.architectures.loading import register_custom_layers
+
+        register_custom_layers()
         with tf.device(self._tf_device):
             self.model = keras.models.load_model(self.path, compile=False)
 
