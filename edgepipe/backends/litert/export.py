@@ -1,4 +1,5 @@
-"""TFLite exporters, converted through a SavedModel export of the Keras model.
+"""TFLite exporters, converted through a SavedModel export of the Keras model (full-integer models
+also quantized from the float TFLite model by AI Edge Quantizer, see ``aeq``).
 
 Every file gets TFLite model metadata (image input with identity normalization,
 labels as an associated file, name and version) so MediaPipe Tasks and other
@@ -8,13 +9,19 @@ format and precision.
 
 from __future__ import annotations
 
+import csv
+import io
+import math
+import time
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
 from edgepipe.versions import __version__
 from edgepipe.backends.context import ExportContext
+from edgepipe.backends.litert import aeq
 from edgepipe.backends.litert.backend import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
 from edgepipe.errors import EdgepipeError
@@ -22,7 +29,14 @@ from edgepipe.fileio import write_bytes
 from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
 
+#: ops the converter's fallback recipe keeps in float (used only when AEQ cannot quantize the model)
 SENSITIVE_LAYERS_KEPT_FLOAT = 3
+#: at most this many ops are kept in float by the AEQ recipe; each costs a few percent of latency
+MAX_KEPT_FLOAT = 8
+#: validation images the effect of each candidate op is measured on (one quantization and run per op)
+SENSITIVITY_IMAGES = 256
+#: how much of the sensitivity ranking the export details keep
+SENSITIVITY_REPORTED = 10
 
 
 def _converter(ctx: ExportContext):
@@ -135,7 +149,9 @@ def _larger_calibration(ctx: ExportContext) -> Optional[CalibrationSet]:
 
 
 def _sensitive_nodes(ctx: ExportContext, calibration: CalibrationSet, count: int) -> list[str]:
-    """The ops whose quantization error (RMSE / scale) is largest, by TFLite's quantization debugger."""
+    """The ``count`` ops whose quantization error is largest relative to their output's quantization
+    step (sqrt(mean squared error) / scale), by TFLite's quantization debugger; named as
+    ``denylisted_nodes`` expects them."""
     import tensorflow as tf
 
     debugger = tf.lite.experimental.QuantizationDebugger(
@@ -143,16 +159,13 @@ def _sensitive_nodes(ctx: ExportContext, calibration: CalibrationSet, count: int
         debug_dataset=tflite_representative_dataset(calibration))
     with native_output_suppressed():
         debugger.run()
-    stats = [(s.get("rmse/scale", 0.0), name) for name, s in debugger.layer_statistics.items()]
-    return [_tensor_name(name) for _, name in sorted(stats, reverse=True)[:count]]
-
-
-def _tensor_name(numeric_verify_name: str) -> str:
-    """The quantized op's output tensor name that ``denylisted_nodes`` expects, from the debugger's
-    statistics key ``NumericVerify/<tensor name><digit>:<index>`` (as its CSV dump maps them)."""
-    name = numeric_verify_name.rsplit(":", 1)[0]
-    name = name[len("NumericVerify/"):] if name.startswith("NumericVerify/") else name
-    return name[:-1] if name and name[-1].isdigit() else name
+    # layer_statistics lacks the scale; the CSV dump has it, keyed by the tensor names the converter takes
+    dump = io.StringIO()
+    debugger.layer_statistics_dump(dump)
+    rows = [r for r in csv.DictReader(io.StringIO(dump.getvalue())) if float(r["scale"]) > 0]
+    scored = sorted(((math.sqrt(float(r["mean_squared_error"])) / float(r["scale"]), r["tensor_name"]) for r in rows),
+                    reverse=True)
+    return [name for _, name in scored[:count]]
 
 
 def _denylisted_model(ctx: ExportContext, calibration: CalibrationSet, nodes: list[str]) -> bytes:
@@ -175,37 +188,128 @@ def _denylisted_model(ctx: ExportContext, calibration: CalibrationSet, nodes: li
                                      output_data_type=io_type, denylisted_nodes=nodes)
 
 
+def _effect_probe(ctx: ExportContext) -> tuple[aeq.Probe, int]:
+    """How an op's effect is measured, and on how many images: each variant's divergence from the FP32
+    model's probabilities on at most SENSITIVITY_IMAGES validation images, evenly spread over the split
+    and run in this process; without the validation images at hand, on the whole split through
+    ``ctx.evaluate``."""
+    if ctx.validation is None:
+        candidate = ctx.workdir / "sensitivity.tflite"
+
+        def evaluate(model: bytes) -> np.ndarray:
+            candidate.write_bytes(model)
+            return ctx.evaluate(candidate, "tflite-int8").probabilities
+        return aeq.probe(evaluate, ctx.reference_probabilities), len(ctx.reference_probabilities)
+    images = ctx.validation[0]
+    picked = np.unique(np.linspace(0, len(images) - 1, min(len(images), SENSITIVITY_IMAGES)).round().astype(int))
+    threads = getattr(ctx.evaluate, "threads", 1)  # the evaluator's own thread count, when it has one
+
+    def run(model: bytes) -> np.ndarray:
+        return aeq.predict(model, images[picked], threads)
+    return aeq.probe(run, ctx.reference_probabilities[picked]), len(picked)
+
+
+def _judge(ctx: ExportContext) -> Callable[[bytes], tuple[float, bool]]:
+    """judge(model) -> (validation top-1, within the accuracy budget), as ``within_budget`` decides it."""
+    candidate = ctx.workdir / "kept-float-step.tflite"
+
+    def judge(model: bytes) -> tuple[float, bool]:
+        candidate.write_bytes(model)
+        top1 = ctx.evaluate(candidate, "tflite-int8").top1
+        return top1, (ctx.reference_top1 - top1) * 100 <= ctx.accuracy_budget_pp
+    return judge
+
+
+def _kept_float_details(ranking: tuple[aeq.Effect, list[aeq.Effect]], chosen: aeq.KeptFloat, images: int,
+                        candidates: int, seconds: float) -> dict[str, Any]:
+    baseline, ranked = ranking
+    return {
+        "kept_float": [e.op.name for e in chosen.kept],
+        "kept_float_ops": [e.record(baseline) for e in chosen.kept],
+        "kept_float_reason": "the fewest of the ops that most lower the divergence from FP32 (mean KL on validation "
+                             "images), alone and with those kept before them, that bring top-1 within the budget",
+        "sensitivity": {"images": images, "candidates": candidates, "seconds": round(seconds, 2),
+                        "all_integer": baseline.record(),
+                        "ranked": [e.record(baseline) for e in ranked[:SENSITIVITY_REPORTED]]},
+        "kept_float_steps": chosen.steps,
+    }
+
+
 @LITERT.format("tflite-int8", container="tflite", precision="int8", needs_calibration=True,
                description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)")
 def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    """Recipes in order until one is within the accuracy budget: the TFLite converter; AI Edge Quantizer
+    (AEQ); the converter on a larger calibration set; AEQ with the fewest ops kept in float, chosen by
+    their measured effect; and, only when that AEQ recipe could not run, the converter with the ops of
+    largest quantization error kept in float."""
     calibration = _need_calibration(ctx, "tflite-int8")
-    io = {"input_dtype": _integer_io(ctx), "output_dtype": _integer_io(ctx)}
+    io_types = {"input_dtype": _integer_io(ctx), "output_dtype": _integer_io(ctx)}
     state: dict[str, Any] = {}
 
-    def write(p: Path, model: bytes, chosen: CalibrationSet) -> dict[str, Any]:
-        return {**_write(ctx, "tflite-int8", p, model, io), "calibration_images": len(chosen),
-                "calibration_sha256": chosen.digest}
+    def write(p: Path, model: bytes, chosen: CalibrationSet, **details: Any) -> dict[str, Any]:
+        return {**_write(ctx, "tflite-int8", p, model, io_types), "calibration_images": len(chosen),
+                "calibration_sha256": chosen.digest, **details}
 
-    def first():
-        return Attempt(f"post-training full-integer quantization, min-max calibration on {len(calibration)} images",
-                       lambda p: write(p, _convert(_full_integer_converter(ctx, calibration)), calibration))
+    def calibrated() -> aeq.Calibrated:
+        if "aeq" not in state:  # one calibration for every AEQ recipe
+            state["aeq"] = aeq.Calibrated(_convert(_converter(ctx)), calibration.images, _integer_io(ctx))
+        return state["aeq"]
+
+    def aeq_details() -> dict[str, Any]:
+        return {"quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')}", "calibration": "min/max",
+                "bias_widened": calibrated().widened}
+
+    def converter():
+        return Attempt(f"TFLite converter, full-integer, min/max calibration on {len(calibration)} images",
+                       lambda p: write(p, _convert(_full_integer_converter(ctx, calibration)), calibration,
+                                       quantizer="TFLite converter", calibration="min/max"))
+
+    def aeq_plain():
+        return Attempt(f"AI Edge Quantizer, full-integer, min/max calibration on {len(calibration)} images",
+                       lambda p: write(p, calibrated().quantize(), calibration, **aeq_details()))
 
     def larger():
         bigger = _larger_calibration(ctx)
         if bigger is None:
             return None
-        state["calibration"] = bigger
-        return Attempt(f"larger calibration set: {len(bigger)} training images",
-                       lambda p: write(p, _convert(_full_integer_converter(ctx, bigger)), bigger))
+        return Attempt(f"TFLite converter, larger calibration set: {len(bigger)} training images",
+                       lambda p: write(p, _convert(_full_integer_converter(ctx, bigger)), bigger,
+                                       quantizer="TFLite converter", calibration="min/max"))
 
-    def keep_sensitive_float():
-        chosen = state.get("calibration", calibration)
-        nodes = _sensitive_nodes(ctx, chosen, SENSITIVE_LAYERS_KEPT_FLOAT)
-        return Attempt(f"{len(nodes)} most sensitive ops kept in float (largest RMSE/scale in TFLite's quantization debugger)",
-                       lambda p: {**write(p, _denylisted_model(ctx, chosen, nodes), chosen), "kept_float": nodes,
-                                  "kept_float_reason": "largest quantization error (RMSE / scale) per op"})
+    def aeq_kept_float():
+        if ctx.evaluate is None or ctx.reference_probabilities is None or ctx.reference_top1 is None:
+            return None  # nothing to measure effects against
+        measure, images = _effect_probe(ctx)
 
-    return within_budget(ctx, path, "tflite-int8", [first, larger, keep_sensitive_float])
+        def build(p: Path) -> dict[str, Any]:
+            start = time.perf_counter()
+            candidates = aeq.candidates(calibrated().float_model)
+            ranking = aeq.rank_by_effect(calibrated(), candidates, measure)
+            seconds = time.perf_counter() - start
+            chosen = aeq.fewest_kept_float(calibrated(), ranking[1], ranking[0], measure, _judge(ctx),
+                                           MAX_KEPT_FLOAT, 2 * MAX_KEPT_FLOAT)
+            state["kept_float_ran"] = True
+            return write(p, chosen.model, calibration, **aeq_details(),
+                         **_kept_float_details(ranking, chosen, images, len(candidates), seconds))
+        return Attempt(f"AI Edge Quantizer, the fewest ops kept in float that meet the budget (up to {MAX_KEPT_FLOAT}, "
+                       f"ranked by their measured effect on {images} validation images)", build)
+
+    def converter_kept_float():
+        if state.get("kept_float_ran"):
+            return None
+        nodes = _sensitive_nodes(ctx, calibration, SENSITIVE_LAYERS_KEPT_FLOAT)
+        return Attempt(f"TFLite converter, the {len(nodes)} ops of largest quantization error kept in float "
+                       "(sqrt(mean squared error) / scale in TFLite's quantization debugger)",
+                       lambda p: write(p, _denylisted_model(ctx, calibration, nodes), calibration,
+                                       quantizer="TFLite converter", calibration="min/max", kept_float=nodes,
+                                       kept_float_reason="largest quantization error relative to the output's "
+                                                         "quantization step"))
+
+    for factory, name in ((converter, "TFLite converter"), (aeq_plain, "AI Edge Quantizer"),
+                          (larger, "larger calibration set"), (aeq_kept_float, "AEQ, ops kept in float by effect"),
+                          (converter_kept_float, "converter, ops kept in float by quantization error")):
+        factory.__name__ = name  # what the report names a recipe that could not run
+    return within_budget(ctx, path, "tflite-int8", [converter, aeq_plain, larger, aeq_kept_float, converter_kept_float])
 
 
 @LITERT.format("tflite-int16x8", container="tflite", precision="int16x8", needs_calibration=True,
