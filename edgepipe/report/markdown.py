@@ -196,7 +196,25 @@ def budget_lines(results: Results) -> list[str]:
                            if a.get("lost") is not None else "")
                 lines.append(f"  - attempt {a['attempt']}: {a['recipe']}{took}: top-1 {a['top1'] * 100:.2f}%, "
                              f"{a['drop_pp']:+.2f} pp below FP32{changed}{kept}")
+            lines += sensitivity_lines(a)
     return lines
+
+
+def sensitivity_lines(attempt: dict[str, Any], shown: int = 5) -> list[str]:
+    """The most sensitive layers an attempt measured, with their effect: what keeping each one alone in higher
+    precision does to the divergence from FP32 (mean KL) and to top-1 agreement on validation images."""
+    found = attempt.get("sensitivity")
+    if not found or not found.get("ranked"):
+        return []
+    base = found.get("all_integer") or {}
+    head = (f"    - most sensitive layers by measured effect ({found.get('candidates')} candidates on "
+            f"{found.get('images')} validation images, {found.get('seconds', 0):.0f} s"
+            + (f"; all integer: KL {base['kl']:.4f}, agreement {base['agreement']:.1%}" if "kl" in base else "") + "):")
+    rows = [f"      - `{op.get('name') or op.get('op')}`" + (f" ({op['type']})" if op.get("type") else "")
+            + f": in higher precision alone, KL {op['kl']:.4f}"
+            + (f" ({-op['kl_reduction']:+.4f})" if op.get("kl_reduction") is not None else "")
+            + f", agreement {op['agreement']:.1%}" for op in found["ranked"][:shown]]
+    return [head, *rows]
 
 
 def significance_lines(results: Results) -> list[str]:

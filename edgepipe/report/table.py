@@ -141,8 +141,9 @@ def recommendation_line(setting: str, verdict: dict[str, Any]) -> str:
     accuracy = "" if choice["top1"] is None else f", top-1 {choice['top1'] * 100:.2f}%"
     speed = "" if choice["speedup_vs_keras"] is None else f", {choice['speedup_vs_keras']:.1f}x the Keras FP32 model"
     engine = f" with {choice['engine']}" + (f" ({describe_settings(choice)})" if describe_settings(choice) else "")
-    return (f"{setting}: use `{choice['format']}`{engine} (p50 {choice['p50_ms']:.3f} ms{accuracy}, "
-            f"{choice['size_mb']:.2f} MB{speed}): {verdict['reason']}.")
+    size = "" if choice["size_mb"] is None else f", {choice['size_mb']:.2f} MB"
+    return (f"{setting}: use `{choice['format']}`{engine} (p50 {choice['p50_ms']:.3f} ms{accuracy}{size}{speed}): "
+            f"{verdict['reason']}.")
 
 
 def pareto_points(all_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
