@@ -7,7 +7,7 @@ spinning on and off; OpenVINO on its IR), edgepipe's harness over the same runne
 edgepipe recommends after `bench --tune`. It prints the p50 table and each target with its ratio.
 
     python benchmarks/engines.py [--models mobilenet_v2:0.35,mobilenet_v2:1.0,resnet50] [--size 224]
-                                 [--threads 1,2] [--rounds 7] [--iterations 100]
+                                 [--threads 1,2] [--rounds 7] [--iterations 100] [--formats a,b,...]
 """
 
 from __future__ import annotations
@@ -62,14 +62,16 @@ def bare_contenders(paths: dict, threads: list[int], image) -> dict:
     """(label) -> zero-argument call, for every file, engine, thread count and setting worth trying."""
     out = {}
     for t in threads:
-        for fmt in ("tflite-fp32", "tflite-int8"):
-            out[(fmt, "litert", t, "bare")] = _bare_litert(paths[fmt], t, image)
-        for fmt in ("onnx-fp32", "onnx-int8"):
-            for spinning in (True, False):
-                out[(fmt, "onnxruntime", t, f"bare, spinning {'on' if spinning else 'off'}")] = \
-                    _bare_ort(paths[fmt], t, image, spinning)
-        for fmt in ("openvino-fp32", "openvino-int8"):
-            out[(fmt, "openvino", t, "bare, LATENCY hint")] = _bare_openvino(paths[fmt], t, image)
+        for fmt, path in paths.items():
+            family = fmt.split("-")[0]
+            if family == "tflite":
+                out[(fmt, "litert", t, "bare")] = _bare_litert(path, t, image)
+            elif family == "onnx":
+                for spinning in (True, False):
+                    out[(fmt, "onnxruntime", t, f"bare, spinning {'on' if spinning else 'off'}")] = \
+                        _bare_ort(path, t, image, spinning)
+            else:
+                out[(fmt, "openvino", t, "bare, LATENCY hint")] = _bare_openvino(path, t, image)
     return out
 
 
@@ -132,7 +134,8 @@ def outside_peak_mb(path: Path, engine: str, threads: int, shape: tuple) -> floa
 
 # ------------------------------------------------------------------------------- one model
 
-def study(arch: str, alpha, size: int, threads: list[int], rounds: int, iterations: int, work: Path) -> dict:
+def study(arch: str, alpha, size: int, threads: list[int], rounds: int, iterations: int, work: Path,
+          formats: list[str]) -> dict:
     import numpy as np
 
     import edgepipe
@@ -147,10 +150,10 @@ def study(arch: str, alpha, size: int, threads: list[int], rounds: int, iteratio
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (64, size, size, 3)).astype(np.uint8), rng.integers(0, 10, 64)
     out = work / f"{arch}-{alpha}"
-    exported = edgepipe.export(model, FORMATS, calibration=(images, labels), calibration_size=32, output=out,
+    exported = edgepipe.export(model, formats, calibration=(images, labels), calibration_size=32, output=out,
                                accuracy_budget_pp=100.0, echo=quiet)
     # random weights: INT8 may fail verification against them, and its speed is what is studied here
-    paths = {f: exported.path(f) for f in FORMATS if exported[f]["status"] in ("ok", "failed-verification")}
+    paths = {f: exported.path(f) for f in formats if exported[f]["status"] in ("ok", "failed-verification")}
     image = images[:1].astype(np.float32)
     tuned = edgepipe.bench(list(paths.values()), threads=[max(threads)], engines=["openvino"], tune=True, memory=False,
                            min_iterations=max(10, iterations // 2), min_duration_s=0.0, echo=quiet)
@@ -232,13 +235,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=100)
     parser.add_argument("--work", type=Path, default=None, help="folder for the exported files (default: a temporary one)")
+    parser.add_argument("--formats", default=",".join(FORMATS))
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
     work = args.work or Path(tempfile.mkdtemp(prefix="edgepipe-engines-"))
     print(f"{os.cpu_count()} cores; {args.rounds} alternating rounds x {args.iterations} calls per contender")
     for spec in args.models.split(","):
         arch, _, alpha = spec.partition(":")
-        result = study(arch, float(alpha) if alpha else None, args.size, threads, args.rounds, args.iterations, work)
+        result = study(arch, float(alpha) if alpha else None, args.size, threads, args.rounds, args.iterations, work,
+                       args.formats.split(","))
         report(f"{arch}" + (f" alpha {alpha}" if alpha else "") + f" at {args.size}", result, threads)
 
 

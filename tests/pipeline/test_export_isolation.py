@@ -9,7 +9,7 @@ from tests.conftest import make_image_folder
 
 def test_formats_converted_in_child_processes_match_and_record_their_peak(tiny_run, tmp_path):
     data = make_image_folder(tmp_path / "calib", classes=("0", "1", "2"), per_class=8, size=32)
-    formats = ["tflite-fp32", "onnx-fp32", "onnx-int8"]
+    formats = ["onnx-fp32", "onnx-int8"]
     index = export_model(tiny_run.model, formats, tmp_path / "child", lambda s: None, calibration=data,
                          calibration_size=12, isolation="process")
     records = {a["format"]: a for a in read_json(index)["artifacts"]}
