@@ -39,6 +39,28 @@ def _stamp(model_proto, ctx: ExportContext, format_name: str) -> None:
         entry.key, entry.value = key, value
 
 
+def _basic_optimized(model_proto, workdir: Path):
+    """The graph after ONNX Runtime's basic optimizations (constant folding, transpose and redundant-node
+    elimination, Conv/BatchNormalization/Add fusion): standard ONNX operators only, so any engine reads it.
+    Opset imports the optimizer adds but no node uses are dropped."""
+    import onnx
+    import onnxruntime as ort
+
+    raw, optimized = workdir / "tf2onnx-raw.onnx", workdir / "tf2onnx-basic.onnx"
+    onnx.save(model_proto, str(raw))
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(optimized)
+    options.log_severity_level = 3
+    ort.InferenceSession(str(raw), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(optimized))
+    used = {node.domain for node in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used]
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
+    return model
+
+
 def _check_and_write(model_proto, path: Path, ctx: ExportContext, format_name: str) -> None:
     import onnx
 
@@ -57,7 +79,11 @@ def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     shape = (None, *ctx.model.inputs[0].shape[1:])
     spec = (tf.TensorSpec(shape, tf.float32, name=INPUT_NAME),)
     with native_output_suppressed():
-        model_proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=opset)
+        # tf2onnx's own graph optimizers copy every weight many times over: ResNet50 (98 MB of weights) peaked at
+        # 7.0 GB with them and 2.8 GB without; ONNX Runtime's basic (standard-op) optimizations then fold the
+        # layout transposes and constants just as well, in a fraction of the memory
+        model_proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=opset, optimizers={})
+    model_proto = _basic_optimized(model_proto, ctx.workdir)
     _check_and_write(model_proto, path, ctx, "onnx-fp32")
     ctx.outputs["onnx-fp32"] = path
     return {"opset": opset, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output]}
