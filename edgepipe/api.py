@@ -151,7 +151,7 @@ def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = 
            output: Optional[PathLike] = None, calibration_size: int = 200, seed: int = 0,
            calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
            options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
-           echo: Echo = print) -> Exported:
+           qat: Optional[dict[str, Any]] = None, echo: Echo = print) -> Exported:
     """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path) to ``formats`` and verify each artifact.
 
     ``calibration`` calibrates INT8 formats and verifies every artifact: an image folder (one
@@ -161,7 +161,9 @@ def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = 
     ``options`` maps a config section (``"tflite"``, ``"onnx"``, ``"tensorrt"``...) to a dict of its
     export options, e.g. ``{"onnx": {"opset": 13}}``. ``isolation`` converts each format in a child
     process (``"process"``), in this one (``"none"``), or in child processes for models over 40 MB
-    (``"auto"``), so the memory a converter holds is returned when it ends.
+    (``"auto"``), so the memory a converter holds is returned when it ends. ``qat`` sets the
+    quantization-aware fine-tuning tried last when no post-training INT8 recipe is within
+    ``accuracy_budget_pp`` (the config's ``export.qat`` keys, e.g. ``{"epochs": 0}`` never tries it).
     """
     from edgepipe.pipeline.export import export_model
 
@@ -170,7 +172,8 @@ def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = 
     index = export_model(model, list(formats), out, echo, calibration=calibration, class_names=labels,
                          calibration_size=calibration_size, seed=seed, calibration_method=calibration_method,
                          accuracy_budget_pp=accuracy_budget_pp, threads=threads,
-                         options=_export_options(options), unsafe=unsafe_load, isolation=isolation)
+                         options=_export_options(options), unsafe=unsafe_load, isolation=isolation,
+                         qat=_qat_settings(qat))
     from edgepipe.fileio import read_json
 
     return Exported(index, read_json(index)["artifacts"])
@@ -189,6 +192,13 @@ def _export_options(options: Optional[dict[str, Any]]) -> dict[str, Any]:
         raise EdgepipeError(f"no backend has export options '{unknown[0]}'", did_you_mean(unknown[0], list(sections)))
     export_config = cfg.from_dict({"export": {**(options or {})}}).export
     return {name: getattr(export_config, section) for section, name in sections.items()}
+
+
+def _qat_settings(qat: Optional[dict[str, Any]]) -> Any:
+    """config.QatConfig from a dict of export.qat keys, validated as the config is."""
+    from edgepipe import config as cfg
+
+    return cfg.from_dict({"export": {"qat": dict(qat or {})}}).export.qat
 
 
 # ------------------------------------------------------------------------------------------ bench

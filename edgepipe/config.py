@@ -101,12 +101,21 @@ class TrainConfig:
 
 
 @dataclass
+class QatConfig:
+    epochs: int = _opt(3, "Epochs of quantization-aware fine-tuning, the last INT8 recipe (TFLite and ONNX), tried only when no post-training recipe is within the accuracy budget (0: never).", min=0)
+    learning_rate: float = _opt(1e-4, "Adam learning rate of the fine-tuning (every layer's weights, a frozen backbone's too).", min=1e-8, max=1.0)
+    max_seconds: float = _opt(900.0, "Stop the fine-tuning after the batch that passes this many seconds (each INT8 format fine-tunes on its own).", min=1.0)
+    max_images: int = _opt(2000, "Most training images it fine-tunes on (drawn stratified and seeded from a larger training split).", min=1)
+
+
+@dataclass
 class _ExportCommon:
     formats: list[str] = _opt(["tflite-fp32", "tflite-int8", "onnx-fp32"], "Artifact formats to export (see 'edgepipe formats').", registry="format")
     calibration_size: int = _opt(200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1)
     calibration_method: str = _opt("minmax", "First INT8 calibration method where the backend offers a choice (ONNX Runtime: minmax, entropy, percentile).", choices=("minmax", "entropy", "percentile"))
     isolation: str = _opt("auto", "Convert each format in a child process, so a converter's memory is returned when it ends: process, none, or auto (a child process when the model file is larger than 40 MB).", choices=("auto", "process", "none"))
     accuracy_budget_pp: float = _opt(1.0, "INT8 accuracy budget: most top-1 percentage points an INT8 artifact may lose against the FP32 model on the validation split before other recipes are tried.", min=0.0, max=100.0)
+    qat: QatConfig = _opt(QatConfig(), "Quantization-aware fine-tuning, the last INT8 recipe.")
 
 
 @dataclass

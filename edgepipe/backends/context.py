@@ -55,6 +55,7 @@ class ExportContext:
     accuracy_budget_pp: float = 1.0
     calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None  # the training split, for larger sets
     options: dict[str, Any] = field(default_factory=dict)
+    qat: Any = None  # config.QatConfig (None: its defaults)
     outputs: dict[str, Path] = field(default_factory=dict)
     echo: Callable[[str], None] = lambda line: None
     _workdir: Optional[Path] = field(default=None, repr=False)

@@ -72,12 +72,14 @@ class ExportJob:
     options: dict[str, Any] = field(default_factory=dict)
     #: where temporary work goes (a folder inside the run or output directory)
     workdir_parent: Optional[Path] = None
+    #: quantization-aware fine-tuning settings (a config.QatConfig; None: its defaults)
+    qat: Any = None
 
 
 def _context(model, job: ExportJob, echo: Echo, reference: Optional[np.ndarray]) -> ExportContext:
     ctx = ExportContext(model, job.labels, job.preprocessing, job.calibration_set, workdir_parent=job.workdir_parent,
                         calibration_method=job.calibration_method, accuracy_budget_pp=job.accuracy_budget_pp,
-                        calibration_pool=job.calibration_pool, options=dict(job.options), echo=echo)
+                        calibration_pool=job.calibration_pool, options=dict(job.options), qat=job.qat, echo=echo)
     if job.validation is not None and reference is not None:
         images, labels = job.validation
         ctx.evaluate = Evaluator(images, labels, job.threads)
@@ -299,7 +301,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     job = ExportJob(e.formats, run.artifacts_dir, built["architecture"].replace("user:", ""), run.read_labels(),
                     built["preprocessing"], calibration_set, (dataset.train.images, dataset.train.labels),
                     (val.images, val.labels), e.calibration_method, e.accuracy_budget_pp,
-                    resolve_threads(config.bench.threads), backend_options(config), run.scratch)
+                    resolve_threads(config.bench.threads), backend_options(config), run.scratch, e.qat)
     echo(f"exporting to {run.artifacts_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     records = export_all(model, job, echo, run.model, isolate, config.unsafe_load)
     if not any(Status(r["status"]).measured for r in records):
@@ -356,7 +358,8 @@ def _calibration_from(calibration: Any, size: int, channels: int, seed: int):
 def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibration: Any = None,
                  class_names: Optional[list[str]] = None, calibration_size: int = 200, seed: int = 0,
                  calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
-                 unsafe: bool = False, options: Optional[dict[str, Any]] = None, isolation: str = "auto") -> Path:
+                 unsafe: bool = False, options: Optional[dict[str, Any]] = None, isolation: str = "auto",
+                 qat: Any = None) -> Path:
     """Export any Keras model (an object or a file, not only a run directory's) to ``out_dir``; returns
     artifacts.json's path. See ``edgepipe.export`` for ``calibration`` and ``isolation``."""
     from edgepipe.architectures.loading import load_keras_model
@@ -390,7 +393,7 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted export here left behind
     job = ExportJob(names, out_dir, stem, labels, {"description": "as saved in the model file"},
                     calibration_set, pool, validation, calibration_method, accuracy_budget_pp, resolve_threads(threads),
-                    options or {}, scratch)
+                    options or {}, scratch, qat)
     model_path = Path(source) if source else _saved_copy(model, scratch, isolation)
     isolate = isolated(isolation, model_path)
     echo(f"exporting {source or stem} to {out_dir}" + (" (each format in a child process)" if isolate else "") + ":")

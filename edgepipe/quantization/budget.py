@@ -23,20 +23,28 @@ class Attempt:
     build: Callable[[Path], dict[str, Any]]
 
 
+@dataclass
+class Skipped:
+    """What a recipe factory returns when its recipe does not apply here: shown in the record and the report."""
+
+    reason: str
+
+
 def _error_line(exc: Exception) -> str:
     text = str(exc).strip()
     return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def within_budget(ctx: ExportContext, path: Path, format_name: str,
-                  attempts: list[Callable[[], Optional[Attempt]]]) -> dict[str, Any]:
+                  attempts: list[Callable[[], "Optional[Attempt | Skipped]"]]) -> dict[str, Any]:
     """Run attempts in order; keep the first whose validation top-1 is at most ``ctx.accuracy_budget_pp``
     below the Keras model's, else the most accurate one. Every attempt is reported (with its time).
 
     Each list item is a zero-argument factory so later recipes can depend on
     what earlier ones learned (e.g. the most sensitive layers); a factory may
-    return None to say it has nothing to try. Returns the kept attempt's details
-    with the budget record under ``int8_budget``.
+    return None to say it has nothing to try, or Skipped(reason) to say so in the
+    record. Returns the kept attempt's details with the budget record under
+    ``int8_budget``.
     """
     report: list[dict[str, Any]] = []
     comparisons: dict[int, dict[str, Any]] = {}
@@ -46,6 +54,10 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
         try:
             attempt = factory()
             if attempt is None:
+                continue
+            if isinstance(attempt, Skipped):
+                report.append({"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "skipped": attempt.reason})
+                ctx.echo(f"    attempt {i} ({report[-1]['recipe']}): not tried: {attempt.reason}")
                 continue
             candidate = ctx.workdir / f"attempt{i}-{path.name}"
             with step(ctx.echo, f"    attempt {i}: {attempt.description}"):

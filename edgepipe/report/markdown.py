@@ -190,14 +190,32 @@ def budget_lines(results: Results) -> list[str]:
             took = f" ({a['seconds']:.1f} s)" if a.get("seconds") is not None else ""
             if "error" in a:
                 lines.append(f"  - attempt {a['attempt']} ({a['recipe']}){took}: could not run: {a['error']}")
+            elif "skipped" in a:
+                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): not tried: {a['skipped']}")
             elif a.get("top1") is not None:
                 kept = f"; kept in float: {', '.join(a['kept_float'])}" if a.get("kept_float") else ""
                 changed = (f"; {a['lost']} lost, {a['gained']} gained, McNemar p {a['mcnemar_p']:.3g}"
                            if a.get("lost") is not None else "")
                 lines.append(f"  - attempt {a['attempt']}: {a['recipe']}{took}: top-1 {a['top1'] * 100:.2f}%, "
                              f"{a['drop_pp']:+.2f} pp below FP32{changed}{kept}")
-            lines += sensitivity_lines(a)
+            lines += sensitivity_lines(a) + qat_lines(a)
     return lines
+
+
+def qat_lines(attempt: dict[str, Any]) -> list[str]:
+    """What quantization-aware fine-tuning did and cost, when an attempt used it."""
+    q = attempt.get("qat")
+    if not q:
+        return []
+    line = (f"    - quantization-aware fine-tuning: {q.get('epochs_completed')} of {q.get('epochs')} epoch(s) on "
+            f"{q.get('training_images')} training images, {q.get('training_seconds', 0):.0f} s of training "
+            f"({q.get('seconds', 0):.0f} s in all)" + (", stopped at export.qat.max_seconds"
+                                                      if q.get("stopped_at_time_limit") else ""))
+    v = q.get("validation") or {}
+    if v.get("fake_quant_top1_before") is not None and v.get("fake_quant_top1_after") is not None:
+        line += (f"; simulated int8 top-1 {v['fake_quant_top1_before']:.2%} before, {v['fake_quant_top1_after']:.2%} "
+                 f"after (FP32 {v['fp32_top1']:.2%})")
+    return [line]
 
 
 def sensitivity_lines(attempt: dict[str, Any], shown: int = 5) -> list[str]:

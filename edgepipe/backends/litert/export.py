@@ -241,7 +241,7 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     """Recipes in order until one is within the accuracy budget: the TFLite converter; AI Edge Quantizer
     (AEQ); the converter on a larger calibration set; AEQ with the fewest ops kept in float, chosen by
     their measured effect; and, only when that AEQ recipe could not run, the converter with the ops of
-    largest quantization error kept in float."""
+    largest quantization error kept in float; last, quantization-aware fine-tuning, then the converter."""
     calibration = _need_calibration(ctx, "tflite-int8")
     io_types = {"input_dtype": _integer_io(ctx), "output_dtype": _integer_io(ctx)}
     state: dict[str, Any] = {}
@@ -305,11 +305,21 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
                                        kept_float_reason="largest quantization error relative to the output's "
                                                          "quantization step"))
 
+    from edgepipe.quantization.qat import qat_recipe  # imports Keras: only when INT8 is exported
+
+    def fine_tuned_converter(fine_tuned: ExportContext, p: Path) -> dict[str, Any]:
+        return write(p, _convert(_full_integer_converter(fine_tuned, calibration)), calibration,
+                     quantizer="TFLite converter", calibration="learned in fine-tuning (FakeQuant ranges), min/max "
+                                                          "for the input and logits")
+
     for factory, name in ((converter, "TFLite converter"), (aeq_plain, "AI Edge Quantizer"),
                           (larger, "larger calibration set"), (aeq_kept_float, "AEQ, ops kept in float by effect"),
                           (converter_kept_float, "converter, ops kept in float by quantization error")):
         factory.__name__ = name  # what the report names a recipe that could not run
-    return within_budget(ctx, path, "tflite-int8", [converter, aeq_plain, larger, aeq_kept_float, converter_kept_float])
+    qat = qat_recipe(ctx, fine_tuned_converter, "the TFLite converter with the learned activation ranges",
+                     keep_ranges=True)
+    return within_budget(ctx, path, "tflite-int8",
+                         [converter, aeq_plain, larger, aeq_kept_float, converter_kept_float, qat])
 
 
 @LITERT.format("tflite-int16x8", container="tflite", precision="int16x8", needs_calibration=True,
