@@ -320,9 +320,12 @@ def bench_remote(host: str, request: BenchRequest, *, ssh_config: Optional[PathL
 
 
 def compare(current: Any, baseline: Any, *, max_latency_regression: Optional[float] = None,
-            max_accuracy_drop: Optional[float] = None, percentiles: Sequence[str] = ("p50",), strict: bool = False):
+            max_accuracy_drop: Optional[float] = None, percentiles: Sequence[str] = ("p50",), strict: bool = False,
+            accuracy_test: str = "none"):
     """Compare two results (paths or ``Results``); returns a Comparison whose ``violations`` name every threshold
-    crossed (a CI gate fails when there are any). ``max_latency_regression`` is a fraction (0.1 = 10% slower)."""
+    crossed (a CI gate fails when there are any). ``max_latency_regression`` is a fraction (0.1 = 10% slower).
+    ``accuracy_test="mcnemar"``: a top-1 drop beyond ``max_accuracy_drop`` fails only when McNemar's exact test on
+    the same held-out images tells it from chance (p < 0.05)."""
     from edgepipe.report.compare import PERCENTILES
     from edgepipe.report.compare import compare as run_compare
 
@@ -330,7 +333,7 @@ def compare(current: Any, baseline: Any, *, max_latency_regression: Optional[flo
         if p not in PERCENTILES:
             raise EdgepipeError(f"unknown percentile '{p}'", "Use " + ", ".join(PERCENTILES) + ".")
     return run_compare(_results(current), _results(baseline), max_latency_regression, max_accuracy_drop,
-                       tuple(percentiles), strict)
+                       tuple(percentiles), strict, accuracy_test)
 
 
 def _results(value: Any):

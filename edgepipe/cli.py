@@ -318,7 +318,11 @@ def models(as_json: bool, measure: bool) -> None:
 @click.option("--percentile", "percentiles", multiple=True, type=click.Choice(["p50", "p90", "p95", "p99"]),
               help="Latency percentiles to compare and gate (repeatable; default p50).")
 @click.option("--strict", is_flag=True, help="Refuse to compare results from different devices, engine versions or models.")
-def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_drop, percentiles, strict) -> None:
+@click.option("--accuracy-test", type=click.Choice(["none", "mcnemar"]), default="none", show_default=True,
+              help="mcnemar: a top-1 drop beyond --max-accuracy-drop fails only when McNemar's exact test on the same "
+                   "held-out images tells it from chance (p < 0.05).")
+def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_drop, percentiles, strict,
+            accuracy_test) -> None:
     """Compare two results.json files; exit 1 when a threshold is crossed or a baseline artifact is missing or
     failed now (a CI gate that fails closed), 2 when a file is not edgepipe results."""
     from edgepipe import api
@@ -326,7 +330,8 @@ def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_
 
     result = api.compare(current, baseline,
                          max_latency_regression=parse_fraction(max_latency_regression) if max_latency_regression else None,
-                         max_accuracy_drop=max_accuracy_drop, percentiles=tuple(percentiles) or ("p50",), strict=strict)
+                         max_accuracy_drop=max_accuracy_drop, percentiles=tuple(percentiles) or ("p50",), strict=strict,
+                         accuracy_test=accuracy_test)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(result.table)

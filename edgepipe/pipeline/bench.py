@@ -121,7 +121,8 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
                     "tuned": b.tune},
         architecture=build_info, classes=run.read_labels(),
         heldout={"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes,
-                 "labels_sha256": sha256_value(split.labels.tolist())},
+                 "labels_sha256": sha256_value(split.labels.tolist()),
+                 "labels": split.labels.tolist()},  # with each record's predictions: paired tests in compare
         reference_format=ref,
         training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
         baseline_from_scratch=_baseline(training), calibration=index.get("calibration"),

@@ -7,6 +7,12 @@ is missing, failed or skipped now counts as a crossed threshold, and so does a
 current file with nothing measured. Results from different devices or engine
 versions are flagged, and refused under ``strict``; so are results of different
 models (architecture, input size, class list).
+
+With ``accuracy_test="mcnemar"`` a top-1 drop beyond the threshold crosses it only
+when it is distinguishable from chance: both files predicted the same held-out
+images (same labels), and McNemar's exact test on the images one got right and the
+other wrong gives p below 0.05. Where the two files cannot be paired (no per-image
+predictions, other images), the plain threshold applies and a warning says why.
 """
 
 from __future__ import annotations
@@ -17,8 +23,10 @@ from typing import Optional
 
 from edgepipe.errors import EdgepipeError
 from edgepipe.results import Record, Results
+from edgepipe.significance import ALPHA, mcnemar_exact
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
+ACCURACY_TESTS = ("none", "mcnemar")
 
 
 @dataclass
@@ -75,12 +83,14 @@ def check_thresholds(max_latency_regression: Optional[float], max_accuracy_drop_
 
 def compare(current: Results, baseline: Results, max_latency_regression: Optional[float] = None,
             max_accuracy_drop_pp: Optional[float] = None, percentiles: tuple[str, ...] = ("p50",),
-            strict: bool = False) -> Comparison:
+            strict: bool = False, accuracy_test: str = "none") -> Comparison:
     """Changes from ``baseline`` to ``current``; violations name each threshold crossed (see the module docstring).
 
     ``max_latency_regression`` is a fraction (0.10 = 10% slower allowed).
     """
     check_thresholds(max_latency_regression, max_accuracy_drop_pp)
+    if accuracy_test not in ACCURACY_TESTS:
+        raise EdgepipeError(f"unknown accuracy test '{accuracy_test}'", "Use " + " or ".join(ACCURACY_TESTS) + ".")
     base = {_key(r): r for r in baseline.records if r.latency_ms}
     if not base:
         raise EdgepipeError("the baseline has no measured records, so nothing can be gated",
@@ -93,6 +103,11 @@ def compare(current: Results, baseline: Results, max_latency_regression: Optiona
                             "Compare results of the same model on the same device and engines, or drop --strict "
                             "to compare with a warning.")
     warnings = mismatch + environment
+    labels = None
+    if accuracy_test == "mcnemar":
+        labels, why = _paired_labels(current, baseline)
+        if labels is None:
+            warnings.append(f"--accuracy-test mcnemar: {why}; top-1 drops are gated by the threshold alone")
     rows = ["| artifact | engine | device | threads | batch | top-1 now (%) | top-1 baseline (%) | Δ top-1 (pp) | "
             + " | ".join(f"{p} now (ms) | {p} baseline (ms) | Δ {p}" for p in percentiles) + " |",
             "|---|---|---|--:|--:|--:|--:|--:|" + "--:|--:|--:|" * len(percentiles)]
@@ -109,15 +124,36 @@ def compare(current: Results, baseline: Results, max_latency_regression: Optiona
             violations.append(f"{_name(key)}: {record.status}" + (f" ({record.reason})" if record.reason else "")
                               + " now, measured in the baseline")
             continue
-        rows.append(_row(key, record, old, percentiles, max_latency_regression, max_accuracy_drop_pp, violations))
+        rows.append(_row(key, record, old, percentiles, max_latency_regression, max_accuracy_drop_pp, violations,
+                         labels, warnings))
     for key in now.keys() - base.keys():
         if now[key].latency_ms:
             warnings.append(f"{_name(key)} has no baseline")
     return Comparison("\n".join(rows), violations, warnings)
 
 
+def _paired_labels(current: Results, baseline: Results) -> tuple[Optional[list[int]], str]:
+    """The held-out labels both files were measured on, or None and why they cannot be paired."""
+    now, then = (current.heldout or {}).get("labels"), (baseline.heldout or {}).get("labels")
+    if now is None or then is None:
+        return None, "a results file records no held-out labels (results of a run's bench stage do)"
+    if list(now) != list(then):
+        return None, "the two files were measured on different held-out images"
+    return list(now), ""
+
+
+def _paired_test(record: Record, old: Record, labels: list[int]) -> Optional[tuple[int, int, float]]:
+    """(images lost, gained, McNemar's exact p) of ``record`` against ``old`` on the same images, or None."""
+    if not record.predictions or not old.predictions or not len(record.predictions) == len(old.predictions) == len(labels):
+        return None
+    lost = sum(1 for a, b, y in zip(record.predictions, old.predictions, labels) if b == y and a != y)
+    gained = sum(1 for a, b, y in zip(record.predictions, old.predictions, labels) if a == y and b != y)
+    return lost, gained, mcnemar_exact(lost, gained)
+
+
 def _row(key: tuple, record: Record, old: Record, percentiles: tuple[str, ...], max_latency_regression: Optional[float],
-         max_accuracy_drop_pp: Optional[float], violations: list[str]) -> str:
+         max_accuracy_drop_pp: Optional[float], violations: list[str], labels: Optional[list[int]] = None,
+         warnings: Optional[list[str]] = None) -> str:
     cells = [f"`{key[0]}`", str(key[1]), key[2], str(key[3]), str(key[4])]
     drop = None if record.top1 is None or old.top1 is None else (old.top1 - record.top1) * 100
     cells += [_pct(record.top1), _pct(old.top1), "–" if drop is None else f"{-drop:+.2f}"]
@@ -125,7 +161,16 @@ def _row(key: tuple, record: Record, old: Record, percentiles: tuple[str, ...], 
         if drop is None and old.top1 is not None:
             violations.append(f"{key[0]}: top-1 was measured in the baseline but not now")
         elif drop is not None and drop > max_accuracy_drop_pp:
-            violations.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp)")
+            paired = _paired_test(record, old, labels) if labels is not None else None
+            if labels is not None and paired is None and warnings is not None:
+                warnings.append(f"{_name(key)}: no per-image predictions in both files; gated by the threshold alone")
+            if paired is not None and paired[2] >= ALPHA:
+                warnings.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp), but "
+                                f"{paired[0]} image(s) lost and {paired[1]} gained is not distinguishable from chance "
+                                f"(McNemar exact p = {paired[2]:.3g} >= {ALPHA:g})")
+            else:
+                test = f"; {paired[0]} lost, {paired[1]} gained, McNemar exact p = {paired[2]:.3g}" if paired else ""
+                violations.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp){test}")
     for p in percentiles:
         now, then = record.latency_ms[p], old.latency_ms[p]
         change = now / then - 1

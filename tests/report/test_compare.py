@@ -52,3 +52,36 @@ def test_different_devices_warn_or_refuse(tiny_run, tmp_path):
     assert warned.exit_code == 0 and "warning: device cpu_model differs" in warned.output
     refused = CliRunner().invoke(main, ["compare", a, b, "--strict"])
     assert refused.exit_code == 2 and "different devices" in refused.output
+
+
+def _with_lost_images(results, fmt, count):
+    """``results`` with ``count`` images its ``fmt`` record got right now wrong (predictions and top-1 alike)."""
+    changed = copy.deepcopy(results)
+    labels = changed["heldout"]["labels"]
+    record = next(r for r in changed["records"] if r["format"] == fmt and r.get("predictions"))
+    right = [i for i, (p, y) in enumerate(zip(record["predictions"], labels)) if p == y]
+    assert len(right) >= count
+    for i in right[:count]:
+        record["predictions"][i] = (labels[i] + 1) % changed["heldout"]["classes"]
+    record["top1"] = sum(p == y for p, y in zip(record["predictions"], labels)) / len(labels)
+    return changed
+
+
+def test_mcnemar_accuracy_gate_fails_only_on_a_drop_distinguishable_from_chance(tiny_run, tmp_path):
+    baseline = read_json(tiny_run.results)
+    assert len(baseline["heldout"]["labels"]) == baseline["heldout"]["images"]
+    b = _write(tmp_path / "b.json", baseline)
+    chance = _write(tmp_path / "chance.json", _with_lost_images(baseline, "tflite-int8", 2))
+    plain = CliRunner().invoke(main, ["compare", chance, b, "--max-accuracy-drop", "0.5"])
+    assert plain.exit_code == 1 and "tflite-int8: top-1 dropped" in plain.output
+    tested = CliRunner().invoke(main, ["compare", chance, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
+    assert tested.exit_code == 0, tested.output
+    assert "2 image(s) lost and 0 gained is not distinguishable from chance (McNemar exact p = 0.5" in tested.output
+    real = _write(tmp_path / "real.json", _with_lost_images(baseline, "tflite-int8", 8))
+    failed = CliRunner().invoke(main, ["compare", real, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
+    assert failed.exit_code == 1 and "8 lost, 0 gained, McNemar exact p = 0.00781" in failed.output
+    unpaired = json.loads((tmp_path / "chance.json").read_text())
+    del unpaired["heldout"]["labels"]
+    c = _write(tmp_path / "unpaired.json", unpaired)
+    closed = CliRunner().invoke(main, ["compare", c, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
+    assert closed.exit_code == 1 and "records no held-out labels" in closed.output  # cannot pair: the threshold gates
