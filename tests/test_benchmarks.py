@@ -56,3 +56,10 @@ def test_engines_smoke(tmp_path):
                "--iterations", "3", "--work", str(tmp_path), "--formats", "tflite-fp32,onnx-int8,openvino-fp32")
     assert "edgepipe's recommendation, tuned" in out and "within 1.05x of the fastest bare loop" in out
     assert out.count("peak memory within 10%") == 3
+
+
+def test_calibration_draws_smoke(tiny_run):
+    out = _run("calibration_draws.py", str(tiny_run.path), "--draws", "2", "--sizes", "8,16", "--methods",
+               "minmax,percentile", "--threads", "1")
+    assert out.count("tflite-int8 ") == 2 and out.count("onnx-int8 ") == 4  # ONNX also per calibration method
+    assert "most stable for tflite-int8:" in out and "most stable for onnx-int8:" in out
