@@ -163,6 +163,16 @@ def unsupported_reason(model) -> Optional[str]:
     return None
 
 
+def _clone(model, clone_function, call_function, failure: str):
+    """``keras.models.clone_model`` through nested models; EdgepipeError(``failure``: Keras' reason) when Keras
+    cannot clone the model (a subclassed model, a custom layer without ``get_config``)."""
+    try:
+        return keras.models.clone_model(model, clone_function=clone_function, call_function=call_function,
+                                        recursive=True)
+    except (ValueError, TypeError, NotImplementedError) as exc:
+        raise EdgepipeError(f"{failure}: {str(exc).splitlines()[0][:200]}") from None
+
+
 # -------------------------------------------------------------------------------- batch-norm folding
 
 def _foldable(model) -> dict[int, tuple]:
@@ -226,11 +236,7 @@ def fold_batchnorm(model) -> tuple[Any, dict[str, str]]:
             return args[0]  # folded into the layer before it
         return layer(*args, **kwargs)
 
-    try:
-        folded = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        reason = str(exc).splitlines()[0][:200]
-        raise EdgepipeError(f"quantization-aware training cannot copy the model: {reason}") from None
+    folded = _clone(model, clone, call, "quantization-aware training cannot copy the model")
     for copy in _all_layers(folded):
         original = originals.get(id(copy))
         if original is not None and id(original) in by_layer:
@@ -445,11 +451,7 @@ def with_activation_ranges(model, ranges: dict[str, list[float]]):
         added[path] = ActivationRange(name=f"{layer.name}_range")
         return added[path](outputs)
 
-    try:
-        copy = keras.models.clone_model(model, clone_function=clone, call_function=call, recursive=True)
-    except (ValueError, TypeError, NotImplementedError) as exc:
-        reason = str(exc).splitlines()[0][:200]
-        raise EdgepipeError(f"cannot add the activation ranges to the model: {reason}") from None
+    copy = _clone(model, clone, call, "cannot add the activation ranges to the model")
     for layer in _all_layers(copy):
         original = originals.get(id(layer))
         if original is not None and original.weights:
