@@ -13,7 +13,14 @@ ATTEMPTS = [
                      "ranked": [{"op": "block_3_depthwise", "type": "DEPTHWISE_CONV_2D", "kl": 0.02, "agreement": 0.95,
                                  "kl_reduction": 0.007},
                                 {"op": "Conv1", "type": "CONV_2D", "kl": 0.025, "agreement": 0.94, "kl_reduction": 0.002}]}},
+    {"attempt": 3, "recipe": "quantization-aware fine-tuning", "skipped": "export.qat.epochs is 0"},
 ]
+FINE_TUNED = {"attempt": 6, "recipe": "quantization-aware fine-tuning (3 epochs on 400 training images, int8 simulated), "
+              "then the TFLite converter", "top1": 0.82, "drop_pp": 1.0, "seconds": 95.0,
+              "qat": {"epochs": 3, "epochs_completed": 2, "training_images": 400, "training_seconds": 61.2,
+                      "seconds": 80.4, "stopped_at_time_limit": True,
+                      "validation": {"images": 200, "fp32_top1": 0.83, "fake_quant_top1_before": 0.6,
+                                     "fake_quant_top1_after": 0.81}}}
 RESULTS = {
     "schema": SCHEMA, "created": "now", "edgepipe": "0", "reference_format": "keras-fp32",
     "device": {"cpu_model": "Test CPU", "hostname": "box"}, "conditions": {"threads": 1},
@@ -45,3 +52,13 @@ def test_the_report_shows_recipes_layers_kept_and_their_effect():
     assert "on the validation split: 2 image(s) lost and 2 gained of 200" in text
     assert "## Against the FP32 model, image by image" in text
     assert "`tflite-int8`: 4 image(s) lost and 1 gained of 300 (-1.00 pp" in text and "not distinguishable" in text
+
+
+def test_the_report_says_which_recipe_was_not_tried_and_what_fine_tuning_cost():
+    from edgepipe.report.markdown import qat_lines
+
+    text = render(Results.from_dict(RESULTS))
+    assert "attempt 3 (quantization-aware fine-tuning): not tried: export.qat.epochs is 0" in text
+    assert qat_lines(FINE_TUNED) == [
+        "    - quantization-aware fine-tuning: 2 of 3 epoch(s) on 400 training images, 61 s of training (80 s in all), "
+        "stopped at export.qat.max_seconds; simulated int8 top-1 60.00% before, 81.00% after (FP32 83.00%)"]
