@@ -54,7 +54,8 @@ def main() -> None:
         for engine in engines_for(artifact, extra):
             with create_runner(artifact, threads=args.threads, engine=engine.name) as runner:
                 shape = tuple(d or 1 for d in runner.input_spec().shape)
-                images = np.random.default_rng(0).uniform(0, 255, (8, *shape[1:])).astype(np.float32)
+                # raw uint8 pixels, as the bench stage passes its images
+                images = np.random.default_rng(0).integers(0, 256, (8, *shape[1:]), dtype=np.uint8)
                 settings = BenchSettings(batch_size=1, warmup=20, min_iterations=args.iterations, min_duration_s=0.0)
                 harness, bare = [], []
                 for repeat in range(args.repeats):

@@ -90,7 +90,13 @@ class Runner(abc.ABC):
         """Class probabilities (float32, (N, classes)) for raw-pixel images (N, H, W, C)."""
         if not self.active:
             raise RuntimeError(f"{type(self).__name__} used before activate()")
-        return self._infer(np.ascontiguousarray(batch, dtype=np.float32))
+        native = self.pixel_dtype()
+        return self._infer(np.ascontiguousarray(batch, dtype=native if batch.dtype == native else np.float32))
+
+    def pixel_dtype(self) -> np.dtype:
+        """The dtype in which the engine takes raw pixels exactly as they are (float32 unless the model's input
+        is integer pixels with no scale or shift): ``infer`` passes batches of it through, converts any other."""
+        return np.dtype(np.float32)
 
     def prepare(self, batch_size: int) -> None:
         """Make the engine ready for ``batch_size`` (resize tensors etc.); no-op by default."""

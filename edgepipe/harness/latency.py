@@ -44,11 +44,18 @@ def latency_stats(samples_ms: np.ndarray, batch_size: int) -> dict[str, float]:
     }
 
 
-def batches_of(images: np.ndarray, batch_size: int, count: int = 8) -> list[np.ndarray]:
-    """A few distinct real input batches to cycle through (float32, contiguous)."""
+def batches_of(images: np.ndarray, batch_size: int, count: int = 8, dtype=np.float32) -> list[np.ndarray]:
+    """A few distinct real input batches to cycle through (``dtype``, contiguous)."""
     reps = int(np.ceil(batch_size * count / max(len(images), 1)))
     pool = np.concatenate([images] * max(reps, 1))[: batch_size * count]
-    return [np.ascontiguousarray(pool[i:i + batch_size], dtype=np.float32) for i in range(0, len(pool), batch_size)]
+    return [np.ascontiguousarray(pool[i:i + batch_size], dtype=dtype) for i in range(0, len(pool), batch_size)]
+
+
+def runner_batches(runner: Runner, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Batches as an application would hand them to this engine: raw uint8 pixels stay uint8 where the model
+    takes them as they are (a full-integer TFLite input), else float32."""
+    native = runner.pixel_dtype()
+    return batches_of(images, batch_size, dtype=native if images.dtype == native else np.float32)
 
 
 def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings) -> dict[str, Any]:
@@ -59,7 +66,7 @@ def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings)
     dequantization) measured with ``time.perf_counter``, in ms.
     """
     runner.prepare(settings.batch_size)
-    batches = batches_of(images, settings.batch_size)
+    batches = runner_batches(runner, images, settings.batch_size)
     start = time.perf_counter()
     runner.infer(batches[0])
     first_ms = (time.perf_counter() - start) * 1e3

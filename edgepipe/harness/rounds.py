@@ -16,7 +16,7 @@ from typing import Any, Hashable
 import numpy as np
 
 from edgepipe.backends.runner import Runner
-from edgepipe.harness.latency import BenchSettings, batches_of, latency_stats
+from edgepipe.harness.latency import BenchSettings, latency_stats, runner_batches
 
 
 @dataclass
@@ -66,13 +66,14 @@ def measure_interleaved(runners: dict[Hashable, Runner], images: np.ndarray, set
     (max - min) / median); or {"error": ...} for a runner that raised (the others go on).
     """
     rounds = max(1, rounds)
-    batches = batches_of(images, settings.batch_size)
     timings = {key: _Timing() for key in runners}
+    batches: dict[Hashable, list[np.ndarray]] = {}
     failed: dict[Hashable, str] = {}
     for key, runner in runners.items():
         try:
             runner.prepare(settings.batch_size)
-            _warm(runner, batches, settings, timings[key])
+            batches[key] = runner_batches(runner, images, settings.batch_size)
+            _warm(runner, batches[key], settings, timings[key])
         except Exception as exc:  # an engine that fails mid-run is reported; the others are still measured
             failed[key] = _error(exc)
     calls = max(1, -(-settings.min_iterations // rounds))
@@ -83,7 +84,7 @@ def measure_interleaved(runners: dict[Hashable, Runner], images: np.ndarray, set
             if key in failed:
                 continue
             try:
-                _round(runners[key], batches, calls, seconds, timings[key])
+                _round(runners[key], batches[key], calls, seconds, timings[key])
             except Exception as exc:
                 failed[key] = _error(exc)
     return {key: {"error": failed[key]} if key in failed else _summary(timings[key], settings.batch_size)

@@ -65,9 +65,19 @@ def test_litert_fast_input_path_matches_plain_quantization(tiny_run):
 
     artifact = next(tiny_run.artifacts_dir.glob("*-tflite-int8.tflite"))
     images = np.random.default_rng(1).uniform(0, 255, (3, 32, 32, 3)).astype(np.float32)
+    pixels = np.round(images).astype(np.uint8)
     with create_runner(artifact, threads=1) as runner:
-        assert runner._in_identity
+        assert runner._in_identity and runner.pixel_dtype() == np.uint8
         ours = np.concatenate([runner.infer(images[i:i + 1]) for i in range(3)])
+        as_they_are = np.concatenate([runner.infer(pixels[i:i + 1]) for i in range(3)])  # no conversion at all
+    np.testing.assert_array_equal(as_they_are, ours)
+    from edgepipe.harness.latency import runner_batches
+
+    with create_runner(artifact, threads=1) as runner:
+        assert runner_batches(runner, pixels, 1)[0].dtype == np.uint8
+        assert runner_batches(runner, images, 1)[0].dtype == np.float32
+    with create_runner(next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx")), threads=1) as runner:
+        assert runner.pixel_dtype() == np.float32 and runner_batches(runner, pixels, 1)[0].dtype == np.float32
     plain = Interpreter(model_path=str(artifact), num_threads=1)
     plain.allocate_tensors()
     inp, out = plain.get_input_details()[0], plain.get_output_details()[0]

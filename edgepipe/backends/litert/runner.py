@@ -82,6 +82,12 @@ class LiteRTRunner(Runner):
         out = self._out_detail
         self._out_scale, self._out_zero_point = out["quantization"] if out["dtype"] != np.float32 else (1.0, 0)
 
+    def pixel_dtype(self) -> np.dtype:
+        """uint8 (or int8) when the input takes raw pixels as they are (scale 1, zero point 0)."""
+        if self._in_identity and not self._in_zero_point:
+            return np.dtype(self._in_detail["dtype"])
+        return np.dtype(np.float32)
+
     def _deactivate(self) -> None:
         del self.interpreter
 
@@ -111,7 +117,9 @@ class LiteRTRunner(Runner):
         if len(batch) != self._batch:
             self.prepare(len(batch))
         detail = self._in_detail
-        if self._in_identity:
+        if batch.dtype != np.float32:  # already the input's own pixels (see pixel_dtype)
+            self.interpreter.tensor(detail["index"])()[...] = batch
+        elif self._in_identity:
             np.rint(batch, out=self._rounded)
             if self._in_zero_point:
                 self._rounded += self._in_zero_point
