@@ -63,3 +63,8 @@ def test_calibration_draws_smoke(tiny_run):
                "minmax,percentile", "--threads", "1")
     assert out.count("tflite-int8 ") == 2 and out.count("onnx-int8 ") == 4  # ONNX also per calibration method
     assert "most stable for tflite-int8:" in out and "most stable for onnx-int8:" in out
+
+
+def test_mixed_precision_smoke(tiny_run):
+    out = _run("mixed_precision.py", str(tiny_run.path), "--rounds", "1", "--iterations", "3")
+    assert "tflite-int8" in out and "kept (attempt " in out and "the 1.15x target" in out
