@@ -324,7 +324,7 @@ def compare(current: Any, baseline: Any, *, max_latency_regression: Optional[flo
             accuracy_test: str = "none"):
     """Compare two results (paths or ``Results``); returns a Comparison whose ``violations`` name every threshold
     crossed (a CI gate fails when there are any). ``max_latency_regression`` is a fraction (0.1 = 10% slower).
-    ``accuracy_test="mcnemar"``: a top-1 drop beyond ``max_accuracy_drop`` fails only when McNemar's exact test on
+    ``accuracy_test="mcnemar"``: a top-1 drop beyond ``max_accuracy_drop`` fails only when McNemar's one-sided exact test on
     the same held-out images tells it from chance (p < 0.05)."""
     from edgepipe.report.compare import PERCENTILES
     from edgepipe.report.compare import compare as run_compare

@@ -319,7 +319,7 @@ def models(as_json: bool, measure: bool) -> None:
               help="Latency percentiles to compare and gate (repeatable; default p50).")
 @click.option("--strict", is_flag=True, help="Refuse to compare results from different devices, engine versions or models.")
 @click.option("--accuracy-test", type=click.Choice(["none", "mcnemar"]), default="none", show_default=True,
-              help="mcnemar: a top-1 drop beyond --max-accuracy-drop fails only when McNemar's exact test on the same "
+              help="mcnemar: a top-1 drop beyond --max-accuracy-drop fails only when McNemar's one-sided exact test on the same "
                    "held-out images tells it from chance (p < 0.05).")
 def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_drop, percentiles, strict,
             accuracy_test) -> None:

@@ -31,6 +31,15 @@ def mcnemar_exact(lost: int, gained: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
+def mcnemar_one_sided(lost: int, gained: int) -> float:
+    """One-sided exact McNemar p-value for a loss: P(at least ``lost`` of the lost+gained discordant images
+    lost under a fair coin). What a regression gate asks: is the artifact worse, not merely different."""
+    n = lost + gained
+    if n == 0:
+        return 1.0
+    return sum(math.comb(n, i) for i in range(lost, n + 1)) / 2.0**n
+
+
 def bootstrap_interval(correct: np.ndarray, reference_correct: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
                        seed: int = 0) -> tuple[float, float]:
     """95% percentile interval of (top-1 of the artifact - top-1 of the reference), in percentage points,

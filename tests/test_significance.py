@@ -36,3 +36,30 @@ def test_a_large_consistent_loss_is_distinguishable():
     result = paired_comparison(artifact, labels, labels)
     assert result["distinguishable"] and result["mcnemar_p"] < 1e-6
     assert result["interval_95_pp"][1] < 0
+
+
+def test_one_sided_mcnemar_asks_whether_more_were_lost_than_gained():
+    from edgepipe.significance import mcnemar_exact, mcnemar_one_sided
+
+    assert mcnemar_one_sided(5, 0) == 1 / 32 and mcnemar_exact(5, 0) == 2 / 32
+    assert mcnemar_one_sided(0, 5) == 1.0 and mcnemar_one_sided(0, 0) == 1.0
+    assert abs(mcnemar_one_sided(3, 3) - 42 / 64) < 1e-12  # P(X >= 3) for X ~ Binomial(6, 1/2)
+
+
+def test_a_costly_recipe_is_not_tried_when_the_loss_so_far_is_chance():
+    from edgepipe.quantization.budget import _loss_within_noise
+    from edgepipe.significance import paired_comparison
+
+    labels = np.zeros(100, dtype=np.int64)
+    reference = labels.copy()
+    two_lost = labels.copy()
+    two_lost[:2] = 1
+    thirty_lost = labels.copy()
+    thirty_lost[:30] = 1
+    noise = {1: paired_comparison(two_lost, reference, labels)}
+    real = {1: paired_comparison(thirty_lost, reference, labels)}
+    best = (0.98, None, {}, 1)
+    reason = _loss_within_noise([], noise, best)
+    assert reason.startswith("the most accurate recipe so far (attempt 1: 2 image(s) lost, 0 gained)")
+    assert _loss_within_noise([], real, best) is None
+    assert _loss_within_noise([], {}, None) is None  # nothing measured yet: the recipe runs

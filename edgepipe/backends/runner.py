@@ -90,7 +90,7 @@ class Runner(abc.ABC):
         """Class probabilities (float32, (N, classes)) for raw-pixel images (N, H, W, C)."""
         if not self.active:
             raise RuntimeError(f"{type(self).__name__} used before activate()")
-        native = self.pixel_dtype()
+        batch, native = np.asarray(batch), self.pixel_dtype()
         return self._infer(np.ascontiguousarray(batch, dtype=native if batch.dtype == native else np.float32))
 
     def pixel_dtype(self) -> np.dtype:

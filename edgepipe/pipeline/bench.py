@@ -9,6 +9,8 @@ still measured, in interleaved rounds.
 
 from __future__ import annotations
 
+import hashlib
+
 import dataclasses
 import os
 import platform
@@ -122,6 +124,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         architecture=build_info, classes=run.read_labels(),
         heldout={"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes,
                  "labels_sha256": sha256_value(split.labels.tolist()),
+                 "images_sha256": hashlib.sha256(np.ascontiguousarray(split.images).tobytes()).hexdigest(),
                  "labels": split.labels.tolist()},  # with each record's predictions: paired tests in compare
         reference_format=ref,
         training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},

@@ -43,7 +43,8 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     Each list item is a zero-argument factory so later recipes can depend on
     what earlier ones learned (e.g. the most sensitive layers); a factory may
     return None to say it has nothing to try, or Skipped(reason) to say so in the
-    record. Returns the kept attempt's details with the budget record under
+    record. A factory with ``needs_real_loss = True`` (a costly recipe) is skipped,
+    with the reason, when the best recipe so far is not distinguishable from FP32. Returns the kept attempt's details with the budget record under
     ``int8_budget``.
     """
     report: list[dict[str, Any]] = []
@@ -52,7 +53,8 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     for i, factory in enumerate(attempts, start=1):
         start = time.perf_counter()
         try:
-            attempt = factory()
+            noise = _loss_within_noise(report, comparisons, best) if getattr(factory, "needs_real_loss", False) else None
+            attempt = Skipped(noise) if noise else factory()
             if attempt is None:
                 continue
             if isinstance(attempt, Skipped):
@@ -100,6 +102,20 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
         significance=comparisons.get(best[3]),
         note=None if met is not False else _note(ctx, kept, comparisons.get(best[3])))
     return {**best[2], "int8_budget": budget.to_dict()}
+
+
+def _loss_within_noise(report: list[dict[str, Any]], comparisons: dict[int, dict[str, Any]],
+                       best: Optional[tuple]) -> Optional[str]:
+    """Why a costly recipe is not worth trying: the best recipe so far loses no more than chance explains
+    (McNemar's exact test against FP32 on the validation split); None when the loss is real or unknown."""
+    if best is None or best[3] not in comparisons:
+        return None
+    comparison = comparisons[best[3]]
+    if comparison["distinguishable"]:
+        return None
+    return (f"the most accurate recipe so far (attempt {best[3]}: {comparison['lost']} image(s) lost, "
+            f"{comparison['gained']} gained) is not distinguishable from FP32 (McNemar exact p = "
+            f"{comparison['mcnemar_p']:.3g}): a larger validation split would tell")
 
 
 def _note(ctx: ExportContext, kept: dict[str, Any], comparison: Optional[dict[str, Any]]) -> str:

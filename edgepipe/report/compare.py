@@ -10,9 +10,10 @@ models (architecture, input size, class list).
 
 With ``accuracy_test="mcnemar"`` a top-1 drop beyond the threshold crosses it only
 when it is distinguishable from chance: both files predicted the same held-out
-images (same labels), and McNemar's exact test on the images one got right and the
-other wrong gives p below 0.05. Where the two files cannot be paired (no per-image
-predictions, other images), the plain threshold applies and a warning says why.
+images (same image digest and labels), and McNemar's one-sided exact test on the
+images one got right and the other wrong (more lost than gained) gives p below 0.05.
+Where the two files cannot be paired (no per-image predictions, other images), the
+plain threshold applies and a warning says why.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from typing import Optional
 
 from edgepipe.errors import EdgepipeError
 from edgepipe.results import Record, Results
-from edgepipe.significance import ALPHA, mcnemar_exact
+from edgepipe.significance import ALPHA, mcnemar_one_sided
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
 ACCURACY_TESTS = ("none", "mcnemar")
@@ -134,21 +135,22 @@ def compare(current: Results, baseline: Results, max_latency_regression: Optiona
 
 def _paired_labels(current: Results, baseline: Results) -> tuple[Optional[list[int]], str]:
     """The held-out labels both files were measured on, or None and why they cannot be paired."""
-    now, then = (current.heldout or {}).get("labels"), (baseline.heldout or {}).get("labels")
-    if now is None or then is None:
-        return None, "a results file records no held-out labels (results of a run's bench stage do)"
-    if list(now) != list(then):
+    held_now, held_then = current.heldout or {}, baseline.heldout or {}
+    now, then = held_now.get("labels"), held_then.get("labels")
+    if now is None or then is None or not held_now.get("images_sha256") or not held_then.get("images_sha256"):
+        return None, "a results file records no held-out labels and image digest (results of a run's bench stage do)"
+    if list(now) != list(then) or held_now["images_sha256"] != held_then["images_sha256"]:
         return None, "the two files were measured on different held-out images"
     return list(now), ""
 
 
 def _paired_test(record: Record, old: Record, labels: list[int]) -> Optional[tuple[int, int, float]]:
-    """(images lost, gained, McNemar's exact p) of ``record`` against ``old`` on the same images, or None."""
+    """(images lost, gained, McNemar's one-sided exact p) of ``record`` against ``old`` on the same images, or None."""
     if not record.predictions or not old.predictions or not len(record.predictions) == len(old.predictions) == len(labels):
         return None
     lost = sum(1 for a, b, y in zip(record.predictions, old.predictions, labels) if b == y and a != y)
     gained = sum(1 for a, b, y in zip(record.predictions, old.predictions, labels) if a == y and b != y)
-    return lost, gained, mcnemar_exact(lost, gained)
+    return lost, gained, mcnemar_one_sided(lost, gained)
 
 
 def _row(key: tuple, record: Record, old: Record, percentiles: tuple[str, ...], max_latency_regression: Optional[float],
@@ -167,9 +169,9 @@ def _row(key: tuple, record: Record, old: Record, percentiles: tuple[str, ...], 
             if paired is not None and paired[2] >= ALPHA:
                 warnings.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp), but "
                                 f"{paired[0]} image(s) lost and {paired[1]} gained is not distinguishable from chance "
-                                f"(McNemar exact p = {paired[2]:.3g} >= {ALPHA:g})")
+                                f"(one-sided McNemar exact p = {paired[2]:.3g} >= {ALPHA:g})")
             else:
-                test = f"; {paired[0]} lost, {paired[1]} gained, McNemar exact p = {paired[2]:.3g}" if paired else ""
+                test = f"; {paired[0]} lost, {paired[1]} gained, one-sided McNemar exact p = {paired[2]:.3g}" if paired else ""
                 violations.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp){test}")
     for p in percentiles:
         now, then = record.latency_ms[p], old.latency_ms[p]

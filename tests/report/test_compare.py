@@ -76,12 +76,18 @@ def test_mcnemar_accuracy_gate_fails_only_on_a_drop_distinguishable_from_chance(
     assert plain.exit_code == 1 and "tflite-int8: top-1 dropped" in plain.output
     tested = CliRunner().invoke(main, ["compare", chance, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
     assert tested.exit_code == 0, tested.output
-    assert "2 image(s) lost and 0 gained is not distinguishable from chance (McNemar exact p = 0.5" in tested.output
+    assert "2 image(s) lost and 0 gained is not distinguishable from chance (one-sided McNemar exact p = 0.25" \
+        in tested.output
     real = _write(tmp_path / "real.json", _with_lost_images(baseline, "tflite-int8", 8))
     failed = CliRunner().invoke(main, ["compare", real, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
-    assert failed.exit_code == 1 and "8 lost, 0 gained, McNemar exact p = 0.00781" in failed.output
+    assert failed.exit_code == 1 and "8 lost, 0 gained, one-sided McNemar exact p = 0.00391" in failed.output
     unpaired = json.loads((tmp_path / "chance.json").read_text())
     del unpaired["heldout"]["labels"]
     c = _write(tmp_path / "unpaired.json", unpaired)
     closed = CliRunner().invoke(main, ["compare", c, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
     assert closed.exit_code == 1 and "records no held-out labels" in closed.output  # cannot pair: the threshold gates
+    other = json.loads((tmp_path / "chance.json").read_text())
+    other["heldout"]["images_sha256"] = "0" * 64  # same labels, other images: not paired
+    o = _write(tmp_path / "other.json", other)
+    unpaired = CliRunner().invoke(main, ["compare", o, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
+    assert unpaired.exit_code == 1 and "measured on different held-out images" in unpaired.output

@@ -218,8 +218,14 @@ def _accuracy_control_recipe(ctx: ExportContext, learned: dict[str, Any]):
 def _qat_recipe(ctx: ExportContext, **overrides: Any):
     """Quantization-aware fine-tuning, then ONNX Runtime's QDQ of the fine-tuned model (its weights already on
     the int8 grid; activations re-calibrated, as ONNX Runtime's quantizer takes no FakeQuant ranges)."""
+    from edgepipe.quantization.budget import Skipped
     from edgepipe.quantization.qat import qat_recipe  # imports Keras: only when INT8 is exported
 
+    if not ctx.options_for("onnxruntime").per_channel:
+        def skipped():
+            return Skipped("export.onnx.per_channel is off: the fine-tuning simulates per-channel weights")
+        skipped.__name__ = "quantization-aware fine-tuning"
+        return skipped
     method = ctx.calibration_method
     return qat_recipe(ctx, lambda fine_tuned, p: _write_int8(fine_tuned, *_quantize(fine_tuned, method), p),
                       f"ONNX Runtime static QDQ ({method} calibration)", **overrides)
