@@ -39,6 +39,7 @@ OVERRIDE_KEYS = {
     "threads": "bench.threads",
     "name": "name",
     "model": "model.path",
+    "qat_epochs": "export.qat.epochs",
 }
 
 

@@ -271,6 +271,8 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
               help="With a MODEL file: a format to export (repeatable; 'all' for every format this machine can build).")
 @click.option("--calibration-data", type=click.Path(path_type=Path), metavar="DIR",
               help="With a MODEL file: image folder (one subfolder per class) to calibrate INT8 and verify artifacts.")
+@click.option("--qat-epochs", type=int, metavar="N",
+              help="Epochs of quantization-aware fine-tuning, the last INT8 recipe (export.qat.epochs; 0: never).")
 def export_command(**kwargs: Any) -> None:
     """Stage 3: export the trained model to the configured formats.
 
@@ -290,7 +292,8 @@ def export_command(**kwargs: Any) -> None:
                                 "Pass an image folder with one subfolder per class.")
         exported = api.export(source, formats or kwargs.get("formats") or ["all"], calibration=calibration_dir,
                               output=kwargs.get("output"), seed=kwargs.get("seed") or 0, threads=kwargs.get("threads"),
-                              unsafe_load=kwargs.get("unsafe_load", False), echo=click.echo)
+                              unsafe_load=kwargs.get("unsafe_load", False), echo=click.echo,
+                              qat=None if kwargs.get("qat_epochs") is None else {"epochs": kwargs["qat_epochs"]})
         click.echo(f"artifacts: {exported.index}")
         return
     if formats:

@@ -84,3 +84,15 @@ def test_weights_request_checks(tmp_path):
     with pytest.raises(EdgepipeError, match="does not exist"):
         check_weights_request(arch, str(tmp_path / "w.h5"), 96, 3, 0.35)
     check_weights_request(arch, "imagenet", 96, 3, 0.35)
+
+
+def test_qat_epochs_flag_reaches_export_qat_and_is_validated(tiny_run, tmp_path):
+    from click.testing import CliRunner
+
+    from edgepipe.cli import main
+
+    for args in (["export", str(tiny_run.model), "--format", "tflite-fp32", "--output", str(tmp_path / "x")],
+                 ["export", "--output", str(tiny_run.path)]):
+        result = CliRunner().invoke(main, [*args, "--qat-epochs", "-1"])
+        assert result.exit_code == 2 and "export.qat.epochs" in result.output, result.output
+    assert not (tmp_path / "x").exists()
