@@ -21,7 +21,9 @@ from edgepipe.backends.runner import Artifact
 MB = 1024 * 1024
 
 
-def _status_mb(field: str) -> Optional[float]:
+def status_mb(field: str) -> Optional[float]:
+    """A size from this process's /proc/self/status (VmRSS: resident now, VmHWM: peak resident), in MB; None
+    where unknown."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith(field + ":"):
@@ -31,13 +33,19 @@ def _status_mb(field: str) -> Optional[float]:
     return None
 
 
-def _reset_peak() -> bool:
-    """Reset the process's peak resident size to its current size (Linux: clear_refs 5)."""
+def reset_peak_memory() -> bool:
+    """Reset this process's peak resident size to its current size (Linux: clear_refs 5)."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
     except OSError:
         return False
+
+
+def peak_memory_mb() -> Optional[float]:
+    """This process's peak resident size since its start or the last reset, in MB to 0.1 (None where unknown)."""
+    peak = status_mb("VmHWM")
+    return None if peak is None else round(peak, 1)
 
 
 def _child(request: dict[str, Any]) -> dict[str, Any]:
@@ -48,18 +56,18 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
     engine = engines().get(request["engine"])
     settings = engine.settings(**request["settings"]) if engine.settings and request.get("settings") else None
     artifact = Artifact(Path(request["path"]), request["container"], request.get("format"), request.get("precision"))
-    before = _status_mb("VmRSS")
+    before = status_mb("VmRSS")
     shape = [request["batch_size"], *request["shape"][1:]]
     images = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
     with create_runner(artifact, threads=request["threads"], engine=engine.name, device=request["device"],
                        settings=settings) as runner:
         runner.prepare(request["batch_size"])
-        after_load = _status_mb("VmRSS")
-        load_peak = _status_mb("VmHWM")
-        reset = _reset_peak()
+        after_load = status_mb("VmRSS")
+        load_peak = status_mb("VmHWM")
+        reset = reset_peak_memory()
         for _ in range(request["iterations"]):
             runner.infer(images)
-        peak = _status_mb("VmHWM")
+        peak = status_mb("VmHWM")
     return {"rss_before_load_mb": before, "rss_after_load_mb": after_load, "peak_rss_mb": peak,
             "peak_rss_with_load_mb": load_peak if reset else peak,
             "peak_basis": "high-water mark reset after loading (peak of the inference loop)" if reset

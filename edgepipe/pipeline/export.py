@@ -18,6 +18,7 @@ from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import make_folder, read_json, sha256_file, write_json
+from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
@@ -145,26 +146,6 @@ def export_all(model, job: ExportJob, echo: Echo, model_path: Optional[Path] = N
         if ctx is not None:
             ctx.close()
     return records
-
-
-def reset_peak_memory() -> bool:
-    """Reset this process's peak resident size to its current size (Linux: clear_refs 5)."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_memory_mb() -> Optional[float]:
-    """This process's peak resident size since its start or the last reset, in MB (None where unknown)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return round(int(line.split()[1]) / 1024, 1)
-    except (OSError, ValueError):
-        pass
-    return None
 
 
 @dataclass
