@@ -90,13 +90,19 @@ class Runner(abc.ABC):
         """Class probabilities (float32, (N, classes)) for raw-pixel images (N, H, W, C)."""
         if not self.active:
             raise RuntimeError(f"{type(self).__name__} used before activate()")
-        batch, native = np.asarray(batch), self.pixel_dtype()
-        return self._infer(np.ascontiguousarray(batch, dtype=native if batch.dtype == native else np.float32))
+        batch = np.asarray(batch)
+        return self._infer(np.ascontiguousarray(batch, dtype=self.input_dtype_for(batch.dtype)))
 
     def pixel_dtype(self) -> np.dtype:
         """The dtype in which the engine takes raw pixels exactly as they are (float32 unless the model's input
-        is integer pixels with no scale or shift): ``infer`` passes batches of it through, converts any other."""
+        is integer pixels with no scale or shift)."""
         return np.dtype(np.float32)
+
+    def input_dtype_for(self, dtype) -> np.dtype:
+        """What ``infer`` hands the engine for pixels of ``dtype``: the same when it is the engine's own pixel
+        dtype (no conversion), else float32."""
+        native = self.pixel_dtype()
+        return native if np.dtype(dtype) == native else np.dtype(np.float32)
 
     def prepare(self, batch_size: int) -> None:
         """Make the engine ready for ``batch_size`` (resize tensors etc.); no-op by default."""

@@ -54,8 +54,7 @@ def batches_of(images: np.ndarray, batch_size: int, count: int = 8, dtype=np.flo
 def runner_batches(runner: Runner, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
     """Batches as an application would hand them to this engine: raw uint8 pixels stay uint8 where the model
     takes them as they are (a full-integer TFLite input), else float32."""
-    native = runner.pixel_dtype()
-    return batches_of(images, batch_size, dtype=native if images.dtype == native else np.float32)
+    return batches_of(images, batch_size, dtype=runner.input_dtype_for(images.dtype))
 
 
 def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings) -> dict[str, Any]:
