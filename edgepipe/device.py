@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -45,13 +46,13 @@ def fingerprint() -> dict[str, Any]:
     """CPU model, cores, ISA features, memory, OS and Python; Jetson facts where readable."""
     cpu = _cpuinfo()
     flags = set((cpu.get("flags") or cpu.get("Features") or "").split())
-    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = core_limits()
     result: dict[str, Any] = {
         "hostname": platform.node(),
         "cpu_model": cpu.get("model name") or cpu.get("Hardware") or platform.processor() or platform.machine(),
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
-        "usable_cores": usable,
+        **cores,
         "isa_features": sorted(f for f in ISA_FLAGS if f in flags),
         "memory_gb": _memory_gb(),
         "os": f"{platform.system()} {platform.release()}",
@@ -74,6 +75,77 @@ def fingerprint() -> dict[str, Any]:
         result["power_mode"] = power
     result.update(_gpu())
     return result
+
+
+#: where the kernel mounts the cgroup hierarchies (v2 alone, or v1 controllers beside a v2 'unified' one)
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def core_limits() -> dict[str, Any]:
+    """This process's usable cores (see :func:`usable_cores`) and what they were derived from:
+    {"usable_cores", "affinity_cores", "cpu_quota"} (cpu_quota in CPUs, None when unlimited or unreadable)."""
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return {"usable_cores": usable_cores(affinity, quota), "affinity_cores": affinity, "cpu_quota": quota}
+
+
+def usable_cores(affinity: int, quota: float | None) -> int:
+    """The cores a process can really use: the smaller of the CPUs it may run on (``affinity``, from
+    ``os.sched_getaffinity``) and its cgroup CPU ``quota`` in CPUs (None: no limit), rounded down, at least 1.
+
+    More threads than this wait for a core (or for the quota's next period): their latency measures
+    contention, not the model.
+    """
+    return affinity if quota is None else max(1, min(affinity, math.floor(quota + 1e-9)))
+
+
+def parse_cpu_max(text: str) -> float | None:
+    """CPUs allowed by a cgroup v2 ``cpu.max`` text ("QUOTA PERIOD" in microseconds, or "max PERIOD" for no
+    limit); None for no limit or text that is not of that form."""
+    parts = text.split()
+    if len(parts) != 2 or parts[0] == "max":
+        return None
+    return _ratio(parts[0], parts[1])
+
+
+def _ratio(quota: str, period: str) -> float | None:
+    try:
+        q, p = int(quota), int(period)
+    except ValueError:
+        return None
+    return round(q / p, 3) if q > 0 and p > 0 else None  # v1 writes -1 for no limit
+
+
+def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -> float | None:
+    """The tightest CPU quota over this process's cgroup and its ancestors, in CPUs (1.5 = one and a half),
+    from ``proc_cgroup`` (the text of /proc/self/cgroup) and the hierarchies under ``root``; None when no
+    quota is set or none can be read (not Linux, no cgroup mounted)."""
+    text = _read("/proc/self/cgroup") if proc_cgroup is None else proc_cgroup
+    found = []
+    for line in (text or "").splitlines():
+        hierarchy, _, rest = line.partition(":")
+        controllers, _, path = rest.partition(":")
+        if hierarchy == "0" and not controllers:  # v2: one hierarchy, limit in cpu.max
+            base = root if (root / "cgroup.controllers").exists() else root / "unified"
+            found += [parse_cpu_max(_read(str(d / "cpu.max")) or "") for d in _cgroup_chain(base, path)]
+        elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
+            base = next((d for d in (root / controllers, root / "cpu") if d.is_dir()), root / "cpu")
+            found += [_ratio(_read(str(d / "cpu.cfs_quota_us")) or "", _read(str(d / "cpu.cfs_period_us")) or "")
+                      for d in _cgroup_chain(base, path)]
+    limits = [q for q in found if q is not None]
+    return min(limits) if limits else None
+
+
+def _cgroup_chain(base: Path, path: str) -> list[Path]:
+    """A cgroup's directory and its ancestors up to ``base``; just ``base`` when the path is not visible
+    there (a container that sees its own cgroup as the root)."""
+    own = base / path.strip("/")
+    if not path.strip("/") or not own.is_dir():
+        return [base]
+    chain = [own]
+    while chain[-1] != base and base in chain[-1].parents:
+        chain.append(chain[-1].parent)
+    return chain
 
 
 def _cpu_mhz(cpu: dict[str, str]) -> float | None:

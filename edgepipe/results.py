@@ -90,6 +90,9 @@ class Record:
     engine: Optional[str] = None
     device: Optional[str] = None
     threads: Optional[int] = None
+    #: more threads than the device's usable cores (affinity and cgroup quota): latency includes waiting for a
+    #: core; None when not known (files written before edgepipe recorded it)
+    oversubscribed: Optional[bool] = None
     batch_size: Optional[int] = None
     #: engine settings in force (threads, spinning, performance hints, ...)
     settings: dict[str, Any] = field(default_factory=dict)

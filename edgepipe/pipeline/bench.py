@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 
 import dataclasses
-import os
 import platform
 from pathlib import Path
 from typing import Any, Optional
@@ -31,7 +30,7 @@ from edgepipe.backends import (
 )
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
-from edgepipe.device import fingerprint, peak_estimate
+from edgepipe.device import core_limits, fingerprint, peak_estimate
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import read_json, sha256_value
 from edgepipe.harness import BenchSettings, efficiency
@@ -56,9 +55,30 @@ def _outputs(run: RunDir) -> list:
 
 
 def resolve_threads(threads: Optional[int]) -> int:
-    if threads:
-        return threads
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    """``threads``, or when it is not set the cores this process can really use (affinity and cgroup quota)."""
+    return threads or core_limits()["usable_cores"]
+
+
+def mark_oversubscribed(records: list[Record], device: dict[str, Any], echo: Echo) -> None:
+    """Record on every measured record (and each setting --tune tried) whether it ran more threads than the
+    device's usable cores, and say so once per thread count: such latency includes threads waiting for a core."""
+    usable = device.get("usable_cores")
+    if not usable:
+        return
+    over: dict[int, int] = {}
+    for record in records:
+        if record.latency_ms is None or record.threads is None:
+            continue
+        record.oversubscribed = record.threads > usable
+        tuning = record.tuning or {}
+        for tried in [*tuning.get("candidates", []), tuning.get("default"), tuning.get("best")]:
+            if tried and tried.get("threads") is not None:
+                tried["oversubscribed"] = tried["threads"] > usable
+        if record.oversubscribed:
+            over[record.threads] = over.get(record.threads, 0) + 1
+    for threads, count in sorted(over.items()):
+        echo(f"  oversubscribed: {threads} thread(s) on {usable} usable core(s) for {count} record(s); "
+             "their latency includes threads waiting for a core")
 
 
 def engine_settings(config: RunConfig, engine: Engine) -> Any:
@@ -114,6 +134,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     records = measured + records
     build_info = read_json(run.build_info) if run.build_info.exists() else {}
     device = fingerprint()
+    mark_oversubscribed(records, device, echo)
     for record in records:
         add_efficiency(record, build_info.get("macs"), device)
     training = read_json(run.training) if run.training.exists() else {}
@@ -217,8 +238,10 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     records += unmeasured
     labelled = {tuple(a.labels or ()) for a in artifacts} - {()}
     classes = read_labels_file(labels_file) if labels_file else (list(labelled.pop()) if len(labelled) == 1 else None)
+    device = fingerprint()
+    mark_oversubscribed(records, device, echo)
     return Results(
-        device=fingerprint(), records=records, created=now_iso(), edgepipe=__version__, classes=classes,
+        device=device, records=records, created=now_iso(), edgepipe=__version__, classes=classes,
         conditions={**settings.as_dict(), "threads": list(threads), "batch_sizes": list(batches),
                     "devices": list(devices), "engines": list(engines) or "each artifact's default engine",
                     "timing": TIMING, "rounds": "interleaved", "tuned": tune,

@@ -28,3 +28,41 @@ def test_bench_artifacts_alone_with_labels_and_data(tiny_run, tmp_path):
 def test_bench_missing_artifact_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(main, ["bench", str(tmp_path / "gone.tflite")])
     assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def _tiny_onnx_classifier(path):
+    """An 8x8 RGB image classifier with two classes: channel means, a dense layer, softmax."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.array([[1.0, -1.0], [0.5, 0.5], [-1.0, 1.0]], np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
+         helper.make_node("MatMul", ["mean", "w"], ["logits"]),
+         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
+        "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 8, 8, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])], [weights])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+def test_threads_above_the_usable_cores_are_recorded_and_reported(tmp_path):
+    from edgepipe.device import core_limits
+    from edgepipe.report import html, markdown
+    from edgepipe.results import read_results
+
+    usable = core_limits()["usable_cores"]
+    model = _tiny_onnx_classifier(tmp_path / "tiny.onnx")
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(main, ["bench", str(model), "--threads", f"1,{usable + 1}", "--min-iterations", "3",
+                                       "--min-duration", "0", "--warmup", "1", "--warmup-time", "0", "--no-memory",
+                                       "--output", str(out)])
+    assert result.exit_code == 0, result.output
+    assert f"oversubscribed: {usable + 1} thread(s) on {usable} usable core(s) for 1 record(s)" in result.output
+    results = read_results(out)
+    assert results.device["usable_cores"] == usable and "cpu_quota" in results.device
+    assert {r.threads: r.oversubscribed for r in results.records} == {1: False, usable + 1: True}
+    line = f"oversubscribed: {usable + 1} thread(s) on {usable} usable core(s)"
+    report = markdown.render(results)
+    assert report.count(line) == 1 and line in html.render(results)
