@@ -19,7 +19,7 @@ from edgepipe.report.markdown import (
     summary_lines,
     table_cells,
 )
-from edgepipe.report.table import analyse, recommendation_line
+from edgepipe.report.table import analyse, oversubscription_lines, recommendation_line
 from edgepipe.results import SCHEMA, Results, Status
 
 STYLE = """
@@ -71,6 +71,7 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
              "<ul>" + "".join(f"<li>{_inline_code(line)}</li>" for line in summary_lines(results)) + "</ul>",
              "<h2>Recommendation</h2>"]
     parts += [f'<p class="recommendation">{_inline_code(recommendation_line(s, v))}</p>' for s, v in verdicts.items()]
+    parts += [f"<p>{_inline_code(line)}</p>" for line in oversubscription_lines(table_rows)]
     classes = ["recommended" if r.get("recommended") else ("skipped" if r["status"] == Status.SKIPPED.value else
                ("failed" if not r["usable"] else "")) for r in table_rows]
     parts += ["<h2>Accuracy and latency</h2>",

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgepipe.report.table import analyse, describe_settings, recommendation_line
+from edgepipe.report.table import analyse, describe_settings, oversubscription_lines, recommendation_line
 from edgepipe.results import SCHEMA, Results
 from edgepipe.significance import describe
 
@@ -131,6 +131,7 @@ def render(results: Results, budget_pp: Optional[float] = None, files: Optional[
     lines += [f"- {line}" for line in summary_lines(results)]
     lines += ["", "## Recommendation", ""]
     lines += [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
+    lines += [f"- {line}" for line in oversubscription_lines(table_rows)]
     lines += ["", "## Accuracy and latency", "",
               *_table(TABLE_HEADER, [table_cells(r) for r in table_rows], right=NUMERIC_COLUMNS), "",
               "★ recommended; ◆ on the Pareto frontier (nothing else is both faster and more accurate). "

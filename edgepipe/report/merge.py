@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edgepipe.report.table import analyse_many, device_name, pareto_points, recommendation_line
+from edgepipe.report.table import analyse_many, device_name, oversubscription_lines, pareto_points, recommendation_line
 from edgepipe.results import Results
 
 
@@ -37,8 +37,9 @@ def merge(results_list: list[Results], analysed=None) -> str:
         conditions.append(f"- {d}: threads {c.get('threads')}, batch {c.get('batch_size', c.get('batch_sizes'))}, "
                           f"{c.get('warmup')} warm-up calls, at least {c.get('min_iterations')} calls and "
                           f"{c.get('min_duration_s')} s; measured {results.created}")
-    _, verdicts = analysed or analyse_many(results_list)
+    table_rows, verdicts = analysed or analyse_many(results_list)
     recommendations = [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
+    recommendations += [f"- {line}" for line in oversubscription_lines(table_rows)]
     return ("# edgepipe: results merged across devices\n\n" + "\n".join(lines) + "\n\n## Recommendation per device\n\n"
             + "\n".join(recommendations) + "\n\n## Conditions\n\n" + "\n".join(conditions) + "\n")
 

@@ -37,6 +37,10 @@ def rows(results: Results) -> list[dict[str, Any]]:
         efficiency = r.efficiency or {}
         memory = r.memory or {}
         spread = (r.rounds or {}).get("spread")
+        usable = results.device.get("usable_cores")
+        oversubscribed = r.oversubscribed
+        if oversubscribed is None and lat and r.threads and usable:  # files from before it was recorded
+            oversubscribed = r.threads > usable
         out.append({
             "device": device_name(results),
             "setting": setting_label(results, r),
@@ -61,6 +65,7 @@ def rows(results: Results) -> list[dict[str, Any]]:
             "iterations": lat.get("iterations"),
             "images_per_s": lat.get("images_per_s"),
             "rounds_spread": spread,
+            "rounds_p50_ms": (r.rounds or {}).get("p50_ms"),
             "speedup_vs_keras": (ref.latency_ms["p50"] / lat["p50"]) if ref and lat.get("p50") else None,
             "rss_after_load_mb": memory.get("rss_after_load_mb"),
             "peak_rss_mb": memory.get("peak_rss_mb"),
@@ -71,6 +76,9 @@ def rows(results: Results) -> list[dict[str, Any]]:
             "reason": r.reason,
             "usable": r.usable,
             "tuned": bool(r.tuning),
+            "oversubscribed": oversubscribed,
+            "usable_cores": usable,
+            "cpu_quota": results.device.get("cpu_quota"),
             "reference": r.format == results.reference_format,
         })
     return out
@@ -78,9 +86,11 @@ def rows(results: Results) -> list[dict[str, Any]]:
 
 def pareto(all_rows: list[dict[str, Any]], budget_pp: float = DEFAULT_BUDGET_PP) -> dict[str, dict[str, Any]]:
     """Mark the frontier (no other artifact is both faster and at least as accurate) in each setting,
-    and pick per setting the fastest artifact whose top-1 is within ``budget_pp`` of the FP32 reference.
+    and pick per setting the fastest artifact whose top-1 is within ``budget_pp`` of the FP32 reference;
+    when others are tied with the fastest (see :func:`tied`), the pick among them follows :func:`choose`.
 
-    Returns {setting: {"recommended": row or None, "reference_top1": float or None, "reason": str}}.
+    Returns {setting: {"recommended": row or None, "reference_top1": float or None, "reason": str,
+    "tied": the rows tied with the fastest, the fastest first (empty when nothing is tied)}}.
     """
     by_setting: dict[str, list[dict[str, Any]]] = {}
     for row in all_rows:
@@ -99,19 +109,111 @@ def pareto(all_rows: list[dict[str, Any]], budget_pp: float = DEFAULT_BUDGET_PP)
         references = [r for r in fp32 if r["reference"]]
         reference = (references or sorted(fp32, key=lambda r: -r["top1"]) or [None])[0]
         if reference is None:
-            choice = points[0] if points else None
-            reason = "fastest artifact (no FP32 accuracy to budget against)" if choice else "nothing was measured"
+            eligible, basis = points, "no FP32 accuracy to budget against"
+            reason = "fastest artifact (no FP32 accuracy to budget against)" if points else "nothing was measured"
         else:
             floor = reference["top1"] - budget_pp / 100
-            within = [r for r in points if r["top1"] is not None and r["top1"] >= floor - 1e-12]
-            choice = within[0] if within else None
-            reason = (f"fastest within {budget_pp:g} pp of {reference['format']} top-1 "
-                      f"({reference['top1'] * 100:.2f}%)")
+            eligible = [r for r in points if r["top1"] is not None and r["top1"] >= floor - 1e-12]
+            basis = f"within {budget_pp:g} pp of {reference['format']} top-1 ({reference['top1'] * 100:.2f}%)"
+            reason = f"fastest {basis}"
+        ties = tie_group(eligible)
+        choice = choose(ties) if ties else (eligible[0] if eligible else None)
+        if ties:
+            reason = f"{basis}; {tie_text(ties, choice)}"
         if choice is not None:
             choice["recommended"] = True
         verdicts[setting] = {"recommended": choice, "reference_top1": reference["top1"] if reference else None,
-                             "reason": reason}
+                             "reason": reason, "tied": ties}
     return verdicts
+
+
+def round_range(row: dict[str, Any]) -> tuple[float, float]:
+    """(fastest, slowest) of a row's interleaved rounds' p50s in ms; (p50, p50) for a row without rounds."""
+    per_round = row.get("rounds_p50_ms") or []
+    return (min(per_round), max(per_round)) if per_round else (row["p50_ms"], row["p50_ms"])
+
+
+def tied(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two rows' latencies are within the spread of their rounds: the ranges [fastest round p50,
+    slowest round p50] of the two overlap, i.e. the slower one's best round was no slower than the faster
+    one's worst round, so the rounds do not order them. A row without rounds is its p50 alone."""
+    low_a, high_a = round_range(a)
+    low_b, high_b = round_range(b)
+    return low_a <= high_b and low_b <= high_a
+
+
+def tie_group(eligible: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The fastest of ``eligible`` (sorted by p50) and every other row tied with it (not rows tied only with
+    one of those: ties are not chained); empty when none is tied with the fastest."""
+    if not eligible:
+        return []
+    fastest = eligible[0]
+    group = [fastest] + [r for r in eligible[1:] if tied(fastest, r)]
+    return group if len(group) > 1 else []
+
+
+def _tie_key(row: dict[str, Any]) -> tuple:
+    inf = float("inf")
+    return (inf if row.get("p90_ms") is None else row["p90_ms"], inf if row.get("size_mb") is None else row["size_mb"],
+            str(row["format"]), str(row.get("engine") or ""), str(row["artifact"]))
+
+
+def choose(group: list[dict[str, Any]]) -> dict[str, Any]:
+    """The pick among tied rows: the lower p90, then the smaller file, then the name (format, engine,
+    artifact) so the same results always give the same pick."""
+    return min(group, key=_tie_key)
+
+
+def tie_text(group: list[dict[str, Any]], choice: dict[str, Any]) -> str:
+    """'`a` (p50 0.974 ms) and `b` (p50 1.027 ms) are tied within the spread of their rounds (64.8%, 8.6%);
+    chose `b` by the tie rule (...): lower p90 (1.100 ms against 1.900 ms)'."""
+    names = {id(r): _tie_name(r, group) for r in group}
+    members = [f"{names[id(r)]} (p50 {r['p50_ms']:.3f} ms)" for r in group]
+    listed = ", ".join(members[:-1]) + f" and {members[-1]}"
+    spreads = ", ".join("no rounds" if r.get("rounds_spread") is None else f"{r['rounds_spread'] * 100:.1f}%"
+                        for r in group)
+    runner_up = sorted(group, key=_tie_key)[1]
+    lower = "lower" if len(group) == 2 else "lowest"
+    if _tie_key(choice)[0] != _tie_key(runner_up)[0]:
+        why = f"{lower} p90 ({_ms(choice.get('p90_ms'))} against {_ms(runner_up.get('p90_ms'))})"
+    elif _tie_key(choice)[1] != _tie_key(runner_up)[1]:
+        why = (f"same p90 ({_ms(choice.get('p90_ms'))}), smaller file ({_mb(choice.get('size_mb'))} against "
+               f"{_mb(runner_up.get('size_mb'))})")
+    else:
+        why = "same p90 and file size, first by name"
+    return (f"{listed} are tied within the spread of their rounds ({spreads}); chose {names[id(choice)]} by the tie "
+            f"rule (lower p90, then smaller file, then name): {why}")
+
+
+def _tie_name(row: dict[str, Any], group: list[dict[str, Any]]) -> str:
+    """`format`, with its engine when another tied row has the same format."""
+    shared = sum(1 for r in group if r["format"] == row["format"]) > 1
+    return f"`{row['format']}`" + (f" with {row.get('engine')}" if shared else "")
+
+
+def _ms(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.3f} ms"
+
+
+def _mb(value: Optional[float]) -> str:
+    return "–" if value is None else f"{value:.2f} MB"
+
+
+def oversubscription_lines(all_rows: list[dict[str, Any]]) -> list[str]:
+    """One line per setting and thread count whose measured records ran more threads than the device's
+    usable cores (CPU affinity and cgroup quota, the smaller): their latency includes threads waiting for a
+    core."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in all_rows:
+        if r.get("oversubscribed"):
+            groups.setdefault((r["setting"], r["threads"], r.get("usable_cores"), r.get("cpu_quota")), []).append(r)
+    lines = []
+    for (setting, threads, usable, quota), group in groups.items():
+        basis = f"cgroup CPU quota {quota:g}" if quota is not None else "CPU affinity"
+        names = ", ".join(f"`{r['format']}`" + (f" with {r['engine']}" if r.get("engine") else "") for r in group)
+        lines.append(f"{setting}: oversubscribed: {threads} thread(s) on {usable} usable core(s) ({basis}) for "
+                     f"{len(group)} record(s) ({names}); their latency includes threads waiting for a core.")
+    return lines
 
 
 def analyse(results: Results, budget_pp: Optional[float] = None):
@@ -156,7 +258,7 @@ CSV_COLUMNS = ["device", "setting", "artifact", "format", "precision", "engine",
                "batch_size", "size_mb", "top1", "top5", "top1_change_pp", "agreement", "verification", "load_ms",
                "first_inference_ms", "min_ms", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
                "iterations", "images_per_s", "rounds_spread", "speedup_vs_keras", "rss_after_load_mb", "peak_rss_mb",
-               "gmacs_per_s", "fraction_of_peak", "status", "reason"]
+               "gmacs_per_s", "fraction_of_peak", "status", "reason", "oversubscribed"]
 
 
 def to_csv(all_rows: list[dict[str, Any]]) -> str:
@@ -173,5 +275,5 @@ def to_csv(all_rows: list[dict[str, Any]]) -> str:
     return out.getvalue()
 
 
-__all__ = ["analyse", "analyse_many", "device_name", "pareto", "pareto_points", "recommendation_line",
-           "rows", "to_csv"]
+__all__ = ["analyse", "analyse_many", "choose", "device_name", "oversubscription_lines", "pareto", "pareto_points",
+           "recommendation_line", "rows", "tie_group", "tied", "to_csv"]
