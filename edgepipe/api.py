@@ -79,27 +79,72 @@ def resolve_config(config: Any = None, overrides: Optional[dict[str, Any]] = Non
 
     Without a config: the run directory's saved config.yaml when the output folder already holds one;
     else, when ``data`` or ``model`` points at the user's own images or model, the defaults for a
-    folder of images (``examples/image-folder.yaml``); else the built-in quickstart.
+    folder of images (``examples/image-folder.yaml``); else the built-in quickstart. When ``arch``
+    overrides the base's architecture, the base's settings for its own network (width multiplier,
+    ImageNet weights, input size) that the overrides do not give follow the new one (said in what it
+    started from).
     """
     from edgepipe import config as cfg
 
     dotted = {OVERRIDE_KEYS.get(k, k): v for k, v in (overrides or {}).items() if v is not None}
+    mapping, described = _base_mapping(config, dotted)
+    notes = _follow_architecture(mapping, dotted)
+    if notes:
+        described += "; " + "; ".join(notes)
+    return cfg.from_dict(mapping, dotted, unsafe_load), described
+
+
+def _base_mapping(config: Any, dotted: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The configuration mapping a run starts from, before overrides, and a description of it."""
+    from edgepipe import config as cfg
+
     if isinstance(config, cfg.RunConfig):
-        data = cfg.to_yaml(config)
-        return cfg.from_dict(cfg.parse_yaml(data, "the given configuration"), dotted, unsafe_load), "the given RunConfig"
+        return cfg.parse_yaml(cfg.to_yaml(config), "the given configuration"), "the given RunConfig"
     if isinstance(config, dict):
-        return cfg.from_dict(config, dotted, unsafe_load), "the given dictionary"
+        return dict(config), "the given dictionary"
     if config is not None:
-        return cfg.load(config, dotted, unsafe_load), str(config)
+        return cfg.read_mapping(config), str(config)
     own = bool(dotted.get("data.path") or dotted.get("model.path"))
     base_path = cfg.image_folder_path() if own else cfg.quickstart_path()
-    base = cfg.load(base_path)
-    run_dir = Path(dotted["output"]) if dotted.get("output") else Path("runs") / dotted.get("name", base.name)
+    base_name = cfg.load(base_path).name
+    run_dir = Path(dotted["output"]) if dotted.get("output") else Path("runs") / dotted.get("name", base_name)
     saved = run_dir / "config.yaml"
     if saved.is_file():
-        return cfg.load(saved, dotted, unsafe_load), f"the saved configuration of {run_dir}"
+        return cfg.read_mapping(saved), f"the saved configuration of {run_dir}"
     described = "the defaults for your own images (examples/image-folder.yaml)" if own else "the built-in quickstart"
-    return cfg.load(base_path, dotted, unsafe_load), described
+    return cfg.read_mapping(base_path), described
+
+
+def _follow_architecture(mapping: dict[str, Any], dotted: dict[str, Any]) -> list[str]:
+    """Adapt ``mapping``'s model settings to an architecture the overrides choose (see resolve_config)."""
+    from edgepipe.architectures import get_architecture
+    from edgepipe.architectures.classifier import follow_architecture
+
+    model = mapping.get("model") if isinstance(mapping.get("model"), dict) else {}
+    from edgepipe.config import ModelConfig
+
+    chosen, written = dotted.get("model.arch"), model.get("arch", ModelConfig.arch)
+    if not isinstance(chosen, str) or dotted.get("model.path"):
+        return []
+    arch = get_architecture(chosen)
+    if _architecture_name(written) == arch.name:
+        return []
+    given = {key.split(".", 1)[1] for key in dotted if key.startswith("model.")}
+    written_or_default = {key: model.get(key, getattr(ModelConfig, key)) for key in ("alpha", "weights", "input_size")}
+    changes, notes = follow_architecture(arch, written_or_default, given)
+    if changes:
+        mapping["model"] = {**model, **changes}
+    return notes
+
+
+def _architecture_name(name: Any) -> Optional[str]:
+    """The registry's name for ``name`` (None when it names no architecture: the base's own problem)."""
+    from edgepipe.architectures import get_architecture
+
+    try:
+        return get_architecture(name).name if isinstance(name, str) else None
+    except EdgepipeError:
+        return None
 
 
 def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bool = False, unsafe_load: bool = False,

@@ -382,23 +382,25 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
     return raw
 
 
+def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
+    """The parsed, not yet validated, mapping of a YAML run configuration file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
+                          "Check the path, or run without a config for the quickstart.")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file '{path}' is not UTF-8 text", "Save it as UTF-8 YAML.") from None
+    except OSError as exc:
+        raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror})", "Check its permissions.") from None
+    return parse_yaml(text, f"config file '{path}'")
+
+
 def load(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None,
          unsafe_load: bool = False) -> RunConfig:
     """Load and validate a YAML run configuration (``None``: defaults only)."""
-    raw: Any = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
-                              "Check the path, or run without a config for the quickstart.")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ConfigError(f"config file '{path}' is not UTF-8 text", "Save it as UTF-8 YAML.") from None
-        except OSError as exc:
-            raise ConfigError(f"config file '{path}' cannot be read ({exc.strerror})", "Check its permissions.") from None
-        raw = parse_yaml(text, f"config file '{path}'")
-    return from_dict(raw, overrides, unsafe_load)
+    return from_dict({} if path is None else read_mapping(path), overrides, unsafe_load)
 
 
 def quickstart_path() -> Path:

@@ -41,6 +41,13 @@ def tiny_overrides(tmp: Path, pretrain: bool = False, **extra) -> dict:
     return overrides
 
 
+@pytest.fixture(autouse=True)
+def _own_working_folder(tmp_path_factory, monkeypatch):
+    """Every test starts in an empty folder of its own: what the folder pytest was started from holds (a runs/
+    left by the quickstart, say) never changes an outcome, and nothing a test writes lands there."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """One finished pipeline run (every stage) shared by the tests that only read it."""

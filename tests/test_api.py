@@ -39,3 +39,57 @@ def test_unknown_run_settings_are_named():
 
     with pytest.raises(edgepipe.api.EdgepipeError, match="unknown setting 'epoch'.*'epochs'"):
         edgepipe.run(epoch=3)
+
+
+def _buildable(config) -> None:
+    """Raises what the build stage would raise for the configuration's network settings."""
+    from edgepipe.architectures import get_architecture
+    from edgepipe.architectures.classifier import check_weights_request, resolve_alpha
+
+    arch = get_architecture(config.model.arch)
+    alpha = resolve_alpha(arch, config.model.alpha)
+    check_weights_request(arch, config.model.weights, config.model.input_size, config.model.channels, alpha)
+
+
+def test_an_architecture_alone_is_never_refused_for_settings_the_user_did_not_give(tmp_path):
+    """The image-folder defaults, the quickstart and a config file each write settings for their own network
+    (alpha 0.35, ImageNet weights, 48 px): choosing another architecture by name alone must build."""
+    import pytest
+
+    from edgepipe.architectures import ARCHITECTURES
+
+    data = make_image_folder(tmp_path / "photos", per_class=2)
+    config_file = tmp_path / "mine.yaml"
+    config_file.write_text("model: {arch: mobilenet_v2, alpha: 0.5, weights: imagenet, input_size: 96}\n")
+    for name in ARCHITECTURES.names():
+        for config, flags in ((None, {"data": str(data)}), (None, {}), (str(config_file), {}),
+                              ({"model": {"arch": "mobilenet", "alpha": 0.25}}, {})):
+            resolved, base = resolve_config(config, {**flags, "arch": name, "output": str(tmp_path / "out")})
+            _buildable(resolved)
+    # what the user does give still counts, and is still checked
+    resolved, _ = resolve_config(None, {"data": str(data), "arch": "mobilenet", "alpha": 0.5})
+    assert resolved.model.alpha == 0.5
+    with pytest.raises(edgepipe.api.EdgepipeError, match="no width multiplier, but alpha=0.35"):
+        _buildable(resolve_config(None, {"data": str(data), "arch": "resnet50", "alpha": 0.35})[0])
+    # and every change to the base is said
+    resolved, base = resolve_config(None, {"data": str(data), "arch": "lenet5"})
+    assert resolved.model.alpha is None and resolved.model.weights == "none"
+    assert "width multiplier 0.35 of the base not applied to lenet5" in base and "random initial weights" in base
+
+
+def test_arch_by_flag_alone_builds_from_the_cli_and_the_api(tmp_path):
+    data = make_image_folder(tmp_path / "photos", per_class=3)
+    result = CliRunner().invoke(main, ["build", "--data", str(data), "--arch", "lenet5", "--output", str(tmp_path / "a")])
+    assert result.exit_code == 0, result.output
+    assert "lenet5 has no published ImageNet weights" in result.output
+    run = edgepipe.run(data=str(data), arch="efficientnet_lite0", input_size=32, output=str(tmp_path / "b"),
+                       stages=["build"], echo=lambda line: None)
+    assert run.config.model.alpha is None and run.config.model.weights == "none"
+
+
+def test_tests_run_in_an_empty_folder_of_their_own():
+    """What the working folder holds (a runs/ left by the quickstart) must not change any test's outcome."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert Path.cwd().resolve() != root and not any(Path.cwd().iterdir())

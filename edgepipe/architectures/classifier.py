@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 from edgepipe.architectures.base import (
     CAFFE_BGR,
@@ -36,6 +36,37 @@ def resolve_alpha(arch: Architecture, alpha: Optional[float]) -> Optional[float]
             "Choose one of " + ", ".join(map(str, arch.alphas)) + ".",
         )
     return alpha
+
+
+def follow_architecture(arch: Architecture, base: dict[str, Any], given: set[str]) -> tuple[dict[str, Any], list[str]]:
+    """Model settings that a base configuration wrote for another network, adapted to ``arch``.
+
+    ``base`` is the base's ``model`` mapping (alpha, weights, input_size as written there) and ``given``
+    the ``model.*`` keys the user set beside the architecture. A value the user did not give never makes
+    their choice of architecture an error: the base's width multiplier is dropped (the family default
+    applies), ImageNet weights become random ones where ``arch`` has none published, and an input size
+    ``arch`` cannot take becomes its default. Returns (the changed keys and values, one note per change).
+    """
+    changes: dict[str, Any] = {}
+    notes: list[str] = []
+    if "alpha" not in given and base.get("alpha") is not None:
+        changes["alpha"] = None
+        default = f"its default {arch.default_alpha}" if arch.has_alpha else "none: it has no width multiplier"
+        notes.append(f"width multiplier {base['alpha']} of the base not applied to {arch.name} ({default})")
+    if "weights" not in given and base.get("weights", "imagenet") == "imagenet" and not arch.has_imagenet_weights:
+        changes["weights"] = "none"
+        notes.append(f"{arch.name} has no published ImageNet weights: random initial weights (--weights to choose)")
+    size = base.get("input_size")
+    if "input_size" not in given and isinstance(size, int) and not _size_fits(arch, size, changes.get("weights", base.get("weights"))):
+        changes["input_size"] = arch.default_input_size
+        notes.append(f"input size {size} of the base does not suit {arch.name}: its default {arch.default_input_size}")
+    return changes, notes
+
+
+def _size_fits(arch: Architecture, size: int, weights: Any) -> bool:
+    if size < arch.min_input_size:
+        return False
+    return not (weights == "imagenet" and arch.imagenet_size_strict and size not in arch.imagenet_sizes)
 
 
 def check_weights_request(arch: Architecture, weights: str, input_size: int, channels: int, alpha: Optional[float]) -> None:
