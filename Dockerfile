@@ -1,4 +1,4 @@
-# edgepipe images, one target per device family (README: "Containers"):
+# edgepipe images, one target per device family (docs/containers.md):
 #   docker build --target cpu    -t edgepipe:cpu .
 #   docker build --target gpu    -t edgepipe:gpu .      # NVIDIA GPU workstation or server (run with --gpus all)
 #   docker build --target jetson -t edgepipe:jetson .   # on a Jetson (JetPack 6), run with --runtime nvidia

@@ -417,7 +417,7 @@ def to_yaml(config: RunConfig) -> str:
 
 
 def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, str]]:
-    """(dotted key, default, help) for every config key, for the README's config reference."""
+    """(dotted key, default, help) for every config key, for the docs' configuration reference."""
     rows = []
     for f in (f for f in dataclasses.fields(cls) if f.init):
         hint = typing.get_type_hints(cls)[f.name]
@@ -432,7 +432,7 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
 
 
 def reference_markdown() -> str:
-    """The config reference as a Markdown table (the README's copy is regenerated with tools/update_readme.py)."""
+    """The config reference as a Markdown table (docs/configuration.md is regenerated with tools/update_docs.py)."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     lines += [f"| `{key}` | `{default}` | {text.replace('|', '/')} |" for key, default, text in reference()]
     return "\n".join(lines) + "\n"

@@ -1,6 +1,6 @@
 """Typed option fields shared by the run configuration and the backends' own option sections.
 
-A field carries its help line (the README's config reference is generated from it)
+A field carries its help line (the configuration reference in docs/configuration.md is generated from it)
 and its checks (``min``, ``max``, ``choices``, ``registry``), which ``edgepipe.config``
 enforces when a configuration is loaded.
 """

@@ -1,4 +1,4 @@
-"""The Dockerfile and the GitHub Actions workflow: linted, and consistent with the README."""
+"""The Dockerfile and the GitHub Actions workflow: linted, and consistent with the README and docs/containers.md."""
 
 import re
 import shutil
@@ -13,6 +13,7 @@ from edgepipe.fileio import read_json
 ROOT = Path(__file__).resolve().parents[1]
 DOCKERFILE = (ROOT / "Dockerfile").read_text()
 README = (ROOT / "README.md").read_text()
+CONTAINERS_PAGE = (ROOT / "docs" / "containers.md").read_text()
 WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 
@@ -39,16 +40,16 @@ def test_images_install_edgepipe_as_the_readme_does():
     installs = re.findall(r'pip install ("?\.(?:\[\w+\])?"?)', DOCKERFILE)
     assert set(installs) == {".", '".[gpu]"', '".[jetson]"'}
     for target in installs:
-        assert f"pip install {target}" in README, target
+        assert f"pip install {target}" in README and f"pip install {target}" in CONTAINERS_PAGE, target
     assert "python3 -m venv .venv && . .venv/bin/activate && pip install ." in README
 
 
 def test_dockerfile_and_readme_name_the_same_python_version():
     version = re.search(r"^ARG PYTHON_VERSION=(\S+)$", DOCKERFILE, re.M).group(1)
-    assert f"Python {version}" in README
+    assert f"Python {version}" in README and f"Python {version}" in CONTAINERS_PAGE
     requires = re.search(r'requires-python = ">=(\S+)"', (ROOT / "pyproject.toml").read_text()).group(1)
     assert tuple(map(int, version.split("."))) >= tuple(map(int, requires.split(".")))
-    assert "JetPack's Python 3.10" in README and "Python 3.10" in DOCKERFILE  # the Jetson exception, said in both
+    assert "JetPack's Python 3.10" in README and "JetPack's Python 3.10" in CONTAINERS_PAGE and "Python 3.10" in DOCKERFILE  # the Jetson exception, said in both
 
 
 def test_dockerignore_keeps_runs_and_caches_out():
