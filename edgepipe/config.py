@@ -434,5 +434,6 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
 def reference_markdown() -> str:
     """The config reference as a Markdown table (docs/configuration.md is regenerated with tools/update_docs.py)."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
-    lines += [f"| `{key}` | `{default}` | {text.replace('|', '/')} |" for key, default, text in reference()]
+    # a help line's '<name>' would be read as an HTML tag and vanish; '|' would split the cell
+    lines += [f"| `{key}` | `{default}` | {text.replace('|', '/').replace('<', '&lt;')} |" for key, default, text in reference()]
     return "\n".join(lines) + "\n"

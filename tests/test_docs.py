@@ -84,6 +84,12 @@ def test_config_reference_lists_every_key():
     assert cfg.reference_markdown() in text, "regenerate it: python tools/update_docs.py"
 
 
+def test_config_reference_help_lines_show_as_written():
+    """A help line's ``runs/<name>`` is text, not an HTML tag a browser would hide."""
+    for line in cfg.reference_markdown().splitlines():
+        assert "<" not in re.sub(r"`[^`]*`", "", line), line
+
+
 def test_formats_page_gives_every_format_its_tolerance():
     from edgepipe.backends import BUILTIN, formats
 
