@@ -25,8 +25,8 @@ DOCS = ROOT / "docs"
 
 
 def _cell(text: str) -> str:
-    """Text safe inside a Markdown table cell: no column breaks, no line breaks."""
-    return " ".join(str(text).replace("|", "/").split())
+    """Text safe inside a Markdown table cell: no column breaks, no line breaks, no HTML tags."""
+    return " ".join(str(text).replace("|", "/").replace("<", "&lt;").split())
 
 
 def config_reference() -> str:
