@@ -342,9 +342,25 @@ def check_bench_request(request: BenchRequest) -> None:
     if request.labels is not None and not Path(request.labels).is_file():
         raise EdgepipeError(f"labels file '{request.labels}' does not exist", "Pass the labels.txt the model was trained with.")
     if request.output is not None:
-        from edgepipe.fileio import check_output_file
+        from edgepipe.report import is_results_csv
 
-        check_output_file(request.output, owned=_is_results_file)
+        _check_output_files([(request.output, _is_results_file), (request.output.with_suffix(".csv"), is_results_csv)])
+
+
+def _check_output_files(files: list[tuple[Path, Callable[[Path], bool]]]) -> None:
+    """Refuse, before anything is written, a command's output file or any companion written beside it (first the
+    main one, then each companion, each with the test that recognises it as edgepipe's): a folder, an existing file
+    edgepipe did not write, or a main output whose name is that of a companion. So a user's own file is never
+    replaced, whichever of them it stands in place of, and a rerun replaces what edgepipe wrote earlier."""
+    from edgepipe.fileio import check_output_file
+
+    (main, _), *companions = files
+    for companion, _ in companions:
+        if companion == main:
+            raise EdgepipeError(f"'{main}' would be both the output and the {main.suffix} file edgepipe writes beside it",
+                                "Choose an output name with another suffix (e.g. .json for results, .md for a report).")
+    for path, owned in files:
+        check_output_file(path, owned=owned)
 
 
 def _is_results_file(path: Path) -> bool:
@@ -416,7 +432,7 @@ def _results(value: Any):
 def merge(results: Any, output: Optional[PathLike] = None) -> str:
     """Results (one or a list of paths or ``Results``) from several devices in one Markdown table (and, with
     ``output``, a Pareto plot beside it)."""
-    from edgepipe.fileio import check_output_file, write_text
+    from edgepipe.fileio import write_text
     from edgepipe.report.merge import merge as render, merged_pareto_plot
     from edgepipe.report.table import analyse_many
 
@@ -426,10 +442,12 @@ def merge(results: Any, output: Optional[PathLike] = None) -> str:
     analysed = analyse_many(loaded)
     text = render(loaded, analysed)
     if output is not None:
+        from edgepipe.report.plots import is_edgepipe_png
+
         out = Path(output)
         png = out.with_suffix(".png")
-        check_output_file(out, owned=lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MERGED_TITLE))
-        check_output_file(png, owned=lambda p: p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n")
+        _check_output_files([(out, lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MERGED_TITLE)),
+                             (png, is_edgepipe_png)])
         if merged_pareto_plot(loaded, png, analysed):
             text += f"\n![accuracy against latency per device]({png.name})\n"
         write_text(out, text)
