@@ -199,9 +199,10 @@ class Exported:
         return self.index.parent / self[format_name]["file"]
 
 
-def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibration: Any = None, labels: Optional[list[str]] = None,
-           output: Optional[PathLike] = None, calibration_size: int = 200, seed: int = 0,
-           calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
+def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibration: Any = None,
+           labels: Optional[list[str]] = None, output: Optional[PathLike] = None, calibration_size: int = 200,
+           seed: int = 0, calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0,
+           threads: Optional[int] = None,
            options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
            qat: Optional[dict[str, Any]] = None, echo: Echo = print) -> Exported:
     """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path) to ``formats`` (one name or a list) and verify
@@ -357,7 +358,7 @@ def _check_output_files(files: list[tuple[Path, Callable[[Path], bool]]]) -> Non
     (main, _), *companions = files
     for companion, _ in companions:
         if companion == main:
-            raise EdgepipeError(f"'{main}' would be both the output and the {main.suffix} file edgepipe writes beside it",
+            raise EdgepipeError(f"'{main}' would be both the output and the {main.suffix} file written beside it",
                                 "Choose an output name with another suffix (e.g. .json for results, .md for a report).")
     for path, owned in files:
         check_output_file(path, owned=owned)

@@ -224,6 +224,7 @@ def parse_points(text: str, flag: str = "--max-accuracy-drop") -> float:
     try:
         value = float(number)
     except ValueError:
-        raise EdgepipeError(f"{flag} '{text}' is not a number of percentage points", "Write it like 0.5 or 0.5pp.") from None
+        raise EdgepipeError(f"{flag} '{text}' is not a number of percentage points",
+                            "Write it like 0.5 or 0.5pp.") from None
     _check_threshold(value, flag)
     return value
