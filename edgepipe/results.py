@@ -183,7 +183,12 @@ class Results:
     architecture: dict[str, Any] = field(default_factory=dict)
     #: the model's class names in output order, when known
     classes: Optional[list[str]] = None
+    #: the split accuracy is reported on: split, images, whether it was held out of train (carved) and whether
+    #: it took part in the choices (only when the data has no test split)
     heldout: Optional[dict[str, Any]] = None
+    #: the split the choices were made on (early stopping, the INT8 recipe and its budget): split, images, uses;
+    #: None in files written before it was recorded
+    selection: Optional[dict[str, Any]] = None
     reference_format: Optional[str] = None
     training: Optional[dict[str, Any]] = None
     baseline_from_scratch: Optional[dict[str, Any]] = None
