@@ -15,6 +15,9 @@ wrong and how to fix it) for bad input, and prints progress through ``echo``
 
 from __future__ import annotations
 
+import numbers
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -41,6 +44,54 @@ OVERRIDE_KEYS = {
     "model": "model.path",
     "qat_epochs": "export.qat.epochs",
 }
+
+
+# ------------------------------------------------------------------------------------ arguments
+
+#: kind -> (what it is, in an error; does a value qualify; the value to keep)
+_KINDS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
+    "count": ("a whole number of at least 1",
+              lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1, int),
+    "name": ("a name (text)", lambda v: isinstance(v, str) and bool(v.strip()), str),
+    "path": ("a path (text or pathlib.Path)", lambda v: isinstance(v, (str, os.PathLike)), Path),
+    "results": ("a results file's path or Results", lambda v: isinstance(v, (str, os.PathLike)) or _is_results(v),
+                lambda v: v if _is_results(v) else Path(v)),
+}
+
+
+def _values(name: str, value: Any, kind: str, *, empty: bool = False) -> tuple:
+    """``value`` as a tuple: one value, or a sequence of them (a str or a path is one value, never a sequence of
+    characters). Every value must be of ``kind`` (see _KINDS; a bool is never a number); an EdgepipeError names the
+    argument ``name`` and the value otherwise, and for an empty sequence unless ``empty``."""
+    what = _KINDS[kind][0]
+    items = tuple(value) if isinstance(value, Iterable) and not isinstance(value, (str, bytes, os.PathLike, Mapping)) \
+        else (value,)
+    if not items and not empty:
+        raise EdgepipeError(f"{name} is empty", f"Give {what}, or a list of them.")
+    for item in items:
+        if not _KINDS[kind][1](item):
+            raise EdgepipeError(f"{name} takes {what} or a list of them; got {item!r}"
+                                + (f" in {value!r}" if item is not value else ""), _HINTS.get(name))
+    return tuple(_KINDS[kind][2](item) for item in items)
+
+
+def _value(name: str, value: Any, kind: str) -> Any:
+    """The one value of ``kind`` in ``value`` (itself, or a sequence of one), as :func:`_values` checks it."""
+    items = _values(name, value, kind)
+    if len(items) != 1:
+        raise EdgepipeError(f"{name} takes one value, got {value!r}", _HINTS.get(name))
+    return items[0]
+
+
+_HINTS = {"threads": "e.g. threads=2 or threads=[1, 2]", "batch": "e.g. batch=1 or batch=[1, 8]",
+          "devices": "e.g. devices='cpu' or devices=['cpu', 'cuda']", "engines": "e.g. engines='openvino'",
+          "formats": "e.g. formats='tflite-int8' or formats=['tflite-int8', 'onnx-fp32']"}
+
+
+def _is_results(value: Any) -> bool:
+    from edgepipe.results import Results
+
+    return isinstance(value, Results)
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -159,8 +210,8 @@ def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bo
     from edgepipe.pipeline.export import expand_formats
     from edgepipe.pipeline.runner import STAGES, run_stages
 
-    if overrides.get("formats"):
-        overrides["formats"] = expand_formats(list(overrides["formats"]))
+    if overrides.get("formats") is not None:
+        overrides["formats"] = expand_formats(list(_values("formats", overrides["formats"], "name")))
     unknown = [k for k in overrides if k not in OVERRIDE_KEYS and "." not in k]
     if unknown:
         from edgepipe.registry import did_you_mean
@@ -168,7 +219,7 @@ def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bo
         raise EdgepipeError(f"run() got an unknown setting '{unknown[0]}'", did_you_mean(unknown[0], list(OVERRIDE_KEYS)))
     resolved, base = resolve_config(config, overrides, unsafe_load)
     echo(f"configuration: {base}")
-    names = list(stages or STAGES)
+    names = list(STAGES if stages is None else _values("stages", stages, "name"))
     for name in names:
         if name not in STAGES:
             raise EdgepipeError(f"unknown stage '{name}'", "Stages: " + ", ".join(STAGES) + ".")
@@ -193,12 +244,14 @@ class Exported:
         return self.index.parent / self[format_name]["file"]
 
 
-def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = None, labels: Optional[list[str]] = None,
-           output: Optional[PathLike] = None, calibration_size: int = 200, seed: int = 0,
-           calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
+def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibration: Any = None,
+           labels: Optional[list[str]] = None, output: Optional[PathLike] = None, calibration_size: int = 200,
+           seed: int = 0, calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0,
+           threads: Optional[int] = None,
            options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
            qat: Optional[dict[str, Any]] = None, echo: Echo = print) -> Exported:
-    """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path) to ``formats`` and verify each artifact.
+    """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path) to ``formats`` (one name or a list) and verify
+    each artifact.
 
     ``calibration`` calibrates INT8 formats and verifies every artifact: an image folder (one
     subfolder per class; 80% calibrates, 20% verifies and judges the INT8 accuracy budget), or arrays:
@@ -215,9 +268,11 @@ def export(model: Any, formats: Iterable[str] = ("all",), *, calibration: Any = 
 
     stem = Path(model).stem if isinstance(model, (str, Path)) else getattr(model, "name", "model")
     out = Path(output) if output is not None else Path("exports") / stem
-    index = export_model(model, list(formats), out, echo, calibration=calibration, class_names=labels,
+    index = export_model(model, list(_values("formats", formats, "name")), out, echo, calibration=calibration,
+                         class_names=None if labels is None else list(_values("labels", labels, "name")),
                          calibration_size=calibration_size, seed=seed, calibration_method=calibration_method,
-                         accuracy_budget_pp=accuracy_budget_pp, threads=threads,
+                         accuracy_budget_pp=accuracy_budget_pp,
+                         threads=None if threads is None else _value("threads", threads, "count"),
                          options=_export_options(options), unsafe=unsafe_load, isolation=isolation,
                          qat=_qat_settings(qat))
     from edgepipe.fileio import read_json
@@ -272,18 +327,30 @@ class BenchRequest:
     #: sweep each engine's settings (threads up to the most in ``threads``) and measure with the fastest
     tune: bool = False
 
+    def __post_init__(self) -> None:
+        # the list-valued fields take one value or a sequence, checked here once for every caller
+        self.paths = [Path(p) for p in _values("paths", self.paths, "path", empty=True)]
+        self.threads = _values("threads", self.threads, "count")
+        self.batches = _values("batch", self.batches, "count")
+        self.devices = _values("devices", self.devices, "name")
+        self.engines = _values("engines", self.engines, "name", empty=True)
 
-def bench(paths: Sequence[PathLike], *, data: Optional[PathLike] = None, labels: Optional[PathLike] = None,
-          threads: Sequence[int] = (1,), batch: Sequence[int] = (1,), devices: Sequence[str] = ("cpu",),
-          engines: Sequence[str] = (), warmup: int = 10, warmup_s: float = 0.2, min_iterations: int = 50,
+
+def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike] = None,
+          labels: Optional[PathLike] = None, threads: Union[int, Sequence[int]] = (1,),
+          batch: Union[int, Sequence[int]] = (1,), devices: Union[str, Sequence[str]] = ("cpu",),
+          engines: Union[str, Sequence[str]] = (), warmup: int = 10, warmup_s: float = 0.2, min_iterations: int = 50,
           min_duration_s: float = 1.0, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
           tune: bool = False, echo: Echo = print):
     """Measure artifact files (.tflite, .onnx, .keras, ...) alone: one record per artifact, engine, device,
     thread count and batch size; returns ``edgepipe.results.Results`` (and writes it to ``output``,
     JSON plus CSV, when given). ``data`` is an image folder for accuracy (classes in the order of
-    ``labels``, the labels the artifact records, or sorted folder names)."""
-    request = BenchRequest([Path(p) for p in paths], Path(data) if data else None, Path(labels) if labels else None,
-                           tuple(threads), tuple(batch), tuple(devices), tuple(engines), warmup, warmup_s,
+    ``labels``, the labels the artifact records, or sorted folder names). ``paths``, ``threads``, ``batch``,
+    ``devices`` and ``engines`` each take one value or a list (``threads=2``, ``threads=[1, 2]``)."""
+    request = BenchRequest(list(_values("paths", paths, "path", empty=True)), Path(data) if data else None,
+                           Path(labels) if labels else None, _values("threads", threads, "count"),
+                           _values("batch", batch, "count"), _values("devices", devices, "name"),
+                           _values("engines", engines, "name", empty=True), warmup, warmup_s,
                            min_iterations, min_duration_s, seed, Path(output) if output else None, memory, tune)
     return bench_request(request, echo)
 
@@ -307,9 +374,6 @@ def check_bench_request(request: BenchRequest) -> None:
 
     if not request.paths:
         raise EdgepipeError("no artifact files given", "Pass .tflite, .onnx, .keras or other artifact files.")
-    for name, values in (("threads", request.threads), ("batch", request.batches)):
-        if not values or any(int(v) < 1 for v in values):
-            raise EdgepipeError(f"--{name} must be whole numbers of at least 1, got {list(values)}", f"e.g. --{name} 1,2")
     for device in request.devices:
         if device not in devices():
             from edgepipe.registry import did_you_mean
@@ -324,9 +388,25 @@ def check_bench_request(request: BenchRequest) -> None:
     if request.labels is not None and not Path(request.labels).is_file():
         raise EdgepipeError(f"labels file '{request.labels}' does not exist", "Pass the labels.txt the model was trained with.")
     if request.output is not None:
-        from edgepipe.fileio import check_output_file
+        from edgepipe.report import is_results_csv
 
-        check_output_file(request.output, owned=_is_results_file)
+        _check_output_files([(request.output, _is_results_file), (request.output.with_suffix(".csv"), is_results_csv)])
+
+
+def _check_output_files(files: list[tuple[Path, Callable[[Path], bool]]]) -> None:
+    """Refuse, before anything is written, a command's output file or any companion written beside it (first the
+    main one, then each companion, each with the test that recognises it as edgepipe's): a folder, an existing file
+    edgepipe did not write, or a main output whose name is that of a companion. So a user's own file is never
+    replaced, whichever of them it stands in place of, and a rerun replaces what edgepipe wrote earlier."""
+    from edgepipe.fileio import check_output_file
+
+    (main, _), *companions = files
+    for companion, _ in companions:
+        if companion == main:
+            raise EdgepipeError(f"'{main}' would be both the output and the {main.suffix} file written beside it",
+                                "Choose an output name with another suffix (e.g. .json for results, .md for a report).")
+    for path, owned in files:
+        check_output_file(path, owned=owned)
 
 
 def _is_results_file(path: Path) -> bool:
@@ -365,21 +445,28 @@ def bench_remote(host: str, request: BenchRequest, *, ssh_config: Optional[PathL
 # ---------------------------------------------------------------------------------------- compare
 
 
-def compare(current: Any, baseline: Any, *, max_latency_regression: Optional[float] = None,
-            max_accuracy_drop: Optional[float] = None, percentiles: Sequence[str] = ("p50",), strict: bool = False,
-            accuracy_test: str = "none"):
+def compare(current: Any, baseline: Any, *, max_latency_regression: Union[float, str, None] = None,
+            max_accuracy_drop: Union[float, str, None] = None, percentiles: Union[str, Sequence[str]] = ("p50",),
+            strict: bool = False, accuracy_test: str = "none"):
     """Compare two results (paths or ``Results``); returns a Comparison whose ``violations`` name every threshold
-    crossed (a CI gate fails when there are any). ``max_latency_regression`` is a fraction (0.1 = 10% slower).
+    crossed (a CI gate fails when there are any). ``max_latency_regression`` is a fraction (0.1 = 10% slower) or
+    text with a percent sign ("10%"); ``max_accuracy_drop`` is in percentage points of top-1 (0.5 or "0.5pp").
+    ``percentiles`` is one or a list of p50, p90, p95, p99.
     ``accuracy_test="mcnemar"``: a top-1 drop beyond ``max_accuracy_drop`` fails only when McNemar's one-sided exact test on
     the same held-out images tells it from chance (p < 0.05)."""
-    from edgepipe.report.compare import PERCENTILES
+    from edgepipe.report.compare import PERCENTILES, parse_fraction, parse_points
     from edgepipe.report.compare import compare as run_compare
 
-    for p in percentiles:
+    chosen = _values("percentiles", percentiles, "name")
+    for p in chosen:
         if p not in PERCENTILES:
             raise EdgepipeError(f"unknown percentile '{p}'", "Use " + ", ".join(PERCENTILES) + ".")
+    if isinstance(max_latency_regression, str):
+        max_latency_regression = parse_fraction(max_latency_regression, "max_latency_regression")
+    if isinstance(max_accuracy_drop, str):
+        max_accuracy_drop = parse_points(max_accuracy_drop, "max_accuracy_drop")
     return run_compare(_results(current), _results(baseline), max_latency_regression, max_accuracy_drop,
-                       tuple(percentiles), strict, accuracy_test)
+                       chosen, strict, accuracy_test)
 
 
 def _results(value: Any):
@@ -388,22 +475,25 @@ def _results(value: Any):
     return value if isinstance(value, Results) else read_results(value)
 
 
-def merge(results: Sequence[Any], output: Optional[PathLike] = None) -> str:
-    """Results from several devices in one Markdown table (and, with ``output``, a Pareto plot beside it)."""
-    from edgepipe.fileio import check_output_file, write_text
+def merge(results: Any, output: Optional[PathLike] = None) -> str:
+    """Results (one or a list of paths or ``Results``) from several devices in one Markdown table (and, with
+    ``output``, a Pareto plot beside it)."""
+    from edgepipe.fileio import write_text
     from edgepipe.report.merge import merge as render, merged_pareto_plot
     from edgepipe.report.table import analyse_many
 
-    loaded = [_results(r) for r in results]
+    loaded = [_results(r) for r in _values("results", results, "results", empty=True)]
     if not loaded:
         raise EdgepipeError("nothing to merge", "Pass results files with --merge.")
     analysed = analyse_many(loaded)
     text = render(loaded, analysed)
     if output is not None:
+        from edgepipe.report.plots import is_edgepipe_png
+
         out = Path(output)
         png = out.with_suffix(".png")
-        check_output_file(out, owned=lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MERGED_TITLE))
-        check_output_file(png, owned=lambda p: p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n")
+        _check_output_files([(out, lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MERGED_TITLE)),
+                             (png, is_edgepipe_png)])
         if merged_pareto_plot(loaded, png, analysed):
             text += f"\n![accuracy against latency per device]({png.name})\n"
         write_text(out, text)

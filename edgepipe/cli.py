@@ -316,8 +316,11 @@ def models(as_json: bool, measure: bool) -> None:
 @main.command()
 @click.argument("current", type=click.Path(path_type=Path))
 @click.argument("baseline", type=click.Path(path_type=Path))
-@click.option("--max-latency-regression", metavar="PCT", help="Fail when a latency percentile is slower by more than this (e.g. 10%).")
-@click.option("--max-accuracy-drop", type=float, metavar="PP", help="Fail when top-1 drops by more than this many percentage points.")
+@click.option("--max-latency-regression", metavar="PCT%",
+              help="Fail when a latency percentile is slower by more than this, with a percent sign (e.g. 10%; "
+                   "a bare number is refused).")
+@click.option("--max-accuracy-drop", metavar="PP", help="Fail when top-1 drops by more than this many percentage points "
+              "(e.g. 0.5 or 0.5pp; 0.5% is refused as ambiguous).")
 @click.option("--percentile", "percentiles", multiple=True, type=click.Choice(["p50", "p90", "p95", "p99"]),
               help="Latency percentiles to compare and gate (repeatable; default p50).")
 @click.option("--strict", is_flag=True, help="Refuse to compare results from different devices, engine versions or models.")
@@ -329,12 +332,12 @@ def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_
     """Compare two results.json files; exit 1 when a threshold is crossed or a baseline artifact is missing or
     failed now (a CI gate that fails closed), 2 when a file is not edgepipe results."""
     from edgepipe import api
-    from edgepipe.report.compare import parse_fraction
+    from edgepipe.report.compare import parse_fraction, parse_points
 
-    result = api.compare(current, baseline,
-                         max_latency_regression=parse_fraction(max_latency_regression) if max_latency_regression else None,
-                         max_accuracy_drop=max_accuracy_drop, percentiles=tuple(percentiles) or ("p50",), strict=strict,
-                         accuracy_test=accuracy_test)
+    latency = None if max_latency_regression is None else parse_fraction(max_latency_regression)
+    accuracy = None if max_accuracy_drop is None else parse_points(max_accuracy_drop)
+    result = api.compare(current, baseline, max_latency_regression=latency, max_accuracy_drop=accuracy,
+                         percentiles=tuple(percentiles) or ("p50",), strict=strict, accuracy_test=accuracy_test)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     click.echo(result.table)

@@ -31,8 +31,8 @@ class DataConfig:
     path: str = _opt("builtin:digits", "An image folder (one subfolder per class, or train/ val/ [test/] subfolders), a built-in set: builtin:digits, builtin:synthetic, builtin:photos (real photos shipped by scikit-image, scikit-learn and matplotlib; needs scikit-image), or tfds:NAME (TensorFlow Datasets, needs tensorflow-datasets).")
     classes: Optional[list[str]] = _opt(None, "Use only these classes (folder names; digits are '0'..'9'), in this order.", coerce_str=True)
     max_per_class: Optional[int] = _opt(None, "Keep at most this many training images per class (seeded choice).", min=1)
-    val_fraction: float = _opt(0.2, "Fraction of each class held out for validation when the data has no val/ folder.", min=0.0, max=0.9)
-    test_fraction: float = _opt(0.0, "Fraction of each class held out as a test split when the data has no test/ folder.", min=0.0, max=0.9)
+    val_fraction: float = _opt(0.2, "Fraction of each class held out of the training images for validation when the data has no val/ folder: every choice (early stopping, the INT8 recipe and its accuracy budget) is made on it.", min=0.0, max=0.9)
+    test_fraction: float = _opt(0.2, "Fraction of each class held out of the training images as the test split when the data has none (no test/ folder): accuracy is reported on it and it takes part in no choice (those are made on val). 0: report on val, which also chooses.", min=0.0, max=0.9)
     on_bad_image: str = _opt("skip", "What to do with unreadable image files: skip (and list them) or fail.", choices=("skip", "fail"))
     max_image_pixels: int = _opt(50_000_000, "Images with more pixels than this are skipped and listed (decoding a huge image can take gigabytes); raise it to read them.", min=1)
 

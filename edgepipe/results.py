@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -182,7 +183,12 @@ class Results:
     architecture: dict[str, Any] = field(default_factory=dict)
     #: the model's class names in output order, when known
     classes: Optional[list[str]] = None
+    #: the split accuracy is reported on: split, images, whether it was held out of train (carved) and whether
+    #: it took part in the choices (only when the data has no test split)
     heldout: Optional[dict[str, Any]] = None
+    #: the split the choices were made on (early stopping, the INT8 recipe and its budget): split, images, uses;
+    #: None in files written before it was recorded
+    selection: Optional[dict[str, Any]] = None
     reference_format: Optional[str] = None
     training: Optional[dict[str, Any]] = None
     baseline_from_scratch: Optional[dict[str, Any]] = None
@@ -227,9 +233,72 @@ class Results:
             kwargs["records"] = [Record.from_dict(r) for r in kwargs["records"]]
         except (TypeError, AttributeError):
             raise EdgepipeError(f"{source} has malformed records", "Pass a results.json written by 'edgepipe bench'.") from None
+        for index, record in enumerate(kwargs["records"]):
+            check_measured(record, f"{source} record {index + 1}")
         kwargs.setdefault("conditions", {})
         kwargs["schema"] = SCHEMA
         return cls(**kwargs, extra=data)
+
+
+#: a record's measured numbers: finite and at least 0 (scalars, or wherever a number stands in these dicts)
+MEASURED = ("size_mb", "load_ms", "first_inference_ms", "warmup_calls", "top1", "top5", "latency_ms", "compute_ms",
+            "copy_ms", "rounds", "memory", "agreement_with_reference", "efficiency")
+#: the measured fields that are single numbers (the others are dicts)
+SCALARS = ("size_mb", "load_ms", "first_inference_ms", "warmup_calls", "top1", "top5")
+#: measured fields that hold numbers only (elsewhere text such as memory's ``peak_basis`` is passed over)
+NUMBERS_ONLY = SCALARS + ("latency_ms", "compute_ms", "copy_ms")
+#: accuracies are fractions of the held-out images
+FRACTIONS = ("top1", "top5")
+#: the latency percentiles compare gates: present and above 0 in every latency_ms
+PERCENTILES = ("p50", "p90", "p95", "p99")
+
+
+def check_measured(record: Record, where: str) -> None:
+    """Refuse a record whose measured numbers a gate could not judge: NaN, infinite or negative values, text where a
+    number belongs, accuracies above 1, latency percentiles missing or not above 0. ``where`` names the file and the
+    record; the EdgepipeError also names the field (e.g. ``latency_ms.p50``)."""
+    label = (f"{where} ({record.format or record.artifact or 'no format'}, {record.engine}, "
+             f"threads {record.threads}, batch {record.batch_size})")
+    for name in MEASURED:
+        value = getattr(record, name)
+        if value is None:
+            continue
+        if name not in SCALARS and not isinstance(value, dict):
+            _bad(label, name, value, "a mapping of measured values")
+        for field_name, number in _leaves(value, name, numbers_only=name in NUMBERS_ONLY):
+            if not _is_number(number) or not math.isfinite(number) or number < 0:
+                _bad(label, field_name, number, "a finite number of at least 0")
+    for name in FRACTIONS:
+        if getattr(record, name) is not None and getattr(record, name) > 1:
+            _bad(label, name, getattr(record, name), "a fraction between 0 and 1")
+    change = record.top1_change_pp
+    if change is not None and not (_is_number(change) and math.isfinite(change)):
+        _bad(label, "top1_change_pp", change, "a finite number")
+    for p in PERCENTILES if record.latency_ms is not None else ():
+        if record.latency_ms.get(p) is None or record.latency_ms[p] <= 0:
+            _bad(label, f"latency_ms.{p}", record.latency_ms.get(p), "a measured latency above 0")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _leaves(value: Any, name: str, numbers_only: bool):
+    """(dotted field name, value) for every number in ``value`` (a scalar, or nested dicts and lists), and, when
+    ``numbers_only``, for everything else that stands where a number belongs."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _leaves(item, f"{name}.{key}", numbers_only)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _leaves(item, f"{name}[{i}]", numbers_only)
+    elif _is_number(value) or numbers_only:
+        yield name, value
+
+
+def _bad(label: str, field_name: str, value: Any, expected: str) -> None:
+    raise EdgepipeError(f"{label}: {field_name} is {value!r}, not {expected}",
+                        "The file was damaged or edited; measure again with 'edgepipe bench'.")
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:

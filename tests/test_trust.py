@@ -106,6 +106,40 @@ def test_bench_results_file_that_is_not_edgepipe_results_is_not_overwritten(tiny
     assert precious.read_text() == '{"my": "data"}'
 
 
+def test_a_users_file_beside_the_results_is_never_replaced_and_edgepipes_own_are(tiny_run, tmp_path):
+    """bench writes a CSV beside its JSON: the CSV obeys the rule the JSON does (refused before anything runs when
+    it is not edgepipe's; replaced on a rerun when it is)."""
+    artifact = next(tiny_run.artifacts_dir.glob("*-tflite-fp32.tflite"))
+    fast = ["--min-iterations", "1", "--min-duration", "0", "--warmup", "0", "--warmup-time", "0", "--no-memory"]
+    out = tmp_path / "bench.json"
+    mine = tmp_path / "bench.csv"
+    mine.write_text("week,hours\n1,40\n")
+    one_error_line(cli("bench", artifact, "--output", out, *fast), f"'{mine}' exists and is not a file edgepipe wrote")
+    assert mine.read_text() == "week,hours\n1,40\n" and not out.exists()
+    mine.unlink()
+    for _ in range(2):  # a rerun with the same --output replaces both of edgepipe's files
+        assert cli("bench", artifact, "--output", out, *fast).exit_code == 0
+    assert read_json(out)["records"] and mine.read_text().startswith("device,setting,artifact")
+    one_error_line(cli("bench", artifact, "--output", tmp_path / "results.csv", *fast), "would be both the output")
+    assert not (tmp_path / "results.csv").exists()
+
+
+def test_a_users_picture_beside_the_merged_report_is_never_replaced(tiny_run, tmp_path):
+    from PIL import Image
+
+    merged, picture = tmp_path / "merged.md", tmp_path / "merged.png"
+    Image.new("RGB", (4, 4), "red").save(picture)  # a PNG of the user's own
+    before = picture.read_bytes()
+    one_error_line(cli("report", "--merge", tiny_run.results, "--output", merged),
+                   f"'{picture}' exists and is not a file edgepipe wrote")
+    assert picture.read_bytes() == before and not merged.exists()
+    picture.unlink()
+    for _ in range(2):  # edgepipe's own plot is replaced by a rerun
+        assert cli("report", "--merge", tiny_run.results, "--output", merged).exit_code == 0
+    assert picture.read_bytes() != before and "](merged.png)" in merged.read_text()
+    one_error_line(cli("report", "--merge", tiny_run.results, "--output", picture), "would be both the output")
+
+
 # ------------------------------------------------------------------ 2. the CI gate fails closed
 
 def _write(path: Path, data) -> Path:

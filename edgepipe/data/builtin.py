@@ -7,7 +7,7 @@ import numpy as np
 
 from edgepipe.data.folders import resize_batch
 from edgepipe.data.sources import Scan, Source, register_source
-from edgepipe.data.splits import select_classes, split_items
+from edgepipe.data.splits import select_classes
 from edgepipe.errors import DataError
 
 BUILTIN_PREFIX = "builtin:"
@@ -141,7 +141,8 @@ def scan(config, seed: int) -> Scan:
     images, labels, names = load_builtin(config.path)
     class_names = select_classes(names, config.classes, config.path)
     by_class = {c: [int(i) for i in np.flatnonzero(labels == names.index(c))] for c in class_names}
-    return Scan(class_names, split_items(by_class, config, seed), "builtin", config.path,
+    splits = {"train": [(i, c) for c in class_names for i in by_class[c]], "val": [], "test": []}  # split later
+    return Scan(class_names, splits, "builtin", config.path,
                 image_sizes={f"{images.shape[2]}x{images.shape[1]}": len(images)})
 
 

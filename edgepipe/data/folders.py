@@ -10,7 +10,7 @@ import numpy as np
 
 from edgepipe.data.sources import Scan as SourceScan
 from edgepipe.data.sources import Source, register_source
-from edgepipe.data.splits import SPLITS, complete_given_splits, select_classes, split_items
+from edgepipe.data.splits import SPLITS, select_classes
 from edgepipe.errors import DataError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
@@ -199,9 +199,8 @@ def scan_source(config, seed: int) -> SourceScan:
     class_names = select_classes(found.class_names, config.classes, source)
     if found.layout == "splits":
         splits = {s: [(f, c) for c in class_names for f in found.files[s].get(c, [])] for s in SPLITS}
-        complete_given_splits(splits, class_names, config, seed)
-    else:
-        splits = split_items({c: found.files["all"][c] for c in class_names}, config, seed)
+    else:  # one folder of classes: all of it is train, out of which make_index holds val and test
+        splits = {"train": [(f, c) for c in class_names for f in found.files["all"][c]], "val": [], "test": []}
     return SourceScan(class_names, splits, found.layout, str(Path(source).resolve()), found.rejected,
                       dict(found.image_sizes), {"max_image_pixels": config.max_image_pixels})
 

@@ -11,8 +11,10 @@ from edgepipe.registry import Registry
 
 @dataclass
 class Scan:
-    """What a source found: class names, the items of each split (an item is whatever ``materialize``
-    decodes: a file path, an array index), how it was laid out, and the files it rejected."""
+    """What a source found: class names, the items of each split the source itself defines (an item is
+    whatever ``materialize`` decodes: a file path, an array index; everything is train when it defines
+    no split: ``make_index`` holds the missing val and test splits out of train), how it was laid out,
+    and the files it rejected."""
 
     class_names: list[str]
     splits: dict[str, list[tuple[Any, str]]]  # split -> [(item, class name)]
@@ -30,7 +32,7 @@ class Source:
     description: str
     #: cheap check before any work starts: raise DataError naming the config key
     check: Callable[[str, str], None]
-    #: (DataConfig, seed) -> Scan: classes, seeded stratified splits, rejected files
+    #: (DataConfig, seed) -> Scan: classes, the splits the source defines, rejected files
     scan: Callable[..., Scan]
     #: (index, size, channels) -> {split: (uint8 images (N, size, size, channels), labels)}
     materialize: Callable[..., dict[str, Any]]

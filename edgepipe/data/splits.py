@@ -26,23 +26,30 @@ def select_classes(names: list[str], wanted: Optional[list[str]], source: str) -
     return list(wanted)
 
 
+def _share(n: int, fraction: float, wanted: bool) -> int:
+    """Images of a class of ``n`` that a held-out split of ``fraction`` takes: at least one whenever the
+    fraction is above zero and the class has two images or more."""
+    if not wanted or fraction <= 0:
+        return 0
+    return max(int(round(n * fraction)), 1) if n >= 2 else 0
+
+
 def split_items(items_by_class: dict[str, list[Any]], config, seed: int, want_val: bool = True,
                 want_test: bool = True) -> dict[str, list[tuple[Any, str]]]:
-    """Stratified, seeded split of each class's items into train/val/test."""
+    """Stratified, seeded split of each class's items into train/val/test.
+
+    Each class gives ``data.val_fraction`` of its items to val and ``data.test_fraction`` to test
+    (rounded, at least one each when the fraction is above zero), and always keeps one training
+    item: a class with too few items gives up its test items first, then its val items (a class
+    of two keeps one for training, one for val and none for test; a class of one keeps it for training).
+    """
     rng = np.random.default_rng(seed)
     splits: dict[str, list[tuple[Any, str]]] = {s: [] for s in SPLITS}
     for name, items in items_by_class.items():
         order = rng.permutation(len(items))
         n = len(items)
-        n_val = int(round(n * config.val_fraction)) if want_val else 0
-        n_test = int(round(n * config.test_fraction)) if want_test else 0
-        if want_val and config.val_fraction > 0 and n >= 2:
-            n_val = max(n_val, 1)
-        if n - n_val - n_test < 1:
-            raise DataError(
-                f"class '{name}' has only {n} image(s), too few to split into train/val/test",
-                "Add images or lower data.val_fraction / data.test_fraction.",
-            )
+        n_val = min(_share(n, config.val_fraction, want_val), max(n - 1, 0))
+        n_test = min(_share(n, config.test_fraction, want_test), max(n - 1 - n_val, 0))
         chosen = [items[i] for i in order]
         splits["val"] += [(x, name) for x in chosen[:n_val]]
         splits["test"] += [(x, name) for x in chosen[n_val:n_val + n_test]]
@@ -50,18 +57,32 @@ def split_items(items_by_class: dict[str, list[Any]], config, seed: int, want_va
     return splits
 
 
-def complete_given_splits(splits: dict[str, list[tuple[Any, str]]], class_names: list[str], config, seed: int) -> None:
-    """Splits the source defined itself: without a val split, hold part of train out (stratified,
-    as for a single folder, and a test split too if there is none); else shuffle train (seeded)."""
-    if not splits["val"]:
-        by_class = {c: [item for item, name in splits["train"] if name == c] for c in class_names}
-        held = split_items(by_class, config, seed, want_test=not splits["test"])
-        splits["train"], splits["val"] = held["train"], held["val"]
-        if not splits["test"]:
-            splits["test"] = held["test"]
-    else:
+def complete_given_splits(splits: dict[str, list[tuple[Any, str]]], class_names: list[str], config,
+                          seed: int) -> dict[str, dict[str, Any]]:
+    """Complete the splits a source gave (everything in train when it gave no split) in place.
+
+    Without a val split, part of train is held out as val (``data.val_fraction`` of each class);
+    without a test split, part of train is held out as test (``data.test_fraction`` of each class),
+    so accuracy is reported on images that took part in no choice. Both are stratified and
+    seeded, as :func:`split_items` describes; a split the source gave is kept as it is. Returns,
+    for each split held out here, where from and at what fraction.
+    """
+    carve = {s: not splits[s] for s in ("val", "test")}
+    if not any(carve.values()):
         rng = np.random.default_rng(seed)
         splits["train"] = [splits["train"][i] for i in rng.permutation(len(splits["train"]))]
+        return {}
+    by_class = {c: [item for item, name in splits["train"] if name == c] for c in class_names}
+    held = split_items(by_class, config, seed, want_val=carve["val"], want_test=carve["test"])
+    splits["train"] = held["train"]
+    fractions = {"val": config.val_fraction, "test": config.test_fraction}
+    carved = {}
+    for split_name, wanted in carve.items():
+        if wanted:
+            splits[split_name] = held[split_name]
+            if held[split_name]:
+                carved[split_name] = {"from": "train", "fraction": fractions[split_name], "seed": seed}
+    return carved
 
 
 def cap_train(split: list[tuple[Any, str]], max_per_class: Optional[int]) -> list[tuple[Any, str]]:

@@ -3,7 +3,7 @@
 The dataset is read from TFDS' data directory (``$TFDS_DATA_DIR``, default
 ``~/tensorflow_datasets``) and prepared there (downloaded) the first time if it
 is missing. Its own splits are used: ``train``, ``validation`` as val, ``test``;
-a dataset without a validation split has one held out of train, as for a folder.
+a split the dataset lacks (validation, test) is held out of train, as for a folder.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 
 from edgepipe.data.folders import resize_batch
 from edgepipe.data.sources import Scan, Source, register_source
-from edgepipe.data.splits import SPLITS, complete_given_splits, select_classes
+from edgepipe.data.splits import SPLITS, select_classes
 from edgepipe.errors import DataError
 
 TFDS_PREFIX = "tfds:"
@@ -97,7 +97,6 @@ def scan(config, seed: int) -> Scan:
         _, split_labels = load_split(source, split_name)
         splits[split_name] = [([split_name, int(i)], wanted[int(lab)]) for i, lab in enumerate(split_labels)
                               if int(lab) in wanted]
-    complete_given_splits(splits, class_names, config, seed)
     return Scan(class_names, splits, "tfds", source,
                 image_sizes={"varies (TFDS)": sum(len(v) for v in splits.values())})
 

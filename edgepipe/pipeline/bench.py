@@ -138,15 +138,17 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     for record in records:
         add_efficiency(record, build_info.get("macs"), device)
     training = read_json(run.training) if run.training.exists() else {}
+    roles = dataset.roles()
     results = Results(
         device=device, records=records, created=now_iso(), edgepipe=__version__, run=str(run.path),
         conditions={"threads": threads, **settings.as_dict(), "timing": TIMING, "rounds": "interleaved",
                     "tuned": b.tune},
         architecture=build_info, classes=run.read_labels(),
-        heldout={"split": dataset.heldout_name, "images": len(split), "classes": dataset.num_classes,
+        heldout={**roles["reported"], "classes": dataset.num_classes,
                  "labels_sha256": sha256_value(split.labels.tolist()),
                  "images_sha256": hashlib.sha256(np.ascontiguousarray(split.images).tobytes()).hexdigest(),
                  "labels": split.labels.tolist()},  # with each record's predictions: paired tests in compare
+        selection=roles["selection"],
         reference_format=ref,
         training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
         baseline_from_scratch=_baseline(training), calibration=index.get("calibration"),
@@ -300,7 +302,7 @@ def bench_images(data_dir: Optional[Path], labels: Any, shape: tuple, seed: int)
     from edgepipe.config import DataConfig
     from edgepipe.data import make_index
 
-    index = make_index(DataConfig(path=str(data_dir), val_fraction=0.0), seed)
+    index = make_index(DataConfig(path=str(data_dir), val_fraction=0.0, test_fraction=0.0), seed)  # every image, one split
     dataset = materialize(index, size, channels)
     images, found = dataset.train.images, dataset.train.labels
     if labels is None:

@@ -331,7 +331,8 @@ def _calibration_from(calibration: Any, size: int, channels: int, seed: int):
     from edgepipe.data import make_index
 
     if isinstance(calibration, (str, Path)):
-        index = make_index(DataConfig(path=str(calibration), val_fraction=0.2), seed)
+        # val judges the INT8 recipes; nothing is reported here, so no test split is held out
+        index = make_index(DataConfig(path=str(calibration), val_fraction=0.2, test_fraction=0.0), seed)
         dataset = materialize(index, size, channels)
         val = dataset.splits["val"]
         return dataset.class_names, (dataset.train.images, dataset.train.labels), (val.images, val.labels)

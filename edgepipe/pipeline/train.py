@@ -101,6 +101,7 @@ def _summary(strategy: str, distribution_used: dict, dataset, outcome: dict, eva
         "top1": evaluation["top1"],
         "top5": evaluation.get("top5"),
         "train_images": len(dataset.train),
+        "splits": dataset.roles(),  # val chose (early stopping, schedule); the held-out split reported
         **outcome,
         "evaluation": evaluation,
     }

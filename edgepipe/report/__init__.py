@@ -9,7 +9,7 @@ from edgepipe.report.markdown import LINKS
 from edgepipe.report.markdown import render as render_markdown
 from edgepipe.results import Results, write_results_json
 
-__all__ = ["render_markdown", "write_reports", "write_results"]
+__all__ = ["is_results_csv", "render_markdown", "write_reports", "write_results"]
 
 
 def write_results(path: str | Path, results: Results) -> Path:
@@ -22,6 +22,16 @@ def write_results(path: str | Path, results: Results) -> Path:
     csv_path = path.with_suffix(".csv")
     write_text(csv_path, to_csv(rows(results)))
     return csv_path
+
+
+def is_results_csv(path: Path) -> bool:
+    """True for a CSV file ``write_results`` wrote: its header starts with edgepipe's first columns (later versions
+    only add columns), so a rerun may replace it and no other file."""
+    from edgepipe.report.table import CSV_COLUMNS
+
+    with open(path, encoding="utf-8", errors="replace") as handle:
+        header = handle.readline().rstrip("\r\n").split(",")
+    return header[:6] == CSV_COLUMNS[:6]
 
 
 def write_reports(results: Results, folder: Path, budget_pp: Optional[float] = None,

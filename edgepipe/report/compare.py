@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Optional
 
 from edgepipe.errors import EdgepipeError
-from edgepipe.results import Record, Results
+from edgepipe.results import Record, Results, check_measured
 from edgepipe.significance import ALPHA, mcnemar_one_sided
 
 PERCENTILES = ("p50", "p90", "p95", "p99")
@@ -75,11 +75,17 @@ def _model_differences(current: Results, baseline: Results) -> list[str]:
 
 
 def check_thresholds(max_latency_regression: Optional[float], max_accuracy_drop_pp: Optional[float]) -> None:
-    """Refuse thresholds that could never fail (NaN) or mean nothing (negative)."""
+    """Refuse thresholds that could never fail (NaN), mean nothing (negative) or are not numbers at all."""
     for value, flag in ((max_latency_regression, "--max-latency-regression"), (max_accuracy_drop_pp, "--max-accuracy-drop")):
-        if value is not None and (math.isnan(value) or math.isinf(value) or value < 0):
-            raise EdgepipeError(f"{flag} must be a finite number of at least 0, got {value}",
-                                "Give e.g. --max-latency-regression 10% or --max-accuracy-drop 0.5.")
+        if value is not None:
+            _check_threshold(value, flag)
+
+
+def _check_threshold(value: object, flag: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) \
+            or value < 0:
+        raise EdgepipeError(f"{flag} must be a finite number of at least 0, got {value!r}",
+                            "Give e.g. --max-latency-regression 10% or --max-accuracy-drop 0.5.")
 
 
 def compare(current: Results, baseline: Results, max_latency_regression: Optional[float] = None,
@@ -87,9 +93,13 @@ def compare(current: Results, baseline: Results, max_latency_regression: Optiona
             strict: bool = False, accuracy_test: str = "none") -> Comparison:
     """Changes from ``baseline`` to ``current``; violations name each threshold crossed (see the module docstring).
 
-    ``max_latency_regression`` is a fraction (0.10 = 10% slower allowed).
+    ``max_latency_regression`` is a fraction (0.10 = 10% slower allowed). Results whose measured numbers a gate
+    cannot judge (NaN, negative, ...) are an EdgepipeError, as when they are read from a file.
     """
     check_thresholds(max_latency_regression, max_accuracy_drop_pp)
+    for results, which in ((current, "the current results"), (baseline, "the baseline")):
+        for index, record in enumerate(results.records):
+            check_measured(record, f"{which} record {index + 1}")
     if accuracy_test not in ACCURACY_TESTS:
         raise EdgepipeError(f"unknown accuracy test '{accuracy_test}'", "Use " + " or ".join(ACCURACY_TESTS) + ".")
     base = {_key(r): r for r in baseline.records if r.latency_ms}
@@ -187,10 +197,34 @@ def _pct(value: Optional[float]) -> str:
     return "–" if value is None else f"{value * 100:.2f}"
 
 
-def parse_fraction(text: str) -> float:
-    """'10%' or '0.1' -> 0.1."""
-    text = text.strip()
+def parse_fraction(text: str, flag: str = "--max-latency-regression") -> float:
+    """'10%' -> 0.1. The percent sign is required: a bare '10' could mean 10% or 1000%, and a gate must not guess.
+    EdgepipeError for a bare number, for text that is not a number, and for NaN, infinite or negative values."""
+    text = str(text).strip()
+    number = text[:-1].strip() if text.endswith("%") else text
     try:
-        return float(text[:-1]) / 100 if text.endswith("%") else float(text)
+        value = float(number)
     except ValueError:
-        raise EdgepipeError(f"'{text}' is not a percentage", "Write it like 10% or 0.1.") from None
+        raise EdgepipeError(f"{flag} '{text}' is not a percentage", "Write it with a percent sign, like 10%.") from None
+    _check_threshold(value, flag)
+    if not text.endswith("%"):
+        raise EdgepipeError(f"{flag} '{text}' has no unit ({value:g}% or {value:.0%})",
+                            f"Write it with a percent sign, like {value:g}%.")
+    return value / 100
+
+
+def parse_points(text: str, flag: str = "--max-accuracy-drop") -> float:
+    """'0.5' or '0.5pp' -> 0.5 percentage points of top-1. A percent sign is refused: '0.5%' could mean points or
+    a relative change. EdgepipeError for text that is not a number, and for NaN, infinite or negative values."""
+    text = str(text).strip()
+    if text.endswith("%"):
+        raise EdgepipeError(f"{flag} '{text}' is ambiguous (percentage points of top-1, or a relative change)",
+                            f"Write percentage points, like {text[:-1].strip()} or {text[:-1].strip()}pp.")
+    number = text[:-2].strip() if text.lower().endswith("pp") else text
+    try:
+        value = float(number)
+    except ValueError:
+        raise EdgepipeError(f"{flag} '{text}' is not a number of percentage points",
+                            "Write it like 0.5 or 0.5pp.") from None
+    _check_threshold(value, flag)
+    return value

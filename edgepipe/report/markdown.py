@@ -104,8 +104,7 @@ def summary_lines(results: Results) -> list[str]:
     if training.get("strategy"):
         lines.append(f"Training: strategy `{training['strategy']}` on {training.get('train_images')} images.")
     if held:
-        lines.append(f"Accuracy: on the held-out `{held['split']}` split, {held['images']} images, through each "
-                     "artifact's own runtime.")
+        lines.append(accuracy_line(held, results.selection))
     gpu = device.get("gpu") or {}
     lines.append(
         f"Latency: {device.get('cpu_model')} ({device.get('usable_cores')} usable cores, {device.get('machine')}"
@@ -118,6 +117,23 @@ def summary_lines(results: Results) -> list[str]:
     if results.extra.get("upgraded_from"):
         lines.append(f"Read from a results file of schema {results.extra['upgraded_from']}.")
     return lines
+
+
+def accuracy_line(held: dict[str, Any], selection: Optional[dict[str, Any]]) -> str:
+    """Which split the accuracy is reported on and which split made the choices (one line); results written
+    before the choosing split was recorded get the reporting split alone."""
+    where = f"`{held['split']}` split, {held['images']} images"
+    if held.get("carved"):
+        where += f" held out of the training images ({held.get('fraction', 0):g} of each class, seeded)"
+    if selection is None:
+        return f"Accuracy: on the held-out {where}, through each artifact's own runtime."
+    if held.get("took_part_in_choices"):
+        return (f"Accuracy: on the {where}, through each artifact's own runtime: **the same images that made the "
+                f"choices** (early stopping, INT8 recipe and budget), as {held.get('note')}; set data.test_fraction "
+                "or add a test/ folder for a figure no choice has seen.")
+    return (f"Accuracy: on the held-out {where}, through each artifact's own runtime; the choices (early stopping, "
+            f"INT8 recipe and budget) were made on the `{selection['split']}` split, {selection['images']} images, "
+            "which the reported accuracy does not use.")
 
 
 def render(results: Results, budget_pp: Optional[float] = None, files: Optional[list[str]] = None,

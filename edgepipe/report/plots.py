@@ -17,11 +17,26 @@ def _pyplot():
     return plt
 
 
+#: the PNG text chunk that marks a plot as edgepipe's, so a later command may replace it and no other PNG
+PNG_SOFTWARE = "edgepipe (Matplotlib)"
+
+
 def _save(fig, path: Path) -> None:
     plt = _pyplot()
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE})
     plt.close(fig)
+
+
+def is_edgepipe_png(path: Path) -> bool:
+    """True for a PNG file edgepipe's plots wrote (its Software text chunk); False for any other file."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return image.format == "PNG" and image.info.get("Software") == PNG_SOFTWARE
+    except (OSError, UnidentifiedImageError):
+        return False
 
 
 def history_plot(history: dict[str, list[float]], path: Path, title: str = "Training history") -> bool:

@@ -46,6 +46,7 @@ def test_tfds_dataset_is_indexed_split_and_decoded(tfds_dir):
     assert index["class_names"] == ["red", "green", "blue"] and index["layout"] == "tfds"
     sizes = {s: len(v) for s, v in index["splits"].items()}
     assert sizes == {"train": 24, "val": 6, "test": 9}  # val held out of train: TFDS gave none
+    assert set(index["summary"]["carved"]) == {"val"}  # its own test split reports: nothing held out for it
     dataset = materialize(index, 16, 3)
     assert dataset.splits["test"].images.shape == (9, 16, 16, 3)
     dominant = dataset.train.images.reshape(len(dataset.train), -1, 3).mean(axis=1).argmax(axis=1)
