@@ -301,8 +301,8 @@ def export_command(**kwargs: Any) -> None:
     _run_stages(["export"], kwargs)
 
 
-MEASURE_ONLY = ("archs", "formats", "threads", "input_size", "force", "remote", "ssh_config", "min_iterations",
-                "min_duration", "as_csv")
+MEASURE_ONLY = ("archs", "formats", "threads", "input_size", "force", "remote", "ssh_config", "remote_edgepipe",
+                "remote_dir", "min_iterations", "min_duration", "as_csv")
 
 
 @main.command()
@@ -334,11 +334,19 @@ MEASURE_ONLY = ("archs", "formats", "threads", "input_size", "force", "remote", 
               help="With --remote: use this SSH configuration file instead of ~/.ssh/config.")
 @click.option("--remote-edgepipe", default="edgepipe", show_default=True, metavar="CMD",
               help="With --remote: the edgepipe command on the remote machine.")
+@click.option("--remote-dir", default="edgepipe-bench", show_default=True, metavar="DIR",
+              help="With --remote: remote folder for each job (a fresh subfolder, removed afterwards).")
 @click.pass_context
 def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> None:
     """List the architectures the registry knows, with counted size and compute and published accuracy.
 
-    With --measure, what each one costs on this device, beside its published ImageNet figures:
+    With --measure, what each one costs on this device (or --remote), beside its published ImageNet
+    figures: p50/p90 ms at batch 1 per format, artifact size and peak memory. Each network is built
+    with random weights and INT8 is calibrated on 32 seeded random-pixel images (latency does not
+    depend on the weights' values; no accuracy is measured). Cached per device, engine versions,
+    network, format and conditions; --force measures again.
+
+    \b
     edgepipe models --measure --archs mobilenet_v2,efficientnet_lite0 --input-size 224 --threads 2
     """
     if not measure:
@@ -357,12 +365,13 @@ def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> No
 
 
 def _measure_models(as_json: bool, archs, formats, threads, input_size, min_iterations, min_duration, force, as_csv,
-                    remote, ssh_config, remote_edgepipe) -> None:
+                    remote, ssh_config, remote_edgepipe, remote_dir) -> None:
     from edgepipe import api
     from edgepipe.search.catalogue import render_csv, render_table
 
     result = api.measure_models(archs, formats, threads=threads, input_size=input_size, force=force, remote=remote,
-                                ssh_config=ssh_config, remote_edgepipe=remote_edgepipe, min_iterations=min_iterations,
+                                ssh_config=ssh_config, remote_edgepipe=remote_edgepipe, remote_dir=remote_dir,
+                                min_iterations=min_iterations,
                                 min_duration_s=min_duration, echo=lambda line: click.echo(line, err=True))
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))

@@ -135,7 +135,7 @@ SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exist
 def test_remote_measures_over_ssh_and_caches_per_destination(ssh_host, tmp_path):  # noqa: F811
     remote_edgepipe = str(Path(sys.executable).with_name("edgepipe"))
     args = ["--archs", "lenet5", "--formats", "tflite-fp32", "--remote", "edgepipe-test", "--ssh-config", str(ssh_host),
-            "--remote-edgepipe", remote_edgepipe, "--json"]
+            "--remote-edgepipe", remote_edgepipe, "--remote-dir", str(tmp_path / "remote-jobs"), "--json"]
     first = models(tmp_path, *args)
     assert first.exit_code == 0, first.output
     assert "[remote]" in first.stderr  # the remote harness's own lines
@@ -143,4 +143,23 @@ def test_remote_measures_over_ssh_and_caches_per_destination(ssh_host, tmp_path)
     assert row["status"] == "ok" and row["p50_ms"] > 0 and row["device"].startswith("edgepipe-test")
     again = models(tmp_path, *args)
     assert "[remote]" not in again.stderr and json.loads(again.stdout)["rows"][0]["cached"]
+    assert not any((tmp_path / "remote-jobs").iterdir())  # the remote job folder was cleaned up
 
+
+
+def test_entries_of_a_target_that_now_reports_another_machine_are_dropped(tmp_path):
+    from edgepipe.search.measure import MeasurementCache, Target
+
+    jetson = Target("jetson", {"remote": "jetson", "exporters": {}}, bench=None)
+    other = Target("pi", {"remote": "pi", "exporters": {}}, bench=None)
+    cache = MeasurementCache(tmp_path / "m.json")
+    cache.put("a", {"target": jetson.identity, "reported": {"device": "orin", "engines": {}}, "measurement": {}})
+    cache.put("b", {"target": other.identity, "reported": {"device": "pi4", "engines": {}}, "measurement": {}})
+    cache.save()
+    cache = MeasurementCache(tmp_path / "m.json")
+    cache.keep_only(jetson, {"device": "orin", "engines": {}})  # the same machine: kept
+    assert cache.get("a") is not None
+    cache.keep_only(jetson, {"device": "another board", "engines": {}})
+    cache.save()
+    reread = MeasurementCache(tmp_path / "m.json")
+    assert reread.get("a") is None and reread.get("b") is not None  # only that destination's entries went

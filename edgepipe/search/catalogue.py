@@ -76,7 +76,8 @@ def measure_catalogue(architectures: Sequence[str], formats: Sequence[str], cond
         echo(f"[{i}/{len(architectures)}] {network.arch}: " + (f"{cached} format(s) from the cache, " if cached else "")
              + f"{len(measured) - cached} measured now")
         rows += measured
-    return Catalogue(rows, conditions, target.name, target.remote)
+    measured_on = sorted({r.device for r in rows if r.p50_ms is not None})
+    return Catalogue(rows, conditions, "; ".join(measured_on) or target.name, target.remote)
 
 
 def _num(value: Any, scale: float = 1.0, spec: str = ".1f") -> str:

@@ -308,9 +308,11 @@ def _measure_now(network: Network, formats: list[str], conditions: Conditions, t
         results = target.bench([Path(folder) / r["file"] for r in made], conditions, echo) if made else None
     reported = None
     if results is not None:
-        from edgepipe.device import identity_digest
+        from edgepipe.device import device_label, identity_digest
 
         reported = {"device": identity_digest(results.device), "engines": results.device.get("engine_versions")}
+        where = device_label(results.device)  # what the target says it is
+        base["device"] = f"{target.remote}: {where}" if target.remote else where
     return [_row(r, results, base) for r in exported], reported
 
 
