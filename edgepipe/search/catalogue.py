@@ -93,8 +93,9 @@ def _cells(r: Measurement, first: bool) -> list[str]:
     from edgepipe.architectures import get_architecture
 
     ref = get_architecture(r.arch).reference
-    network = [r.arch, _num(r.alpha, 1, "g"), str(r.input_size), _num(r.params, 1e6, ".2f"), _num(r.macs, 1e6, ".1f"),
-               _num(ref.top1), _num(ref.top5)] if first else [""] * 7
+    width = "–" if r.alpha is None else str(r.alpha)
+    network = [r.arch, width, str(r.input_size), _num(r.params, 1e6, ".2f"), _num(r.macs, 1e6, ".1f"), _num(ref.top1),
+               _num(ref.top5)] if first else [""] * 7
     if r.p50_ms is None:
         return network + [r.format, "", "", "", "", f"{r.status}: {r.reason}"]
     return network + [r.format, _num(r.p50_ms, 1, ".3f"), _num(r.p90_ms, 1, ".3f"), _num(r.size_mb, 1, ".2f"),
