@@ -8,11 +8,12 @@ The Python API (see ``edgepipe.api``)::
     exported = edgepipe.export("model.keras", ["tflite-int8", "onnx-fp32"], calibration="my_photos")
     results = edgepipe.bench([exported.path("tflite-int8")], data="my_photos", threads=[1, 2])
     gate = edgepipe.compare("results.json", "baseline.json", max_latency_regression=0.10)
+    costs = edgepipe.measure_models(["mobilenet_v2", "efficientnet_lite0"], threads=2)  # latency on this device
 """
 
 from edgepipe.versions import __version__
 
-_API = ("run", "export", "bench", "compare", "merge", "verify")
+_API = ("run", "export", "bench", "compare", "merge", "verify", "measure_models")
 
 
 def __getattr__(name: str):

@@ -442,6 +442,68 @@ def bench_remote(host: str, request: BenchRequest, *, ssh_config: Optional[PathL
     return results
 
 
+# ---------------------------------------------------------------------------------------- measure
+
+
+def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequence[str]] = None, *,
+                   threads: Optional[int] = None, input_size: Optional[int] = None, force: bool = False,
+                   remote: Optional[str] = None, ssh_config: Optional[PathLike] = None,
+                   remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench", warmup: int = 10,
+                   warmup_s: float = 0.2, min_iterations: int = 50, min_duration_s: float = 1.0,
+                   cache: Optional[PathLike] = None, echo: Echo = print):
+    """What each architecture costs on this machine (or ``remote``, over SSH): p50/p90 latency in ms at batch 1,
+    artifact size and peak memory in MB, per format; returns an ``edgepipe.search.catalogue.Catalogue`` of typed
+    rows (``edgepipe.search.measure.Measurement``).
+
+    ``archs``: registry names, or ``["all"]`` (default: every architecture of at most 6 M parameters by its
+    published count). ``formats`` default to tflite-fp32, tflite-int8, openvino-int8 and onnx-int8; one this
+    machine cannot build is a row with its reason. Each network is built with random weights at its default width
+    and ``input_size`` (default: its own), exported here (INT8 calibrated on 32 seeded random-pixel images) and its
+    formats timed together in interleaved rounds with ``threads`` (default: every core usable here; required with
+    ``remote``). Results are cached (``cache``, default $XDG_CACHE_HOME/edgepipe/measurements.json) per device,
+    engine versions, network, format and conditions; ``force`` measures again.
+    """
+    from edgepipe.pipeline.bench import resolve_threads
+    from edgepipe.pipeline.export import expand_formats
+    from edgepipe.search.catalogue import measure_catalogue, resolve_architectures
+    from edgepipe.search.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
+
+    names = resolve_architectures(archs)
+    chosen = expand_formats(list(formats or DEFAULT_FORMATS))
+    if input_size is not None and int(input_size) < 1:
+        raise EdgepipeError(f"input size must be at least 1 pixel, got {input_size}", "e.g. --input-size 224")
+    if remote and not threads:
+        raise EdgepipeError("--remote needs --threads N", "The remote machine's cores are not known here; pass --threads.")
+    conditions = Conditions(threads=int(threads or resolve_threads(None)), warmup=warmup, warmup_s=warmup_s,
+                            min_iterations=min_iterations, min_duration_s=min_duration_s)
+    target = _measure_target(remote, ssh_config, remote_edgepipe, remote_dir)
+    store = MeasurementCache(Path(cache) if cache else None, echo=echo)
+    return measure_catalogue(names, chosen, conditions, target, store, input_size=input_size, force=force, echo=echo)
+
+
+def _measure_target(remote: Optional[str], ssh_config: Optional[PathLike], remote_edgepipe: str, remote_dir: str):
+    """The Target artifacts are timed on: this machine through ``bench_request``, or ``remote`` through
+    ``bench_remote`` (the same harness there), both with seeded random pixels and memory in a fresh process."""
+    from edgepipe.device import device_label, fingerprint
+    from edgepipe.search.measure import Target, local_identity, remote_identity
+
+    def request(paths, conditions):
+        return BenchRequest(list(paths), threads=(conditions.threads,), batches=(conditions.batch_size,),
+                            warmup=conditions.warmup, warmup_s=conditions.warmup_s,
+                            min_iterations=conditions.min_iterations, min_duration_s=conditions.min_duration_s,
+                            seed=conditions.seed, memory=True)
+
+    if remote:
+        from edgepipe.remote import check_destination
+
+        check_destination(remote)
+        return Target(f"{remote} (over SSH)", remote_identity(remote), lambda paths, conditions, echo: bench_remote(
+            remote, request(paths, conditions), ssh_config=ssh_config, remote_edgepipe=remote_edgepipe,
+            remote_dir=remote_dir, echo=echo), remote=remote)
+    return Target(device_label(fingerprint()), local_identity(),
+                  lambda paths, conditions, echo: bench_request(request(paths, conditions), echo))
+
+
 # ---------------------------------------------------------------------------------------- compare
 
 
@@ -524,6 +586,6 @@ def formats_table() -> list[dict[str, Any]]:
              "unavailable": f.available()} for name, f in formats() if not f.reference]
 
 
-__all__ = ["BenchRequest", "Exported", "Run", "bench", "bench_remote", "compare", "export", "formats_table", "merge",
-           "resolve_config", "run", "verify"]
+__all__ = ["BenchRequest", "Exported", "Run", "bench", "bench_remote", "compare", "export", "formats_table",
+           "measure_models", "merge", "resolve_config", "run", "verify"]
 

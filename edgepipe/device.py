@@ -213,3 +213,16 @@ def peak_estimate(fp: dict[str, Any], threads: int, integer: bool = False) -> di
 def device_label(fp: dict[str, Any]) -> str:
     """Short name for tables: 'cpu: <model> (<n> cores)'."""
     return f"cpu: {fp.get('cpu_model')} ({fp.get('usable_cores')} cores)"
+
+
+#: fingerprint fields that change only when the machine does (not the clock /proc/cpuinfo reports, which moves
+#: with load, nor the software: engine versions are keyed separately)
+IDENTITY_FIELDS = ("hostname", "cpu_model", "machine", "logical_cores", "usable_cores", "isa_features", "memory_gb", "os",
+                   "board_model", "l4t_release", "power_mode", "gpu")
+
+
+def identity_digest(fp: dict[str, Any]) -> str:
+    """SHA-256 of the machine's stable facts in a fingerprint: equal digests, the same device as far as timing goes."""
+    from edgepipe.fileio import sha256_value
+
+    return sha256_value({k: fp.get(k) for k in IDENTITY_FIELDS})

@@ -143,6 +143,11 @@ def sha256_value(value: Any) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def cache_dir() -> Path:
+    """edgepipe's folder in the user's cache ($XDG_CACHE_HOME/edgepipe, default ~/.cache/edgepipe); not created here."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "edgepipe"
+
+
 def size_mb(path: str | os.PathLike) -> float:
     """Size of a file or directory in megabytes (10**6 bytes)."""
     path = Path(path)

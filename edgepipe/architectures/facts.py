@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import gc
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgepipe.versions import __version__
 from edgepipe.architectures.base import ARCHITECTURES, Architecture
-from edgepipe.fileio import read_json, write_json
+from edgepipe.fileio import cache_dir, read_json, write_json
 
 
 def reference_classes(arch: Architecture) -> int:
@@ -51,8 +50,7 @@ def measure(arch: Architecture) -> dict[str, Any]:
 def _cache_path() -> Path:
     import keras
 
-    root = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgepipe"
-    return root / f"architecture-facts-{__version__}-keras{keras.__version__}.json"
+    return cache_dir() / f"architecture-facts-{__version__}-keras{keras.__version__}.json"
 
 
 def all_facts(echo: Optional[Callable[[str], None]] = None, refresh: bool = False) -> dict[str, dict[str, Any]]:
@@ -77,10 +75,11 @@ def all_facts(echo: Optional[Callable[[str], None]] = None, refresh: bool = Fals
     return cached
 
 
-def catalogue(measure_facts: bool = True, echo: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
-    """Every registry entry with its published figures and (when ``measure_facts``) measured parameters and MACs."""
+def catalogue(count: bool = True, echo: Optional[Callable[[str], None]] = None) -> list[dict[str, Any]]:
+    """Every registry entry with its published figures and (when ``count``) its parameters and MACs, counted on the
+    network built with random weights (key ``measured``, as earlier versions wrote it)."""
     facts: dict = {}
-    if measure_facts:
+    if count:
         from edgepipe.quiet import import_tensorflow_quietly
 
         import_tensorflow_quietly()

@@ -4,12 +4,11 @@ timing cache, keyed by TensorRT version and GPU."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 from typing import Any, Optional
 
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import sha256_file
+from edgepipe.fileio import cache_dir as user_cache_dir, sha256_file
 
 
 def engine_facts() -> dict[str, Any]:
@@ -22,7 +21,7 @@ def engine_facts() -> dict[str, Any]:
 
 
 def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "edgepipe" / "tensorrt"
+    return user_cache_dir() / "tensorrt"
 
 
 def timing_cache_key(facts: dict[str, Any]) -> str:

@@ -1,0 +1,352 @@
+"""What one network costs on one device: latency (p50, p90 at batch 1), file size and peak memory per format.
+
+Latency does not depend on the weights' values, so each network is built with random weights
+(edgepipe's classifier: in-model preprocessing, backbone, global pooling, dense head), exported with
+the export stage's machinery (INT8 calibrated on a small seeded set of random pixels; no accuracy
+verification, as random weights have no accuracy to keep), and all its formats are timed together
+in the bench harness's interleaved rounds, so their ratios are fair; each one's memory is measured
+in a fresh process. The figures are cached per device, engine versions, network, format and
+conditions, so asking again costs nothing; ``force`` measures anew.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from edgepipe.errors import EdgepipeError
+from edgepipe.results import Record, Results, Status
+
+Echo = Callable[[str], None]
+
+#: what ``edgepipe models --measure`` measures when no formats are named
+DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "openvino-int8", "onnx-int8")
+WEIGHTS = "random (latency does not depend on the weights' values)"
+
+
+@dataclass(frozen=True)
+class Network:
+    """An architecture at one width and input size, with the dense head (``classes`` outputs) it is measured with."""
+
+    arch: str
+    alpha: Optional[float]
+    input_size: int
+    channels: int
+    classes: int
+
+    @classmethod
+    def of(cls, arch: str, alpha: Optional[float] = None, input_size: Optional[int] = None,
+           classes: Optional[int] = None) -> "Network":
+        """The network for a registry name (any spelling it accepts), with the architecture's default width, input
+        size and published class count where not given; EdgepipeError for an unknown name or width."""
+        from edgepipe.architectures import get_architecture
+        from edgepipe.architectures.classifier import resolve_alpha
+        from edgepipe.architectures.facts import reference_classes
+
+        entry = get_architecture(arch)
+        return cls(entry.name, resolve_alpha(entry, alpha), int(input_size or entry.default_input_size),
+                   entry.default_channels, int(classes or reference_classes(entry)))
+
+    @property
+    def label(self) -> str:
+        width = f" alpha {self.alpha}" if self.alpha is not None else ""
+        return f"{self.arch}{width} at {self.input_size}x{self.input_size}x{self.channels}"
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """How every artifact is timed: threads, batch 1, the harness's warm-up and iteration floors; how INT8 is
+    calibrated (``calibration_images`` random-pixel images drawn with ``seed``)."""
+
+    threads: int
+    warmup: int = 10
+    warmup_s: float = 0.2
+    min_iterations: int = 50
+    min_duration_s: float = 1.0
+    calibration_images: int = 32
+    seed: int = 0
+    batch_size: int = 1
+
+    def describe(self) -> str:
+        return (f"{self.threads} thread(s), batch {self.batch_size}, weights random, INT8 calibrated on "
+                f"{self.calibration_images} synthetic images (seeded random pixels, seed {self.seed})")
+
+
+#: a target's bench: artifact paths (one network's formats) -> their results, timed in one interleaved session
+BenchCall = Callable[[list[Path], Conditions, Echo], Results]
+
+
+@dataclass
+class Target:
+    """Where artifacts are timed. ``identity`` is the part of every cache key that names the device and its
+    software; ``bench`` times a list of artifacts there."""
+
+    name: str
+    identity: dict[str, Any]
+    bench: BenchCall
+    remote: Optional[str] = None
+
+
+def local_identity() -> dict[str, Any]:
+    """This machine (its stable facts, digested) and the versions of its engines and exporters."""
+    from edgepipe.device import fingerprint, identity_digest
+
+    fp = fingerprint()
+    return {"device": identity_digest(fp), "engines": fp.get("engine_versions") or {}}
+
+
+def remote_identity(host: str) -> dict[str, Any]:
+    """A machine reached over SSH, named by its destination, with this machine's exporter versions (the artifacts
+    are made here). The device and engines it reports are checked after each measurement there: entries from a
+    different machine or engine versions behind the same name are dropped (see MeasurementCache.keep_only)."""
+    from edgepipe.versions import library_versions
+
+    return {"remote": host, "exporters": library_versions()}
+
+
+@dataclass
+class Measurement:
+    """One network in one format on one device at batch 1: latency (ms), artifact size (MB), peak resident memory
+    (MB) of a fresh process running it, with its status (and the reason when it was not measured)."""
+
+    arch: str
+    alpha: Optional[float]
+    input_size: int
+    classes: int
+    format: str
+    status: Status
+    threads: int
+    device: str
+    reason: Optional[str] = None
+    p50_ms: Optional[float] = None
+    p90_ms: Optional[float] = None
+    size_mb: Optional[float] = None
+    peak_memory_mb: Optional[float] = None
+    params: Optional[int] = None
+    macs: Optional[int] = None
+    engine: Optional[str] = None
+    measured_at: Optional[str] = None
+    #: taken from the cache rather than measured by this call
+    cached: bool = False
+    #: the bench harness's full record (rounds, every percentile, memory details, engine versions)
+    record: Optional[Record] = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        out["status"] = self.status.value
+        out["record"] = self.record.to_dict() if self.record is not None else None
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], cached: bool = False) -> "Measurement":
+        names = {f.name for f in dataclasses.fields(cls)}
+        kwargs = {k: v for k, v in data.items() if k in names}
+        kwargs["status"] = Status(kwargs["status"])
+        kwargs["record"] = Record.from_dict(kwargs["record"]) if kwargs.get("record") else None
+        kwargs["cached"] = cached
+        return cls(**kwargs)
+
+
+def cache_key(target: Target, network: Network, format_name: str, conditions: Conditions) -> str:
+    """The key of one measurement: device and engine versions, network, format and conditions."""
+    from edgepipe.fileio import sha256_value
+
+    return sha256_value({"target": target.identity, "network": dataclasses.asdict(network), "format": format_name,
+                         "conditions": dataclasses.asdict(conditions)})
+
+
+class MeasurementCache:
+    """Measurements in one JSON file under the user's cache folder, one entry per cache key.
+
+    A file that cannot be read (damaged, foreign) is set aside with a one-line notice and everything is
+    measured again; a cache that cannot be written costs only the next call its time.
+    """
+
+    SCHEMA = "edgepipe.measurements/1"
+
+    def __init__(self, path: Optional[Path] = None, echo: Echo = print):
+        from edgepipe.fileio import cache_dir
+
+        self.path = Path(path) if path is not None else cache_dir() / "measurements.json"
+        self.echo = echo
+        self.reads = 0
+        self._new: dict[str, dict] = {}
+        self._dropped: set[str] = set()
+        self.entries = self._load(notify=True)
+
+    def _load(self, notify: bool = False) -> dict[str, dict]:
+        import json
+
+        if not self.path.exists():
+            return {}
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+            if not isinstance(data, dict) or data.get("schema") != self.SCHEMA or not isinstance(data.get("entries"), dict):
+                raise ValueError("not a measurement cache")
+            return data["entries"]
+        except (OSError, ValueError, UnicodeDecodeError) as exc:
+            if notify:
+                self.echo(f"note: the measurement cache {self.path} could not be read ({str(exc)[:80]}); measuring again")
+            return {}
+
+    def get(self, key: str) -> Optional[dict]:
+        entry = self.entries.get(key)
+        if entry is not None:
+            self.reads += 1
+        return entry
+
+    def put(self, key: str, entry: dict) -> None:
+        self.entries[key] = self._new[key] = entry
+        self._dropped.discard(key)
+
+    def keep_only(self, target: Target, reported: dict[str, Any]) -> None:
+        """Drop ``target``'s entries whose reported device or engines differ from ``reported`` (what the target
+        said about itself just now): a remote name now reaching another machine, or upgraded engines."""
+        for key, entry in list(self.entries.items()):
+            if entry.get("target") == target.identity and entry.get("reported") != reported:
+                del self.entries[key]
+                self._new.pop(key, None)
+                self._dropped.add(key)
+
+    def save(self) -> None:
+        """Write this call's entries, merged into what the file holds now (another call may have added some)."""
+        from edgepipe.fileio import write_json
+
+        if not self._new and not self._dropped:
+            return
+        merged = {k: v for k, v in self._load().items() if k not in self._dropped}
+        merged.update(self._new)
+        try:
+            write_json(self.path, {"schema": self.SCHEMA, "entries": merged})
+        except (OSError, EdgepipeError) as exc:
+            self.echo(f"note: the measurement cache {self.path} could not be written ({str(exc)[:80]})")
+        self._new, self._dropped = {}, set()
+
+
+def measure(network: Network, formats: Sequence[str], conditions: Conditions, target: Target,
+            cache: MeasurementCache, *, force: bool = False, echo: Echo = print) -> list[Measurement]:
+    """One Measurement per format (canonical names), in ``formats`` order.
+
+    From the cache when every format this machine can build is there (unless ``force``); otherwise all of them
+    are exported here and timed on ``target`` together, in interleaved rounds, so the figures printed side by
+    side always come from one session. A format that cannot be built here or fails is a Measurement with its
+    status and reason, never an exception; a format unavailable on this machine is not cached (installing its
+    package makes it measurable).
+    """
+    base = dict(arch=network.arch, alpha=network.alpha, input_size=network.input_size, classes=network.classes,
+                threads=conditions.threads, device=target.name)
+    skipped = {f: Measurement(format=f, status=Status.SKIPPED, reason=why, **base)
+               for f, why in unavailable(formats).items()}
+    buildable = [f for f in formats if f not in skipped]
+    keys = {f: cache_key(target, network, f, conditions) for f in buildable}
+    found = {} if force else {f: cache.get(keys[f]) for f in buildable}
+    if buildable and all(found.get(f) for f in buildable):
+        done = {f: Measurement.from_dict(found[f]["measurement"], cached=True) for f in buildable}
+    else:
+        fresh, reported = _measure_now(network, buildable, conditions, target, base, echo) if buildable else ([], None)
+        if reported is not None:
+            cache.keep_only(target, reported)
+        done = {m.format: m for m in fresh}
+        for m in fresh:
+            if m.status != Status.SKIPPED:
+                cache.put(keys[m.format], {"target": target.identity, "reported": reported, "measurement": m.to_dict()})
+        cache.save()
+    return [done.get(f) or skipped[f] for f in formats]
+
+
+def unavailable(formats: Sequence[str]) -> dict[str, str]:
+    """{format: why this machine cannot build it} for the formats it cannot build (a missing package or device)."""
+    from edgepipe.backends import formats as all_formats
+
+    reasons = {f: all_formats().get(f).available() for f in formats}
+    return {f: why for f, why in reasons.items() if why}
+
+
+def synthetic_calibration(network: Network, conditions: Conditions) -> np.ndarray:
+    """Seeded random pixels (uint8 NHWC) at the network's input: enough to calibrate INT8 for timing, nothing more."""
+    shape = (conditions.calibration_images, network.input_size, network.input_size, network.channels)
+    return np.random.default_rng(conditions.seed).integers(0, 256, shape, dtype=np.uint8)
+
+
+def build_network(network: Network, seed: int = 0):
+    """(Keras model with random weights, {"params", "macs"} counted on it at batch 1); EdgepipeError when the
+    architecture cannot take this input size or width."""
+    from edgepipe.architectures import build_classifier
+    from edgepipe.architectures.compute import count
+    from edgepipe.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    model = build_classifier(network.arch, network.classes, network.input_size, network.channels, network.alpha,
+                             weights="none", seed=seed)
+    return model, {"params": int(model.count_params()), "macs": int(count(model).macs)}
+
+
+def _measure_now(network: Network, formats: list[str], conditions: Conditions, target: Target, base: dict,
+                 echo: Echo) -> tuple[list[Measurement], Optional[dict]]:
+    """Export ``formats`` of the network in a temporary folder and time them on the target in one session;
+    returns the measurements and what the target reported about itself (None when nothing was timed)."""
+    from edgepipe.pipeline.rundir import now_iso
+
+    base = {**base, "measured_at": now_iso()}
+    try:
+        model, counts = build_network(network, conditions.seed)
+    except EdgepipeError as exc:
+        return [Measurement(format=f, status=Status.SKIPPED, reason=f"cannot be built: {exc}", **base)
+                for f in formats], None
+    base.update(counts)
+    with tempfile.TemporaryDirectory(prefix="edgepipe-measure-") as folder:
+        exported = _export(model, network, formats, conditions, Path(folder), echo)
+        del model
+        _release_keras()
+        made = [r for r in exported if r["status"] == Status.OK.value]
+        results = target.bench([Path(folder) / r["file"] for r in made], conditions, echo) if made else None
+    reported = None
+    if results is not None:
+        from edgepipe.device import device_label, identity_digest
+
+        reported = {"device": identity_digest(results.device), "engines": results.device.get("engine_versions")}
+        where = device_label(results.device)  # what the target says it is
+        base["device"] = f"{target.remote}: {where}" if target.remote else where
+    return [_row(r, results, base) for r in exported], reported
+
+
+def _export(model, network: Network, formats: list[str], conditions: Conditions, folder: Path,
+            echo: Echo) -> list[dict]:
+    """The export stage's records (status, file, reason) for each format of ``model``, written in ``folder``."""
+    from edgepipe.fileio import read_json
+    from edgepipe.pipeline.export import export_model
+
+    index = export_model(model, formats, folder, lambda line: echo("  " + line),
+                         calibration=synthetic_calibration(network, conditions),
+                         calibration_size=conditions.calibration_images, seed=conditions.seed, threads=conditions.threads)
+    return read_json(index)["artifacts"]
+
+
+def _release_keras() -> None:
+    """Free the network's graph before timing, so the next architecture starts from a clean session."""
+    import keras
+
+    keras.backend.clear_session()
+    gc.collect()
+
+
+def _row(exported: dict, results: Optional[Results], base: dict) -> Measurement:
+    """The Measurement of one exported format: its bench record (default engine), or the export's reason."""
+    status = Status(exported["status"])
+    if status != Status.OK or results is None:
+        return Measurement(format=exported["format"], status=status, reason=exported.get("reason"), **base)
+    record = next((r for r in results.records if r.format == exported["format"]), None)
+    if record is None:
+        return Measurement(format=exported["format"], status=Status.FAILED, reason="the bench returned no record for it",
+                           **base)
+    record = dataclasses.replace(record, artifact=Path(record.artifact).name)
+    latency, memory = record.latency_ms or {}, record.memory or {}
+    return Measurement(format=exported["format"], status=record.status, reason=record.reason,
+                       p50_ms=latency.get("p50"), p90_ms=latency.get("p90"), size_mb=record.size_mb,
+                       peak_memory_mb=memory.get("peak_rss_mb"), engine=record.engine, record=record, **base)

@@ -1,0 +1,165 @@
+"""edgepipe models --measure: what each architecture costs on this device, measured once and cached."""
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from edgepipe.cli import main
+from tests.test_remote import ssh_host  # noqa: F401  (the sshd fixture, reused)
+
+TINY = ["--input-size", "32", "--threads", "1", "--min-iterations", "3", "--min-duration", "0"]
+FORMATS = "tflite-fp32,tflite-int8"
+
+
+def models(cache: Path, *args: str):
+    return CliRunner().invoke(main, ["models", "--measure", *TINY, *args], env={"XDG_CACHE_HOME": str(cache)})
+
+
+@pytest.fixture(scope="module")
+def measured(tmp_path_factory):
+    """Two small networks in two formats, measured into a fresh cache: (cache folder, the first call's result)."""
+    cache = tmp_path_factory.mktemp("cache")
+    result = models(cache, "--archs", "lenet5,mobilenet_v3_small", "--formats", FORMATS)
+    assert result.exit_code == 0, result.output
+    return cache, result
+
+
+def test_the_table_has_measured_columns_with_units_and_conditions(measured):
+    _, result = measured
+    table = result.stdout
+    for column in ("p50 ms", "p90 ms", "size MB", "peak MB", "params M", "MACs M", "top-1 %"):
+        assert column in table
+    rows = [line for line in table.splitlines() if "tflite-" in line]
+    assert len(rows) == 4, table
+    for line in rows:  # p50, p90, size and peak memory: four numbers after the format
+        p50, p90, size, peak = (float(v) for v in line.split()[-4:])
+        assert 0 < p50 <= p90 and size > 0 and peak > 0, line
+    assert "lenet5" in table and "mobilenet_v3_small" in table and "68.1" in table  # published top-1 beside it
+    assert "1 thread(s), batch 1, weights random" in table and "synthetic images" in table
+    assert "cpu:" in table  # the device the numbers belong to
+    assert "[1/2] lenet5" in result.stderr and "[2/2] mobilenet_v3_small" in result.stderr  # progress per architecture
+    assert "cached" not in " ".join(rows)
+
+
+def test_a_second_call_reads_the_cache_and_json_parses(measured):
+    cache, first = measured
+    again = models(cache, "--archs", "lenet5,mobilenet_v3_small", "--formats", FORMATS, "--json")
+    assert again.exit_code == 0, again.output
+    assert "exporting" not in again.stderr and "2 format(s) from the cache, 0 measured now" in again.stderr
+    data = json.loads(again.stdout)
+    assert [(r["arch"], r["format"]) for r in data["rows"]] == [
+        ("lenet5", "tflite-fp32"), ("lenet5", "tflite-int8"),
+        ("mobilenet_v3_small", "tflite-fp32"), ("mobilenet_v3_small", "tflite-int8")]
+    assert all(r["cached"] and r["status"] == "ok" and r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"]
+               and r["size_mb"] > 0 and r["peak_memory_mb"] > 0 for r in data["rows"])
+    int8 = data["rows"][1]
+    assert int8["size_mb"] < data["rows"][0]["size_mb"]  # the INT8 artifact really is another file
+    assert data["conditions"]["threads"] == 1 and data["conditions"]["batch_size"] == 1
+    assert "random" in data["weights"] and data["units"]["p50_ms"].startswith("ms")
+    assert data["rows"][2]["published"]["top1"] == 68.1
+    table_p50 = next(line for line in first.stdout.splitlines() if line.startswith("lenet5")).split()[8]
+    assert table_p50 == f"{data['rows'][0]['p50_ms']:.3f}"  # the figures printed the first time, not new ones
+
+
+def test_force_measures_again(measured):
+    cache, _ = measured
+    before = json.loads(models(cache, "--archs", "lenet5", "--formats", FORMATS, "--json").stdout)["rows"]
+    forced = models(cache, "--archs", "lenet5", "--formats", FORMATS, "--json", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "exporting" in forced.stderr
+    rows = json.loads(forced.stdout)["rows"]
+    assert not any(r["cached"] for r in rows)
+    assert [r["measured_at"] for r in rows] != [r["measured_at"] for r in before] or \
+        [r["record"]["rounds"] for r in rows] != [r["record"]["rounds"] for r in before]
+
+
+def test_a_damaged_cache_is_measured_again_with_a_notice(tmp_path):
+    cache_file = tmp_path / "edgepipe" / "measurements.json"
+    cache_file.parent.mkdir(parents=True)
+    cache_file.write_text("{not json")
+    result = models(tmp_path, "--archs", "lenet5", "--formats", "tflite-fp32", "--csv")
+    assert result.exit_code == 0, result.output
+    notices = [line for line in result.stderr.splitlines() if "could not be read" in line]
+    assert len(notices) == 1 and "measuring again" in notices[0]
+    lines = result.stdout.strip().splitlines()
+    assert lines[0].startswith("arch,alpha,input_size") and lines[1].startswith("lenet5,,32,10,")
+    assert json.loads(cache_file.read_text())["entries"]  # written afresh
+
+
+def test_an_architecture_that_cannot_take_the_input_is_a_row_with_its_reason(tmp_path):
+    result = models(tmp_path, "--archs", "alexnet", "--formats", "tflite-fp32")  # AlexNet needs at least 64 px
+    assert result.exit_code == 0, result.output
+    row = next(line for line in result.stdout.splitlines() if line.startswith("alexnet"))
+    assert "skipped: cannot be built: input size 32 is too small" in row
+
+
+@pytest.mark.parametrize("args, message", [
+    (["models", "--measure", "--archs", "mobilenet_v9"], "unknown architecture 'mobilenet_v9'"),
+    (["models", "--archs", "lenet5"], "--archs applies to --measure"),
+    (["models", "--measure", "--formats", "tflite-int9"], "unknown format"),
+    (["models", "--measure", "--remote", "somewhere"], "--remote needs --threads"),
+])
+def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
+    result = CliRunner().invoke(main, args, env={"XDG_CACHE_HOME": str(tmp_path)})
+    assert result.exit_code == 2, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.stderr
+    assert not (tmp_path / "edgepipe" / "measurements.json").exists()
+
+
+def test_cache_keys_separate_devices_formats_and_conditions():
+    from edgepipe.search.measure import Conditions, Network, Target, cache_key
+
+    here = Target("here", {"device": "a", "engines": {"litert": "1"}}, bench=None)
+    network = Network("lenet5", None, 32, 1, 10)
+    key = cache_key(here, network, "tflite-fp32", Conditions(threads=1))
+    assert key == cache_key(here, network, "tflite-fp32", Conditions(threads=1))
+    assert key != cache_key(Target("there", {"device": "b", "engines": {"litert": "1"}}, None), network, "tflite-fp32",
+                            Conditions(threads=1))
+    assert key != cache_key(Target("here", {"device": "a", "engines": {"litert": "2"}}, None), network, "tflite-fp32",
+                            Conditions(threads=1))
+    assert key != cache_key(here, network, "tflite-int8", Conditions(threads=1))
+    assert key != cache_key(here, network, "tflite-fp32", Conditions(threads=2))
+    assert key != cache_key(here, Network("lenet5", None, 64, 1, 10), "tflite-fp32", Conditions(threads=1))
+
+
+SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
+
+
+@pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
+                    reason="OpenSSH server and client are needed (apt-get install openssh-server openssh-client)")
+def test_remote_measures_over_ssh_and_caches_per_destination(ssh_host, tmp_path):  # noqa: F811
+    remote_edgepipe = str(Path(sys.executable).with_name("edgepipe"))
+    args = ["--archs", "lenet5", "--formats", "tflite-fp32", "--remote", "edgepipe-test", "--ssh-config", str(ssh_host),
+            "--remote-edgepipe", remote_edgepipe, "--remote-dir", str(tmp_path / "remote-jobs"), "--json"]
+    first = models(tmp_path, *args)
+    assert first.exit_code == 0, first.output
+    assert "[remote]" in first.stderr  # the remote harness's own lines
+    row = json.loads(first.stdout)["rows"][0]
+    assert row["status"] == "ok" and row["p50_ms"] > 0 and row["device"].startswith("edgepipe-test")
+    again = models(tmp_path, *args)
+    assert "[remote]" not in again.stderr and json.loads(again.stdout)["rows"][0]["cached"]
+    assert not any((tmp_path / "remote-jobs").iterdir())  # the remote job folder was cleaned up
+
+
+
+def test_entries_of_a_target_that_now_reports_another_machine_are_dropped(tmp_path):
+    from edgepipe.search.measure import MeasurementCache, Target
+
+    jetson = Target("jetson", {"remote": "jetson", "exporters": {}}, bench=None)
+    other = Target("pi", {"remote": "pi", "exporters": {}}, bench=None)
+    cache = MeasurementCache(tmp_path / "m.json")
+    cache.put("a", {"target": jetson.identity, "reported": {"device": "orin", "engines": {}}, "measurement": {}})
+    cache.put("b", {"target": other.identity, "reported": {"device": "pi4", "engines": {}}, "measurement": {}})
+    cache.save()
+    cache = MeasurementCache(tmp_path / "m.json")
+    cache.keep_only(jetson, {"device": "orin", "engines": {}})  # the same machine: kept
+    assert cache.get("a") is not None
+    cache.keep_only(jetson, {"device": "another board", "engines": {}})
+    cache.save()
+    reread = MeasurementCache(tmp_path / "m.json")
+    assert reread.get("a") is None and reread.get("b") is not None  # only that destination's entries went
