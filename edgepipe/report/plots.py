@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +18,28 @@ def _pyplot():
     return plt
 
 
+def _literal_text(plot):
+    """Draw and save with mathtext off: a class or file name with dollar signs is text, never parsed as math (a
+    malformed formula would stop the plot; a well-formed one would lose its dollar signs)."""
+
+    @functools.wraps(plot)
+    def draw(*args, **kwargs):
+        with _pyplot().rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return draw
+
+
 def _save(fig, path: Path) -> None:
+    """Write the figure in the format the path's suffix names (.png, or .svg/.pdf), atomically."""
     plt = _pyplot()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    suffix = path.suffix or ".png"
+    with atomic_path(path, suffix=suffix) as tmp:
+        fig.savefig(tmp, format=suffix[1:], dpi=110, bbox_inches="tight")
     plt.close(fig)
 
 
+@_literal_text
 def history_plot(history: dict[str, list[float]], path: Path, title: str = "Training history") -> bool:
     """Loss and accuracy per epoch (training and validation) and the learning rate; False when empty."""
     if not history or not history.get("loss"):
@@ -48,6 +64,7 @@ def history_plot(history: dict[str, list[float]], path: Path, title: str = "Trai
     return True
 
 
+@_literal_text
 def confusion_plot(evaluation: dict[str, Any], path: Path, title: str = "Confusion matrix") -> None:
     """The confusion matrix as a heat map, counts written in each cell for up to 25 classes."""
     import numpy as np
@@ -74,6 +91,7 @@ def confusion_plot(evaluation: dict[str, Any], path: Path, title: str = "Confusi
     _save(fig, path)
 
 
+@_literal_text
 def pareto_plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
     """Accuracy against p50 latency, one panel per device; marker area by file size, frontier drawn.
 
