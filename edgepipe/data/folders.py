@@ -92,19 +92,11 @@ def _open(path: Path, max_pixels: int):
     return image
 
 
-#: EXIF orientations that turn the stored image a quarter turn (so its upright width and height swap)
-_QUARTER_TURNS = (5, 6, 7, 8)
-_ORIENTATION = 0x0112  # the EXIF Orientation tag
-
-
 def _check_image(path: Path, max_pixels: int) -> tuple[int, int]:
-    """The image's upright (width, height) in pixels, after checking it decodes."""
+    """The image's upright (width, height) in pixels, after checking it decodes the way training will read it."""
     with _open(path, max_pixels) as image:
         image.verify()
-    with _open(path, max_pixels) as image:  # verify() leaves the file unusable; reopen to read pixels
-        image.load()
-        w, h = image.size
-        return (h, w) if image.getexif().get(_ORIENTATION) in _QUARTER_TURNS else (w, h)
+    return load_upright(path, max_pixels).size  # verify() leaves the file unusable: read it again, whole
 
 
 def load_upright(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
