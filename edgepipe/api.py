@@ -390,7 +390,7 @@ def check_bench_request(request: BenchRequest) -> None:
     if request.output is not None:
         from edgepipe.report import is_results_csv
 
-        _check_output_files([(request.output, _is_results_file), (request.output.with_suffix(".csv"), is_results_csv)])
+        _check_output_files([(request.output, _is_results_file), (_beside(request.output, ".csv"), is_results_csv)])
 
 
 def _check_output_files(files: list[tuple[Path, Callable[[Path], bool]]]) -> None:
@@ -400,13 +400,20 @@ def _check_output_files(files: list[tuple[Path, Callable[[Path], bool]]]) -> Non
     replaced, whichever of them it stands in place of, and a rerun replaces what edgepipe wrote earlier."""
     from edgepipe.fileio import check_output_file
 
-    (main, _), *companions = files
+    (main, owned), *companions = files
+    check_output_file(main, owned=owned)  # first: a folder or an unnamed path ('.') has no companion name
     for companion, _ in companions:
         if companion == main:
             raise EdgepipeError(f"'{main}' would be both the output and the {main.suffix} file written beside it",
                                 "Choose an output name with another suffix (e.g. .json for results, .md for a report).")
-    for path, owned in files:
+    for path, owned in companions:
         check_output_file(path, owned=owned)
+
+
+def _beside(path: Path, suffix: str) -> Path:
+    """The companion file with ``suffix`` written beside ``path`` (``path`` itself when it has no name, such as '.',
+    so the check of the main output names the problem)."""
+    return path.with_suffix(suffix) if path.name else path
 
 
 def _is_results_file(path: Path) -> bool:
@@ -553,7 +560,7 @@ def merge(results: Any, output: Optional[PathLike] = None) -> str:
         from edgepipe.report.plots import is_edgepipe_png
 
         out = Path(output)
-        png = out.with_suffix(".png")
+        png = _beside(out, ".png")
         _check_output_files([(out, lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MERGED_TITLE)),
                              (png, is_edgepipe_png)])
         if merged_pareto_plot(loaded, png, analysed):

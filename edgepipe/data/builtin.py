@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgepipe.data.folders import resize_batch
+from edgepipe.data.folders import load_upright, resize_batch
 from edgepipe.data.sources import Scan, Source, register_source
 from edgepipe.data.splits import select_classes
 from edgepipe.errors import DataError
@@ -108,8 +108,7 @@ def photos(per_class: int = 30, size: int = 160, seed: int = 7) -> tuple[np.ndar
     for label, (name, sources) in enumerate(PHOTO_SOURCES.items()):
         photos_ = []
         for package, file in sources:
-            with Image.open(_photo_path(package, file)) as im:
-                photos_.append(im.convert("RGB"))
+            photos_.append(load_upright(_photo_path(package, file)).convert("RGB"))
         for i in range(per_class):
             photo = photos_[i % len(photos_)]
             w, h = photo.size

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Optional
 
 import numpy as np
 
@@ -42,12 +45,40 @@ def _subdirs(path: Path) -> list[Path]:
         raise DataError(f"'{path}' cannot be read (permission denied)", "Make the data folder readable.") from None
 
 
+#: what a non-regular file is, by its st_mode type (opening a FIFO blocks until something writes to it; a device
+#: such as /dev/zero never ends)
+_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+
+
+def not_a_regular_file(path: Path) -> Optional[str]:
+    """Why ``path`` cannot be read as an image file without opening it, or None when it is a regular file (directly
+    or through symbolic links). Only stat() is called: nothing is opened, so a FIFO or a device never blocks."""
+    try:
+        mode = os.stat(path).st_mode  # follows links: what counts is what the path leads to
+    except FileNotFoundError:
+        return "broken symbolic link (its target does not exist)" if path.is_symlink() else "file vanished"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror or type(exc).__name__})"
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in _FILE_KINDS if test(mode)), "not a regular file")
+    through = " behind a symbolic link" if path.is_symlink() else ""
+    return f"not a regular file: {kind}{through}; skipped without opening it"
+
+
 def _open(path: Path, max_pixels: int):
-    """Pillow's image, opened (header only) with the pixel limit enforced before anything is decoded."""
+    """Pillow's image, opened (header only) with the pixel limit enforced before anything is decoded.
+
+    Raises DataError, without opening anything, when ``path`` is not a regular file (it may have been replaced
+    since the folder was scanned); ImageTooLarge above ``max_pixels``."""
     import warnings
 
     from PIL import Image
 
+    problem = not_a_regular_file(path)
+    if problem is not None:
+        raise DataError(f"'{path}': {problem}", "Restore the image file, or rebuild the dataset index (edgepipe build --force).")
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own decompression-bomb guard, at edgepipe's limit
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -62,17 +93,32 @@ def _open(path: Path, max_pixels: int):
 
 
 def _check_image(path: Path, max_pixels: int) -> tuple[int, int]:
+    """The image's upright (width, height) in pixels, after checking it decodes the way training will read it."""
     with _open(path, max_pixels) as image:
         image.verify()
-    with _open(path, max_pixels) as image:  # verify() leaves the file unusable; reopen to read pixels
-        image.load()
-        return image.size
+    return load_upright(path, max_pixels).size  # verify() leaves the file unusable: read it again, whole
+
+
+def load_upright(path: Path, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS):
+    """The image file's first frame as a loaded Pillow image, turned upright by its EXIF Orientation tag (a phone
+    photo taken in portrait is stored sideways with a tag saying so). Every image file edgepipe reads goes through
+    here. Raises ImageTooLarge above ``max_pixels``, DataError for a path that is not a regular file, and
+    Pillow's errors for a corrupt file."""
+    from PIL import ImageOps
+
+    with _open(path, max_pixels) as image:
+        image.seek(0)
+        upright = ImageOps.exif_transpose(image)  # a loaded copy, so closing the file is safe
+        upright.load()
+        return upright
 
 
 def _files(class_dir: Path) -> list[Path]:
-    """Every visible file under a class folder, broken symbolic links included (so they can be listed)."""
+    """Every visible entry under a class folder except the folders themselves (they are searched): regular files,
+    symbolic links (broken ones too, so they can be listed) and special files (FIFOs, sockets, devices)."""
     try:
-        return sorted(p for p in class_dir.rglob("*") if (p.is_file() or p.is_symlink()) and not p.name.startswith("."))
+        return sorted(p for p in class_dir.rglob("*")
+                      if not p.name.startswith(".") and (p.is_symlink() or not p.is_dir()))
     except PermissionError:
         raise DataError(f"'{class_dir}' cannot be read (permission denied)", "Make the data folder readable.") from None
 
@@ -99,8 +145,9 @@ def scan(root: Path, on_bad_image: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXE
             kept = result.files[split_name].setdefault(class_dir.name, [])
             for file in _files(class_dir):
                 rel = str(file.relative_to(root))
-                if file.is_symlink() and not file.exists():
-                    result.rejected.append({"file": rel, "reason": "broken symbolic link (its target does not exist)"})
+                problem = not_a_regular_file(file)  # before the file is opened: a FIFO would block the scan forever
+                if problem is not None:
+                    result.rejected.append({"file": rel, "reason": problem})
                     continue
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
                     result.rejected.append({"file": rel, "reason": f"unsupported file type '{file.suffix}' (use JPEG, PNG, BMP or GIF)"})
@@ -146,25 +193,25 @@ def scan(root: Path, on_bad_image: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXE
 
 
 def decode(path: Path, size: int, channels: int, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> np.ndarray:
-    """Decode an image file (first frame) to uint8 (size, size, channels), bilinear resize.
+    """Decode an image file (first frame, upright by its EXIF orientation) to uint8 (size, size, channels),
+    bilinear resize.
 
     16-bit images (Pillow's I;16 modes) are scaled to 8 bits (converting them directly would clip
     every value above 255 to white).
     """
     from PIL import Image
 
-    with _open(path, max_pixels) as image:
-        image.seek(0)
-        mode = "L" if channels == 1 else "RGB"
-        if image.mode.startswith("I"):  # 16/32-bit integer grey: scale the 16-bit range to 8 bits
-            wide = np.asarray(image, dtype=np.float64)
-            image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
-        if image.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
-            image = image.convert("RGBA")
-            canvas = Image.new("RGBA", image.size, (0, 0, 0, 255))
-            image = Image.alpha_composite(canvas, image)
-        image = image.convert(mode).resize((size, size), Image.BILINEAR)
-        array = np.asarray(image, dtype=np.uint8)
+    image = load_upright(path, max_pixels)
+    mode = "L" if channels == 1 else "RGB"
+    if image.mode.startswith("I"):  # 16/32-bit integer grey: scale the 16-bit range to 8 bits
+        wide = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.round(wide / 257.0), 0, 255).astype(np.uint8), "L")
+    if image.mode in ("RGBA", "LA", "P", "PA") and mode == "RGB":
+        image = image.convert("RGBA")
+        canvas = Image.new("RGBA", image.size, (0, 0, 0, 255))
+        image = Image.alpha_composite(canvas, image)
+    image = image.convert(mode).resize((size, size), Image.BILINEAR)
+    array = np.asarray(image, dtype=np.uint8)
     return array[..., None] if channels == 1 else array
 
 

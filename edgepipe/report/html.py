@@ -19,6 +19,7 @@ from edgepipe.report.markdown import (
     summary_lines,
     table_cells,
 )
+from edgepipe.report.literal import inline_html
 from edgepipe.report.table import analyse, oversubscription_lines, recommendation_line
 from edgepipe.results import SCHEMA, Results, Status
 
@@ -41,15 +42,6 @@ def _img(path: Path, alt: str) -> str:
     return f'<img alt="{escape(alt)}" src="data:image/png;base64,{data}">'
 
 
-def _inline_code(text: str) -> str:
-    """Escape, then render `code` spans and **bold** the way the Markdown lines use them."""
-    import re
-
-    out = escape(text)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-
-
 def _table(header: list[str], body: list[list[str]], classes: Optional[list[str]] = None, numeric=()) -> str:
     head = "".join(f"<th>{escape(h)}</th>" for h in header)
     lines = []
@@ -68,10 +60,10 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
     title = arch.get("architecture", "model") + (f" (alpha {arch['alpha']})" if arch.get("alpha") is not None else "")
     parts = [f"<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>edgepipe report: {escape(title)}</title>",
              f"<style>{STYLE}</style></head><body>", f"<h1>edgepipe report: {escape(title)}</h1>",
-             "<ul>" + "".join(f"<li>{_inline_code(line)}</li>" for line in summary_lines(results)) + "</ul>",
+             "<ul>" + "".join(f"<li>{inline_html(line)}</li>" for line in summary_lines(results)) + "</ul>",
              "<h2>Recommendation</h2>"]
-    parts += [f'<p class="recommendation">{_inline_code(recommendation_line(s, v))}</p>' for s, v in verdicts.items()]
-    parts += [f"<p>{_inline_code(line)}</p>" for line in oversubscription_lines(table_rows)]
+    parts += [f'<p class="recommendation">{inline_html(recommendation_line(s, v))}</p>' for s, v in verdicts.items()]
+    parts += [f"<p>{inline_html(line)}</p>" for line in oversubscription_lines(table_rows)]
     classes = ["recommended" if r.get("recommended") else ("skipped" if r["status"] == Status.SKIPPED.value else
                ("failed" if not r["usable"] else "")) for r in table_rows]
     parts += ["<h2>Accuracy and latency</h2>",
@@ -102,7 +94,7 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
     for heading, lines in (("INT8 accuracy budget", budget_lines(results)),
                            ("Against the FP32 model, image by image", significance_lines(results))):
         if lines:
-            parts += [f"<h2>{heading}</h2><ul>"] + [f"<li>{_inline_code(line.strip().lstrip('- '))}</li>" for line in lines]
+            parts += [f"<h2>{heading}</h2><ul>"] + [f"<li>{inline_html(line.strip().lstrip('- '))}</li>" for line in lines]
             parts += ["</ul>"]
     calibration = results.calibration
     if calibration:

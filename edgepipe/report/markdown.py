@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from edgepipe.report.literal import md_code, md_text
 from edgepipe.report.table import analyse, describe_settings, oversubscription_lines, recommendation_line
 from edgepipe.results import SCHEMA, Results
 from edgepipe.significance import describe
@@ -85,9 +86,9 @@ def reference_rows(results: Results) -> list[list[str]]:
 
 def _table(header: list[str], body: list[list[str]], right: Optional[set[int]] = None) -> list[str]:
     right = right or set()
-    lines = ["| " + " | ".join(header) + " |",
+    lines = ["| " + " | ".join(md_text(h) for h in header) + " |",
              "|" + "|".join("--:" if i in right else "---" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(c.replace("|", "/") for c in cells) + " |" for cells in body]
+    lines += ["| " + " | ".join(md_text(c) for c in cells) + " |" for cells in body]
     return lines
 
 
@@ -100,17 +101,20 @@ def summary_lines(results: Results) -> list[str]:
     lines = []
     if arch:
         lines.append(f"Input {arch.get('input_size')}x{arch.get('input_size')}x{arch.get('channels')} raw pixels; "
-                     f"{arch.get('num_classes')} classes; {arch.get('params', 0):,} parameters; weights: {arch.get('weights')}.")
+                     f"{arch.get('num_classes')} classes; {arch.get('params', 0):,} parameters; "
+                     f"weights: {md_text(arch.get('weights'))}.")
+    lines += classes_lines(results)
     if training.get("strategy"):
-        lines.append(f"Training: strategy `{training['strategy']}` on {training.get('train_images')} images.")
+        lines.append(f"Training: strategy {md_code(training['strategy'])} on {training.get('train_images')} images.")
     if held:
         lines.append(accuracy_line(held, results.selection))
     gpu = device.get("gpu") or {}
     lines.append(
-        f"Latency: {device.get('cpu_model')} ({device.get('usable_cores')} usable cores, {device.get('machine')}"
+        f"Latency: {md_text(device.get('cpu_model'))} ({device.get('usable_cores')} usable cores, {device.get('machine')}"
         + (f", {device['cpu_mhz']:.0f} MHz" if device.get("cpu_mhz") else "") + ")"
-        + (f", GPU {gpu.get('gpu_name')}" if gpu else "") + (f", board {device['board_model']}" if device.get("board_model") else "")
-        + (f", power mode {device['power_mode']}" if device.get("power_mode") else "")
+        + (f", GPU {md_text(gpu.get('gpu_name'))}" if gpu else "")
+        + (f", board {md_text(device['board_model'])}" if device.get("board_model") else "")
+        + (f", power mode {md_text(device['power_mode'])}" if device.get("power_mode") else "")
         + f"; {cond.get('threads')} thread(s), batch {cond.get('batch_size', cond.get('batch_sizes'))}, warm-up at least "
         f"{cond.get('warmup')} calls and {cond.get('warmup_s', 0)} s, then at least {cond.get('min_iterations')} calls and "
         f"{cond.get('min_duration_s')} s; {cond.get('timing')}.")
@@ -136,6 +140,15 @@ def accuracy_line(held: dict[str, Any], selection: Optional[dict[str, Any]]) -> 
             "which the reported accuracy does not use.")
 
 
+def classes_lines(results: Results, shown: int = 20) -> list[str]:
+    """The model's class names, each as written (a code span), the first ``shown`` of them."""
+    names = results.classes or []
+    if not names:
+        return []
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return [f"Classes: {', '.join(md_code(n) for n in names[:shown])}{more}."]
+
+
 def render(results: Results, budget_pp: Optional[float] = None, files: Optional[list[str]] = None,
            analysed=None) -> str:
     """The report; ``files``: names in the run directory to link (default: none); ``analysed``: what
@@ -143,7 +156,7 @@ def render(results: Results, budget_pp: Optional[float] = None, files: Optional[
     table_rows, verdicts = analysed or analyse(results, budget_pp)
     arch = results.architecture or {}
     title = arch.get("architecture", "model") + (f" (alpha {arch['alpha']})" if arch.get("alpha") is not None else "")
-    lines = [f"# edgepipe report: {title}", ""]
+    lines = [f"# edgepipe report: {md_text(title)}", ""]
     lines += [f"- {line}" for line in summary_lines(results)]
     lines += ["", "## Recommendation", ""]
     lines += [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
@@ -182,7 +195,7 @@ def _baseline_section(results: Results) -> list[str]:
     return [
         "## Transfer against training from scratch", "",
         "| model | top-1 (%) on held-out |", "|---|--:|",
-        f"| transfer ({(results.training or {}).get('strategy')}), Keras FP32 | {pct(top1)} |",
+        f"| transfer ({md_text((results.training or {}).get('strategy'))}), Keras FP32 | {pct(top1)} |",
         f"| same network trained from scratch on the target data alone ({baseline['epochs']} epochs) | {baseline['top1'] * 100:.2f} |",
         "", f"Gain from transfer: {fmt(gain, '+.2f')} percentage points.", "",
     ]
@@ -197,20 +210,20 @@ def budget_lines(results: Results) -> list[str]:
             continue
         seen.add(r.format)
         verdict = {True: "met", False: "**not met**", None: "not judged (no validation images)"}[b.met]
-        lines.append(f"- `{r.format}`: budget {b.budget_pp} pp of validation top-1, {verdict} "
+        lines.append(f"- {md_code(r.format)}: budget {b.budget_pp} pp of validation top-1, {verdict} "
                      f"(attempt {b.chosen_attempt} kept)." + (f" {b.note}." if b.note else ""))
         if b.significance and b.met is not False:
             lines.append(f"  - on the validation split: {describe(b.significance)}.")
         if b.kept_higher_precision:
-            lines.append(f"  - kept in higher precision: {', '.join(f'`{n}`' for n in b.kept_higher_precision)}")
+            lines.append(f"  - kept in higher precision: {', '.join(md_code(n) for n in b.kept_higher_precision)}")
         for a in b.attempts:
             took = f" ({a['seconds']:.1f} s)" if a.get("seconds") is not None else ""
             if "error" in a:
-                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}){took}: could not run: {a['error']}")
+                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}){took}: could not run: {md_text(a['error'])}")
             elif "skipped" in a:
-                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): not tried: {a['skipped']}")
+                lines.append(f"  - attempt {a['attempt']} ({a['recipe']}): not tried: {md_text(a['skipped'])}")
             elif a.get("top1") is not None:
-                kept = f"; kept in float: {', '.join(a['kept_float'])}" if a.get("kept_float") else ""
+                kept = f"; kept in float: {', '.join(md_text(n) for n in a['kept_float'])}" if a.get("kept_float") else ""
                 changed = (f"; {a['lost']} lost, {a['gained']} gained, McNemar p {a['mcnemar_p']:.3g}"
                            if a.get("lost") is not None else "")
                 lines.append(f"  - attempt {a['attempt']}: {a['recipe']}{took}: top-1 {a['top1'] * 100:.2f}%, "
@@ -245,7 +258,7 @@ def sensitivity_lines(attempt: dict[str, Any], shown: int = 5) -> list[str]:
     head = (f"    - most sensitive layers by measured effect ({found.get('candidates')} candidates on "
             f"{found.get('images')} validation images, {found.get('seconds', 0):.0f} s"
             + (f"; all integer: KL {base['kl']:.4f}, agreement {base['agreement']:.1%}" if "kl" in base else "") + "):")
-    rows = [f"      - `{op.get('name') or op.get('op')}`" + (f" ({op['type']})" if op.get("type") else "")
+    rows = [f"      - {md_code(op.get('name') or op.get('op'))}" + (f" ({md_text(op['type'])})" if op.get("type") else "")
             + f": in higher precision alone, KL {op['kl']:.4f}"
             + (f" ({-op['kl_reduction']:+.4f})" if op.get("kl_reduction") is not None else "")
             + f", agreement {op['agreement']:.1%}" for op in found["ranked"][:shown]]
@@ -258,7 +271,7 @@ def significance_lines(results: Results) -> list[str]:
     for r in results.records:
         if r.significance and r.format not in seen:
             seen.add(r.format)
-            lines.append(f"- `{r.format}`: {describe(r.significance)}.")
+            lines.append(f"- {md_code(r.format)}: {describe(r.significance)}.")
     return lines
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from edgepipe.report.literal import md_code, md_text
 from edgepipe.report.table import analyse_many, device_name, oversubscription_lines, pareto_points, recommendation_line
 from edgepipe.results import Results
 
@@ -17,11 +18,11 @@ def merge(results_list: list[Results], analysed=None) -> str:
                    record.batch_size)
             rows.setdefault(key, {})[i] = record
     header = "| artifact | engine | engine device | threads | batch | top-1 (%) | " + " | ".join(
-        f"{d}: p50 (ms) | {d}: p90 (ms) | {d}: images/s" for d in devices) + " |"
+        f"{d}: p50 (ms) | {d}: p90 (ms) | {d}: images/s" for d in map(md_text, devices)) + " |"
     lines = [header, "|---|---|---|--:|--:|--:|" + "--:|--:|--:|" * len(devices)]
     for (fmt, engine, engine_device, threads, batch), per_device in rows.items():
         top1 = next((r.top1 for r in per_device.values() if r.top1 is not None), None)
-        cells = [f"`{fmt}`", str(engine or "–"), engine_device, str(threads), str(batch),
+        cells = [md_code(fmt, in_table=True), md_text(engine or "–"), md_text(engine_device), str(threads), str(batch),
                  "–" if top1 is None else f"{top1 * 100:.2f}"]
         for i in range(len(devices)):
             record = per_device.get(i)
@@ -34,7 +35,7 @@ def merge(results_list: list[Results], analysed=None) -> str:
     conditions = []
     for d, results in zip(devices, results_list):
         c = results.conditions
-        conditions.append(f"- {d}: threads {c.get('threads')}, batch {c.get('batch_size', c.get('batch_sizes'))}, "
+        conditions.append(f"- {md_text(d)}: threads {c.get('threads')}, batch {c.get('batch_size', c.get('batch_sizes'))}, "
                           f"{c.get('warmup')} warm-up calls, at least {c.get('min_iterations')} calls and "
                           f"{c.get('min_duration_s')} s; measured {results.created}")
     table_rows, verdicts = analysed or analyse_many(results_list)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,25 @@ def _pyplot():
 PNG_SOFTWARE = "edgepipe (Matplotlib)"
 
 
+def _literal_text(plot):
+    """Draw and save with mathtext off: a class or file name with dollar signs is text, never parsed as math (a
+    malformed formula would stop the plot; a well-formed one would lose its dollar signs)."""
+
+    @functools.wraps(plot)
+    def draw(*args, **kwargs):
+        with _pyplot().rc_context({"text.parse_math": False}):
+            return plot(*args, **kwargs)
+
+    return draw
+
+
 def _save(fig, path: Path) -> None:
+    """Write the figure in the format the path's suffix names (.png, or .svg/.pdf), atomically."""
     plt = _pyplot()
-    with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight", metadata={"Software": PNG_SOFTWARE})
+    suffix = path.suffix or ".png"
+    metadata = {"Software": PNG_SOFTWARE} if suffix == ".png" else None
+    with atomic_path(path, suffix=suffix) as tmp:
+        fig.savefig(tmp, format=suffix[1:], dpi=110, bbox_inches="tight", metadata=metadata)
     plt.close(fig)
 
 
@@ -39,6 +55,7 @@ def is_edgepipe_png(path: Path) -> bool:
         return False
 
 
+@_literal_text
 def history_plot(history: dict[str, list[float]], path: Path, title: str = "Training history") -> bool:
     """Loss and accuracy per epoch (training and validation) and the learning rate; False when empty."""
     if not history or not history.get("loss"):
@@ -63,6 +80,7 @@ def history_plot(history: dict[str, list[float]], path: Path, title: str = "Trai
     return True
 
 
+@_literal_text
 def confusion_plot(evaluation: dict[str, Any], path: Path, title: str = "Confusion matrix") -> None:
     """The confusion matrix as a heat map, counts written in each cell for up to 25 classes."""
     import numpy as np
@@ -89,6 +107,7 @@ def confusion_plot(evaluation: dict[str, Any], path: Path, title: str = "Confusi
     _save(fig, path)
 
 
+@_literal_text
 def pareto_plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
     """Accuracy against p50 latency, one panel per device; marker area by file size, frontier drawn.
 

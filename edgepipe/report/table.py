@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from edgepipe.report.literal import md_code, md_text
 from edgepipe.results import Results
 
 DEFAULT_BUDGET_PP = 1.0
@@ -239,12 +240,12 @@ def describe_settings(row: dict[str, Any]) -> str:
 def recommendation_line(setting: str, verdict: dict[str, Any]) -> str:
     choice = verdict["recommended"]
     if choice is None:
-        return f"{setting}: no artifact qualifies ({verdict['reason']})."
+        return f"{md_text(setting)}: no artifact qualifies ({verdict['reason']})."
     accuracy = "" if choice["top1"] is None else f", top-1 {choice['top1'] * 100:.2f}%"
     speed = "" if choice["speedup_vs_keras"] is None else f", {choice['speedup_vs_keras']:.1f}x the Keras FP32 model"
     engine = f" with {choice['engine']}" + (f" ({describe_settings(choice)})" if describe_settings(choice) else "")
     size = "" if choice["size_mb"] is None else f", {choice['size_mb']:.2f} MB"
-    return (f"{setting}: use `{choice['format']}`{engine} (p50 {choice['p50_ms']:.3f} ms{accuracy}{size}{speed}): "
+    return (f"{md_text(setting)}: use {md_code(choice['format'])}{engine} (p50 {choice['p50_ms']:.3f} ms{accuracy}{size}{speed}): "
             f"{verdict['reason']}.")
 
 
