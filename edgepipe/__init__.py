@@ -12,7 +12,7 @@ The Python API (see ``edgepipe.api``)::
 
 from edgepipe.versions import __version__
 
-_API = ("run", "export", "bench", "compare", "merge", "verify")
+_API = ("run", "export", "bench", "profile", "compare", "merge", "verify")
 
 
 def __getattr__(name: str):

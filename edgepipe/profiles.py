@@ -35,7 +35,7 @@ class ProfilingUnavailable(EdgepipeError):
 
 @dataclass
 class OpTime:
-    """One op as the engine ran it: its mean time per profiled call and how it ran."""
+    """One op as the engine ran it: its median time over the profiled calls and how it ran."""
 
     name: str
     op_type: str
@@ -79,7 +79,7 @@ class OpTime:
 
 @dataclass
 class EngineProfile:
-    """What a runner's profiler measured: per-op mean times over ``calls`` calls, and their median wall time."""
+    """What a runner's profiler measured: per-op median times over ``calls`` calls, and their median wall time."""
 
     profiler: str
     calls: int
@@ -117,7 +117,7 @@ class Profile:
 
     @property
     def op_ms(self) -> float:
-        """Sum of the per-op mean times (ms)."""
+        """Sum of the per-op median times (ms)."""
         return sum(op.time_ms for op in self.ops)
 
     @property

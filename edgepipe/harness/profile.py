@@ -17,7 +17,7 @@ from edgepipe.errors import EdgepipeError
 from edgepipe.harness.latency import efficiency, runner_batches
 from edgepipe.profiles import COMPUTE, OpTime, Profile, layer_of, mark_float_islands
 
-#: profiled calls averaged per op (after the engine's own warm-up calls)
+#: profiled calls per op, after the engine's own warm-up calls (an op's time is its median or mean over them)
 PROFILED_CALLS = 20
 
 

@@ -35,7 +35,8 @@ DATA_OPS = frozenset({"RESHAPE", "SQUEEZE", "EXPAND_DIMS", "TRANSPOSE", "CONCATE
 #: XNNPACK operator names (their first word, lower case) -> TFLite ops they can stand for
 XNNPACK_KINDS = {
     "convolution": ("CONV_2D", "DEPTHWISE_CONV_2D"), "deconvolution": ("TRANSPOSE_CONV",),
-    "fully": ("FULLY_CONNECTED", "BATCH_MATMUL"), "batch": ("BATCH_MATMUL",), "mean": ("MEAN",),
+    "fully": ("FULLY_CONNECTED", "BATCH_MATMUL", "CONV_2D"),  # XNNPACK runs a 1x1 convolution as a GEMM
+    "batch": ("BATCH_MATMUL",), "mean": ("MEAN",),
     "sum": ("SUM",), "add": ("ADD",), "multiply": ("MUL",), "subtract": ("SUB",), "divide": ("DIV",),
     "average": ("AVERAGE_POOL_2D", "MEAN"), "max": ("MAX_POOL_2D", "MAXIMUM"), "softmax": ("SOFTMAX",),
     "hardswish": ("HARD_SWISH",), "sigmoid": ("LOGISTIC",), "clamp": ("RELU", "RELU6", "RELU_N1_TO_1"),
@@ -154,7 +155,7 @@ class _Session:
 
 
 def profile_compiled_model(path: Path, threads: int, staged: np.ndarray, graph: list[dict], calls: int) -> EngineProfile:
-    """Per-op mean times of ``calls`` runs of ``staged`` (the model's own input, already quantized) on a LiteRT
+    """Per-op median times of ``calls`` runs of ``staged`` (the model's own input, already quantized) on a LiteRT
     CompiledModel with profiling on; ``graph`` is the file's ops (interpreter op details, no delegate)."""
     from edgepipe.quiet import native_output_suppressed
 
@@ -188,24 +189,23 @@ def profile_compiled_model(path: Path, threads: int, staged: np.ndarray, graph: 
     finally:
         session.close(inputs, outputs)
     return EngineProfile(PROFILER, calls, float(np.median(walls)), ops_from_events(found, graph, calls),
-                         notes=["per-op times are whole microseconds, averaged over the profiled calls"])
+                         notes=["LiteRT's per-op times are whole microseconds"])
 
 
 def ops_from_events(events: list[tuple[str, int, int, int]], graph: list[dict], calls: int) -> list[OpTime]:
-    """OpTime per op from (tag, event type, elapsed us, metadata) events: LiteRT built-in ops by their node
+    """OpTime per op (median over its calls) from (tag, event type, elapsed us, metadata) events: LiteRT built-in ops by their node
     index, XNNPACK operators matched in order to the delegated nodes of the same kind."""
     by_index = {op["index"]: op for op in graph}
     totals: dict[tuple[int, int], list] = {}
-    for tag, kind, elapsed, meta in events:
-        entry = totals.setdefault((kind, int(meta)), [tag, 0])
-        entry[1] += elapsed
+    for tag, kind, elapsed, meta in events:  # in call order: the n-th event of an op is its n-th call
+        totals.setdefault((kind, int(meta)), [tag, []])[1].append(elapsed)
     builtin = {meta for kind, meta in totals if kind == OPERATOR_INVOKE}
     delegated = [op for op in graph if op["index"] not in builtin]
     matched = _match(sorted((meta, tag) for (kind, meta), (tag, _) in totals.items() if kind != OPERATOR_INVOKE),
                      delegated)
     ops = []
-    for (kind, meta), (tag, total_us) in sorted(totals.items(), key=lambda kv: kv[0][1]):
-        ms = total_us / 1e3 / calls
+    for (kind, meta), (tag, per_call_us) in sorted(totals.items(), key=lambda kv: kv[0][1]):
+        ms = float(np.median(per_call_us)) / 1e3
         if kind == OPERATOR_INVOKE:
             ops.append(_op(by_index.get(meta), tag, ms, kernel="LiteRT built-in kernel", delegated=False))
         else:
@@ -250,12 +250,10 @@ def _op(op: Optional[dict], tag: str, ms: float, kernel: str, delegated: bool) -
 _DTYPES = {"float32": "fp32", "float16": "fp16", "int8": "int8", "uint8": "int8", "int16": "int16", "int32": "int32"}
 
 
-def graph_ops(path: Path) -> list[dict]:
-    """The file's ops in execution order: index, TFLite op name, its tensors, the dtype of its first input and a
-    name (its output tensors' names joined by ';', which name the source layers)."""
-    from edgepipe.backends.litert.runner import open_interpreter
-
-    interpreter = open_interpreter(path, xnnpack=False)
+def graph_ops(interpreter: Any) -> list[dict]:
+    """The file's ops in execution order, read from an interpreter with no delegate: index, TFLite op name, its
+    tensors, the dtype of its first input and a name (its output tensors' names joined by ';', which name the
+    source layers)."""
     tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
     ops = []
     for op in interpreter._get_ops_details():

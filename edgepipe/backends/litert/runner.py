@@ -156,4 +156,5 @@ class LiteRTRunner(Runner):
         if not self.settings.xnnpack:
             raise ProfilingUnavailable("LiteRT's profiler runs on its CPU accelerator (XNNPACK); these settings "
                                        "turn XNNPACK off (bench.litert.xnnpack: false)")
-        return profile_compiled_model(self.path, self.threads, self.engine_input(batch), graph_ops(self.path), calls)
+        graph = graph_ops(open_interpreter(self.path, xnnpack=False))  # the file's own ops, no delegate
+        return profile_compiled_model(self.path, self.threads, self.engine_input(batch), graph, calls)

@@ -28,7 +28,7 @@ _INTEGER_TYPES = {"uint8": "int8", "int8": "int8", "int16": "int16", "uint16": "
 
 
 def profile_session(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile:
-    """Per-node mean times of ``calls`` runs of ``batch`` in a new profiling session built like ``runner``'s."""
+    """Per-node median times of ``calls`` runs of ``batch`` in a new profiling session built like ``runner``'s."""
     import onnx
     import onnxruntime as ort
 
@@ -56,20 +56,21 @@ def profile_session(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile
 
 
 def _node_times(events: list[dict], skip: int, calls: int) -> dict[str, tuple[dict, float]]:
-    """{node name: (its event args, mean ms per run)} over the last ``calls`` runs (runs are the 'model_run'
+    """{node name: (its event args, median ms per run)} over the last ``calls`` runs (runs are the 'model_run'
     session events; node events fall inside them)."""
     runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
     kept = runs[skip:skip + calls]
-    totals: dict[str, tuple[dict, float]] = {}
+    found: dict[str, tuple[dict, list[float]]] = {}
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
             continue
-        if not any(start <= e["ts"] <= end for start, end in kept):
+        run = next((i for i, (start, end) in enumerate(kept) if start <= e["ts"] <= end), None)
+        if run is None:
             continue
         name = e["name"][: -len("_kernel_time")]
-        args, total = totals.get(name, (e.get("args") or {}, 0.0))
-        totals[name] = (args, total + e["dur"] / 1e3)
-    return {name: (args, total / max(len(kept), 1)) for name, (args, total) in totals.items()}
+        args, per_run = found.setdefault(name, (e.get("args") or {}, [0.0] * len(kept)))
+        per_run[run] += e["dur"] / 1e3
+    return {name: (args, float(np.median(per_run))) for name, (args, per_run) in found.items()}
 
 
 def _precision(op_type: str, args: dict) -> str:

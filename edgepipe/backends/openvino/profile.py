@@ -1,8 +1,8 @@
 """OpenVINO's per-layer performance counters (PERF_COUNT) on a model compiled for profiling alone.
 
-The profiled model is compiled with the timed model's properties plus ``PERF_COUNT``; the counters of
-each call (``InferRequest.get_profiling_info``) give every executed layer's real time, its type and
-the kernel it ran (``exec_type``, e.g. ``brgconv_avx512_amx_I8`` or a ``ref`` reference kernel). The
+The profiled model is compiled with the timed model's properties plus ``PERF_COUNT``; its counters
+(``InferRequest.get_profiling_info``) give every executed layer's real time (a running average since
+compilation, so the profiled calls' mean is taken from the running totals), its type and the kernel it ran (``exec_type``, e.g. ``brgconv_avx512_amx_I8`` or a ``ref`` reference kernel). The
 compiled model's runtime graph gives each layer's inputs, runtime precision and original layer names.
 """
 
@@ -35,25 +35,33 @@ def _text(value: Any) -> str:
 
 def profile_compiled(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile:
     """Per-layer mean real times of ``calls`` inferences of ``batch`` on a model compiled like ``runner``'s
-    with PERF_COUNT on."""
+    with PERF_COUNT on (OpenVINO keeps running averages, not each call's time)."""
     compiled = runner.compile_for(len(batch), {"PERF_COUNT": True})
     request = compiled.create_infer_request()
     tensor = runner._tensor(batch)
     for _ in range(WARMUP_CALLS):
         request.infer({0: tensor})
-    totals: dict[str, list] = {}
+    before = _executed(request)
     walls = []
     for _ in range(calls):
         start = time.perf_counter()
         request.infer({0: tensor})
         walls.append((time.perf_counter() - start) * 1e3)
-        for info in request.get_profiling_info():
-            if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status):
-                entry = totals.setdefault(info.node_name, [info, 0.0])
-                entry[1] += info.real_time.total_seconds() * 1e3
+    after = _executed(request)
     graph = _runtime_graph(compiled)
-    ops = [_op(info, total / calls, graph.get(info.node_name, {})) for info, total in totals.values()]
+    ops = []
+    for name, (info, average) in after.items():
+        # the CPU plugin's counters are running averages over every call since compilation (the slow first
+        # calls included): the profiled calls' own mean is the difference of the running totals
+        earlier = before.get(name, (None, 0.0))[1] * WARMUP_CALLS
+        ops.append(_op(info, max(0.0, (average * (WARMUP_CALLS + calls) - earlier) / calls), graph.get(name, {})))
     return EngineProfile(PROFILER, calls, float(np.median(walls)), ops)
+
+
+def _executed(request: Any) -> dict[str, tuple[Any, float]]:
+    """{layer name: (its counter, its running average in ms)} for the layers that executed."""
+    return {info.node_name: (info, info.real_time.total_seconds() * 1e3) for info in request.get_profiling_info()
+            if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status)}
 
 
 def _runtime_graph(compiled: Any) -> dict[str, dict[str, Any]]:

@@ -30,18 +30,18 @@ def _profiler_class():
 
         def __init__(self):
             trt.IProfiler.__init__(self)
-            self.ms: dict[str, float] = {}
+            self.ms: dict[str, list[float]] = {}
             self.recording = False
 
         def report_layer_time(self, layer_name: str, ms: float) -> None:
             if self.recording:
-                self.ms[layer_name] = self.ms.get(layer_name, 0.0) + ms
+                self.ms.setdefault(layer_name, []).append(ms)
 
     return LayerTimes
 
 
 def profile_context(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile:
-    """Per-layer mean times of ``calls`` executions of ``batch`` on a second context of ``runner``'s engine."""
+    """Per-layer median times of ``calls`` executions of ``batch`` on a second context of ``runner``'s engine."""
     from edgepipe.gpu import check
 
     runner.prepare(len(batch))
@@ -64,7 +64,7 @@ def profile_context(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile
         if profiler.recording:
             walls.append((time.perf_counter() - start) * 1e3)
     facts = _layer_facts(runner.trt_engine)
-    ops = [_op(name, total / calls, facts.get(name, {})) for name, total in profiler.ms.items()]
+    ops = [_op(name, float(np.median(times)), facts.get(name, {})) for name, times in profiler.ms.items()]
     del context
     return EngineProfile(PROFILER, calls, float(np.median(walls)), ops)
 
