@@ -101,7 +101,7 @@ def sections(profiles: list[Profile]) -> list[Section]:
     out = [Section(title(p), summary(p), tables(p)) for p in profiles]
     pairs = int8_against_fp32(profiles)
     if pairs:
-        rows = [[engine, kind, _ms(int8), _ms(fp32), "–" if not int8 else f"{fp32 / int8:.2f}x"]
+        rows = [[engine, kind, _ms(int8), _ms(fp32), "–" if not (int8 and fp32) else f"{fp32 / int8:.2f}x"]
                 for engine, kind, int8, fp32 in pairs]
         out.append(Section("INT8 against FP32 per op family", ["Per-op time summed by op family, same engine, threads "
                                                                "and batch; speed-up = FP32 / INT8."],
