@@ -13,7 +13,7 @@ The Python API (see ``edgepipe.api``)::
 
 from edgepipe.versions import __version__
 
-_API = ("run", "export", "bench", "compare", "merge", "verify", "measure_models")
+_API = ("run", "export", "bench", "profile", "compare", "merge", "verify", "measure_models")
 
 
 def __getattr__(name: str):

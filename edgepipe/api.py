@@ -326,6 +326,8 @@ class BenchRequest:
     memory: bool = True
     #: sweep each engine's settings (threads up to the most in ``threads``) and measure with the fastest
     tune: bool = False
+    #: after timing, profile each measured artifact per op with its engine's own profiler (a separate session)
+    profile: bool = False
 
     def __post_init__(self) -> None:
         # the list-valued fields take one value or a sequence, checked here once for every caller
@@ -341,7 +343,7 @@ def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike
           batch: Union[int, Sequence[int]] = (1,), devices: Union[str, Sequence[str]] = ("cpu",),
           engines: Union[str, Sequence[str]] = (), warmup: int = 10, warmup_s: float = 0.2, min_iterations: int = 50,
           min_duration_s: float = 1.0, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
-          tune: bool = False, echo: Echo = print):
+          tune: bool = False, profile: bool = False, echo: Echo = print):
     """Measure artifact files (.tflite, .onnx, .keras, ...) alone: one record per artifact, engine, device,
     thread count and batch size; returns ``edgepipe.results.Results`` (and writes it to ``output``,
     JSON plus CSV, when given). ``data`` is an image folder for accuracy (classes in the order of
@@ -351,7 +353,8 @@ def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike
                            Path(labels) if labels else None, _values("threads", threads, "count"),
                            _values("batch", batch, "count"), _values("devices", devices, "name"),
                            _values("engines", engines, "name", empty=True), warmup, warmup_s,
-                           min_iterations, min_duration_s, seed, Path(output) if output else None, memory, tune)
+                           min_iterations, min_duration_s, seed, Path(output) if output else None, memory, tune,
+                           profile)
     return bench_request(request, echo)
 
 
@@ -362,7 +365,8 @@ def bench_request(request: BenchRequest, echo: Echo = print):
     check_bench_request(request)
     settings = BenchSettings(1, request.warmup, request.min_iterations, request.min_duration_s, request.warmup_s)
     results = bench_files(request.paths, echo, request.data, request.labels, request.threads, request.batches,
-                          settings, request.seed, request.devices, request.engines, request.memory, request.tune)
+                          settings, request.seed, request.devices, request.engines, request.memory, request.tune,
+                          request.profile)
     if request.output is not None:
         _write_results(request.output, results)
     return results
@@ -511,6 +515,82 @@ def _measure_target(remote: Optional[str], ssh_config: Optional[PathLike], remot
                   lambda paths, conditions, echo: bench_request(request(paths, conditions), echo))
 
 
+# ---------------------------------------------------------------------------------------- profile
+
+
+def profile(artifact: PathLike, *, threads: int = 1, engine: Optional[str] = None, device: str = "cpu",
+            batch: int = 1, calls: int = 20, model: Optional[PathLike] = None, output: Optional[PathLike] = None,
+            echo: Echo = print):
+    """Profile one artifact per op with its engine's own profiler (in a session of its own) on seeded random
+    pixels; returns an ``edgepipe.profiles.Profile`` (written as JSON to ``output`` when given).
+
+    ``engine`` defaults to the artifact's own; ``model`` (its Keras model file) maps ops to source layers for
+    MACs and GMAC/s per layer; the ops the INT8 budget kept in float are read from the artifacts.json
+    beside the artifact. A profile the engine cannot take has status 'skipped' and the reason."""
+    from edgepipe.backends import create_runner, identify
+    from edgepipe.device import fingerprint
+    from edgepipe.harness.profile import profile_runner
+    from edgepipe.pipeline.bench import bench_images, model_layers, probe, profile_join
+    from edgepipe.profiles import Profile
+
+    path = _profile_inputs(artifact, threads, batch, calls, model, output)
+    found = identify(path)
+    shape, _ = probe(found)
+    images, _ = bench_images(None, None, shape, 0)
+    with create_runner(found, threads=threads, engine=engine, device=device) as runner:
+        base = Profile(str(path), found.format, found.precision, runner.engine, device, threads, batch)
+        plan = _ProfiledPlan(found, base)
+        echo(f"profiling {path.name} [{runner.engine}, {device}, {threads} thread(s), batch {batch}]")
+        result = profile_runner(runner, images, base, calls=calls,
+                                **profile_join(plan, fingerprint(), model_layers(Path(model) if model else None)))
+    if output is not None:
+        from edgepipe.fileio import write_json
+
+        write_json(output, result.to_dict())
+    return result
+
+
+@dataclass
+class _ProfiledPlan:
+    """What profile_join reads of a plan: the artifact and a record-like object."""
+
+    artifact: Any
+    record: Any
+
+    def __post_init__(self):
+        self.record.int8_budget = None
+
+
+def _profile_inputs(artifact: PathLike, threads: int, batch: int, calls: int, model: Optional[PathLike],
+                    output: Optional[PathLike]) -> Path:
+    """Refuse what cannot be profiled, before anything runs; the artifact's path."""
+    path = Path(artifact)
+    if not path.is_file():
+        raise EdgepipeError(f"artifact '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
+                            "Pass an artifact file (.tflite, .onnx, .xml, ...).")
+    for name, value in (("threads", threads), ("batch", batch), ("calls", calls)):
+        if int(value) < 1:
+            raise EdgepipeError(f"--{name} must be at least 1, got {value}", f"e.g. --{name} 1")
+    if model is not None and not Path(model).is_file():
+        raise EdgepipeError(f"model file '{model}' does not exist", "Pass the .keras model the artifact was exported from.")
+    if output is not None:
+        from edgepipe.fileio import check_output_file
+
+        check_output_file(Path(output), owned=_is_profile_file)
+    return path
+
+
+def _is_profile_file(path: Path) -> bool:
+    """Whether ``path`` is a profile edgepipe wrote (edgepipe overwrites only its own files)."""
+    import json
+
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(data, dict) and {"artifact", "profiler", "ops", "op_ms"} <= set(data)
+
+
 # ---------------------------------------------------------------------------------------- compare
 
 
@@ -594,5 +674,5 @@ def formats_table() -> list[dict[str, Any]]:
 
 
 __all__ = ["BenchRequest", "Exported", "Run", "bench", "bench_remote", "compare", "export", "formats_table",
-           "measure_models", "merge", "resolve_config", "run", "verify"]
+           "measure_models", "merge", "profile", "resolve_config", "run", "verify"]
 

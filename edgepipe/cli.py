@@ -207,6 +207,9 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
 @click.option("--tune", is_flag=True, help="Sweep each engine's settings that matter (threads up to the most in --threads, "
               "ONNX Runtime spinning and optimization level, OpenVINO hints and streams) and measure every artifact with "
               "its fastest; records the default and the best (with a CONFIG: bench.tune).")
+@click.option("--profile", "profile_ops", is_flag=True, help="After timing, profile every measured artifact per op with its "
+              "engine's own profiler, in a session of its own (never the timed one); profiles go to the results as "
+              "separate records (with a CONFIG: bench.profile).")
 @click.option("--memory/--no-memory", default=True, show_default=True,
               help="With artifacts: measure each artifact's memory (after load, peak while running) in a fresh process.")
 @click.option("--remote", metavar="[USER@]HOST", help="With artifacts: run the benchmark on that machine over SSH "
@@ -221,8 +224,8 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
               help="With --remote: copy at most N images per class of --data.")
 @click.option("--keep-remote", is_flag=True, help="With --remote: leave the remote job folder in place.")
 def bench_command(paths, data, labels, threads, batch, output, name, seed, warmup, warmup_time, min_iterations,
-                  min_duration, force, devices, engines, tune, memory, remote, remote_edgepipe, remote_dir, ssh_config,
-                  data_sample, keep_remote):
+                  min_duration, force, devices, engines, tune, profile_ops, memory, remote, remote_edgepipe, remote_dir,
+                  ssh_config, data_sample, keep_remote):
     """Stage 4: measure accuracy and latency of every artifact on this machine.
 
     With a CONFIG (or none), benchmarks the run directory's artifacts. Given
@@ -245,13 +248,14 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
             raise EdgepipeError("a run directory is benchmarked with one thread count", "Pass --threads N.")
         _run_stages(["bench"], {"config": paths[0] if paths else None, "force": force, "data": str(data) if data else None,
                                 "threads": threads[0] if threads else None, "output": output, "name": name, "seed": seed,
-                                "bench.tune": True if tune else None})
+                                "bench.tune": True if tune else None, "bench.profile": True if profile_ops else None})
         return
     if len(artifacts) != len(paths):
         odd = next(p for p in paths if p not in artifacts)
         raise EdgepipeError(f"'{odd}' is not an artifact file", "Artifacts end in " + ", ".join(artifact_suffixes()) + ".")
     request = _bench_request(artifacts, data, labels, threads, batch, devices, engines, warmup, warmup_time,
                              min_iterations, min_duration, seed, output, memory, tune)
+    request.profile = profile_ops
     if remote:
         api.bench_remote(remote, request, ssh_config=ssh_config, remote_edgepipe=remote_edgepipe, remote_dir=remote_dir,
                          data_sample=data_sample, keep=keep_remote, echo=click.echo)
@@ -262,6 +266,34 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
     failed = [r for r in results.records if not r.status.measured]
     if failed:
         click.echo(f"{len(failed)} of {len(results.records)} measurement(s) did not run: see the reasons above", err=True)
+        sys.exit(EXIT_CHECK_FAILED)
+
+
+@main.command("profile")
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--threads", type=POSITIVE, default=1, show_default=True, help="Threads, as the artifact is benchmarked.")
+@click.option("--engine", metavar="E", help="Engine to profile with (default: the artifact's own; see 'edgepipe formats').")
+@click.option("--device", default="cpu", show_default=True, metavar="D", help="Device / execution provider.")
+@click.option("--batch", type=POSITIVE, default=1, show_default=True, help="Batch size.")
+@click.option("--calls", type=POSITIVE, default=20, show_default=True, help="Profiled calls averaged per op.")
+@click.option("--model", type=click.Path(path_type=Path, dir_okay=False), metavar="MODEL.keras",
+              help="The Keras model the artifact was exported from: maps ops to its layers for MACs and GMAC/s per layer.")
+@click.option("--output", type=click.Path(path_type=Path), metavar="FILE.json", help="Write the profile as JSON.")
+def profile_command(artifact, threads, engine, device, batch, calls, model, output):
+    """Where the time goes: one artifact profiled per op with its engine's own profiler.
+
+    edgepipe profile model-tflite-int8.tflite --threads 1 --output profile.json
+    """
+    from edgepipe import api
+    from edgepipe.report.profile import console_lines
+
+    result = api.profile(artifact, threads=threads, engine=engine, device=device, batch=batch, calls=calls, model=model,
+                         output=output, echo=click.echo)
+    for line in console_lines(result):
+        click.echo(line)
+    if output:
+        click.echo(f"profile: {output}")
+    if result.status != "ok":
         sys.exit(EXIT_CHECK_FAILED)
 
 

@@ -130,6 +130,7 @@ class _BenchCommon:
     min_duration_s: float = _opt(1.0, "...and for at least this many seconds.", min=0.0)
     memory: bool = _opt(True, "Measure each artifact's memory (resident after load, peak while running) in a fresh process.")
     tune: bool = _opt(False, "Sweep each engine's settings that matter (threads up to bench.threads or all cores, ONNX Runtime spinning and optimization level, OpenVINO hints and streams) and measure every artifact with its fastest; then the batch size with the most images/s. The default and the best are recorded; the recommendation uses and names the best.")
+    profile: bool = _opt(False, "After timing, profile every measured artifact per op with its engine's own profiler, in a session of its own (never the timed one): the report's 'Where the time goes'.")
 
 
 def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]]) -> type:

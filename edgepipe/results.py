@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgepipe.errors import EdgepipeError
+from edgepipe.profiles import Profile
 
 SCHEMA = "edgepipe.results/2"
 PREVIOUS_SCHEMA = "edgepipe.results/1"
@@ -195,6 +196,8 @@ class Results:
     calibration: Optional[dict[str, Any]] = None
     accuracy_budget_pp: Optional[float] = None
     remote: Optional[dict[str, Any]] = None
+    #: per-op profiles (bench --profile), each taken after timing in a session of its own; none in older files
+    profiles: list[Profile] = field(default_factory=list)
     #: where results/1 files were upgraded from, and anything a later version added
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -209,7 +212,7 @@ class Results:
             if f.name in ("schema", "extra"):
                 continue
             value = getattr(self, f.name)
-            out[f.name] = [r.to_dict() for r in value] if f.name == "records" else value
+            out[f.name] = [r.to_dict() for r in value] if f.name in ("records", "profiles") else value
         out.update(self.extra)
         return out
 
@@ -236,6 +239,7 @@ class Results:
         for index, record in enumerate(kwargs["records"]):
             check_measured(record, f"{source} record {index + 1}")
         kwargs.setdefault("conditions", {})
+        kwargs["profiles"] = _profiles(kwargs.get("profiles"), source)
         kwargs["schema"] = SCHEMA
         return cls(**kwargs, extra=data)
 
@@ -299,6 +303,14 @@ def _leaves(value: Any, name: str, numbers_only: bool):
 def _bad(label: str, field_name: str, value: Any, expected: str) -> None:
     raise EdgepipeError(f"{label}: {field_name} is {value!r}, not {expected}",
                         "The file was damaged or edited; measure again with 'edgepipe bench'.")
+
+
+def _profiles(data: Any, source: str) -> list[Profile]:
+    """The profiles of a results file (none in files written before profiles existed)."""
+    try:
+        return [Profile.from_dict(p) for p in data or []]
+    except (TypeError, AttributeError):
+        raise EdgepipeError(f"{source} has malformed profiles", "Pass a results.json written by 'edgepipe bench'.") from None
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:

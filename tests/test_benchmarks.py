@@ -68,3 +68,10 @@ def test_calibration_draws_smoke(tiny_run):
 def test_mixed_precision_smoke(tiny_run):
     out = _run("mixed_precision.py", str(tiny_run.path), "--rounds", "1", "--iterations", "3")
     assert "tflite-int8" in out and "kept (attempt " in out and "the 1.15x target" in out
+
+
+def test_int8_speedup_smoke(tmp_path):
+    out = _run("int8_speedup.py", "--model", "mobilenet_v2:0.35", "--size", "32", "--rounds", "1", "--iterations", "3",
+               "--work", str(tmp_path))
+    assert out.count("INT8 speed-up") == 3 and "target 1.8x" in out
+    assert "INT8 against FP32 per op family" in out and "Top 10 ops by time" in out

@@ -118,6 +118,20 @@ class Runner(abc.ABC):
             record.update(dataclasses.asdict(self.settings))
         return record
 
+    def profile(self, batch: np.ndarray, calls: int):
+        """Per-op times of ``calls`` calls on ``batch`` (raw pixels, as ``infer`` takes them), taken by the engine's
+        own profiler in a session or compiled model of its own with this runner's settings: the timed session
+        never has a profiler on. Returns an edgepipe.profiles.EngineProfile; the runner must be active. Raises
+        edgepipe.profiles.ProfilingUnavailable where the engine offers edgepipe no per-op profiler."""
+        from edgepipe.profiles import ProfilingUnavailable
+
+        raise ProfilingUnavailable(f"{self.engine or type(self).__name__} offers edgepipe no per-op profiler")
+
+    def engine_input(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as the engine's own input tensor takes it (quantized where the input is integer), for
+        profilers that feed a session of their own; float32 pixels by default."""
+        return np.ascontiguousarray(batch, dtype=np.float32)
+
     @abc.abstractmethod
     def input_spec(self) -> InputSpec: ...
 

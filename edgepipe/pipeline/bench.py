@@ -126,7 +126,11 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         plans += [plan(artifact, base, s, split.images, split.labels)
                   for s in settings_for(artifact, tuple(b.engines), tuple(b.devices), (threads,), (settings.batch_size,),
                                         lambda engine: engine_settings(config, engine))]
-    measured = measure_plans(plans, settings, echo, memory=b.memory, tune_threads=threads if b.tune else None)
+    device = fingerprint()
+    profiles: Optional[list] = [] if b.profile else None
+    layers = model_layers(run.model) if b.profile else None
+    measured = measure_plans(plans, settings, echo, memory=b.memory, tune_threads=threads if b.tune else None,
+                             profiles=profiles, profile_context=lambda p: profile_join(p, device, layers))
     for record in measured:
         echo("  " + line(record))
     ref = reference_format().name
@@ -150,7 +154,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
                  "labels": split.labels.tolist()},  # with each record's predictions: paired tests in compare
         selection=roles["selection"],
         reference_format=ref,
-        training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
+        training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")}, profiles=profiles or [],
         baseline_from_scratch=_baseline(training), calibration=index.get("calibration"),
         accuracy_budget_pp=config.export.accuracy_budget_pp)
     write_results(run.results, results)
@@ -181,6 +185,36 @@ def add_efficiency(record: Record, macs: Optional[int], device: dict[str, Any]) 
     record.efficiency = efficiency(macs, record.batch_size, record.latency_ms["p50"], peak)
 
 
+def model_layers(model_path: Optional[Path]) -> Optional[list[dict[str, Any]]]:
+    """Per-layer MACs of a Keras model file (name, kind, macs per image), for joining profiles; None without one."""
+    if model_path is None:
+        return None
+    from edgepipe.architectures.compute import count
+    from edgepipe.architectures.loading import load_keras_model
+
+    return count(load_keras_model(str(model_path))).as_dict()["layers"]
+
+
+def recorded_kept_float(path: Path) -> list[str]:
+    """The ops the INT8 budget kept in float, as the export index beside an artifact records them ([] if none)."""
+    index = Path(path).parent / "artifacts.json"
+    try:
+        entries = read_json(index).get("artifacts") or [] if index.is_file() else []
+    except (OSError, ValueError, AttributeError):
+        return []
+    entry = next((e for e in entries if isinstance(e, dict) and e.get("file") == Path(path).name), {})
+    return list(((entry.get("details") or {}).get("int8_budget") or {}).get("kept_higher_precision") or [])
+
+
+def profile_join(p, device: dict[str, Any], layers: Optional[list[dict[str, Any]]]) -> dict[str, Any]:
+    """What a plan's profile is joined with: the source layers' MACs, the ops its INT8 budget kept in float, and
+    the CPU's estimated peak for its threads and precision."""
+    r = p.record
+    kept = r.int8_budget.kept_higher_precision if r.int8_budget else recorded_kept_float(p.artifact.path)
+    peak = peak_estimate(device, r.threads, integer=r.precision in INTEGER_PRECISIONS) if r.device == "cpu" else None
+    return {"layers": layers, "kept_float": kept, "peak": peak}
+
+
 def _baseline(training: dict) -> Optional[dict]:
     baseline = training.get("baseline_from_scratch")
     if not baseline:
@@ -195,7 +229,8 @@ STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this m
 def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, labels_file: Optional[Path] = None,
                 threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1,),
                 settings: BenchSettings = BenchSettings(), seed: int = 0, devices: tuple[str, ...] = ("cpu",),
-                engines: tuple[str, ...] = (), memory: bool = True, tune: bool = False) -> Results:
+                engines: tuple[str, ...] = (), memory: bool = True, tune: bool = False, profile: bool = False,
+                model: Optional[Path] = None) -> Results:
     """Benchmark artifacts on their own (no run directory): one record per artifact, engine, device,
     thread count and batch size.
 
@@ -203,6 +238,8 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     indices follow ``labels_file`` (e.g. the run's labels.txt), the labels the artifact records, or the
     folder's sorted class names. Without it, latency is measured on seeded random pixels, and accuracy
     is left out. An artifact that cannot be loaded or run is a failed record; the others are measured.
+    With ``profile``, each measured artifact is also profiled per op after timing (``model``: the Keras model
+    file whose layers the ops are mapped to, for MACs per layer).
     """
     for path in paths:
         if not path.exists():
@@ -234,7 +271,11 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
                                 "Pass the labels.txt the model was trained with (--labels).")
         images, labels = bench_images(data_dir, labels_order, shape, seed)
         plans += [plan(artifact, base, s, images, labels) for s in settings_for(artifact, engines, devices, threads, batches)]
-    records = measure_plans(plans, settings, echo, memory=memory, tune_threads=max(threads) if tune else None)
+    device = fingerprint()
+    profiles: Optional[list] = [] if profile else None
+    layers = model_layers(model) if profile else None
+    records = measure_plans(plans, settings, echo, memory=memory, tune_threads=max(threads) if tune else None,
+                            profiles=profiles, profile_context=lambda p: profile_join(p, device, layers))
     for record in records:
         echo("  " + line(record))
     records += unmeasured
@@ -244,6 +285,7 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     mark_oversubscribed(records, device, echo)
     return Results(
         device=device, records=records, created=now_iso(), edgepipe=__version__, classes=classes,
+        profiles=profiles or [],
         conditions={**settings.as_dict(), "threads": list(threads), "batch_sizes": list(batches),
                     "devices": list(devices), "engines": list(engines) or "each artifact's default engine",
                     "timing": TIMING, "rounds": "interleaved", "tuned": tune,

@@ -130,6 +130,15 @@ def _time(plans: list[Plan], settings: BenchSettings, rounds: int) -> None:
             p.record.compute_ms, p.record.copy_ms = timing.get("compute_ms"), timing.get("copy_ms")
 
 
+def _profile(p: Plan, context: Optional[Callable[[Plan], dict]]):
+    from edgepipe.harness.profile import profile_runner
+    from edgepipe.profiles import Profile
+
+    r = p.record
+    base = Profile(r.artifact, r.format, r.precision, r.engine, r.device, r.threads, r.batch_size)
+    return profile_runner(p.runner, p.images, base, **(context(p) if context else {}))
+
+
 def thread_candidates(most: int) -> list[int]:
     """1, 2, 4, ... up to ``most`` (always including it): the thread counts --tune tries."""
     counts = {most}
@@ -220,8 +229,13 @@ def _throughput(p: Plan, best: Setting, settings: BenchSettings) -> list[dict]:
 
 
 def measure_plans(plans: list[Plan], settings: BenchSettings, echo: Echo, reference: Optional[np.ndarray] = None,
-                  memory: bool = True, rounds: int = ROUNDS, tune_threads: Optional[int] = None) -> list[Record]:
+                  memory: bool = True, rounds: int = ROUNDS, tune_threads: Optional[int] = None,
+                  profiles: Optional[list] = None, profile_context: Optional[Callable[[Plan], dict]] = None) -> list[Record]:
     """Every plan measured (see the module docstring); returns their records, in plan order.
+
+    With ``profiles`` (a list), each timed plan is also profiled after every plan was timed, in a session
+    of its own (see edgepipe.harness.profile), and its Profile appended there; ``profile_context(plan)``
+    gives the keyword arguments of the join (layers, kept_float, peak).
 
     ``reference`` (the FP32 model's probabilities on the plans' images) gives each record its
     agreement; when None, the first plan that runs becomes the reference. With ``tune_threads``
@@ -239,6 +253,10 @@ def measure_plans(plans: list[Plan], settings: BenchSettings, echo: Echo, refere
                 reference = p.probabilities
         with step(echo, f"  timing {sum(1 for p in plans if p.runner)} artifact setting(s) in {rounds} interleaved rounds"):
             _time(plans, settings, rounds)
+        if profiles is not None:  # after timing, never inside it
+            for p in (p for p in plans if p.runner is not None and p.record.latency_ms is not None):
+                with step(echo, f"  profiling {p.label}"):
+                    profiles.append(_profile(p, profile_context))
     if memory:
         for p in (p for p in plans if p.record.latency_ms is not None):
             with step(echo, f"  memory of {p.label} in a fresh process"):

@@ -96,6 +96,7 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
         if lines:
             parts += [f"<h2>{heading}</h2><ul>"] + [f"<li>{inline_html(line.strip().lstrip('- '))}</li>" for line in lines]
             parts += ["</ul>"]
+    parts += _profile_parts(results)
     calibration = results.calibration
     if calibration:
         parts.append(f"<p>INT8 calibration set: {calibration['images']} training images (seed {calibration['seed']}), "
@@ -108,3 +109,18 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
     parts.append(f'<p class="muted">Measured {escape(results.created)} with edgepipe {escape(results.edgepipe)}; '
                  f'results schema <code>{escape(SCHEMA)}</code>.</p></body></html>')
     return "\n".join(parts)
+
+
+def _profile_parts(results: Results) -> list[str]:
+    """'Where the time goes' (bench --profile), from the same sections as the Markdown report."""
+    from edgepipe.report.profile import INTRO, sections
+
+    if not results.profiles:
+        return []
+    parts = ["<h2>Where the time goes</h2>", f'<p class="muted">{escape(INTRO)}</p>']
+    for section in sections(results.profiles):
+        parts += [f"<h3>{escape(section.title)}</h3>"] + [f"<p>{inline_html(line)}</p>" for line in section.lines]
+        for table in section.tables:
+            parts += ([f"<p>{escape(table.caption)}:</p>"] if table.caption else []) + [
+                _table(table.header, table.rows, numeric=table.numeric)]
+    return parts

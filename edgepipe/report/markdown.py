@@ -174,7 +174,7 @@ def render(results: Results, budget_pp: Optional[float] = None, files: Optional[
                   *_table(["", f"published ({arch.get('architecture')}, ImageNet)", "measured here"], reference_rows(results)),
                   "", "ImageNet figures are for the 1000-class ImageNet validation set at the architecture's "
                   "default input size; your accuracy is on your classes and held-out split.", ""]
-    lines += _baseline_section(results) + _budget_section(results)
+    lines += _baseline_section(results) + _budget_section(results) + _profile_section(results)
     calibration = results.calibration
     if calibration:
         lines += [f"INT8 calibration set: {calibration['images']} training images (seed {calibration['seed']}), "
@@ -283,4 +283,18 @@ def _budget_section(results: Results) -> list[str]:
         out += ["## Against the FP32 model, image by image", "",
                 "Held-out images each artifact gets wrong that the Keras FP32 model gets right (lost) and the "
                 "reverse (gained); McNemar's exact test says whether the difference could be chance.", "", *paired, ""]
+    return out
+
+
+def _profile_section(results: Results) -> list[str]:
+    """'Where the time goes': the profiles (bench --profile), rendered from edgepipe.report.profile's sections."""
+    from edgepipe.report.profile import INTRO, sections
+
+    if not results.profiles:
+        return []
+    out = ["## Where the time goes", "", INTRO, ""]
+    for section in sections(results.profiles):
+        out += [f"### {section.title}", "", *section.lines, ""]
+        for table in section.tables:
+            out += ([f"{table.caption}:", ""] if table.caption else []) + _table(table.header, table.rows, table.numeric) + [""]
     return out

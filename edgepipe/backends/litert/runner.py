@@ -141,3 +141,20 @@ class LiteRTRunner(Runner):
 
     def invoke_only(self):
         return self.interpreter.invoke
+
+    def engine_input(self, batch: np.ndarray) -> np.ndarray:
+        """``batch`` as the input tensor holds it: quantized where the input is integer."""
+        if batch.dtype == self._in_detail["dtype"]:
+            return np.ascontiguousarray(batch)
+        return np.ascontiguousarray(_quantize(np.asarray(batch, dtype=np.float32), self._in_detail))
+
+    def profile(self, batch: np.ndarray, calls: int):
+        """LiteRT's profiler through its C API (see edgepipe.backends.litert.profile for why that way)."""
+        from edgepipe.backends.litert.profile import graph_ops, profile_compiled_model
+        from edgepipe.profiles import ProfilingUnavailable
+
+        if not self.settings.xnnpack:
+            raise ProfilingUnavailable("LiteRT's profiler runs on its CPU accelerator (XNNPACK); these settings "
+                                       "turn XNNPACK off (bench.litert.xnnpack: false)")
+        graph = graph_ops(open_interpreter(self.path, xnnpack=False))  # the file's own ops, no delegate
+        return profile_compiled_model(self.path, self.threads, self.engine_input(batch), graph, calls)

@@ -45,6 +45,16 @@ class OnnxRuntimeRunner(Runner):
                 f"ONNX Runtime has no {self.device} execution provider here",
                 "Install onnxruntime-gpu (pip install 'edgepipe[gpu]') on a machine with an NVIDIA GPU, or use --device cpu.",
             )
+        self.options = self.session_options()
+        self.session = ort.InferenceSession(str(self.path), sess_options=self.options, providers=self._providers(provider))
+        self.providers_used = self.session.get_providers()
+        self._input = self.session.get_inputs()[0]
+        self._output_name = self.session.get_outputs()[0].name
+
+    def session_options(self):
+        """The session options of the timed session (threads, spinning, optimization level); profiling off."""
+        import onnxruntime as ort
+
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         options.inter_op_num_threads = 1
@@ -52,10 +62,21 @@ class OnnxRuntimeRunner(Runner):
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings.spinning else "0")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.settings.graph_optimization])
         options.log_severity_level = 3
-        self.session = ort.InferenceSession(str(self.path), sess_options=options, providers=self._providers(provider))
-        self.providers_used = self.session.get_providers()
-        self._input = self.session.get_inputs()[0]
-        self._output_name = self.session.get_outputs()[0].name
+        return options
+
+    def device_provider(self) -> str:
+        return PROVIDERS[self.device]
+
+    def session_providers(self) -> list:
+        return self._providers(self.device_provider())
+
+    def profile(self, batch: np.ndarray, calls: int):
+        from edgepipe.backends.onnxruntime.profile import profile_session
+
+        return profile_session(self, self.engine_input(batch), calls)
+
+    def engine_input(self, batch: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(batch, dtype=self.input_dtype_for(batch.dtype))
 
     def _providers(self, provider: str) -> list:
         if provider == "TensorrtExecutionProvider":

@@ -102,11 +102,23 @@ class OpenVINORunner(Runner):
         """Compile for ``batch_size`` images (a new compile only when it changes) with one infer request."""
         if batch_size == self._batch:
             return
-        self.model.reshape({self._input: [batch_size, *self._declared[1:]]})
-        config = compile_config(self.settings or OpenVINOSettings(), self.threads, self._supported)
-        self.compiled = self.core.compile_model(self.model, self._device, config)
+        self.compiled = self.compile_for(batch_size)
         self.request = self.compiled.create_infer_request()
         self._batch = batch_size
+
+    def compile_for(self, batch_size: int, extra: Optional[dict[str, Any]] = None) -> Any:
+        """The model compiled for ``batch_size`` images with this runner's properties (and ``extra`` ones)."""
+        self.model.reshape({self._input: [batch_size, *self._declared[1:]]})
+        config = compile_config(self.settings or OpenVINOSettings(), self.threads, self._supported)
+        return self.core.compile_model(self.model, self._device, {**config, **(extra or {})})
+
+    def profile(self, batch: np.ndarray, calls: int):
+        from edgepipe.backends.openvino.profile import profile_compiled
+
+        return profile_compiled(self, self.engine_input(batch), calls)
+
+    def engine_input(self, batch: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(self._staged(np.asarray(batch, dtype=np.float32)))
 
     def settings_record(self) -> dict[str, Any]:
         """What the compiled model reports in force (threads, hint, streams, precision, pinning, devices)."""

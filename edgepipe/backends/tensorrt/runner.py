@@ -92,5 +92,11 @@ class TensorRTRunner(Runner):
         self.last_copy_ms = copy_in + check(rt.cudaEventElapsedTime(computed, done))
         return a_out.copy()
 
+    def profile(self, batch: np.ndarray, calls: int):
+        """TensorRT's IProfiler on a second execution context (the timed one has none)."""
+        from edgepipe.backends.tensorrt.profile import profile_context
+
+        return profile_context(self, np.ascontiguousarray(batch, dtype=np.float32), calls)
+
     def invoke_only(self):
         return lambda: (self.context.execute_async_v3(int(self.stream)), self.rt.cudaStreamSynchronize(self.stream))
