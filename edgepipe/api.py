@@ -57,16 +57,18 @@ class Run:
     @property
     def results(self):
         """The measured results (``edgepipe.results.Results``) of the bench stage."""
+        from edgepipe.pipeline.rundir import RunDir
         from edgepipe.results import read_results
 
-        return read_results(self.path / "results.json")
+        return read_results(RunDir(self.path).results)
 
     @property
     def artifacts(self) -> list[dict[str, Any]]:
         """The export stage's records: one per format, with status, verification and details."""
         from edgepipe.fileio import read_json
+        from edgepipe.pipeline.rundir import RunDir
 
-        return read_json(self.path / "artifacts" / "artifacts.json")["artifacts"]
+        return read_json(RunDir(self.path).artifacts_index)["artifacts"]
 
     @property
     def report(self) -> Path:
@@ -77,11 +79,12 @@ def resolve_config(config: Any = None, overrides: Optional[dict[str, Any]] = Non
     """(RunConfig, what it started from) for ``config`` (a YAML path, a dict, a RunConfig or None) with
     ``overrides`` (keyword names of OVERRIDE_KEYS, or dotted config keys) applied.
 
-    Without a config: the run directory's saved config.yaml when the output folder already holds one;
+    Without a config: the run directory's saved config.yaml when the output folder is a run directory holding one;
     else, when ``data`` or ``model`` points at the user's own images or model, the defaults for a
     folder of images (``examples/image-folder.yaml``); else the built-in quickstart.
     """
     from edgepipe import config as cfg
+    from edgepipe.pipeline.rundir import RunDir, is_run_directory
 
     dotted = {OVERRIDE_KEYS.get(k, k): v for k, v in (overrides or {}).items() if v is not None}
     if isinstance(config, cfg.RunConfig):
@@ -95,9 +98,8 @@ def resolve_config(config: Any = None, overrides: Optional[dict[str, Any]] = Non
     base_path = cfg.image_folder_path() if own else cfg.quickstart_path()
     base = cfg.load(base_path)
     run_dir = Path(dotted["output"]) if dotted.get("output") else Path("runs") / dotted.get("name", base.name)
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        return cfg.load(saved, dotted, unsafe_load), f"the saved configuration of {run_dir}"
+    if is_run_directory(run_dir) and RunDir(run_dir).config.is_file():
+        return cfg.load(RunDir(run_dir).config, dotted, unsafe_load), f"the saved configuration of {run_dir}"
     described = "the defaults for your own images (examples/image-folder.yaml)" if own else "the built-in quickstart"
     return cfg.load(base_path, dotted, unsafe_load), described
 
