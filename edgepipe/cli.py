@@ -63,11 +63,11 @@ class EdgepipeGroup(click.Group):
             with _sigterm_unwinds():
                 return super().invoke(ctx)
         except (EdgepipeError, OSError) as exc:
-            if isinstance(exc, OSError) and (exc.errno not in NO_SPACE | {errno.EROFS} or not exc.filename):
+            if isinstance(exc, OSError) and exc.errno not in NO_SPACE | {errno.EROFS}:
                 raise  # only a refused write is the user's place to fix; anything else is a bug to show
             if ctx.meta.get("edgepipe.debug"):
                 raise
-            error = exc if isinstance(exc, EdgepipeError) else write_error(exc.filename, exc)
+            error = exc if isinstance(exc, EdgepipeError) else write_error(exc.filename or "to the output", exc)
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt as exc:

@@ -163,9 +163,13 @@ class RunDir:
         if stale.get("pid"):
             echo(f"took over the lock of {self.path} left by pid {stale['pid']} on {stale.get('host')} "
                  f"(since {stale.get('since')}), which no longer holds it")
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "since": now_iso(),
-                                  "command": " ".join(sys.argv[:3])}).encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "since": now_iso(),
+                                      "command": " ".join(sys.argv[:3])}).encode(), 0)
+        except OSError as exc:
+            os.close(fd)
+            raise write_error(self.path / LOCK, exc) from None
         try:
             yield
         finally:
