@@ -21,17 +21,9 @@ import pytest
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import sha256_file
 from tests.conftest import tiny_overrides
-from tests.test_trust import BAD_INPUT, cli, one_error_line
+from tests.test_trust import cli, one_error_line, run_copy  # noqa: F401 (run_copy: a fixture)
 
 ROOT = os.geteuid() == 0
-
-
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-    """A copy of the finished tiny run that a test may damage."""
-    path = tmp_path / "run"
-    shutil.copytree(tiny_run.path, path, ignore=shutil.ignore_patterns(".edgepipe-lock"))
-    return path
 
 
 def _tree(path: Path) -> dict[str, bytes]:
