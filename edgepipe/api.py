@@ -108,16 +108,18 @@ class Run:
     @property
     def results(self):
         """The measured results (``edgepipe.results.Results``) of the bench stage."""
+        from edgepipe.pipeline.rundir import RunDir
         from edgepipe.results import read_results
 
-        return read_results(self.path / "results.json")
+        return read_results(RunDir(self.path).results)
 
     @property
     def artifacts(self) -> list[dict[str, Any]]:
         """The export stage's records: one per format, with status, verification and details."""
         from edgepipe.fileio import read_json
+        from edgepipe.pipeline.rundir import RunDir
 
-        return read_json(self.path / "artifacts" / "artifacts.json")["artifacts"]
+        return read_json(RunDir(self.path).artifacts_index)["artifacts"]
 
     @property
     def report(self) -> Path:
@@ -128,7 +130,7 @@ def resolve_config(config: Any = None, overrides: Optional[dict[str, Any]] = Non
     """(RunConfig, what it started from) for ``config`` (a YAML path, a dict, a RunConfig or None) with
     ``overrides`` (keyword names of OVERRIDE_KEYS, or dotted config keys) applied.
 
-    Without a config: the run directory's saved config.yaml when the output folder already holds one;
+    Without a config: the run directory's saved config.yaml when the output folder is a run directory holding one;
     else, when ``data`` or ``model`` points at the user's own images or model, the defaults for a
     folder of images (``examples/image-folder.yaml``); else the built-in quickstart. When ``arch``
     overrides the base's architecture, the base's settings for its own network (width multiplier,
@@ -146,8 +148,10 @@ def resolve_config(config: Any = None, overrides: Optional[dict[str, Any]] = Non
 
 
 def _base_mapping(config: Any, dotted: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The configuration mapping a run starts from, before overrides, and a description of it."""
+    """The configuration mapping a run starts from, before overrides, and a description of it (a saved
+    config.yaml is read only from a folder edgepipe marked as a run directory)."""
     from edgepipe import config as cfg
+    from edgepipe.pipeline.rundir import RunDir, is_run_directory
 
     if isinstance(config, cfg.RunConfig):
         return cfg.parse_yaml(cfg.to_yaml(config), "the given configuration"), "the given RunConfig"
@@ -157,11 +161,10 @@ def _base_mapping(config: Any, dotted: dict[str, Any]) -> tuple[dict[str, Any], 
         return cfg.read_mapping(config), str(config)
     own = bool(dotted.get("data.path") or dotted.get("model.path"))
     base_path = cfg.image_folder_path() if own else cfg.quickstart_path()
-    base_name = cfg.load(base_path).name
-    run_dir = Path(dotted["output"]) if dotted.get("output") else Path("runs") / dotted.get("name", base_name)
-    saved = run_dir / "config.yaml"
-    if saved.is_file():
-        return cfg.read_mapping(saved), f"the saved configuration of {run_dir}"
+    base = cfg.load(base_path)
+    run_dir = Path(dotted["output"]) if dotted.get("output") else Path("runs") / dotted.get("name", base.name)
+    if is_run_directory(run_dir) and RunDir(run_dir).config.is_file():
+        return cfg.read_mapping(RunDir(run_dir).config), f"the saved configuration of {run_dir}"
     described = "the defaults for your own images (examples/image-folder.yaml)" if own else "the built-in quickstart"
     return cfg.read_mapping(base_path), described
 
@@ -404,13 +407,12 @@ def _check_output_files(files: list[tuple[Path, Callable[[Path], bool]]]) -> Non
     replaced, whichever of them it stands in place of, and a rerun replaces what edgepipe wrote earlier."""
     from edgepipe.fileio import check_output_file
 
-    (main, owned), *companions = files
-    check_output_file(main, owned=owned)  # first: a folder or an unnamed path ('.') has no companion name
+    (main, _), *companions = files
     for companion, _ in companions:
-        if companion == main:
+        if companion == main and main.name:  # an unnamed path ('.') has no companion: the check below names it
             raise EdgepipeError(f"'{main}' would be both the output and the {main.suffix} file written beside it",
                                 "Choose an output name with another suffix (e.g. .json for results, .md for a report).")
-    for path, owned in companions:
+    for path, owned in files:
         check_output_file(path, owned=owned)
 
 

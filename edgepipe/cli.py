@@ -1,14 +1,19 @@
 """The edgepipe command line: parse options, call one function of the Python API (edgepipe.api), print the outcome.
 
 Exit codes: 0 success; 1 a check or threshold failed (compare's gates, an artifact that
-could not be measured); 2 bad input (one ``error:`` line); 130 interrupted.
+could not be measured); 2 bad input (one ``error:`` line), a full disk or a read-only output
+included; 130 interrupted (Ctrl-C); 143 terminated (SIGTERM). Interrupted or terminated, a
+command prints "interrupted", releases its run directory's lock and leaves nothing half-written.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -20,23 +25,54 @@ from edgepipe.errors import EdgepipeError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_CHECK_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the command is, so it unwinds exactly as Ctrl-C does (locks released,
+    temporaries removed) instead of the process dying on the spot."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Any:
+    """While the command runs, SIGTERM raises Terminated (in the main thread; elsewhere it is left alone)."""
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread (an embedding application): its own handling stays
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class EdgepipeGroup(click.Group):
-    """Turns EdgepipeError into one 'error:' line and exit code 2 (a traceback only with --debug)."""
+    """Turns EdgepipeError into one 'error:' line and exit code 2 (a traceback only with --debug); a write
+    the output refuses (full disk, quota, read-only) that no write site caught becomes the same; Ctrl-C and
+    SIGTERM print "interrupted" and exit 130 and 143."""
 
     def invoke(self, ctx: click.Context) -> Any:
+        from edgepipe.fileio import NO_SPACE, write_error
+
         try:
-            return super().invoke(ctx)
-        except EdgepipeError as exc:
+            with _sigterm_unwinds():
+                return super().invoke(ctx)
+        except (EdgepipeError, OSError) as exc:
+            if isinstance(exc, OSError) and exc.errno not in NO_SPACE | {errno.EROFS}:
+                raise  # only a refused write is the user's place to fix; anything else is a bug to show
             if ctx.meta.get("edgepipe.debug"):
                 raise
-            click.echo(f"error: {exc}", err=True)
-            ctx.exit(exc.exit_code)
-        except KeyboardInterrupt:
+            error = exc if isinstance(exc, EdgepipeError) else write_error(exc.filename or "to the output", exc)
+            click.echo(f"error: {error}", err=True)
+            ctx.exit(error.exit_code)
+        except KeyboardInterrupt as exc:
             click.echo("interrupted", err=True)
-            ctx.exit(EXIT_INTERRUPTED)
+            ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
 
 
 def _split_list(ctx, param, value):
@@ -115,7 +151,8 @@ def _run_stages(stages: list[str] | None, kwargs: dict[str, Any]) -> None:
 def main(ctx: click.Context, debug: bool) -> None:
     """Turn a CNN architecture and labelled images into deployable, measured edge models.
 
-    Exit codes: 0 ok, 1 a check or threshold failed, 2 bad input, 130 interrupted.
+    Exit codes: 0 ok, 1 a check or threshold failed, 2 bad input (a full disk or read-only output
+    included), 130 interrupted (Ctrl-C), 143 terminated (SIGTERM).
     """
     ctx.meta["edgepipe.debug"] = debug
     if debug:

@@ -3,16 +3,20 @@
 Every file a run produces is written to a temporary name in the destination
 folder and renamed into place, so a crash never leaves a half-written file
 under its final name. Nothing here ever removes a folder standing where a file
-is to be written: that is an error, never a deletion.
+is to be written: that is an error, never a deletion. A place that refuses the
+write (full disk, quota, read-only, no permission) is an EdgepipeError naming
+the file and the cause.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -21,6 +25,59 @@ from edgepipe.errors import EdgepipeError
 
 #: temporary files carry this marker, so a later command can sweep what a killed one left behind
 TMP_MARKER = ".tmp"
+
+
+#: errno values of a write the destination refuses: the place, not edgepipe, must change
+NO_SPACE = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG})
+NOT_WRITABLE = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
+
+
+def refused_write(exc: BaseException) -> OSError | None:
+    """The OSError of a refused write (full, over quota, too large, read-only, no permission) that ``exc`` is
+    or was raised from (writers such as Keras wrap it); None when ``exc`` is something else."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in NO_SPACE | NOT_WRITABLE:
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def write_error(path: str | os.PathLike, exc: OSError) -> EdgepipeError:
+    """One line for a write ``path``'s place refused: what, where, and how to get past it."""
+    hint = ("Free space or choose another --output." if exc.errno in NO_SPACE
+            else "Choose a writable place (--output).")
+    return EdgepipeError(f"cannot write {path}: {exc.strerror or exc}", hint)
+
+
+def escapes(relative: str | os.PathLike) -> bool:
+    """Whether a name meant to be relative to a folder is not one: absolute, climbing out with '..', or empty."""
+    relative = Path(relative)
+    return relative.is_absolute() or ".." in relative.parts or not relative.parts
+
+
+def inside(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
+    """``root / relative``, promised to stay inside ``root``: refused with EdgepipeError when ``relative`` is
+    absolute, climbs out with '..', or passes through a symbolic link (any existing part of it, the last
+    included). ``root`` itself may be a link: it is the folder the user chose. Parts that do not exist yet
+    are allowed (edgepipe creates them as real files and folders)."""
+    root, relative = Path(root), Path(relative)
+    if escapes(relative):
+        raise EdgepipeError(f"'{relative}' is not a name inside {root}",
+                            "edgepipe reads and writes only inside the run directory; its records were edited.")
+    path = root
+    for part in relative.parts:
+        path = path / part
+        try:
+            mode = os.lstat(path).st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if stat.S_ISLNK(mode):
+            raise EdgepipeError(f"'{path}' is a symbolic link; edgepipe reads and writes only inside the run "
+                                f"directory {root}", "Replace the link by the file or folder itself, or choose "
+                                "another --output.")
+    return root / relative
 
 
 def _refuse_folder(final: Path) -> None:
@@ -56,7 +113,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{final.name}.", suffix=f"{TMP_MARKER}{suffix}", dir=final.parent)
     except OSError as exc:
-        raise EdgepipeError(f"cannot write in '{final.parent}' ({exc.strerror})", "Choose a writable place (--output).") from None
+        raise write_error(final, exc) from None
     os.close(fd)
     os.unlink(tmp_name)
     tmp = Path(tmp_name)
@@ -64,6 +121,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = "") -> Iterator[Path]:
         yield tmp
         _refuse_folder(final)
         os.replace(tmp, final)
+    except Exception as exc:
+        refused = refused_write(exc)
+        if refused is None:
+            raise
+        raise write_error(final, refused) from None
     finally:
         if tmp.is_dir():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -123,13 +185,14 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
-    """SHA-256 of a file, or of a directory's files (names and contents, in sorted order)."""
+    """SHA-256 of a file, or of a directory's files (names and contents, in sorted order; a symbolic link in
+    it counts by the name it points to, never by what it points at)."""
     path = Path(path)
     digest = hashlib.sha256()
     if path.is_dir():
-        for child in sorted(p for p in path.rglob("*") if p.is_file()):
+        for child in sorted(p for p in path.rglob("*") if p.is_file() or p.is_symlink()):
             digest.update(str(child.relative_to(path)).encode())
-            digest.update(sha256_file(child).encode())
+            digest.update(os.readlink(child).encode() if child.is_symlink() else sha256_file(child).encode())
         return digest.hexdigest()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(chunk_bytes), b""):

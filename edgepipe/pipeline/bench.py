@@ -91,7 +91,7 @@ def _candidates(run: RunDir, index: dict) -> list[tuple[dict, Path]]:
     ref = reference_format()
     reference = {"format": ref.name, "precision": ref.precision, "container": ref.container, "file": run.model.name,
                  "status": Status.OK.value, "description": ref.description}
-    return [(reference, run.model)] + [(item, run.artifacts_dir / item["file"]) for item in index["artifacts"]]
+    return [(reference, run.model)] + [(item, run.file("artifacts", item["file"])) for item in index["artifacts"]]
 
 
 def _base_record(item: dict, path: Path) -> Record:

@@ -17,7 +17,7 @@ from edgepipe.backends import ExportContext, Format, artifact_digest, artifact_f
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import make_folder, read_json, sha256_file, write_json
+from edgepipe.fileio import inside, make_folder, read_json, sha256_file, write_json
 from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
@@ -46,7 +46,7 @@ def index_files(index_path: Path) -> list[Path]:
     files = [index_path]
     for record in read_json(index_path).get("artifacts", []):
         if Status(record["status"]).measured:
-            files += artifact_files(folder / record["file"])
+            files += artifact_files(inside(folder, record["file"]))
     return files
 
 
@@ -207,9 +207,14 @@ def _run_child(task: _Task, echo: Echo, temporary: bool = False) -> dict[str, An
         request.write_bytes(pickle.dumps(task))
         process = subprocess.Popen([sys.executable, "-m", "edgepipe.pipeline.export", str(request), str(answer)],
                                    stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        for line in process.stdout:
-            echo(line.rstrip("\n"))
-        process.wait()
+        try:
+            for line in process.stdout:
+                echo(line.rstrip("\n"))
+            process.wait()
+        except BaseException:  # interrupted or terminated: the child must not go on writing
+            process.kill()
+            process.wait()
+            raise
         if not answer.exists():
             raise EdgepipeError(f"the export process ended unexpectedly (exit code {process.returncode})",
                                 "If it ran out of memory, export fewer formats at a time.")

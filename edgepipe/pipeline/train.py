@@ -79,7 +79,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     chief = is_chief()
     with scope(dist):
         model = load_keras_model(str(run.model_initial), config.unsafe_load)
-        outcome = strategy.fn(model, dataset, config.train, config.seed, echo, cache_dir=run.path / "cache")
+        outcome = strategy.fn(model, dataset, config.train, config.seed, echo, cache_dir=run.file("cache"))
         evaluation = _evaluate(model, dataset, echo) if chief else None
         baseline = _baseline(config, index, dataset.num_classes, echo) if config.train.baseline_from_scratch else None
     if chief:  # the chief alone writes the run directory

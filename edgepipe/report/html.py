@@ -8,6 +8,7 @@ from html import escape
 from pathlib import Path
 from typing import Any, Optional
 
+from edgepipe.fileio import inside
 from edgepipe.report.markdown import (
     LINKS,
     NUMERIC_COLUMNS,
@@ -81,8 +82,9 @@ def render(results: Results, run_dir: Optional[Path] = None, budget_pp: Optional
     training = results.training or {}
     if run_dir is not None:
         for name, heading in (("history.png", "Training curves"), ("confusion_matrix.png", "Confusion matrix")):
-            if (run_dir / name).exists():
-                parts += [f"<h2>{heading}</h2>", _img(run_dir / name, heading)]
+            image = inside(run_dir, name)  # never embeds what a link points at
+            if image.exists():
+                parts += [f"<h2>{heading}</h2>", _img(image, heading)]
     baseline = results.baseline_from_scratch
     if baseline:
         top1 = None if results.reference is None else results.reference.top1
