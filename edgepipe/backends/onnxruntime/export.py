@@ -133,23 +133,34 @@ def _preprocessed(ctx: ExportContext) -> Path:
     return out
 
 
-def _quantize(ctx: ExportContext, method: str) -> tuple[Any, dict[str, Any]]:
-    """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32 with ``method`` calibration:
-    (onnx.ModelProto, what was done)."""
-    import onnx
+def static_qdq(ctx: ExportContext, method: str, out: Path, activations: str, symmetric_activations: bool,
+               per_channel: bool, quantize_bias: bool = True) -> None:
+    """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32, written at ``out``: ``activations``
+    ('uint8' or 'int8') per tensor, symmetric (zero point 0) or not; weights int8 symmetric, per output channel
+    or per tensor; biases int32 behind a DequantizeLinear, or (``quantize_bias`` off) left in float.
+    Calibrated with ``method`` (minmax, entropy, percentile) on the export's calibration set."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with native_output_suppressed():
+        quantize_static(
+            str(_preprocessed(ctx)), str(out), _Reader(ctx.calibration, INPUT_NAME),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
+                           "QuantizeBias": quantize_bias},
+        )
+
+
+def _quantize(ctx: ExportContext, method: str) -> tuple[Any, dict[str, Any]]:
+    """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32 with ``method`` calibration and the
+    export's onnx options: (onnx.ModelProto, what was done)."""
+    import onnx
 
     options = ctx.options_for("onnxruntime")
     symmetric, per_channel = options.symmetric_activations, options.per_channel
     raw = ctx.workdir / f"quantized-{method}.onnx"
-    with native_output_suppressed():
-        quantize_static(
-            str(_preprocessed(ctx)), str(raw), _Reader(ctx.calibration, INPUT_NAME),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=QuantType.QUInt8 if options.activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-        )
+    static_qdq(ctx, method, raw, options.activations, symmetric, per_channel)
     return onnx.load(str(raw)), {
         "tool": "onnxruntime.quantization.quantize_static", "calibration_method": method,
         "activations": f"{options.activations} per-tensor " + ("symmetric" if symmetric else "asymmetric"),
