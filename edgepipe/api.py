@@ -252,9 +252,17 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
            seed: int = 0, calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0,
            threads: Optional[int] = None,
            options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
-           qat: Optional[dict[str, Any]] = None, echo: Echo = print) -> Exported:
-    """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path) to ``formats`` (one name or a list) and verify
-    each artifact.
+           qat: Optional[dict[str, Any]] = None, preprocessing: Any = None, input_size: Optional[int] = None,
+           echo: Echo = print) -> Exported:
+    """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path), or an image classifier in ONNX (a .onnx path),
+    to ``formats`` (one name or a list) and verify each artifact.
+
+    An ONNX model's ``preprocessing`` is what it was trained on, folded into every artifact (each takes raw
+    NHWC pixels): a mapping of ``layout`` (nchw/nhwc; default: read from the input's shape), ``channels``
+    (rgb/bgr), ``scale`` (raw pixels divided by it first), ``mean`` and ``std`` (per channel, after scaling),
+    or a named transform ('torch', 'tf', 'caffe', 'lite', 'unit', 'none'); not needed for an ONNX file edgepipe
+    wrote. ``input_size`` fixes a dynamic spatial size. Its artifacts are verified against the file itself,
+    run by ONNX Runtime on the same raw pixels.
 
     ``calibration`` calibrates INT8 formats and verifies every artifact: an image folder (one
     subfolder per class; 80% calibrates, 20% verifies and judges the INT8 accuracy budget), or arrays:
@@ -268,6 +276,7 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
     ``accuracy_budget_pp`` (the config's ``export.qat`` keys, e.g. ``{"epochs": 0}`` never tries it).
     """
     from edgepipe.pipeline.export import export_model
+    from edgepipe.pixels import resolve
 
     stem = Path(model).stem if isinstance(model, (str, Path)) else getattr(model, "name", "model")
     out = Path(output) if output is not None else Path("exports") / stem
@@ -277,7 +286,8 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
                          accuracy_budget_pp=accuracy_budget_pp,
                          threads=None if threads is None else _value("threads", threads, "count"),
                          options=_export_options(options), unsafe=unsafe_load, isolation=isolation,
-                         qat=_qat_settings(qat))
+                         qat=_qat_settings(qat), preprocessing=None if preprocessing is None else resolve(preprocessing),
+                         input_size=None if input_size is None else _value("input_size", input_size, "count"))
     from edgepipe.fileio import read_json
 
     return Exported(index, read_json(index)["artifacts"])

@@ -342,12 +342,22 @@ def profile_command(artifact, threads, engine, device, batch, calls, model, outp
               help="With a MODEL file: image folder (one subfolder per class) to calibrate INT8 and verify artifacts.")
 @click.option("--qat-epochs", type=int, metavar="N",
               help="Epochs of quantization-aware fine-tuning, the last INT8 recipe (export.qat.epochs; 0: never).")
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="With an ONNX MODEL: its input layout "
+              "(default: read from the input's shape).")
+@click.option("--channels", type=click.Choice(["rgb", "bgr"]), help="With an ONNX MODEL: the channel order it was trained on.")
+@click.option("--scale", type=float, metavar="X", help="With an ONNX MODEL: raw pixels are divided by this first (e.g. 255).")
+@click.option("--mean", callback=_split_list, metavar="A,B,C", help="With an ONNX MODEL: subtracted after scaling, per channel.")
+@click.option("--std", callback=_split_list, metavar="A,B,C", help="With an ONNX MODEL: then divided by, per channel.")
+@click.option("--preprocessing", "preprocessing_name", metavar="NAME", help="With an ONNX MODEL: a named transform "
+              "(torch, tf, caffe, lite, unit, none); the flags above override its keys.")
 def export_command(**kwargs: Any) -> None:
     """Stage 3: export the trained model to the configured formats.
 
     Reads and writes the run directory (--output), so one stage can be rerun.
-    Given a Keras model file instead of a CONFIG, exports that model alone:
+    Given a model file instead of a CONFIG (Keras, or an image classifier in ONNX with its preprocessing),
+    exports that model alone:
     edgepipe export model.keras --format tflite-int8 --format onnx-fp32 --calibration-data DIR
+    edgepipe export model.onnx --scale 255 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --calibration-data DIR
     """
     from edgepipe import api
     from edgepipe.architectures.loading import is_model_file
@@ -355,6 +365,9 @@ def export_command(**kwargs: Any) -> None:
     source = kwargs.get("config")
     formats = list(kwargs.pop("format_") or ())
     calibration_dir = kwargs.pop("calibration_data")
+    pixel_flags = {key: kwargs.pop(key) for key in ("layout", "channels", "scale", "mean", "std")}
+    named = kwargs.pop("preprocessing_name")
+    declared = named is not None or any(v is not None for v in pixel_flags.values())
     if source is not None and is_model_file(source):
         if calibration_dir is not None and not Path(calibration_dir).is_dir():
             raise EdgepipeError(f"calibration data '{calibration_dir}' is not a folder",
@@ -362,12 +375,23 @@ def export_command(**kwargs: Any) -> None:
         exported = api.export(source, formats or kwargs.get("formats") or ["all"], calibration=calibration_dir,
                               output=kwargs.get("output"), seed=kwargs.get("seed") or 0, threads=kwargs.get("threads"),
                               unsafe_load=kwargs.get("unsafe_load", False), echo=click.echo,
-                              qat=None if kwargs.get("qat_epochs") is None else {"epochs": kwargs["qat_epochs"]})
+                              qat=None if kwargs.get("qat_epochs") is None else {"epochs": kwargs["qat_epochs"]},
+                              preprocessing=_pixel_transform(named, pixel_flags) if declared else None,
+                              input_size=kwargs.get("input_size"))
         click.echo(f"artifacts: {exported.index}")
         return
+    if declared:
+        raise EdgepipeError("--layout, --channels, --scale, --mean, --std and --preprocessing apply to an ONNX model file",
+                            "In a run, set model.preprocessing in the config.")
     if formats:
         kwargs["formats"] = formats
     _run_stages(["export"], kwargs)
+
+
+def _pixel_transform(named: Any, flags: dict[str, Any]) -> Any:
+    from edgepipe.pixels import resolve
+
+    return resolve(named, **flags)
 
 
 MEASURE_ONLY = ("archs", "formats", "threads", "input_size", "force", "remote", "ssh_config", "remote_edgepipe",

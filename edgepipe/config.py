@@ -16,7 +16,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import yaml
 
@@ -38,6 +38,15 @@ class DataConfig:
 
 
 @dataclass
+class PreprocessingConfig:
+    layout: Optional[str] = _opt(None, "Layout of the network's input: nchw or nhwc (null: read from its shape, when only one side can hold the channels).", choices=("nchw", "nhwc"))
+    channels: Optional[str] = _opt(None, "Channel order the network was trained on: rgb or bgr (raw pixels are RGB).", choices=("rgb", "bgr"))
+    scale: Optional[float] = _opt(None, "Raw pixels are divided by this first (e.g. 255).", min=1e-6)
+    mean: Optional[list[float]] = _opt(None, "Subtracted after scaling, per channel in the network's order (one value or three, e.g. [0.485, 0.456, 0.406]).")
+    std: Optional[list[float]] = _opt(None, "Then divided by, per channel (one value or three, e.g. [0.229, 0.224, 0.225]).", min=1e-9)
+
+
+@dataclass
 class ModelConfig:
     arch: str = _opt("mobilenet_v2", "Architecture name from 'edgepipe models' (Keras spellings such as MobileNetV2 accepted).", registry="architecture")
     alpha: Optional[float] = _opt(None, "Width multiplier for families that have one (MobileNet: 0.25-1.4); null for the family default.", min=0.01, max=4.0)
@@ -46,7 +55,7 @@ class ModelConfig:
     channels: int = _opt(3, "Input channels: 3 (RGB) or 1 (grey).", choices=(1, 3))
     dropout: float = _opt(0.2, "Dropout rate in the new classification head.", min=0.0, max=0.95)
     path: Optional[str] = _opt(None, "Start from your own saved model instead of a registry architecture: a .keras or .h5 file saved by Keras (its classifier top is replaced).")
-    preprocessing: str = _opt("auto", "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128).", choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"))
+    preprocessing: Union[str, PreprocessingConfig] = _opt("auto", "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128); or, for an ONNX model, a mapping of the keys below (what it was trained on; edgepipe folds it into every artifact).", choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"))
     labels: Optional[str] = _opt(None, "classifier strategy: a text file naming the network's classes, one per line in output order (default for Keras Applications with ImageNet weights: Keras' ImageNet class index).")
 
 
@@ -203,7 +212,8 @@ def _type_name(tp: Any) -> str:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        return _type_name(inner[0]) + " or null"
+        names = " or ".join(_type_name(a) for a in inner)
+        return names + " or null" if type(None) in typing.get_args(tp) else names
     if origin is list:
         return "a list of " + _type_name(typing.get_args(tp)[0]) + "s"
     if dataclasses.is_dataclass(tp):
@@ -214,10 +224,15 @@ def _type_name(tp: Any) -> str:
 def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any]) -> Any:
     origin = typing.get_origin(tp)
     if origin in (typing.Union, types.UnionType):
-        if value is None:
+        if value is None and type(None) in typing.get_args(tp):
             return None
-        inner = [a for a in typing.get_args(tp) if a is not type(None)][0]
-        return _convert(value, inner, key, meta)
+        inner = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(inner) > 1:  # a string or a mapping (model.preprocessing): the value's own kind decides
+            chosen = next((a for a in inner if dataclasses.is_dataclass(a) == isinstance(value, dict)), None)
+            if chosen is None:
+                raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+            return _convert(value, chosen, key, meta)
+        return _convert(value, inner[0], key, meta)
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
@@ -251,7 +266,7 @@ def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any]) -> Any:
 def _check(value: Any, key: str, meta: dict[str, Any]) -> None:
     values = value if isinstance(value, list) else [value]
     for item in values:
-        if item is None:
+        if item is None or dataclasses.is_dataclass(item):  # a mapping's own keys were checked when it was built
             continue
         if "min" in meta and item < meta["min"]:
             raise ConfigError(f"config key '{key}' must be at least {meta['min']}, got {item!r}")
@@ -298,7 +313,7 @@ def _set_dotted(data: dict[str, Any], dotted: str, value: Any) -> None:
     parts = dotted.split(".")
     node = data
     for part in parts[:-1]:
-        if node.get(part) is None:
+        if not isinstance(node.get(part), dict):  # a detailed key replaces a string form (model.preprocessing)
             node[part] = {}
         node = node[part]
     node[parts[-1]] = value
@@ -424,7 +439,10 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
         hint = typing.get_type_hints(cls)[f.name]
         inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
-        if dataclasses.is_dataclass(inner[0]):
+        if len(inner) > 1:  # a string or a mapping: the string's row, then the mapping's keys
+            rows.append((prefix + f.name, yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(), f.metadata["help"]))
+            rows.extend(reference(next(a for a in inner if dataclasses.is_dataclass(a)), prefix + f.name + "."))
+        elif dataclasses.is_dataclass(inner[0]):
             rows.append((prefix + f.name, "null" if default is None else "(section)", f.metadata["help"]))
             rows.extend(reference(inner[0], prefix + f.name + "."))
         else:

@@ -36,6 +36,9 @@ TORCH_IMAGENET = Preprocessing(
 )
 CAFFE_BGR = Preprocessing((1.0,), (-103.939, -116.779, -123.68), "RGB to BGR, minus the ImageNet BGR mean", True)
 LITE_127_128 = Preprocessing((1 / 128.0,), (-127.0 / 128.0,), "(x - 127) / 128")
+#: the named transforms model.preprocessing takes
+PREPROCESSING_NAMES = {"none": RAW, "unit": UNIT_RANGE, "tf": TF_MINUS1_1, "torch": TORCH_IMAGENET,
+                       "caffe": CAFFE_BGR, "lite": LITE_127_128}
 
 
 @dataclass(frozen=True)

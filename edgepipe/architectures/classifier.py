@@ -6,13 +6,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgepipe.architectures.base import (
-    CAFFE_BGR,
-    LITE_127_128,
+    PREPROCESSING_NAMES,
     RAW,
-    TF_MINUS1_1,
-    TORCH_IMAGENET,
-    UNIT_RANGE,
     Architecture,
+    Preprocessing,
     get_architecture,
 )
 from edgepipe.errors import EdgepipeError
@@ -136,8 +133,32 @@ def build_backbone(arch: Architecture, input_size: int, channels: int, alpha: Op
         raise
 
 
-PREPROCESSING_NAMES = {"none": RAW, "unit": UNIT_RANGE, "tf": TF_MINUS1_1, "torch": TORCH_IMAGENET,
-                       "caffe": CAFFE_BGR, "lite": LITE_127_128}
+
+
+def detailed_preprocessing(setting: Any) -> Preprocessing:
+    """model.preprocessing given as a mapping (layout, channels, scale, mean, std), as the transform a Keras model
+    applies inside: ``x * 1 / (scale * std) - mean / std`` per channel. EdgepipeError when a key is missing or
+    the layout is nchw (a Keras model edgepipe builds takes NHWC)."""
+    from edgepipe.pixels import from_mapping
+
+    transform = from_mapping(setting)
+    if transform.layout == "nchw":
+        raise EdgepipeError("model.preprocessing.layout nchw applies to ONNX models; a Keras model takes NHWC",
+                            "Set model.preprocessing.layout to nhwc, or drop it.")
+    missing = [k for k in transform.missing() if k != "layout"]
+    if missing:
+        raise EdgepipeError("model.preprocessing is missing " + ", ".join(missing),
+                            "Give channels, scale, mean and std (or a named transform such as torch).")
+    multiplier, offset = transform.per_channel(3)
+    return Preprocessing(tuple(float(v) for v in multiplier), tuple(float(v) for v in offset),
+                         transform.with_defaults(layout="nhwc").describe(), transform.channels == "bgr")
+
+
+def _preprocessing(setting: Any, default: Optional[Preprocessing]) -> Optional[Preprocessing]:
+    """The transform model.preprocessing names or details; ``default`` for 'auto'."""
+    if not isinstance(setting, str):
+        return detailed_preprocessing(setting)
+    return default if setting == "auto" else PREPROCESSING_NAMES[setting]
 
 
 def resolve_architecture(model_config, unsafe: bool = False) -> Architecture:
@@ -148,12 +169,10 @@ def resolve_architecture(model_config, unsafe: bool = False) -> Architecture:
     if model_config.path:
         from edgepipe.architectures.loading import user_architecture
 
-        pre = PREPROCESSING_NAMES.get(model_config.preprocessing, RAW)
-        return user_architecture(model_config.path, unsafe, pre)
+        return user_architecture(model_config.path, unsafe, _preprocessing(model_config.preprocessing, RAW))
     arch = get_architecture(model_config.arch)
-    if model_config.preprocessing != "auto":
-        arch = dataclasses.replace(arch, preprocessing=PREPROCESSING_NAMES[model_config.preprocessing])
-    return arch
+    pre = _preprocessing(model_config.preprocessing, None)
+    return arch if pre is None else dataclasses.replace(arch, preprocessing=pre)
 
 
 def build_classifier(

@@ -22,9 +22,12 @@ def _is_saved_model(path: Path) -> bool:
 
 
 def is_model_file(path: str | Path) -> bool:
-    """Whether ``path`` names a model (a .keras/.h5 file, or a folder such as a SavedModel) rather than a config file."""
+    """Whether ``path`` names a model (a .keras/.h5 file, a folder such as a SavedModel, or a file a backend reads as
+    a source, such as an ONNX classifier) rather than a config file."""
+    from edgepipe.backends import model_source
+
     p = Path(path)
-    return p.suffix.lower() in SUFFIXES or p.is_dir()
+    return p.suffix.lower() in SUFFIXES or p.is_dir() or model_source(p) is not None
 
 
 #: what the first bytes of a file must be: .keras files are zip archives, .h5 files HDF5
@@ -38,7 +41,14 @@ def check_model_path(path: str) -> Path:
     A TensorFlow SavedModel folder is refused: it holds a traced graph, not Keras layers that can get a
     new head and be trained.
     """
+    from edgepipe.backends import model_source
+
     p = Path(path)
+    source = model_source(p)
+    if source is not None:
+        raise EdgepipeError(f"'{path}' is {source.description}: a run trains a new head on a Keras model only",
+                            f"Export it with 'edgepipe export {p.name} --calibration-data DIR' (with its preprocessing "
+                            "declared), or pass a .keras or .h5 file.")
     if not p.exists():
         raise EdgepipeError(f"model file '{path}' does not exist", "Pass a .keras or .h5 file.")
     if _is_saved_model(p):

@@ -19,6 +19,7 @@ from edgepipe.backends.base import (
     ENGINES,
     FORMATS,
     INTEGER_PRECISIONS,
+    SOURCES,
     TOLERANCES,
     Backend,
     Container,
@@ -173,6 +174,13 @@ def create_runner(artifact: Artifact | str | Path, *, threads: int, engine: Opti
     return entry.runner(artifact, threads=threads, device=device, settings=settings)
 
 
+def model_source(path: str | Path) -> Optional[Any]:
+    """The ModelSource that reads ``path`` (an ONNX classifier...), by its suffix; None for a Keras file or any
+    other path."""
+    load()
+    return SOURCES.get(Path(path).suffix.lower())
+
+
 def reference_format() -> Format:
     """The format of the FP32 model every artifact is compared with (the Keras model)."""
     load()
@@ -183,5 +191,5 @@ __all__ = [
     "Artifact", "BACKENDS", "Backend", "CONTAINERS", "artifact_digest", "artifact_files", "artifact_size_mb", "Container", "DEVICES", "ENGINES", "Engine", "Evaluation",
     "ExportContext", "FORMATS", "Format", "INTEGER_PRECISIONS", "InputSpec", "Runner", "TOLERANCES", "Tolerance",
     "artifact_suffixes", "container_of", "containers", "create_runner", "default_engine", "devices", "devices_for",
-    "engines", "engines_for", "formats", "identify", "load", "reference_format", "tracked_packages",
+    "engines", "engines_for", "formats", "identify", "load", "model_source", "reference_format", "tracked_packages",
 ]

@@ -108,6 +108,8 @@ class Format:
     tolerance_key: Optional[str] = None
     #: the FP32 model itself, which every other artifact is compared with (not exported by 'all')
     reference: bool = False
+    #: why it is not built from a model that is not a Keras one (e.g. an ONNX file); None: it is
+    keras_only: Optional[str] = None
 
     @property
     def suffix(self) -> str:
@@ -137,6 +139,23 @@ class Engine:
 
 
 @dataclass(frozen=True)
+class ModelSource:
+    """A kind of model file besides Keras' that export starts from (an ONNX classifier).
+
+    ``read(path, preprocessing, input_size)`` checks the file (one-line EdgepipeErrors), writes nothing, and
+    returns an object with ``size``, ``channels``, ``outputs``, ``name``, ``labels`` (or None),
+    ``preprocessing()`` (what artifacts record), ``describe()``, ``write(path)`` (the graph the formats start
+    from, taking raw NHWC pixels) and ``reference(images, threads)`` (probabilities every artifact is judged
+    against). ``preprocessing`` is a ``pixels.PixelTransform``.
+    """
+
+    backend: str
+    suffixes: tuple[str, ...]
+    read: Callable[..., Any]
+    description: str
+
+
+@dataclass(frozen=True)
 class DeviceInfo:
     name: str
     description: str
@@ -147,6 +166,8 @@ CONTAINERS: Registry[Container] = Registry("artifact container")
 FORMATS: Registry[Format] = Registry("format", list_command="edgepipe formats")
 ENGINES: Registry[Engine] = Registry("engine", list_command="edgepipe formats")
 DEVICES: dict[str, DeviceInfo] = {}
+#: file suffix -> the model source that reads it
+SOURCES: dict[str, ModelSource] = {}
 
 
 class Backend:
@@ -177,13 +198,18 @@ class Backend:
 
     def format(self, name: str, *, container: str, precision: str, description: str, needs_calibration: bool = False,
                available: Callable[[], Optional[str]] = always_available,
-               tolerance: Optional[str] = None, reference: bool = False) -> Callable:
+               tolerance: Optional[str] = None, reference: bool = False, keras_only: Optional[str] = None) -> Callable:
         def decorator(fn: Callable) -> Callable:
             FORMATS.add(name, Format(name, self.name, container, precision, description, fn, needs_calibration,
-                                     available, tolerance, reference))
+                                     available, tolerance, reference, keras_only))
             return fn
 
         return decorator
+
+    def model_source(self, *, suffixes: tuple[str, ...], read: Callable[..., Any], description: str) -> None:
+        """Register a kind of model file export starts from besides Keras' (see :class:`ModelSource`)."""
+        for suffix in suffixes:
+            SOURCES[suffix.lower()] = ModelSource(self.name, tuple(suffixes), read, description)
 
     def engine(self, name: str, *, reads: tuple[str, ...], devices: tuple[str, ...],
                available: Callable[[], Optional[str]] = always_available, description: str = "",

@@ -41,7 +41,7 @@ class ExportContext:
     first request.
     """
 
-    model: Any  # keras.Model
+    model: Any  # keras.Model; None when the source is another kind of model (see source_onnx)
     labels: list[str]
     preprocessing: dict[str, Any]
     calibration: Any = None  # CalibrationSet or None
@@ -58,6 +58,9 @@ class ExportContext:
     qat: Any = None  # config.QatConfig (None: its defaults)
     outputs: dict[str, Path] = field(default_factory=dict)
     echo: Callable[[str], None] = lambda line: None
+    #: the source as an ONNX graph taking raw NHWC pixels, when it is not a Keras model (a foreign network with
+    #: its preprocessing folded in): onnx-fp32 is made from it, and formats that convert from Keras are skipped
+    source_onnx: Optional[Path] = None
     _workdir: Optional[Path] = field(default=None, repr=False)
     _saved_model: Optional[Path] = field(default=None, repr=False)
 

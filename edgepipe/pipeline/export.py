@@ -13,7 +13,15 @@ from typing import Any, Optional
 import numpy as np
 
 from edgepipe.calibration import CalibrationSet, draw
-from edgepipe.backends import ExportContext, Format, artifact_digest, artifact_files, artifact_size_mb, formats
+from edgepipe.backends import (
+    ExportContext,
+    Format,
+    artifact_digest,
+    artifact_files,
+    artifact_size_mb,
+    formats,
+    model_source,
+)
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
@@ -75,12 +83,16 @@ class ExportJob:
     workdir_parent: Optional[Path] = None
     #: quantization-aware fine-tuning settings (a config.QatConfig; None: its defaults)
     qat: Any = None
+    #: a source that is not a Keras model (what backends.model_source read), and its raw-pixel graph on disk
+    source: Any = None
+    source_onnx: Optional[Path] = None
 
 
 def _context(model, job: ExportJob, echo: Echo, reference: Optional[np.ndarray]) -> ExportContext:
     ctx = ExportContext(model, job.labels, job.preprocessing, job.calibration_set, workdir_parent=job.workdir_parent,
                         calibration_method=job.calibration_method, accuracy_budget_pp=job.accuracy_budget_pp,
-                        calibration_pool=job.calibration_pool, options=dict(job.options), qat=job.qat, echo=echo)
+                        calibration_pool=job.calibration_pool, options=dict(job.options), qat=job.qat, echo=echo,
+                        source_onnx=job.source_onnx)
     if job.validation is not None and reference is not None:
         images, labels = job.validation
         ctx.evaluate = Evaluator(images, labels, job.threads)
@@ -91,9 +103,12 @@ def _context(model, job: ExportJob, echo: Echo, reference: Optional[np.ndarray])
 
 
 def _reference(model, job: ExportJob) -> Optional[np.ndarray]:
-    """The Keras model's probabilities on the validation images (what every artifact is judged against)."""
+    """The source model's probabilities on the validation images (what every artifact is judged against): the
+    Keras model's, or a foreign source's own (an ONNX file run by ONNX Runtime on the same raw pixels)."""
     if job.validation is None:
         return None
+    if job.source is not None:
+        return job.source.reference(job.validation[0], job.threads)
     from edgepipe.pipeline.controls import predict_arrays
 
     return predict_arrays(model, job.validation[0].astype(np.float32))
@@ -256,7 +271,7 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
     path = out_dir / f"{stem}-{fmt.name}{fmt.suffix}"
     record: dict[str, Any] = {"format": fmt.name, "precision": fmt.precision, "container": fmt.container,
                               "file": path.name, "description": fmt.description}
-    unavailable = fmt.available()
+    unavailable = fmt.available() or (fmt.keras_only if ctx.model is None else None)
     if unavailable:
         echo(f"  {fmt.name}: skipped ({unavailable})")
         return {**record, "status": Status.SKIPPED.value, "reason": unavailable}
@@ -359,23 +374,17 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
                  class_names: Optional[list[str]] = None, calibration_size: int = 200, seed: int = 0,
                  calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
                  unsafe: bool = False, options: Optional[dict[str, Any]] = None, isolation: str = "auto",
-                 qat: Any = None) -> Path:
-    """Export any Keras model (an object or a file, not only a run directory's) to ``out_dir``; returns
-    artifacts.json's path. See ``edgepipe.export`` for ``calibration`` and ``isolation``."""
-    from edgepipe.architectures.loading import load_keras_model
+                 qat: Any = None, preprocessing: Any = None, input_size: Optional[int] = None) -> Path:
+    """Export any Keras model (an object or a file, not only a run directory's), or a model file a backend reads
+    as a source (an ONNX classifier, with ``preprocessing``, a pixels.PixelTransform, and ``input_size`` for a
+    dynamic spatial size), to ``out_dir``; returns artifacts.json's path. See ``edgepipe.export`` for
+    ``calibration`` and ``isolation``."""
     from edgepipe.pipeline.bench import resolve_threads
 
     source = str(model) if isinstance(model, (str, Path)) else None
     scratch = out_dir / ".edgepipe-tmp"
-    if source is not None and isolated(isolation, Path(source)):
-        # every format converts in a child process: this one never loads TensorFlow, so it holds no model's memory
-        # while they run (ResNet50: 1.5 GB less at the peak of the export)
-        model = None
-        facts = _run_child(_Task("facts", source, None, unsafe=unsafe), echo, temporary=True)["facts"]
-    else:
-        if source is not None:
-            model = load_keras_model(source, unsafe)
-        facts = _facts(model)
+    foreign = _foreign_source(source, preprocessing, input_size)
+    model, facts = _model_and_facts(model, source, foreign, isolation, unsafe, echo)
     size, channels, outputs = facts["size"], facts["channels"], facts["outputs"]
     names = expand_formats(names)
     labels = list(class_names) if class_names else None
@@ -392,15 +401,19 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
         raise EdgepipeError("INT8 formats need calibration images", "Pass --calibration-data DIR (an image folder).")
     if labels is not None and len(labels) != outputs:
         labels = None
-    labels = labels or [f"class_{i}" for i in range(outputs)]
+    labels = labels or (foreign.labels if foreign is not None else None) or [f"class_{i}" for i in range(outputs)]
     make_folder(out_dir)
     stem = Path(source).stem if source else facts["name"]
     shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted export here left behind
-    job = ExportJob(names, out_dir, stem, labels, {"description": "as saved in the model file"},
+    described = foreign.preprocessing() if foreign is not None else {"description": "as saved in the model file"}
+    job = ExportJob(names, out_dir, stem, labels, described,
                     calibration_set, pool, validation, calibration_method, accuracy_budget_pp, resolve_threads(threads),
-                    options or {}, scratch, qat)
-    model_path = Path(source) if source else _saved_copy(model, scratch, isolation)
-    isolate = isolated(isolation, model_path)
+                    options or {}, scratch, qat, source=foreign)
+    if foreign is not None:
+        make_folder(scratch)
+        job.source_onnx = foreign.write(scratch / "source-raw-pixels.onnx")
+    model_path = None if foreign is not None else (Path(source) if source else _saved_copy(model, scratch, isolation))
+    isolate = foreign is None and isolated(isolation, model_path)
     echo(f"exporting {source or stem} to {out_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     try:
         records = export_all(model, job, echo, model_path, isolate, unsafe)
@@ -408,9 +421,42 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
         shutil.rmtree(scratch, ignore_errors=True)
     index_path = out_dir / "artifacts.json"
     write_json(index_path, {"source_model": source or stem, "source_sha256": sha256_file(source) if source else None,
+                            **({"source": foreign.describe()} if foreign is not None else {}),
                             "calibration": calibration_set.describe() if calibration_set is not None else None,
                             "artifacts": records})
     return index_path
+
+
+def _foreign_source(source: Optional[str], preprocessing: Any, input_size: Optional[int]) -> Any:
+    """The checked source when ``source`` is a model file a backend reads (an ONNX classifier), else None.
+    EdgepipeError when preprocessing or an input size is declared for a Keras model, which holds its own."""
+    from edgepipe.pixels import PixelTransform
+
+    reader = model_source(source) if source is not None else None
+    if reader is not None:
+        return reader.read(Path(source), preprocessing or PixelTransform(), input_size)
+    declared = preprocessing is not None and any(v is not None for v in preprocessing.as_dict().values())
+    if declared or input_size is not None:
+        raise EdgepipeError("preprocessing and input size are declared for ONNX models only; a Keras model holds its own",
+                            "Drop --layout, --channels, --scale, --mean, --std, --preprocessing and --input-size.")
+    return None
+
+
+def _model_and_facts(model: Any, source: Optional[str], foreign: Any, isolation: str, unsafe: bool,
+                     echo: Echo) -> tuple[Any, dict[str, Any]]:
+    """(the Keras model or None, its facts: size, channels, outputs, name)."""
+    from edgepipe.architectures.loading import load_keras_model
+
+    if foreign is not None:
+        return None, {"size": foreign.size, "channels": foreign.channels, "outputs": foreign.outputs,
+                      "name": foreign.name}
+    if source is not None and isolated(isolation, Path(source)):
+        # every format converts in a child process: this one never loads TensorFlow, so it holds no model's memory
+        # while they run (ResNet50: 1.5 GB less at the peak of the export)
+        return None, _run_child(_Task("facts", source, None, unsafe=unsafe), echo, temporary=True)["facts"]
+    if source is not None:
+        model = load_keras_model(source, unsafe)
+    return model, _facts(model)
 
 
 def _saved_copy(model, scratch: Path, isolation: str) -> Optional[Path]:

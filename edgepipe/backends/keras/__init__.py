@@ -35,6 +35,7 @@ KERAS.container("keras", suffixes=(".keras",), default_engine="tensorflow", read
 
 
 @KERAS.format("keras-fp32", container="keras", precision="fp32", reference=True,
+              keras_only="the source is not a Keras model",
               description="the Keras model (the FP32 reference)")
 def export_keras(ctx, path: Path) -> dict[str, Any]:
     from edgepipe.fileio import atomic_path

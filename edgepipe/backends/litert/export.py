@@ -38,6 +38,9 @@ SENSITIVITY_IMAGES = 256
 #: how much of the sensitivity ranking the export details keep
 SENSITIVITY_REPORTED = 10
 
+#: why TFLite formats are skipped for a source that is not a Keras model (they convert from its SavedModel)
+FROM_KERAS_ONLY = "TFLite from ONNX is not built yet"
+
 
 def _converter(ctx: ExportContext):
     import tensorflow as tf
@@ -94,12 +97,12 @@ def _integer_io(ctx: ExportContext) -> str:
     return ctx.options_for("litert").int8_io
 
 
-@LITERT.format("tflite-fp32", container="tflite", precision="fp32", description="TFLite, float32 weights and activations")
+@LITERT.format("tflite-fp32", container="tflite", keras_only=FROM_KERAS_ONLY, precision="fp32", description="TFLite, float32 weights and activations")
 def export_tflite_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return _write(ctx, "tflite-fp32", path, _convert(_converter(ctx)), {"input_dtype": "float32", "output_dtype": "float32"})
 
 
-@LITERT.format("tflite-fp16", container="tflite", precision="fp16",
+@LITERT.format("tflite-fp16", container="tflite", keras_only=FROM_KERAS_ONLY, precision="fp16",
                description="TFLite, float16 weights (dequantized to float32 at load on CPU; native fp16 on GPU delegates)")
 def export_tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
@@ -110,7 +113,7 @@ def export_tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return _write(ctx, "tflite-fp16", path, _convert(converter), {"input_dtype": "float32", "has": "float16"})
 
 
-@LITERT.format("tflite-dynamic", container="tflite", precision="dynamic",
+@LITERT.format("tflite-dynamic", container="tflite", keras_only=FROM_KERAS_ONLY, precision="dynamic",
                description="TFLite dynamic range: int8 weights, float activations (no calibration)")
 def export_tflite_dynamic(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
@@ -235,7 +238,7 @@ def _kept_float_details(ranking: tuple[aeq.Effect, list[aeq.Effect]], chosen: ae
     }
 
 
-@LITERT.format("tflite-int8", container="tflite", precision="int8", needs_calibration=True,
+@LITERT.format("tflite-int8", container="tflite", keras_only=FROM_KERAS_ONLY, precision="int8", needs_calibration=True,
                description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)")
 def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     """Recipes in order until one is within the accuracy budget: the TFLite converter; AI Edge Quantizer
@@ -322,7 +325,7 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
                          [converter, aeq_plain, larger, aeq_kept_float, converter_kept_float, qat])
 
 
-@LITERT.format("tflite-int16x8", container="tflite", precision="int16x8", needs_calibration=True,
+@LITERT.format("tflite-int16x8", container="tflite", keras_only=FROM_KERAS_ONLY, precision="int16x8", needs_calibration=True,
                description="TFLite, int16 activations and int8 weights (calibrated; float input/output)")
 def export_tflite_int16x8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf

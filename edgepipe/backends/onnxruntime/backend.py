@@ -43,6 +43,8 @@ ONNX.device("tensorrt", "an NVIDIA GPU through ONNX Runtime's TensorRT execution
 
 #: metadata_props keys edgepipe writes into every ONNX file
 FORMAT_KEY, PRECISION_KEY, LABELS_KEY = "edgepipe.format", "edgepipe.precision", "labels"
+#: the 'input' metadata of every ONNX file edgepipe writes: it takes raw pixels, its preprocessing inside
+RAW_INPUT = "raw pixels 0..255, float32, NHWC"
 
 
 def _read_info(path: Path) -> dict[str, Any]:
@@ -58,3 +60,4 @@ def _read_info(path: Path) -> dict[str, Any]:
 
 ONNX.container("onnx", suffixes=(".onnx",), default_engine="onnxruntime", read_info=_read_info,
                description="ONNX model (labels, preprocessing, format and precision in its metadata)")
+

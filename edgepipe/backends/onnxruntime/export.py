@@ -11,7 +11,7 @@ from edgepipe.versions import __version__
 from edgepipe.backends.base import FORMATS
 from edgepipe.backends.context import ExportContext
 from edgepipe.backends.onnxruntime import nncf_int8
-from edgepipe.backends.onnxruntime.backend import FORMAT_KEY, LABELS_KEY, ONNX, PRECISION_KEY
+from edgepipe.backends.onnxruntime.backend import FORMAT_KEY, LABELS_KEY, ONNX, PRECISION_KEY, RAW_INPUT
 from edgepipe.backends.onnxruntime.qdq import ort_kernels, qdq_count, set_activation_type
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import write_bytes
@@ -27,7 +27,7 @@ def _stamp(model_proto, ctx: ExportContext, format_name: str) -> None:
     props = {
         LABELS_KEY: json.dumps(ctx.labels),
         "preprocessing": json.dumps(ctx.preprocessing),
-        "input": "raw pixels 0..255, float32, NHWC",
+        "input": RAW_INPUT,
         "producer": f"edgepipe {__version__}",
         FORMAT_KEY: format_name,
         PRECISION_KEY: FORMATS.get(format_name).precision,
@@ -72,6 +72,8 @@ def _check_and_write(model_proto, path: Path, ctx: ExportContext, format_name: s
 @ONNX.format("onnx-fp32", container="onnx", precision="fp32",
              description="ONNX (opset export.onnx.opset), float32, dynamic batch (tf2onnx); labels and preprocessing in metadata")
 def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    if ctx.source_onnx is not None:
+        return _onnx_fp32_from_onnx(ctx, path)
     import tensorflow as tf
     import tf2onnx
 
@@ -87,6 +89,19 @@ def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     _check_and_write(model_proto, path, ctx, "onnx-fp32")
     ctx.outputs["onnx-fp32"] = path
     return {"opset": opset, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output]}
+
+
+def _onnx_fp32_from_onnx(ctx: ExportContext, path: Path) -> dict[str, Any]:
+    """onnx-fp32 of an ONNX source: its raw-pixel graph after ONNX Runtime's basic optimizations (which fold the
+    preprocessing's transpose into the first convolution's neighbours where they can), in its own opset."""
+    import onnx
+
+    model_proto = _basic_optimized(onnx.load(str(ctx.source_onnx)), ctx.workdir)
+    _check_and_write(model_proto, path, ctx, "onnx-fp32")
+    ctx.outputs["onnx-fp32"] = path
+    opset = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
+    return {"opset": opset, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output],
+            "converted_from": "the source ONNX model, its preprocessing folded in"}
 
 
 @ONNX.format("onnx-fp16", container="onnx", precision="fp16", tolerance="fp16-compute",
@@ -133,23 +148,34 @@ def _preprocessed(ctx: ExportContext) -> Path:
     return out
 
 
-def _quantize(ctx: ExportContext, method: str) -> tuple[Any, dict[str, Any]]:
-    """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32 with ``method`` calibration:
-    (onnx.ModelProto, what was done)."""
-    import onnx
+def static_qdq(ctx: ExportContext, method: str, out: Path, activations: str, symmetric_activations: bool,
+               per_channel: bool, quantize_bias: bool = True) -> None:
+    """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32, written at ``out``: ``activations``
+    ('uint8' or 'int8') per tensor, symmetric (zero point 0) or not; weights int8 symmetric, per output channel
+    or per tensor; biases int32 behind a DequantizeLinear, or (``quantize_bias`` off) left in float.
+    Calibrated with ``method`` (minmax, entropy, percentile) on the export's calibration set."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    with native_output_suppressed():
+        quantize_static(
+            str(_preprocessed(ctx)), str(out), _Reader(ctx.calibration, INPUT_NAME),
+            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
+            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
+                           "QuantizeBias": quantize_bias},
+        )
+
+
+def _quantize(ctx: ExportContext, method: str) -> tuple[Any, dict[str, Any]]:
+    """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32 with ``method`` calibration and the
+    export's onnx options: (onnx.ModelProto, what was done)."""
+    import onnx
 
     options = ctx.options_for("onnxruntime")
     symmetric, per_channel = options.symmetric_activations, options.per_channel
     raw = ctx.workdir / f"quantized-{method}.onnx"
-    with native_output_suppressed():
-        quantize_static(
-            str(_preprocessed(ctx)), str(raw), _Reader(ctx.calibration, INPUT_NAME),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            activation_type=QuantType.QUInt8 if options.activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-            extra_options={"ActivationSymmetric": symmetric, "WeightSymmetric": True},
-        )
+    static_qdq(ctx, method, raw, options.activations, symmetric, per_channel)
     return onnx.load(str(raw)), {
         "tool": "onnxruntime.quantization.quantize_static", "calibration_method": method,
         "activations": f"{options.activations} per-tensor " + ("symmetric" if symmetric else "asymmetric"),
@@ -221,6 +247,11 @@ def _qat_recipe(ctx: ExportContext, **overrides: Any):
     from edgepipe.quantization.budget import Skipped
     from edgepipe.quantization.qat import qat_recipe  # imports Keras: only when INT8 is exported
 
+    if ctx.model is None:
+        def no_keras():
+            return Skipped("the source is not a Keras model: fine-tune it in its own framework, then bring it")
+        no_keras.__name__ = "quantization-aware fine-tuning"
+        return no_keras
     if not ctx.options_for("onnxruntime").per_channel:
         def skipped():
             return Skipped("export.onnx.per_channel is off: the fine-tuning simulates per-channel weights")

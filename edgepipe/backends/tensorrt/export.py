@@ -1,7 +1,9 @@
 """TensorRT engines built from the ONNX backend's output with the TensorRT Python API.
 
-INT8 uses explicit quantization: the QDQ model of ``onnx-int8`` (implicit
-calibrators are deprecated since TensorRT 10.1 and removed in 11). FP16 sets
+INT8 uses explicit quantization: a QDQ model made for TensorRT from ``onnx-fp32``
+(int8 symmetric activations and per-channel weights, see ``tensorrt.qdq``; not
+``onnx-int8``, whose uint8 activations TensorRT refuses; implicit calibrators are
+deprecated since TensorRT 10.1 and removed in 11). FP16 sets
 the FP16 builder flag on TensorRT 10, and on TensorRT 11 (strongly typed
 networks only) builds the ``onnx-fp16`` model. A timing cache (keyed by
 TensorRT version and GPU) speeds up rebuilds.
@@ -15,6 +17,7 @@ from typing import Any
 from edgepipe.backends.context import ExportContext
 from edgepipe.backends.tensorrt.backend import TENSORRT, TensorRTExportOptions, sidecar_path, tensorrt_unavailable
 from edgepipe.backends.tensorrt.engine_info import cache_dir, engine_facts, engine_metadata, timing_cache_key
+from edgepipe.backends.tensorrt.qdq import tensorrt_int8_graph
 from edgepipe.errors import ConfigError, EdgepipeError
 from edgepipe.fileio import write_bytes, write_json
 
@@ -31,8 +34,17 @@ def build_plan(options: TensorRTExportOptions, input_shape: tuple[int, ...]) -> 
             "workspace_bytes": options.workspace_mb * 2**20, "dla_core": options.dla_core}
 
 
+#: what the sidecar records as the source of an INT8 engine
+INT8_SOURCE = "onnx-fp32 quantized for TensorRT (int8 symmetric QDQ)"
+
+
 def _source(precision: str, strongly_typed: bool) -> str:
-    return {"fp16": "onnx-fp16" if strongly_typed else "onnx-fp32", "int8": "onnx-int8"}[precision]
+    return {"fp16": "onnx-fp16" if strongly_typed else "onnx-fp32", "int8": INT8_SOURCE}[precision]
+
+
+def _onnx_for(ctx: ExportContext, precision: str, source: str) -> Path:
+    """The ONNX file TensorRT's parser reads: the QDQ graph made for TensorRT for INT8, else ``source``."""
+    return tensorrt_int8_graph(ctx) if precision == "int8" else ctx.require(source)
 
 
 def _build(ctx: ExportContext, path: Path, format_name: str, precision: str) -> dict[str, Any]:
@@ -41,7 +53,7 @@ def _build(ctx: ExportContext, path: Path, format_name: str, precision: str) -> 
     facts = engine_facts()
     strongly_typed = not hasattr(trt.BuilderFlag, "FP16")  # TensorRT 11: precision comes from the model's types
     source = _source(precision, strongly_typed)
-    onnx_path = ctx.require(source)
+    onnx_path = _onnx_for(ctx, precision, source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
@@ -87,6 +99,7 @@ def export_tensorrt_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
 
 @TENSORRT.format("tensorrt-int8", container="tensorrt", precision="int8", needs_calibration=True,
                  available=tensorrt_unavailable,
-                 description="TensorRT engine, INT8 by explicit quantization of the onnx-int8 QDQ model")
+                 description="TensorRT engine, INT8 by explicit quantization of a QDQ model made for TensorRT "
+                             "(int8 symmetric activations, per-channel weights)")
 def export_tensorrt_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return _build(ctx, path, "tensorrt-int8", "int8")
