@@ -154,8 +154,20 @@ def add_efficiency(record: Record, macs: Optional[int], device: dict[str, Any]) 
         return
     peak = None
     if record.device == "cpu":
-        peak = peak_estimate(device, record.threads, integer=record.precision in INTEGER_PRECISIONS)
+        peak = peak_estimate(device, record.threads, compute_kind(record))
     record.efficiency = efficiency(macs, record.batch_size, record.latency_ms["p50"], peak)
+
+
+#: an engine's recorded inference precision (OpenVINO's names) -> the peak estimate's data type
+_COMPUTED_IN = {"bf16": "bf16", "f16": "fp16"}
+
+
+def compute_kind(record: Record) -> str:
+    """The data type the record's layers computed in, for the peak estimate: int8 for integer formats,
+    else the reduced precision its engine reports in force (OpenVINO's bf16 or f16), else fp32."""
+    if record.precision in INTEGER_PRECISIONS:
+        return "int8"
+    return _COMPUTED_IN.get(str((record.settings or {}).get("inference_precision")), "fp32")
 
 
 def _baseline(training: dict) -> Optional[dict]:
