@@ -266,12 +266,25 @@ def _top1(compiled: Any, items: Any) -> tuple[float, list[float]]:
     return (float(np.mean(correct)) if correct else 0.0), correct
 
 
+#: export option -> NNCF's OverflowFix member. With 'first_layer' (NNCF's default), an IR of the tiny test
+#: model agreed with Keras on 95% of 537 digits with VNNI or AMX kernels and on 83% with AVX2 ones; with
+#: 'all', on 96% with both (the same outputs)
+OVERFLOW_FIX = {"all": "ENABLE", "first_layer": "FIRST_LAYER", "none": "DISABLE"}
+
+
 def _nncf_options(ctx: ExportContext) -> dict[str, Any]:
     import nncf
 
     options = ctx.options_for("openvino")
     preset = nncf.QuantizationPreset.PERFORMANCE if options.int8_preset == "performance" else nncf.QuantizationPreset.MIXED
     return {"preset": preset, "subset_size": len(ctx.calibration), "fast_bias_correction": options.fast_bias_correction}
+
+
+def _advanced(ctx: ExportContext) -> Any:
+    """NNCF's advanced quantization parameters for the export options (the overflow fix)."""
+    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
+
+    return AdvancedQuantizationParameters(overflow_fix=OverflowFix[OVERFLOW_FIX[ctx.options_for("openvino").int8_overflow_fix]])
 
 
 def _write_int8(ctx: ExportContext, model: Any, p: Path, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -283,7 +296,8 @@ def _write_int8(ctx: ExportContext, model: Any, p: Path, recipe: dict[str, Any])
     stamp(model, ctx, "openvino-int8")
     save_model(model, p)
     options = ctx.options_for("openvino")
-    return {**recipe, "preset": options.int8_preset, "fast_bias_correction": options.fast_bias_correction,
+    return {**recipe, "preset": options.int8_preset, "overflow_fix": options.int8_overflow_fix,
+            "fast_bias_correction": options.fast_bias_correction,
             "converted_from": "openvino-fp32", "calibration_images": len(ctx.calibration),
             "calibration_sha256": ctx.calibration.digest, **facts}
 
@@ -303,7 +317,7 @@ def export_openvino_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             candidates[1] = p
             with native_output_suppressed():
                 model = nncf.quantize(_batch_of_one(source), _calibration_dataset(ctx, input_name),
-                                      **_nncf_options(ctx))
+                                      advanced_parameters=_advanced(ctx), **_nncf_options(ctx))
             return _write_int8(ctx, model, p, {"algorithm": "nncf.quantize"})
         return Attempt(f"NNCF post-training quantization on {len(ctx.calibration)} calibration images", build)
 
@@ -319,7 +333,8 @@ def export_openvino_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             with native_output_suppressed():
                 model = nncf.quantize_with_accuracy_control(
                     _batch_of_one(source), _calibration_dataset(ctx, input_name), _validation_dataset(images, labels), _top1,
-                    max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, **_nncf_options(ctx))
+                    max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=_advanced(ctx),
+                    **_nncf_options(ctx))
             details = _write_int8(ctx, model, p, {"algorithm": "nncf.quantize_with_accuracy_control",
                                                   "max_drop": max_drop, "validation_images": len(labels)})
             return {**details, "kept_float_reason": "reverted to float by NNCF's accuracy control (largest accuracy "
