@@ -8,21 +8,41 @@ import platform
 from pathlib import Path
 from typing import Any
 
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
-             "asimd", "asimddp", "sve", "i8mm")
+#: /proc/cpuinfo flags recorded in the fingerprint: the vector, dot-product and matrix units the peak
+#: estimate and the engines' kernel choices depend on (x86: AVX-512 VNNI/BF16/FP16 and AMX; Arm: NEON
+#: dot product, half precision, SVE, int8 matrix multiply)
+ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+             "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "asimdhp", "sve", "i8mm")
 
 
-def _cpuinfo() -> dict[str, str]:
+def parse_cpuinfo(text: str) -> dict[str, str]:
+    """The first value of each 'key : value' line of /proc/cpuinfo text (the first CPU's entry)."""
     info: dict[str, str] = {}
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return info
     for line in text.splitlines():
         if ":" in line:
             key, _, value = line.partition(":")
             info.setdefault(key.strip(), value.strip())
     return info
+
+
+def _cpuinfo() -> dict[str, str]:
+    try:
+        return parse_cpuinfo(Path("/proc/cpuinfo").read_text())
+    except OSError:
+        return {}
+
+
+def cpu_facts(cpu: dict[str, str]) -> dict[str, Any]:
+    """CPU model, the recorded ISA features and the clock (MHz, where known) from parsed /proc/cpuinfo."""
+    flags = set((cpu.get("flags") or cpu.get("Features") or "").split())
+    facts: dict[str, Any] = {
+        "cpu_model": cpu.get("model name") or cpu.get("Hardware") or platform.processor() or platform.machine(),
+        "isa_features": sorted(f for f in ISA_FLAGS if f in flags),
+    }
+    mhz = _cpu_mhz(cpu)
+    if mhz:
+        facts["cpu_mhz"] = mhz
+    return facts
 
 
 def _memory_gb() -> float | None:
@@ -44,23 +64,21 @@ def _read(path: str) -> str | None:
 
 def fingerprint() -> dict[str, Any]:
     """CPU model, cores, ISA features, memory, OS and Python; Jetson facts where readable."""
-    cpu = _cpuinfo()
-    flags = set((cpu.get("flags") or cpu.get("Features") or "").split())
+    facts = cpu_facts(_cpuinfo())
     cores = core_limits()
     result: dict[str, Any] = {
         "hostname": platform.node(),
-        "cpu_model": cpu.get("model name") or cpu.get("Hardware") or platform.processor() or platform.machine(),
+        "cpu_model": facts["cpu_model"],
         "machine": platform.machine(),
         "logical_cores": os.cpu_count(),
         **cores,
-        "isa_features": sorted(f for f in ISA_FLAGS if f in flags),
+        "isa_features": facts["isa_features"],
         "memory_gb": _memory_gb(),
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
     }
-    mhz = _cpu_mhz(cpu)
-    if mhz:
-        result["cpu_mhz"] = mhz
+    if "cpu_mhz" in facts:
+        result["cpu_mhz"] = facts["cpu_mhz"]
     from edgepipe.versions import library_versions
 
     result["engine_versions"] = library_versions()
@@ -187,27 +205,52 @@ def _gpu() -> dict[str, Any]:
         return {"gpu": None, "gpu_unavailable": f"{type(exc).__name__}: {str(exc)[:120]}"}
 
 
-#: multiply-accumulates per cycle per core, assuming two FMA pipes (fp32) and the dot-product
-#: instructions for int8 (VNNI on x86, SDOT on Arm); the basis is recorded with every estimate
-MACS_PER_CYCLE = [
-    ("avx512f", 32, ("avx512_vnni", 128)),
-    ("avx2", 16, ("avx_vnni", 64)),
-    ("asimd", 8, ("asimddp", 32)),
-]
+#: Multiply-accumulates per cycle per core by the data type a model computes in: the units to look for,
+#: fastest first, as (ISA flag, MACs per cycle, unit). Each figure is the unit's peak throughput:
+#: - AMX (Intel Sapphire Rapids and later): one TDPBUSD on full tiles is 16 x 16 x 64 = 16,384 int8 MACs,
+#:   one TDPBF16PS (or TDPFP16PS) 16 x 16 x 32 = 8,192 bf16 (fp16) MACs, each issued every 16 cycles:
+#:   1024 int8 and 512 bf16/fp16 MACs per cycle (Intel Architecture Day 2021: 2048 int8 and 1024 bf16
+#:   operations per cycle per core; Intel 64 and IA-32 Architectures Optimization Reference Manual, AMX).
+#: - AVX-512 with two FMA ports: fp32 2 x 16 FMAs; VNNI (VPDPBUSD) 2 x 64 int8 MACs; AVX512_BF16
+#:   (VDPBF16PS) 2 x 32 bf16 MACs; AVX512_FP16 (VFMADDPH) 2 x 32 fp16 FMAs. CPUs with one 512-bit FMA
+#:   port (some Xeon Silver/Bronze, AMD Zen 4's double-pumped units) reach half of these.
+#: - AVX2/FMA: fp32 2 x 8 FMAs; AVX-VNNI (256-bit VPDPBUSD) 2 x 32 int8 MACs.
+#: - Arm NEON: fp32 2 x 4 FMAs; SDOT 2 x 16 int8 MACs; half precision 2 x 8 FMAs.
+#: Without a unit for the type (int8 without VNNI or SDOT, bf16 without AMX or AVX512_BF16), the fp32
+#: figure is used. The basis is recorded with every estimate.
+MACS_PER_CYCLE: dict[str, tuple[tuple[str, int, str], ...]] = {
+    "fp32": (("avx512f", 32, "AVX-512 FMA"), ("avx2", 16, "AVX2 FMA"), ("asimd", 8, "NEON FMA")),
+    "int8": (("amx_int8", 1024, "AMX-INT8 TMUL"), ("avx512_vnni", 128, "AVX-512 VNNI"), ("avx_vnni", 64, "AVX-VNNI"),
+             ("asimddp", 32, "NEON SDOT")),
+    "bf16": (("amx_bf16", 512, "AMX-BF16 TMUL"), ("avx512_bf16", 64, "AVX512_BF16")),
+    "fp16": (("amx_fp16", 512, "AMX-FP16 TMUL"), ("avx512_fp16", 64, "AVX512_FP16"), ("asimdhp", 16, "NEON FP16 FMA")),
+}
 
 
-def peak_estimate(fp: dict[str, Any], threads: int, integer: bool = False) -> dict[str, Any] | None:
-    """Estimated peak of the CPU for ``threads`` cores: GMAC/s and how it was estimated (None if unknown)."""
-    mhz = fp.get("cpu_mhz")
-    isa = set(fp.get("isa_features") or ())
-    for flag, fp32, (int8_flag, int8) in MACS_PER_CYCLE:
-        if flag in isa and mhz:
-            per_cycle = int8 if integer and int8_flag in isa else fp32
-            kind = f"int8 {int8_flag}" if integer and int8_flag in isa else f"fp32 {flag} FMA"
-            gmacs = threads * mhz / 1000 * per_cycle
-            return {"gmacs_per_s": round(gmacs, 1),
-                    "basis": f"{threads} core(s) x {mhz / 1000:.2f} GHz x {per_cycle} MAC/cycle ({kind}, estimate)"}
+def macs_per_cycle(isa_features, kind: str = "fp32") -> tuple[int, str] | None:
+    """Peak MACs per cycle per core of a CPU with ``isa_features`` for data of type ``kind`` (fp32, int8,
+    bf16, fp16; see MACS_PER_CYCLE) and the unit that gives them (the fp32 one where no unit computes
+    ``kind``); None when no known unit is present."""
+    isa = set(isa_features or ())
+    for flag, per_cycle, unit in MACS_PER_CYCLE[kind]:
+        if flag in isa:
+            return per_cycle, f"{kind} {unit}"
+    for flag, per_cycle, unit in MACS_PER_CYCLE["fp32"]:
+        if flag in isa:
+            return per_cycle, f"{kind} on the fp32 {unit}" if kind != "fp32" else f"fp32 {unit}"
     return None
+
+
+def peak_estimate(fp: dict[str, Any], threads: int, kind: str = "fp32") -> dict[str, Any] | None:
+    """Estimated peak of the CPU for ``threads`` cores computing in ``kind`` (fp32, int8, bf16, fp16):
+    GMAC/s and how it was estimated; None when the clock or the vector unit is unknown."""
+    mhz = fp.get("cpu_mhz")
+    found = macs_per_cycle(fp.get("isa_features"), kind)
+    if not mhz or found is None:
+        return None
+    per_cycle, unit = found
+    return {"gmacs_per_s": round(threads * mhz / 1000 * per_cycle, 1),
+            "basis": f"{threads} core(s) x {mhz / 1000:.2f} GHz x {per_cycle} MAC/cycle ({unit}, estimate)"}
 
 
 def device_label(fp: dict[str, Any]) -> str:

@@ -79,10 +79,11 @@ class OpTime:
 
 @dataclass
 class EngineProfile:
-    """What a runner's profiler measured: per-op median times over ``calls`` calls, and their median wall time."""
+    """What a runner's profiler measured: per-op median times over ``calls`` calls, and the wall time of the fastest call."""
 
     profiler: str
     calls: int
+    #: wall time of the fastest profiled call (ms): the one least disturbed by other work on the machine
     wall_ms: float
     ops: list[OpTime]
     notes: list[str] = field(default_factory=list)
@@ -106,7 +107,7 @@ class Profile:
     reason: Optional[str] = None
     profiler: Optional[str] = None
     calls: int = 0
-    #: median wall time of one profiled call (ms), profiler on: the per-op times' consistency check
+    #: wall time of the fastest profiled call (ms), profiler on: the per-op times' consistency check
     wall_ms: Optional[float] = None
     ops: list[OpTime] = field(default_factory=list)
     #: per source layer: layer, kind, macs, time_ms, gmacs_per_s, fraction_of_peak

@@ -181,8 +181,20 @@ def add_efficiency(record: Record, macs: Optional[int], device: dict[str, Any]) 
         return
     peak = None
     if record.device == "cpu":
-        peak = peak_estimate(device, record.threads, integer=record.precision in INTEGER_PRECISIONS)
+        peak = peak_estimate(device, record.threads, compute_kind(record))
     record.efficiency = efficiency(macs, record.batch_size, record.latency_ms["p50"], peak)
+
+
+#: an engine's recorded inference precision (OpenVINO's names) -> the peak estimate's data type
+_COMPUTED_IN = {"bf16": "bf16", "f16": "fp16"}
+
+
+def compute_kind(record: Record) -> str:
+    """The data type the record's layers computed in, for the peak estimate: int8 for integer formats,
+    else the reduced precision its engine reports in force (OpenVINO's bf16 or f16), else fp32."""
+    if record.precision in INTEGER_PRECISIONS:
+        return "int8"
+    return _COMPUTED_IN.get(str((getattr(record, "settings", None) or {}).get("inference_precision")), "fp32")
 
 
 def model_layers(model_path: Optional[Path]) -> Optional[list[dict[str, Any]]]:
@@ -211,7 +223,7 @@ def profile_join(p, device: dict[str, Any], layers: Optional[list[dict[str, Any]
     the CPU's estimated peak for its threads and precision."""
     r = p.record
     kept = r.int8_budget.kept_higher_precision if r.int8_budget else recorded_kept_float(p.artifact.path)
-    peak = peak_estimate(device, r.threads, integer=r.precision in INTEGER_PRECISIONS) if r.device == "cpu" else None
+    peak = peak_estimate(device, r.threads, compute_kind(r)) if r.device == "cpu" else None
     return {"layers": layers, "kept_float": kept, "peak": peak}
 
 

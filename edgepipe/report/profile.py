@@ -61,7 +61,7 @@ def summary(profile: Profile) -> list[str]:
         return [f"not profiled ({profile.status}): {profile.reason}"]
     lines = [f"Profiler: {profile.profiler}; {profile.calls} calls after warm-up, in a session of its own after timing.",
              f"Per-op times add up to {_ms(profile.op_ms)} ms per call; the profiled call took {_ms(profile.wall_ms or 0)} ms "
-             f"(median wall time, profiler on): {profile.op_ms / profile.wall_ms:.0%} of it in ops."
+             f"(fastest profiled call, profiler on): {profile.op_ms / profile.wall_ms:.0%} of it in ops."
              if profile.wall_ms else f"Per-op times add up to {_ms(profile.op_ms)} ms per call."]
     found = diagnosis(profile)
     if found:

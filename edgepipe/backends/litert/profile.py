@@ -188,7 +188,7 @@ def profile_compiled_model(path: Path, threads: int, staged: np.ndarray, graph: 
                  for e in events if e.event_type in (OPERATOR_INVOKE, DELEGATE_PROFILED_OPERATOR_INVOKE)]
     finally:
         session.close(inputs, outputs)
-    return EngineProfile(PROFILER, calls, float(np.median(walls)), ops_from_events(found, graph, calls),
+    return EngineProfile(PROFILER, calls, float(np.min(walls)), ops_from_events(found, graph, calls),
                          notes=["LiteRT's per-op times are whole microseconds"])
 
 

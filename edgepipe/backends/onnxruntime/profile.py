@@ -52,7 +52,7 @@ def profile_session(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile
     nodes = {n.name: n for n in graph.node}
     times = _node_times(events, WARMUP_CALLS, calls)
     ops = [_op(name, args, ms, nodes.get(name), runner.device_provider()) for name, (args, ms) in times.items()]
-    return EngineProfile(PROFILER, calls, float(np.median(walls)), ops)
+    return EngineProfile(PROFILER, calls, float(np.min(walls)), ops)
 
 
 def _node_times(events: list[dict], skip: int, calls: int) -> dict[str, tuple[dict, float]]:

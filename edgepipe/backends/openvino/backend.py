@@ -17,6 +17,11 @@ class OpenVINOExportOptions:
                                              "activations, the fastest integer kernels) or mixed (asymmetric activations: "
                                              "more accurate when activations are not centred on zero).",
                               choices=("performance", "mixed"))
+    int8_overflow_fix: str = option("all", "openvino-int8: NNCF's overflow fix, weights quantized to 7 bits so CPUs without "
+                                           "VNNI (AVX2 or AVX-512 only, e.g. AMD EPYC before Zen 4), whose 8-bit products "
+                                           "saturate in 16 bits, compute what VNNI and AMX CPUs compute: all (every layer), "
+                                           "first_layer (NNCF's default) or none.",
+                                    choices=("all", "first_layer", "none"))
     fast_bias_correction: bool = option(True, "openvino-int8: NNCF's fast bias correction (off: its full bias correction, "
                                               "more accurate in general and several times slower to export).")
 

@@ -66,7 +66,7 @@ def profile_context(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile
     facts = _layer_facts(runner.trt_engine)
     ops = [_op(name, float(np.median(times)), facts.get(name, {})) for name, times in profiler.ms.items()]
     del context
-    return EngineProfile(PROFILER, calls, float(np.median(walls)), ops)
+    return EngineProfile(PROFILER, calls, float(np.min(walls)), ops)
 
 
 def _layer_facts(engine: Any) -> dict[str, dict]:
