@@ -19,6 +19,10 @@ _API = ("run", "export", "bench", "compare", "merge", "verify", "measure_models"
 
 def __getattr__(name: str):
     # imported on first use, so 'import edgepipe' and 'edgepipe --help' stay fast
+    if name == "search":  # the subpackage, which calling runs edgepipe.api.search (see its docstring)
+        import importlib
+
+        return importlib.import_module("edgepipe.search")
     if name in _API:
         from edgepipe import api
 

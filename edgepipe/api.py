@@ -542,10 +542,10 @@ def search(data: Optional[PathLike] = None, config: Any = None, *, archs: Union[
     budgets = Budgets(max_latency_ms, percentile, max_size_mb, max_memory_mb, min_top1).check()
     base = config if config is not None else (cfg.image_folder_path() if data else cfg.quickstart_path())
     resolved, described = resolve_config(base, {**(overrides or {}), **({"data": str(data)} if data else {})})
-    echo(f"configuration: {described}")
     request = _search_request(resolved, budgets, archs, alphas, input_sizes, formats, weights, allow_random_weights,
                               threads, remote, ssh_config, remote_edgepipe, remote_dir, output, force, memory,
                               min_iterations, min_duration_s, cache, echo)
+    echo(f"configuration: {described}")
     return run_search(request, echo)
 
 
