@@ -83,7 +83,7 @@ def missing_imagenet_weights(arch, input_size: int, channels: int, alpha: Option
     try:
         check_weights_request(arch, "imagenet", input_size, channels, alpha)
     except EdgepipeError as exc:
-        return str(exc)
+        return exc.message  # the hint speaks of run flags; the caller says what to do instead
 
     def replacement(original):
         def get_file(*args, **kwargs):
