@@ -9,15 +9,20 @@ The Python API (see ``edgepipe.api``)::
     results = edgepipe.bench([exported.path("tflite-int8")], data="my_photos", threads=[1, 2])
     gate = edgepipe.compare("results.json", "baseline.json", max_latency_regression=0.10)
     costs = edgepipe.measure_models(["mobilenet_v2", "efficientnet_lite0"], threads=2)  # latency on this device
+    best = edgepipe.search("my_photos", max_latency_ms=3, threads=2)  # the most accurate network within 3 ms
 """
 
 from edgepipe.versions import __version__
 
-_API = ("run", "export", "bench", "profile", "compare", "merge", "verify", "measure_models")
+_API = ("run", "export", "bench", "profile", "compare", "merge", "verify", "measure_models", "search")
 
 
 def __getattr__(name: str):
     # imported on first use, so 'import edgepipe' and 'edgepipe --help' stay fast
+    if name == "search":  # the subpackage, which calling runs edgepipe.api.search (see its docstring)
+        import importlib
+
+        return importlib.import_module("edgepipe.search")
     if name in _API:
         from edgepipe import api
 

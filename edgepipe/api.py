@@ -506,7 +506,8 @@ def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequ
 
 def _measure_target(remote: Optional[str], ssh_config: Optional[PathLike], remote_edgepipe: str, remote_dir: str):
     """The Target artifacts are timed on: this machine through ``bench_request``, or ``remote`` through
-    ``bench_remote`` (the same harness there), both with seeded random pixels and memory in a fresh process."""
+    ``bench_remote`` (the same harness there), both with seeded random pixels and, when the conditions ask for it,
+    memory in a fresh process."""
     from edgepipe.device import device_label, fingerprint
     from edgepipe.search.measure import Target, local_identity, remote_identity
 
@@ -514,7 +515,7 @@ def _measure_target(remote: Optional[str], ssh_config: Optional[PathLike], remot
         return BenchRequest(list(paths), threads=(conditions.threads,), batches=(conditions.batch_size,),
                             warmup=conditions.warmup, warmup_s=conditions.warmup_s,
                             min_iterations=conditions.min_iterations, min_duration_s=conditions.min_duration_s,
-                            seed=conditions.seed, memory=True)
+                            seed=conditions.seed, memory=conditions.memory)
 
     if remote:
         from edgepipe.remote import check_destination
@@ -603,6 +604,90 @@ def _is_profile_file(path: Path) -> bool:
     return isinstance(data, dict) and {"artifact", "profiler", "ops", "op_ms"} <= set(data)
 
 
+# ----------------------------------------------------------------------------------------- search
+
+
+def search(data: Optional[PathLike] = None, config: Any = None, *, archs: Union[str, Sequence[str], None] = None,
+           alphas: Union[float, Sequence[float], None] = None, input_sizes: Union[int, Sequence[int], None] = None,
+           formats: Union[str, Sequence[str], None] = None, weights: Union[str, Mapping[str, str]] = "imagenet",
+           allow_random_weights: bool = False, max_latency_ms: Optional[float] = None, percentile: str = "p50",
+           max_size_mb: Optional[float] = None, max_memory_mb: Optional[float] = None, min_top1: Optional[float] = None,
+           threads: Optional[int] = None, remote: Optional[str] = None, ssh_config: Optional[PathLike] = None,
+           remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench", output: Optional[PathLike] = None,
+           force: bool = False, memory: Optional[bool] = None, min_iterations: Optional[int] = None,
+           min_duration_s: Optional[float] = None, cache: Optional[PathLike] = None,
+           overrides: Optional[dict[str, Any]] = None, echo: Echo = print):
+    """Which architecture, width, input size, weights and format is the most accurate on ``data`` within the
+    budgets on this machine (or ``remote``); returns an ``edgepipe.search.answer.SearchResult`` (every candidate
+    and artifact with its figures and status, the winner and its run directory ``<output>/winner``).
+
+    Candidates are ``archs`` (default: every architecture of at most 6 M published parameters) x ``alphas`` x
+    ``input_sizes`` (default: each architecture's own) x ``formats`` (default: tflite-fp32, tflite-int8,
+    openvino-int8, onnx-int8). ``weights``: imagenet (files already on this machine: nothing is downloaded),
+    none (random, with ``allow_random_weights``), a file, or {arch: value}; ``allow_random_weights`` also lets
+    random weights stand in for missing ImageNet ones (each such candidate says so). Budgets: ``max_latency_ms``
+    at ``percentile`` (p50, p90, p95, p99) per image at batch 1, ``max_size_mb``, ``max_memory_mb`` (peak resident),
+    ``min_top1`` (percent, validation split). ``config`` (a YAML path, dict or RunConfig) and ``overrides`` (dotted
+    keys) give the data, training, export and bench settings every candidate shares; ``memory`` (default: the
+    config's bench.memory, always on with a memory budget), ``min_iterations`` and ``min_duration_s`` override
+    the bench settings of the latency step. A killed search resumes in ``output``; ``force`` redoes it.
+    EdgepipeError (exit 2 on the command line) for a bad budget, or when no artifact meets the budgets (naming
+    the closest).
+    """
+    from edgepipe import config as cfg
+    from edgepipe.search.budgets import Budgets
+    from edgepipe.search.loop import run_search
+
+    budgets = Budgets(max_latency_ms, percentile, max_size_mb, max_memory_mb, min_top1).check()
+    base = config if config is not None else (cfg.image_folder_path() if data else cfg.quickstart_path())
+    resolved, described = resolve_config(base, {**(overrides or {}), **({"data": str(data)} if data else {})})
+    request = _search_request(resolved, budgets, archs, alphas, input_sizes, formats, weights, allow_random_weights,
+                              threads, remote, ssh_config, remote_edgepipe, remote_dir, output, force, memory,
+                              min_iterations, min_duration_s, cache, echo)
+    echo(f"configuration: {described}")
+    return run_search(request, echo)
+
+
+def _search_request(config, budgets, archs, alphas, input_sizes, formats, weights, allow_random, threads, remote,
+                    ssh_config, remote_edgepipe, remote_dir, output, force, memory, min_iterations, min_duration_s,
+                    cache, echo):
+    """The checked SearchRequest (everything refused here is refused before any work starts)."""
+    from edgepipe.pipeline.bench import resolve_threads
+    from edgepipe.pipeline.export import expand_formats
+    from edgepipe.search.candidates import check_weights_spec
+    from edgepipe.search.catalogue import resolve_architectures
+    from edgepipe.search.loop import SearchRequest
+    from edgepipe.search.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
+
+    names = resolve_architectures(None if archs is None else list(_values("archs", archs, "name")))
+    widths = None if alphas is None else [_width(a) for a in (alphas if isinstance(alphas, Iterable) else [alphas])]
+    sizes = None if input_sizes is None else [int(s) for s in _values("input_sizes", input_sizes, "count")]
+    check_weights_spec(weights, names)
+    if remote and not threads:
+        raise EdgepipeError("--remote needs --threads N", "The remote machine's cores are not known here; pass --threads.")
+    b = config.bench
+    measure_memory = b.memory if memory is None else bool(memory)
+    if budgets.max_memory_mb is not None and memory is False:
+        raise EdgepipeError("--max-memory-mb needs the memory measurement that --no-memory turns off", "Drop one of them.")
+    conditions = Conditions(threads=int(_value("threads", threads, "count") if threads else resolve_threads(b.threads)),
+                            warmup=b.warmup, warmup_s=b.warmup_s, min_iterations=min_iterations or b.min_iterations,
+                            min_duration_s=b.min_duration_s if min_duration_s is None else float(min_duration_s),
+                            memory=measure_memory or budgets.max_memory_mb is not None)
+    return SearchRequest(config, names, widths, sizes, expand_formats(list(_values("formats", formats or DEFAULT_FORMATS,
+                                                                                  "name"))),
+                         weights, bool(allow_random), budgets, conditions,
+                         _measure_target(remote, ssh_config, remote_edgepipe, remote_dir),
+                         MeasurementCache(Path(cache) if cache else None, echo=echo),
+                         Path(output) if output else Path("runs") / "search", bool(force))
+
+
+def _width(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 4:
+        raise EdgepipeError(f"alphas takes width multipliers above 0 (e.g. 0.35, 1.0); got {value!r}",
+                            "e.g. alphas=[0.35, 0.5]")
+    return float(value)
+
+
 # ---------------------------------------------------------------------------------------- compare
 
 
@@ -686,5 +771,5 @@ def formats_table() -> list[dict[str, Any]]:
 
 
 __all__ = ["BenchRequest", "Exported", "Run", "bench", "bench_remote", "compare", "export", "formats_table",
-           "measure_models", "merge", "profile", "resolve_config", "run", "verify"]
+           "measure_models", "merge", "profile", "resolve_config", "run", "search", "verify"]
 

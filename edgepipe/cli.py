@@ -474,6 +474,86 @@ def _measure_models(as_json: bool, archs, formats, threads, input_size, min_iter
         click.echo(render_table(result))
 
 
+def _float_list(ctx, param, value):
+    items = _split_list(ctx, param, value)
+    if items is None:
+        return None
+    try:
+        return tuple(float(v) for v in items)
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated numbers, got {value!r}") from None
+
+
+@main.command("search")
+@click.argument("config", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--data", metavar="DIR", help="Image folder (one subfolder per class), builtin:NAME or tfds:NAME.")
+@click.option("--archs", callback=_split_list, metavar="A,B", help="Architectures (default: every one with at most "
+              "6 M parameters by its published count).")
+@click.option("--alphas", callback=_float_list, metavar="A,B", help="Width multipliers, e.g. 0.35,0.5 (default: each "
+              "family's own; architectures without one ignore them).")
+@click.option("--input-sizes", callback=_int_list, metavar="N,N", help="Square input sizes in pixels, e.g. 128,224 "
+              "(default: each architecture's own).")
+@click.option("--formats", callback=_split_list, metavar="A,B",
+              help="Formats (default: tflite-fp32,tflite-int8,openvino-int8,onnx-int8).")
+@click.option("--weights", metavar="imagenet|none|FILE|ARCH=FILE,...", help="Initial backbone weights: imagenet "
+              "(files already on this machine; nothing is downloaded), none (random, needs --allow-random-weights), "
+              "a file (one architecture), or a file per architecture (the others: imagenet). Default imagenet.")
+@click.option("--allow-random-weights", is_flag=True, help="Allow random backbone weights: --weights none, and in place "
+              "of ImageNet weights that are not on this machine (each such candidate says so).")
+@click.option("--max-latency-ms", type=float, metavar="MS", help="Latency budget per image at batch 1 (at --percentile).")
+@click.option("--percentile", type=click.Choice(["p50", "p90", "p95", "p99"]), default="p50", show_default=True,
+              help="The latency percentile the budget applies to.")
+@click.option("--max-size-mb", type=float, metavar="MB", help="Artifact file size budget.")
+@click.option("--max-memory-mb", type=float, metavar="MB", help="Peak resident memory budget of a process running "
+              "the artifact (measured in a fresh process).")
+@click.option("--min-top1", type=float, metavar="PCT", help="Least validation top-1 in percent.")
+@click.option("--threads", type=POSITIVE, metavar="N", help="Threads per engine (default: every core usable here; "
+              "required with --remote).")
+@click.option("--remote", metavar="[USER@]HOST", help="Time the artifacts (exported here) on that machine over SSH.")
+@click.option("--ssh-config", type=click.Path(exists=True, dir_okay=False, path_type=Path), metavar="FILE",
+              help="With --remote: use this SSH configuration file instead of ~/.ssh/config.")
+@click.option("--remote-edgepipe", default="edgepipe", show_default=True, metavar="CMD",
+              help="With --remote: the edgepipe command on the remote machine.")
+@click.option("--remote-dir", default="edgepipe-bench", show_default=True, metavar="DIR",
+              help="With --remote: remote folder for each job (a fresh subfolder, removed afterwards).")
+@click.option("--output", metavar="DIR", help="The search directory (default runs/search); the winner's run "
+              "directory is DIR/winner.")
+@click.option("--force", is_flag=True, help="Redo every step instead of resuming from the search's records.")
+@click.option("--memory/--no-memory", default=None, help="Measure each artifact's peak memory (default: the "
+              "config's bench.memory; always with --max-memory-mb).")
+@click.option("--min-iterations", type=POSITIVE, metavar="N", help="Timed calls per artifact, at least (default: "
+              "the config's bench.min_iterations)...")
+@click.option("--min-duration", type=click.FloatRange(min=0), metavar="S", help="...lasting at least this many seconds.")
+@click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for splits, sampling and training.")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the table.")
+def search_command(config, data, archs, alphas, input_sizes, formats, weights, allow_random_weights, max_latency_ms,
+                   percentile, max_size_mb, max_memory_mb, min_top1, threads, remote, ssh_config, remote_edgepipe,
+                   remote_dir, output, force, memory, min_iterations, min_duration, seed, as_json):
+    """Which network, width, input size and format is the most accurate on your data within your budgets
+    on this device (or --remote): latency first, then accuracy for the candidates left, cheapest first.
+
+    Prints one table (every candidate and artifact with its figures, status or reason) and the answer;
+    writes search.json, search.txt and search.png in --output, and the winner as a normal run directory
+    (DIR/winner) that edgepipe report, verify and compare work on. A killed search resumes; --force redoes.
+
+    \b
+    edgepipe search --data photos --archs mobilenet_v2,efficientnet_lite0 --alphas 0.35,0.5 --input-sizes 128,224 \\
+        --max-latency-ms 3 --threads 2 --output runs/search
+    """
+    from edgepipe import api
+    from edgepipe.search.candidates import parse_weights
+
+    result = api.search(data, config, archs=archs, alphas=alphas, input_sizes=input_sizes, formats=formats,
+                        weights=parse_weights(weights), allow_random_weights=allow_random_weights,
+                        max_latency_ms=max_latency_ms, percentile=percentile, max_size_mb=max_size_mb,
+                        max_memory_mb=max_memory_mb, min_top1=min_top1, threads=threads, remote=remote,
+                        ssh_config=ssh_config, remote_edgepipe=remote_edgepipe, remote_dir=remote_dir, output=output,
+                        force=force, memory=memory, min_iterations=min_iterations, min_duration_s=min_duration,
+                        overrides={"seed": seed} if seed is not None else None,
+                        echo=lambda line: click.echo(line, err=True))
+    click.echo(json.dumps(result.to_dict(), indent=2) if as_json else result.table)
+
+
 @main.command()
 @click.argument("current", type=click.Path(path_type=Path))
 @click.argument("baseline", type=click.Path(path_type=Path))

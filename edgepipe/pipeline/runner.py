@@ -102,14 +102,14 @@ def _run_stage(config: RunConfig, run: RunDir, name: str, names: list[str], echo
              + " since it last ran")
     echo(f"[{name}] {stage.help}")
     start = time.perf_counter()
-    _fresh_random_state(config.seed)
+    fresh_random_state(config.seed)
     stage.run(config, run, echo)
     run.record_stage(name, digest, time.perf_counter() - start, stage.outputs(run))
     run.write_manifest(config.to_dict())
     return 1
 
 
-def _fresh_random_state(seed: int) -> None:
+def fresh_random_state(seed: int) -> None:
     """Start each stage from a clean Keras session and the run's seed, so a stage gives the same result
     whether earlier stages ran in this process or in another one (a resumed or split run). Without it,
     layers loaded in a later stage draw their seeds from a global generator that earlier stages advanced."""
@@ -124,6 +124,6 @@ def _run_as_worker(config: RunConfig, run: RunDir, names: list[str], echo: Calla
     for name in [n for n in STAGES if n in names]:
         _check_requirements(run, name, names)
         if STAGES[name].distributed:
-            _fresh_random_state(config.seed)
+            fresh_random_state(config.seed)
             STAGES[name].run(config, run, echo)
     return run

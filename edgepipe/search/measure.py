@@ -72,10 +72,21 @@ class Conditions:
     calibration_images: int = 32
     seed: int = 0
     batch_size: int = 1
+    #: measure each artifact's peak memory in a fresh process (seconds per artifact)
+    memory: bool = True
 
     def describe(self) -> str:
         return (f"{self.threads} thread(s), batch {self.batch_size}, weights random, INT8 calibrated on "
-                f"{self.calibration_images} synthetic images (seeded random pixels, seed {self.seed})")
+                f"{self.calibration_images} synthetic images (seeded random pixels, seed {self.seed})"
+                + ("" if self.memory else "; memory not measured"))
+
+    def key(self) -> dict[str, Any]:
+        """The conditions as a cache key; ``memory`` appears only when off, so entries measured before it
+        existed (always with memory) keep their keys."""
+        out = dataclasses.asdict(self)
+        if self.memory:
+            del out["memory"]
+        return out
 
 
 #: a target's bench: artifact paths (one network's formats) -> their results, timed in one interleaved session
@@ -158,7 +169,7 @@ def cache_key(target: Target, network: Network, format_name: str, conditions: Co
     from edgepipe.fileio import sha256_value
 
     return sha256_value({"target": target.identity, "network": dataclasses.asdict(network), "format": format_name,
-                         "conditions": dataclasses.asdict(conditions)})
+                         "conditions": conditions.key()})
 
 
 class MeasurementCache:

@@ -1,0 +1,482 @@
+"""The search itself: latency first, accuracy for the survivors cheapest first, INT8 only where it can still win,
+and the winner written as a normal run directory.
+
+1. Every candidate's artifacts are timed on the target (``edgepipe.search.measure``, from its cache where it
+   holds) before anything is trained; an artifact over the latency, size or memory budget is out, with why.
+2. Each candidate with an artifact left trains a head on its frozen backbone's cached features (the train
+   stage's feature-extraction strategy: the backbone runs once per image) and is scored on the validation
+   split; FP32 artifacts compute what that model computes and take its top-1.
+3. Other precisions are exported (the export stage's recipes and INT8 accuracy budget) and run on the
+   validation split, most promising first, and only while they can still win: an artifact whose FP32 model
+   is no more accurate than the best artifact found so far (and is no faster) is not exported.
+4. The winner, the most accurate artifact within every budget, is run through edgepipe's pipeline into
+   ``<search>/winner``, whose report gives its top-1 on the test split, which took part in no choice.
+
+Each step's record (search.json) carries the digest of its inputs and is written when the step ends, so a
+killed search resumes where it stopped; ``force`` redoes every step.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from edgepipe.config import RunConfig
+from edgepipe.errors import EdgepipeError
+from edgepipe.fileio import sha256_value
+from edgepipe.pipeline.rundir import RunDir
+from edgepipe.search.answer import (BELOW_TOP1, CANNOT_WIN, FAILED, OVER_BUDGET, SKIPPED, WINNER, WITHIN, Row,
+                                    SearchResult, choose_winner, render_table)
+from edgepipe.search.budgets import Budgets
+from edgepipe.search.candidates import Candidate, WeightsSpec, as_dict, enumerate_candidates
+from edgepipe.search.measure import Conditions, Echo, Measurement, MeasurementCache, Target, cache_key, measure
+from edgepipe.search.records import Records
+
+WINNER_FOLDER = "winner"
+
+
+@dataclass
+class SearchRequest:
+    """Everything a search needs. ``config`` gives the data, training, export and bench settings (and the seed)
+    every candidate shares; the search chooses the architecture, width, input size, weights and format."""
+
+    config: RunConfig
+    archs: list[str]
+    alphas: Optional[list[float]]
+    sizes: Optional[list[int]]
+    formats: list[str]
+    weights: WeightsSpec
+    allow_random: bool
+    budgets: Budgets
+    conditions: Conditions
+    target: Target
+    cache: MeasurementCache
+    output: Path
+    force: bool = False
+
+
+@dataclass
+class _State:
+    """What the steps share: the request, the search directory and its records, the data."""
+
+    request: SearchRequest
+    folder: RunDir
+    records: Records
+    index: dict[str, Any]
+    echo: Echo
+    datasets: dict[int, Any] = dataclasses.field(default_factory=dict)
+
+    @property
+    def config(self) -> RunConfig:
+        return self.request.config
+
+    def dataset(self, size: int):
+        """The data decoded at ``size`` pixels (once per size)."""
+        from edgepipe.data import materialize
+
+        if size not in self.datasets:
+            self.datasets[size] = materialize(self.index, size, self.config.model.channels)
+        return self.datasets[size]
+
+
+def run_search(request: SearchRequest, echo: Echo) -> SearchResult:
+    """Run (or resume) the search in ``request.output`` under its lock; see the module docstring. EdgepipeError
+    when no artifact meets the budgets (naming the closest one) or every candidate was skipped."""
+    folder = RunDir(request.output, reset_damaged_records=request.force)
+    created = folder.prepare()
+    try:
+        with folder.lock(echo):
+            for line in folder.sweep():
+                echo(f"removed {line}, left in {folder.path} by an interrupted command")
+            try:
+                return _search(request, folder, echo)
+            finally:
+                shutil.rmtree(folder.scratch, ignore_errors=True)
+    except BaseException:
+        if created and not (folder.path / Records.NAME).exists():
+            shutil.rmtree(folder.path, ignore_errors=True)  # a folder this command made and filled with nothing
+        raise
+
+
+def _search(request: SearchRequest, folder: RunDir, echo: Echo) -> SearchResult:
+    from edgepipe.data import format_summary, make_index
+
+    config = request.config
+    index = make_index(config.data, config.seed)
+    echo(format_summary(index["summary"]))
+    records = Records(folder.path / Records.NAME, request.force)
+    records.describe({"budgets": request.budgets.to_dict(), "formats": request.formats,
+                      "conditions": dataclasses.asdict(request.conditions), "target": request.target.name,
+                      "data": config.data.path, "seed": config.seed})
+    state = _State(request, folder, records, index, echo)
+    echo("candidates:")
+    candidates = enumerate_candidates(request.archs, request.alphas, request.sizes, request.weights,
+                                      config.model.channels, request.allow_random, echo)
+    rows = _latency_step(state, candidates)
+    if not any(r.status == WITHIN for r in rows):
+        raise _nothing_left(rows, request.budgets)
+    models = _accuracy_step(state, candidates, rows)
+    _export_step(state, candidates, rows, models)
+    winner = choose_winner(rows)
+    if winner is None:
+        raise _nothing_left(rows, request.budgets)
+    winner.status = WINNER
+    for number, row in enumerate(rows, 1):
+        row.number = number
+    by_id = {c.id: c for c in candidates}
+    measured = _winner_run(state, by_id[winner.candidate], winner)
+    return _answer(state, rows, winner, measured)
+
+
+# ------------------------------------------------------------------------------------------------ latency
+
+
+def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
+    """Every candidate's artifacts timed on the target (records and the measurement cache first); rows in
+    candidate and format order, each within the cost budgets or out with the reason."""
+    req = state.request
+    active = [c for c in candidates if not c.reason]
+    rows: list[Row] = []
+    for c in candidates:
+        if c.reason:
+            rows.append(Row(c.id, c.arch, c.alpha, c.input_size, c.weights, None, SKIPPED, c.reason))
+            continue
+        i = active.index(c) + 1
+        state.echo(f"[latency {i}/{len(active)}] {c.label} ({', '.join(req.formats)})")
+        for m in _measurements(state, c):
+            rows.append(_cost_row(c, m, req.budgets))
+    return rows
+
+
+def _measurements(state: _State, c: Candidate) -> list[Measurement]:
+    req = state.request
+    network = c.network(req.config.model.channels, len(state.index["class_names"]))
+    digest = sha256_value([cache_key(req.target, network, f, req.conditions) for f in req.formats])
+    key = f"latency/{c.id}"
+    found = state.records.get(key, digest)
+    if found is not None:
+        state.echo("  from this search's records")
+        return [Measurement.from_dict(m, cached=True) for m in found["measurements"]]
+    measured = measure(network, req.formats, req.conditions, req.target, req.cache, force=req.force, echo=state.echo)
+    state.records.put(key, digest, {"candidate": as_dict(c), "measurements": [m.to_dict() for m in measured]})
+    return measured
+
+
+def _cost_row(c: Candidate, m: Measurement, budgets: Budgets) -> Row:
+    from edgepipe.results import Status
+
+    latency = _at(m, budgets.percentile)
+    row = Row(c.id, c.arch, c.alpha, c.input_size, c.weights, m.format, WITHIN, params=m.params, macs=m.macs,
+              size_mb=m.size_mb, p50_ms=m.p50_ms, p90_ms=m.p90_ms, latency_ms=latency,
+              peak_memory_mb=m.peak_memory_mb, cached=m.cached)
+    if c.weights_note:
+        row.extra["weights_note"] = c.weights_note
+    if m.status != Status.OK or m.p50_ms is None:
+        row.status, row.reason = (SKIPPED if m.status == Status.SKIPPED else FAILED), m.reason or str(m.status)
+        return row
+    over = budgets.cost_violations(latency, m.size_mb, m.peak_memory_mb)
+    if over:
+        row.status, row.reason = OVER_BUDGET, "; ".join(over)
+    return row
+
+
+def _at(m: Measurement, percentile: str) -> Optional[float]:
+    """The measurement's latency at ``percentile`` (ms), from its bench record for those beyond p50/p90."""
+    own = {"p50": m.p50_ms, "p90": m.p90_ms}
+    if percentile in own:
+        return own[percentile]
+    return ((m.record.latency_ms or {}) if m.record else {}).get(percentile)
+
+
+def _nothing_left(rows: list[Row], budgets: Budgets) -> EdgepipeError:
+    """The error when no artifact is left, naming the one closest to the budgets."""
+    over = [r for r in rows if r.status == OVER_BUDGET]
+    below = [r for r in rows if r.status == BELOW_TOP1]
+    if below:
+        best = max(below, key=lambda r: r.top1)
+        return EdgepipeError(f"no artifact meets every budget ({budgets.describe()}); the closest is {best.label} "
+                             f"at {best.top1:.1f}% validation top-1", "Lower --min-top1, or relax the other budgets "
+                             "to let larger candidates in.")
+    if over:
+        closest = min(over, key=lambda r: _excess(r, budgets))
+        return EdgepipeError(f"no candidate meets the budgets ({budgets.describe()}); the closest is {closest.label}: "
+                             f"{closest.reason}", "Relax the budget it exceeds, or add smaller candidates "
+                             "(--alphas, --input-sizes, --archs).")
+    reasons = [r.reason for r in rows if r.reason]
+    return EdgepipeError("no candidate could be measured" + (f": {reasons[0]}" if reasons else ""),
+                         "See each candidate's reason above (--allow-random-weights for missing weights).")
+
+
+def _excess(row: Row, budgets: Budgets) -> float:
+    """How far a row is over its tightest budget, as the largest ratio of figure to limit."""
+    pairs = [(row.latency_ms, budgets.max_latency_ms), (row.size_mb, budgets.max_size_mb),
+             (row.peak_memory_mb, budgets.max_memory_mb)]
+    return max((value / limit for value, limit in pairs if limit and value is not None), default=float("inf"))
+
+
+# ----------------------------------------------------------------------------------------------- accuracy
+
+
+def _fp32(format_name: str) -> bool:
+    from edgepipe.backends import formats
+
+    return formats().get(format_name).precision == "fp32"
+
+
+def _accuracy_step(state: _State, candidates: list[Candidate], rows: list[Row]) -> dict[str, dict]:
+    """Train and score each candidate with an artifact left, fewest MACs first; FP32 artifacts take its top-1.
+    Returns {candidate id: its accuracy record} (a failed one holds ``reason``)."""
+    left = {r.candidate for r in rows if r.status == WITHIN}
+    macs = {r.candidate: r.macs or 0 for r in rows}
+    order = sorted((c for c in candidates if c.id in left), key=lambda c: macs[c.id])
+    models: dict[str, dict] = {}
+    for i, c in enumerate(order, 1):
+        state.echo(f"[accuracy {i}/{len(order)}] {c.label}: a head on its frozen backbone's features")
+        models[c.id] = _accuracy(state, c)
+        for row in (r for r in rows if r.candidate == c.id and r.status == WITHIN):
+            if "reason" in models[c.id]:
+                row.status, row.reason = FAILED, models[c.id]["reason"]
+            elif _fp32(row.format):
+                _score(row, models[c.id]["top1"], models[c.id]["interval"], "Keras FP32", state.request.budgets)
+    return models
+
+
+def _score(row: Row, top1: float, interval: list[float], source: str, budgets: Budgets) -> None:
+    row.top1, row.top1_interval, row.top1_source = top1, interval, source
+    below = budgets.top1_violation(top1)
+    if below:
+        row.status, row.reason = BELOW_TOP1, below
+
+
+def _accuracy_inputs(state: _State, c: Candidate) -> dict[str, Any]:
+    from edgepipe.pipeline.stage import file_digest
+
+    config = state.config
+    return {"candidate": as_dict(c), "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
+            "dataset": sha256_value(state.index), "train": dataclasses.asdict(_train_config(config)),
+            "seed": config.seed, "channels": config.model.channels, "dropout": config.model.dropout}
+
+
+def _train_config(config: RunConfig):
+    """The training every candidate gets: the configured head training on the frozen backbone, features cached
+    on disk in the search directory so a resumed search does not run a backbone twice."""
+    return dataclasses.replace(config.train, strategy="feature-extraction", cache_features=True, feature_cache="disk")
+
+
+def _accuracy(state: _State, c: Candidate) -> dict[str, Any]:
+    from edgepipe.fileio import sha256_file
+
+    digest = sha256_value(_accuracy_inputs(state, c))
+    key = f"accuracy/{c.id}"
+    model_path = state.folder.path / "candidates" / c.id / "model.keras"
+    found = state.records.get(key, digest)
+    if found is not None and ("reason" in found or (model_path.is_file() and sha256_file(model_path) == found["model_sha256"])):
+        state.echo(f"  from this search's records: validation top-1 {found.get('top1', float('nan')):.1f}%"
+                   if "top1" in found else f"  from this search's records: {found['reason']}")
+        return {**found, "digest": digest}
+    try:
+        payload = _train_and_score(state, c, model_path)
+    except EdgepipeError as exc:
+        payload = {"reason": f"could not be trained: {exc}"}
+        state.echo(f"  {payload['reason']}")
+    state.records.put(key, digest, {"candidate": as_dict(c), **payload})
+    return {**payload, "digest": digest}
+
+
+def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str, Any]:
+    """Build the candidate (no download), train its head on cached features, score it on the validation split."""
+    from edgepipe.architectures import build_classifier
+    from edgepipe.architectures.offline import no_downloads
+    from edgepipe.fileio import atomic_path, make_folder, sha256_file
+    from edgepipe.pipeline.controls import predict_arrays
+    from edgepipe.pipeline.runner import fresh_random_state
+    from edgepipe.pipeline.strategies import STRATEGIES
+
+    config = state.config
+    fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
+    dataset = state.dataset(c.input_size)
+    with no_downloads():
+        model = build_classifier(c.arch, dataset.num_classes, c.input_size, config.model.channels, c.alpha, c.weights,
+                                 config.model.dropout, config.seed)
+    train = _train_config(config)
+    STRATEGIES.get(train.strategy).fn(model, dataset, train, config.seed, lambda line: state.echo("  " + line),
+                                      cache_dir=state.folder.path / "cache")
+    val = dataset.splits["val"]
+    probabilities = predict_arrays(model, val.images.astype(np.float32))
+    top1, interval = top1_with_interval(probabilities, val.labels)
+    make_folder(model_path.parent)
+    with atomic_path(model_path, suffix=".keras") as tmp:
+        model.save(tmp)
+    state.echo(f"  validation top-1 (Keras FP32): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f}) "
+               f"on {len(val)} images")
+    return {"top1": top1, "interval": interval, "val_images": len(val), "params": int(model.count_params()),
+            "model": str(model_path.relative_to(state.folder.path)), "model_sha256": sha256_file(model_path)}
+
+
+def top1_with_interval(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, list[float]]:
+    """Top-1 in percent and its 95% bootstrap interval over images (edgepipe.significance's, against a model
+    that is never right, which makes the difference the top-1 itself)."""
+    from edgepipe.significance import bootstrap_interval
+
+    correct = np.argmax(probabilities, axis=1) == np.asarray(labels)
+    low, high = bootstrap_interval(correct, np.zeros_like(correct))
+    return float(correct.mean() * 100), [round(low, 2), round(high, 2)]
+
+
+# ------------------------------------------------------------------------------------------------- export
+
+
+def _export_step(state: _State, candidates: list[Candidate], rows: list[Row], models: dict[str, dict]) -> None:
+    """Export and score the other precisions, the most promising first (their FP32 model's top-1, then speed),
+    and only those that can still win; the others are marked ``cannot win`` with the artifact that beats them."""
+    by_id = {c.id: c for c in candidates}
+    pending = [r for r in rows if r.status == WITHIN and r.top1 is None]
+    pending.sort(key=lambda r: (-models[r.candidate]["top1"], r.latency_ms))
+    for i, row in enumerate(pending, 1):
+        bound = models[row.candidate]["top1"]
+        beaten = _cannot_win(row, bound, rows, state.request.budgets)
+        if beaten:
+            row.status, row.reason = CANNOT_WIN, f"not exported: {beaten}"
+            state.echo(f"[export {i}/{len(pending)}] {row.label}: {row.reason}")
+            continue
+        state.echo(f"[export {i}/{len(pending)}] {row.label}: exported and run on the validation split")
+        done = _exported(state, by_id[row.candidate], row, models[row.candidate])
+        if done.get("top1") is None:
+            row.status, row.reason = FAILED, done.get("reason") or "not exported"
+        else:
+            _score(row, done["top1"], done["interval"], "artifact", state.request.budgets)
+            row.extra["artifact"] = done["file"]
+
+
+def _cannot_win(row: Row, bound: float, rows: list[Row], budgets: Budgets) -> Optional[str]:
+    """Why ``row`` cannot be the winner, given that it is at most as accurate as its FP32 model (``bound``):
+    a budget its FP32 model already misses, or a scored artifact within the budgets at least as accurate and
+    no slower. None while it can still win."""
+    below = budgets.top1_violation(bound)
+    if below:
+        return f"its FP32 model's {below}"
+    leader = choose_winner([r for r in rows if r.top1 is not None])
+    if leader is not None and (leader.top1 > bound or (leader.top1 == bound and leader.latency_ms <= row.latency_ms)):
+        return (f"{leader.label} has {leader.top1:.1f}% at {leader.latency_ms:.3f} ms, and this one can reach at most "
+                f"its FP32 model's {bound:.1f}%")
+    return None
+
+
+def _exported(state: _State, c: Candidate, row: Row, model: dict[str, Any]) -> dict[str, Any]:
+    """The artifact's record: exported with the export stage's recipes and INT8 budget, run on the validation
+    split (top-1 and interval); from the records when its inputs and file are unchanged."""
+    from edgepipe.backends import artifact_digest
+
+    config = state.config
+    export = {k: v for k, v in dataclasses.asdict(config.export).items() if k != "formats"}
+    digest = sha256_value({"model": model["model_sha256"], "format": row.format, "export": export,
+                           "threads": state.request.conditions.threads, "seed": config.seed})
+    key = f"export/{c.id}/{row.format}"
+    found = state.records.get(key, digest)
+    if found is not None and (found.get("top1") is None or _intact(state.folder.path / str(found.get("file")),
+                                                                     found.get("sha256"), artifact_digest)):
+        state.echo("  from this search's records")
+        return found
+    payload = _export_and_score(state, c, row.format, state.folder.path / model["model"])
+    state.records.put(key, digest, payload)
+    return payload
+
+
+def _intact(path: Path, digest: Optional[str], artifact_digest) -> bool:
+    return path.exists() and artifact_digest(path) == digest
+
+
+def _export_and_score(state: _State, c: Candidate, format_name: str, model_path: Path) -> dict[str, Any]:
+    from edgepipe.architectures import get_architecture
+    from edgepipe.architectures.loading import load_keras_model
+    from edgepipe.calibration import draw
+    from edgepipe.pipeline.export import ExportJob, backend_options, export_all
+    from edgepipe.pipeline.runner import fresh_random_state
+    from edgepipe.results import Status
+    from edgepipe.verification import Evaluator
+
+    config, threads = state.config, state.request.conditions.threads
+    fresh_random_state(config.seed)
+    dataset = state.dataset(c.input_size)
+    e, val, train = config.export, dataset.splits["val"], dataset.train
+    out_dir = model_path.parent / "artifacts"
+    job = ExportJob([format_name], out_dir, c.id, list(dataset.class_names),
+                    get_architecture(c.arch).preprocessing.as_dict(),
+                    draw(train.images, train.labels, e.calibration_size, config.seed), (train.images, train.labels),
+                    (val.images, val.labels), e.calibration_method, e.accuracy_budget_pp, threads,
+                    backend_options(config), state.folder.scratch, e.qat)
+    model = load_keras_model(str(model_path))
+    record = export_all(model, job, lambda line: state.echo("  " + line))[0]
+    payload = {"format": format_name, "status": record["status"], "reason": record.get("reason"),
+               "file": str((out_dir / record["file"]).relative_to(state.folder.path)), "sha256": record.get("sha256"),
+               "int8_budget": (record.get("details") or {}).get("int8_budget")}
+    if record["status"] != Status.OK.value:
+        return payload
+    evaluation = Evaluator(val.images, val.labels, threads)(out_dir / record["file"], format_name)
+    top1, interval = top1_with_interval(evaluation.probabilities, val.labels)
+    state.echo(f"  validation top-1 ({format_name}): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f})")
+    return {**payload, "top1": top1, "interval": interval}
+
+
+# ------------------------------------------------------------------------------------------------- winner
+
+
+def winner_config(config: RunConfig, c: Candidate, format_name: str, threads: int, path: Path) -> RunConfig:
+    """The configuration of the winner's run: the search's settings with its network, weights and format."""
+    from edgepipe import config as cfg
+
+    data = config.to_dict()
+    # set in the mapping, not as overrides: an override of None (no width multiplier) would be ignored
+    data["model"].update(arch=c.arch, alpha=c.alpha, input_size=c.input_size, weights=c.weights, path=None)
+    return cfg.from_dict(data, {"output": str(path), "train.strategy": "feature-extraction",
+                                "train.cache_features": True, "export.formats": [format_name], "bench.threads": threads})
+
+
+def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
+    """Run edgepipe's pipeline for the winner into <search>/winner; what its results say (top-1 on the reporting
+    split, latency re-measured there)."""
+    from edgepipe.pipeline.runner import STAGES, run_stages
+    from edgepipe.results import read_results
+
+    req = state.request
+    path = state.folder.path / WINNER_FOLDER
+    state.echo(f"[winner] {winner.label}: edgepipe's pipeline into {path}")
+    config = winner_config(req.config, c, winner.format, req.conditions.threads, path)
+    run = run_stages(config, list(STAGES), echo=lambda line: state.echo("  " + line), force=req.force)
+    results = read_results(run.results)
+    record = next((r for r in results.records if r.format == winner.format and r.top1 is not None), None)
+    held = results.heldout or {}
+    out: dict[str, Any] = {"split": held.get("split"), "images": held.get("images"), "carved": held.get("carved"),
+                           "took_part_in_choices": held.get("took_part_in_choices"),
+                           "top1": record.top1 if record else None}
+    latency = (record.latency_ms or {}) if record else {}
+    if latency:
+        out.update(p50_ms=latency.get("p50"), p90_ms=latency.get("p90"))
+        at, limit = latency.get(req.budgets.percentile), req.budgets.max_latency_ms
+        if limit is not None and at is not None:
+            out["budget_note"] = (f"within the {limit:g} ms budget" if at <= limit else
+                                  f"OVER the {limit:g} ms budget in this re-measurement: the search measured "
+                                  f"{winner.latency_ms:.3f} ms")
+    return out
+
+
+def _answer(state: _State, rows: list[Row], winner: Row, measured: dict[str, Any]) -> SearchResult:
+    """The table, the plot and the answer, written into the search directory and search.json."""
+    from edgepipe.fileio import write_text
+    from edgepipe.search.plot import optional_plot
+
+    req = state.request
+    folder = state.folder.path
+    title = f"{len(rows)} artifacts on {req.target.name}: {req.budgets.describe()}"
+    plot = optional_plot(rows, req.budgets, folder, title)
+    result = SearchResult(folder, rows, req.budgets, winner, folder / WINNER_FOLDER, measured,
+                          f"measured on {req.target.name}: {req.conditions.describe()}", "", plot)
+    result.table = render_table(result)
+    write_text(folder / "search.txt", result.table + "\n")
+    state.records.answer(result.to_dict())
+    return result

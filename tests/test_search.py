@@ -1,0 +1,237 @@
+"""edgepipe search: the most accurate network, width, input size and format on your data within your budgets."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+import edgepipe
+from edgepipe.cli import main
+from edgepipe.errors import EdgepipeError
+
+ROOT = Path(__file__).resolve().parents[1]
+ARCHS = ["mobilenet_v2", "mobilenet_v3_small", "lenet5"]  # mobilenet_v3_small has no width 0.35: a skipped candidate
+FORMATS = ["tflite-fp32", "tflite-int8"]
+CONFIG = """\
+data: {path: "builtin:digits", classes: ["0", "1", "2"], max_per_class: 30}
+model: {input_size: 32}
+train: {epochs: 15, learning_rate: 0.01}
+export: {calibration_size: 16}
+bench: {warmup: 2, warmup_s: 0.0, min_iterations: 5, min_duration_s: 0.0, memory: false}
+"""
+LENETS = ["--archs", "lenet5", "--input-sizes", "32,40", "--formats", "tflite-fp32", "--weights", "none",
+          "--allow-random-weights", "--threads", "1"]
+CLI_ARGS = ["--archs", ",".join(ARCHS), "--alphas", "0.35", "--input-sizes", "32", "--formats", ",".join(FORMATS),
+            "--weights", "none", "--allow-random-weights", "--threads", "1"]
+
+
+class Setup:
+    def __init__(self, root: Path):
+        self.root = root
+        self.config = root / "search.yaml"
+        self.config.write_text(CONFIG)
+        self.cache = root / "cache"  # XDG_CACHE_HOME: the measurement cache every search here shares
+
+    def api(self, output: Path, lines: list | None = None, **budgets):
+        out = lines if lines is not None else []
+        return edgepipe.search(config=self.config, archs=ARCHS, alphas=[0.35], input_sizes=[32], formats=FORMATS,
+                               weights="none", allow_random_weights=True, threads=1, output=output,
+                               cache=self.cache / "edgepipe" / "measurements.json", echo=out.append, **budgets)
+
+    def cli(self, output: Path, *extra: str):
+        return CliRunner().invoke(main, ["search", str(self.config), *CLI_ARGS, "--output", str(output), *extra],
+                                  env={"XDG_CACHE_HOME": str(self.cache)})
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return Setup(tmp_path_factory.mktemp("search"))
+
+
+@pytest.fixture(scope="module")
+def searched(setup):
+    """A search with no budget: every artifact's figures, and the most accurate one as the winner."""
+    lines: list[str] = []
+    result = setup.api(setup.root / "out", lines)
+    return result, lines
+
+
+def _row(result, arch, fmt):
+    return next(r for r in result.rows if r.arch == arch and r.format == fmt)
+
+
+def test_the_table_plot_records_and_winner_run(searched, setup):
+    from edgepipe.report.plots import is_edgepipe_png
+
+    result, lines = searched
+    table = result.table
+    for column in ("params M", "MACs M", "size MB", "top-1 %", "95% interval", "p50 ms", "p90 ms", "peak MB", "status"):
+        assert column in table
+    assert "skipped: alpha 0.35 is not available for 'mobilenet_v3_small'" in table
+    measured = [r for r in result.rows if r.format]
+    assert len(measured) == 4 and all(r.p50_ms > 0 and r.size_mb > 0 and r.params and r.macs for r in measured)
+    best = max((r for r in measured if r.top1 is not None), key=lambda r: r.top1)
+    assert result.winner.top1 == best.top1 and result.winner.status == "winner"
+    assert all(0 <= r.top1_interval[0] <= r.top1 <= r.top1_interval[1] <= 100 for r in measured if r.top1 is not None)
+    # the INT8 artifact of the winner's own network cannot beat it: not exported, with the reason
+    assert any(r.status == "cannot win" and "not exported" in r.reason for r in measured)
+    assert "[accuracy 1/2]" in "\n".join(lines) and not any("records" in line for line in lines)
+    assert is_edgepipe_png(result.plot)
+    saved = json.loads(result.record.read_text())
+    assert {k.split("/")[0] for k in saved["records"]} == {"latency", "accuracy"}
+    assert all(len(r["inputs_sha256"]) == 64 for r in saved["records"].values())
+    assert saved["answer"]["winner"]["candidate"] == result.winner.candidate
+    # the winner is a normal run directory: verify accepts it, and its top-1 comes from the untouched test split
+    verified = CliRunner().invoke(main, ["verify", str(result.winner_run)])
+    assert verified.exit_code == 0, verified.output
+    results = json.loads((result.winner_run / "results.json").read_text())
+    assert results["heldout"]["split"] == "test" and results["heldout"]["took_part_in_choices"] is False
+    assert result.winner_measured["split"] == "test" and result.winner_measured["top1"] is not None
+    assert "test split" in table and "took part in no choice" in table
+
+
+def test_budgets_exclude_by_latency_and_size_and_the_cli_gives_the_same_answer(searched, setup):
+    result, _ = searched
+    rows = [r for r in result.rows if r.format]
+    largest = max(rows, key=lambda r: r.size_mb)
+    size_budget = (largest.size_mb + max(r.size_mb for r in rows if r is not largest)) / 2
+    rest = sorted((r for r in rows if r is not largest), key=lambda r: r.latency_ms)
+    slowest = rest[-1]
+    if rest[-1].latency_ms == rest[-2].latency_ms:
+        pytest.skip("two artifacts measured exactly the same latency; no budget separates them")
+    latency_budget = (rest[-1].latency_ms + rest[-2].latency_ms) / 2
+    lines: list[str] = []
+    budgeted = setup.api(setup.root / "out", lines, max_latency_ms=latency_budget, max_size_mb=size_budget)
+    by_label = {r.label: r for r in budgeted.rows}
+    assert by_label[largest.label].status == "over budget" and "size" in by_label[largest.label].reason
+    assert by_label[slowest.label].status == "over budget" and "latency p50" in by_label[slowest.label].reason
+    winner = budgeted.winner
+    assert winner.label not in (largest.label, slowest.label)
+    assert winner.latency_ms <= latency_budget and winner.size_mb <= size_budget
+    within = [r for r in budgeted.rows if r.status in ("within budgets", "winner")]
+    assert winner.top1 == max(r.top1 for r in within)
+    # latency and accuracy came from the first search's records: nothing measured or trained again
+    assert sum(line.strip() == "from this search's records" for line in lines) >= 2
+    assert not any("edgepipe-measure-" in line or "validation top-1 (Keras FP32)" in line for line in lines)
+    cli = setup.cli(setup.root / "out", "--max-latency-ms", repr(latency_budget), "--max-size-mb", repr(size_budget),
+                    "--json")
+    assert cli.exit_code == 0, cli.output
+    answer = json.loads(cli.stdout)
+    assert answer["winner"]["candidate"] == winner.candidate
+    assert answer["winner"]["format"] == winner.format and answer["winner"]["top1"] == winner.top1
+    assert [r["status"] for r in answer["rows"]] == [r.status for r in budgeted.rows]
+    assert "training with strategy" not in cli.stderr and "exporting" not in cli.stderr  # same inputs: all reused
+
+
+def test_no_candidate_left_is_one_line_naming_the_closest(searched, setup):
+    result, _ = searched
+    fastest = min((r for r in result.rows if r.format), key=lambda r: r.latency_ms)
+    cli = setup.cli(setup.root / "out", "--max-latency-ms", "0.000001")
+    assert cli.exit_code == 2, cli.output
+    error = [line for line in cli.stderr.splitlines() if line.startswith("error:")]
+    assert len(error) == 1 and "no candidate meets the budgets" in error[0] and fastest.label in error[0]
+    best = max((r for r in result.rows if r.top1 is not None), key=lambda r: r.top1)
+    with pytest.raises(EdgepipeError, match=f"the closest is {best.label} at {best.top1:.1f}%"):
+        setup.api(setup.root / "out", min_top1=min(best.top1 + 0.01, 100))
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max-latency-ms", "-1"], "--max-latency-ms must be above 0"),
+    (["--max-size-mb", "nan"], "--max-size-mb must be a finite number"),
+    (["--max-memory-mb", "0"], "--max-memory-mb must be above 0"),
+    (["--min-top1", "101"], "--min-top1 is a percentage"),
+    (["--weights", "a.h5"], "one weights file (a.h5) for 3 architectures"),
+])
+def test_bad_budgets_are_one_line_errors_with_exit_2(setup, tmp_path, flags, message):
+    result = setup.cli(tmp_path / "never", *flags)
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip().startswith("error:") and message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.output
+    assert not (tmp_path / "never").exists()
+
+
+def test_a_killed_search_resumes_where_it_stopped(searched, setup, tmp_path):
+    """Killed once its first candidate's accuracy record is written, the rerun reuses that record as it is (two
+    LeNet-5 candidates: the cheapest networks, so the kill comes early and the rerun is short)."""
+    output = tmp_path / "resumed"
+    record = output / "search.json"
+    env = {**os.environ, "XDG_CACHE_HOME": str(setup.cache), "PYTHONPATH": str(ROOT)}
+    process = subprocess.Popen([sys.executable, "-m", "edgepipe", "search", str(setup.config), *LENETS,
+                                "--output", str(output)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = None
+    try:
+        deadline = time.monotonic() + 300
+        while first is None and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+            try:
+                records = json.loads(record.read_text())["records"]
+            except (OSError, ValueError, KeyError):
+                continue
+            first = next(({"key": k, **v} for k, v in records.items() if k.startswith("accuracy/")), None)
+    finally:
+        process.kill()
+        process.wait()
+    assert first is not None, "the search ended or stalled before writing an accuracy record"
+    assert json.loads(record.read_text())["answer"] is None  # it really was stopped before its answer
+    lines: list[str] = []
+    resumed = edgepipe.search(config=setup.config, archs="lenet5", input_sizes=[32, 40], formats="tflite-fp32",
+                              weights="none", allow_random_weights=True, threads=1, output=output,
+                              cache=setup.cache / "edgepipe" / "measurements.json", echo=lines.append)
+    again = json.loads(record.read_text())["records"][first["key"]]
+    assert again["finished"] == first["finished"] and again["inputs_sha256"] == first["inputs_sha256"]
+    assert any("from this search's records: validation top-1" in line for line in lines)
+    assert resumed.winner is not None and (output / "winner" / "results.json").is_file()
+
+
+def test_thirty_points_get_numbers_that_never_overlap(tmp_path):
+    import numpy as np
+
+    from edgepipe.report.plots import is_edgepipe_png
+    from edgepipe.search.answer import OVER_BUDGET, WINNER, WITHIN, Row
+    from edgepipe.search.budgets import Budgets
+    from edgepipe.search.plot import search_plot
+
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(30):  # close together, as a real search's artifacts are: 0.8 pp and 30% of latency apart
+        top1 = 94.7 + rng.random() * 0.8
+        rows.append(Row(f"c{i}", "mobilenet_v2", 0.35, 224, "imagenet", "tflite-int8", OVER_BUDGET if i % 5 == 0 else
+                        WITHIN, latency_ms=1 + rng.random() * 0.3, top1=top1,
+                        top1_interval=[top1 - 3, min(top1 + 3, 100.0)], number=i + 1))
+    rows[3].status = WINNER
+    boxes = search_plot(rows, Budgets(max_latency_ms=1.2, min_top1=94), tmp_path / "plot.png", "thirty artifacts")
+    assert len(boxes) == 30 and is_edgepipe_png(tmp_path / "plot.png")
+    overlapping = [(a, b) for a, b in combinations(boxes, 2)
+                   if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+    assert not overlapping
+
+
+def test_imagenet_weights_missing_here_skip_the_candidate_unless_random_weights_are_allowed(tmp_path, monkeypatch):
+    import keras.src.backend.config as keras_config
+
+    from edgepipe.search.candidates import enumerate_candidates
+
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))  # an empty Keras cache: nothing to load
+    (skipped,) = enumerate_candidates(["mobilenet_v2"], [0.35], [32], "imagenet", 3, False, lambda line: None)
+    assert "not on this machine" in skipped.reason and "nothing is downloaded" in skipped.reason
+    assert not (tmp_path / "models" / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5").exists()
+    (random,) = enumerate_candidates(["mobilenet_v2"], [0.35], [32], "imagenet", 3, True, lambda line: None)
+    assert random.reason is None and random.weights == "none" and "random in place of ImageNet" in random.weights_note
+    from tests.conftest import SHARED_WEIGHTS
+
+    file = SHARED_WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    if not file.is_file():
+        pytest.skip("the shared ImageNet weights are not on this machine")
+    (tmp_path / "models").mkdir(exist_ok=True)
+    (tmp_path / "models" / file.name).symlink_to(file)
+    (found,) = enumerate_candidates(["mobilenet_v2"], [0.35], [32], "imagenet", 3, False, lambda line: None)
+    assert found.reason is None and found.weights == "imagenet"
