@@ -31,6 +31,7 @@ from edgepipe.errors import EdgepipeError
 from edgepipe.pixels import PixelTransform
 
 EXTRA = "pip install 'edgepipe[torch]'"
+BATCH_HINT = "Its forward() must take any batch size (x.flatten(1), not x.view(1, -1))."
 #: the batch of the example input a module is exported with (1 would fix the batch: torch.export specializes it)
 EXAMPLE_BATCH = 2
 STEP = 32
@@ -45,6 +46,8 @@ class TorchSource:
     kind: str  # "PyTorch module" or "torch.export program"
     name: str
     exporter: str
+    #: whether to run ``module`` in eval mode (a program's module is fixed in the mode it was exported in)
+    switch_to_eval: bool = True
 
     @property
     def size(self) -> int:
@@ -79,7 +82,7 @@ class TorchSource:
         before = torch.get_num_threads()
         torch.set_num_threads(max(1, threads))
         try:
-            with torch.no_grad(), _evaluating(self.module):
+            with torch.no_grad(), _evaluating(self.module if self.switch_to_eval else None):
                 outputs = [_first(self.module(torch.from_numpy(self.onnx.transform.apply(images[i:i + STEP]))))
                            .detach().float().numpy() for i in range(0, len(images), STEP)]
         finally:
@@ -99,7 +102,7 @@ def _first(output: Any) -> Any:
 @contextlib.contextmanager
 def _evaluating(module: Any) -> Iterator[None]:
     """``module`` in eval mode (dropout off, batch norm's running statistics), its own mode restored after."""
-    training = getattr(module, "training", None)
+    training = None if module is None else getattr(module, "training", None)
     if training is None:
         yield
         return
@@ -128,15 +131,17 @@ def _exporter_quiet() -> Iterator[None]:
     if os.environ.get("EDGEPIPE_DEBUG"):
         yield
         return
-    logger = logging.getLogger("torch.onnx")
-    level = logger.level
-    logger.setLevel(logging.ERROR)
+    loggers = [logging.getLogger(name) for name in ("torch.onnx", "torch.export", "torch._export")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             yield
     finally:
-        logger.setLevel(level)
+        for logger, level in zip(loggers, levels):
+            logger.setLevel(level)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -190,11 +195,21 @@ def read_torch_module(module: Any, given: PixelTransform, input_size: Optional[i
         try:
             program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
         except Exception as exc:  # torch.export raises its own error types (constraint violations, unsupported code)
-            raise EdgepipeError(_export_failure(name, exc, shape), "Its forward() must take any batch size (x.flatten(1), "
-                                "not x.view(1, -1)) and trace with torch.export.export.") from None
+            raise EdgepipeError(_export_failure(name, exc, shape), BATCH_HINT + " It must trace with "
+                                "torch.export.export.") from None
     model = _to_onnx(torch, program, name)
+    _check_output_batch(model, f"the PyTorch module {name}")
     source = read_onnx_model(model, Path(name), given, input_size)
     return TorchSource(source, module, "PyTorch module", name, _exporter_name(torch, model))
+
+
+def _check_output_batch(model: Any, what: str) -> None:
+    """EdgepipeError when the exported graph's output has a fixed batch size although its input's is dynamic (a
+    forward() that reshapes to one image: its artifacts would fail on any other batch)."""
+    dims = model.graph.output[0].type.tensor_type.shape.dim if len(model.graph.output) == 1 else []
+    if dims and dims[0].HasField("dim_value"):
+        raise EdgepipeError(f"the output of {what} has a fixed batch size of {dims[0].dim_value}; edgepipe's artifacts "
+                            "take any batch", BATCH_HINT)
 
 
 def _export_failure(name: str, exc: BaseException, shape: tuple) -> str:
@@ -220,8 +235,10 @@ def read_torch_program(path: str | Path, given: PixelTransform, input_size: Opti
     program = _load_program(torch, path, unsafe)
     _check_program_input(program, path)
     model = _to_onnx(torch, program, f"'{path.name}'")
+    _check_output_batch(model, f"'{path.name}'")
     source = read_onnx_model(model, path, given, input_size)
-    return TorchSource(source, program.module(), "torch.export program", path.stem, _exporter_name(torch, model))
+    return TorchSource(source, program.module(), "torch.export program", path.stem, _exporter_name(torch, model),
+                       switch_to_eval=False)
 
 
 SAVE_HINT = ("Save one with torch.export.save(torch.export.export(model.eval(), (torch.zeros(2, 3, H, W),), "
@@ -238,10 +255,11 @@ def _load_program(torch: Any, path: Path, unsafe: bool) -> Any:
         with _exporter_quiet():
             program = torch.export.load(str(path))
     except Exception as exc:  # a zip that is not a program, pickled objects refused, a version mismatch...
-        if not unsafe and "weights_only" in str(exc).lower().replace(" ", "_"):
+        if not unsafe and _mentions(exc, "weights only load failed"):
             raise EdgepipeError(f"'{path.name}' holds objects only pickle can load, and loading them runs code",
                                 "Pass --unsafe-load (unsafe_load=True) if you trust the file.") from None
-        raise EdgepipeError(f"'{path.name}' is not a torch.export program ({_first_line(exc)[:160]})", SAVE_HINT) from None
+        raise EdgepipeError(f"'{path.name}' is not a torch.export program that torch {torch.__version__} can load",
+                            SAVE_HINT) from None
     finally:
         if saved is None:
             os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
@@ -250,6 +268,17 @@ def _load_program(torch: Any, path: Path, unsafe: bool) -> Any:
     if not isinstance(program, torch.export.ExportedProgram):
         raise EdgepipeError(f"'{path.name}' is not a torch.export program", SAVE_HINT)
     return program
+
+
+def _mentions(exc: BaseException, text: str) -> bool:
+    """Whether ``exc`` or an exception it was raised from says ``text`` (any case)."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        if text in str(exc).lower():
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
 
 
 def _check_program_input(program: Any, path: Path) -> None:
