@@ -253,16 +253,21 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
            threads: Optional[int] = None,
            options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
            qat: Optional[dict[str, Any]] = None, preprocessing: Any = None, input_size: Optional[int] = None,
-           echo: Echo = print) -> Exported:
-    """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path), or an image classifier in ONNX (a .onnx path),
-    to ``formats`` (one name or a list) and verify each artifact.
+           input_shape: Optional[Sequence[int]] = None, echo: Echo = print) -> Exported:
+    """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path), an image classifier in ONNX (a .onnx path),
+    or one from PyTorch (a ``torch.nn.Module`` with its ``input_shape``, e.g. ``(1, 3, 224, 224)``, or a .pt2 path
+    saved by ``torch.export.save``; needs ``edgepipe[torch]``) to ``formats`` (one name or a list) and verify each
+    artifact.
 
     An ONNX model's ``preprocessing`` is what it was trained on, folded into every artifact (each takes raw
     NHWC pixels): a mapping of ``layout`` (nchw/nhwc; default: read from the input's shape), ``channels``
     (rgb/bgr), ``scale`` (raw pixels divided by it first), ``mean`` and ``std`` (per channel, after scaling),
     or a named transform ('torch', 'tf', 'caffe', 'lite', 'unit', 'none'); not needed for an ONNX file edgepipe
     wrote. ``input_size`` fixes a dynamic spatial size. Its artifacts are verified against the file itself,
-    run by ONNX Runtime on the same raw pixels.
+    run by ONNX Runtime on the same raw pixels. A PyTorch model is exported to ONNX by PyTorch
+    (``torch.onnx.export``), then taken the same way, with the same ``preprocessing``; its artifacts are verified
+    against the PyTorch module itself, run by torch on the same raw pixels. ``unsafe_load`` lets a .pt2 file
+    load objects only pickle can (which runs code: only for files you trust).
 
     ``calibration`` calibrates INT8 formats and verifies every artifact: an image folder (one
     subfolder per class; 80% calibrates, 20% verifies and judges the INT8 accuracy budget), or arrays:
@@ -278,7 +283,7 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
     from edgepipe.pipeline.export import export_model
     from edgepipe.pixels import resolve
 
-    stem = Path(model).stem if isinstance(model, (str, Path)) else getattr(model, "name", "model")
+    stem = Path(model).stem if isinstance(model, (str, Path)) else getattr(model, "name", None) or type(model).__name__
     out = Path(output) if output is not None else Path("exports") / stem
     index = export_model(model, list(_values("formats", formats, "name")), out, echo, calibration=calibration,
                          class_names=None if labels is None else list(_values("labels", labels, "name")),
@@ -287,7 +292,8 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
                          threads=None if threads is None else _value("threads", threads, "count"),
                          options=_export_options(options), unsafe=unsafe_load, isolation=isolation,
                          qat=_qat_settings(qat), preprocessing=None if preprocessing is None else resolve(preprocessing),
-                         input_size=None if input_size is None else _value("input_size", input_size, "count"))
+                         input_size=None if input_size is None else _value("input_size", input_size, "count"),
+                         input_shape=input_shape)
     from edgepipe.fileio import read_json
 
     return Exported(index, read_json(index)["artifacts"])

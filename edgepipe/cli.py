@@ -342,20 +342,20 @@ def profile_command(artifact, threads, engine, device, batch, calls, model, outp
               help="With a MODEL file: image folder (one subfolder per class) to calibrate INT8 and verify artifacts.")
 @click.option("--qat-epochs", type=int, metavar="N",
               help="Epochs of quantization-aware fine-tuning, the last INT8 recipe (export.qat.epochs; 0: never).")
-@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="With an ONNX MODEL: its input layout "
+@click.option("--layout", type=click.Choice(["nchw", "nhwc"]), help="With an ONNX or .pt2 MODEL: its input layout "
               "(default: read from the input's shape).")
-@click.option("--channels", type=click.Choice(["rgb", "bgr"]), help="With an ONNX MODEL: the channel order it was trained on.")
-@click.option("--scale", type=float, metavar="X", help="With an ONNX MODEL: raw pixels are divided by this first (e.g. 255).")
-@click.option("--mean", callback=_split_list, metavar="A,B,C", help="With an ONNX MODEL: subtracted after scaling, per channel.")
-@click.option("--std", callback=_split_list, metavar="A,B,C", help="With an ONNX MODEL: then divided by, per channel.")
-@click.option("--preprocessing", "preprocessing_name", metavar="NAME", help="With an ONNX MODEL: a named transform "
+@click.option("--channels", type=click.Choice(["rgb", "bgr"]), help="With an ONNX or .pt2 MODEL: the channel order it was trained on.")
+@click.option("--scale", type=float, metavar="X", help="With an ONNX or .pt2 MODEL: raw pixels are divided by this first (e.g. 255).")
+@click.option("--mean", callback=_split_list, metavar="A,B,C", help="With an ONNX or .pt2 MODEL: subtracted after scaling, per channel.")
+@click.option("--std", callback=_split_list, metavar="A,B,C", help="With an ONNX or .pt2 MODEL: then divided by, per channel.")
+@click.option("--preprocessing", "preprocessing_name", metavar="NAME", help="With an ONNX or .pt2 MODEL: a named transform "
               "(torch, tf, caffe, lite, unit, none); the flags above override its keys.")
 def export_command(**kwargs: Any) -> None:
     """Stage 3: export the trained model to the configured formats.
 
     Reads and writes the run directory (--output), so one stage can be rerun.
-    Given a model file instead of a CONFIG (Keras, or an image classifier in ONNX with its preprocessing),
-    exports that model alone:
+    Given a model file instead of a CONFIG (Keras, or an image classifier in ONNX or saved by torch.export.save
+    as .pt2, with its preprocessing), exports that model alone:
     edgepipe export model.keras --format tflite-int8 --format onnx-fp32 --calibration-data DIR
     edgepipe export model.onnx --scale 255 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --calibration-data DIR
     """
@@ -381,7 +381,8 @@ def export_command(**kwargs: Any) -> None:
         click.echo(f"artifacts: {exported.index}")
         return
     if declared:
-        raise EdgepipeError("--layout, --channels, --scale, --mean, --std and --preprocessing apply to an ONNX model file",
+        raise EdgepipeError("--layout, --channels, --scale, --mean, --std and --preprocessing apply to an ONNX or .pt2 "
+                            "model file",
                             "In a run, set model.preprocessing in the config.")
     if formats:
         kwargs["formats"] = formats

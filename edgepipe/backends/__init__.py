@@ -19,6 +19,7 @@ from edgepipe.backends.base import (
     ENGINES,
     FORMATS,
     INTEGER_PRECISIONS,
+    OBJECT_SOURCES,
     SOURCES,
     TOLERANCES,
     Backend,
@@ -181,6 +182,12 @@ def model_source(path: str | Path) -> Optional[Any]:
     return SOURCES.get(Path(path).suffix.lower())
 
 
+def object_source(obj: Any) -> Optional[Any]:
+    """The ObjectSource that reads ``obj`` (a PyTorch module...); None for a Keras model or anything else."""
+    load()
+    return next((s for s in OBJECT_SOURCES if s.accepts(obj)), None)
+
+
 def reference_format() -> Format:
     """The format of the FP32 model every artifact is compared with (the Keras model)."""
     load()
@@ -189,7 +196,7 @@ def reference_format() -> Format:
 
 __all__ = [
     "Artifact", "BACKENDS", "Backend", "CONTAINERS", "artifact_digest", "artifact_files", "artifact_size_mb", "Container", "DEVICES", "ENGINES", "Engine", "Evaluation",
-    "ExportContext", "FORMATS", "Format", "INTEGER_PRECISIONS", "InputSpec", "Runner", "TOLERANCES", "Tolerance",
+    "ExportContext", "FORMATS", "Format", "INTEGER_PRECISIONS", "InputSpec", "object_source", "Runner", "TOLERANCES", "Tolerance",
     "artifact_suffixes", "container_of", "containers", "create_runner", "default_engine", "devices", "devices_for",
     "engines", "engines_for", "formats", "identify", "load", "model_source", "reference_format", "tracked_packages",
 ]

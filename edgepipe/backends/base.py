@@ -140,10 +140,10 @@ class Engine:
 
 @dataclass(frozen=True)
 class ModelSource:
-    """A kind of model file besides Keras' that export starts from (an ONNX classifier).
+    """A kind of model file besides Keras' that export starts from (an ONNX classifier, a torch.export program).
 
-    ``read(path, preprocessing, input_size)`` checks the file (one-line EdgepipeErrors), writes nothing, and
-    returns an object with ``size``, ``channels``, ``outputs``, ``name``, ``labels`` (or None),
+    ``read(path, preprocessing, input_size, unsafe=False)`` checks the file (one-line EdgepipeErrors; ``unsafe``
+    allows a file whose loading runs code), writes nothing, and returns an object with ``size``, ``channels``, ``outputs``, ``name``, ``labels`` (or None),
     ``preprocessing()`` (what artifacts record), ``describe()``, ``write(path)`` (the graph the formats start
     from, taking raw NHWC pixels) and ``reference(images, threads)`` (probabilities every artifact is judged
     against). ``preprocessing`` is a ``pixels.PixelTransform``.
@@ -151,6 +151,20 @@ class ModelSource:
 
     backend: str
     suffixes: tuple[str, ...]
+    read: Callable[..., Any]
+    description: str
+
+
+@dataclass(frozen=True)
+class ObjectSource:
+    """A kind of in-memory model besides a Keras one that export starts from (a PyTorch module).
+
+    ``accepts(obj)`` says whether it reads ``obj``, without importing a framework the caller has not imported;
+    ``read(obj, preprocessing, input_size, input_shape)`` returns what ``ModelSource.read`` does.
+    """
+
+    backend: str
+    accepts: Callable[[Any], bool]
     read: Callable[..., Any]
     description: str
 
@@ -168,6 +182,8 @@ ENGINES: Registry[Engine] = Registry("engine", list_command="edgepipe formats")
 DEVICES: dict[str, DeviceInfo] = {}
 #: file suffix -> the model source that reads it
 SOURCES: dict[str, ModelSource] = {}
+#: the in-memory model sources, in the order registered
+OBJECT_SOURCES: list[ObjectSource] = []
 
 
 class Backend:
@@ -210,6 +226,10 @@ class Backend:
         """Register a kind of model file export starts from besides Keras' (see :class:`ModelSource`)."""
         for suffix in suffixes:
             SOURCES[suffix.lower()] = ModelSource(self.name, tuple(suffixes), read, description)
+
+    def object_source(self, *, accepts: Callable[[Any], bool], read: Callable[..., Any], description: str) -> None:
+        """Register a kind of in-memory model export starts from besides Keras' (see :class:`ObjectSource`)."""
+        OBJECT_SOURCES.append(ObjectSource(self.name, accepts, read, description))
 
     def engine(self, name: str, *, reads: tuple[str, ...], devices: tuple[str, ...],
                available: Callable[[], Optional[str]] = always_available, description: str = "",

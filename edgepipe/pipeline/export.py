@@ -21,6 +21,7 @@ from edgepipe.backends import (
     artifact_size_mb,
     formats,
     model_source,
+    object_source,
 )
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
@@ -374,16 +375,17 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
                  class_names: Optional[list[str]] = None, calibration_size: int = 200, seed: int = 0,
                  calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
                  unsafe: bool = False, options: Optional[dict[str, Any]] = None, isolation: str = "auto",
-                 qat: Any = None, preprocessing: Any = None, input_size: Optional[int] = None) -> Path:
-    """Export any Keras model (an object or a file, not only a run directory's), or a model file a backend reads
-    as a source (an ONNX classifier, with ``preprocessing``, a pixels.PixelTransform, and ``input_size`` for a
-    dynamic spatial size), to ``out_dir``; returns artifacts.json's path. See ``edgepipe.export`` for
-    ``calibration`` and ``isolation``."""
+                 qat: Any = None, preprocessing: Any = None, input_size: Optional[int] = None,
+                 input_shape: Optional[Any] = None) -> Path:
+    """Export any Keras model (an object or a file, not only a run directory's), or a model a backend reads as a
+    source (an ONNX or .pt2 file, a PyTorch module at ``input_shape``; with ``preprocessing``, a
+    pixels.PixelTransform, and ``input_size`` for a dynamic spatial size), to ``out_dir``; returns artifacts.json's
+    path. See ``edgepipe.export`` for ``calibration`` and ``isolation``."""
     from edgepipe.pipeline.bench import resolve_threads
 
     source = str(model) if isinstance(model, (str, Path)) else None
     scratch = out_dir / ".edgepipe-tmp"
-    foreign = _foreign_source(source, preprocessing, input_size)
+    foreign = _foreign_source(model, source, preprocessing, input_size, input_shape, unsafe)
     model, facts = _model_and_facts(model, source, foreign, isolation, unsafe, echo)
     size, channels, outputs = facts["size"], facts["channels"], facts["outputs"]
     names = expand_formats(names)
@@ -427,17 +429,28 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     return index_path
 
 
-def _foreign_source(source: Optional[str], preprocessing: Any, input_size: Optional[int]) -> Any:
-    """The checked source when ``source`` is a model file a backend reads (an ONNX classifier), else None.
-    EdgepipeError when preprocessing or an input size is declared for a Keras model, which holds its own."""
+def _foreign_source(model: Any, source: Optional[str], preprocessing: Any, input_size: Optional[int],
+                    input_shape: Optional[Any], unsafe: bool) -> Any:
+    """The checked source when ``source`` is a model file a backend reads (an ONNX classifier, a torch.export
+    program) or ``model`` an object one reads (a PyTorch module, at ``input_shape``), else None. EdgepipeError when
+    preprocessing or an input size is declared for a Keras model, which holds its own, or an input shape for
+    anything but an object source (a file holds its own)."""
     from edgepipe.pixels import PixelTransform
 
+    given = preprocessing or PixelTransform()
     reader = model_source(source) if source is not None else None
+    in_memory = object_source(model) if source is None else None
+    if input_shape is not None and in_memory is None:
+        raise EdgepipeError("an input shape is declared for a PyTorch module only; a model file holds its own",
+                            "Drop input_shape (a dynamic spatial size takes input_size).")
     if reader is not None:
-        return reader.read(Path(source), preprocessing or PixelTransform(), input_size)
+        return reader.read(Path(source), given, input_size, unsafe=unsafe)
+    if in_memory is not None:
+        return in_memory.read(model, given, input_size, input_shape)
     declared = preprocessing is not None and any(v is not None for v in preprocessing.as_dict().values())
     if declared or input_size is not None:
-        raise EdgepipeError("preprocessing and input size are declared for ONNX models only; a Keras model holds its own",
+        raise EdgepipeError("preprocessing and input size are declared for ONNX and PyTorch models only; a Keras model "
+                            "holds its own",
                             "Drop --layout, --channels, --scale, --mean, --std, --preprocessing and --input-size.")
     return None
 

@@ -76,6 +76,11 @@ class OnnxSource:
         step = session.get_inputs()[0].shape[0] if fixed_batch else 32
         outputs = [session.run(None, {name: self.transform.apply(images[i:i + step])})[0]
                    for i in range(0, len(images), step)]
+        return self.probabilities(outputs)
+
+    def probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
+        """The network's outputs (batches of (N, classes)) joined as float32 probabilities: a Softmax applied in
+        numpy when the wrapper adds one (its output is logits)."""
         out = np.concatenate(outputs).astype(np.float64) if outputs else np.zeros((0, self.outputs))
         if self.softmax_added:
             out = np.exp(out - out.max(axis=1, keepdims=True))
@@ -84,7 +89,8 @@ class OnnxSource:
 
     def describe(self) -> dict[str, Any]:
         return {"kind": "onnx", "input_size": self.size, "channels": self.channels, "classes": self.outputs,
-                "layout": self.transform.layout, "softmax_added": self.softmax_added}
+                "layout": self.transform.layout, "softmax_added": self.softmax_added,
+                "reference": "the source ONNX file, run by ONNX Runtime on the same raw pixels preprocessed in numpy"}
 
 
 def _load(path: Path) -> Any:
@@ -281,16 +287,25 @@ def _labels(model: Any, classes: int) -> Optional[list[str]]:
     return [str(v) for v in labels] if isinstance(labels, list) and len(labels) == classes else None
 
 
-def read_onnx_source(path: str | Path, given: PixelTransform, input_size: Optional[int] = None) -> OnnxSource:
+def read_onnx_source(path: str | Path, given: PixelTransform, input_size: Optional[int] = None,
+                     unsafe: bool = False) -> OnnxSource:
     """Check an ONNX classifier and make its raw-pixel graph (nothing is written). ``given`` is the declared
-    preprocessing (unknown keys None); ``input_size`` the square size for a dynamic spatial input.
+    preprocessing (unknown keys None); ``input_size`` the square size for a dynamic spatial input; ``unsafe`` is
+    not needed (loading an ONNX file runs no code).
 
-    One-line EdgepipeErrors: not an ONNX file; not one float image input of rank 4; a layout the shape does not
-    tell and none declared; a dynamic spatial size without ``input_size``; a non-square input; preprocessing
-    keys still unknown (each named); not one (N, classes) output.
+    One-line EdgepipeErrors: not an ONNX file, and those of :func:`read_onnx_model`.
     """
     path = Path(path)
-    model = _load(path)
+    return read_onnx_model(_load(path), path, given, input_size)
+
+
+def read_onnx_model(model: Any, path: Path, given: PixelTransform, input_size: Optional[int] = None) -> OnnxSource:
+    """Check a loaded ONNX classifier (``path`` names it in errors and gives its name) and make its raw-pixel graph.
+
+    One-line EdgepipeErrors: not one float image input of rank 4; a layout the shape does not tell and none
+    declared; a dynamic spatial size without ``input_size``; a non-square input; preprocessing keys still
+    unknown (each named); not one (N, classes) output.
+    """
     value = _image_input(model, path)
     dims = _dims(value)
     layout = _layout(dims, given.layout, path, value)
