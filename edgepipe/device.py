@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from edgepipe.errors import error_line
+
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
              "asimd", "asimddp", "sve", "i8mm")
 
@@ -184,7 +186,7 @@ def _gpu() -> dict[str, Any]:
     try:
         return {"gpu": cuda_facts()}
     except Exception as exc:  # a CUDA device that will not describe itself: say why
-        return {"gpu": None, "gpu_unavailable": f"{type(exc).__name__}: {str(exc)[:120]}"}
+        return {"gpu": None, "gpu_unavailable": error_line(exc, 120)}
 
 
 #: multiply-accumulates per cycle per core, assuming two FMA pipes (fp32) and the dot-product

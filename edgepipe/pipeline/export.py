@@ -24,7 +24,7 @@ from edgepipe.backends import (
 )
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, error_line, first_line
 from edgepipe.fileio import inside, make_folder, read_json, sha256_file, write_json
 from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
 from edgepipe.pipeline.rundir import RunDir
@@ -246,7 +246,7 @@ def _child_main(request: Path, answer: Path) -> None:
     try:
         result = ("result", _child(task, lambda line: print(line, flush=True)))
     except BaseException as exc:  # reported to the parent, which decides; the child only ends
-        result = ("error", f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
+        result = ("error", error_line(exc, 300))
     answer.write_bytes(pickle.dumps(result))
 
 
@@ -255,7 +255,7 @@ def _verify_into(record: dict[str, Any], fmt: Format, path: Path, images: np.nda
     try:
         record["verification"] = verify(fmt, run_artifact(path, fmt.name, images, threads), reference)
     except Exception as exc:  # the artifact exists but its engine cannot run it
-        reason = f"could not run: {str(exc).strip().splitlines()[0][:200]}"
+        reason = f"could not run: {first_line(exc)}"
         record["verification"] = {"passed": False, "problems": [reason]}
     v = record["verification"]
     if not v["passed"]:
@@ -280,7 +280,7 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
         with step(echo, f"  {fmt.name}: exporting"):
             details = fmt.build(ctx, path)
     except Exception as exc:  # any converter failure is reported for this format; the others go on
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 300)
         echo(f"  {fmt.name}: failed ({reason})")
         return {**record, "status": Status.FAILED.value, "reason": reason}
     seconds = time.perf_counter() - start

@@ -24,7 +24,7 @@ from edgepipe.backends.context import ExportContext
 from edgepipe.backends.litert import aeq
 from edgepipe.backends.litert.backend import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import write_bytes
 from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
@@ -60,7 +60,7 @@ def tensor_types(model_bytes_or_path) -> dict[str, Any]:
     try:
         interpreter = open_interpreter(model_bytes_or_path)  # a file LiteRT cannot prepare is no artifact
     except RuntimeError as exc:
-        raise EdgepipeError(f"LiteRT cannot run the converted model: {str(exc).strip().splitlines()[0][:200]}") from None
+        raise EdgepipeError(f"LiteRT cannot run the converted model: {first_line(exc)}") from None
     counts: dict[str, int] = {}
     for d in interpreter.get_tensor_details():
         name = np.dtype(d["dtype"]).name
