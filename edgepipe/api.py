@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+from edgepipe.config import BENCH_DEFAULTS, EXPORT_DEFAULTS
 from edgepipe.errors import EdgepipeError
 
 Echo = Callable[[str], None]
@@ -249,8 +250,8 @@ class Exported:
 
 def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibration: Any = None,
            labels: Optional[list[str]] = None, output: Optional[PathLike] = None, calibration_size: int = 200,
-           seed: int = 0, calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0,
-           threads: Optional[int] = None,
+           seed: int = 0, calibration_method: str = "minmax",
+           accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp, threads: Optional[int] = None,
            options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
            qat: Optional[dict[str, Any]] = None, preprocessing: Any = None, input_size: Optional[int] = None,
            echo: Echo = print) -> Exported:
@@ -329,10 +330,10 @@ class BenchRequest:
     batches: tuple[int, ...] = (1,)
     devices: tuple[str, ...] = ("cpu",)
     engines: tuple[str, ...] = ()
-    warmup: int = 10
-    warmup_s: float = 0.2
-    min_iterations: int = 50
-    min_duration_s: float = 1.0
+    warmup: int = BENCH_DEFAULTS.warmup
+    warmup_s: float = BENCH_DEFAULTS.warmup_s
+    min_iterations: int = BENCH_DEFAULTS.min_iterations
+    min_duration_s: float = BENCH_DEFAULTS.min_duration_s
     seed: int = 0
     output: Optional[Path] = None
     #: measure each artifact's memory in a fresh process
@@ -354,8 +355,9 @@ class BenchRequest:
 def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike] = None,
           labels: Optional[PathLike] = None, threads: Union[int, Sequence[int]] = (1,),
           batch: Union[int, Sequence[int]] = (1,), devices: Union[str, Sequence[str]] = ("cpu",),
-          engines: Union[str, Sequence[str]] = (), warmup: int = 10, warmup_s: float = 0.2, min_iterations: int = 50,
-          min_duration_s: float = 1.0, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
+          engines: Union[str, Sequence[str]] = (), warmup: int = BENCH_DEFAULTS.warmup,
+          warmup_s: float = BENCH_DEFAULTS.warmup_s, min_iterations: int = BENCH_DEFAULTS.min_iterations,
+          min_duration_s: float = BENCH_DEFAULTS.min_duration_s, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
           tune: bool = False, profile: bool = False, echo: Echo = print):
     """Measure artifact files (.tflite, .onnx, .keras, ...) alone: one record per artifact, engine, device,
     thread count and batch size; returns ``edgepipe.results.Results`` (and writes it to ``output``,
@@ -471,8 +473,10 @@ def bench_remote(host: str, request: BenchRequest, *, ssh_config: Optional[PathL
 def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequence[str]] = None, *,
                    threads: Optional[int] = None, input_size: Optional[int] = None, force: bool = False,
                    remote: Optional[str] = None, ssh_config: Optional[PathLike] = None,
-                   remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench", warmup: int = 10,
-                   warmup_s: float = 0.2, min_iterations: int = 50, min_duration_s: float = 1.0,
+                   remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench",
+                   warmup: int = BENCH_DEFAULTS.warmup, warmup_s: float = BENCH_DEFAULTS.warmup_s,
+                   min_iterations: int = BENCH_DEFAULTS.min_iterations,
+                   min_duration_s: float = BENCH_DEFAULTS.min_duration_s,
                    cache: Optional[PathLike] = None, echo: Echo = print):
     """What each architecture costs on this machine (or ``remote``, over SSH): p50/p90 latency in ms at batch 1,
     artifact size and peak memory in MB, per format; returns an ``edgepipe.search.catalogue.Catalogue`` of typed

@@ -52,6 +52,8 @@ class ExportContext:
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None
     reference_probabilities: Optional[np.ndarray] = None
     calibration_method: str = "minmax"
+    #: export.accuracy_budget_pp's default (edgepipe.config.EXPORT_DEFAULTS; this layer is below the config,
+    #: and a test holds the two equal)
     accuracy_budget_pp: float = 1.0
     calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None  # the training split, for larger sets
     options: dict[str, Any] = field(default_factory=dict)

@@ -9,19 +9,20 @@ from typing import Any
 import numpy as np
 
 from edgepipe.backends.runner import Runner
+from edgepipe.config import BENCH_DEFAULTS
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     """Defaults in the spirit of trtexec (warm-up by time, then a minimum duration) and MLPerf's
     single-stream scenario (one query at a time, a minimum count and a minimum duration), scaled
-    down for small models: at least 10 warm-up calls and 0.2 s, then at least 50 timed calls and 1 s."""
+    down for small models: the bench section's defaults (``edgepipe.config.BENCH_DEFAULTS``)."""
 
     batch_size: int = 1
-    warmup: int = 10
-    min_iterations: int = 50
-    min_duration_s: float = 1.0
-    warmup_s: float = 0.2
+    warmup: int = BENCH_DEFAULTS.warmup
+    min_iterations: int = BENCH_DEFAULTS.min_iterations
+    min_duration_s: float = BENCH_DEFAULTS.min_duration_s
+    warmup_s: float = BENCH_DEFAULTS.warmup_s
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

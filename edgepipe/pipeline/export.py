@@ -22,7 +22,7 @@ from edgepipe.backends import (
     formats,
     model_source,
 )
-from edgepipe.config import RunConfig
+from edgepipe.config import EXPORT_DEFAULTS, RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError, error_line, first_line
 from edgepipe.fileio import inside, make_folder, read_json, sha256_file, write_json
@@ -75,7 +75,7 @@ class ExportJob:
     calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None
     calibration_method: str = "minmax"
-    accuracy_budget_pp: float = 1.0
+    accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp
     threads: int = 1
     #: backend name -> its export options dataclass (defaults for the backends not named)
     options: dict[str, Any] = field(default_factory=dict)
@@ -372,7 +372,8 @@ def _calibration_from(calibration: Any, size: int, channels: int, seed: int):
 
 def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibration: Any = None,
                  class_names: Optional[list[str]] = None, calibration_size: int = 200, seed: int = 0,
-                 calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
+                 calibration_method: str = "minmax",
+                 accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp, threads: Optional[int] = None,
                  unsafe: bool = False, options: Optional[dict[str, Any]] = None, isolation: str = "auto",
                  qat: Any = None, preprocessing: Any = None, input_size: Optional[int] = None) -> Path:
     """Export any Keras model (an object or a file, not only a run directory's), or a model file a backend reads
