@@ -24,8 +24,8 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from edgepipe.config import BENCH_DEFAULTS, EXPORT_DEFAULTS
 from edgepipe.errors import EdgepipeError
+from edgepipe.progress import Echo
 
-Echo = Callable[[str], None]
 PathLike = Union[str, Path]
 
 #: flag name -> dotted config key: the keyword arguments ``run`` accepts besides a config

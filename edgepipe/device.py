@@ -27,14 +27,21 @@ def _cpuinfo() -> dict[str, str]:
     return info
 
 
-def _memory_gb() -> float | None:
+def proc_kb(path: str | Path, field: str) -> int | None:
+    """The size in kB a /proc file of ``Name:   value kB`` lines (/proc/meminfo, /proc/self/status) gives for
+    ``field``; None where the file, the field or its number is missing (not Linux, a restricted /proc)."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _memory_gb() -> float | None:
+    total = proc_kb("/proc/meminfo", "MemTotal")
+    return None if total is None else round(total / 1024**2, 1)
 
 
 def _read(path: str) -> str | None:

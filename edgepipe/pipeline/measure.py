@@ -22,10 +22,8 @@ from edgepipe.backends import Artifact, Engine, create_runner, devices_for, engi
 from edgepipe.errors import EdgepipeError, error_line  # noqa: F401  (error_line: read from here by bench)
 from edgepipe.harness import BenchSettings, accuracy, agreement, measure_interleaved, predict
 from edgepipe.harness.memory import measure_memory
-from edgepipe.progress import step
+from edgepipe.progress import Echo, step
 from edgepipe.results import Record, Status
-
-Echo = Callable[[str], None]
 
 #: alternating rounds per measurement (A B C, C B A, ...): enough to see the spread, few enough to warm each
 ROUNDS = 5

@@ -39,6 +39,7 @@ import numpy as np
 from keras import ops
 
 from edgepipe.errors import EdgepipeError, first_line
+from edgepipe.progress import Echo
 
 #: the layers of edgepipe's classifiers, in order (see ``architectures.classifier``)
 LAYER_NAMES = ("preprocess", "backbone", "pool", "dropout", "classifier")
@@ -51,8 +52,6 @@ SMALLEST_WEIGHT_RANGE = 1e-8
 SMALLEST_ACTIVATION_RANGE = 1e-6
 #: images per inference batch when measuring top-1
 EVALUATION_BATCH = 64
-
-Echo = Callable[[str], None]
 
 
 # ------------------------------------------------------------------------------------ model structure

@@ -22,9 +22,8 @@ import numpy as np
 
 from edgepipe.config import BENCH_DEFAULTS
 from edgepipe.errors import EdgepipeError
+from edgepipe.progress import Echo
 from edgepipe.results import Record, Results, Status
-
-Echo = Callable[[str], None]
 
 #: what ``edgepipe models --measure`` measures when no formats are named
 DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "openvino-int8", "onnx-int8")
