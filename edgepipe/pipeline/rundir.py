@@ -281,10 +281,6 @@ class RunDir:
         missing, changed = self._digest_changes(record.get("outputs", {}))
         return [f"{rel} is missing" for rel in missing] + [f"{rel} changed" for rel in changed]
 
-    def outputs_intact(self, stage: str) -> bool:
-        """True when every output the stage recorded still exists with the recorded digest."""
-        return self.output_changes(stage) == []
-
     def verify(self, stages: tuple[str, ...]) -> Verification:
         """Every file against the manifest and the stage records: what changed, went missing, or was never
         recorded. Records or a manifest naming a file outside the run directory, or a link in the way, are
