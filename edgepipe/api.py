@@ -212,7 +212,7 @@ def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bo
     ``unsafe_load`` allows a ``model`` file whose loading runs code (only for files you trust).
     """
     from edgepipe.pipeline.export import expand_formats
-    from edgepipe.pipeline.runner import STAGES, run_stages
+    from edgepipe.pipeline.sequence import STAGES, run_stages
 
     if overrides.get("formats") is not None:
         overrides["formats"] = expand_formats(list(_values("formats", overrides["formats"], "name")))
@@ -669,15 +669,15 @@ MERGED_TITLE = "# edgepipe: results merged across devices"
 
 
 def verify(run_dir: PathLike):
-    """Check every file of a run directory against its manifest and stage records; returns a Verification
+    """Check every file of a run directory against its manifest and stage records; returns an Integrity
     (``changed``, ``missing``, ``unrecorded`` files; ``stages_intact``; ``clean``)."""
     from edgepipe.pipeline.rundir import RunDir, is_run_directory
-    from edgepipe.pipeline.runner import STAGES
+    from edgepipe.pipeline.sequence import STAGES
 
     path = Path(run_dir)
     if not path.is_dir() or not is_run_directory(path):
         raise EdgepipeError(f"'{path}' is not an edgepipe run directory", "Pass a folder written by 'edgepipe run'.")
-    return RunDir(path).verify(tuple(STAGES))
+    return RunDir(path).check_integrity(tuple(STAGES))
 
 
 def formats_table() -> list[dict[str, Any]]:

@@ -31,7 +31,7 @@ from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
 from edgepipe.results import Status
-from edgepipe.verification import Evaluator, run_artifact, verify
+from edgepipe.verification import ArtifactScorer, run_artifact, verify
 
 VERIFY_IMAGES = 256
 
@@ -95,7 +95,7 @@ def _context(model, job: ExportJob, echo: Echo, reference: Optional[np.ndarray])
                         source_onnx=job.source_onnx)
     if job.validation is not None and reference is not None:
         images, labels = job.validation
-        ctx.evaluate = Evaluator(images, labels, job.threads)
+        ctx.score = ArtifactScorer(images, labels, job.threads)
         ctx.reference_top1 = float(np.mean(np.argmax(reference, 1) == labels))
         ctx.validation = (images, labels)
         ctx.reference_probabilities = reference

@@ -60,7 +60,7 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
             candidate = ctx.workdir / f"attempt{i}-{path.name}"
             with step(ctx.echo, f"    attempt {i}: {attempt.description}"):
                 details = attempt.build(candidate)
-                evaluation = ctx.evaluate(candidate, format_name) if ctx.evaluate else None
+                evaluation = ctx.score(candidate, format_name) if ctx.score else None
         except Exception as exc:  # a recipe that cannot run here is reported; the others still get their turn
             if i == 1:
                 raise
@@ -90,7 +90,7 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     with atomic_path(path) as tmp:  # copy, then rename into place (the work folder may be another filesystem)
         shutil.copyfile(best[1], tmp)
     kept = next(r for r in report if r["attempt"] == best[3])
-    met = kept.get("within_budget") if ctx.evaluate else None
+    met = kept.get("within_budget") if ctx.score else None
     budget = Int8Budget(
         budget_pp=ctx.accuracy_budget_pp, met=met, chosen_attempt=best[3], attempts=report,
         reference_top1=ctx.reference_top1, validation_images=ctx.validation_count,

@@ -225,13 +225,13 @@ def test_accuracy_control_reverts_ops_when_the_first_recipe_misses(tiny_run, tmp
 
     from edgepipe.backends import ExportContext, formats
     from edgepipe.calibration import draw
-    from edgepipe.verification import Evaluator
+    from edgepipe.verification import ArtifactScorer
 
     dataset = materialize(read_json(tiny_run.dataset_index), 32, 3)
     val = dataset.splits["val"]
     model = keras.models.load_model(tiny_run.model, compile=False)
     ctx = ExportContext(model, tiny_run.read_labels(), {}, draw(dataset.train.images, dataset.train.labels, 16, 0),
-                        workdir_parent=tmp_path, evaluate=Evaluator(val.images, val.labels, 1),
+                        workdir_parent=tmp_path, score=ArtifactScorer(val.images, val.labels, 1),
                         reference_top1=1.01, validation_labels=val.labels)  # unreachable: attempt 1 must miss
     ctx.outputs["onnx-fp32"] = _artifact(tiny_run, "*-onnx-fp32.onnx")
     try:
