@@ -18,7 +18,7 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
@@ -324,6 +324,7 @@ class BenchRequest:
     """A standalone benchmark of artifact files (no run directory), as the command line and SSH pass it on."""
 
     paths: list[Path]
+    _: KW_ONLY  # the rest by name: fifteen settings in a row are too easy to misplace
     data: Optional[Path] = None
     labels: Optional[Path] = None
     threads: tuple[int, ...] = (1,)
@@ -364,12 +365,12 @@ def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike
     JSON plus CSV, when given). ``data`` is an image folder for accuracy (classes in the order of
     ``labels``, the labels the artifact records, or sorted folder names). ``paths``, ``threads``, ``batch``,
     ``devices`` and ``engines`` each take one value or a list (``threads=2``, ``threads=[1, 2]``)."""
-    request = BenchRequest(list(_values("paths", paths, "path", empty=True)), Path(data) if data else None,
-                           Path(labels) if labels else None, _values("threads", threads, "count"),
-                           _values("batch", batch, "count"), _values("devices", devices, "name"),
-                           _values("engines", engines, "name", empty=True), warmup, warmup_s,
-                           min_iterations, min_duration_s, seed, Path(output) if output else None, memory, tune,
-                           profile)
+    request = BenchRequest(list(_values("paths", paths, "path", empty=True)), data=Path(data) if data else None,
+                           labels=Path(labels) if labels else None, threads=_values("threads", threads, "count"),
+                           batches=_values("batch", batch, "count"), devices=_values("devices", devices, "name"),
+                           engines=_values("engines", engines, "name", empty=True), warmup=warmup, warmup_s=warmup_s,
+                           min_iterations=min_iterations, min_duration_s=min_duration_s, seed=seed,
+                           output=Path(output) if output else None, memory=memory, tune=tune, profile=profile)
     return bench_request(request, echo)
 
 

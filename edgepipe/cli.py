@@ -215,9 +215,10 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
                    min_duration, seed, output, memory, tune):
     from edgepipe.api import BenchRequest
 
-    return BenchRequest(list(paths), data, labels, threads or (1,), batch or (1,), tuple(devices or ("cpu",)),
-                        tuple(engines or ()), warmup, warmup_time, min_iterations, min_duration, seed or 0,
-                        Path(output or "bench-results.json"), memory, tune)
+    return BenchRequest(list(paths), data=data, labels=labels, threads=threads or (1,), batches=batch or (1,),
+                        devices=tuple(devices or ("cpu",)), engines=tuple(engines or ()), warmup=warmup,
+                        warmup_s=warmup_time, min_iterations=min_iterations, min_duration_s=min_duration,
+                        seed=seed or 0, output=Path(output or "bench-results.json"), memory=memory, tune=tune)
 
 
 @main.command("bench")

@@ -62,7 +62,7 @@ def _outputs(run: RunDir) -> list:
     return index_files(run.artifacts_index)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExportJob:
     """Everything one export needs besides the model: names, calibration, validation data, options."""
 
@@ -312,10 +312,12 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     echo(f"calibration set: {len(calibration_set)} training images, sha256 {calibration_set.digest[:12]}")
     built = read_json(run.build_info)
     val = dataset.splits["val"]
-    job = ExportJob(e.formats, run.artifacts_dir, built["architecture"].replace("user:", ""), run.read_labels(),
-                    built["preprocessing"], calibration_set, (dataset.train.images, dataset.train.labels),
-                    (val.images, val.labels), e.calibration_method, e.accuracy_budget_pp,
-                    resolve_threads(config.bench.threads), backend_options(config), run.scratch, e.qat)
+    job = ExportJob(formats=e.formats, out_dir=run.artifacts_dir, stem=built["architecture"].replace("user:", ""),
+                    labels=run.read_labels(), preprocessing=built["preprocessing"], calibration_set=calibration_set,
+                    calibration_pool=(dataset.train.images, dataset.train.labels), validation=(val.images, val.labels),
+                    calibration_method=e.calibration_method, accuracy_budget_pp=e.accuracy_budget_pp,
+                    threads=resolve_threads(config.bench.threads), options=backend_options(config),
+                    workdir_parent=run.scratch, qat=e.qat)
     echo(f"exporting to {run.artifacts_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     records = export_all(model, job, echo, run.model, isolate, config.unsafe_load)
     if not any(Status(r["status"]).measured for r in records):
@@ -407,9 +409,11 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     stem = Path(source).stem if source else facts["name"]
     shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted export here left behind
     described = foreign.preprocessing() if foreign is not None else {"description": "as saved in the model file"}
-    job = ExportJob(names, out_dir, stem, labels, described,
-                    calibration_set, pool, validation, calibration_method, accuracy_budget_pp, resolve_threads(threads),
-                    options or {}, scratch, qat, source=foreign)
+    job = ExportJob(formats=names, out_dir=out_dir, stem=stem, labels=labels, preprocessing=described,
+                    calibration_set=calibration_set, calibration_pool=pool, validation=validation,
+                    calibration_method=calibration_method, accuracy_budget_pp=accuracy_budget_pp,
+                    threads=resolve_threads(threads), options=options or {}, workdir_parent=scratch, qat=qat,
+                    source=foreign)
     if foreign is not None:
         make_folder(scratch)
         job.source_onnx = foreign.write(scratch / "source-raw-pixels.onnx")
