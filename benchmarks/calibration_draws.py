@@ -48,7 +48,7 @@ def main() -> None:
     from edgepipe.fileio import read_json
     from edgepipe.pipeline.controls import predict_arrays
     from edgepipe.pipeline.rundir import RunDir
-    from edgepipe.verification import Evaluator
+    from edgepipe.verification import ArtifactScorer
 
     run = RunDir(args.run)
     model = load_keras_model(str(run.model), False)
@@ -57,7 +57,7 @@ def main() -> None:
     pool, val = dataset.train, dataset.splits["val"]
     reference = predict_arrays(model, val.images.astype(np.float32))
     reference_top1 = float(np.mean(reference.argmax(1) == val.labels))
-    evaluator = Evaluator(val.images, val.labels, args.threads)
+    scorer = ArtifactScorer(val.images, val.labels, args.threads)
     built = read_json(run.build_info)
     print(f"{built['architecture']} at {size}x{size}: calibration pool {len(pool)} training images, judged on "
           f"{len(val)} validation images (one image = {100 / len(val):.2f} pp); Keras FP32 top-1 "
@@ -79,7 +79,7 @@ def main() -> None:
                 start = time.perf_counter()
                 fmt.build(ctx, path)
                 seconds.append(time.perf_counter() - start)
-                top1s.append(evaluator(path, name).top1)
+                top1s.append(scorer(path, name).top1)
             spread = (max(top1s) - min(top1s)) * 100
             rows.append((name, len(ctx.calibration), method, top1s, spread,
                          (reference_top1 - statistics.mean(top1s)) * 100, statistics.median(seconds)))

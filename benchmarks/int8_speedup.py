@@ -82,7 +82,7 @@ def time_side_by_side(paths: dict[str, Path], size: int, threads: int, rounds: i
     from edgepipe.harness import BenchSettings, measure_interleaved
 
     images = np.random.default_rng(1).integers(0, 256, (8, size, size, 3)).astype(np.uint8)
-    settings = BenchSettings(batch_size=1, warmup=10, warmup_s=0.2, min_iterations=iterations, min_duration_s=0.0)
+    settings = BenchSettings(batch_size=1, min_iterations=iterations, min_duration_s=0.0)
     with contextlib.ExitStack() as stack:
         runners = {f: stack.enter_context(create_runner(p, threads=threads)) for f, p in paths.items()}
         measured = measure_interleaved(runners, images, settings, rounds)

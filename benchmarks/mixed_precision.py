@@ -53,8 +53,7 @@ def main() -> None:
         raise SystemExit("the run's calibration set could not be drawn again (its images changed)")
     built = read_json(run.build_info)
     images = dataset.heldout.images[:16]
-    settings = BenchSettings(batch_size=1, warmup=10, warmup_s=0.2, min_iterations=args.iterations,
-                             min_duration_s=0.0)
+    settings = BenchSettings(batch_size=1, min_iterations=args.iterations, min_duration_s=0.0)
     print(f"{built['architecture']} at {size}x{size}, {args.threads} thread(s), batch 1, {args.rounds} alternating "
           f"rounds; target: kept / plain p50 <= {TARGET}x")
     work = Path(tempfile.mkdtemp(prefix="edgepipe-mixed-"))

@@ -38,7 +38,7 @@ def main() -> None:
     from edgepipe import config as cfg
     from edgepipe.data import materialize
     from edgepipe.fileio import read_json
-    from edgepipe.pipeline.runner import STAGES, run_stages
+    from edgepipe.pipeline.sequence import STAGES, run_stages
     from edgepipe.results import read_results
     from edgepipe.significance import describe
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import numbers
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
+from edgepipe.config import BENCH_DEFAULTS, EXPORT_DEFAULTS
 from edgepipe.errors import EdgepipeError
+from edgepipe.progress import Echo
 
-Echo = Callable[[str], None]
 PathLike = Union[str, Path]
 
 #: flag name -> dotted config key: the keyword arguments ``run`` accepts besides a config
@@ -211,7 +212,7 @@ def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bo
     ``unsafe_load`` allows a ``model`` file whose loading runs code (only for files you trust).
     """
     from edgepipe.pipeline.export import expand_formats
-    from edgepipe.pipeline.runner import STAGES, run_stages
+    from edgepipe.pipeline.sequence import STAGES, run_stages
 
     if overrides.get("formats") is not None:
         overrides["formats"] = expand_formats(list(_values("formats", overrides["formats"], "name")))
@@ -249,8 +250,8 @@ class Exported:
 
 def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibration: Any = None,
            labels: Optional[list[str]] = None, output: Optional[PathLike] = None, calibration_size: int = 200,
-           seed: int = 0, calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0,
-           threads: Optional[int] = None,
+           seed: int = 0, calibration_method: str = "minmax",
+           accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp, threads: Optional[int] = None,
            options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
            qat: Optional[dict[str, Any]] = None, preprocessing: Any = None, input_size: Optional[int] = None,
            input_shape: Optional[Sequence[int]] = None, echo: Echo = print) -> Exported:
@@ -329,16 +330,17 @@ class BenchRequest:
     """A standalone benchmark of artifact files (no run directory), as the command line and SSH pass it on."""
 
     paths: list[Path]
+    _: KW_ONLY  # the rest by name: fifteen settings in a row are too easy to misplace
     data: Optional[Path] = None
     labels: Optional[Path] = None
     threads: tuple[int, ...] = (1,)
     batches: tuple[int, ...] = (1,)
     devices: tuple[str, ...] = ("cpu",)
     engines: tuple[str, ...] = ()
-    warmup: int = 10
-    warmup_s: float = 0.2
-    min_iterations: int = 50
-    min_duration_s: float = 1.0
+    warmup: int = BENCH_DEFAULTS.warmup
+    warmup_s: float = BENCH_DEFAULTS.warmup_s
+    min_iterations: int = BENCH_DEFAULTS.min_iterations
+    min_duration_s: float = BENCH_DEFAULTS.min_duration_s
     seed: int = 0
     output: Optional[Path] = None
     #: measure each artifact's memory in a fresh process
@@ -360,20 +362,21 @@ class BenchRequest:
 def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike] = None,
           labels: Optional[PathLike] = None, threads: Union[int, Sequence[int]] = (1,),
           batch: Union[int, Sequence[int]] = (1,), devices: Union[str, Sequence[str]] = ("cpu",),
-          engines: Union[str, Sequence[str]] = (), warmup: int = 10, warmup_s: float = 0.2, min_iterations: int = 50,
-          min_duration_s: float = 1.0, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
+          engines: Union[str, Sequence[str]] = (), warmup: int = BENCH_DEFAULTS.warmup,
+          warmup_s: float = BENCH_DEFAULTS.warmup_s, min_iterations: int = BENCH_DEFAULTS.min_iterations,
+          min_duration_s: float = BENCH_DEFAULTS.min_duration_s, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
           tune: bool = False, profile: bool = False, echo: Echo = print):
     """Measure artifact files (.tflite, .onnx, .keras, ...) alone: one record per artifact, engine, device,
     thread count and batch size; returns ``edgepipe.results.Results`` (and writes it to ``output``,
     JSON plus CSV, when given). ``data`` is an image folder for accuracy (classes in the order of
     ``labels``, the labels the artifact records, or sorted folder names). ``paths``, ``threads``, ``batch``,
     ``devices`` and ``engines`` each take one value or a list (``threads=2``, ``threads=[1, 2]``)."""
-    request = BenchRequest(list(_values("paths", paths, "path", empty=True)), Path(data) if data else None,
-                           Path(labels) if labels else None, _values("threads", threads, "count"),
-                           _values("batch", batch, "count"), _values("devices", devices, "name"),
-                           _values("engines", engines, "name", empty=True), warmup, warmup_s,
-                           min_iterations, min_duration_s, seed, Path(output) if output else None, memory, tune,
-                           profile)
+    request = BenchRequest(list(_values("paths", paths, "path", empty=True)), data=Path(data) if data else None,
+                           labels=Path(labels) if labels else None, threads=_values("threads", threads, "count"),
+                           batches=_values("batch", batch, "count"), devices=_values("devices", devices, "name"),
+                           engines=_values("engines", engines, "name", empty=True), warmup=warmup, warmup_s=warmup_s,
+                           min_iterations=min_iterations, min_duration_s=min_duration_s, seed=seed,
+                           output=Path(output) if output else None, memory=memory, tune=tune, profile=profile)
     return bench_request(request, echo)
 
 
@@ -477,8 +480,10 @@ def bench_remote(host: str, request: BenchRequest, *, ssh_config: Optional[PathL
 def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequence[str]] = None, *,
                    threads: Optional[int] = None, input_size: Optional[int] = None, force: bool = False,
                    remote: Optional[str] = None, ssh_config: Optional[PathLike] = None,
-                   remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench", warmup: int = 10,
-                   warmup_s: float = 0.2, min_iterations: int = 50, min_duration_s: float = 1.0,
+                   remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench",
+                   warmup: int = BENCH_DEFAULTS.warmup, warmup_s: float = BENCH_DEFAULTS.warmup_s,
+                   min_iterations: int = BENCH_DEFAULTS.min_iterations,
+                   min_duration_s: float = BENCH_DEFAULTS.min_duration_s,
                    cache: Optional[PathLike] = None, echo: Echo = print):
     """What each architecture costs on this machine (or ``remote``, over SSH): p50/p90 latency in ms at batch 1,
     artifact size and peak memory in MB, per format; returns an ``edgepipe.search.catalogue.Catalogue`` of typed
@@ -756,15 +761,15 @@ MERGED_TITLE = "# edgepipe: results merged across devices"
 
 
 def verify(run_dir: PathLike):
-    """Check every file of a run directory against its manifest and stage records; returns a Verification
+    """Check every file of a run directory against its manifest and stage records; returns an Integrity
     (``changed``, ``missing``, ``unrecorded`` files; ``stages_intact``; ``clean``)."""
     from edgepipe.pipeline.rundir import RunDir, is_run_directory
-    from edgepipe.pipeline.runner import STAGES
+    from edgepipe.pipeline.sequence import STAGES
 
     path = Path(run_dir)
     if not path.is_dir() or not is_run_directory(path):
         raise EdgepipeError(f"'{path}' is not an edgepipe run directory", "Pass a folder written by 'edgepipe run'.")
-    return RunDir(path).verify(tuple(STAGES))
+    return RunDir(path).check_integrity(tuple(STAGES))
 
 
 def formats_table() -> list[dict[str, Any]]:

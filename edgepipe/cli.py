@@ -21,6 +21,7 @@ from typing import Any, Callable
 import click
 
 from edgepipe.versions import __version__
+from edgepipe.config import BENCH_DEFAULTS
 from edgepipe.errors import EdgepipeError
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -214,9 +215,10 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
                    min_duration, seed, output, memory, tune):
     from edgepipe.api import BenchRequest
 
-    return BenchRequest(list(paths), data, labels, threads or (1,), batch or (1,), tuple(devices or ("cpu",)),
-                        tuple(engines or ()), warmup, warmup_time, min_iterations, min_duration, seed or 0,
-                        Path(output or "bench-results.json"), memory, tune)
+    return BenchRequest(list(paths), data=data, labels=labels, threads=threads or (1,), batches=batch or (1,),
+                        devices=tuple(devices or ("cpu",)), engines=tuple(engines or ()), warmup=warmup,
+                        warmup_s=warmup_time, min_iterations=min_iterations, min_duration_s=min_duration,
+                        seed=seed or 0, output=Path(output or "bench-results.json"), memory=memory, tune=tune)
 
 
 @main.command("bench")
@@ -231,10 +233,10 @@ def _bench_request(paths, data, labels, threads, batch, devices, engines, warmup
 @click.option("--output", metavar="PATH", help="Run directory (with a CONFIG), or the results JSON to write (with artifacts).")
 @click.option("--name", metavar="NAME", help="Run name (run directory runs/<name>).")
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for sampling.")
-@click.option("--warmup", type=click.IntRange(min=0), default=10, show_default=True, help="With artifacts: at least this many warm-up calls...")
-@click.option("--warmup-time", type=click.FloatRange(min=0), default=0.2, show_default=True, help="...and this many seconds of warm-up.")
-@click.option("--min-iterations", type=POSITIVE, default=50, show_default=True, help="With artifacts: at least this many timed calls...")
-@click.option("--min-duration", type=click.FloatRange(min=0), default=1.0, show_default=True, help="...lasting at least this many seconds.")
+@click.option("--warmup", type=click.IntRange(min=0), default=BENCH_DEFAULTS.warmup, show_default=True, help="With artifacts: at least this many warm-up calls...")
+@click.option("--warmup-time", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.warmup_s, show_default=True, help="...and this many seconds of warm-up.")
+@click.option("--min-iterations", type=POSITIVE, default=BENCH_DEFAULTS.min_iterations, show_default=True, help="With artifacts: at least this many timed calls...")
+@click.option("--min-duration", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.min_duration_s, show_default=True, help="...lasting at least this many seconds.")
 @click.option("--force", is_flag=True, help="With a CONFIG: rerun even when inputs are unchanged.")
 @click.option("--device", "devices", callback=_split_list, metavar="D[,D]",
               help="With artifacts: devices / execution providers, e.g. cpu,cuda,tensorrt (see 'edgepipe formats').")
@@ -416,9 +418,9 @@ MEASURE_ONLY = ("archs", "formats", "threads", "input_size", "force", "remote", 
               "usable here; required with --remote).")
 @click.option("--input-size", type=POSITIVE, metavar="N", help="With --measure: square input in pixels (default: each "
               "architecture's own).")
-@click.option("--min-iterations", type=POSITIVE, default=50, show_default=True,
+@click.option("--min-iterations", type=POSITIVE, default=BENCH_DEFAULTS.min_iterations, show_default=True,
               help="With --measure: at least this many timed calls per format...")
-@click.option("--min-duration", type=click.FloatRange(min=0), default=1.0, show_default=True,
+@click.option("--min-duration", type=click.FloatRange(min=0), default=BENCH_DEFAULTS.min_duration_s, show_default=True,
               help="...lasting at least this many seconds.")
 @click.option("--force", is_flag=True, help="With --measure: measure again instead of reading the cache.")
 @click.option("--csv", "as_csv", is_flag=True, help="With --measure: print CSV instead of a table.")

@@ -142,6 +142,13 @@ class _BenchCommon:
     profile: bool = _opt(False, "After timing, profile every measured artifact per op with its engine's own profiler, in a session of its own (never the timed one): the report's 'Where the time goes'.")
 
 
+#: The export and bench sections' own keys at their defaults: the one home of the INT8 accuracy budget and of the
+#: latency harness's floors (warm-up calls and seconds, timed calls and seconds), which the harness's
+#: BenchSettings, the Python API's and the command line's defaults and the report read.
+EXPORT_DEFAULTS = _ExportCommon()
+BENCH_DEFAULTS = _BenchCommon()
+
+
 def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]]) -> type:
     """``base`` plus one option section per backend or engine that declares one (names from the registries)."""
     fields = [(section, cls, _opt(cls(), help)) for section, cls, help in sections]

@@ -8,6 +8,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from edgepipe.errors import error_line
+
 #: /proc/cpuinfo flags recorded in the fingerprint: the vector, dot-product and matrix units the peak
 #: estimate and the engines' kernel choices depend on (x86: AVX-512 VNNI/BF16/FP16 and AMX; Arm: NEON
 #: dot product, half precision, SVE, int8 matrix multiply)
@@ -45,14 +47,21 @@ def cpu_facts(cpu: dict[str, str]) -> dict[str, Any]:
     return facts
 
 
-def _memory_gb() -> float | None:
+def proc_kb(path: str | Path, field: str) -> int | None:
+    """The size in kB a /proc file of ``Name:   value kB`` lines (/proc/meminfo, /proc/self/status) gives for
+    ``field``; None where the file, the field or its number is missing (not Linux, a restricted /proc)."""
     try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemTotal:"):
-                return round(int(line.split()[1]) / 1024**2, 1)
-    except OSError:
+        for line in Path(path).read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def _memory_gb() -> float | None:
+    total = proc_kb("/proc/meminfo", "MemTotal")
+    return None if total is None else round(total / 1024**2, 1)
 
 
 def _read(path: str) -> str | None:
@@ -202,7 +211,7 @@ def _gpu() -> dict[str, Any]:
     try:
         return {"gpu": cuda_facts()}
     except Exception as exc:  # a CUDA device that will not describe itself: say why
-        return {"gpu": None, "gpu_unavailable": f"{type(exc).__name__}: {str(exc)[:120]}"}
+        return {"gpu": None, "gpu_unavailable": error_line(exc, 120)}
 
 
 #: Multiply-accumulates per cycle per core by the data type a model computes in: the units to look for,

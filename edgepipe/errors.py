@@ -34,3 +34,20 @@ class DataError(EdgepipeError):
 
 class MissingDependencyError(EdgepipeError):
     """An optional package or device needed by a stage is not available."""
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """The first non-empty line of ``str(exc)``, cut to ``limit`` characters; the exception's type name when
+    its message is empty or only whitespace (so a reason is never blank and never raises)."""
+    for line in str(exc).splitlines():
+        if line.strip():
+            return line.strip()[:limit]
+    return type(exc).__name__
+
+
+def error_line(exc: BaseException, limit: int = 240) -> str:
+    """``"TypeName: first line"`` of ``exc`` (see :func:`first_line`), or only the type name when the
+    message is empty."""
+    line = first_line(exc, limit)
+    name = type(exc).__name__
+    return name if line == name and not str(exc).strip() else f"{name}: {line}"

@@ -13,6 +13,7 @@ import threading
 import time
 from typing import Callable, Iterator, Optional
 
+#: where a step's lines go (print, click.echo, a log): the one definition every module imports
 Echo = Callable[[str], None]
 
 

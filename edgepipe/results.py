@@ -60,11 +60,6 @@ class Int8Budget:
     #: paired comparison with the FP32 model on the validation images (see edgepipe.quantization.significance)
     significance: Optional[dict[str, Any]] = None
 
-    @property
-    def resolution_pp(self) -> Optional[float]:
-        """What one changed prediction costs on the validation split, in percentage points."""
-        return 100.0 / self.validation_images if self.validation_images else None
-
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 

@@ -1,6 +1,6 @@
 """Judging artifacts against the Keras model they came from, kept apart from export.
 
-The export stage hands exporters an :class:`Evaluator` (their INT8 recipes are
+The export stage hands exporters an :class:`ArtifactScorer` (their INT8 recipes are
 judged by validation accuracy through it) and verifies every artifact it wrote
 with :func:`verify`, on the same real images, by the tolerance of its format.
 """
@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.backends import FORMATS, Artifact, Evaluation, Format, create_runner
+from edgepipe.backends import FORMATS, Artifact, ValidationScore, Format, create_runner
 from edgepipe.harness import accuracy, agreement, predict
 
 
@@ -24,15 +24,15 @@ def run_artifact(path: Path, format_name: str, images: np.ndarray, threads: int)
         return predict(runner, images)
 
 
-class Evaluator:
-    """Runs candidate artifacts on the validation split: ``evaluator(path, format_name) -> Evaluation``."""
+class ArtifactScorer:
+    """Runs candidate artifacts on the validation split: ``scorer(path, format_name) -> ValidationScore``."""
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, threads: int):
         self.images, self.labels, self.threads = images, labels, threads
 
-    def __call__(self, path: Path, format_name: str) -> Evaluation:
+    def __call__(self, path: Path, format_name: str) -> ValidationScore:
         probabilities = run_artifact(path, format_name, self.images, self.threads)
-        return Evaluation(probabilities, accuracy(probabilities, self.labels))
+        return ValidationScore(probabilities, accuracy(probabilities, self.labels))
 
 
 def verify(fmt: Format, probabilities: np.ndarray, reference: np.ndarray) -> dict[str, Any]:

@@ -52,7 +52,7 @@ def _own_working_folder(tmp_path_factory, monkeypatch):
 def tiny_run(tmp_path_factory):
     """One finished pipeline run (every stage) shared by the tests that only read it."""
     from edgepipe import config as cfg
-    from edgepipe.pipeline.runner import STAGES, run_stages
+    from edgepipe.pipeline.sequence import STAGES, run_stages
 
     out = tmp_path_factory.mktemp("tiny-run")
     config = cfg.from_dict({}, tiny_overrides(out, pretrain=True, **{"bench.memory": True}))

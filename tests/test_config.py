@@ -81,3 +81,26 @@ def test_config_round_trips_through_yaml(tmp_path):
 def test_reference_covers_every_key():
     keys = [row[0] for row in cfg.reference()]
     assert "model.arch" in keys and "pretrain.augment.rotation" in keys and "bench.min_duration_s" in keys
+
+
+def test_the_bench_floors_and_the_int8_budget_have_one_home():
+    """The harness, the Python API, the command line and the export context default to the config's values."""
+    import inspect
+
+    from click.testing import CliRunner
+
+    from edgepipe import api
+    from edgepipe.backends.context import ExportContext
+    from edgepipe.cli import main
+    from edgepipe.harness import BenchSettings
+
+    bench, budget = cfg.BENCH_DEFAULTS, cfg.EXPORT_DEFAULTS.accuracy_budget_pp
+    floors = {k: getattr(bench, k) for k in ("warmup", "warmup_s", "min_iterations", "min_duration_s")}
+    assert {k: getattr(BenchSettings(), k) for k in floors} == floors
+    assert {k: getattr(api.BenchRequest(paths=[]), k) for k in floors} == floors
+    for function in (api.bench, api.measure_models):
+        assert {k: inspect.signature(function).parameters[k].default for k in floors} == floors
+    assert inspect.signature(api.export).parameters["accuracy_budget_pp"].default == budget
+    assert ExportContext(None, [], {}).accuracy_budget_pp == budget == cfg.RunConfig().export.accuracy_budget_pp
+    shown = CliRunner().invoke(main, ["bench", "--help"]).output
+    assert f"default: {bench.warmup};" in shown and f"default: {bench.min_iterations};" in shown

@@ -124,3 +124,15 @@ def test_a_cgroup_v1_quota(tmp_path):
 def test_this_machine():
     limits = core_limits()
     assert 1 <= limits["usable_cores"] <= limits["affinity_cores"] == len(os.sched_getaffinity(0))
+
+
+def test_proc_sizes_are_read_in_kb_and_missing_ones_are_none(tmp_path):
+    from edgepipe.device import proc_kb
+
+    meminfo = tmp_path / "meminfo"
+    meminfo.write_text("MemTotal:       16318412 kB\nMemAvailable:    9000 kB\nBroken:\nHugePages_Total:       0\n")
+    assert proc_kb(meminfo, "MemTotal") == 16318412
+    assert proc_kb(meminfo, "MemAvailable") == 9000
+    assert proc_kb(meminfo, "Mem") is None  # a prefix is not a field
+    assert proc_kb(meminfo, "Broken") is None
+    assert proc_kb(tmp_path / "absent", "MemTotal") is None

@@ -12,7 +12,7 @@ from edgepipe.architectures.base import (
     Preprocessing,
     get_architecture,
 )
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, first_line
 
 # Layer names every classifier built here has; the training stage relies on them.
 PREPROCESS, BACKBONE, POOL, DROPOUT, CLASSIFIER = "preprocess", "backbone", "pool", "dropout", "classifier"
@@ -126,7 +126,7 @@ def build_backbone(arch: Architecture, input_size: int, channels: int, alpha: Op
         text = str(exc)
         if "URL fetch failure" in text or "urlopen" in text.lower() or "Name or service" in text or "HTTP" in text:
             raise EdgepipeError(
-                f"ImageNet weights for '{arch.name}' are not in the Keras cache and could not be downloaded ({text.splitlines()[0][:120]})",
+                f"ImageNet weights for '{arch.name}' are not in the Keras cache and could not be downloaded ({first_line(exc, 120)})",
                 "Connect to the internet once, copy the .h5 file into $KERAS_HOME/models (default ~/.keras/models), "
                 "pass its path with --weights PATH, or use --weights none.",
             ) from None

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 from edgepipe.architectures.base import RAW, Architecture, Preprocessing, Reference
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, first_line
 
 SUFFIXES = (".keras", ".h5", ".hdf5")
 
@@ -89,7 +89,7 @@ def load_keras_model(path: str, unsafe: bool = False):
                 f"'{path}' needs arbitrary Python code to load (e.g. a Lambda layer), which is refused by default",
                 "If you trust the file, pass --unsafe-load (the command line only; never read from a config file).",
             ) from None
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise EdgepipeError(f"could not load '{path}' as a Keras model: {first}",
                             "Pass a model saved by Keras 3 (model.save('model.keras')) or a Keras .h5 file.") from None
 

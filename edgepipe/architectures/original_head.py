@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from edgepipe.errors import ConfigError, DataError, EdgepipeError
+from edgepipe.errors import ConfigError, DataError, EdgepipeError, first_line
 
 IMAGENET_CLASS_INDEX_URL = "https://storage.googleapis.com/download.tensorflow.org/data/imagenet_class_index.json"
 IMAGENET_CLASS_INDEX_MD5 = "c2c37ea517e94d9795004a39431a14cb"
@@ -30,7 +30,7 @@ def imagenet_class_index() -> list[tuple[str, str]]:
                                     file_hash=IMAGENET_CLASS_INDEX_MD5)
     except Exception as exc:  # Keras raises plain Exceptions for download failures
         raise EdgepipeError(
-            f"the ImageNet class index is not in the Keras cache and could not be downloaded ({str(exc).splitlines()[0][:100]})",
+            f"the ImageNet class index is not in the Keras cache and could not be downloaded ({first_line(exc, 100)})",
             "Connect once, copy imagenet_class_index.json into $KERAS_HOME/models, or pass model.labels.",
         ) from None
     index = json.loads(Path(path).read_text(encoding="utf-8"))

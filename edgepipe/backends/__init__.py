@@ -28,7 +28,7 @@ from edgepipe.backends.base import (
     Format,
     Tolerance,
 )
-from edgepipe.backends.context import Evaluation, ExportContext
+from edgepipe.backends.context import ValidationScore, ExportContext
 from edgepipe.backends.runner import Artifact, InputSpec, Runner
 from edgepipe.errors import EdgepipeError, MissingDependencyError
 
@@ -195,7 +195,7 @@ def reference_format() -> Format:
 
 
 __all__ = [
-    "Artifact", "BACKENDS", "Backend", "CONTAINERS", "artifact_digest", "artifact_files", "artifact_size_mb", "Container", "DEVICES", "ENGINES", "Engine", "Evaluation",
+    "Artifact", "BACKENDS", "Backend", "CONTAINERS", "artifact_digest", "artifact_files", "artifact_size_mb", "Container", "DEVICES", "ENGINES", "Engine", "ValidationScore",
     "ExportContext", "FORMATS", "Format", "INTEGER_PRECISIONS", "InputSpec", "object_source", "Runner", "TOLERANCES", "Tolerance",
     "artifact_suffixes", "container_of", "containers", "create_runner", "default_engine", "devices", "devices_for",
     "engines", "engines_for", "formats", "identify", "load", "model_source", "reference_format", "tracked_packages",

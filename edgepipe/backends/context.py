@@ -1,7 +1,7 @@
-"""What every exporter may use: the model, labels, calibration set, options, and an evaluator.
+"""What every exporter may use: the model, labels, calibration set, options, and a scorer.
 
 Exporters never run artifacts through the harness themselves: the export stage
-passes an *evaluator* (``ctx.evaluate(path, format_name)``) that runs a candidate
+passes a *scorer* (``ctx.score(path, format_name)``) that runs a candidate
 file on the validation split through the registered engine and returns its
 predictions. Recipes judged by accuracy (the INT8 budget) ask it.
 """
@@ -18,21 +18,21 @@ import numpy as np
 
 
 @dataclass(frozen=True)
-class Evaluation:
+class ValidationScore:
     """An artifact's predictions on the validation split, and its top-1 there."""
 
     probabilities: np.ndarray
     top1: float
 
 
-Evaluator = Callable[[Path, str], Evaluation]
+Scorer = Callable[[Path, str], ValidationScore]
 
 
 @dataclass
 class ExportContext:
     """Shared by every exporter in one export.
 
-    ``evaluate`` is None when there are no validation images (then no recipe can
+    ``score`` is None when there are no validation images (then no recipe can
     be judged by accuracy and INT8 keeps its first recipe); ``reference_top1`` is
     the Keras model's top-1 there. ``options`` maps a backend name to its export
     options dataclass (see ``options_for``). ``workdir_parent`` is where temporary
@@ -46,12 +46,14 @@ class ExportContext:
     preprocessing: dict[str, Any]
     calibration: Any = None  # CalibrationSet or None
     workdir_parent: Optional[Path] = None
-    evaluate: Optional[Evaluator] = None
+    score: Optional[Scorer] = None
     reference_top1: Optional[float] = None
     #: (uint8 images, labels) of the validation split, for recipes that judge candidates themselves
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None
     reference_probabilities: Optional[np.ndarray] = None
     calibration_method: str = "minmax"
+    #: export.accuracy_budget_pp's default (edgepipe.config.EXPORT_DEFAULTS; this layer is below the config,
+    #: and a test holds the two equal)
     accuracy_budget_pp: float = 1.0
     calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None  # the training split, for larger sets
     options: dict[str, Any] = field(default_factory=dict)

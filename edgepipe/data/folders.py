@@ -14,7 +14,7 @@ import numpy as np
 from edgepipe.data.sources import Scan as SourceScan
 from edgepipe.data.sources import Source, register_source
 from edgepipe.data.splits import SPLITS, select_classes
-from edgepipe.errors import DataError
+from edgepipe.errors import DataError, error_line
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif")
 VAL_NAMES = ("val", "valid", "validation")
@@ -158,7 +158,7 @@ def scan(root: Path, on_bad_image: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXE
                     result.rejected.append({"file": rel, "reason": f"image too large: {exc}; raise data.max_image_pixels to read it"})
                     continue
                 except Exception as exc:  # Pillow raises many types for corrupt files
-                    reason = f"unreadable image ({type(exc).__name__}: {str(exc)[:80]})"
+                    reason = f"unreadable image ({error_line(exc, 80)})"
                     if on_bad_image == "fail":
                         raise DataError(f"{rel}: {reason}", "Remove or fix the file, or set data.on_bad_image: skip.") from None
                     result.rejected.append({"file": rel, "reason": reason})

@@ -58,7 +58,3 @@ def source_for(path: str) -> Source:
 def check_path(path: str, key: str) -> None:
     source_for(path).check(path, key)
 
-
-def schemes() -> list[str]:
-    return [f"{name}:" for name, s in SOURCES if s.scheme]
-

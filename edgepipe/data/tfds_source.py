@@ -17,7 +17,7 @@ import numpy as np
 from edgepipe.data.folders import resize_batch
 from edgepipe.data.sources import Scan, Source, register_source
 from edgepipe.data.splits import SPLITS, select_classes
-from edgepipe.errors import DataError
+from edgepipe.errors import DataError, first_line
 
 TFDS_PREFIX = "tfds:"
 SPLIT_NAMES = {"train": "train", "validation": "val", "test": "test"}
@@ -42,14 +42,14 @@ def builder(spec: str):
         if type(exc).__name__ == "DatasetNotFoundError":
             raise DataError(f"TensorFlow Datasets has no dataset '{name}'",
                             "Check the name in the TFDS catalogue (e.g. tfds:tf_flowers).") from None
-        raise DataError(f"could not open TFDS dataset '{name}': {str(exc).splitlines()[0][:160]}") from None
+        raise DataError(f"could not open TFDS dataset '{name}': {first_line(exc, 160)}") from None
     if not b.is_prepared():
         try:
             b.download_and_prepare()
         except Exception as exc:
             raise DataError(
                 f"TFDS dataset '{name}' is not in {b.data_dir} and could not be downloaded "
-                f"({str(exc).splitlines()[0][:120]})",
+                f"({first_line(exc, 120)})",
                 "Prepare it once on a machine with network access and copy it, or set TFDS_DATA_DIR to where it is.",
             ) from None
     keys = b.info.supervised_keys

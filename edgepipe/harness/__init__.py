@@ -7,10 +7,9 @@ from edgepipe.harness.latency import (
     batches_of,
     efficiency,
     latency_stats,
-    measure_latency,
     predict,
 )
 from edgepipe.harness.rounds import measure_interleaved
 
 __all__ = ["BenchSettings", "accuracy", "agreement", "batches_of", "efficiency", "latency_stats", "measure_interleaved",
-           "measure_latency", "predict"]
+           "predict"]

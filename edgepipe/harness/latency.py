@@ -2,26 +2,26 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from edgepipe.backends.runner import Runner
+from edgepipe.config import BENCH_DEFAULTS
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     """Defaults in the spirit of trtexec (warm-up by time, then a minimum duration) and MLPerf's
     single-stream scenario (one query at a time, a minimum count and a minimum duration), scaled
-    down for small models: at least 10 warm-up calls and 0.2 s, then at least 50 timed calls and 1 s."""
+    down for small models: the bench section's defaults (``edgepipe.config.BENCH_DEFAULTS``)."""
 
     batch_size: int = 1
-    warmup: int = 10
-    min_iterations: int = 50
-    min_duration_s: float = 1.0
-    warmup_s: float = 0.2
+    warmup: int = BENCH_DEFAULTS.warmup
+    min_iterations: int = BENCH_DEFAULTS.min_iterations
+    min_duration_s: float = BENCH_DEFAULTS.min_duration_s
+    warmup_s: float = BENCH_DEFAULTS.warmup_s
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -55,46 +55,6 @@ def runner_batches(runner: Runner, images: np.ndarray, batch_size: int) -> list[
     """Batches as an application would hand them to this engine: raw uint8 pixels stay uint8 where the model
     takes them as they are (a full-integer TFLite input), else float32."""
     return batches_of(images, batch_size, dtype=runner.input_dtype_for(images.dtype))
-
-
-def measure_latency(runner: Runner, images: np.ndarray, settings: BenchSettings) -> dict[str, Any]:
-    """Time ``runner.infer`` on real images: first call, warm-up (at least ``warmup`` calls and
-    ``warmup_s`` seconds), then at least ``min_iterations`` calls lasting at least ``min_duration_s``.
-
-    Each sample is one end-to-end call (input quantization, engine, output
-    dequantization) measured with ``time.perf_counter``, in ms.
-    """
-    runner.prepare(settings.batch_size)
-    batches = runner_batches(runner, images, settings.batch_size)
-    start = time.perf_counter()
-    runner.infer(batches[0])
-    first_ms = (time.perf_counter() - start) * 1e3
-    warm_begin = time.perf_counter()
-    i = 0
-    while i < settings.warmup or time.perf_counter() - warm_begin < settings.warmup_s:
-        runner.infer(batches[i % len(batches)])
-        i += 1
-    warmup_calls = i
-    samples, compute, copy = [], [], []
-    begin = time.perf_counter()
-    i = 0
-    while len(samples) < settings.min_iterations or time.perf_counter() - begin < settings.min_duration_s:
-        batch = batches[i % len(batches)]
-        t0 = time.perf_counter()
-        runner.infer(batch)
-        samples.append((time.perf_counter() - t0) * 1e3)
-        if runner.last_compute_ms is not None:
-            compute.append(runner.last_compute_ms)
-        if runner.last_copy_ms is not None:
-            copy.append(runner.last_copy_ms)
-        i += 1
-    out = {"first_inference_ms": first_ms, "warmup_calls": warmup_calls,
-           "latency_ms": latency_stats(np.asarray(samples), settings.batch_size)}
-    if len(compute) == len(samples):  # the engine alone (CPU: the invoke call; GPU: CUDA-event compute time)
-        out["compute_ms"] = latency_stats(np.asarray(compute), settings.batch_size)
-    if len(copy) == len(samples):  # GPU: host-to-device plus device-to-host copies (CUDA events)
-        out["copy_ms"] = latency_stats(np.asarray(copy), settings.batch_size)
-    return out
 
 
 def predict(runner: Runner, images: np.ndarray, batch_size: int = 32) -> np.ndarray:

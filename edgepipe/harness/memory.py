@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from edgepipe.backends.runner import Artifact
+from edgepipe.device import proc_kb
 
 MB = 1024 * 1024
 
@@ -24,13 +25,8 @@ MB = 1024 * 1024
 def status_mb(field: str) -> Optional[float]:
     """A size from this process's /proc/self/status (VmRSS: resident now, VmHWM: peak resident), in MB; None
     where unknown."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) * 1024 / MB
-    except (OSError, ValueError):
-        pass
-    return None
+    kb = proc_kb("/proc/self/status", field)
+    return None if kb is None else kb * 1024 / MB
 
 
 def reset_peak_memory() -> bool:

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Optional
 import numpy as np
 
 from edgepipe.backends.runner import Runner
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, error_line
 from edgepipe.harness.latency import efficiency, runner_batches
 from edgepipe.profiles import COMPUTE, OpTime, Profile, layer_of, mark_float_islands
 
@@ -33,7 +33,7 @@ def profile_runner(runner: Runner, images: np.ndarray, base: Profile, *, calls: 
         base.status, base.reason = "skipped", str(exc)
         return base
     except Exception as exc:  # a profiler that cannot run this artifact: a failed profile, with the reason
-        base.status, base.reason = "failed", f"{type(exc).__name__}: {str(exc).strip()[:240]}"
+        base.status, base.reason = "failed", error_line(exc)
         return base
     base.profiler, base.calls, base.wall_ms = measured.profiler, measured.calls, measured.wall_ms
     base.ops, base.notes = measured.ops, list(measured.notes)

@@ -16,6 +16,7 @@ from typing import Any, Hashable
 import numpy as np
 
 from edgepipe.backends.runner import Runner
+from edgepipe.errors import error_line
 from edgepipe.harness.latency import BenchSettings, latency_stats, runner_batches
 
 
@@ -92,8 +93,7 @@ def measure_interleaved(runners: dict[Hashable, Runner], images: np.ndarray, set
 
 
 def _error(exc: Exception) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {(text.splitlines() or [''])[0][:200]}"
+    return error_line(exc, 200)
 
 
 def _summary(t: _Timing, batch_size: int) -> dict[str, Any]:

@@ -30,7 +30,7 @@ from edgepipe.backends import (
 )
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
-from edgepipe.device import core_limits, fingerprint, peak_estimate
+from edgepipe.device import core_limits, fingerprint, peak_estimate, proc_kb
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import read_json, sha256_value
 from edgepipe.harness import BenchSettings, efficiency
@@ -324,13 +324,9 @@ def probe(artifact: Artifact) -> tuple[tuple, int]:
 
 
 def available_memory_bytes() -> Optional[int]:
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError):
-        pass
-    return None
+    """The memory the kernel says is available for a new workload, in bytes; None where unknown."""
+    kb = proc_kb("/proc/meminfo", "MemAvailable")
+    return None if kb is None else kb * 1024
 
 
 #: a batch needs its float32 input several times over (the harness's batches, the engine's input and activations)

@@ -23,16 +23,16 @@ from edgepipe.backends import (
     model_source,
     object_source,
 )
-from edgepipe.config import RunConfig
+from edgepipe.config import EXPORT_DEFAULTS, RunConfig
 from edgepipe.data import materialize
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, error_line, first_line
 from edgepipe.fileio import inside, make_folder, read_json, sha256_file, write_json
 from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
 from edgepipe.results import Status
-from edgepipe.verification import Evaluator, run_artifact, verify
+from edgepipe.verification import ArtifactScorer, run_artifact, verify
 
 VERIFY_IMAGES = 256
 
@@ -63,7 +63,7 @@ def _outputs(run: RunDir) -> list:
     return index_files(run.artifacts_index)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class ExportJob:
     """Everything one export needs besides the model: names, calibration, validation data, options."""
 
@@ -76,7 +76,7 @@ class ExportJob:
     calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None
     calibration_method: str = "minmax"
-    accuracy_budget_pp: float = 1.0
+    accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp
     threads: int = 1
     #: backend name -> its export options dataclass (defaults for the backends not named)
     options: dict[str, Any] = field(default_factory=dict)
@@ -96,7 +96,7 @@ def _context(model, job: ExportJob, echo: Echo, reference: Optional[np.ndarray])
                         source_onnx=job.source_onnx)
     if job.validation is not None and reference is not None:
         images, labels = job.validation
-        ctx.evaluate = Evaluator(images, labels, job.threads)
+        ctx.score = ArtifactScorer(images, labels, job.threads)
         ctx.reference_top1 = float(np.mean(np.argmax(reference, 1) == labels))
         ctx.validation = (images, labels)
         ctx.reference_probabilities = reference
@@ -247,7 +247,7 @@ def _child_main(request: Path, answer: Path) -> None:
     try:
         result = ("result", _child(task, lambda line: print(line, flush=True)))
     except BaseException as exc:  # reported to the parent, which decides; the child only ends
-        result = ("error", f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
+        result = ("error", error_line(exc, 300))
     answer.write_bytes(pickle.dumps(result))
 
 
@@ -256,7 +256,7 @@ def _verify_into(record: dict[str, Any], fmt: Format, path: Path, images: np.nda
     try:
         record["verification"] = verify(fmt, run_artifact(path, fmt.name, images, threads), reference)
     except Exception as exc:  # the artifact exists but its engine cannot run it
-        reason = f"could not run: {str(exc).strip().splitlines()[0][:200]}"
+        reason = f"could not run: {first_line(exc)}"
         record["verification"] = {"passed": False, "problems": [reason]}
     v = record["verification"]
     if not v["passed"]:
@@ -281,7 +281,7 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
         with step(echo, f"  {fmt.name}: exporting"):
             details = fmt.build(ctx, path)
     except Exception as exc:  # any converter failure is reported for this format; the others go on
-        reason = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
+        reason = first_line(exc, 300)
         echo(f"  {fmt.name}: failed ({reason})")
         return {**record, "status": Status.FAILED.value, "reason": reason}
     seconds = time.perf_counter() - start
@@ -313,10 +313,12 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     echo(f"calibration set: {len(calibration_set)} training images, sha256 {calibration_set.digest[:12]}")
     built = read_json(run.build_info)
     val = dataset.splits["val"]
-    job = ExportJob(e.formats, run.artifacts_dir, built["architecture"].replace("user:", ""), run.read_labels(),
-                    built["preprocessing"], calibration_set, (dataset.train.images, dataset.train.labels),
-                    (val.images, val.labels), e.calibration_method, e.accuracy_budget_pp,
-                    resolve_threads(config.bench.threads), backend_options(config), run.scratch, e.qat)
+    job = ExportJob(formats=e.formats, out_dir=run.artifacts_dir, stem=built["architecture"].replace("user:", ""),
+                    labels=run.read_labels(), preprocessing=built["preprocessing"], calibration_set=calibration_set,
+                    calibration_pool=(dataset.train.images, dataset.train.labels), validation=(val.images, val.labels),
+                    calibration_method=e.calibration_method, accuracy_budget_pp=e.accuracy_budget_pp,
+                    threads=resolve_threads(config.bench.threads), options=backend_options(config),
+                    workdir_parent=run.scratch, qat=e.qat)
     echo(f"exporting to {run.artifacts_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     records = export_all(model, job, echo, run.model, isolate, config.unsafe_load)
     if not any(Status(r["status"]).measured for r in records):
@@ -373,7 +375,8 @@ def _calibration_from(calibration: Any, size: int, channels: int, seed: int):
 
 def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibration: Any = None,
                  class_names: Optional[list[str]] = None, calibration_size: int = 200, seed: int = 0,
-                 calibration_method: str = "minmax", accuracy_budget_pp: float = 1.0, threads: Optional[int] = None,
+                 calibration_method: str = "minmax",
+                 accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp, threads: Optional[int] = None,
                  unsafe: bool = False, options: Optional[dict[str, Any]] = None, isolation: str = "auto",
                  qat: Any = None, preprocessing: Any = None, input_size: Optional[int] = None,
                  input_shape: Optional[Any] = None) -> Path:
@@ -408,9 +411,11 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     stem = Path(source).stem if source else facts["name"]
     shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted export here left behind
     described = foreign.preprocessing() if foreign is not None else {"description": "as saved in the model file"}
-    job = ExportJob(names, out_dir, stem, labels, described,
-                    calibration_set, pool, validation, calibration_method, accuracy_budget_pp, resolve_threads(threads),
-                    options or {}, scratch, qat, source=foreign)
+    job = ExportJob(formats=names, out_dir=out_dir, stem=stem, labels=labels, preprocessing=described,
+                    calibration_set=calibration_set, calibration_pool=pool, validation=validation,
+                    calibration_method=calibration_method, accuracy_budget_pp=accuracy_budget_pp,
+                    threads=resolve_threads(threads), options=options or {}, workdir_parent=scratch, qat=qat,
+                    source=foreign)
     if foreign is not None:
         make_folder(scratch)
         job.source_onnx = foreign.write(scratch / "source-raw-pixels.onnx")

@@ -19,13 +19,11 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgepipe.backends import Artifact, Engine, create_runner, devices_for, engines_for
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, error_line  # noqa: F401  (error_line: read from here by bench)
 from edgepipe.harness import BenchSettings, accuracy, agreement, measure_interleaved, predict
 from edgepipe.harness.memory import measure_memory
-from edgepipe.progress import step
+from edgepipe.progress import Echo, step
 from edgepipe.results import Record, Status
-
-Echo = Callable[[str], None]
 
 #: alternating rounds per measurement (A B C, C B A, ...): enough to see the spread, few enough to warm each
 ROUNDS = 5
@@ -78,11 +76,6 @@ def plan(artifact: Artifact, base: Record, setting: Setting, images: np.ndarray,
     record = dataclasses.replace(base, engine=setting.engine.name, device=setting.device, threads=setting.threads,
                                  batch_size=setting.batch_size)
     return Plan(artifact, record, setting, images, labels)
-
-
-def error_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return f"{type(exc).__name__}: {(text.splitlines() or [''])[0][:240]}"
 
 
 def _open(p: Plan, stack: contextlib.ExitStack, reference: Optional[np.ndarray]) -> None:

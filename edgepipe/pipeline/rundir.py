@@ -46,7 +46,7 @@ def is_run_directory(path: Path) -> bool:
 
 
 @dataclass
-class Verification:
+class Integrity:
     """What changed in a run directory since its stages recorded their outputs."""
 
     changed: list[str] = field(default_factory=list)
@@ -281,15 +281,11 @@ class RunDir:
         missing, changed = self._digest_changes(record.get("outputs", {}))
         return [f"{rel} is missing" for rel in missing] + [f"{rel} changed" for rel in changed]
 
-    def outputs_intact(self, stage: str) -> bool:
-        """True when every output the stage recorded still exists with the recorded digest."""
-        return self.output_changes(stage) == []
-
-    def verify(self, stages: tuple[str, ...]) -> Verification:
+    def check_integrity(self, stages: tuple[str, ...]) -> Integrity:
         """Every file against the manifest and the stage records: what changed, went missing, or was never
         recorded. Records or a manifest naming a file outside the run directory, or a link in the way, are
         an EdgepipeError: nothing outside is ever read."""
-        result = Verification()
+        result = Integrity()
         recorded = {rel: entry["sha256"] for rel, entry in self._manifest_files().items()}
         for name in stages:
             changes = self.output_changes(name)

@@ -8,8 +8,7 @@ from typing import Any, Callable
 
 from edgepipe.config import RunConfig
 from edgepipe.pipeline.rundir import RunDir
-
-Echo = Callable[[str], None]
+from edgepipe.progress import Echo
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from edgepipe.backends.context import ExportContext
+from edgepipe.errors import first_line
 from edgepipe.fileio import atomic_path
 from edgepipe.progress import step
 from edgepipe.results import Int8Budget
@@ -28,11 +29,6 @@ class Skipped:
     """What a recipe factory returns when its recipe does not apply here: shown in the record and the report."""
 
     reason: str
-
-
-def _error_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def within_budget(ctx: ExportContext, path: Path, format_name: str,
@@ -64,11 +60,11 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
             candidate = ctx.workdir / f"attempt{i}-{path.name}"
             with step(ctx.echo, f"    attempt {i}: {attempt.description}"):
                 details = attempt.build(candidate)
-                evaluation = ctx.evaluate(candidate, format_name) if ctx.evaluate else None
+                evaluation = ctx.score(candidate, format_name) if ctx.score else None
         except Exception as exc:  # a recipe that cannot run here is reported; the others still get their turn
             if i == 1:
                 raise
-            report.append({"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "error": _error_line(exc),
+            report.append({"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "error": first_line(exc),
                            "seconds": round(time.perf_counter() - start, 2)})
             continue
         entry: dict[str, Any] = {"attempt": i, "recipe": attempt.description, **details,
@@ -94,7 +90,7 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     with atomic_path(path) as tmp:  # copy, then rename into place (the work folder may be another filesystem)
         shutil.copyfile(best[1], tmp)
     kept = next(r for r in report if r["attempt"] == best[3])
-    met = kept.get("within_budget") if ctx.evaluate else None
+    met = kept.get("within_budget") if ctx.score else None
     budget = Int8Budget(
         budget_pp=ctx.accuracy_budget_pp, met=met, chosen_attempt=best[3], attempts=report,
         reference_top1=ctx.reference_top1, validation_images=ctx.validation_count,

@@ -38,7 +38,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, first_line
+from edgepipe.progress import Echo
 
 #: the layers of edgepipe's classifiers, in order (see ``architectures.classifier``)
 LAYER_NAMES = ("preprocess", "backbone", "pool", "dropout", "classifier")
@@ -51,8 +52,6 @@ SMALLEST_WEIGHT_RANGE = 1e-8
 SMALLEST_ACTIVATION_RANGE = 1e-6
 #: images per inference batch when measuring top-1
 EVALUATION_BATCH = 64
-
-Echo = Callable[[str], None]
 
 
 # ------------------------------------------------------------------------------------ model structure
@@ -170,7 +169,7 @@ def _clone(model, clone_function, call_function, failure: str):
         return keras.models.clone_model(model, clone_function=clone_function, call_function=call_function,
                                         recursive=True)
     except (ValueError, TypeError, NotImplementedError) as exc:
-        raise EdgepipeError(f"{failure}: {str(exc).splitlines()[0][:200]}") from None
+        raise EdgepipeError(f"{failure}: {first_line(exc)}") from None
 
 
 # -------------------------------------------------------------------------------- batch-norm folding

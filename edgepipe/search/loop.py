@@ -294,7 +294,7 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
     from edgepipe.architectures.offline import no_downloads
     from edgepipe.fileio import atomic_path, make_folder, sha256_file
     from edgepipe.pipeline.controls import predict_arrays
-    from edgepipe.pipeline.runner import fresh_random_state
+    from edgepipe.pipeline.sequence import fresh_random_state
     from edgepipe.pipeline.strategies import STRATEGIES
 
     config = state.config
@@ -396,20 +396,21 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, model_path:
     from edgepipe.architectures.loading import load_keras_model
     from edgepipe.calibration import draw
     from edgepipe.pipeline.export import ExportJob, backend_options, export_all
-    from edgepipe.pipeline.runner import fresh_random_state
+    from edgepipe.pipeline.sequence import fresh_random_state
     from edgepipe.results import Status
-    from edgepipe.verification import Evaluator
+    from edgepipe.verification import ArtifactScorer
 
     config, threads = state.config, state.request.conditions.threads
     fresh_random_state(config.seed)
     dataset = state.dataset(c.input_size)
     e, val, train = config.export, dataset.splits["val"], dataset.train
     out_dir = model_path.parent / "artifacts"
-    job = ExportJob([format_name], out_dir, c.id, list(dataset.class_names),
-                    get_architecture(c.arch).preprocessing.as_dict(),
-                    draw(train.images, train.labels, e.calibration_size, config.seed), (train.images, train.labels),
-                    (val.images, val.labels), e.calibration_method, e.accuracy_budget_pp, threads,
-                    backend_options(config), state.folder.scratch, e.qat)
+    job = ExportJob(formats=[format_name], out_dir=out_dir, stem=c.id, labels=list(dataset.class_names),
+                    preprocessing=get_architecture(c.arch).preprocessing.as_dict(),
+                    calibration_set=draw(train.images, train.labels, e.calibration_size, config.seed),
+                    calibration_pool=(train.images, train.labels), validation=(val.images, val.labels),
+                    calibration_method=e.calibration_method, accuracy_budget_pp=e.accuracy_budget_pp, threads=threads,
+                    options=backend_options(config), workdir_parent=state.folder.scratch, qat=e.qat)
     model = load_keras_model(str(model_path))
     record = export_all(model, job, lambda line: state.echo("  " + line))[0]
     payload = {"format": format_name, "status": record["status"], "reason": record.get("reason"),
@@ -417,7 +418,7 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, model_path:
                "int8_budget": (record.get("details") or {}).get("int8_budget")}
     if record["status"] != Status.OK.value:
         return payload
-    evaluation = Evaluator(val.images, val.labels, threads)(out_dir / record["file"], format_name)
+    evaluation = ArtifactScorer(val.images, val.labels, threads)(out_dir / record["file"], format_name)
     top1, interval = top1_with_interval(evaluation.probabilities, val.labels)
     state.echo(f"  validation top-1 ({format_name}): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f})")
     return {**payload, "top1": top1, "interval": interval}
@@ -440,7 +441,7 @@ def winner_config(config: RunConfig, c: Candidate, format_name: str, threads: in
 def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
     """Run edgepipe's pipeline for the winner into <search>/winner; what its results say (top-1 on the reporting
     split, latency re-measured there)."""
-    from edgepipe.pipeline.runner import STAGES, run_stages
+    from edgepipe.pipeline.sequence import STAGES, run_stages
     from edgepipe.results import read_results
 
     req = state.request

@@ -20,10 +20,10 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
+from edgepipe.config import BENCH_DEFAULTS
 from edgepipe.errors import EdgepipeError
+from edgepipe.progress import Echo
 from edgepipe.results import Record, Results, Status
-
-Echo = Callable[[str], None]
 
 #: what ``edgepipe models --measure`` measures when no formats are named
 DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "openvino-int8", "onnx-int8")
@@ -65,10 +65,10 @@ class Conditions:
     calibrated (``calibration_images`` random-pixel images drawn with ``seed``)."""
 
     threads: int
-    warmup: int = 10
-    warmup_s: float = 0.2
-    min_iterations: int = 50
-    min_duration_s: float = 1.0
+    warmup: int = BENCH_DEFAULTS.warmup
+    warmup_s: float = BENCH_DEFAULTS.warmup_s
+    min_iterations: int = BENCH_DEFAULTS.min_iterations
+    min_duration_s: float = BENCH_DEFAULTS.min_duration_s
     calibration_images: int = 32
     seed: int = 0
     batch_size: int = 1

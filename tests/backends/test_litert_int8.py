@@ -265,14 +265,14 @@ def _dequantized_bias(model: bytes, layer: str) -> np.ndarray:
 def _budget_context(model, data, tmp_path) -> ExportContext:
     """An export of ``model`` judged on validation images labelled by the model itself (FP32 top-1 = 100%),
     so any changed prediction counts against the budget."""
-    from edgepipe.verification import Evaluator
+    from edgepipe.verification import ArtifactScorer
 
     images, _ = data["val"]
     reference = model.predict(images.astype(np.float32), verbose=0)
     labels = reference.argmax(1)
     train, train_labels = data["train"]
     return ExportContext(model, ["r", "g", "b"], {}, CalibrationSet(train[:32], train_labels[:32], 0),
-                         workdir_parent=tmp_path, evaluate=Evaluator(images, labels, 1), reference_top1=1.0,
+                         workdir_parent=tmp_path, score=ArtifactScorer(images, labels, 1), reference_top1=1.0,
                          validation=(images, labels), reference_probabilities=reference, accuracy_budget_pp=1.0)
 
 

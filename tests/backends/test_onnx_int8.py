@@ -125,7 +125,7 @@ def exported(tmp_path_factory):
     clear margin (so 8-bit noise alone flips none): (details, folder, context with its work folder)."""
     from edgepipe.backends import ExportContext, formats
     from edgepipe.calibration import CalibrationSet
-    from edgepipe.verification import Evaluator
+    from edgepipe.verification import ArtifactScorer
 
     tmp = tmp_path_factory.mktemp("onnx-int8")
     fp32 = tmp / "tiny-onnx-fp32.onnx"
@@ -138,7 +138,7 @@ def exported(tmp_path_factory):
     ctx = ExportContext(None, CLASSES, {}, CalibrationSet(calibration, np.zeros(len(calibration), np.int64), 0),
                         workdir_parent=tmp)
     ctx.outputs["onnx-fp32"] = fp32
-    ctx.evaluate = Evaluator(images, reference.argmax(1), 1)
+    ctx.score = ArtifactScorer(images, reference.argmax(1), 1)
     ctx.reference_top1, ctx.validation, ctx.reference_probabilities = 1.0, (images, reference.argmax(1)), reference
     details = formats().get("onnx-int8").build(ctx, tmp / "tiny-onnx-int8.onnx")
     yield details, tmp, ctx

@@ -276,7 +276,7 @@ def test_accuracy_control_reverts_ops_when_the_first_recipe_misses(tiny_run, tmp
     from edgepipe.backends.openvino import export as openvino_export
     from edgepipe.backends.openvino.backend import OpenVINOExportOptions
     from edgepipe.calibration import draw
-    from edgepipe.verification import Evaluator
+    from edgepipe.verification import ArtifactScorer
 
     judged_batches = set()
     top1 = openvino_export._top1
@@ -291,7 +291,7 @@ def test_accuracy_control_reverts_ops_when_the_first_recipe_misses(tiny_run, tmp
     images, labels = val.images[:40], val.labels[:40]
     model = keras.models.load_model(tiny_run.model, compile=False)
     ctx = ExportContext(model, tiny_run.read_labels(), {}, draw(dataset.train.images, dataset.train.labels, 16, 0),
-                        workdir_parent=tmp_path, evaluate=Evaluator(images, labels, 1), validation=(images, labels),
+                        workdir_parent=tmp_path, score=ArtifactScorer(images, labels, 1), validation=(images, labels),
                         reference_top1=1.01,  # unreachable: attempt 1 must miss
                         options={"openvino": OpenVINOExportOptions(int8_preset="mixed")})
     ctx.outputs["onnx-fp32"] = _artifact(tiny_run, "*-onnx-fp32.onnx")

@@ -5,7 +5,7 @@ import pytest
 
 from edgepipe.backends import create_runner, devices_for, engines, engines_for, identify
 from edgepipe.errors import EdgepipeError
-from edgepipe.harness import BenchSettings, measure_latency
+from edgepipe.harness import BenchSettings, measure_interleaved
 from edgepipe.pipeline.bench import bench_files
 
 SETTINGS = BenchSettings(batch_size=1, warmup=1, min_iterations=5, min_duration_s=0.0, warmup_s=0.0)
@@ -53,7 +53,7 @@ def test_engine_only_time_is_recorded_beside_end_to_end(tiny_run, pattern):
     artifact = next(tiny_run.artifacts_dir.glob(pattern))
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
     with create_runner(artifact, threads=1) as runner:
-        measured = measure_latency(runner, images, SETTINGS)
+        measured = measure_interleaved({"one": runner}, images, SETTINGS, rounds=1)["one"]
     assert measured["compute_ms"]["iterations"] == measured["latency_ms"]["iterations"]
     assert measured["compute_ms"]["p50"] <= measured["latency_ms"]["p50"]
     assert measured["warmup_calls"] >= 1

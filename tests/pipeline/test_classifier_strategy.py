@@ -5,7 +5,7 @@ import pytest
 from edgepipe import config as cfg
 from edgepipe.errors import DataError, EdgepipeError
 from edgepipe.fileio import read_json
-from edgepipe.pipeline.runner import run_stages
+from edgepipe.pipeline.sequence import run_stages
 from tests.conftest import tiny_overrides
 
 

@@ -5,7 +5,7 @@ import pytest
 from edgepipe import config as cfg
 from edgepipe.architectures import get_architecture
 from edgepipe.fileio import read_json
-from edgepipe.pipeline.runner import run_stages
+from edgepipe.pipeline.sequence import run_stages
 from tests.conftest import tiny_overrides
 
 FAST = ["lenet5", "alexnet", "vgg_a_lrn", "googlenet", "efficientnet_lite0", "mobilenet_v3_small"]

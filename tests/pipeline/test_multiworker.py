@@ -198,7 +198,7 @@ def test_two_workers_train_with_every_strategy_and_the_chief_alone_writes(tmp_pa
 def _run_cluster(root: Path) -> dict:
     """Build once here, then run both pairs of workers at once; returns what the checks inspect."""
     from edgepipe import config as cfg
-    from edgepipe.pipeline.runner import run_stages
+    from edgepipe.pipeline.sequence import run_stages
 
     base = run_stages(cfg.from_dict({}, {**BASE, "output": str(root / "base")}), ["build"], echo=lambda s: None).path
     classifier = run_stages(cfg.from_dict({}, {**BASE, "output": str(root / "classifier"),

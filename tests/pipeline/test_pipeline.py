@@ -4,7 +4,7 @@ import numpy as np
 
 from edgepipe import config as cfg
 from edgepipe.fileio import read_json, sha256_file
-from edgepipe.pipeline.runner import STAGES, run_stages
+from edgepipe.pipeline.sequence import STAGES, run_stages
 from tests.conftest import tiny_overrides
 
 

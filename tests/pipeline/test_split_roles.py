@@ -8,7 +8,7 @@ import numpy as np
 from edgepipe import config as cfg
 from edgepipe.data import materialize
 from edgepipe.fileio import read_json
-from edgepipe.pipeline.runner import STAGES, run_stages
+from edgepipe.pipeline.sequence import STAGES, run_stages
 from edgepipe.results import read_results
 from tests.conftest import make_image_folder, tiny_overrides
 

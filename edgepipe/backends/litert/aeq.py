@@ -32,7 +32,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.quiet import native_output_suppressed
 
 #: ops whose arithmetic is worth keeping in float: weighted ops and arithmetic (data movement ops such
@@ -220,7 +220,7 @@ class Calibrated:
             calibration = calibrator.Calibrator(self.float_model, num_threads=1, qsv_update_func=_min_max)
             calibration.calibrate(data, recipes)
         except Exception as exc:  # AEQ's own errors name the op it failed on
-            raise EdgepipeError(f"AEQ cannot calibrate the model: {_first_line(exc)}") from exc
+            raise EdgepipeError(f"AEQ cannot calibrate the model: {first_line(exc)}") from exc
         return calibration.get_model_qsvs()
 
     def _quantizer(self, keep_float: Sequence[Op]):
@@ -246,7 +246,7 @@ class Calibrated:
                 statistics = copy.deepcopy({**self.statistics, **self.weight_ranges})
                 result = self._quantizer(keep_float).quantize(statistics, enable_progress_report=False)
         except Exception as exc:
-            raise EdgepipeError(f"AEQ cannot quantize the model: {_first_line(exc)}") from exc
+            raise EdgepipeError(f"AEQ cannot quantize the model: {first_line(exc)}") from exc
         model = bytes(result.quantized_model)
         check(model, self.io, keep_float)
         return model
@@ -262,11 +262,6 @@ def _io_config(io: str):
         # unused by INPUT/OUTPUT, but AEQ 0.10 cannot load a recipe with an op config that lacks one
         weight_tensor_config=tensor(num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
         compute_precision=qtyping.ComputePrecision.INTEGER)
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def check(model: bytes, io: str, keep_float: Sequence[Op] = ()) -> None:

@@ -24,7 +24,7 @@ from edgepipe.backends.context import ExportContext
 from edgepipe.backends.litert import aeq
 from edgepipe.backends.litert.backend import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import write_bytes
 from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
@@ -60,7 +60,7 @@ def tensor_types(model_bytes_or_path) -> dict[str, Any]:
     try:
         interpreter = open_interpreter(model_bytes_or_path)  # a file LiteRT cannot prepare is no artifact
     except RuntimeError as exc:
-        raise EdgepipeError(f"LiteRT cannot run the converted model: {str(exc).strip().splitlines()[0][:200]}") from None
+        raise EdgepipeError(f"LiteRT cannot run the converted model: {first_line(exc)}") from None
     counts: dict[str, int] = {}
     for d in interpreter.get_tensor_details():
         name = np.dtype(d["dtype"]).name
@@ -195,17 +195,17 @@ def _effect_probe(ctx: ExportContext) -> tuple[aeq.Probe, int]:
     """How an op's effect is measured, and on how many images: each variant's divergence from the FP32
     model's probabilities on at most SENSITIVITY_IMAGES validation images, evenly spread over the split
     and run in this process; without the validation images at hand, on the whole split through
-    ``ctx.evaluate``."""
+    ``ctx.score``."""
     if ctx.validation is None:
         candidate = ctx.workdir / "sensitivity.tflite"
 
-        def evaluate(model: bytes) -> np.ndarray:
+        def scored(model: bytes) -> np.ndarray:
             candidate.write_bytes(model)
-            return ctx.evaluate(candidate, "tflite-int8").probabilities
-        return aeq.probe(evaluate, ctx.reference_probabilities), len(ctx.reference_probabilities)
+            return ctx.score(candidate, "tflite-int8").probabilities
+        return aeq.probe(scored, ctx.reference_probabilities), len(ctx.reference_probabilities)
     images = ctx.validation[0]
     picked = np.unique(np.linspace(0, len(images) - 1, min(len(images), SENSITIVITY_IMAGES)).round().astype(int))
-    threads = getattr(ctx.evaluate, "threads", 1)  # the evaluator's own thread count, when it has one
+    threads = getattr(ctx.score, "threads", 1)  # the scorer's own thread count, when it has one
 
     def run(model: bytes) -> np.ndarray:
         return aeq.predict(model, images[picked], threads)
@@ -218,7 +218,7 @@ def _judge(ctx: ExportContext) -> Callable[[bytes], tuple[float, bool]]:
 
     def judge(model: bytes) -> tuple[float, bool]:
         candidate.write_bytes(model)
-        top1 = ctx.evaluate(candidate, "tflite-int8").top1
+        top1 = ctx.score(candidate, "tflite-int8").top1
         return top1, (ctx.reference_top1 - top1) * 100 <= ctx.accuracy_budget_pp
     return judge
 
@@ -280,7 +280,7 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
                                        quantizer="TFLite converter", calibration="min/max"))
 
     def aeq_kept_float():
-        if ctx.evaluate is None or ctx.reference_probabilities is None or ctx.reference_top1 is None:
+        if ctx.score is None or ctx.reference_probabilities is None or ctx.reference_top1 is None:
             return None  # nothing to measure effects against
         measure, images = _effect_probe(ctx)
 

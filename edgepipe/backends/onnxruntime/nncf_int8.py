@@ -27,6 +27,7 @@ import numpy as np
 
 from edgepipe.backends.context import ExportContext
 from edgepipe.backends.onnxruntime.qdq import ort_kernels, set_activation_type
+from edgepipe.errors import first_line
 from edgepipe.quiet import native_output_suppressed
 
 #: most revert-and-validate steps accuracy control may take: a step that does not help makes NNCF rank every
@@ -139,7 +140,7 @@ def _bias_corrected(run: Callable[[bool], tuple[Any, dict[str, Any]]],
         return run(False)
     except Exception as exc:  # noqa: BLE001  (any failure of the full variant is answered by the fast one)
         model, details = run(True)
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        reason = first_line(exc)
         return model, {**details, "bias_correction": f"fast (full bias correction failed: {reason})"}
 
 

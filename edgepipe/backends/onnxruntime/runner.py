@@ -16,7 +16,13 @@ from edgepipe.backends.onnxruntime.backend import ONNX, OnnxRuntimeSettings
 from edgepipe.backends.runner import InputSpec, Runner
 from edgepipe.errors import MissingDependencyError
 
-PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
+#: ONNX Runtime's execution providers by name. TRT_EP is the TensorRT execution provider inside ONNX Runtime,
+#: reached through the device name TRT_DEVICE ("tensorrt", as users write it); it is not the TensorRT backend
+#: (edgepipe.backends.tensorrt), which builds and runs TensorRT engines itself.
+CPU_EP, CUDA_EP, TRT_EP = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+TRT_DEVICE = "tensorrt"
+#: device name -> execution provider
+PROVIDERS = {"cpu": CPU_EP, "cuda": CUDA_EP, TRT_DEVICE: TRT_EP}
 
 
 def _available() -> Optional[str]:
@@ -31,7 +37,7 @@ GRAPH_OPTIMIZATION = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC"
                       "all": "ORT_ENABLE_ALL"}
 
 
-@ONNX.engine("onnxruntime", reads=("onnx",), devices=("cpu", "cuda", "tensorrt"), available=_available,
+@ONNX.engine("onnxruntime", reads=("onnx",), devices=tuple(PROVIDERS), available=_available,
              settings=OnnxRuntimeSettings, description="ONNX Runtime: CPU, CUDA or TensorRT execution provider")
 class OnnxRuntimeRunner(Runner):
     """Threads set explicitly; intra-op spinning as the settings say (on by default: lowest latency)."""
@@ -79,7 +85,7 @@ class OnnxRuntimeRunner(Runner):
         return np.ascontiguousarray(batch, dtype=self.input_dtype_for(batch.dtype))
 
     def _providers(self, provider: str) -> list:
-        if provider == "TensorrtExecutionProvider":
+        if provider == TRT_EP:
             from pathlib import Path
 
             cache = Path.home() / ".cache" / "edgepipe" / "ort-tensorrt"
@@ -90,7 +96,7 @@ class OnnxRuntimeRunner(Runner):
             return [(provider, {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
                                 "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
                                 "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}),
-                    "CUDAExecutionProvider"]
+                    CUDA_EP]
         return [provider]
 
     def versions(self) -> dict[str, str]:

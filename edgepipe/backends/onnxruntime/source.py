@@ -22,7 +22,7 @@ from typing import Any, Optional
 import numpy as np
 
 from edgepipe.backends.onnxruntime.backend import LABELS_KEY, ONNX, RAW_INPUT
-from edgepipe.errors import EdgepipeError
+from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import write_bytes
 from edgepipe.pixels import IDENTITY, KEYS, PixelTransform
 
@@ -268,7 +268,7 @@ def wrap(model: Any, transform: PixelTransform, size: int, channels: int, softma
     try:
         onnx.checker.check_model(wrapped, full_check=True)
     except Exception as exc:  # the checker raises its own error types and shape-inference errors
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = first_line(exc)
         raise EdgepipeError(f"the network with its preprocessing folded in is not a valid ONNX model: {first}") from None
     return wrapped
 

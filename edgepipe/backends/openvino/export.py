@@ -252,7 +252,7 @@ def _validation_split(ctx: ExportContext) -> Optional[tuple[np.ndarray, np.ndarr
     """The validation images and labels, or None.
 
     NNCF's accuracy control runs its candidates itself (in memory, image by image), so it needs the
-    images, not only ``ctx.evaluate``.
+    images, not only ``ctx.score``.
     """
     if ctx.validation is None or len(ctx.validation[1]) == 0:
         return None
