@@ -138,7 +138,7 @@ def _run_stages(stages: list[str] | None, kwargs: dict[str, Any]) -> None:
     force = kwargs.pop("force")
     unsafe = kwargs.pop("unsafe_load", False)
     run = api.run(config, stages=stages, force=force, unsafe_load=unsafe, echo=click.echo, **kwargs)
-    from edgepipe.pipeline.controls import is_chief
+    from edgepipe.training.controls import is_chief
 
     click.echo(f"run directory: {run.path}" if is_chief() else
                "this worker's part is done; worker 0 writes the run directory")

@@ -202,7 +202,7 @@ def _registry_names(kind: str):
             devices.add(name, name)
         return devices
     if kind == "strategy":
-        from edgepipe.pipeline.strategies import STRATEGIES
+        from edgepipe.training.strategies import STRATEGIES
 
         return STRATEGIES
     raise KeyError(kind)
@@ -359,7 +359,7 @@ def _cross_checks(config: RunConfig) -> None:
             "config keys 'data.val_fraction' + 'data.test_fraction' leave no training images",
             "Keep their sum below 0.95.",
         )
-    from edgepipe.pipeline import controls
+    from edgepipe.training import controls
 
     controls.check(config.train)
 

@@ -109,7 +109,7 @@ def _reference(model, job: ExportJob) -> Optional[np.ndarray]:
         return None
     if job.source is not None:
         return job.source.reference(job.validation[0], job.threads)
-    from edgepipe.pipeline.controls import predict_arrays
+    from edgepipe.training.controls import predict_arrays
 
     return predict_arrays(model, job.validation[0].astype(np.float32))
 
