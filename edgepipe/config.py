@@ -23,6 +23,7 @@ import yaml
 from edgepipe import backends
 from edgepipe.errors import ConfigError
 from edgepipe.options import option as _opt
+from edgepipe.quantization.options import QatConfig
 from edgepipe.registry import did_you_mean
 
 
@@ -110,14 +111,6 @@ class TrainConfig:
 
 
 @dataclass
-class QatConfig:
-    epochs: int = _opt(3, "Epochs of quantization-aware fine-tuning, the last INT8 recipe (TFLite and ONNX), tried only when no post-training recipe is within the accuracy budget (0: never).", min=0)
-    learning_rate: float = _opt(1e-4, "Adam learning rate of the fine-tuning (every layer's weights, a frozen backbone's too).", min=1e-8, max=1.0)
-    max_seconds: float = _opt(900.0, "Stop the fine-tuning after the batch that passes this many seconds (each INT8 format fine-tunes on its own).", min=1.0)
-    max_images: int = _opt(2000, "Most training images it fine-tunes on (drawn stratified and seeded from a larger training split).", min=1)
-
-
-@dataclass
 class _ExportCommon:
     formats: list[str] = _opt(["tflite-fp32", "tflite-int8", "onnx-fp32"], "Artifact formats to export (see 'edgepipe formats').", registry="format")
     calibration_size: int = _opt(200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1)
@@ -148,13 +141,29 @@ def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]])
     return dataclasses.make_dataclass(name, fields, bases=(base,))
 
 
-backends.load()
-ExportConfig = _with_sections("ExportConfig", _ExportCommon, [
-    (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
-    for _, b in backends.BACKENDS if b.export_options])
-BenchConfig = _with_sections("BenchConfig", _BenchCommon, [
-    (e.name, e.settings, f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.")
-    for _, e in backends.ENGINES if e.settings])
+def _sections() -> dict[str, type]:
+    """ExportConfig and BenchConfig, made once, when first asked for: their sections are the backends' own, so
+    making them loads the backends (importing this module does not)."""
+    made = globals()
+    if "ExportConfig" not in made:
+        made["ExportConfig"] = _with_sections("ExportConfig", _ExportCommon, [
+            (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
+            for _, b in backends.BACKENDS if b.export_options])
+        made["BenchConfig"] = _with_sections("BenchConfig", _BenchCommon, [
+            (e.name, e.settings, f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.")
+            for _, e in backends.ENGINES if e.settings])
+    return {"ExportConfig": made["ExportConfig"], "BenchConfig": made["BenchConfig"]}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ExportConfig", "BenchConfig"):
+        return _sections()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _section_option(name: str, help: str) -> Any:
+    """A RunConfig field holding a default ``name`` section, made on first use (see _sections)."""
+    return field(default_factory=lambda: _sections()[name](), metadata={"help": help})
 
 
 @dataclass
@@ -166,8 +175,8 @@ class RunConfig:
     model: ModelConfig = _opt(ModelConfig(), "Architecture and initial weights.")
     pretrain: Optional[PretrainConfig] = _opt(None, "Optional from-scratch pretraining of the backbone on a source dataset (null: none).")
     train: TrainConfig = _opt(TrainConfig(), "Transfer learning.")
-    export: ExportConfig = _opt(ExportConfig(), "Export formats and calibration.")
-    bench: BenchConfig = _opt(BenchConfig(), "Latency and accuracy measurement.")
+    export: ExportConfig = _section_option("ExportConfig", "Export formats and calibration.")
+    bench: BenchConfig = _section_option("BenchConfig", "Latency and accuracy measurement.")
 
     @property
     def run_dir(self) -> Path:
@@ -293,7 +302,7 @@ def _normalise(value: Any, meta: dict[str, Any]) -> Any:
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, localns=_sections())
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
@@ -436,7 +445,7 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
     """(dotted key, default, help) for every config key, for the docs' configuration reference."""
     rows = []
     for f in (f for f in dataclasses.fields(cls) if f.init):
-        hint = typing.get_type_hints(cls)[f.name]
+        hint = typing.get_type_hints(cls, localns=_sections())[f.name]
         inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if len(inner) > 1:  # a string or a mapping: the string's row, then the mapping's keys

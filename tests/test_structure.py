@@ -118,3 +118,20 @@ def test_stages_reports_and_cli_test_no_format_or_engine_names(area):
     files = [PACKAGE / area] if area.endswith(".py") else sorted((PACKAGE / area).rglob("*.py"))
     found = [hit for path in files for hit in _name_tests(path, names)]
     assert not found, "only the backends may test their names: " + "; ".join(found)
+
+
+@pytest.mark.parametrize("module", ["edgepipe.data", "edgepipe.config", "edgepipe.backends"])
+def test_importing_a_lower_layer_loads_no_backend(module):
+    """Backends are loaded when a registry is first asked, never as a side effect of an import."""
+    import subprocess
+    import sys
+
+    code = (f"import sys, {module}\n"
+            "loaded = sorted(m for m in sys.modules if m.startswith('edgepipe.backends.') and m.count('.') == 2\n"
+            "                and m.split('.')[2] in ('keras', 'litert', 'onnxruntime', 'openvino', 'tensorrt'))\n"
+            "assert not loaded, loaded\n"
+            "from edgepipe.backends import formats\n"
+            "assert len(formats()) > 5 and 'edgepipe.backends.litert' in sys.modules  # loaded when first asked\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                          env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)})
+    assert done.returncode == 0, done.stderr[-2000:]
