@@ -486,7 +486,7 @@ def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequ
     ``remote``). Results are cached (``cache``, default $XDG_CACHE_HOME/edgepipe/measurements.json) per device,
     engine versions, network, format and conditions; ``force`` measures again.
     """
-    from edgepipe.pipeline.bench import resolve_threads
+    from edgepipe.device import resolve_threads
     from edgepipe.pipeline.export import expand_formats
     from edgepipe.search.catalogue import measure_catalogue, resolve_architectures
     from edgepipe.search.measure import DEFAULT_FORMATS, Conditions, MeasurementCache

@@ -6,7 +6,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8",
              "asimd", "asimddp", "sve", "i8mm")
@@ -87,6 +87,11 @@ def core_limits() -> dict[str, Any]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = cgroup_cpu_quota()
     return {"usable_cores": usable_cores(affinity, quota), "affinity_cores": affinity, "cpu_quota": quota}
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    """``threads``, or when it is not set the cores this process can really use (affinity and cgroup quota)."""
+    return threads or core_limits()["usable_cores"]
 
 
 def usable_cores(affinity: int, quota: float | None) -> int:

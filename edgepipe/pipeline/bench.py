@@ -30,7 +30,7 @@ from edgepipe.backends import (
 )
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
-from edgepipe.device import core_limits, fingerprint, peak_estimate
+from edgepipe.device import fingerprint, peak_estimate, resolve_threads
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import read_json, sha256_value
 from edgepipe.harness import BenchSettings, efficiency
@@ -52,11 +52,6 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
 
 def _outputs(run: RunDir) -> list:
     return [run.results, run.results_csv]
-
-
-def resolve_threads(threads: Optional[int]) -> int:
-    """``threads``, or when it is not set the cores this process can really use (affinity and cgroup quota)."""
-    return threads or core_limits()["usable_cores"]
 
 
 def mark_oversubscribed(records: list[Record], device: dict[str, Any], echo: Echo) -> None:

@@ -302,7 +302,7 @@ def backend_options(config: RunConfig) -> dict[str, Any]:
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     from edgepipe.architectures.loading import load_keras_model
-    from edgepipe.pipeline.bench import resolve_threads
+    from edgepipe.device import resolve_threads
 
     m, e = config.model, config.export
     isolate = isolated(e.isolation, run.model)
@@ -379,7 +379,7 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     as a source (an ONNX classifier, with ``preprocessing``, a pixels.PixelTransform, and ``input_size`` for a
     dynamic spatial size), to ``out_dir``; returns artifacts.json's path. See ``edgepipe.export`` for
     ``calibration`` and ``isolation``."""
-    from edgepipe.pipeline.bench import resolve_threads
+    from edgepipe.device import resolve_threads
 
     source = str(model) if isinstance(model, (str, Path)) else None
     scratch = out_dir / ".edgepipe-tmp"
