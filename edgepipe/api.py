@@ -210,7 +210,7 @@ def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bo
     ``formats=["tflite-int8"]``, ``output="runs/x"``, or dotted keys ``{"train.learning_rate": 0.01}``.
     ``unsafe_load`` allows a ``model`` file whose loading runs code (only for files you trust).
     """
-    from edgepipe.pipeline.export import expand_formats
+    from edgepipe.standalone.export import expand_formats
     from edgepipe.pipeline.runner import STAGES, run_stages
 
     if overrides.get("formats") is not None:
@@ -275,7 +275,7 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
     quantization-aware fine-tuning tried last when no post-training INT8 recipe is within
     ``accuracy_budget_pp`` (the config's ``export.qat`` keys, e.g. ``{"epochs": 0}`` never tries it).
     """
-    from edgepipe.pipeline.export import export_model
+    from edgepipe.standalone.export import export_model
     from edgepipe.pixels import resolve
 
     stem = Path(model).stem if isinstance(model, (str, Path)) else getattr(model, "name", "model")
@@ -373,7 +373,7 @@ def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike
 
 def bench_request(request: BenchRequest, echo: Echo = print):
     from edgepipe.harness import BenchSettings
-    from edgepipe.pipeline.bench import bench_files
+    from edgepipe.standalone.bench import bench_files
 
     check_bench_request(request)
     settings = BenchSettings(1, request.warmup, request.min_iterations, request.min_duration_s, request.warmup_s)
@@ -487,7 +487,7 @@ def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequ
     engine versions, network, format and conditions; ``force`` measures again.
     """
     from edgepipe.device import resolve_threads
-    from edgepipe.pipeline.export import expand_formats
+    from edgepipe.standalone.export import expand_formats
     from edgepipe.search.catalogue import measure_catalogue, resolve_architectures
     from edgepipe.search.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
 
@@ -542,7 +542,8 @@ def profile(artifact: PathLike, *, threads: int = 1, engine: Optional[str] = Non
     from edgepipe.backends import create_runner, identify
     from edgepipe.device import fingerprint
     from edgepipe.harness.profile import profile_runner
-    from edgepipe.pipeline.bench import bench_images, model_layers, probe, profile_join
+    from edgepipe.pipeline.bench import model_layers, profile_join
+    from edgepipe.standalone.bench import bench_images, probe
     from edgepipe.profiles import Profile
 
     path = _profile_inputs(artifact, threads, batch, calls, model, output)

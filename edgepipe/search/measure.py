@@ -320,7 +320,7 @@ def _export(model, network: Network, formats: list[str], conditions: Conditions,
             echo: Echo) -> list[dict]:
     """The export stage's records (status, file, reason) for each format of ``model``, written in ``folder``."""
     from edgepipe.fileio import read_json
-    from edgepipe.pipeline.export import export_model
+    from edgepipe.standalone.export import export_model
 
     index = export_model(model, formats, folder, lambda line: echo("  " + line),
                          calibration=synthetic_calibration(network, conditions),
