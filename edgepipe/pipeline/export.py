@@ -203,49 +203,26 @@ def _facts(model) -> dict[str, Any]:
 
 
 def _run_child(task: _Task, echo: Echo, temporary: bool = False) -> dict[str, Any]:
-    """Run a task in a fresh Python process (``python -m edgepipe.pipeline.export``, not a fork: TensorFlow's
-    threads do not survive one), relaying its lines; its result, or EdgepipeError. The task and its answer
-    are exchanged in the job's work folder, or with ``temporary`` (before the output folder may be made) in
-    the system's temporary folder."""
-    import pickle
-    import subprocess
-    import sys
-    import tempfile
+    """Run a task in a fresh Python process (``edgepipe.child``), relaying its lines; its result, or
+    EdgepipeError. The task and its answer are exchanged in the job's work folder, or with ``temporary``
+    (before the output folder may be made) in the system's temporary folder."""
+    from edgepipe import child
 
     workdir = None if temporary else task.job.workdir_parent
     if workdir is not None:
         make_folder(workdir)
-    with tempfile.TemporaryDirectory(prefix="edgepipe-child-", dir=workdir) as folder:
-        request, answer = Path(folder) / "task.pickle", Path(folder) / "result.pickle"
-        request.write_bytes(pickle.dumps(task))
-        process = subprocess.Popen([sys.executable, "-m", "edgepipe.pipeline.export", str(request), str(answer)],
-                                   stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            for line in process.stdout:
-                echo(line.rstrip("\n"))
-            process.wait()
-        except BaseException:  # interrupted or terminated: the child must not go on writing
-            process.kill()
-            process.wait()
-            raise
-        if not answer.exists():
-            raise EdgepipeError(f"the export process ended unexpectedly (exit code {process.returncode})",
-                                "If it ran out of memory, export fewer formats at a time.")
-        kind, payload = pickle.loads(answer.read_bytes())
-    if kind == "error":
-        raise EdgepipeError(f"exporting in a child process failed: {payload}")
-    return payload
-
-
-def _child_main(request: Path, answer: Path) -> None:
-    import pickle
-
-    task = pickle.loads(request.read_bytes())
     try:
-        result = ("result", _child(task, lambda line: print(line, flush=True)))
-    except BaseException as exc:  # reported to the parent, which decides; the child only ends
-        result = ("error", f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}")
-    answer.write_bytes(pickle.dumps(result))
+        return child.run("edgepipe.pipeline.export:_in_child", task, pickled=True, echo=echo, folder=workdir)
+    except child.ChildFailed as exc:
+        if exc.kind == "raised":
+            raise EdgepipeError(f"exporting in a child process failed: {exc.line}") from None
+        raise EdgepipeError(f"the export process ended unexpectedly (exit code {exc.exit_code})",
+                            "If it ran out of memory, export fewer formats at a time.") from None
+
+
+def _in_child(task: _Task) -> dict[str, Any]:
+    """What the child process runs: the task, its lines printed for the parent to relay."""
+    return _child(task, lambda line: print(line, flush=True))
 
 
 def _verify_into(record: dict[str, Any], fmt: Format, path: Path, images: np.ndarray, reference: np.ndarray,
@@ -328,9 +305,3 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
 
 STAGE = Stage("export", "Export the trained model to every configured format and verify each artifact.",
               _inputs, _outputs, _run, requires=("train",))
-
-
-if __name__ == "__main__":  # a child process of an isolated export: python -m edgepipe.pipeline.export TASK RESULT
-    import sys
-
-    _child_main(Path(sys.argv[1]), Path(sys.argv[2]))
