@@ -20,9 +20,12 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
 from edgepipe.errors import EdgepipeError
+
+if TYPE_CHECKING:
+    from edgepipe.config import RunConfig
 
 Echo = Callable[[str], None]
 PathLike = Union[str, Path]
@@ -102,7 +105,7 @@ class Run:
     """A run directory and what its stages wrote."""
 
     path: Path
-    config: Any  # RunConfig
+    config: RunConfig
     base: str  # which configuration the run started from
 
     @property

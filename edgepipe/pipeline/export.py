@@ -28,6 +28,7 @@ from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
+from edgepipe.quantization.options import QatConfig
 from edgepipe.results import Status
 from edgepipe.verification import Evaluator, run_artifact, verify
 
@@ -79,8 +80,8 @@ class ExportJob:
     options: dict[str, Any] = field(default_factory=dict)
     #: where temporary work goes (a folder inside the run or output directory)
     workdir_parent: Optional[Path] = None
-    #: quantization-aware fine-tuning settings (a config.QatConfig; None: its defaults)
-    qat: Any = None
+    #: quantization-aware fine-tuning settings (None: its defaults)
+    qat: Optional[QatConfig] = None
     #: a source that is not a Keras model (what backends.model_source read), and its raw-pixel graph on disk
     source: Any = None
     source_onnx: Optional[Path] = None
