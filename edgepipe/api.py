@@ -689,6 +689,108 @@ def formats_table() -> list[dict[str, Any]]:
              "unavailable": f.available()} for name, f in formats() if not f.reference]
 
 
-__all__ = ["BenchRequest", "Exported", "Run", "bench", "bench_remote", "compare", "export", "formats_table",
-           "measure_models", "merge", "profile", "resolve_config", "run", "verify"]
+# ------------------------------------------------------------------ what the command line asks besides the above
+# The command line imports nothing of edgepipe but this module, edgepipe.errors and edgepipe.versions: its smaller
+# questions (what a file is, how a flag parses, how a result prints) are answered here, from where each rule lives.
+
+def refused_write(exc: OSError) -> Optional[EdgepipeError]:
+    """The one-line error for a write the output refused (full disk, quota, read-only); None for any other OSError."""
+    import errno
+
+    from edgepipe.fileio import NO_SPACE, write_error
+
+    if exc.errno not in NO_SPACE | {errno.EROFS}:
+        return None
+    return write_error(exc.filename or "to the output", exc)
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run directory: worker 0 of a cluster (TF_CONFIG), or the only process."""
+    from edgepipe.training.controls import is_chief as chief
+
+    return chief()
+
+
+def artifact_suffixes() -> tuple[str, ...]:
+    """The file suffixes of the artifacts edgepipe can run (every backend's containers)."""
+    from edgepipe.backends import artifact_suffixes as suffixes
+
+    return suffixes()
+
+
+def is_model_file(path: PathLike) -> bool:
+    """Whether ``path`` names a model file to export on its own (Keras, or a file a backend reads as a source)."""
+    from edgepipe.architectures.loading import is_model_file as model_file
+
+    return model_file(path)
+
+
+def pixel_transform(named: Any = None, **detailed: Any) -> Any:
+    """The pixels.PixelTransform of a preprocessing name and/or its detailed keys (layout, channels, scale, mean,
+    std); EdgepipeError for an unknown name or a bad value."""
+    from edgepipe.pixels import resolve
+
+    return resolve(named, **detailed)
+
+
+def profile_lines(result: Any) -> list[str]:
+    """A profile (what ``profile`` returns) as the lines the command line prints."""
+    from edgepipe.report.profile import console_lines
+
+    return console_lines(result)
+
+
+def models(count: bool = True, echo: Optional[Echo] = None) -> list[dict[str, Any]]:
+    """Every registered architecture with its facts (parameters, and MACs when ``count``)."""
+    from edgepipe.architectures.facts import catalogue
+
+    return catalogue(count, echo=echo)
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    """``models()`` rows as the text table ``edgepipe models`` prints."""
+    from edgepipe.architectures.facts import render_models_table
+
+    return render_models_table(rows)
+
+
+def measured_models_text(result: Any, as_csv: bool = False) -> str:
+    """What ``measure_models`` returned, as CSV or as the text table ``edgepipe models --measure`` prints."""
+    from edgepipe.search.catalogue import render_csv, render_table
+
+    return render_csv(result) if as_csv else render_table(result)
+
+
+def parse_fraction(text: str, flag: str = "--max-latency-regression") -> float:
+    """A percentage written with its sign ("10%") as a fraction (0.1); EdgepipeError otherwise."""
+    from edgepipe.report.compare import parse_fraction as fraction
+
+    return fraction(text, flag)
+
+
+def parse_points(text: str, flag: str = "--max-accuracy-drop") -> float:
+    """Percentage points ("0.5" or "0.5pp") as a number; EdgepipeError for a percent sign or anything else."""
+    from edgepipe.report.compare import parse_points as points
+
+    return points(text, flag)
+
+
+def engines_table() -> list[dict[str, Any]]:
+    """Every engine: the file types it reads and the devices it runs on."""
+    from edgepipe.backends import engines
+
+    return [{"engine": name, "reads": list(e.reads), "devices": list(e.devices)} for name, e in engines()]
+
+
+def devices_table() -> list[dict[str, Any]]:
+    """Every device an engine can run on, with what it is."""
+    from edgepipe.backends import devices
+
+    return [{"device": name, "description": d.description} for name, d in devices().items()]
+
+
+__all__ = ["BenchRequest", "Exported", "Run", "artifact_suffixes", "bench", "bench_remote", "compare", "devices_table",
+           "engines_table", "export", "formats_table", "is_chief", "is_model_file", "measure_models",
+           "measured_models_text", "merge", "models", "models_table", "parse_fraction", "parse_points",
+           "pixel_transform", "profile", "profile_lines", "refused_write", "resolve_config", "run", "verify"]
 
