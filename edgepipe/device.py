@@ -61,8 +61,6 @@ def fingerprint() -> dict[str, Any]:
     mhz = _cpu_mhz(cpu)
     if mhz:
         result["cpu_mhz"] = mhz
-    from edgepipe.versions import library_versions
-
     result["engine_versions"] = library_versions()
     model = _read("/proc/device-tree/model")
     if model:
@@ -231,3 +229,18 @@ def identity_digest(fp: dict[str, Any]) -> str:
     from edgepipe.fileio import sha256_value
 
     return sha256_value({k: fp.get(k) for k in IDENTITY_FIELDS})
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from edgepipe.backends import tracked_packages
+    from edgepipe.versions import CORE_PACKAGES
+
+    versions = {"python": platform.python_version()}
+    for name in (*CORE_PACKAGES, *tracked_packages()):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -105,7 +105,7 @@ def remote_identity(host: str) -> dict[str, Any]:
     """A machine reached over SSH, named by its destination, with this machine's exporter versions (the artifacts
     are made here). The device and engines it reports are checked after each measurement there: entries from a
     different machine or engine versions behind the same name are dropped (see MeasurementCache.keep_only)."""
-    from edgepipe.versions import library_versions
+    from edgepipe.device import library_versions
 
     return {"remote": host, "exporters": library_versions()}
 
