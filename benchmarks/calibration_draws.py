@@ -46,7 +46,7 @@ def main() -> None:
     from edgepipe.calibration import draw
     from edgepipe.data import materialize
     from edgepipe.fileio import read_json
-    from edgepipe.pipeline.controls import predict_arrays
+    from edgepipe.training.controls import predict_arrays
     from edgepipe.pipeline.rundir import RunDir
     from edgepipe.verification import ArtifactScorer
 

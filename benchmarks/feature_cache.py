@@ -30,8 +30,8 @@ def main() -> None:
     from edgepipe.architectures.classifier import BACKBONE
     from edgepipe.config import DataConfig
     from edgepipe.data import make_index, materialize
-    from edgepipe.pipeline.controls import Controls, compile_model
-    from edgepipe.pipeline.strategies import backbone_features, head_model
+    from edgepipe.training.controls import Controls, compile_model
+    from edgepipe.training.strategies import backbone_features, head_model
 
     index = make_index(DataConfig(path="builtin:digits", classes=[str(i) for i in range(10)],
                                   max_per_class=args.images // 10), seed=0)

@@ -19,10 +19,6 @@ _API = ("run", "export", "bench", "profile", "compare", "merge", "verify", "meas
 
 def __getattr__(name: str):
     # imported on first use, so 'import edgepipe' and 'edgepipe --help' stay fast
-    if name == "search":  # the subpackage, which calling runs edgepipe.api.search (see its docstring)
-        import importlib
-
-        return importlib.import_module("edgepipe.search")
     if name in _API:
         from edgepipe import api
 

@@ -20,11 +20,14 @@ import os
 from collections.abc import Mapping
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
 
 from edgepipe.config import BENCH_DEFAULTS, EXPORT_DEFAULTS
 from edgepipe.errors import EdgepipeError
 from edgepipe.progress import Echo
+
+if TYPE_CHECKING:
+    from edgepipe.config import RunConfig
 
 PathLike = Union[str, Path]
 
@@ -103,7 +106,7 @@ class Run:
     """A run directory and what its stages wrote."""
 
     path: Path
-    config: Any  # RunConfig
+    config: RunConfig
     base: str  # which configuration the run started from
 
     @property
@@ -211,8 +214,8 @@ def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bo
     ``formats=["tflite-int8"]``, ``output="runs/x"``, or dotted keys ``{"train.learning_rate": 0.01}``.
     ``unsafe_load`` allows a ``model`` file whose loading runs code (only for files you trust).
     """
-    from edgepipe.pipeline.export import expand_formats
     from edgepipe.pipeline.sequence import STAGES, run_stages
+    from edgepipe.standalone.export import expand_formats
 
     if overrides.get("formats") is not None:
         overrides["formats"] = expand_formats(list(_values("formats", overrides["formats"], "name")))
@@ -281,7 +284,7 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
     quantization-aware fine-tuning tried last when no post-training INT8 recipe is within
     ``accuracy_budget_pp`` (the config's ``export.qat`` keys, e.g. ``{"epochs": 0}`` never tries it).
     """
-    from edgepipe.pipeline.export import export_model
+    from edgepipe.standalone.export import export_model
     from edgepipe.pixels import resolve
 
     stem = Path(model).stem if isinstance(model, (str, Path)) else getattr(model, "name", None) or type(model).__name__
@@ -382,7 +385,7 @@ def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike
 
 def bench_request(request: BenchRequest, echo: Echo = print):
     from edgepipe.harness import BenchSettings
-    from edgepipe.pipeline.bench import bench_files
+    from edgepipe.standalone.bench import bench_files
 
     check_bench_request(request)
     settings = BenchSettings(1, request.warmup, request.min_iterations, request.min_duration_s, request.warmup_s)
@@ -486,8 +489,8 @@ def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequ
                    min_duration_s: float = BENCH_DEFAULTS.min_duration_s,
                    cache: Optional[PathLike] = None, echo: Echo = print):
     """What each architecture costs on this machine (or ``remote``, over SSH): p50/p90 latency in ms at batch 1,
-    artifact size and peak memory in MB, per format; returns an ``edgepipe.search.catalogue.Catalogue`` of typed
-    rows (``edgepipe.search.measure.Measurement``).
+    artifact size and peak memory in MB, per format; returns an ``edgepipe.choose.catalogue.Catalogue`` of typed
+    rows (``edgepipe.choose.measure.Measurement``).
 
     ``archs``: registry names, or ``["all"]`` (default: every architecture of at most 6 M parameters by its
     published count). ``formats`` default to tflite-fp32, tflite-int8, openvino-int8 and onnx-int8; one this
@@ -497,10 +500,10 @@ def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequ
     ``remote``). Results are cached (``cache``, default $XDG_CACHE_HOME/edgepipe/measurements.json) per device,
     engine versions, network, format and conditions; ``force`` measures again.
     """
-    from edgepipe.pipeline.bench import resolve_threads
-    from edgepipe.pipeline.export import expand_formats
-    from edgepipe.search.catalogue import measure_catalogue, resolve_architectures
-    from edgepipe.search.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
+    from edgepipe.device import resolve_threads
+    from edgepipe.standalone.export import expand_formats
+    from edgepipe.choose.catalogue import measure_catalogue, resolve_architectures
+    from edgepipe.choose.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
 
     names = resolve_architectures(archs)
     chosen = expand_formats(list(formats or DEFAULT_FORMATS))
@@ -520,7 +523,7 @@ def _measure_target(remote: Optional[str], ssh_config: Optional[PathLike], remot
     ``bench_remote`` (the same harness there), both with seeded random pixels and, when the conditions ask for it,
     memory in a fresh process."""
     from edgepipe.device import device_label, fingerprint
-    from edgepipe.search.measure import Target, local_identity, remote_identity
+    from edgepipe.choose.measure import Target, local_identity, remote_identity
 
     def request(paths, conditions):
         return BenchRequest(list(paths), threads=(conditions.threads,), batches=(conditions.batch_size,),
@@ -554,7 +557,8 @@ def profile(artifact: PathLike, *, threads: int = 1, engine: Optional[str] = Non
     from edgepipe.backends import create_runner, identify
     from edgepipe.device import fingerprint
     from edgepipe.harness.profile import profile_runner
-    from edgepipe.pipeline.bench import bench_images, model_layers, probe, profile_join
+    from edgepipe.pipeline.bench import model_layers, profile_join
+    from edgepipe.standalone.bench import bench_images, probe
     from edgepipe.profiles import Profile
 
     path = _profile_inputs(artifact, threads, batch, calls, model, output)
@@ -629,7 +633,7 @@ def search(data: Optional[PathLike] = None, config: Any = None, *, archs: Union[
            min_duration_s: Optional[float] = None, cache: Optional[PathLike] = None,
            overrides: Optional[dict[str, Any]] = None, echo: Echo = print):
     """Which architecture, width, input size, weights and format is the most accurate on ``data`` within the
-    budgets on this machine (or ``remote``); returns an ``edgepipe.search.answer.SearchResult`` (every candidate
+    budgets on this machine (or ``remote``); returns an ``edgepipe.choose.answer.SearchResult`` (every candidate
     and artifact with its figures and status, the winner and its run directory ``<output>/winner``).
 
     Candidates are ``archs`` (default: every architecture of at most 6 M published parameters) x ``alphas`` x
@@ -646,8 +650,8 @@ def search(data: Optional[PathLike] = None, config: Any = None, *, archs: Union[
     the closest).
     """
     from edgepipe import config as cfg
-    from edgepipe.search.budgets import Budgets
-    from edgepipe.search.loop import run_search
+    from edgepipe.choose.budgets import Budgets
+    from edgepipe.choose.loop import run_search
 
     budgets = Budgets(max_latency_ms, percentile, max_size_mb, max_memory_mb, min_top1).check()
     base = config if config is not None else (cfg.image_folder_path() if data else cfg.quickstart_path())
@@ -663,12 +667,12 @@ def _search_request(config, budgets, archs, alphas, input_sizes, formats, weight
                     ssh_config, remote_edgepipe, remote_dir, output, force, memory, min_iterations, min_duration_s,
                     cache, echo):
     """The checked SearchRequest (everything refused here is refused before any work starts)."""
-    from edgepipe.pipeline.bench import resolve_threads
-    from edgepipe.pipeline.export import expand_formats
-    from edgepipe.search.candidates import check_weights_spec
-    from edgepipe.search.catalogue import resolve_architectures
-    from edgepipe.search.loop import SearchRequest
-    from edgepipe.search.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
+    from edgepipe.device import resolve_threads
+    from edgepipe.standalone.export import expand_formats
+    from edgepipe.choose.candidates import check_weights_spec
+    from edgepipe.choose.catalogue import resolve_architectures
+    from edgepipe.choose.loop import SearchRequest
+    from edgepipe.choose.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
 
     names = resolve_architectures(None if archs is None else list(_values("archs", archs, "name")))
     widths = None if alphas is None else [_width(a) for a in (alphas if isinstance(alphas, Iterable) else [alphas])]
@@ -781,6 +785,108 @@ def formats_table() -> list[dict[str, Any]]:
              "unavailable": f.available()} for name, f in formats() if not f.reference]
 
 
-__all__ = ["BenchRequest", "Exported", "Run", "bench", "bench_remote", "compare", "export", "formats_table",
-           "measure_models", "merge", "profile", "resolve_config", "run", "search", "verify"]
+# ------------------------------------------------------------------ what the command line asks besides the above
+# The command line imports nothing of edgepipe but this module, edgepipe.errors and edgepipe.versions: its smaller
+# questions (what a file is, how a flag parses, how a result prints) are answered here, from where each rule lives.
+
+def refused_write(exc: OSError) -> Optional[EdgepipeError]:
+    """The one-line error for a write the output refused (full disk, quota, read-only); None for any other OSError."""
+    import errno
+
+    from edgepipe.fileio import NO_SPACE, write_error
+
+    if exc.errno not in NO_SPACE | {errno.EROFS}:
+        return None
+    return write_error(exc.filename or "to the output", exc)
+
+
+def is_chief() -> bool:
+    """Whether this process writes the run directory: worker 0 of a cluster (TF_CONFIG), or the only process."""
+    from edgepipe.training.controls import is_chief as chief
+
+    return chief()
+
+
+def artifact_suffixes() -> tuple[str, ...]:
+    """The file suffixes of the artifacts edgepipe can run (every backend's containers)."""
+    from edgepipe.backends import artifact_suffixes as suffixes
+
+    return suffixes()
+
+
+def is_model_file(path: PathLike) -> bool:
+    """Whether ``path`` names a model file to export on its own (Keras, or a file a backend reads as a source)."""
+    from edgepipe.architectures.loading import is_model_file as model_file
+
+    return model_file(path)
+
+
+def pixel_transform(named: Any = None, **detailed: Any) -> Any:
+    """The pixels.PixelTransform of a preprocessing name and/or its detailed keys (layout, channels, scale, mean,
+    std); EdgepipeError for an unknown name or a bad value."""
+    from edgepipe.pixels import resolve
+
+    return resolve(named, **detailed)
+
+
+def profile_lines(result: Any) -> list[str]:
+    """A profile (what ``profile`` returns) as the lines the command line prints."""
+    from edgepipe.report.profile import console_lines
+
+    return console_lines(result)
+
+
+def models(count: bool = True, echo: Optional[Echo] = None) -> list[dict[str, Any]]:
+    """Every registered architecture with its facts (parameters, and MACs when ``count``)."""
+    from edgepipe.architectures.facts import catalogue
+
+    return catalogue(count, echo=echo)
+
+
+def models_table(rows: list[dict[str, Any]]) -> str:
+    """``models()`` rows as the text table ``edgepipe models`` prints."""
+    from edgepipe.architectures.facts import render_models_table
+
+    return render_models_table(rows)
+
+
+def measured_models_text(result: Any, as_csv: bool = False) -> str:
+    """What ``measure_models`` returned, as CSV or as the text table ``edgepipe models --measure`` prints."""
+    from edgepipe.choose.catalogue import render_csv, render_table
+
+    return render_csv(result) if as_csv else render_table(result)
+
+
+def parse_fraction(text: str, flag: str = "--max-latency-regression") -> float:
+    """A percentage written with its sign ("10%") as a fraction (0.1); EdgepipeError otherwise."""
+    from edgepipe.report.compare import parse_fraction as fraction
+
+    return fraction(text, flag)
+
+
+def parse_points(text: str, flag: str = "--max-accuracy-drop") -> float:
+    """Percentage points ("0.5" or "0.5pp") as a number; EdgepipeError for a percent sign or anything else."""
+    from edgepipe.report.compare import parse_points as points
+
+    return points(text, flag)
+
+
+def engines_table() -> list[dict[str, Any]]:
+    """Every engine: the file types it reads and the devices it runs on."""
+    from edgepipe.backends import engines
+
+    return [{"engine": name, "reads": list(e.reads), "devices": list(e.devices)} for name, e in engines()]
+
+
+def devices_table() -> list[dict[str, Any]]:
+    """Every device an engine can run on, with what it is."""
+    from edgepipe.backends import devices
+
+    return [{"device": name, "description": d.description} for name, d in devices().items()]
+
+
+__all__ = ["BenchRequest", "Exported", "Run", "artifact_suffixes", "bench", "bench_remote", "compare", "devices_table",
+           "engines_table", "export", "formats_table", "is_chief", "is_model_file", "measure_models",
+           "measured_models_text", "merge", "models", "models_table", "parse_fraction", "parse_points",
+           "pixel_transform", "profile", "profile_lines", "refused_write", "resolve_config", "run", "search", "verify"]
 

@@ -9,7 +9,6 @@ command prints "interrupted", releases its run directory's lock and leaves nothi
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import json
 import os
@@ -58,22 +57,26 @@ class EdgepipeGroup(click.Group):
     SIGTERM print "interrupted" and exit 130 and 143."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from edgepipe.fileio import NO_SPACE, write_error
-
         try:
             with _sigterm_unwinds():
                 return super().invoke(ctx)
         except (EdgepipeError, OSError) as exc:
-            if isinstance(exc, OSError) and exc.errno not in NO_SPACE | {errno.EROFS}:
+            error = exc if isinstance(exc, EdgepipeError) else _refused_write(exc)
+            if error is None:
                 raise  # only a refused write is the user's place to fix; anything else is a bug to show
             if ctx.meta.get("edgepipe.debug"):
                 raise
-            error = exc if isinstance(exc, EdgepipeError) else write_error(exc.filename or "to the output", exc)
             click.echo(f"error: {error}", err=True)
             ctx.exit(error.exit_code)
         except KeyboardInterrupt as exc:
             click.echo("interrupted", err=True)
             ctx.exit(EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED)
+
+
+def _refused_write(exc: OSError) -> EdgepipeError | None:
+    from edgepipe import api
+
+    return api.refused_write(exc)
 
 
 def _split_list(ctx, param, value):
@@ -139,9 +142,7 @@ def _run_stages(stages: list[str] | None, kwargs: dict[str, Any]) -> None:
     force = kwargs.pop("force")
     unsafe = kwargs.pop("unsafe_load", False)
     run = api.run(config, stages=stages, force=force, unsafe_load=unsafe, echo=click.echo, **kwargs)
-    from edgepipe.pipeline.controls import is_chief
-
-    click.echo(f"run directory: {run.path}" if is_chief() else
+    click.echo(f"run directory: {run.path}" if api.is_chief() else
                "this worker's part is done; worker 0 writes the run directory")
 
 
@@ -275,14 +276,13 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
     edgepipe bench model-tflite-int8.tflite --data DIR --labels labels.txt --remote me@jetson --output jetson.json
     """
     from edgepipe import api
-    from edgepipe.backends import artifact_suffixes
 
-    artifacts = [p for p in paths if p.suffix.lower() in artifact_suffixes()]
+    artifacts = [p for p in paths if p.suffix.lower() in api.artifact_suffixes()]
     if not artifacts:
         if remote:
-            raise EdgepipeError("--remote benchmarks artifact files", "Pass files ending in " + ", ".join(artifact_suffixes()) + ".")
+            raise EdgepipeError("--remote benchmarks artifact files", "Pass files ending in " + ", ".join(api.artifact_suffixes()) + ".")
         if len(paths) > 1:
-            raise EdgepipeError("give one CONFIG, or artifact files (" + ", ".join(artifact_suffixes()) + ")")
+            raise EdgepipeError("give one CONFIG, or artifact files (" + ", ".join(api.artifact_suffixes()) + ")")
         if threads and len(threads) > 1:
             raise EdgepipeError("a run directory is benchmarked with one thread count", "Pass --threads N.")
         _run_stages(["bench"], {"config": paths[0] if paths else None, "force": force, "data": str(data) if data else None,
@@ -291,7 +291,7 @@ def bench_command(paths, data, labels, threads, batch, output, name, seed, warmu
         return
     if len(artifacts) != len(paths):
         odd = next(p for p in paths if p not in artifacts)
-        raise EdgepipeError(f"'{odd}' is not an artifact file", "Artifacts end in " + ", ".join(artifact_suffixes()) + ".")
+        raise EdgepipeError(f"'{odd}' is not an artifact file", "Artifacts end in " + ", ".join(api.artifact_suffixes()) + ".")
     request = _bench_request(artifacts, data, labels, threads, batch, devices, engines, warmup, warmup_time,
                              min_iterations, min_duration, seed, output, memory, tune)
     request.profile = profile_ops
@@ -324,11 +324,10 @@ def profile_command(artifact, threads, engine, device, batch, calls, model, outp
     edgepipe profile model-tflite-int8.tflite --threads 1 --output profile.json
     """
     from edgepipe import api
-    from edgepipe.report.profile import console_lines
 
     result = api.profile(artifact, threads=threads, engine=engine, device=device, batch=batch, calls=calls, model=model,
                          output=output, echo=click.echo)
-    for line in console_lines(result):
+    for line in api.profile_lines(result):
         click.echo(line)
     if output:
         click.echo(f"profile: {output}")
@@ -362,7 +361,6 @@ def export_command(**kwargs: Any) -> None:
     edgepipe export model.onnx --scale 255 --mean 0.485,0.456,0.406 --std 0.229,0.224,0.225 --calibration-data DIR
     """
     from edgepipe import api
-    from edgepipe.architectures.loading import is_model_file
 
     source = kwargs.get("config")
     formats = list(kwargs.pop("format_") or ())
@@ -370,7 +368,7 @@ def export_command(**kwargs: Any) -> None:
     pixel_flags = {key: kwargs.pop(key) for key in ("layout", "channels", "scale", "mean", "std")}
     named = kwargs.pop("preprocessing_name")
     declared = named is not None or any(v is not None for v in pixel_flags.values())
-    if source is not None and is_model_file(source):
+    if source is not None and api.is_model_file(source):
         if calibration_dir is not None and not Path(calibration_dir).is_dir():
             raise EdgepipeError(f"calibration data '{calibration_dir}' is not a folder",
                                 "Pass an image folder with one subfolder per class.")
@@ -392,9 +390,9 @@ def export_command(**kwargs: Any) -> None:
 
 
 def _pixel_transform(named: Any, flags: dict[str, Any]) -> Any:
-    from edgepipe.pixels import resolve
+    from edgepipe import api
 
-    return resolve(named, **flags)
+    return api.pixel_transform(named, **flags)
 
 
 MEASURE_ONLY = ("archs", "formats", "threads", "input_size", "force", "remote", "ssh_config", "remote_edgepipe",
@@ -450,10 +448,10 @@ def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> No
         if given:
             raise EdgepipeError(f"--{given[0].replace('_', '-').replace('as-', '')} applies to --measure",
                                 "Add --measure to measure the architectures on this device.")
-        from edgepipe.architectures.facts import catalogue, render_models_table
+        from edgepipe import api
 
-        rows = catalogue(count, echo=lambda line: click.echo(line, err=True))
-        click.echo(json.dumps(rows, indent=2) if as_json else render_models_table(rows))
+        rows = api.models(count, echo=lambda line: click.echo(line, err=True))
+        click.echo(json.dumps(rows, indent=2) if as_json else api.models_table(rows))
         return
     if as_json and options["as_csv"]:
         raise EdgepipeError("--json and --csv are exclusive", "Pass one of them.")
@@ -463,7 +461,6 @@ def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> No
 def _measure_models(as_json: bool, archs, formats, threads, input_size, min_iterations, min_duration, force, as_csv,
                     remote, ssh_config, remote_edgepipe, remote_dir) -> None:
     from edgepipe import api
-    from edgepipe.search.catalogue import render_csv, render_table
 
     result = api.measure_models(archs, formats, threads=threads, input_size=input_size, force=force, remote=remote,
                                 ssh_config=ssh_config, remote_edgepipe=remote_edgepipe, remote_dir=remote_dir,
@@ -472,9 +469,9 @@ def _measure_models(as_json: bool, archs, formats, threads, input_size, min_iter
     if as_json:
         click.echo(json.dumps(result.to_dict(), indent=2))
     elif as_csv:
-        click.echo(render_csv(result), nl=False)
+        click.echo(api.measured_models_text(result, as_csv=True), nl=False)
     else:
-        click.echo(render_table(result))
+        click.echo(api.measured_models_text(result))
 
 
 def _float_list(ctx, param, value):
@@ -544,7 +541,7 @@ def search_command(config, data, archs, alphas, input_sizes, formats, weights, a
         --max-latency-ms 3 --threads 2 --output runs/search
     """
     from edgepipe import api
-    from edgepipe.search.candidates import parse_weights
+    from edgepipe.choose.candidates import parse_weights
 
     result = api.search(data, config, archs=archs, alphas=alphas, input_sizes=input_sizes, formats=formats,
                         weights=parse_weights(weights), allow_random_weights=allow_random_weights,
@@ -576,10 +573,9 @@ def compare(current: Path, baseline: Path, max_latency_regression, max_accuracy_
     """Compare two results.json files; exit 1 when a threshold is crossed or a baseline artifact is missing or
     failed now (a CI gate that fails closed), 2 when a file is not edgepipe results."""
     from edgepipe import api
-    from edgepipe.report.compare import parse_fraction, parse_points
 
-    latency = None if max_latency_regression is None else parse_fraction(max_latency_regression)
-    accuracy = None if max_accuracy_drop is None else parse_points(max_accuracy_drop)
+    latency = None if max_latency_regression is None else api.parse_fraction(max_latency_regression)
+    accuracy = None if max_accuracy_drop is None else api.parse_points(max_accuracy_drop)
     result = api.compare(current, baseline, max_latency_regression=latency, max_accuracy_drop=accuracy,
                          percentiles=tuple(percentiles) or ("p50",), strict=strict, accuracy_test=accuracy_test)
     for warning in result.warnings:
@@ -615,15 +611,14 @@ def verify(run_dir: Path) -> None:
 def formats() -> None:
     """List the export formats, the engine that runs each, and whether this machine can build them."""
     from edgepipe import api
-    from edgepipe.backends import devices, engines
 
     for row in api.formats_table():
         reason = row["unavailable"]
         click.echo(f"{row['format']:<16} [{row['default_engine']}] {row['description']}"
                    + (f"  [unavailable: {reason}]" if reason else ""))
-    click.echo("\nengines: " + ", ".join(f"{name} (reads {', '.join(e.reads)}; devices {', '.join(e.devices)})"
-                                         for name, e in engines()))
-    click.echo("devices: " + ", ".join(f"{name} ({d.description})" for name, d in devices().items()))
+    click.echo("\nengines: " + ", ".join(f"{e['engine']} (reads {', '.join(e['reads'])}; devices {', '.join(e['devices'])})"
+                                         for e in api.engines_table()))
+    click.echo("devices: " + ", ".join(f"{d['device']} ({d['description']})" for d in api.devices_table()))
 
 
 if __name__ == "__main__":  # pragma: no cover

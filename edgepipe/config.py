@@ -21,8 +21,10 @@ from typing import Any, Optional, Union
 import yaml
 
 from edgepipe import backends
+from edgepipe import defaults
 from edgepipe.errors import ConfigError
 from edgepipe.options import option as _opt
+from edgepipe.quantization.options import QatConfig
 from edgepipe.registry import did_you_mean
 
 
@@ -110,20 +112,12 @@ class TrainConfig:
 
 
 @dataclass
-class QatConfig:
-    epochs: int = _opt(3, "Epochs of quantization-aware fine-tuning, the last INT8 recipe (TFLite and ONNX), tried only when no post-training recipe is within the accuracy budget (0: never).", min=0)
-    learning_rate: float = _opt(1e-4, "Adam learning rate of the fine-tuning (every layer's weights, a frozen backbone's too).", min=1e-8, max=1.0)
-    max_seconds: float = _opt(900.0, "Stop the fine-tuning after the batch that passes this many seconds (each INT8 format fine-tunes on its own).", min=1.0)
-    max_images: int = _opt(2000, "Most training images it fine-tunes on (drawn stratified and seeded from a larger training split).", min=1)
-
-
-@dataclass
 class _ExportCommon:
     formats: list[str] = _opt(["tflite-fp32", "tflite-int8", "onnx-fp32"], "Artifact formats to export (see 'edgepipe formats').", registry="format")
     calibration_size: int = _opt(200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1)
     calibration_method: str = _opt("minmax", "First INT8 calibration method where the backend offers a choice (ONNX Runtime: minmax, entropy, percentile).", choices=("minmax", "entropy", "percentile"))
     isolation: str = _opt("auto", "Convert each format in a child process, so a converter's memory is returned when it ends: process, none, or auto (a child process when the model file is larger than 40 MB).", choices=("auto", "process", "none"))
-    accuracy_budget_pp: float = _opt(1.0, "INT8 accuracy budget: most top-1 percentage points an INT8 artifact may lose against the FP32 model on the validation split before other recipes are tried.", min=0.0, max=100.0)
+    accuracy_budget_pp: float = _opt(defaults.ACCURACY_BUDGET_PP, "INT8 accuracy budget: most top-1 percentage points an INT8 artifact may lose against the FP32 model on the validation split before other recipes are tried.", min=0.0, max=100.0)
     qat: QatConfig = _opt(QatConfig(), "Quantization-aware fine-tuning, the last INT8 recipe.")
 
 
@@ -133,10 +127,10 @@ class _BenchCommon:
     batch_size: int = _opt(1, "Batch size of the latency measurement.", min=1)
     devices: list[str] = _opt(["cpu"], "Devices / execution providers to measure on (see 'edgepipe formats'): e.g. cpu, cuda, tensorrt (ONNX Runtime's CUDA and TensorRT providers). Each engine uses those it can, else its own default device. One record per artifact, engine and device.", registry="device")
     engines: list[str] = _opt([], "Engines to measure every artifact with besides its own default engine, where they read its file type (e.g. [openvino] also runs the ONNX and TFLite files with OpenVINO).", registry="engine")
-    warmup: int = _opt(10, "Warm-up inferences before timing: at least this many...", min=0)
-    warmup_s: float = _opt(0.2, "...and for at least this many seconds (as trtexec warms up by time).", min=0.0)
-    min_iterations: int = _opt(50, "Measured inferences: at least this many...", min=1)
-    min_duration_s: float = _opt(1.0, "...and for at least this many seconds.", min=0.0)
+    warmup: int = _opt(defaults.WARMUP_CALLS, "Warm-up inferences before timing: at least this many...", min=0)
+    warmup_s: float = _opt(defaults.WARMUP_S, "...and for at least this many seconds (as trtexec warms up by time).", min=0.0)
+    min_iterations: int = _opt(defaults.MIN_ITERATIONS, "Measured inferences: at least this many...", min=1)
+    min_duration_s: float = _opt(defaults.MIN_DURATION_S, "...and for at least this many seconds.", min=0.0)
     memory: bool = _opt(True, "Measure each artifact's memory (resident after load, peak while running) in a fresh process.")
     tune: bool = _opt(False, "Sweep each engine's settings that matter (threads up to bench.threads or all cores, ONNX Runtime spinning and optimization level, OpenVINO hints and streams) and measure every artifact with its fastest; then the batch size with the most images/s. The default and the best are recorded; the recommendation uses and names the best.")
     profile: bool = _opt(False, "After timing, profile every measured artifact per op with its engine's own profiler, in a session of its own (never the timed one): the report's 'Where the time goes'.")
@@ -155,13 +149,29 @@ def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]])
     return dataclasses.make_dataclass(name, fields, bases=(base,))
 
 
-backends.load()
-ExportConfig = _with_sections("ExportConfig", _ExportCommon, [
-    (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
-    for _, b in backends.BACKENDS if b.export_options])
-BenchConfig = _with_sections("BenchConfig", _BenchCommon, [
-    (e.name, e.settings, f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.")
-    for _, e in backends.ENGINES if e.settings])
+def _sections() -> dict[str, type]:
+    """ExportConfig and BenchConfig, made once, when first asked for: their sections are the backends' own, so
+    making them loads the backends (importing this module does not)."""
+    made = globals()
+    if "ExportConfig" not in made:
+        made["ExportConfig"] = _with_sections("ExportConfig", _ExportCommon, [
+            (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
+            for _, b in backends.BACKENDS if b.export_options])
+        made["BenchConfig"] = _with_sections("BenchConfig", _BenchCommon, [
+            (e.name, e.settings, f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.")
+            for _, e in backends.ENGINES if e.settings])
+    return {"ExportConfig": made["ExportConfig"], "BenchConfig": made["BenchConfig"]}
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("ExportConfig", "BenchConfig"):
+        return _sections()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _section_option(name: str, help: str) -> Any:
+    """A RunConfig field holding a default ``name`` section, made on first use (see _sections)."""
+    return field(default_factory=lambda: _sections()[name](), metadata={"help": help})
 
 
 @dataclass
@@ -173,8 +183,10 @@ class RunConfig:
     model: ModelConfig = _opt(ModelConfig(), "Architecture and initial weights.")
     pretrain: Optional[PretrainConfig] = _opt(None, "Optional from-scratch pretraining of the backbone on a source dataset (null: none).")
     train: TrainConfig = _opt(TrainConfig(), "Transfer learning.")
-    export: ExportConfig = _opt(ExportConfig(), "Export formats and calibration.")
-    bench: BenchConfig = _opt(BenchConfig(), "Latency and accuracy measurement.")
+    export: ExportConfig = _section_option(  # noqa: F821 (a section built when first asked for)
+        "ExportConfig", "Export formats and calibration.")
+    bench: BenchConfig = _section_option(  # noqa: F821
+        "BenchConfig", "Latency and accuracy measurement.")
 
     @property
     def run_dir(self) -> Path:
@@ -209,7 +221,7 @@ def _registry_names(kind: str):
             devices.add(name, name)
         return devices
     if kind == "strategy":
-        from edgepipe.pipeline.strategies import STRATEGIES
+        from edgepipe.training.strategies import STRATEGIES
 
         return STRATEGIES
     raise KeyError(kind)
@@ -300,7 +312,7 @@ def _normalise(value: Any, meta: dict[str, Any]) -> Any:
 
 
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
-    hints = typing.get_type_hints(cls)
+    hints = typing.get_type_hints(cls, localns=_sections())
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     for key in data:
         if key not in fields:
@@ -366,7 +378,7 @@ def _cross_checks(config: RunConfig) -> None:
             "config keys 'data.val_fraction' + 'data.test_fraction' leave no training images",
             "Keep their sum below 0.95.",
         )
-    from edgepipe.pipeline import controls
+    from edgepipe.training import controls
 
     controls.check(config.train)
 
@@ -443,7 +455,7 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
     """(dotted key, default, help) for every config key, for the docs' configuration reference."""
     rows = []
     for f in (f for f in dataclasses.fields(cls) if f.init):
-        hint = typing.get_type_hints(cls)[f.name]
+        hint = typing.get_type_hints(cls, localns=_sections())[f.name]
         inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if len(inner) > 1:  # a string or a mapping: the string's row, then the mapping's keys

@@ -6,7 +6,7 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from edgepipe.errors import error_line
 
@@ -88,7 +88,6 @@ def fingerprint() -> dict[str, Any]:
     }
     if "cpu_mhz" in facts:
         result["cpu_mhz"] = facts["cpu_mhz"]
-    from edgepipe.versions import library_versions
 
     result["engine_versions"] = library_versions()
     model = _read("/proc/device-tree/model")
@@ -114,6 +113,11 @@ def core_limits() -> dict[str, Any]:
     affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     quota = cgroup_cpu_quota()
     return {"usable_cores": usable_cores(affinity, quota), "affinity_cores": affinity, "cpu_quota": quota}
+
+
+def resolve_threads(threads: Optional[int]) -> int:
+    """``threads``, or when it is not set the cores this process can really use (affinity and cgroup quota)."""
+    return threads or core_limits()["usable_cores"]
 
 
 def usable_cores(affinity: int, quota: float | None) -> int:
@@ -278,3 +282,18 @@ def identity_digest(fp: dict[str, Any]) -> str:
     from edgepipe.fileio import sha256_value
 
     return sha256_value({k: fp.get(k) for k in IDENTITY_FIELDS})
+
+
+def library_versions() -> dict[str, str]:
+    from importlib import metadata
+
+    from edgepipe.backends import tracked_packages
+    from edgepipe.versions import CORE_PACKAGES
+
+    versions = {"python": platform.python_version()}
+    for name in (*CORE_PACKAGES, *tracked_packages()):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions

@@ -31,6 +31,13 @@ class Registry(Generic[T]):
         self.list_command = list_command
         self._entries: dict[str, T] = {}
         self._aliases: dict[str, str] = {}
+        #: called before the first lookup, to fill the registry on first use rather than on import
+        self.loader: Callable[[], None] | None = None
+
+    def _load(self) -> None:
+        loader, self.loader = self.loader, None
+        if loader is not None:
+            loader()
 
     def register(self, name: str, aliases: tuple[str, ...] = ()) -> Callable[[T], T]:
         def decorator(entry: T) -> T:
@@ -48,6 +55,7 @@ class Registry(Generic[T]):
 
     def canonical(self, name: str) -> str:
         """The registered name for ``name`` or one of its aliases; EdgepipeError if unknown."""
+        self._load()
         if name in self._entries:
             return name
         key = name.lower()
@@ -65,6 +73,7 @@ class Registry(Generic[T]):
         return self._entries[self.canonical(name)]
 
     def names(self) -> list[str]:
+        self._load()
         return list(self._entries)
 
     def __contains__(self, name: str) -> bool:
@@ -75,7 +84,9 @@ class Registry(Generic[T]):
         return True
 
     def __iter__(self) -> Iterator[tuple[str, T]]:
+        self._load()
         return iter(self._entries.items())
 
     def __len__(self) -> int:
+        self._load()
         return len(self._entries)

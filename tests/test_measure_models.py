@@ -112,7 +112,7 @@ def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
 
 
 def test_cache_keys_separate_devices_formats_and_conditions():
-    from edgepipe.search.measure import Conditions, Network, Target, cache_key
+    from edgepipe.choose.measure import Conditions, Network, Target, cache_key
 
     here = Target("here", {"device": "a", "engines": {"litert": "1"}}, bench=None)
     network = Network("lenet5", None, 32, 1, 10)
@@ -148,7 +148,7 @@ def test_remote_measures_over_ssh_and_caches_per_destination(ssh_host, tmp_path)
 
 
 def test_entries_of_a_target_that_now_reports_another_machine_are_dropped(tmp_path):
-    from edgepipe.search.measure import MeasurementCache, Target
+    from edgepipe.choose.measure import MeasurementCache, Target
 
     jetson = Target("jetson", {"remote": "jetson", "exporters": {}}, bench=None)
     other = Target("pi", {"remote": "pi", "exporters": {}}, bench=None)

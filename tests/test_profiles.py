@@ -211,7 +211,7 @@ def test_profiles_round_trip_through_results_json_and_older_files_still_read(tmp
 def test_profiling_leaves_the_timed_session_and_records_unchanged(exported):
     """The timed session has no profiler on, and a bench with profiling has the same timed record fields
     plus profiles as separate records."""
-    from edgepipe.pipeline.bench import bench_files
+    from edgepipe.standalone.bench import bench_files
 
     _, index = exported
     path = index.path("onnx-int8")
@@ -227,7 +227,7 @@ def test_profiling_leaves_the_timed_session_and_records_unchanged(exported):
 
 
 def test_report_says_where_the_time_goes(exported, tmp_path):
-    from edgepipe.pipeline.bench import bench_files
+    from edgepipe.standalone.bench import bench_files
     from edgepipe.report import write_reports
 
     _, index = exported

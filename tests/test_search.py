@@ -196,9 +196,9 @@ def test_thirty_points_get_numbers_that_never_overlap(tmp_path):
     import numpy as np
 
     from edgepipe.report.plots import is_edgepipe_png
-    from edgepipe.search.answer import OVER_BUDGET, WINNER, WITHIN, Row
-    from edgepipe.search.budgets import Budgets
-    from edgepipe.search.plot import search_plot
+    from edgepipe.choose.answer import OVER_BUDGET, WINNER, WITHIN, Row
+    from edgepipe.choose.budgets import Budgets
+    from edgepipe.choose.plot import search_plot
 
     rng = np.random.default_rng(0)
     rows = []
@@ -218,7 +218,7 @@ def test_thirty_points_get_numbers_that_never_overlap(tmp_path):
 def test_imagenet_weights_missing_here_skip_the_candidate_unless_random_weights_are_allowed(tmp_path, monkeypatch):
     import keras.src.backend.config as keras_config
 
-    from edgepipe.search.candidates import enumerate_candidates
+    from edgepipe.choose.candidates import enumerate_candidates
 
     monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))  # an empty Keras cache: nothing to load
     (skipped,) = enumerate_candidates(["mobilenet_v2"], [0.35], [32], "imagenet", 3, False, lambda line: None)

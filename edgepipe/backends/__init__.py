@@ -53,6 +53,11 @@ def load() -> None:
         entry.load()
 
 
+# the registries fill themselves on first use: importing edgepipe.backends (or the config) loads no backend
+for _registry in (BACKENDS, CONTAINERS, FORMATS, ENGINES):
+    _registry.loader = load
+
+
 def formats():
     load()
     return FORMATS

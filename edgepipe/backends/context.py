@@ -12,9 +12,17 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
+
+from edgepipe import defaults
+
+if TYPE_CHECKING:
+    import keras
+
+    from edgepipe.calibration import CalibrationSet
+    from edgepipe.quantization.options import QatConfig
 
 
 @dataclass(frozen=True)
@@ -41,10 +49,10 @@ class ExportContext:
     first request.
     """
 
-    model: Any  # keras.Model; None when the source is another kind of model (see source_onnx)
+    model: Optional[keras.Model]  # None when the source is another kind of model (see source_onnx)
     labels: list[str]
     preprocessing: dict[str, Any]
-    calibration: Any = None  # CalibrationSet or None
+    calibration: Optional[CalibrationSet] = None
     workdir_parent: Optional[Path] = None
     score: Optional[Scorer] = None
     reference_top1: Optional[float] = None
@@ -52,12 +60,10 @@ class ExportContext:
     validation: Optional[tuple[np.ndarray, np.ndarray]] = None
     reference_probabilities: Optional[np.ndarray] = None
     calibration_method: str = "minmax"
-    #: export.accuracy_budget_pp's default (edgepipe.config.EXPORT_DEFAULTS; this layer is below the config,
-    #: and a test holds the two equal)
-    accuracy_budget_pp: float = 1.0
+    accuracy_budget_pp: float = defaults.ACCURACY_BUDGET_PP
     calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None  # the training split, for larger sets
     options: dict[str, Any] = field(default_factory=dict)
-    qat: Any = None  # config.QatConfig (None: its defaults)
+    qat: Optional[QatConfig] = None  # None: its defaults
     outputs: dict[str, Path] = field(default_factory=dict)
     echo: Callable[[str], None] = lambda line: None
     #: the source as an ONNX graph taking raw NHWC pixels, when it is not a Keras model (a foreign network with

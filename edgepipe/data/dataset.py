@@ -20,14 +20,16 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edgepipe.config import DataConfig
 from edgepipe.data.sources import source_for
 from edgepipe.data.splits import SPLITS, cap_train, complete_given_splits
 from edgepipe.errors import DataError
+
+if TYPE_CHECKING:  # the data layer sits below the configuration, which validates its section
+    from edgepipe.config import DataConfig
 
 #: what the selection split (val) decides; the reporting split (test) decides nothing
 SELECTION_USES = ("early stopping and the learning-rate schedule (val_loss)", "the INT8 recipe and its accuracy budget",

@@ -8,20 +8,20 @@ from typing import Any
 import numpy as np
 
 from edgepipe.backends.runner import Runner
-from edgepipe.config import BENCH_DEFAULTS
+from edgepipe import defaults
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     """Defaults in the spirit of trtexec (warm-up by time, then a minimum duration) and MLPerf's
     single-stream scenario (one query at a time, a minimum count and a minimum duration), scaled
-    down for small models: the bench section's defaults (``edgepipe.config.BENCH_DEFAULTS``)."""
+    down for small models: the bench section's defaults (``edgepipe.defaults``)."""
 
     batch_size: int = 1
-    warmup: int = BENCH_DEFAULTS.warmup
-    min_iterations: int = BENCH_DEFAULTS.min_iterations
-    min_duration_s: float = BENCH_DEFAULTS.min_duration_s
-    warmup_s: float = BENCH_DEFAULTS.warmup_s
+    warmup: int = defaults.WARMUP_CALLS
+    min_iterations: int = defaults.MIN_ITERATIONS
+    min_duration_s: float = defaults.MIN_DURATION_S
+    warmup_s: float = defaults.WARMUP_S
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -4,15 +4,12 @@ A process that has loaded other models (or TensorFlow) says nothing about what o
 artifact needs, so each is measured in a child process that imports only edgepipe's
 registry and the engine: resident memory before loading, after loading, and the peak
 during a loop of inferences (the kernel's high-water mark, reset after loading where
-Linux allows it). Run as ``python -m edgepipe.harness.memory`` with a JSON request on stdin.
+Linux allows it). The child runs ``_child`` with a JSON request, through ``edgepipe.child``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Optional
 
@@ -79,20 +76,12 @@ def measure_memory(artifact: Artifact, engine: str, device: str, threads: int, s
                "precision": artifact.precision, "engine": engine, "device": device, "threads": threads,
                "settings": dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else None,
                "batch_size": batch_size, "shape": [int(d or 1) for d in shape], "iterations": iterations}
+    from edgepipe import child
+
     try:
-        proc = subprocess.run([sys.executable, "-m", "edgepipe.harness.memory"], input=json.dumps(request),
-                              capture_output=True, text=True, timeout=timeout_s, check=False)
-    except subprocess.TimeoutExpired:
-        return {"error": f"the measuring process did not finish within {timeout_s:.0f} s"}
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        said = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-        return {"error": (said[-1][:200] if said else f"exit code {proc.returncode}")}
-    return json.loads(lines[-1])
-
-
-if __name__ == "__main__":  # the child: one request on stdin, one JSON line on stdout
-    import os
-
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    print(json.dumps(_child(json.loads(sys.stdin.read()))))
+        return child.run("edgepipe.harness.memory:_child", request, timeout_s=timeout_s,
+                         env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+    except child.ChildFailed as exc:
+        if exc.kind == "timeout":
+            return {"error": f"the measuring process did not finish within {timeout_s:.0f} s"}
+        return {"error": exc.line[:200]}

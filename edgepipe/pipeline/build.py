@@ -9,26 +9,22 @@ from edgepipe.versions import __version__
 from edgepipe.architectures import build_classifier, compute
 from edgepipe.architectures.classifier import BACKBONE, resolve_alpha, resolve_architecture, set_batchnorm_momentum
 from edgepipe.config import RunConfig
-from edgepipe.data import format_summary, make_index, materialize
+from edgepipe.data import format_summary, make_index
 from edgepipe.errors import ConfigError
 from edgepipe.fileio import atomic_path, write_json, write_text
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
-from edgepipe.pipeline.controls import (
+from edgepipe.training.controls import (
     Controls,
     check_batch_size,
     distribution,
     distribution_record,
     is_chief,
     leave_results_to_chief,
-    predict_arrays,
     scope,
     wait_for_workers,
 )
-from edgepipe.pipeline.strategies import fit
-
-#: momentum for batch normalization when a network is trained from scratch (see set_batchnorm_momentum)
-SCRATCH_BN_MOMENTUM = 0.9
+from edgepipe.training.scratch import SCRATCH_BN_MOMENTUM, train_from_scratch
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
@@ -46,31 +42,6 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
 
 def _outputs(run: RunDir) -> list:
     return [run.dataset_index, run.labels, run.model_initial, run.build_info]
-
-
-def train_from_scratch(config: RunConfig, data_index: dict, num_classes: int, *, epochs: int, batch_size: int,
-                       controls: Controls, label: str, echo: Echo, augment=None):
-    """Build the configured network with random weights and train every layer; returns (model, summary).
-
-    Under a tf.distribute strategy, call it inside the strategy's scope: the network is built there.
-    """
-    m = config.model
-    dataset = materialize(data_index, m.input_size, m.channels)
-    model = build_classifier(resolve_architecture(m, config.unsafe_load), num_classes, m.input_size, m.channels, m.alpha, "none",
-                             m.dropout, config.seed)
-    set_batchnorm_momentum(model, SCRATCH_BN_MOMENTUM)
-    history = fit(model, dataset.train, dataset.splits["val"], epochs=epochs, batch_size=batch_size,
-                  controls=controls, seed=config.seed, label=label, echo=echo, augment=augment)
-    top1 = evaluate_top1(model, dataset.heldout)
-    return model, {"epochs": epochs, "heldout_split": dataset.heldout_name, "heldout_images": len(dataset.heldout),
-                   "top1": top1, "history": history, "batchnorm_momentum": SCRATCH_BN_MOMENTUM}
-
-
-def evaluate_top1(model, split) -> float:
-    import numpy as np
-
-    probabilities = predict_arrays(model, split.images.astype(np.float32))
-    return float(np.mean(np.argmax(probabilities, axis=1) == split.labels))
 
 
 def pretrain(config: RunConfig, source_index: dict, echo: Echo):

@@ -25,9 +25,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Optional
 
+from edgepipe.device import library_versions
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import escapes, inside, make_folder, read_json, sha256_file, write_error, write_json
-from edgepipe.versions import __version__, library_versions
+from edgepipe.versions import __version__
 
 MARKER = ".edgepipe-run"
 LOCK = ".edgepipe-lock"

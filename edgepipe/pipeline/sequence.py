@@ -44,7 +44,7 @@ def run_stages(config: RunConfig, names: list[str], echo: Callable[[str], None],
     A worker other than the chief of a multi-worker cluster (TF_CONFIG) takes part in training but
     writes nothing to the run directory and takes no lock: worker 0 writes it.
     """
-    from edgepipe.pipeline.controls import is_chief
+    from edgepipe.training.controls import is_chief
 
     preflight(config)
     from edgepipe.quiet import import_tensorflow_quietly

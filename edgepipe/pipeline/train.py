@@ -12,8 +12,7 @@ from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.evaluation import evaluate, format_evaluation
 from edgepipe.fileio import atomic_path, read_json, write_json, write_text
-from edgepipe.pipeline.build import train_from_scratch
-from edgepipe.pipeline.controls import (
+from edgepipe.training.controls import (
     Controls,
     check_batch_size,
     distribution,
@@ -26,7 +25,8 @@ from edgepipe.pipeline.controls import (
 )
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
-from edgepipe.pipeline.strategies import STRATEGIES
+from edgepipe.training.scratch import train_from_scratch
+from edgepipe.training.strategies import STRATEGIES
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:

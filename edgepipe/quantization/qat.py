@@ -624,7 +624,7 @@ def qat_recipe(ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *,
 
     Its attempt fine-tunes ``ctx.model`` with ``qat_finetune`` on the training split
     (``ctx.calibration_pool``, at most ``max_images`` of it, drawn stratified; validation top-1
-    reported on ``ctx.validation``) with the settings of ``ctx.qat`` (a ``config.QatConfig``; its
+    reported on ``ctx.validation``) with the settings of ``ctx.qat`` (a ``quantization.options.QatConfig``; its
     defaults when None; ``overrides`` replace single settings), then runs
     ``convert(fine_tuned_ctx, path)``, the backend's normal full-integer path, on a copy of the
     export context whose model is the fine-tuned one (``keep_ranges``: with its learned activation
@@ -640,7 +640,7 @@ def qat_recipe(ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *,
     from pathlib import Path
 
     from edgepipe.calibration import draw
-    from edgepipe.config import QatConfig
+    from edgepipe.quantization.options import QatConfig
     from edgepipe.quantization.budget import Attempt, Skipped
 
     settings = dataclasses.replace(ctx.qat or QatConfig(), **overrides)

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from edgepipe.config import EXPORT_DEFAULTS
+from edgepipe.defaults import ACCURACY_BUDGET_PP
 from edgepipe.report.literal import md_code, md_text
 from edgepipe.results import Results
 
-DEFAULT_BUDGET_PP = EXPORT_DEFAULTS.accuracy_budget_pp
+DEFAULT_BUDGET_PP = ACCURACY_BUDGET_PP
 
 
 def device_name(results: Results) -> str:

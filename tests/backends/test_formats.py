@@ -10,7 +10,7 @@ import pytest
 from edgepipe.backends import formats
 from edgepipe.backends.litert.export import tensor_types
 from edgepipe.fileio import read_json
-from edgepipe.pipeline.export import expand_formats, export_model
+from edgepipe.standalone.export import expand_formats, export_model
 from tests.conftest import make_image_folder
 
 CPU_FORMATS = [n for n, f in formats() if f.available() is None and not f.reference]

@@ -14,8 +14,10 @@ from edgepipe.backends.openvino.export import int8_facts, write_ir
 from edgepipe.data import materialize
 from edgepipe.fileio import read_json
 from edgepipe.harness import BenchSettings, predict
-from edgepipe.pipeline.bench import bench_files, engine_settings
-from edgepipe.pipeline.export import backend_options, export_model
+from edgepipe.pipeline.bench import engine_settings
+from edgepipe.standalone.bench import bench_files
+from edgepipe.pipeline.export import backend_options
+from edgepipe.standalone.export import export_model
 from tests.conftest import make_image_folder
 
 FORMATS = ("openvino-fp32", "openvino-fp16", "openvino-int8")

@@ -6,7 +6,7 @@ import pytest
 from edgepipe.backends import create_runner, devices_for, engines, engines_for, identify
 from edgepipe.errors import EdgepipeError
 from edgepipe.harness import BenchSettings, measure_interleaved
-from edgepipe.pipeline.bench import bench_files
+from edgepipe.standalone.bench import bench_files
 
 SETTINGS = BenchSettings(batch_size=1, warmup=1, min_iterations=5, min_duration_s=0.0, warmup_s=0.0)
 

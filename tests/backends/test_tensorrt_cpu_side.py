@@ -51,7 +51,7 @@ def test_tensorrt_engine_builds_runs_and_matches_onnx(tiny_run, tmp_path):
     if tensorrt_unavailable():
         pytest.skip(f"TensorRT engines cannot be built here: {tensorrt_unavailable()}")
     from edgepipe.fileio import read_json
-    from edgepipe.pipeline.export import export_model
+    from edgepipe.standalone.export import export_model
 
     index = export_model(tiny_run.model, ["tensorrt-fp16"], tmp_path, lambda s: None)
     record = read_json(index)["artifacts"][0]

@@ -65,7 +65,7 @@ def test_orientation_8_turns_the_other_way(tmp_path):
 
 def test_orientation_is_applied_to_the_calibration_set(tmp_path):
     from edgepipe.calibration import draw
-    from edgepipe.pipeline.export import _calibration_from
+    from edgepipe.standalone.export import _calibration_from
 
     _, pool, validation = _calibration_from(_phone_folder(tmp_path / "data"), SIZE, 3, 0)
     _assert_upright(draw(pool[0], pool[1], 8, seed=0).images)
@@ -73,7 +73,7 @@ def test_orientation_is_applied_to_the_calibration_set(tmp_path):
 
 
 def test_orientation_is_applied_by_the_standalone_bench_folder_reader(tmp_path):
-    from edgepipe.pipeline.bench import bench_images
+    from edgepipe.standalone.bench import bench_images
 
     images, labels = bench_images(_phone_folder(tmp_path / "data"), None, (1, SIZE, SIZE, 3), seed=0)
     assert len(labels) == 4

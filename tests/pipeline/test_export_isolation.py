@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from edgepipe.fileio import read_json
-from edgepipe.pipeline.export import export_model
+from edgepipe.standalone.export import export_model
 from tests.conftest import make_image_folder
 
 

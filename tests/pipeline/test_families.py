@@ -39,7 +39,7 @@ ALL_FORMATS_SLOW = ["mobilenet_v2", "efficientnet_b0", "efficientnet_lite0", "re
 @pytest.mark.parametrize("name", ALL_FORMATS_FAST + [pytest.param(n, marks=pytest.mark.slow) for n in ALL_FORMATS_SLOW])
 def test_every_cpu_format_exports_verifies_and_is_measured(tmp_path, name):
     """The networks the exporters are judged on: every format this machine can build, through bench."""
-    from edgepipe.pipeline.export import expand_formats
+    from edgepipe.standalone.export import expand_formats
 
     cpu_formats = expand_formats(["all"])
     arch = get_architecture(name)

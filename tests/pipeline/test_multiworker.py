@@ -70,7 +70,8 @@ def _worker(spec_path: str) -> None:
     the workers must end every fit holding the same weights, and the fit must have changed them.
     """
     from edgepipe import config as cfg
-    from edgepipe.pipeline import build, controls, train
+    from edgepipe.pipeline import build, train
+    from edgepipe.training import controls
     from edgepipe.pipeline.rundir import RunDir
 
     spec = json.loads(Path(spec_path).read_text())
@@ -109,8 +110,8 @@ def _two_replicas() -> None:
     from edgepipe.architectures import build_classifier
     from edgepipe.config import DataConfig, TrainConfig
     from edgepipe.data import make_index, materialize
-    from edgepipe.pipeline.controls import scope
-    from edgepipe.pipeline.strategies import STRATEGIES
+    from edgepipe.training.controls import scope
+    from edgepipe.training.strategies import STRATEGIES
 
     dataset = materialize(make_index(DataConfig(path="builtin:digits", classes=["0", "1", "2"], max_per_class=9,
                                                 val_fraction=0.3), 0), 32, 1)
@@ -307,7 +308,7 @@ def test_one_process_with_two_replicas_trains(tmp_path):
 # ------------------------------------------------------------------ without a cluster
 
 def test_replica_shares_are_equal_and_cover_every_image():
-    from edgepipe.pipeline.controls import _shares
+    from edgepipe.training.controls import _shares
 
     for n, batch, replicas in [(41, 8, 2), (9, 4, 4), (1, 8, 2), (64, 16, 4)]:
         steps = _shares(n, batch, replicas, seed=3, epoch=1)
@@ -324,7 +325,7 @@ def test_replica_shares_are_equal_and_cover_every_image():
 
 def test_chief_and_distribution_record_follow_tf_config():
     from edgepipe.errors import ConfigError
-    from edgepipe.pipeline.controls import distribution_record, is_chief
+    from edgepipe.training.controls import distribution_record, is_chief
 
     def tf_config(index, chief=False):
         cluster = {"worker": ["a:1", "b:1"], **({"chief": ["c:1"]} if chief else {})}
@@ -346,7 +347,7 @@ def test_chief_and_distribution_record_follow_tf_config():
 
 def test_a_batch_that_does_not_split_over_the_replicas_is_refused():
     from edgepipe.errors import ConfigError
-    from edgepipe.pipeline.controls import check_batch_size
+    from edgepipe.training.controls import check_batch_size
 
     check_batch_size(8, 2)
     with pytest.raises(ConfigError, match="train.batch_size \\(9\\) does not split evenly over 2 replicas"):

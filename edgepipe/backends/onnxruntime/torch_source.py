@@ -115,6 +115,7 @@ def _evaluating(module: Any) -> Iterator[None]:
 
 def _torch() -> Any:
     """torch, once its ONNX exporter's needs are known to be installed; EdgepipeError naming the extra otherwise."""
+    _export_machinery_without_triton()
     try:
         import onnxscript  # noqa: F401  (torch.onnx.export's torch.export-based exporter needs it)
         import torch
@@ -122,6 +123,15 @@ def _torch() -> Any:
         raise EdgepipeError(f"a PyTorch model needs PyTorch and onnxscript ({exc.name or 'torch'} is not installed)",
                             f"Install them with: {EXTRA}") from None
     return torch
+
+
+def _export_machinery_without_triton() -> None:
+    """Hide Triton from torch in this process. Triton, the GPU kernel compiler, is never used by an export on
+    the CPU, but torch.export and its serializer import it whenever it is installed (CUDA builds of torch ship
+    it), and loading its LLVM into a process that holds TensorFlow's aborts the process (seen with torch 2.15
+    and TensorFlow 2.21; edgepipe's exporters load TensorFlow). With 'import triton' failing, torch treats it as
+    absent. A process that has already loaded Triton keeps it."""
+    sys.modules.setdefault("triton", None)  # type: ignore[arg-type]  # None: 'import triton' raises ImportError
 
 
 @contextlib.contextmanager

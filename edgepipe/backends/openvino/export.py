@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from edgepipe import __version__
+from edgepipe.versions import __version__
 from edgepipe.backends.base import FORMATS
 from edgepipe.backends.context import ExportContext
 from edgepipe.backends.openvino.backend import (

@@ -8,7 +8,7 @@ import io
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
-from edgepipe.search.measure import WEIGHTS, Conditions, Echo, MeasurementCache, Measurement, Network, Target, measure
+from edgepipe.choose.measure import WEIGHTS, Conditions, Echo, MeasurementCache, Measurement, Network, Target, measure
 
 #: the default set of ``edgepipe models --measure``: architectures with at most this many parameters by their
 #: published count (the mobile-sized networks; VGG16 alone at 224 px takes minutes on two cores)
@@ -66,7 +66,7 @@ def measure_catalogue(architectures: Sequence[str], formats: Sequence[str], cond
                       cache: MeasurementCache, *, input_size: Optional[int] = None, force: bool = False,
                       echo: Echo = print) -> Catalogue:
     """Measure each architecture (default width, ``input_size`` or its own) in every format, one line of progress
-    per architecture; see ``edgepipe.search.measure.measure``."""
+    per architecture; see ``edgepipe.choose.measure.measure``."""
     rows: list[Measurement] = []
     for i, name in enumerate(architectures, 1):
         network = Network.of(name, input_size=input_size)

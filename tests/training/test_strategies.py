@@ -6,7 +6,7 @@ import pytest
 from edgepipe.architectures import build_classifier
 from edgepipe.config import DataConfig, TrainConfig
 from edgepipe.data import make_index, materialize
-from edgepipe.pipeline.strategies import STRATEGIES, choose
+from edgepipe.training.strategies import STRATEGIES, choose
 
 
 @pytest.fixture(scope="module")

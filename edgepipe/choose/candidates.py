@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 from edgepipe.errors import EdgepipeError
-from edgepipe.search.measure import Echo, Network
+from edgepipe.choose.measure import Echo, Network
 
 #: weights for every architecture ("imagenet", "none" or a file), or one per architecture ({arch: value})
 WeightsSpec = Union[str, Mapping[str, str]]

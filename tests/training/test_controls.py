@@ -5,7 +5,7 @@ import pytest
 
 from edgepipe import config as cfg
 from edgepipe.errors import ConfigError
-from edgepipe.pipeline.controls import (
+from edgepipe.training.controls import (
     Controls,
     choose_distribution,
     class_weights,

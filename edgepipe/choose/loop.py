@@ -1,7 +1,7 @@
 """The search itself: latency first, accuracy for the survivors cheapest first, INT8 only where it can still win,
 and the winner written as a normal run directory.
 
-1. Every candidate's artifacts are timed on the target (``edgepipe.search.measure``, from its cache where it
+1. Every candidate's artifacts are timed on the target (``edgepipe.choose.measure``, from its cache where it
    holds) before anything is trained; an artifact over the latency, size or memory budget is out, with why.
 2. Each candidate with an artifact left trains a head on its frozen backbone's cached features (the train
    stage's feature-extraction strategy: the backbone runs once per image) and is scored on the validation
@@ -30,12 +30,12 @@ from edgepipe.config import RunConfig
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import sha256_value
 from edgepipe.pipeline.rundir import RunDir
-from edgepipe.search.answer import (BELOW_TOP1, CANNOT_WIN, FAILED, OVER_BUDGET, SKIPPED, WINNER, WITHIN, Row,
+from edgepipe.choose.answer import (BELOW_TOP1, CANNOT_WIN, FAILED, OVER_BUDGET, SKIPPED, WINNER, WITHIN, Row,
                                     SearchResult, choose_winner, render_table)
-from edgepipe.search.budgets import Budgets
-from edgepipe.search.candidates import Candidate, WeightsSpec, as_dict, enumerate_candidates
-from edgepipe.search.measure import Conditions, Echo, Measurement, MeasurementCache, Target, cache_key, measure
-from edgepipe.search.records import Records
+from edgepipe.choose.budgets import Budgets
+from edgepipe.choose.candidates import Candidate, WeightsSpec, as_dict, enumerate_candidates
+from edgepipe.choose.measure import Conditions, Echo, Measurement, MeasurementCache, Target, cache_key, measure
+from edgepipe.choose.records import Records
 
 WINNER_FOLDER = "winner"
 
@@ -293,9 +293,9 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
     from edgepipe.architectures import build_classifier
     from edgepipe.architectures.offline import no_downloads
     from edgepipe.fileio import atomic_path, make_folder, sha256_file
-    from edgepipe.pipeline.controls import predict_arrays
+    from edgepipe.training.controls import predict_arrays
     from edgepipe.pipeline.sequence import fresh_random_state
-    from edgepipe.pipeline.strategies import STRATEGIES
+    from edgepipe.training.strategies import STRATEGIES
 
     config = state.config
     fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
@@ -469,7 +469,7 @@ def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
 def _answer(state: _State, rows: list[Row], winner: Row, measured: dict[str, Any]) -> SearchResult:
     """The table, the plot and the answer, written into the search directory and search.json."""
     from edgepipe.fileio import write_text
-    from edgepipe.search.plot import optional_plot
+    from edgepipe.choose.plot import optional_plot
 
     req = state.request
     folder = state.folder.path

@@ -6,9 +6,9 @@ from edgepipe.architectures import build_classifier
 from edgepipe.architectures.classifier import set_batchnorm_momentum
 from edgepipe.config import DataConfig
 from edgepipe.data import make_index, materialize
-from edgepipe.pipeline.build import SCRATCH_BN_MOMENTUM, evaluate_top1
-from edgepipe.pipeline.controls import Controls
-from edgepipe.pipeline.strategies import fit
+from edgepipe.training.scratch import SCRATCH_BN_MOMENTUM, evaluate_top1
+from edgepipe.training.controls import Controls
+from edgepipe.training.strategies import fit
 
 
 def _scratch_top1(momentum):

@@ -3,8 +3,8 @@
 from edgepipe.architectures import build_classifier
 from edgepipe.config import DataConfig, TrainConfig
 from edgepipe.data import make_index, materialize
-from edgepipe.pipeline.build import evaluate_top1
-from edgepipe.pipeline.strategies import feature_extraction
+from edgepipe.training.scratch import evaluate_top1
+from edgepipe.training.strategies import feature_extraction
 
 
 def test_cached_and_uncached_head_training_agree():
@@ -23,7 +23,7 @@ def test_cached_and_uncached_head_training_agree():
 def test_disk_cache_matches_memory_and_is_reused(tmp_path):
     import numpy as np
 
-    from edgepipe.pipeline.strategies import backbone_features, disk_features
+    from edgepipe.training.strategies import backbone_features, disk_features
 
     dataset = materialize(make_index(DataConfig(path="builtin:synthetic", val_fraction=0.3, max_per_class=20), 0), 32, 3)
     model = build_classifier("lenet5", 4, 32, 3, None, "none", seed=1)

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-from edgepipe.search.answer import OVER_BUDGET, WINNER, Row
-from edgepipe.search.budgets import Budgets
+from edgepipe.choose.answer import OVER_BUDGET, WINNER, Row
+from edgepipe.choose.budgets import Budgets
 
 #: where a number may stand around its point, in points (tried in order)
 OFFSETS = [(5, 4), (5, -11), (-13, 4), (-13, -11), (-4, 9), (-4, -16), (11, -3), (-20, -3), (5, 14), (-13, 14),

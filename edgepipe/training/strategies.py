@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from edgepipe.architectures.classifier import BACKBONE, CLASSIFIER, DROPOUT, POOL, PREPROCESS
-from edgepipe.pipeline.controls import Controls, fit_arrays, is_chief, predict_arrays
+from edgepipe.training.controls import Controls, fit_arrays, is_chief, predict_arrays
 from edgepipe.registry import Registry
 
 

@@ -116,7 +116,7 @@ def remote_identity(host: str) -> dict[str, Any]:
     """A machine reached over SSH, named by its destination, with this machine's exporter versions (the artifacts
     are made here). The device and engines it reports are checked after each measurement there: entries from a
     different machine or engine versions behind the same name are dropped (see MeasurementCache.keep_only)."""
-    from edgepipe.versions import library_versions
+    from edgepipe.device import library_versions
 
     return {"remote": host, "exporters": library_versions()}
 
@@ -331,7 +331,7 @@ def _export(model, network: Network, formats: list[str], conditions: Conditions,
             echo: Echo) -> list[dict]:
     """The export stage's records (status, file, reason) for each format of ``model``, written in ``folder``."""
     from edgepipe.fileio import read_json
-    from edgepipe.pipeline.export import export_model
+    from edgepipe.standalone.export import export_model
 
     index = export_model(model, formats, folder, lambda line: echo("  " + line),
                          calibration=synthetic_calibration(network, conditions),

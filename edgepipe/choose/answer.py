@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from edgepipe.search.budgets import Budgets
+from edgepipe.choose.budgets import Budgets
 
 #: a row's status, in the order a reader meets them
 SKIPPED, FAILED, OVER_BUDGET, CANNOT_WIN, BELOW_TOP1, WITHIN, WINNER = (

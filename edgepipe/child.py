@@ -1,0 +1,104 @@
+"""Run one function in a fresh Python process: ``python -m edgepipe.child REQUEST ANSWER``.
+
+A fresh process (not a fork: TensorFlow's threads do not survive one) returns all its memory when it ends,
+and holds only what the function imports: the export converts a large model one format per child, and
+memory figures are measured in a process that loaded nothing but the engine. The argument and the result
+travel as files in a temporary folder, as JSON or (for objects JSON cannot hold) pickle; an exception in
+the child comes back as one line.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import pickle
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from edgepipe.errors import EdgepipeError
+
+
+class ChildFailed(EdgepipeError):
+    """The child gave no result. ``kind``: raised (its function raised; ``line`` is "Type: first line"),
+    ended (it died; ``line`` is the last line it wrote to stderr, when captured), or timeout."""
+
+    def __init__(self, kind: str, line: str, exit_code: Optional[int] = None):
+        super().__init__(line)
+        self.kind, self.line, self.exit_code = kind, line, exit_code
+
+
+def run(function: str, argument: Any, *, pickled: bool = False, echo: Optional[Callable[[str], None]] = None,
+        timeout_s: Optional[float] = None, folder: Optional[Path] = None,
+        env: Optional[dict[str, str]] = None) -> Any:
+    """``function(argument)`` ("package.module:name") in a fresh process; its result, or ChildFailed.
+
+    ``pickled``: argument and result travel pickled, else as JSON. ``echo``: the child's output (stdout and
+    stderr) is relayed line by line as it comes, else captured (no timeout with ``echo``). ``folder``: where
+    the exchange files go (default: the system's temporary folder). ``env``: variables set in the child
+    where the environment does not already set them.
+    """
+    import os
+
+    codec = "pickle" if pickled else "json"
+    child_env = {**(env or {}), **os.environ}
+    with tempfile.TemporaryDirectory(prefix="edgepipe-child-", dir=folder) as work:
+        request, answer = Path(work) / f"request.{codec}", Path(work) / f"answer.{codec}"
+        _write(request, codec, {"function": function, "argument": argument})
+        command = [sys.executable, "-m", "edgepipe.child", str(request), str(answer)]
+        if echo is not None:
+            code, said = _relayed(command, echo, child_env), ""
+        else:
+            try:
+                done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False,
+                                      env=child_env)
+            except subprocess.TimeoutExpired:
+                raise ChildFailed("timeout", f"did not finish within {timeout_s:.0f} s") from None
+            code = done.returncode
+            said = ([line for line in done.stderr.strip().splitlines() if line.strip()] or [""])[-1]
+        if not answer.exists():
+            raise ChildFailed("ended", said or f"exit code {code}", code)
+        outcome = _read(answer, codec)
+    if outcome["kind"] == "error":
+        raise ChildFailed("raised", outcome["value"], code)
+    return outcome["value"]
+
+
+def _relayed(command: list[str], echo: Callable[[str], None], env: dict[str, str]) -> int:
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        for line in process.stdout:
+            echo(line.rstrip("\n"))
+        return process.wait()
+    except BaseException:  # interrupted or terminated: the child must not go on writing
+        process.kill()
+        process.wait()
+        raise
+
+
+def _write(path: Path, codec: str, value: Any) -> None:
+    if codec == "pickle":
+        path.write_bytes(pickle.dumps(value))
+    else:
+        path.write_text(json.dumps(value), encoding="utf-8")
+
+
+def _read(path: Path, codec: str) -> Any:
+    return pickle.loads(path.read_bytes()) if codec == "pickle" else json.loads(path.read_text(encoding="utf-8"))
+
+
+def _main(request: Path, answer: Path) -> None:
+    codec = request.suffix.lstrip(".")
+    task = _read(request, codec)
+    module, _, name = task["function"].partition(":")
+    try:
+        outcome = {"kind": "result", "value": getattr(importlib.import_module(module), name)(task["argument"])}
+    except BaseException as exc:  # reported to the parent, which decides; the child only ends
+        outcome = {"kind": "error", "value": f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"}
+    _write(answer, codec, outcome)
+
+
+if __name__ == "__main__":
+    _main(Path(sys.argv[1]), Path(sys.argv[2]))
