@@ -25,8 +25,12 @@ from pathlib import Path
 
 def _settings(formats: list[str], sizes: list[int], methods: list[str]) -> list[tuple[str, int, str]]:
     """(format, size, method) to measure: calibration methods only where the backend offers a choice (ONNX)."""
-    return [(f, size, method) for f in formats for size in sizes
-            for method in (methods if f.startswith("onnx") else ["minmax"])]
+    return [
+        (f, size, method)
+        for f in formats
+        for size in sizes
+        for method in (methods if f.startswith("onnx") else ["minmax"])
+    ]
 
 
 def main() -> None:
@@ -46,8 +50,8 @@ def main() -> None:
     from edgepipe.calibration import draw
     from edgepipe.data import materialize
     from edgepipe.fileio import read_json
-    from edgepipe.training.controls import predict_arrays
     from edgepipe.pipeline.rundir import RunDir
+    from edgepipe.training.controls import predict_arrays
     from edgepipe.verification import ArtifactScorer
 
     run = RunDir(args.run)
@@ -59,18 +63,25 @@ def main() -> None:
     reference_top1 = float(np.mean(reference.argmax(1) == val.labels))
     scorer = ArtifactScorer(val.images, val.labels, args.threads)
     built = read_json(run.build_info)
-    print(f"{built['architecture']} at {size}x{size}: calibration pool {len(pool)} training images, judged on "
-          f"{len(val)} validation images (one image = {100 / len(val):.2f} pp); Keras FP32 top-1 "
-          f"{reference_top1:.2%}; {args.draws} seeded draws per setting, first recipe only")
+    print(
+        f"{built['architecture']} at {size}x{size}: calibration pool {len(pool)} training images, judged on "
+        f"{len(val)} validation images (one image = {100 / len(val):.2f} pp); Keras FP32 top-1 "
+        f"{reference_top1:.2%}; {args.draws} seeded draws per setting, first recipe only"
+    )
     work = Path(tempfile.mkdtemp(prefix="edgepipe-draws-"))
     rows = []
     try:
         contexts: dict[str, ExportContext] = {}
-        for name, count, method in _settings(args.formats.split(","), [int(s) for s in args.sizes.split(",")],
-                                              args.methods.split(",")):
+        for name, count, method in _settings(
+            args.formats.split(","), [int(s) for s in args.sizes.split(",")], args.methods.split(",")
+        ):
             fmt = formats().get(name)
-            ctx = contexts.setdefault(name, ExportContext(model, run.read_labels(), built["preprocessing"],
-                                                          workdir_parent=work, accuracy_budget_pp=100.0))
+            ctx = contexts.setdefault(
+                name,
+                ExportContext(
+                    model, run.read_labels(), built["preprocessing"], workdir_parent=work, accuracy_budget_pp=100.0
+                ),
+            )
             ctx.calibration_method = method
             top1s, seconds = [], []
             for seed in range(args.draws):
@@ -81,21 +92,36 @@ def main() -> None:
                 seconds.append(time.perf_counter() - start)
                 top1s.append(scorer(path, name).top1)
             spread = (max(top1s) - min(top1s)) * 100
-            rows.append((name, len(ctx.calibration), method, top1s, spread,
-                         (reference_top1 - statistics.mean(top1s)) * 100, statistics.median(seconds)))
-            print(f"  {name:<13} {len(ctx.calibration):>4} images {method:<10} top-1 mean "
-                  f"{statistics.mean(top1s):.2%} (lowest {min(top1s):.2%}, highest {max(top1s):.2%}); spread "
-                  f"{spread:.2f} pp = {round(spread * len(val) / 100)} image(s); mean drop {rows[-1][5]:+.2f} pp; "
-                  f"{rows[-1][6]:.1f} s per draw")
+            rows.append(
+                (
+                    name,
+                    len(ctx.calibration),
+                    method,
+                    top1s,
+                    spread,
+                    (reference_top1 - statistics.mean(top1s)) * 100,
+                    statistics.median(seconds),
+                )
+            )
+            print(
+                f"  {name:<13} {len(ctx.calibration):>4} images {method:<10} top-1 mean "
+                f"{statistics.mean(top1s):.2%} (lowest {min(top1s):.2%}, highest {max(top1s):.2%}); spread "
+                f"{spread:.2f} pp = {round(spread * len(val) / 100)} image(s); mean drop {rows[-1][5]:+.2f} pp; "
+                f"{rows[-1][6]:.1f} s per draw"
+            )
         image_pp = 100 / len(val)
         for name in dict.fromkeys(r[0] for r in rows):
             mine = [r for r in rows if r[0] == name]
             best = min(mine, key=lambda r: (round(r[4], 6), round(r[5], 6), r[1]))
-            print(f"most stable for {name}: {best[1]} images, {best[2]} (spread {best[4]:.2f} pp, mean drop "
-                  f"{best[5]:+.2f} pp over {args.draws} draws)")
+            print(
+                f"most stable for {name}: {best[1]} images, {best[2]} (spread {best[4]:.2f} pp, mean drop "
+                f"{best[5]:+.2f} pp over {args.draws} draws)"
+            )
             if max(r[4] for r in mine) <= image_pp + 1e-9:
-                print(f"  every setting's draws stay within one validation image of each other: on this split no "
-                      f"setting is measurably more stable than another")
+                print(
+                    "  every setting's draws stay within one validation image of each other: on this split no "
+                    "setting is measurably more stable than another"
+                )
     finally:
         for ctx in contexts.values():
             ctx.close()

@@ -27,6 +27,7 @@ FORMATS = ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "openvino-fp3
 
 # ------------------------------------------------------------------------------- bare engine loops
 
+
 def _bare_litert(path: Path, threads: int, image):
     import numpy as np
     from ai_edge_litert.interpreter import Interpreter
@@ -55,8 +56,11 @@ def _bare_openvino(path: Path, threads: int, image):
     core = ov.Core()
     model = core.read_model(str(path))
     model.reshape({model.inputs[0]: list(image.shape)})  # a static shape, as OpenVINO recommends for latency
-    compiled = core.compile_model(model, "CPU", {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY",
-                                                 "INFERENCE_PRECISION_HINT": "f32"})
+    compiled = core.compile_model(
+        model,
+        "CPU",
+        {"INFERENCE_NUM_THREADS": threads, "PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"},
+    )
     request = compiled.create_infer_request()
     return lambda: request.infer({0: image}, share_inputs=True)
 
@@ -71,8 +75,9 @@ def bare_contenders(paths: dict, threads: list[int], image) -> dict:
                 out[(fmt, "litert", t, "bare")] = _bare_litert(path, t, image)
             elif family == "onnx":
                 for spinning in (True, False):
-                    out[(fmt, "onnxruntime", t, f"bare, spinning {'on' if spinning else 'off'}")] = \
-                        _bare_ort(path, t, image, spinning)
+                    out[(fmt, "onnxruntime", t, f"bare, spinning {'on' if spinning else 'off'}")] = _bare_ort(
+                        path, t, image, spinning
+                    )
             else:
                 out[(fmt, "openvino", t, "bare, LATENCY hint")] = _bare_openvino(path, t, image)
     return out
@@ -89,7 +94,7 @@ def interleave(calls: dict, rounds: int, iterations: int) -> dict:
             call()
     order = list(calls)
     for r in range(rounds):
-        for key in (order if r % 2 == 0 else order[::-1]):
+        for key in order if r % 2 == 0 else order[::-1]:
             taken = []
             for _ in range(iterations):
                 start = time.perf_counter()
@@ -130,21 +135,26 @@ print([int(l.split()[1]) / 1024 for l in open("/proc/self/status") if l.startswi
 
 def outside_peak_mb(path: Path, engine: str, threads: int, shape: tuple) -> float:
     """Peak resident memory of a process that only loads and runs the file with the engine's own API."""
-    out = subprocess.run([sys.executable, "-c", OUTSIDE, str(path), engine, str(threads), ",".join(map(str, shape))],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", OUTSIDE, str(path), engine, str(threads), ",".join(map(str, shape))],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return float(out.stdout.strip().splitlines()[-1])
 
 
 # ------------------------------------------------------------------------------- one model
 
-def study(arch: str, alpha, size: int, threads: list[int], rounds: int, iterations: int, work: Path,
-          formats: list[str]) -> dict:
+
+def study(
+    arch: str, alpha, size: int, threads: list[int], rounds: int, iterations: int, work: Path, formats: list[str]
+) -> dict:
     import numpy as np
 
     import edgepipe
     from edgepipe.architectures import build_classifier
     from edgepipe.backends import create_runner, identify
-    from edgepipe.harness import BenchSettings, measure_interleaved
     from edgepipe.harness.memory import measure_memory
     from edgepipe.report.table import analyse
 
@@ -153,30 +163,46 @@ def study(arch: str, alpha, size: int, threads: list[int], rounds: int, iteratio
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (64, size, size, 3)).astype(np.uint8), rng.integers(0, 10, 64)
     out = work / f"{arch}-{alpha}"
-    exported = edgepipe.export(model, formats, calibration=(images, labels), calibration_size=32, output=out,
-                               accuracy_budget_pp=100.0, echo=quiet)
+    exported = edgepipe.export(
+        model,
+        formats,
+        calibration=(images, labels),
+        calibration_size=32,
+        output=out,
+        accuracy_budget_pp=100.0,
+        echo=quiet,
+    )
     # random weights: INT8 may fail verification against them, and its speed is what is studied here
     paths = {f: exported.path(f) for f in formats if exported[f]["status"] in ("ok", "failed-verification")}
     image = images[:1].astype(np.float32)
-    tuned = edgepipe.bench(list(paths.values()), threads=[max(threads)], engines=["openvino"], tune=True, memory=False,
-                           min_iterations=max(10, iterations // 2), min_duration_s=0.0, echo=quiet)
+    tuned = edgepipe.bench(
+        list(paths.values()),
+        threads=[max(threads)],
+        engines=["openvino"],
+        tune=True,
+        memory=False,
+        min_iterations=max(10, iterations // 2),
+        min_duration_s=0.0,
+        echo=quiet,
+    )
     _, verdicts = analyse(tuned)
     choice = next(iter(verdicts.values()))["recommended"]
     chosen = next(r for r in tuned.records if r.artifact == choice["artifact"] and r.engine == choice["engine"])
     calls = bare_contenders(paths, threads, image)
     runners = {}
     for fmt, path in paths.items():
-        for engine in ({"tflite": ["litert"], "onnx": ["onnxruntime"], "openvino": ["openvino"]}[fmt.split("-")[0]]):
+        for engine in {"tflite": ["litert"], "onnx": ["onnxruntime"], "openvino": ["openvino"]}[fmt.split("-")[0]]:
             for t in threads:
                 runners[(fmt, engine, t, "edgepipe harness")] = create_runner(identify(path), threads=t, engine=engine)
     for runner in runners.values():
         runner.activate()
-    recommended = create_runner(identify(chosen.artifact), threads=chosen.threads, engine=chosen.engine,
-                                settings=_settings(chosen)).activate()
+    recommended = create_runner(
+        identify(chosen.artifact), threads=chosen.threads, engine=chosen.engine, settings=_settings(chosen)
+    ).activate()
     key = (chosen.format, chosen.engine, chosen.threads, "edgepipe's recommendation, tuned")
     for label, runner in {**runners, key: recommended}.items():
         runner.prepare(1)
-        calls[label] = (lambda r: (lambda: r.infer(image)))(runner)
+        calls[label] = (lambda r: lambda: r.infer(image))(runner)
     timing = interleave(calls, rounds, iterations)
     memory = {}
     for fmt, path in paths.items():
@@ -206,28 +232,41 @@ def report(name: str, result: dict, threads: list[int]) -> None:
     bare = {k: v["p50"] for k, v in timing.items() if k[3].startswith("bare")}
     fastest = min(bare, key=bare.get)
     rec = result["recommended"]
-    print(f"  target: recommended ({rec[0]} on {rec[1]}, {rec[2]} thr) within 1.05x of the fastest bare loop "
-          f"({fastest[0]} on {fastest[1]}, {fastest[2]} thr, {fastest[3]}): {timing[rec]['p50'] / bare[fastest]:.3f}x")
+    print(
+        f"  target: recommended ({rec[0]} on {rec[1]}, {rec[2]} thr) within 1.05x of the fastest bare loop "
+        f"({fastest[0]} on {fastest[1]}, {fastest[2]} thr, {fastest[3]}): {timing[rec]['p50'] / bare[fastest]:.3f}x"
+    )
     for (fmt, engine, t, kind), value in timing.items():
         if kind == "edgepipe harness":
-            twin = next((k for k in bare if k[:3] == (fmt, engine, t) and ("spinning on" in k[3] or engine != "onnxruntime")), None)
+            twin = next(
+                (k for k in bare if k[:3] == (fmt, engine, t) and ("spinning on" in k[3] or engine != "onnxruntime")),
+                None,
+            )
             if twin:
-                print(f"  target: harness within 1.05x of the bare loop, {fmt} on {engine} {t} thr: "
-                      f"{value['p50'] / bare[twin]:.3f}x")
+                print(
+                    f"  target: harness within 1.05x of the bare loop, {fmt} on {engine} {t} thr: "
+                    f"{value['p50'] / bare[twin]:.3f}x"
+                )
     if len(threads) > 1 and ("onnx-fp32", "onnxruntime", 1, "bare, spinning on") in bare:
         for spin in ("on", "off"):
             one, two = (bare[("onnx-fp32", "onnxruntime", t, f"bare, spinning {spin}")] for t in (1, max(threads)))
-            print(f"  ONNX Runtime FP32 {max(threads)} threads vs 1 (spinning {spin}): {one / two:.2f}x "
-                  f"(target at least 1.7x with spinning on, MobileNetV2 1.0)")
+            print(
+                f"  ONNX Runtime FP32 {max(threads)} threads vs 1 (spinning {spin}): {one / two:.2f}x "
+                f"(target at least 1.7x with spinning on, MobileNetV2 1.0)"
+            )
     for t in threads:
-        fp32, int8 = bare.get(("onnx-fp32", "onnxruntime", t, "bare, spinning on")), \
-            bare.get(("onnx-int8", "onnxruntime", t, "bare, spinning on"))
+        fp32, int8 = (
+            bare.get(("onnx-fp32", "onnxruntime", t, "bare, spinning on")),
+            bare.get(("onnx-int8", "onnxruntime", t, "bare, spinning on")),
+        )
         if fp32 and int8:
             print(f"  target: ONNX Runtime INT8 at least 1.3x faster than FP32 ({t} thr): {fp32 / int8:.2f}x")
     for fmt, (ours, outside) in result["memory"].items():
         if ours and outside:
-            print(f"  target: peak memory within 10% of an outside measurement, {fmt}: edgepipe {ours:.0f} MB, "
-                  f"outside {outside:.0f} MB ({ours / outside - 1:+.1%})")
+            print(
+                f"  target: peak memory within 10% of an outside measurement, {fmt}: edgepipe {ours:.0f} MB, "
+                f"outside {outside:.0f} MB ({ours / outside - 1:+.1%})"
+            )
 
 
 def main() -> None:
@@ -237,7 +276,9 @@ def main() -> None:
     parser.add_argument("--threads", default="1,2")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--iterations", type=int, default=100)
-    parser.add_argument("--work", type=Path, default=None, help="folder for the exported files (default: a temporary one)")
+    parser.add_argument(
+        "--work", type=Path, default=None, help="folder for the exported files (default: a temporary one)"
+    )
     parser.add_argument("--formats", default=",".join(FORMATS))
     args = parser.parse_args()
     threads = [int(t) for t in args.threads.split(",")]
@@ -245,8 +286,16 @@ def main() -> None:
     print(f"{os.cpu_count()} cores; {args.rounds} alternating rounds x {args.iterations} calls per contender")
     for spec in args.models.split(","):
         arch, _, alpha = spec.partition(":")
-        result = study(arch, float(alpha) if alpha else None, args.size, threads, args.rounds, args.iterations, work,
-                       args.formats.split(","))
+        result = study(
+            arch,
+            float(alpha) if alpha else None,
+            args.size,
+            threads,
+            args.rounds,
+            args.iterations,
+            work,
+            args.formats.split(","),
+        )
         report(f"{arch}" + (f" alpha {alpha}" if alpha else "") + f" at {args.size}", result, threads)
 
 

@@ -33,8 +33,9 @@ def main() -> None:
     from edgepipe.training.controls import Controls, compile_model
     from edgepipe.training.strategies import backbone_features, head_model
 
-    index = make_index(DataConfig(path="builtin:digits", classes=[str(i) for i in range(10)],
-                                  max_per_class=args.images // 10), seed=0)
+    index = make_index(
+        DataConfig(path="builtin:digits", classes=[str(i) for i in range(10)], max_per_class=args.images // 10), seed=0
+    )
     data = materialize(index, args.size, 3).train
     model = build_classifier("mobilenet_v2", 10, args.size, 3, args.alpha, "none")
     model.get_layer(BACKBONE).trainable = False
@@ -57,8 +58,10 @@ def main() -> None:
     compile_model(head, Controls(learning_rate=1e-3))
     cached = epoch_seconds(lambda: head.fit(features, data.labels, epochs=1, batch_size=32, verbose=0))
     u, c = float(np.median(uncached)), float(np.median(cached))
-    print(f"MobileNetV2 alpha {args.alpha}, {args.size}x{args.size}, {len(images)} images, batch 32, "
-          f"{os.cpu_count()} cores, median of {len(uncached)} epochs after the first")
+    print(
+        f"MobileNetV2 alpha {args.alpha}, {args.size}x{args.size}, {len(images)} images, batch 32, "
+        f"{os.cpu_count()} cores, median of {len(uncached)} epochs after the first"
+    )
     print(f"head epoch without cache: {u * 1e3:9.1f} ms")
     print(f"head epoch with cache:    {c * 1e3:9.1f} ms  (one-off feature extraction: {extract * 1e3:.1f} ms)")
     print(f"speed-up per epoch: {u / c:.1f}x")

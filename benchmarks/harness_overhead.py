@@ -47,8 +47,10 @@ def main() -> None:
     from edgepipe.harness import BenchSettings, measure_interleaved
 
     extra = tuple(e for e in args.engines.split(",") if e)
-    print(f"{args.threads} thread(s), batch 1, {args.iterations} calls x {args.repeats} alternating repeats; "
-          f"target: harness / bare <= {TARGET}x")
+    print(
+        f"{args.threads} thread(s), batch 1, {args.iterations} calls x {args.repeats} alternating repeats; "
+        f"target: harness / bare <= {TARGET}x"
+    )
     for path in args.artifacts:
         artifact = identify(path)
         for engine in engines_for(artifact, extra):
@@ -69,9 +71,11 @@ def main() -> None:
                             bare.append(bare_p50(runner.invoke_only(), args.iterations))
             h, b = float(np.median(harness)), float(np.median(bare))
             ratio = h / b
-            print(f"{artifact.label:<16} [{engine.name:<11}] harness p50 {h:.4f} ms (spread {np.ptp(harness) / h:.1%}), "
-                  f"bare {b:.4f} ms (spread {np.ptp(bare) / b:.1%}): {ratio:.3f}x "
-                  f"{'meets' if ratio <= TARGET else 'misses'} the {TARGET}x target")
+            print(
+                f"{artifact.label:<16} [{engine.name:<11}] harness p50 {h:.4f} ms (spread {np.ptp(harness) / h:.1%}), "
+                f"bare {b:.4f} ms (spread {np.ptp(bare) / b:.1%}): {ratio:.3f}x "
+                f"{'meets' if ratio <= TARGET else 'misses'} the {TARGET}x target"
+            )
 
 
 if __name__ == "__main__":

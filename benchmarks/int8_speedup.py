@@ -20,8 +20,11 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 #: engine -> (FP32 format, INT8 format)
-PAIRS = {"litert": ("tflite-fp32", "tflite-int8"), "onnxruntime": ("onnx-fp32", "onnx-int8"),
-         "openvino": ("openvino-fp32", "openvino-int8")}
+PAIRS = {
+    "litert": ("tflite-fp32", "tflite-int8"),
+    "onnxruntime": ("onnx-fp32", "onnx-int8"),
+    "openvino": ("openvino-fp32", "openvino-int8"),
+}
 #: LiteRT INT8 should be at least this much faster than its FP32
 TARGET = 1.8
 
@@ -39,14 +42,18 @@ def main() -> None:
     engines = [e for e in args.engines.split(",") if e]
     work = args.work or Path(tempfile.mkdtemp(prefix="edgepipe-int8-speedup-"))
     paths, model_file = export(args.model, args.size, [f for e in engines for f in PAIRS[e]], work)
-    print(f"{args.model} at {args.size}x{args.size}, {args.threads} thread(s), batch 1, {args.rounds} alternating rounds")
+    print(
+        f"{args.model} at {args.size}x{args.size}, {args.threads} thread(s), batch 1, {args.rounds} alternating rounds"
+    )
     p50 = time_side_by_side(paths, args.size, args.threads, args.rounds, args.iterations)
     for engine in engines:
         fp32, int8 = PAIRS[engine]
         if fp32 in p50 and int8 in p50:
             ratio = p50[fp32] / p50[int8]
             target = f" (target {TARGET}x: {'met' if ratio >= TARGET else 'not met'})" if engine == "litert" else ""
-            print(f"  {engine:<12} FP32 {p50[fp32]:8.3f} ms   INT8 {p50[int8]:8.3f} ms   INT8 speed-up {ratio:.2f}x{target}")
+            print(
+                f"  {engine:<12} FP32 {p50[fp32]:8.3f} ms   INT8 {p50[int8]:8.3f} ms   INT8 speed-up {ratio:.2f}x{target}"
+            )
     profile_all(paths, model_file, args.threads)
 
 
@@ -65,14 +72,23 @@ def export(spec: str, size: int, formats: list[str], work: Path) -> tuple[dict[s
     model.save(model_file)
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (48, size, size, 3)).astype(np.uint8), rng.integers(0, 10, 48)
-    exported = edgepipe.export(model_file, formats, calibration=(images, labels), calibration_size=32,
-                               output=work / "artifacts", accuracy_budget_pp=100.0, qat={"epochs": 0},
-                               echo=lambda line: None)
+    exported = edgepipe.export(
+        model_file,
+        formats,
+        calibration=(images, labels),
+        calibration_size=32,
+        output=work / "artifacts",
+        accuracy_budget_pp=100.0,
+        qat={"epochs": 0},
+        echo=lambda line: None,
+    )
     # random weights: an INT8 file may fail verification against them; its speed is what is studied here
     return {f: exported.path(f) for f in formats if exported[f]["status"] in ("ok", "failed-verification")}, model_file
 
 
-def time_side_by_side(paths: dict[str, Path], size: int, threads: int, rounds: int, iterations: int) -> dict[str, float]:
+def time_side_by_side(
+    paths: dict[str, Path], size: int, threads: int, rounds: int, iterations: int
+) -> dict[str, float]:
     """p50 (ms) of every file, all timed in one process in alternating rounds."""
     import contextlib
 
@@ -103,8 +119,10 @@ def profile_all(paths: dict[str, Path], model_file: Path, threads: int) -> None:
         if profile.integer and profile.status == "ok":
             outside = [op for op in profile.ops if op.delegated is False]
             floats = float_ops(profile)
-            print(f"  outside the delegate: {share(sum(o.time_ms for o in outside), profile):.1%} in {len(outside)} op(s); "
-                  f"float ops of this INT8 file: {share(sum(o.time_ms for o in floats), profile):.1%} in {len(floats)}")
+            print(
+                f"  outside the delegate: {share(sum(o.time_ms for o in outside), profile):.1%} in {len(outside)} op(s); "
+                f"float ops of this INT8 file: {share(sum(o.time_ms for o in floats), profile):.1%} in {len(floats)}"
+            )
     for section in sections(profiles):
         if section.title.startswith("INT8 against FP32"):
             print("\nINT8 against FP32 per op family (per-op time, ms):")

@@ -29,8 +29,6 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=100)
     args = parser.parse_args()
 
-    import numpy as np
-
     from edgepipe.architectures.loading import load_keras_model
     from edgepipe.backends import ExportContext, create_runner, formats, identify
     from edgepipe.calibration import draw
@@ -54,23 +52,33 @@ def main() -> None:
     built = read_json(run.build_info)
     images = dataset.heldout.images[:16]
     settings = BenchSettings(batch_size=1, min_iterations=args.iterations, min_duration_s=0.0)
-    print(f"{built['architecture']} at {size}x{size}, {args.threads} thread(s), batch 1, {args.rounds} alternating "
-          f"rounds; target: kept / plain p50 <= {TARGET}x")
+    print(
+        f"{built['architecture']} at {size}x{size}, {args.threads} thread(s), batch 1, {args.rounds} alternating "
+        f"rounds; target: kept / plain p50 <= {TARGET}x"
+    )
     work = Path(tempfile.mkdtemp(prefix="edgepipe-mixed-"))
     try:
         for entry in kept:
             name = entry["format"]
             fmt = formats().get(name)
             budget = entry["details"].get("int8_budget") or {}
-            ctx = ExportContext(model, run.read_labels(), built["preprocessing"], calibration, workdir_parent=work,
-                                accuracy_budget_pp=100.0)  # every recipe is within 100 pp: the first is kept
+            ctx = ExportContext(
+                model,
+                run.read_labels(),
+                built["preprocessing"],
+                calibration,
+                workdir_parent=work,
+                accuracy_budget_pp=100.0,
+            )  # every recipe is within 100 pp: the first is kept
             plain = work / f"plain-{name}{fmt.suffix}"
             try:
                 fmt.build(ctx, plain)
             finally:
                 ctx.close()
-            runners = {"kept": create_runner(identify(run.artifacts_dir / entry["file"], entry), threads=args.threads),
-                       "plain": create_runner(identify(plain), threads=args.threads)}
+            runners = {
+                "kept": create_runner(identify(run.artifacts_dir / entry["file"], entry), threads=args.threads),
+                "plain": create_runner(identify(plain), threads=args.threads),
+            }
             for runner in runners.values():
                 runner.activate()
             try:
@@ -87,9 +95,11 @@ def main() -> None:
             ratio = p50["kept"] / p50["plain"]
             chosen = budget.get("chosen_attempt")
             higher = ", ".join(budget.get("kept_higher_precision") or []) or "none"
-            print(f"  {name:<14} kept (attempt {chosen}; higher precision: {higher}) p50 {p50['kept']:.3f} ms "
-                  f"(spread {spread['kept']:.1%}), plain first recipe {p50['plain']:.3f} ms (spread "
-                  f"{spread['plain']:.1%}): {ratio:.3f}x {'meets' if ratio <= TARGET else 'misses'} the {TARGET}x target")
+            print(
+                f"  {name:<14} kept (attempt {chosen}; higher precision: {higher}) p50 {p50['kept']:.3f} ms "
+                f"(spread {spread['kept']:.1%}), plain first recipe {p50['plain']:.3f} ms (spread "
+                f"{spread['plain']:.1%}): {ratio:.3f}x {'meets' if ratio <= TARGET else 'misses'} the {TARGET}x target"
+            )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -42,14 +42,21 @@ def main() -> None:
     from edgepipe.results import read_results
     from edgepipe.significance import describe
 
-    config = cfg.from_dict({
-        "output": str(work / "run"),
-        "data": {"path": "builtin:photos", "val_fraction": 0.2, "test_fraction": 0.25},
-        "model": {"arch": "mobilenet_v2", "alpha": args.alpha, "weights": "imagenet", "input_size": args.input_size},
-        "train": {"epochs": args.epochs, "learning_rate": 0.003},
-        "export": {"formats": args.formats.split(","), "calibration_size": 128},
-        "bench": {"threads": 1, "warmup": 5, "min_iterations": 30, "min_duration_s": 1.0},
-    })
+    config = cfg.from_dict(
+        {
+            "output": str(work / "run"),
+            "data": {"path": "builtin:photos", "val_fraction": 0.2, "test_fraction": 0.25},
+            "model": {
+                "arch": "mobilenet_v2",
+                "alpha": args.alpha,
+                "weights": "imagenet",
+                "input_size": args.input_size,
+            },
+            "train": {"epochs": args.epochs, "learning_rate": 0.003},
+            "export": {"formats": args.formats.split(","), "calibration_size": 128},
+            "bench": {"threads": 1, "warmup": 5, "min_iterations": 30, "min_duration_s": 1.0},
+        }
+    )
     run = run_stages(config, list(STAGES), echo=lambda s: None)
     import keras
 
@@ -61,8 +68,10 @@ def main() -> None:
     probe = LogisticRegression(max_iter=5000).fit(x_train, dataset.train.labels)
     probe_top1 = float(np.mean(probe.predict(x_test) == dataset.heldout.labels))
     training = read_json(run.training)
-    print(f"MobileNetV2 alpha {args.alpha} ImageNet weights, {args.input_size}x{args.input_size}, builtin:photos "
-          f"({len(dataset.train)} train, {len(dataset.heldout)} {dataset.heldout_name} images, {dataset.num_classes} classes)")
+    print(
+        f"MobileNetV2 alpha {args.alpha} ImageNet weights, {args.input_size}x{args.input_size}, builtin:photos "
+        f"({len(dataset.train)} train, {len(dataset.heldout)} {dataset.heldout_name} images, {dataset.num_classes} classes)"
+    )
     print(f"  edgepipe feature extraction (head on cached features): top-1 {training['top1']:.2%}")
     print(f"  logistic-regression probe on the same frozen features:  top-1 {probe_top1:.2%}")
     results = read_results(run.results)
@@ -74,11 +83,15 @@ def main() -> None:
         b = r.int8_budget
         extra = ""
         if b is not None:
-            extra = (f"\n      validation budget {b.budget_pp} pp met: {b.met} (attempt {b.chosen_attempt} of "
-                     f"{len(b.attempts)}; kept in higher precision: {', '.join(b.kept_higher_precision) or 'none'})")
+            extra = (
+                f"\n      validation budget {b.budget_pp} pp met: {b.met} (attempt {b.chosen_attempt} of "
+                f"{len(b.attempts)}; kept in higher precision: {', '.join(b.kept_higher_precision) or 'none'})"
+            )
         paired = f"\n      {describe(r.significance)}" if r.significance else ""
-        print(f"    {r.format:<14} [{r.engine}] top-1 {r.top1:.2%} ({r.top1_change_pp or 0:+.2f} pp)  "
-              f"p50 {r.latency_ms['p50']:.2f} ms  {r.size_mb:.2f} MB{extra}{paired}")
+        print(
+            f"    {r.format:<14} [{r.engine}] top-1 {r.top1:.2%} ({r.top1_change_pp or 0:+.2f} pp)  "
+            f"p50 {r.latency_ms['p50']:.2f} ms  {r.size_mb:.2f} MB{extra}{paired}"
+        )
     print(f"  run directory: {run.path}")
 
 

@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import KW_ONLY, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Optional, Sequence, Union
+from typing import TYPE_CHECKING, Any, Union
 
 from edgepipe.config import BENCH_DEFAULTS, EXPORT_DEFAULTS
 from edgepipe.errors import EdgepipeError
@@ -54,12 +54,18 @@ OVERRIDE_KEYS = {
 
 #: kind -> (what it is, in an error; does a value qualify; the value to keep)
 _KINDS: dict[str, tuple[str, Callable[[Any], bool], Callable[[Any], Any]]] = {
-    "count": ("a whole number of at least 1",
-              lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1, int),
+    "count": (
+        "a whole number of at least 1",
+        lambda v: isinstance(v, numbers.Integral) and not isinstance(v, bool) and v >= 1,
+        int,
+    ),
     "name": ("a name (text)", lambda v: isinstance(v, str) and bool(v.strip()), str),
     "path": ("a path (text or pathlib.Path)", lambda v: isinstance(v, (str, os.PathLike)), Path),
-    "results": ("a results file's path or Results", lambda v: isinstance(v, (str, os.PathLike)) or _is_results(v),
-                lambda v: v if _is_results(v) else Path(v)),
+    "results": (
+        "a results file's path or Results",
+        lambda v: isinstance(v, (str, os.PathLike)) or _is_results(v),
+        lambda v: v if _is_results(v) else Path(v),
+    ),
 }
 
 
@@ -68,14 +74,20 @@ def _values(name: str, value: Any, kind: str, *, empty: bool = False) -> tuple:
     characters). Every value must be of ``kind`` (see _KINDS; a bool is never a number); an EdgepipeError names the
     argument ``name`` and the value otherwise, and for an empty sequence unless ``empty``."""
     what = _KINDS[kind][0]
-    items = tuple(value) if isinstance(value, Iterable) and not isinstance(value, (str, bytes, os.PathLike, Mapping)) \
+    items = (
+        tuple(value)
+        if isinstance(value, Iterable) and not isinstance(value, (str, bytes, os.PathLike, Mapping))
         else (value,)
+    )
     if not items and not empty:
         raise EdgepipeError(f"{name} is empty", f"Give {what}, or a list of them.")
     for item in items:
         if not _KINDS[kind][1](item):
-            raise EdgepipeError(f"{name} takes {what} or a list of them; got {item!r}"
-                                + (f" in {value!r}" if item is not value else ""), _HINTS.get(name))
+            raise EdgepipeError(
+                f"{name} takes {what} or a list of them; got {item!r}"
+                + (f" in {value!r}" if item is not value else ""),
+                _HINTS.get(name),
+            )
     return tuple(_KINDS[kind][2](item) for item in items)
 
 
@@ -87,9 +99,13 @@ def _value(name: str, value: Any, kind: str) -> Any:
     return items[0]
 
 
-_HINTS = {"threads": "e.g. threads=2 or threads=[1, 2]", "batch": "e.g. batch=1 or batch=[1, 8]",
-          "devices": "e.g. devices='cpu' or devices=['cpu', 'cuda']", "engines": "e.g. engines='openvino'",
-          "formats": "e.g. formats='tflite-int8' or formats=['tflite-int8', 'onnx-fp32']"}
+_HINTS = {
+    "threads": "e.g. threads=2 or threads=[1, 2]",
+    "batch": "e.g. batch=1 or batch=[1, 8]",
+    "devices": "e.g. devices='cpu' or devices=['cpu', 'cuda']",
+    "engines": "e.g. engines='openvino'",
+    "formats": "e.g. formats='tflite-int8' or formats=['tflite-int8', 'onnx-fp32']",
+}
 
 
 def _is_results(value: Any) -> bool:
@@ -130,7 +146,7 @@ class Run:
         return self.path / "report.md"
 
 
-def resolve_config(config: Any = None, overrides: Optional[dict[str, Any]] = None, unsafe_load: bool = False):
+def resolve_config(config: Any = None, overrides: dict[str, Any] | None = None, unsafe_load: bool = False):
     """(RunConfig, what it started from) for ``config`` (a YAML path, a dict, a RunConfig or None) with
     ``overrides`` (keyword names of OVERRIDE_KEYS, or dotted config keys) applied.
 
@@ -195,7 +211,7 @@ def _follow_architecture(mapping: dict[str, Any], dotted: dict[str, Any]) -> lis
     return notes
 
 
-def _architecture_name(name: Any) -> Optional[str]:
+def _architecture_name(name: Any) -> str | None:
     """The registry's name for ``name`` (None when it names no architecture: the base's own problem)."""
     from edgepipe.architectures import get_architecture
 
@@ -205,8 +221,15 @@ def _architecture_name(name: Any) -> Optional[str]:
         return None
 
 
-def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bool = False, unsafe_load: bool = False,
-        echo: Echo = print, **overrides: Any) -> Run:
+def run(
+    config: Any = None,
+    *,
+    stages: Sequence[str] | None = None,
+    force: bool = False,
+    unsafe_load: bool = False,
+    echo: Echo = print,
+    **overrides: Any,
+) -> Run:
     """Run the pipeline's stages (default: all of them) and return the run directory.
 
     ``config`` is a YAML path, a dict, a RunConfig or None (see :func:`resolve_config`);
@@ -223,7 +246,9 @@ def run(config: Any = None, *, stages: Optional[Sequence[str]] = None, force: bo
     if unknown:
         from edgepipe.registry import did_you_mean
 
-        raise EdgepipeError(f"run() got an unknown setting '{unknown[0]}'", did_you_mean(unknown[0], list(OVERRIDE_KEYS)))
+        raise EdgepipeError(
+            f"run() got an unknown setting '{unknown[0]}'", did_you_mean(unknown[0], list(OVERRIDE_KEYS))
+        )
     resolved, base = resolve_config(config, overrides, unsafe_load)
     echo(f"configuration: {base}")
     names = list(STAGES if stages is None else _values("stages", stages, "name"))
@@ -251,13 +276,27 @@ class Exported:
         return self.index.parent / self[format_name]["file"]
 
 
-def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibration: Any = None,
-           labels: Optional[list[str]] = None, output: Optional[PathLike] = None, calibration_size: int = 200,
-           seed: int = 0, calibration_method: str = "minmax",
-           accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp, threads: Optional[int] = None,
-           options: Optional[dict[str, Any]] = None, unsafe_load: bool = False, isolation: str = "auto",
-           qat: Optional[dict[str, Any]] = None, preprocessing: Any = None, input_size: Optional[int] = None,
-           input_shape: Optional[Sequence[int]] = None, echo: Echo = print) -> Exported:
+def export(
+    model: Any,
+    formats: Union[str, Iterable[str]] = ("all",),
+    *,
+    calibration: Any = None,
+    labels: list[str] | None = None,
+    output: PathLike | None = None,
+    calibration_size: int = 200,
+    seed: int = 0,
+    calibration_method: str = "minmax",
+    accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp,
+    threads: int | None = None,
+    options: dict[str, Any] | None = None,
+    unsafe_load: bool = False,
+    isolation: str = "auto",
+    qat: dict[str, Any] | None = None,
+    preprocessing: Any = None,
+    input_size: int | None = None,
+    input_shape: Sequence[int] | None = None,
+    echo: Echo = print,
+) -> Exported:
     """Export a Keras model (a ``keras.Model`` or a .keras/.h5 path), an image classifier in ONNX (a .onnx path),
     or one from PyTorch (a ``torch.nn.Module`` with its ``input_shape``, e.g. ``(1, 3, 224, 224)``, or a .pt2 path
     saved by ``torch.export.save``; needs ``edgepipe[torch]``) to ``formats`` (one name or a list) and verify each
@@ -284,26 +323,37 @@ def export(model: Any, formats: Union[str, Iterable[str]] = ("all",), *, calibra
     quantization-aware fine-tuning tried last when no post-training INT8 recipe is within
     ``accuracy_budget_pp`` (the config's ``export.qat`` keys, e.g. ``{"epochs": 0}`` never tries it).
     """
-    from edgepipe.standalone.export import export_model
     from edgepipe.pixels import resolve
+    from edgepipe.standalone.export import export_model
 
     stem = Path(model).stem if isinstance(model, (str, Path)) else getattr(model, "name", None) or type(model).__name__
     out = Path(output) if output is not None else Path("exports") / stem
-    index = export_model(model, list(_values("formats", formats, "name")), out, echo, calibration=calibration,
-                         class_names=None if labels is None else list(_values("labels", labels, "name")),
-                         calibration_size=calibration_size, seed=seed, calibration_method=calibration_method,
-                         accuracy_budget_pp=accuracy_budget_pp,
-                         threads=None if threads is None else _value("threads", threads, "count"),
-                         options=_export_options(options), unsafe=unsafe_load, isolation=isolation,
-                         qat=_qat_settings(qat), preprocessing=None if preprocessing is None else resolve(preprocessing),
-                         input_size=None if input_size is None else _value("input_size", input_size, "count"),
-                         input_shape=input_shape)
+    index = export_model(
+        model,
+        list(_values("formats", formats, "name")),
+        out,
+        echo,
+        calibration=calibration,
+        class_names=None if labels is None else list(_values("labels", labels, "name")),
+        calibration_size=calibration_size,
+        seed=seed,
+        calibration_method=calibration_method,
+        accuracy_budget_pp=accuracy_budget_pp,
+        threads=None if threads is None else _value("threads", threads, "count"),
+        options=_export_options(options),
+        unsafe=unsafe_load,
+        isolation=isolation,
+        qat=_qat_settings(qat),
+        preprocessing=None if preprocessing is None else resolve(preprocessing),
+        input_size=None if input_size is None else _value("input_size", input_size, "count"),
+        input_shape=input_shape,
+    )
     from edgepipe.fileio import read_json
 
     return Exported(index, read_json(index)["artifacts"])
 
 
-def _export_options(options: Optional[dict[str, Any]]) -> dict[str, Any]:
+def _export_options(options: dict[str, Any] | None) -> dict[str, Any]:
     """{backend name: options dataclass} from {config section: dict of options}, validated as the config is."""
     from edgepipe import config as cfg
     from edgepipe.backends import BACKENDS
@@ -318,7 +368,7 @@ def _export_options(options: Optional[dict[str, Any]]) -> dict[str, Any]:
     return {name: getattr(export_config, section) for section, name in sections.items()}
 
 
-def _qat_settings(qat: Optional[dict[str, Any]]) -> Any:
+def _qat_settings(qat: dict[str, Any] | None) -> Any:
     """config.QatConfig from a dict of export.qat keys, validated as the config is."""
     from edgepipe import config as cfg
 
@@ -334,8 +384,8 @@ class BenchRequest:
 
     paths: list[Path]
     _: KW_ONLY  # the rest by name: fifteen settings in a row are too easy to misplace
-    data: Optional[Path] = None
-    labels: Optional[Path] = None
+    data: Path | None = None
+    labels: Path | None = None
     threads: tuple[int, ...] = (1,)
     batches: tuple[int, ...] = (1,)
     devices: tuple[str, ...] = ("cpu",)
@@ -345,7 +395,7 @@ class BenchRequest:
     min_iterations: int = BENCH_DEFAULTS.min_iterations
     min_duration_s: float = BENCH_DEFAULTS.min_duration_s
     seed: int = 0
-    output: Optional[Path] = None
+    output: Path | None = None
     #: measure each artifact's memory in a fresh process
     memory: bool = True
     #: sweep each engine's settings (threads up to the most in ``threads``) and measure with the fastest
@@ -362,24 +412,49 @@ class BenchRequest:
         self.engines = _values("engines", self.engines, "name", empty=True)
 
 
-def bench(paths: Union[PathLike, Sequence[PathLike]], *, data: Optional[PathLike] = None,
-          labels: Optional[PathLike] = None, threads: Union[int, Sequence[int]] = (1,),
-          batch: Union[int, Sequence[int]] = (1,), devices: Union[str, Sequence[str]] = ("cpu",),
-          engines: Union[str, Sequence[str]] = (), warmup: int = BENCH_DEFAULTS.warmup,
-          warmup_s: float = BENCH_DEFAULTS.warmup_s, min_iterations: int = BENCH_DEFAULTS.min_iterations,
-          min_duration_s: float = BENCH_DEFAULTS.min_duration_s, seed: int = 0, output: Optional[PathLike] = None, memory: bool = True,
-          tune: bool = False, profile: bool = False, echo: Echo = print):
+def bench(
+    paths: Union[PathLike, Sequence[PathLike]],
+    *,
+    data: PathLike | None = None,
+    labels: PathLike | None = None,
+    threads: Union[int, Sequence[int]] = (1,),
+    batch: Union[int, Sequence[int]] = (1,),
+    devices: Union[str, Sequence[str]] = ("cpu",),
+    engines: Union[str, Sequence[str]] = (),
+    warmup: int = BENCH_DEFAULTS.warmup,
+    warmup_s: float = BENCH_DEFAULTS.warmup_s,
+    min_iterations: int = BENCH_DEFAULTS.min_iterations,
+    min_duration_s: float = BENCH_DEFAULTS.min_duration_s,
+    seed: int = 0,
+    output: PathLike | None = None,
+    memory: bool = True,
+    tune: bool = False,
+    profile: bool = False,
+    echo: Echo = print,
+):
     """Measure artifact files (.tflite, .onnx, .keras, ...) alone: one record per artifact, engine, device,
     thread count and batch size; returns ``edgepipe.results.Results`` (and writes it to ``output``,
     JSON plus CSV, when given). ``data`` is an image folder for accuracy (classes in the order of
     ``labels``, the labels the artifact records, or sorted folder names). ``paths``, ``threads``, ``batch``,
     ``devices`` and ``engines`` each take one value or a list (``threads=2``, ``threads=[1, 2]``)."""
-    request = BenchRequest(list(_values("paths", paths, "path", empty=True)), data=Path(data) if data else None,
-                           labels=Path(labels) if labels else None, threads=_values("threads", threads, "count"),
-                           batches=_values("batch", batch, "count"), devices=_values("devices", devices, "name"),
-                           engines=_values("engines", engines, "name", empty=True), warmup=warmup, warmup_s=warmup_s,
-                           min_iterations=min_iterations, min_duration_s=min_duration_s, seed=seed,
-                           output=Path(output) if output else None, memory=memory, tune=tune, profile=profile)
+    request = BenchRequest(
+        list(_values("paths", paths, "path", empty=True)),
+        data=Path(data) if data else None,
+        labels=Path(labels) if labels else None,
+        threads=_values("threads", threads, "count"),
+        batches=_values("batch", batch, "count"),
+        devices=_values("devices", devices, "name"),
+        engines=_values("engines", engines, "name", empty=True),
+        warmup=warmup,
+        warmup_s=warmup_s,
+        min_iterations=min_iterations,
+        min_duration_s=min_duration_s,
+        seed=seed,
+        output=Path(output) if output else None,
+        memory=memory,
+        tune=tune,
+        profile=profile,
+    )
     return bench_request(request, echo)
 
 
@@ -389,9 +464,21 @@ def bench_request(request: BenchRequest, echo: Echo = print):
 
     check_bench_request(request)
     settings = BenchSettings(1, request.warmup, request.min_iterations, request.min_duration_s, request.warmup_s)
-    results = bench_files(request.paths, echo, request.data, request.labels, request.threads, request.batches,
-                          settings, request.seed, request.devices, request.engines, request.memory, request.tune,
-                          request.profile)
+    results = bench_files(
+        request.paths,
+        echo,
+        request.data,
+        request.labels,
+        request.threads,
+        request.batches,
+        settings,
+        request.seed,
+        request.devices,
+        request.engines,
+        request.memory,
+        request.tune,
+        request.profile,
+    )
     if request.output is not None:
         _write_results(request.output, results)
     return results
@@ -411,11 +498,16 @@ def check_bench_request(request: BenchRequest) -> None:
     for name in request.engines:
         engines().canonical(name)
     if request.data is not None and not Path(request.data).is_dir():
-        raise EdgepipeError(f"data folder '{request.data}' does not exist" if not Path(request.data).exists()
-                            else f"data path '{request.data}' is not a folder",
-                            "Pass an image folder with one subfolder per class.")
+        raise EdgepipeError(
+            f"data folder '{request.data}' does not exist"
+            if not Path(request.data).exists()
+            else f"data path '{request.data}' is not a folder",
+            "Pass an image folder with one subfolder per class.",
+        )
     if request.labels is not None and not Path(request.labels).is_file():
-        raise EdgepipeError(f"labels file '{request.labels}' does not exist", "Pass the labels.txt the model was trained with.")
+        raise EdgepipeError(
+            f"labels file '{request.labels}' does not exist", "Pass the labels.txt the model was trained with."
+        )
     if request.output is not None:
         from edgepipe.report import is_results_csv
 
@@ -432,8 +524,10 @@ def _check_output_files(files: list[tuple[Path, Callable[[Path], bool]]]) -> Non
     (main, _), *companions = files
     for companion, _ in companions:
         if companion == main and main.name:  # an unnamed path ('.') has no companion: the check below names it
-            raise EdgepipeError(f"'{main}' would be both the output and the {main.suffix} file written beside it",
-                                "Choose an output name with another suffix (e.g. .json for results, .md for a report).")
+            raise EdgepipeError(
+                f"'{main}' would be both the output and the {main.suffix} file written beside it",
+                "Choose an output name with another suffix (e.g. .json for results, .md for a report).",
+            )
     for path, owned in files:
         check_output_file(path, owned=owned)
 
@@ -460,17 +554,33 @@ def _write_results(path: Path, results) -> Path:
     return write_results(path, results)
 
 
-def bench_remote(host: str, request: BenchRequest, *, ssh_config: Optional[PathLike] = None,
-                 remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench", data_sample: int = 20,
-                 keep: bool = False, echo: Echo = print):
+def bench_remote(
+    host: str,
+    request: BenchRequest,
+    *,
+    ssh_config: PathLike | None = None,
+    remote_edgepipe: str = "edgepipe",
+    remote_dir: str = "edgepipe-bench",
+    data_sample: int = 20,
+    keep: bool = False,
+    echo: Echo = print,
+):
     """``bench`` on another machine over SSH (OpenSSH, batch mode); returns the remote results (and writes them
     to ``request.output`` when given)."""
     from edgepipe.remote import bench_remote as remote_bench
     from edgepipe.results import Results
 
     check_bench_request(request)
-    data = remote_bench(host, request, echo=echo, per_class=data_sample, remote_edgepipe=remote_edgepipe,
-                        remote_dir=remote_dir, ssh_config=Path(ssh_config) if ssh_config else None, keep=keep)
+    data = remote_bench(
+        host,
+        request,
+        echo=echo,
+        per_class=data_sample,
+        remote_edgepipe=remote_edgepipe,
+        remote_dir=remote_dir,
+        ssh_config=Path(ssh_config) if ssh_config else None,
+        keep=keep,
+    )
     results = Results.from_dict(data, source=f"the results fetched from {host}")
     if request.output is not None:
         _write_results(request.output, results)
@@ -480,14 +590,24 @@ def bench_remote(host: str, request: BenchRequest, *, ssh_config: Optional[PathL
 # ---------------------------------------------------------------------------------------- measure
 
 
-def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequence[str]] = None, *,
-                   threads: Optional[int] = None, input_size: Optional[int] = None, force: bool = False,
-                   remote: Optional[str] = None, ssh_config: Optional[PathLike] = None,
-                   remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench",
-                   warmup: int = BENCH_DEFAULTS.warmup, warmup_s: float = BENCH_DEFAULTS.warmup_s,
-                   min_iterations: int = BENCH_DEFAULTS.min_iterations,
-                   min_duration_s: float = BENCH_DEFAULTS.min_duration_s,
-                   cache: Optional[PathLike] = None, echo: Echo = print):
+def measure_models(
+    archs: Sequence[str] | None = None,
+    formats: Sequence[str] | None = None,
+    *,
+    threads: int | None = None,
+    input_size: int | None = None,
+    force: bool = False,
+    remote: str | None = None,
+    ssh_config: PathLike | None = None,
+    remote_edgepipe: str = "edgepipe",
+    remote_dir: str = "edgepipe-bench",
+    warmup: int = BENCH_DEFAULTS.warmup,
+    warmup_s: float = BENCH_DEFAULTS.warmup_s,
+    min_iterations: int = BENCH_DEFAULTS.min_iterations,
+    min_duration_s: float = BENCH_DEFAULTS.min_duration_s,
+    cache: PathLike | None = None,
+    echo: Echo = print,
+):
     """What each architecture costs on this machine (or ``remote``, over SSH): p50/p90 latency in ms at batch 1,
     artifact size and peak memory in MB, per format; returns an ``edgepipe.choose.catalogue.Catalogue`` of typed
     rows (``edgepipe.choose.measure.Measurement``).
@@ -500,54 +620,90 @@ def measure_models(archs: Optional[Sequence[str]] = None, formats: Optional[Sequ
     ``remote``). Results are cached (``cache``, default $XDG_CACHE_HOME/edgepipe/measurements.json) per device,
     engine versions, network, format and conditions; ``force`` measures again.
     """
-    from edgepipe.device import resolve_threads
-    from edgepipe.standalone.export import expand_formats
     from edgepipe.choose.catalogue import measure_catalogue, resolve_architectures
     from edgepipe.choose.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
+    from edgepipe.device import resolve_threads
+    from edgepipe.standalone.export import expand_formats
 
     names = resolve_architectures(archs)
     chosen = expand_formats(list(formats or DEFAULT_FORMATS))
     if input_size is not None and int(input_size) < 1:
         raise EdgepipeError(f"input size must be at least 1 pixel, got {input_size}", "e.g. --input-size 224")
     if remote and not threads:
-        raise EdgepipeError("--remote needs --threads N", "The remote machine's cores are not known here; pass --threads.")
-    conditions = Conditions(threads=int(threads or resolve_threads(None)), warmup=warmup, warmup_s=warmup_s,
-                            min_iterations=min_iterations, min_duration_s=min_duration_s)
+        raise EdgepipeError(
+            "--remote needs --threads N", "The remote machine's cores are not known here; pass --threads."
+        )
+    conditions = Conditions(
+        threads=int(threads or resolve_threads(None)),
+        warmup=warmup,
+        warmup_s=warmup_s,
+        min_iterations=min_iterations,
+        min_duration_s=min_duration_s,
+    )
     target = _measure_target(remote, ssh_config, remote_edgepipe, remote_dir)
     store = MeasurementCache(Path(cache) if cache else None, echo=echo)
     return measure_catalogue(names, chosen, conditions, target, store, input_size=input_size, force=force, echo=echo)
 
 
-def _measure_target(remote: Optional[str], ssh_config: Optional[PathLike], remote_edgepipe: str, remote_dir: str):
+def _measure_target(remote: str | None, ssh_config: PathLike | None, remote_edgepipe: str, remote_dir: str):
     """The Target artifacts are timed on: this machine through ``bench_request``, or ``remote`` through
     ``bench_remote`` (the same harness there), both with seeded random pixels and, when the conditions ask for it,
     memory in a fresh process."""
-    from edgepipe.device import device_label, fingerprint
     from edgepipe.choose.measure import Target, local_identity, remote_identity
+    from edgepipe.device import device_label, fingerprint
 
     def request(paths, conditions):
-        return BenchRequest(list(paths), threads=(conditions.threads,), batches=(conditions.batch_size,),
-                            warmup=conditions.warmup, warmup_s=conditions.warmup_s,
-                            min_iterations=conditions.min_iterations, min_duration_s=conditions.min_duration_s,
-                            seed=conditions.seed, memory=conditions.memory)
+        return BenchRequest(
+            list(paths),
+            threads=(conditions.threads,),
+            batches=(conditions.batch_size,),
+            warmup=conditions.warmup,
+            warmup_s=conditions.warmup_s,
+            min_iterations=conditions.min_iterations,
+            min_duration_s=conditions.min_duration_s,
+            seed=conditions.seed,
+            memory=conditions.memory,
+        )
 
     if remote:
         from edgepipe.remote import check_destination
 
         check_destination(remote)
-        return Target(f"{remote} (over SSH)", remote_identity(remote), lambda paths, conditions, echo: bench_remote(
-            remote, request(paths, conditions), ssh_config=ssh_config, remote_edgepipe=remote_edgepipe,
-            remote_dir=remote_dir, echo=echo), remote=remote)
-    return Target(device_label(fingerprint()), local_identity(),
-                  lambda paths, conditions, echo: bench_request(request(paths, conditions), echo))
+        return Target(
+            f"{remote} (over SSH)",
+            remote_identity(remote),
+            lambda paths, conditions, echo: bench_remote(
+                remote,
+                request(paths, conditions),
+                ssh_config=ssh_config,
+                remote_edgepipe=remote_edgepipe,
+                remote_dir=remote_dir,
+                echo=echo,
+            ),
+            remote=remote,
+        )
+    return Target(
+        device_label(fingerprint()),
+        local_identity(),
+        lambda paths, conditions, echo: bench_request(request(paths, conditions), echo),
+    )
 
 
 # ---------------------------------------------------------------------------------------- profile
 
 
-def profile(artifact: PathLike, *, threads: int = 1, engine: Optional[str] = None, device: str = "cpu",
-            batch: int = 1, calls: int = 20, model: Optional[PathLike] = None, output: Optional[PathLike] = None,
-            echo: Echo = print):
+def profile(
+    artifact: PathLike,
+    *,
+    threads: int = 1,
+    engine: str | None = None,
+    device: str = "cpu",
+    batch: int = 1,
+    calls: int = 20,
+    model: PathLike | None = None,
+    output: PathLike | None = None,
+    echo: Echo = print,
+):
     """Profile one artifact per op with its engine's own profiler (in a session of its own) on seeded random
     pixels; returns an ``edgepipe.profiles.Profile`` (written as JSON to ``output`` when given).
 
@@ -558,8 +714,8 @@ def profile(artifact: PathLike, *, threads: int = 1, engine: Optional[str] = Non
     from edgepipe.device import fingerprint
     from edgepipe.harness.profile import profile_runner
     from edgepipe.pipeline.bench import model_layers, profile_join
-    from edgepipe.standalone.bench import bench_images, probe
     from edgepipe.profiles import Profile
+    from edgepipe.standalone.bench import bench_images, probe
 
     path = _profile_inputs(artifact, threads, batch, calls, model, output)
     found = identify(path)
@@ -569,8 +725,13 @@ def profile(artifact: PathLike, *, threads: int = 1, engine: Optional[str] = Non
         base = Profile(str(path), found.format, found.precision, runner.engine, device, threads, batch)
         plan = _ProfiledPlan(found, base)
         echo(f"profiling {path.name} [{runner.engine}, {device}, {threads} thread(s), batch {batch}]")
-        result = profile_runner(runner, images, base, calls=calls,
-                                **profile_join(plan, fingerprint(), model_layers(Path(model) if model else None)))
+        result = profile_runner(
+            runner,
+            images,
+            base,
+            calls=calls,
+            **profile_join(plan, fingerprint(), model_layers(Path(model) if model else None)),
+        )
     if output is not None:
         from edgepipe.fileio import write_json
 
@@ -589,18 +750,23 @@ class _ProfiledPlan:
         self.record.int8_budget = None
 
 
-def _profile_inputs(artifact: PathLike, threads: int, batch: int, calls: int, model: Optional[PathLike],
-                    output: Optional[PathLike]) -> Path:
+def _profile_inputs(
+    artifact: PathLike, threads: int, batch: int, calls: int, model: PathLike | None, output: PathLike | None
+) -> Path:
     """Refuse what cannot be profiled, before anything runs; the artifact's path."""
     path = Path(artifact)
     if not path.is_file():
-        raise EdgepipeError(f"artifact '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
-                            "Pass an artifact file (.tflite, .onnx, .xml, ...).")
+        raise EdgepipeError(
+            f"artifact '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
+            "Pass an artifact file (.tflite, .onnx, .xml, ...).",
+        )
     for name, value in (("threads", threads), ("batch", batch), ("calls", calls)):
         if int(value) < 1:
             raise EdgepipeError(f"--{name} must be at least 1, got {value}", f"e.g. --{name} 1")
     if model is not None and not Path(model).is_file():
-        raise EdgepipeError(f"model file '{model}' does not exist", "Pass the .keras model the artifact was exported from.")
+        raise EdgepipeError(
+            f"model file '{model}' does not exist", "Pass the .keras model the artifact was exported from."
+        )
     if output is not None:
         from edgepipe.fileio import check_output_file
 
@@ -622,16 +788,35 @@ def _is_profile_file(path: Path) -> bool:
 # ----------------------------------------------------------------------------------------- search
 
 
-def search(data: Optional[PathLike] = None, config: Any = None, *, archs: Union[str, Sequence[str], None] = None,
-           alphas: Union[float, Sequence[float], None] = None, input_sizes: Union[int, Sequence[int], None] = None,
-           formats: Union[str, Sequence[str], None] = None, weights: Union[str, Mapping[str, str]] = "imagenet",
-           allow_random_weights: bool = False, max_latency_ms: Optional[float] = None, percentile: str = "p50",
-           max_size_mb: Optional[float] = None, max_memory_mb: Optional[float] = None, min_top1: Optional[float] = None,
-           threads: Optional[int] = None, remote: Optional[str] = None, ssh_config: Optional[PathLike] = None,
-           remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench", output: Optional[PathLike] = None,
-           force: bool = False, memory: Optional[bool] = None, min_iterations: Optional[int] = None,
-           min_duration_s: Optional[float] = None, cache: Optional[PathLike] = None,
-           overrides: Optional[dict[str, Any]] = None, echo: Echo = print):
+def search(
+    data: PathLike | None = None,
+    config: Any = None,
+    *,
+    archs: Union[str, Sequence[str], None] = None,
+    alphas: Union[float, Sequence[float], None] = None,
+    input_sizes: Union[int, Sequence[int], None] = None,
+    formats: Union[str, Sequence[str], None] = None,
+    weights: Union[str, Mapping[str, str]] = "imagenet",
+    allow_random_weights: bool = False,
+    max_latency_ms: float | None = None,
+    percentile: str = "p50",
+    max_size_mb: float | None = None,
+    max_memory_mb: float | None = None,
+    min_top1: float | None = None,
+    threads: int | None = None,
+    remote: str | None = None,
+    ssh_config: PathLike | None = None,
+    remote_edgepipe: str = "edgepipe",
+    remote_dir: str = "edgepipe-bench",
+    output: PathLike | None = None,
+    force: bool = False,
+    memory: bool | None = None,
+    min_iterations: int | None = None,
+    min_duration_s: float | None = None,
+    cache: PathLike | None = None,
+    overrides: dict[str, Any] | None = None,
+    echo: Echo = print,
+):
     """Which architecture, width, input size, weights and format is the most accurate on ``data`` within the
     budgets on this machine (or ``remote``); returns an ``edgepipe.choose.answer.SearchResult`` (every candidate
     and artifact with its figures and status, the winner and its run directory ``<output>/winner``).
@@ -656,59 +841,122 @@ def search(data: Optional[PathLike] = None, config: Any = None, *, archs: Union[
     budgets = Budgets(max_latency_ms, percentile, max_size_mb, max_memory_mb, min_top1).check()
     base = config if config is not None else (cfg.image_folder_path() if data else cfg.quickstart_path())
     resolved, described = resolve_config(base, {**(overrides or {}), **({"data": str(data)} if data else {})})
-    request = _search_request(resolved, budgets, archs, alphas, input_sizes, formats, weights, allow_random_weights,
-                              threads, remote, ssh_config, remote_edgepipe, remote_dir, output, force, memory,
-                              min_iterations, min_duration_s, cache, echo)
+    request = _search_request(
+        resolved,
+        budgets,
+        archs,
+        alphas,
+        input_sizes,
+        formats,
+        weights,
+        allow_random_weights,
+        threads,
+        remote,
+        ssh_config,
+        remote_edgepipe,
+        remote_dir,
+        output,
+        force,
+        memory,
+        min_iterations,
+        min_duration_s,
+        cache,
+        echo,
+    )
     echo(f"configuration: {described}")
     return run_search(request, echo)
 
 
-def _search_request(config, budgets, archs, alphas, input_sizes, formats, weights, allow_random, threads, remote,
-                    ssh_config, remote_edgepipe, remote_dir, output, force, memory, min_iterations, min_duration_s,
-                    cache, echo):
+def _search_request(
+    config,
+    budgets,
+    archs,
+    alphas,
+    input_sizes,
+    formats,
+    weights,
+    allow_random,
+    threads,
+    remote,
+    ssh_config,
+    remote_edgepipe,
+    remote_dir,
+    output,
+    force,
+    memory,
+    min_iterations,
+    min_duration_s,
+    cache,
+    echo,
+):
     """The checked SearchRequest (everything refused here is refused before any work starts)."""
-    from edgepipe.device import resolve_threads
-    from edgepipe.standalone.export import expand_formats
     from edgepipe.choose.candidates import check_weights_spec
     from edgepipe.choose.catalogue import resolve_architectures
     from edgepipe.choose.loop import SearchRequest
     from edgepipe.choose.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
+    from edgepipe.device import resolve_threads
+    from edgepipe.standalone.export import expand_formats
 
     names = resolve_architectures(None if archs is None else list(_values("archs", archs, "name")))
     widths = None if alphas is None else [_width(a) for a in (alphas if isinstance(alphas, Iterable) else [alphas])]
     sizes = None if input_sizes is None else [int(s) for s in _values("input_sizes", input_sizes, "count")]
     check_weights_spec(weights, names)
     if remote and not threads:
-        raise EdgepipeError("--remote needs --threads N", "The remote machine's cores are not known here; pass --threads.")
+        raise EdgepipeError(
+            "--remote needs --threads N", "The remote machine's cores are not known here; pass --threads."
+        )
     b = config.bench
     measure_memory = b.memory if memory is None else bool(memory)
     if budgets.max_memory_mb is not None and memory is False:
-        raise EdgepipeError("--max-memory-mb needs the memory measurement that --no-memory turns off", "Drop one of them.")
-    conditions = Conditions(threads=int(_value("threads", threads, "count") if threads else resolve_threads(b.threads)),
-                            warmup=b.warmup, warmup_s=b.warmup_s, min_iterations=min_iterations or b.min_iterations,
-                            min_duration_s=b.min_duration_s if min_duration_s is None else float(min_duration_s),
-                            memory=measure_memory or budgets.max_memory_mb is not None)
-    return SearchRequest(config, names, widths, sizes, expand_formats(list(_values("formats", formats or DEFAULT_FORMATS,
-                                                                                  "name"))),
-                         weights, bool(allow_random), budgets, conditions,
-                         _measure_target(remote, ssh_config, remote_edgepipe, remote_dir),
-                         MeasurementCache(Path(cache) if cache else None, echo=echo),
-                         Path(output) if output else Path("runs") / "search", bool(force))
+        raise EdgepipeError(
+            "--max-memory-mb needs the memory measurement that --no-memory turns off", "Drop one of them."
+        )
+    conditions = Conditions(
+        threads=int(_value("threads", threads, "count") if threads else resolve_threads(b.threads)),
+        warmup=b.warmup,
+        warmup_s=b.warmup_s,
+        min_iterations=min_iterations or b.min_iterations,
+        min_duration_s=b.min_duration_s if min_duration_s is None else float(min_duration_s),
+        memory=measure_memory or budgets.max_memory_mb is not None,
+    )
+    return SearchRequest(
+        config,
+        names,
+        widths,
+        sizes,
+        expand_formats(list(_values("formats", formats or DEFAULT_FORMATS, "name"))),
+        weights,
+        bool(allow_random),
+        budgets,
+        conditions,
+        _measure_target(remote, ssh_config, remote_edgepipe, remote_dir),
+        MeasurementCache(Path(cache) if cache else None, echo=echo),
+        Path(output) if output else Path("runs") / "search",
+        bool(force),
+    )
 
 
 def _width(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value <= 4:
-        raise EdgepipeError(f"alphas takes width multipliers above 0 (e.g. 0.35, 1.0); got {value!r}",
-                            "e.g. alphas=[0.35, 0.5]")
+        raise EdgepipeError(
+            f"alphas takes width multipliers above 0 (e.g. 0.35, 1.0); got {value!r}", "e.g. alphas=[0.35, 0.5]"
+        )
     return float(value)
 
 
 # ---------------------------------------------------------------------------------------- compare
 
 
-def compare(current: Any, baseline: Any, *, max_latency_regression: Union[float, str, None] = None,
-            max_accuracy_drop: Union[float, str, None] = None, percentiles: Union[str, Sequence[str]] = ("p50",),
-            strict: bool = False, accuracy_test: str = "none"):
+def compare(
+    current: Any,
+    baseline: Any,
+    *,
+    max_latency_regression: Union[float, str, None] = None,
+    max_accuracy_drop: Union[float, str, None] = None,
+    percentiles: Union[str, Sequence[str]] = ("p50",),
+    strict: bool = False,
+    accuracy_test: str = "none",
+):
     """Compare two results (paths or ``Results``); returns a Comparison whose ``violations`` name every threshold
     crossed (a CI gate fails when there are any). ``max_latency_regression`` is a fraction (0.1 = 10% slower) or
     text with a percent sign ("10%"); ``max_accuracy_drop`` is in percentage points of top-1 (0.5 or "0.5pp").
@@ -726,8 +974,9 @@ def compare(current: Any, baseline: Any, *, max_latency_regression: Union[float,
         max_latency_regression = parse_fraction(max_latency_regression, "max_latency_regression")
     if isinstance(max_accuracy_drop, str):
         max_accuracy_drop = parse_points(max_accuracy_drop, "max_accuracy_drop")
-    return run_compare(_results(current), _results(baseline), max_latency_regression, max_accuracy_drop,
-                       chosen, strict, accuracy_test)
+    return run_compare(
+        _results(current), _results(baseline), max_latency_regression, max_accuracy_drop, chosen, strict, accuracy_test
+    )
 
 
 def _results(value: Any):
@@ -736,11 +985,12 @@ def _results(value: Any):
     return value if isinstance(value, Results) else read_results(value)
 
 
-def merge(results: Any, output: Optional[PathLike] = None) -> str:
+def merge(results: Any, output: PathLike | None = None) -> str:
     """Results (one or a list of paths or ``Results``) from several devices in one Markdown table (and, with
     ``output``, a Pareto plot beside it)."""
     from edgepipe.fileio import write_text
-    from edgepipe.report.merge import merge as render, merged_pareto_plot
+    from edgepipe.report.merge import merge as render
+    from edgepipe.report.merge import merged_pareto_plot
     from edgepipe.report.table import analyse_many
 
     loaded = [_results(r) for r in _values("results", results, "results", empty=True)]
@@ -753,8 +1003,12 @@ def merge(results: Any, output: Optional[PathLike] = None) -> str:
 
         out = Path(output)
         png = _beside(out, ".png")
-        _check_output_files([(out, lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MERGED_TITLE)),
-                             (png, is_edgepipe_png)])
+        _check_output_files(
+            [
+                (out, lambda p: p.read_text(encoding="utf-8", errors="replace").startswith(MERGED_TITLE)),
+                (png, is_edgepipe_png),
+            ]
+        )
         if merged_pareto_plot(loaded, png, analysed):
             text += f"\n![accuracy against latency per device]({png.name})\n"
         write_text(out, text)
@@ -780,16 +1034,27 @@ def formats_table() -> list[dict[str, Any]]:
     """Every export format: its engine, file type, precision, what it is, and whether this machine can build it."""
     from edgepipe.backends import CONTAINERS, formats
 
-    return [{"format": name, "backend": f.backend, "container": f.container, "precision": f.precision,
-             "default_engine": CONTAINERS.get(f.container).default_engine, "description": f.description,
-             "unavailable": f.available()} for name, f in formats() if not f.reference]
+    return [
+        {
+            "format": name,
+            "backend": f.backend,
+            "container": f.container,
+            "precision": f.precision,
+            "default_engine": CONTAINERS.get(f.container).default_engine,
+            "description": f.description,
+            "unavailable": f.available(),
+        }
+        for name, f in formats()
+        if not f.reference
+    ]
 
 
 # ------------------------------------------------------------------ what the command line asks besides the above
 # The command line imports nothing of edgepipe but this module, edgepipe.errors and edgepipe.versions: its smaller
 # questions (what a file is, how a flag parses, how a result prints) are answered here, from where each rule lives.
 
-def refused_write(exc: OSError) -> Optional[EdgepipeError]:
+
+def refused_write(exc: OSError) -> EdgepipeError | None:
     """The one-line error for a write the output refused (full disk, quota, read-only); None for any other OSError."""
     import errno
 
@@ -836,7 +1101,7 @@ def profile_lines(result: Any) -> list[str]:
     return console_lines(result)
 
 
-def models(count: bool = True, echo: Optional[Echo] = None) -> list[dict[str, Any]]:
+def models(count: bool = True, echo: Echo | None = None) -> list[dict[str, Any]]:
     """Every registered architecture with its facts (parameters, and MACs when ``count``)."""
     from edgepipe.architectures.facts import catalogue
 
@@ -885,8 +1150,33 @@ def devices_table() -> list[dict[str, Any]]:
     return [{"device": name, "description": d.description} for name, d in devices().items()]
 
 
-__all__ = ["BenchRequest", "Exported", "Run", "artifact_suffixes", "bench", "bench_remote", "compare", "devices_table",
-           "engines_table", "export", "formats_table", "is_chief", "is_model_file", "measure_models",
-           "measured_models_text", "merge", "models", "models_table", "parse_fraction", "parse_points",
-           "pixel_transform", "profile", "profile_lines", "refused_write", "resolve_config", "run", "search", "verify"]
-
+__all__ = [
+    "BenchRequest",
+    "Exported",
+    "Run",
+    "artifact_suffixes",
+    "bench",
+    "bench_remote",
+    "compare",
+    "devices_table",
+    "engines_table",
+    "export",
+    "formats_table",
+    "is_chief",
+    "is_model_file",
+    "measure_models",
+    "measured_models_text",
+    "merge",
+    "models",
+    "models_table",
+    "parse_fraction",
+    "parse_points",
+    "pixel_transform",
+    "profile",
+    "profile_lines",
+    "refused_write",
+    "resolve_config",
+    "run",
+    "search",
+    "verify",
+]

@@ -15,8 +15,9 @@ import pickle
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
 
@@ -25,14 +26,21 @@ class ChildFailed(EdgepipeError):
     """The child gave no result. ``kind``: raised (its function raised; ``line`` is "Type: first line"),
     ended (it died; ``line`` is the last line it wrote to stderr, when captured), or timeout."""
 
-    def __init__(self, kind: str, line: str, exit_code: Optional[int] = None):
+    def __init__(self, kind: str, line: str, exit_code: int | None = None):
         super().__init__(line)
         self.kind, self.line, self.exit_code = kind, line, exit_code
 
 
-def run(function: str, argument: Any, *, pickled: bool = False, echo: Optional[Callable[[str], None]] = None,
-        timeout_s: Optional[float] = None, folder: Optional[Path] = None,
-        env: Optional[dict[str, str]] = None) -> Any:
+def run(
+    function: str,
+    argument: Any,
+    *,
+    pickled: bool = False,
+    echo: Callable[[str], None] | None = None,
+    timeout_s: float | None = None,
+    folder: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> Any:
     """``function(argument)`` ("package.module:name") in a fresh process; its result, or ChildFailed.
 
     ``pickled``: argument and result travel pickled, else as JSON. ``echo``: the child's output (stdout and
@@ -52,8 +60,9 @@ def run(function: str, argument: Any, *, pickled: bool = False, echo: Optional[C
             code, said = _relayed(command, echo, child_env), ""
         else:
             try:
-                done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s, check=False,
-                                      env=child_env)
+                done = subprocess.run(
+                    command, capture_output=True, text=True, timeout=timeout_s, check=False, env=child_env
+                )
             except subprocess.TimeoutExpired:
                 raise ChildFailed("timeout", f"did not finish within {timeout_s:.0f} s") from None
             code = done.returncode
@@ -96,7 +105,10 @@ def _main(request: Path, answer: Path) -> None:
     try:
         outcome = {"kind": "result", "value": getattr(importlib.import_module(module), name)(task["argument"])}
     except BaseException as exc:  # reported to the parent, which decides; the child only ends
-        outcome = {"kind": "error", "value": f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}"}
+        outcome = {
+            "kind": "error",
+            "value": f"{type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:300]}",
+        }
     _write(answer, codec, outcome)
 
 

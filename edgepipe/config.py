@@ -16,12 +16,11 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import yaml
 
-from edgepipe import backends
-from edgepipe import defaults
+from edgepipe import backends, defaults
 from edgepipe.errors import ConfigError
 from edgepipe.options import option as _opt
 from edgepipe.quantization.options import QatConfig
@@ -30,41 +29,97 @@ from edgepipe.registry import did_you_mean
 
 @dataclass
 class DataConfig:
-    path: str = _opt("builtin:digits", "An image folder (one subfolder per class, or train/ val/ [test/] subfolders), a built-in set: builtin:digits, builtin:synthetic, builtin:photos (real photos shipped by scikit-image, scikit-learn and matplotlib; needs scikit-image), or tfds:NAME (TensorFlow Datasets, needs tensorflow-datasets).")
-    classes: Optional[list[str]] = _opt(None, "Use only these classes (folder names; digits are '0'..'9'), in this order.", coerce_str=True)
-    max_per_class: Optional[int] = _opt(None, "Keep at most this many training images per class (seeded choice).", min=1)
-    val_fraction: float = _opt(0.2, "Fraction of each class held out of the training images for validation when the data has no val/ folder: every choice (early stopping, the INT8 recipe and its accuracy budget) is made on it.", min=0.0, max=0.9)
-    test_fraction: float = _opt(0.2, "Fraction of each class held out of the training images as the test split when the data has none (no test/ folder): accuracy is reported on it and it takes part in no choice (those are made on val). 0: report on val, which also chooses.", min=0.0, max=0.9)
-    on_bad_image: str = _opt("skip", "What to do with unreadable image files: skip (and list them) or fail.", choices=("skip", "fail"))
-    max_image_pixels: int = _opt(50_000_000, "Images with more pixels than this are skipped and listed (decoding a huge image can take gigabytes); raise it to read them.", min=1)
+    path: str = _opt(
+        "builtin:digits",
+        "An image folder (one subfolder per class, or train/ val/ [test/] subfolders), a built-in set: builtin:digits, builtin:synthetic, builtin:photos (real photos shipped by scikit-image, scikit-learn and matplotlib; needs scikit-image), or tfds:NAME (TensorFlow Datasets, needs tensorflow-datasets).",
+    )
+    classes: list[str] | None = _opt(
+        None, "Use only these classes (folder names; digits are '0'..'9'), in this order.", coerce_str=True
+    )
+    max_per_class: int | None = _opt(None, "Keep at most this many training images per class (seeded choice).", min=1)
+    val_fraction: float = _opt(
+        0.2,
+        "Fraction of each class held out of the training images for validation when the data has no val/ folder: every choice (early stopping, the INT8 recipe and its accuracy budget) is made on it.",
+        min=0.0,
+        max=0.9,
+    )
+    test_fraction: float = _opt(
+        0.2,
+        "Fraction of each class held out of the training images as the test split when the data has none (no test/ folder): accuracy is reported on it and it takes part in no choice (those are made on val). 0: report on val, which also chooses.",
+        min=0.0,
+        max=0.9,
+    )
+    on_bad_image: str = _opt(
+        "skip", "What to do with unreadable image files: skip (and list them) or fail.", choices=("skip", "fail")
+    )
+    max_image_pixels: int = _opt(
+        50_000_000,
+        "Images with more pixels than this are skipped and listed (decoding a huge image can take gigabytes); raise it to read them.",
+        min=1,
+    )
 
 
 @dataclass
 class PreprocessingConfig:
-    layout: Optional[str] = _opt(None, "Layout of the network's input: nchw or nhwc (null: read from its shape, when only one side can hold the channels).", choices=("nchw", "nhwc"))
-    channels: Optional[str] = _opt(None, "Channel order the network was trained on: rgb or bgr (raw pixels are RGB).", choices=("rgb", "bgr"))
-    scale: Optional[float] = _opt(None, "Raw pixels are divided by this first (e.g. 255).", min=1e-6)
-    mean: Optional[list[float]] = _opt(None, "Subtracted after scaling, per channel in the network's order (one value or three, e.g. [0.485, 0.456, 0.406]).")
-    std: Optional[list[float]] = _opt(None, "Then divided by, per channel (one value or three, e.g. [0.229, 0.224, 0.225]).", min=1e-9)
+    layout: str | None = _opt(
+        None,
+        "Layout of the network's input: nchw or nhwc (null: read from its shape, when only one side can hold the channels).",
+        choices=("nchw", "nhwc"),
+    )
+    channels: str | None = _opt(
+        None, "Channel order the network was trained on: rgb or bgr (raw pixels are RGB).", choices=("rgb", "bgr")
+    )
+    scale: float | None = _opt(None, "Raw pixels are divided by this first (e.g. 255).", min=1e-6)
+    mean: list[float] | None = _opt(
+        None,
+        "Subtracted after scaling, per channel in the network's order (one value or three, e.g. [0.485, 0.456, 0.406]).",
+    )
+    std: list[float] | None = _opt(
+        None, "Then divided by, per channel (one value or three, e.g. [0.229, 0.224, 0.225]).", min=1e-9
+    )
 
 
 @dataclass
 class ModelConfig:
-    arch: str = _opt("mobilenet_v2", "Architecture name from 'edgepipe models' (Keras spellings such as MobileNetV2 accepted).", registry="architecture")
-    alpha: Optional[float] = _opt(None, "Width multiplier for families that have one (MobileNet: 0.25-1.4); null for the family default.", min=0.01, max=4.0)
-    weights: str = _opt("imagenet", "Initial backbone weights: imagenet (Keras cache/download), none (random), or a path to a weights file.")
+    arch: str = _opt(
+        "mobilenet_v2",
+        "Architecture name from 'edgepipe models' (Keras spellings such as MobileNetV2 accepted).",
+        registry="architecture",
+    )
+    alpha: float | None = _opt(
+        None,
+        "Width multiplier for families that have one (MobileNet: 0.25-1.4); null for the family default.",
+        min=0.01,
+        max=4.0,
+    )
+    weights: str = _opt(
+        "imagenet",
+        "Initial backbone weights: imagenet (Keras cache/download), none (random), or a path to a weights file.",
+    )
     input_size: int = _opt(224, "Square input size in pixels the model is built for.", min=8, max=2048)
     channels: int = _opt(3, "Input channels: 3 (RGB) or 1 (grey).", choices=(1, 3))
     dropout: float = _opt(0.2, "Dropout rate in the new classification head.", min=0.0, max=0.95)
-    path: Optional[str] = _opt(None, "Start from your own saved model instead of a registry architecture: a .keras or .h5 file saved by Keras (its classifier top is replaced).")
-    preprocessing: Union[str, PreprocessingConfig] = _opt("auto", "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128); or, for an ONNX model, a mapping of the keys below (what it was trained on; edgepipe folds it into every artifact).", choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"))
-    labels: Optional[str] = _opt(None, "classifier strategy: a text file naming the network's classes, one per line in output order (default for Keras Applications with ImageNet weights: Keras' ImageNet class index).")
+    path: str | None = _opt(
+        None,
+        "Start from your own saved model instead of a registry architecture: a .keras or .h5 file saved by Keras (its classifier top is replaced).",
+    )
+    preprocessing: Union[str, PreprocessingConfig] = _opt(
+        "auto",
+        "Pixel transform inside the model: auto (the architecture's own; none for model.path), none, unit (x/255), tf (x/127.5-1), torch (ImageNet mean/std), caffe (BGR minus mean), lite ((x-127)/128); or, for an ONNX model, a mapping of the keys below (what it was trained on; edgepipe folds it into every artifact).",
+        choices=("auto", "none", "unit", "tf", "torch", "caffe", "lite"),
+    )
+    labels: str | None = _opt(
+        None,
+        "classifier strategy: a text file naming the network's classes, one per line in output order (default for Keras Applications with ImageNet weights: Keras' ImageNet class index).",
+    )
 
 
 @dataclass
 class AugmentConfig:
     flip: bool = _opt(False, "Random horizontal flips (off for digits and text, where mirroring changes the class).")
-    rotation: float = _opt(0.0, "Random rotation, as a fraction of a full turn (0.05 = up to 18 degrees either way).", min=0.0, max=0.5)
+    rotation: float = _opt(
+        0.0, "Random rotation, as a fraction of a full turn (0.05 = up to 18 degrees either way).", min=0.0, max=0.5
+    )
     zoom: float = _opt(0.0, "Random zoom in or out by up to this fraction.", min=0.0, max=0.9)
     translation: float = _opt(0.0, "Random shift by up to this fraction of the height and width.", min=0.0, max=0.9)
 
@@ -79,7 +134,9 @@ class PretrainConfig:
     epochs: int = _opt(10, "Epochs of from-scratch training on the source data.", min=1)
     batch_size: int = _opt(32, "Batch size for pretraining.", min=1)
     learning_rate: float = _opt(2e-3, "Adam learning rate for pretraining.", min=1e-8, max=10.0)
-    augment: AugmentConfig = _opt(AugmentConfig(), "Augmentation while pretraining (Keras preprocessing layers, training only).")
+    augment: AugmentConfig = _opt(
+        AugmentConfig(), "Augmentation while pretraining (Keras preprocessing layers, training only)."
+    )
 
 
 @dataclass
@@ -90,50 +147,147 @@ class TrainConfig:
     learning_rate: float = _opt(1e-3, "Learning rate of the head (the first rate of a schedule).", min=1e-8, max=10.0)
     optimizer: str = _opt("adam", "Optimizer: adam, or sgd (with train.momentum).", choices=("adam", "sgd"))
     momentum: float = _opt(0.9, "sgd: momentum.", min=0.0, max=0.999)
-    lr_schedule: str = _opt("constant", "Learning-rate schedule, per epoch: constant; piecewise (steps at train.lr_boundaries, e.g. LeNet-5's); plateau (x train.plateau_factor when val_loss stalls, as VGG's authors did); cosine (decay to zero over the epochs).", choices=("constant", "piecewise", "plateau", "cosine"))
-    lr_boundaries: list[int] = _opt([], "piecewise: epochs (0-based) at which the rate steps to the next value, e.g. [2, 5, 8, 12].", min=1)
-    lr_values: Optional[list[float]] = _opt(None, "piecewise: the rates, one more than lr_boundaries, e.g. [5e-4, 2e-4, 1e-4, 5e-5, 1e-5] (null: learning_rate, then x0.1 at each boundary).", min=1e-10, max=10.0)
-    plateau_factor: float = _opt(0.1, "plateau: multiply the rate by this when val_loss has not improved for plateau_patience epochs.", min=1e-4, max=0.99)
+    lr_schedule: str = _opt(
+        "constant",
+        "Learning-rate schedule, per epoch: constant; piecewise (steps at train.lr_boundaries, e.g. LeNet-5's); plateau (x train.plateau_factor when val_loss stalls, as VGG's authors did); cosine (decay to zero over the epochs).",
+        choices=("constant", "piecewise", "plateau", "cosine"),
+    )
+    lr_boundaries: list[int] = _opt(
+        [], "piecewise: epochs (0-based) at which the rate steps to the next value, e.g. [2, 5, 8, 12].", min=1
+    )
+    lr_values: list[float] | None = _opt(
+        None,
+        "piecewise: the rates, one more than lr_boundaries, e.g. [5e-4, 2e-4, 1e-4, 5e-5, 1e-5] (null: learning_rate, then x0.1 at each boundary).",
+        min=1e-10,
+        max=10.0,
+    )
+    plateau_factor: float = _opt(
+        0.1,
+        "plateau: multiply the rate by this when val_loss has not improved for plateau_patience epochs.",
+        min=1e-4,
+        max=0.99,
+    )
     plateau_patience: int = _opt(3, "plateau: epochs without val_loss improvement before the rate drops.", min=1)
-    weight_decay: float = _opt(0.0, "Weight decay on kernels (not biases or batch-norm): L2 regularisation for sgd, decoupled (AdamW-style) for adam; AlexNet and VGG used 5e-4 with SGD.", min=0.0, max=1.0)
-    early_stopping_patience: int = _opt(0, "Stop when val_loss has not improved for this many epochs and keep the best weights (0: off).", min=0)
-    class_weight: str = _opt("none", "Loss weight per class: none, or balanced (n_images / (n_classes x images of the class)) for imbalanced data.", choices=("none", "balanced"))
-    label_smoothing: float = _opt(0.0, "Label smoothing of the cross-entropy targets (0.1 is common).", min=0.0, max=0.5)
-    augment: AugmentConfig = _opt(AugmentConfig(), "Augmentation while training (training only; with any augmentation on, backbone features are not cached).")
-    fine_tune_layers: int = _opt(30, "fine-tune: how many of the backbone's top layers to unfreeze after the head has converged (batch normalization stays frozen, in inference mode).", min=1)
-    fine_tune_epochs: int = _opt(5, "fine-tune: epochs after unfreezing, at learning_rate x fine_tune_lr_factor.", min=1)
-    fine_tune_lr_factor: float = _opt(0.1, "fine-tune: learning-rate multiplier after unfreezing (about ten times lower).", min=1e-6, max=1.0)
-    similarity: str = _opt("similar", "auto: how similar your images are to the pretraining data (ImageNet photos): similar or different.", choices=("similar", "different"))
-    small_dataset_per_class: int = _opt(200, "auto: a dataset with fewer training images per class than this counts as small.", min=1)
-    cache_features: bool = _opt(True, "feature-extraction: run the frozen backbone once per image and train the head on the cached features (off: run the backbone on every batch).")
-    feature_cache: str = _opt("auto", "feature-extraction with cache_features: keep the cached features in memory, or on disk in the run directory (cache/, memory-mapped, reused by reruns with the same backbone and images); auto: disk above 1 GB of features.", choices=("auto", "memory", "disk"))
-    baseline_from_scratch: bool = _opt(False, "Also train the same network from scratch on the target data alone and report its accuracy, to show the gain from transfer.")
-    baseline_epochs: Optional[int] = _opt(None, "Epochs for the from-scratch baseline (default: pretrain.epochs, else train.epochs).", min=1)
+    weight_decay: float = _opt(
+        0.0,
+        "Weight decay on kernels (not biases or batch-norm): L2 regularisation for sgd, decoupled (AdamW-style) for adam; AlexNet and VGG used 5e-4 with SGD.",
+        min=0.0,
+        max=1.0,
+    )
+    early_stopping_patience: int = _opt(
+        0, "Stop when val_loss has not improved for this many epochs and keep the best weights (0: off).", min=0
+    )
+    class_weight: str = _opt(
+        "none",
+        "Loss weight per class: none, or balanced (n_images / (n_classes x images of the class)) for imbalanced data.",
+        choices=("none", "balanced"),
+    )
+    label_smoothing: float = _opt(
+        0.0, "Label smoothing of the cross-entropy targets (0.1 is common).", min=0.0, max=0.5
+    )
+    augment: AugmentConfig = _opt(
+        AugmentConfig(),
+        "Augmentation while training (training only; with any augmentation on, backbone features are not cached).",
+    )
+    fine_tune_layers: int = _opt(
+        30,
+        "fine-tune: how many of the backbone's top layers to unfreeze after the head has converged (batch normalization stays frozen, in inference mode).",
+        min=1,
+    )
+    fine_tune_epochs: int = _opt(
+        5, "fine-tune: epochs after unfreezing, at learning_rate x fine_tune_lr_factor.", min=1
+    )
+    fine_tune_lr_factor: float = _opt(
+        0.1, "fine-tune: learning-rate multiplier after unfreezing (about ten times lower).", min=1e-6, max=1.0
+    )
+    similarity: str = _opt(
+        "similar",
+        "auto: how similar your images are to the pretraining data (ImageNet photos): similar or different.",
+        choices=("similar", "different"),
+    )
+    small_dataset_per_class: int = _opt(
+        200, "auto: a dataset with fewer training images per class than this counts as small.", min=1
+    )
+    cache_features: bool = _opt(
+        True,
+        "feature-extraction: run the frozen backbone once per image and train the head on the cached features (off: run the backbone on every batch).",
+    )
+    feature_cache: str = _opt(
+        "auto",
+        "feature-extraction with cache_features: keep the cached features in memory, or on disk in the run directory (cache/, memory-mapped, reused by reruns with the same backbone and images); auto: disk above 1 GB of features.",
+        choices=("auto", "memory", "disk"),
+    )
+    baseline_from_scratch: bool = _opt(
+        False,
+        "Also train the same network from scratch on the target data alone and report its accuracy, to show the gain from transfer.",
+    )
+    baseline_epochs: int | None = _opt(
+        None, "Epochs for the from-scratch baseline (default: pretrain.epochs, else train.epochs).", min=1
+    )
 
 
 @dataclass
 class _ExportCommon:
-    formats: list[str] = _opt(["tflite-fp32", "tflite-int8", "onnx-fp32"], "Artifact formats to export (see 'edgepipe formats').", registry="format")
-    calibration_size: int = _opt(200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1)
-    calibration_method: str = _opt("minmax", "First INT8 calibration method where the backend offers a choice (ONNX Runtime: minmax, entropy, percentile).", choices=("minmax", "entropy", "percentile"))
-    isolation: str = _opt("auto", "Convert each format in a child process, so a converter's memory is returned when it ends: process, none, or auto (a child process when the model file is larger than 40 MB).", choices=("auto", "process", "none"))
-    accuracy_budget_pp: float = _opt(defaults.ACCURACY_BUDGET_PP, "INT8 accuracy budget: most top-1 percentage points an INT8 artifact may lose against the FP32 model on the validation split before other recipes are tried.", min=0.0, max=100.0)
+    formats: list[str] = _opt(
+        ["tflite-fp32", "tflite-int8", "onnx-fp32"],
+        "Artifact formats to export (see 'edgepipe formats').",
+        registry="format",
+    )
+    calibration_size: int = _opt(
+        200, "Images drawn (stratified, seeded) from the training split to calibrate INT8 formats.", min=1
+    )
+    calibration_method: str = _opt(
+        "minmax",
+        "First INT8 calibration method where the backend offers a choice (ONNX Runtime: minmax, entropy, percentile).",
+        choices=("minmax", "entropy", "percentile"),
+    )
+    isolation: str = _opt(
+        "auto",
+        "Convert each format in a child process, so a converter's memory is returned when it ends: process, none, or auto (a child process when the model file is larger than 40 MB).",
+        choices=("auto", "process", "none"),
+    )
+    accuracy_budget_pp: float = _opt(
+        defaults.ACCURACY_BUDGET_PP,
+        "INT8 accuracy budget: most top-1 percentage points an INT8 artifact may lose against the FP32 model on the validation split before other recipes are tried.",
+        min=0.0,
+        max=100.0,
+    )
     qat: QatConfig = _opt(QatConfig(), "Quantization-aware fine-tuning, the last INT8 recipe.")
 
 
 @dataclass
 class _BenchCommon:
-    threads: Optional[int] = _opt(None, "Threads per inference engine (null: all cores). Set explicitly on every engine and recorded.", min=1)
+    threads: int | None = _opt(
+        None, "Threads per inference engine (null: all cores). Set explicitly on every engine and recorded.", min=1
+    )
     batch_size: int = _opt(1, "Batch size of the latency measurement.", min=1)
-    devices: list[str] = _opt(["cpu"], "Devices / execution providers to measure on (see 'edgepipe formats'): e.g. cpu, cuda, tensorrt (ONNX Runtime's CUDA and TensorRT providers). Each engine uses those it can, else its own default device. One record per artifact, engine and device.", registry="device")
-    engines: list[str] = _opt([], "Engines to measure every artifact with besides its own default engine, where they read its file type (e.g. [openvino] also runs the ONNX and TFLite files with OpenVINO).", registry="engine")
+    devices: list[str] = _opt(
+        ["cpu"],
+        "Devices / execution providers to measure on (see 'edgepipe formats'): e.g. cpu, cuda, tensorrt (ONNX Runtime's CUDA and TensorRT providers). Each engine uses those it can, else its own default device. One record per artifact, engine and device.",
+        registry="device",
+    )
+    engines: list[str] = _opt(
+        [],
+        "Engines to measure every artifact with besides its own default engine, where they read its file type (e.g. [openvino] also runs the ONNX and TFLite files with OpenVINO).",
+        registry="engine",
+    )
     warmup: int = _opt(defaults.WARMUP_CALLS, "Warm-up inferences before timing: at least this many...", min=0)
-    warmup_s: float = _opt(defaults.WARMUP_S, "...and for at least this many seconds (as trtexec warms up by time).", min=0.0)
+    warmup_s: float = _opt(
+        defaults.WARMUP_S, "...and for at least this many seconds (as trtexec warms up by time).", min=0.0
+    )
     min_iterations: int = _opt(defaults.MIN_ITERATIONS, "Measured inferences: at least this many...", min=1)
     min_duration_s: float = _opt(defaults.MIN_DURATION_S, "...and for at least this many seconds.", min=0.0)
-    memory: bool = _opt(True, "Measure each artifact's memory (resident after load, peak while running) in a fresh process.")
-    tune: bool = _opt(False, "Sweep each engine's settings that matter (threads up to bench.threads or all cores, ONNX Runtime spinning and optimization level, OpenVINO hints and streams) and measure every artifact with its fastest; then the batch size with the most images/s. The default and the best are recorded; the recommendation uses and names the best.")
-    profile: bool = _opt(False, "After timing, profile every measured artifact per op with its engine's own profiler, in a session of its own (never the timed one): the report's 'Where the time goes'.")
+    memory: bool = _opt(
+        True, "Measure each artifact's memory (resident after load, peak while running) in a fresh process."
+    )
+    tune: bool = _opt(
+        False,
+        "Sweep each engine's settings that matter (threads up to bench.threads or all cores, ONNX Runtime spinning and optimization level, OpenVINO hints and streams) and measure every artifact with its fastest; then the batch size with the most images/s. The default and the best are recorded; the recommendation uses and names the best.",
+    )
+    profile: bool = _opt(
+        False,
+        "After timing, profile every measured artifact per op with its engine's own profiler, in a session of its own (never the timed one): the report's 'Where the time goes'.",
+    )
 
 
 #: The export and bench sections' own keys at their defaults: the one home of the INT8 accuracy budget and of the
@@ -154,12 +308,28 @@ def _sections() -> dict[str, type]:
     making them loads the backends (importing this module does not)."""
     made = globals()
     if "ExportConfig" not in made:
-        made["ExportConfig"] = _with_sections("ExportConfig", _ExportCommon, [
-            (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
-            for _, b in backends.BACKENDS if b.export_options])
-        made["BenchConfig"] = _with_sections("BenchConfig", _BenchCommon, [
-            (e.name, e.settings, f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.")
-            for _, e in backends.ENGINES if e.settings])
+        made["ExportConfig"] = _with_sections(
+            "ExportConfig",
+            _ExportCommon,
+            [
+                (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
+                for _, b in backends.BACKENDS
+                if b.export_options
+            ],
+        )
+        made["BenchConfig"] = _with_sections(
+            "BenchConfig",
+            _BenchCommon,
+            [
+                (
+                    e.name,
+                    e.settings,
+                    f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.",
+                )
+                for _, e in backends.ENGINES
+                if e.settings
+            ],
+        )
     return {"ExportConfig": made["ExportConfig"], "BenchConfig": made["BenchConfig"]}
 
 
@@ -177,16 +347,20 @@ def _section_option(name: str, help: str) -> Any:
 @dataclass
 class RunConfig:
     name: str = _opt("run", "Run name; the run directory is runs/<name> unless 'output' is set.")
-    output: Optional[str] = _opt(None, "Run directory (default: runs/<name>).")
+    output: str | None = _opt(None, "Run directory (default: runs/<name>).")
     seed: int = _opt(0, "Seed for splits, sampling, initialisation and training.", min=0)
     data: DataConfig = _opt(DataConfig(), "Target dataset.")
     model: ModelConfig = _opt(ModelConfig(), "Architecture and initial weights.")
-    pretrain: Optional[PretrainConfig] = _opt(None, "Optional from-scratch pretraining of the backbone on a source dataset (null: none).")
+    pretrain: PretrainConfig | None = _opt(
+        None, "Optional from-scratch pretraining of the backbone on a source dataset (null: none)."
+    )
     train: TrainConfig = _opt(TrainConfig(), "Transfer learning.")
     export: ExportConfig = _section_option(  # noqa: F821 (a section built when first asked for)
-        "ExportConfig", "Export formats and calibration.")
+        "ExportConfig", "Export formats and calibration."
+    )
     bench: BenchConfig = _section_option(  # noqa: F821
-        "BenchConfig", "Latency and accuracy measurement.")
+        "BenchConfig", "Latency and accuracy measurement."
+    )
 
     @property
     def run_dir(self) -> Path:
@@ -203,6 +377,7 @@ class RunConfig:
 
 
 # --------------------------------------------------------------------------- loading
+
 
 def _registry_names(kind: str):
     if kind == "architecture":
@@ -292,13 +467,13 @@ def _check(value: Any, key: str, meta: dict[str, Any]) -> None:
         if "max" in meta and item > meta["max"]:
             raise ConfigError(f"config key '{key}' must be at most {meta['max']}, got {item!r}")
         if "choices" in meta and item not in meta["choices"]:
-            raise ConfigError(
-                f"config key '{key}' must be one of {', '.join(map(str, meta['choices']))}; got {item!r}"
-            )
+            raise ConfigError(f"config key '{key}' must be one of {', '.join(map(str, meta['choices']))}; got {item!r}")
         if "registry" in meta:
             names = _registry_names(meta["registry"])
             if item not in names:
-                raise ConfigError(f"config key '{key}': unknown {meta['registry']} '{item}'", did_you_mean(item, names.names()))
+                raise ConfigError(
+                    f"config key '{key}': unknown {meta['registry']} '{item}'", did_you_mean(item, names.names())
+                )
 
 
 def _normalise(value: Any, meta: dict[str, Any]) -> Any:
@@ -352,13 +527,17 @@ def _retired_keys(data: dict[str, Any]) -> None:
     if isinstance(model, dict) and "unsafe_load" in model:
         model = data["model"] = dict(model)
         if model.pop("unsafe_load") is not False:
-            raise ConfigError("config key 'model.unsafe_load' is not read from files: a downloaded config must not be "
-                              "able to run a model's code", "Remove the key; pass --unsafe-load on the command line "
-                              "(or unsafe_load=True in Python) for a model file you trust.")
+            raise ConfigError(
+                "config key 'model.unsafe_load' is not read from files: a downloaded config must not be "
+                "able to run a model's code",
+                "Remove the key; pass --unsafe-load on the command line "
+                "(or unsafe_load=True in Python) for a model file you trust.",
+            )
 
 
-def from_dict(data: dict[str, Any] | None, overrides: dict[str, Any] | None = None,
-              unsafe_load: bool = False) -> RunConfig:
+def from_dict(
+    data: dict[str, Any] | None, overrides: dict[str, Any] | None = None, unsafe_load: bool = False
+) -> RunConfig:
     """Validate ``data`` (a parsed YAML mapping) with dotted-key ``overrides`` applied. ``unsafe_load``
     comes from the caller (the command line's --unsafe-load), never from ``data``."""
     data = dict(data or {})
@@ -395,8 +574,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
             except TypeError:  # an unhashable key: the base class reports it
                 break
             if duplicate:
-                raise ConfigError(f"config key '{key}' is given twice (line {key_node.start_mark.line + 1})",
-                                  "Keep one of them.")
+                raise ConfigError(
+                    f"config key '{key}' is given twice (line {key_node.start_mark.line + 1})", "Keep one of them."
+                )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
 
@@ -410,8 +590,10 @@ def parse_yaml(text: str, source: str) -> dict[str, Any]:
         where = f" at line {mark.line + 1}" if mark else ""
         raise ConfigError(f"{source} is not valid YAML{where}", "Fix the YAML syntax.") from None
     except (TypeError, ValueError, RecursionError) as exc:  # e.g. a key YAML can build but not hash
-        raise ConfigError(f"{source} cannot be read as a configuration ({type(exc).__name__})",
-                          "Write plain keys and values, as in examples/image-folder.yaml.") from None
+        raise ConfigError(
+            f"{source} cannot be read as a configuration ({type(exc).__name__})",
+            "Write plain keys and values, as in examples/image-folder.yaml.",
+        ) from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{source} must hold a mapping of keys, not {type(raw).__name__}")
     return raw
@@ -421,8 +603,10 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
     """The parsed, not yet validated, mapping of a YAML run configuration file."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"config file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
-                          "Check the path, or run without a config for the quickstart.")
+        raise ConfigError(
+            f"config file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
+            "Check the path, or run without a config for the quickstart.",
+        )
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -432,8 +616,9 @@ def read_mapping(path: str | os.PathLike) -> dict[str, Any]:
     return parse_yaml(text, f"config file '{path}'")
 
 
-def load(path: str | os.PathLike | None, overrides: dict[str, Any] | None = None,
-         unsafe_load: bool = False) -> RunConfig:
+def load(
+    path: str | os.PathLike | None, overrides: dict[str, Any] | None = None, unsafe_load: bool = False
+) -> RunConfig:
     """Load and validate a YAML run configuration (``None``: defaults only)."""
     return from_dict({} if path is None else read_mapping(path), overrides, unsafe_load)
 
@@ -459,13 +644,25 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
         inner = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         if len(inner) > 1:  # a string or a mapping: the string's row, then the mapping's keys
-            rows.append((prefix + f.name, yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(), f.metadata["help"]))
+            rows.append(
+                (
+                    prefix + f.name,
+                    yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(),
+                    f.metadata["help"],
+                )
+            )
             rows.extend(reference(next(a for a in inner if dataclasses.is_dataclass(a)), prefix + f.name + "."))
         elif dataclasses.is_dataclass(inner[0]):
             rows.append((prefix + f.name, "null" if default is None else "(section)", f.metadata["help"]))
             rows.extend(reference(inner[0], prefix + f.name + "."))
         else:
-            rows.append((prefix + f.name, yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(), f.metadata["help"]))
+            rows.append(
+                (
+                    prefix + f.name,
+                    yaml.safe_dump(default, default_flow_style=True).strip().removesuffix("...").strip(),
+                    f.metadata["help"],
+                )
+            )
     return rows
 
 
@@ -473,5 +670,8 @@ def reference_markdown() -> str:
     """The config reference as a Markdown table (docs/configuration.md is regenerated with tools/update_docs.py)."""
     lines = ["| key | default | meaning |", "|---|---|---|"]
     # a help line's '<name>' would be read as an HTML tag and vanish; '|' would split the cell
-    lines += [f"| `{key}` | `{default}` | {text.replace('|', '/').replace('<', '&lt;')} |" for key, default, text in reference()]
+    lines += [
+        f"| `{key}` | `{default}` | {text.replace('|', '/').replace('<', '&lt;')} |"
+        for key, default, text in reference()
+    ]
     return "\n".join(lines) + "\n"

@@ -6,15 +6,33 @@ import math
 import os
 import platform
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.errors import error_line
 
 #: /proc/cpuinfo flags recorded in the fingerprint: the vector, dot-product and matrix units the peak
 #: estimate and the engines' kernel choices depend on (x86: AVX-512 VNNI/BF16/FP16 and AMX; Arm: NEON
 #: dot product, half precision, SVE, int8 matrix multiply)
-ISA_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16",
-             "amx_tile", "amx_int8", "amx_bf16", "amx_fp16", "asimd", "asimddp", "asimdhp", "sve", "i8mm")
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx_vnni",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_int8",
+    "amx_bf16",
+    "amx_fp16",
+    "asimd",
+    "asimddp",
+    "asimdhp",
+    "sve",
+    "i8mm",
+)
 
 
 def parse_cpuinfo(text: str) -> dict[str, str]:
@@ -115,7 +133,7 @@ def core_limits() -> dict[str, Any]:
     return {"usable_cores": usable_cores(affinity, quota), "affinity_cores": affinity, "cpu_quota": quota}
 
 
-def resolve_threads(threads: Optional[int]) -> int:
+def resolve_threads(threads: int | None) -> int:
     """``threads``, or when it is not set the cores this process can really use (affinity and cgroup quota)."""
     return threads or core_limits()["usable_cores"]
 
@@ -161,8 +179,10 @@ def cgroup_cpu_quota(root: Path = CGROUP_ROOT, proc_cgroup: str | None = None) -
             found += [parse_cpu_max(_read(str(d / "cpu.max")) or "") for d in _cgroup_chain(base, path)]
         elif "cpu" in controllers.split(","):  # v1: the cpu controller's own hierarchy
             base = next((d for d in (root / controllers, root / "cpu") if d.is_dir()), root / "cpu")
-            found += [_ratio(_read(str(d / "cpu.cfs_quota_us")) or "", _read(str(d / "cpu.cfs_period_us")) or "")
-                      for d in _cgroup_chain(base, path)]
+            found += [
+                _ratio(_read(str(d / "cpu.cfs_quota_us")) or "", _read(str(d / "cpu.cfs_period_us")) or "")
+                for d in _cgroup_chain(base, path)
+            ]
     limits = [q for q in found if q is not None]
     return min(limits) if limits else None
 
@@ -233,8 +253,12 @@ def _gpu() -> dict[str, Any]:
 #: figure is used. The basis is recorded with every estimate.
 MACS_PER_CYCLE: dict[str, tuple[tuple[str, int, str], ...]] = {
     "fp32": (("avx512f", 32, "AVX-512 FMA"), ("avx2", 16, "AVX2 FMA"), ("asimd", 8, "NEON FMA")),
-    "int8": (("amx_int8", 1024, "AMX-INT8 TMUL"), ("avx512_vnni", 128, "AVX-512 VNNI"), ("avx_vnni", 64, "AVX-VNNI"),
-             ("asimddp", 32, "NEON SDOT")),
+    "int8": (
+        ("amx_int8", 1024, "AMX-INT8 TMUL"),
+        ("avx512_vnni", 128, "AVX-512 VNNI"),
+        ("avx_vnni", 64, "AVX-VNNI"),
+        ("asimddp", 32, "NEON SDOT"),
+    ),
     "bf16": (("amx_bf16", 512, "AMX-BF16 TMUL"), ("avx512_bf16", 64, "AVX512_BF16")),
     "fp16": (("amx_fp16", 512, "AMX-FP16 TMUL"), ("avx512_fp16", 64, "AVX512_FP16"), ("asimdhp", 16, "NEON FP16 FMA")),
 }
@@ -262,8 +286,10 @@ def peak_estimate(fp: dict[str, Any], threads: int, kind: str = "fp32") -> dict[
     if not mhz or found is None:
         return None
     per_cycle, unit = found
-    return {"gmacs_per_s": round(threads * mhz / 1000 * per_cycle, 1),
-            "basis": f"{threads} core(s) x {mhz / 1000:.2f} GHz x {per_cycle} MAC/cycle ({unit}, estimate)"}
+    return {
+        "gmacs_per_s": round(threads * mhz / 1000 * per_cycle, 1),
+        "basis": f"{threads} core(s) x {mhz / 1000:.2f} GHz x {per_cycle} MAC/cycle ({unit}, estimate)",
+    }
 
 
 def device_label(fp: dict[str, Any]) -> str:
@@ -273,8 +299,20 @@ def device_label(fp: dict[str, Any]) -> str:
 
 #: fingerprint fields that change only when the machine does (not the clock /proc/cpuinfo reports, which moves
 #: with load, nor the software: engine versions are keyed separately)
-IDENTITY_FIELDS = ("hostname", "cpu_model", "machine", "logical_cores", "usable_cores", "isa_features", "memory_gb", "os",
-                   "board_model", "l4t_release", "power_mode", "gpu")
+IDENTITY_FIELDS = (
+    "hostname",
+    "cpu_model",
+    "machine",
+    "logical_cores",
+    "usable_cores",
+    "isa_features",
+    "memory_gb",
+    "os",
+    "board_model",
+    "l4t_release",
+    "power_mode",
+    "gpu",
+)
 
 
 def identity_digest(fp: dict[str, Any]) -> str:

@@ -18,7 +18,10 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray, class_names: list[st
     """
     labels = np.asarray(labels, dtype=np.int64)
     predicted = np.argmax(probabilities, axis=1)
-    out: dict[str, Any] = {"images": int(len(labels)), "top1": float(np.mean(predicted == labels)) if len(labels) else None}
+    out: dict[str, Any] = {
+        "images": int(len(labels)),
+        "top1": float(np.mean(predicted == labels)) if len(labels) else None,
+    }
     if probabilities.shape[1] > 5:
         top5 = np.argsort(-probabilities, axis=1)[:, :5]
         out["top5"] = float(np.mean(np.any(top5 == labels[:, None], axis=1)))
@@ -37,8 +40,12 @@ def evaluate(probabilities: np.ndarray, labels: np.ndarray, class_names: list[st
             "support": int(actual),
         }
     out["per_class"] = per_class
-    out["confusion_matrix"] = {"classes": [class_names[c] for c in shown], "rows": "true class",
-                               "columns": "predicted class", "counts": matrix.tolist()}
+    out["confusion_matrix"] = {
+        "classes": [class_names[c] for c in shown],
+        "rows": "true class",
+        "columns": "predicted class",
+        "counts": matrix.tolist(),
+    }
     return out
 
 
@@ -48,8 +55,10 @@ def format_evaluation(evaluation: dict[str, Any], limit: int = 20) -> str:
     width = max([len(name) for name, _ in rows] + [5])
     pct = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
     lines = [f"  {'class':<{width}}  {'precision':>9}  {'recall':>7}  {'images':>6}"]
-    lines += [f"  {name:<{width}}  {pct(m['precision']):>9}  {pct(m['recall']):>7}  {m['support']:>6}"
-              for name, m in rows[:limit]]
+    lines += [
+        f"  {name:<{width}}  {pct(m['precision']):>9}  {pct(m['recall']):>7}  {m['support']:>6}"
+        for name, m in rows[:limit]
+    ]
     if len(rows) > limit:
         lines.append(f"  ... {len(rows) - limit} more classes in training.json")
     return "\n".join(lines)

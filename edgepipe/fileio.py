@@ -18,8 +18,9 @@ import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
 
@@ -46,8 +47,7 @@ def refused_write(exc: BaseException) -> OSError | None:
 
 def write_error(path: str | os.PathLike, exc: OSError) -> EdgepipeError:
     """One line for a write ``path``'s place refused: what, where, and how to get past it."""
-    hint = ("Free space or choose another --output." if exc.errno in NO_SPACE
-            else "Choose a writable place (--output).")
+    hint = "Free space or choose another --output." if exc.errno in NO_SPACE else "Choose a writable place (--output)."
     return EdgepipeError(f"cannot write {path}: {exc.strerror or exc}", hint)
 
 
@@ -64,8 +64,10 @@ def inside(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
     are allowed (edgepipe creates them as real files and folders)."""
     root, relative = Path(root), Path(relative)
     if escapes(relative):
-        raise EdgepipeError(f"'{relative}' is not a name inside {root}",
-                            "edgepipe reads and writes only inside the run directory; its records were edited.")
+        raise EdgepipeError(
+            f"'{relative}' is not a name inside {root}",
+            "edgepipe reads and writes only inside the run directory; its records were edited.",
+        )
     path = root
     for part in relative.parts:
         path = path / part
@@ -74,16 +76,19 @@ def inside(root: str | os.PathLike, relative: str | os.PathLike) -> Path:
         except (FileNotFoundError, NotADirectoryError):
             break
         if stat.S_ISLNK(mode):
-            raise EdgepipeError(f"'{path}' is a symbolic link; edgepipe reads and writes only inside the run "
-                                f"directory {root}", "Replace the link by the file or folder itself, or choose "
-                                "another --output.")
+            raise EdgepipeError(
+                f"'{path}' is a symbolic link; edgepipe reads and writes only inside the run directory {root}",
+                "Replace the link by the file or folder itself, or choose another --output.",
+            )
     return root / relative
 
 
 def _refuse_folder(final: Path) -> None:
     if final.is_dir() and not final.is_symlink():
-        raise EdgepipeError(f"'{final}' is a folder, where edgepipe would write a file",
-                            "Choose another path; edgepipe never replaces a folder with a file.")
+        raise EdgepipeError(
+            f"'{final}' is a folder, where edgepipe would write a file",
+            "Choose another path; edgepipe never replaces a folder with a file.",
+        )
 
 
 def make_folder(path: Path) -> None:
@@ -93,10 +98,13 @@ def make_folder(path: Path) -> None:
     except FileExistsError:
         raise EdgepipeError(f"'{path}' is a file, where edgepipe needs a folder", "Choose another path.") from None
     except NotADirectoryError:
-        raise EdgepipeError(f"a part of '{path}' is a file, where edgepipe needs a folder", "Choose another path.") from None
+        raise EdgepipeError(
+            f"a part of '{path}' is a file, where edgepipe needs a folder", "Choose another path."
+        ) from None
     except OSError as exc:
-        raise EdgepipeError(f"cannot create the folder '{path}' ({exc.strerror})",
-                            "Choose a writable place (--output).") from None
+        raise EdgepipeError(
+            f"cannot create the folder '{path}' ({exc.strerror})", "Choose a writable place (--output)."
+        ) from None
 
 
 @contextlib.contextmanager
@@ -146,8 +154,10 @@ def check_output_file(path: str | os.PathLike, owned: Callable[[Path], bool]) ->
         except OSError:
             ours = False
         if not ours:
-            raise EdgepipeError(f"'{path}' exists and is not a file edgepipe wrote; it is left as it is",
-                                "Choose another output path, or move that file away yourself.")
+            raise EdgepipeError(
+                f"'{path}' exists and is not a file edgepipe wrote; it is left as it is",
+                "Choose another output path, or move that file away yourself.",
+            )
 
 
 def write_bytes(path: str | os.PathLike, data: bytes) -> Path:

@@ -7,7 +7,7 @@ or device is missing instead of raising ImportError.
 from __future__ import annotations
 
 import importlib
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.errors import MissingDependencyError
 
@@ -30,7 +30,7 @@ def check(result):
     return values[0] if len(values) == 1 else tuple(values)
 
 
-def cuda_unavailable() -> Optional[str]:
+def cuda_unavailable() -> str | None:
     """None when a CUDA device is usable here, else why not."""
     try:
         rt = cudart()

@@ -9,8 +9,9 @@ transforms (torch, tf, caffe...) are spelled out in it by :func:`from_named`.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -26,17 +27,17 @@ KEYS = {"layout": "--layout", "channels": "--channels", "scale": "--scale", "mea
 class PixelTransform:
     """A declared (possibly partly unknown: None) transform from raw NHWC pixels to a network's input."""
 
-    layout: Optional[str] = None
-    channels: Optional[str] = None
-    scale: Optional[float] = None
-    mean: Optional[tuple[float, ...]] = None
-    std: Optional[tuple[float, ...]] = None
+    layout: str | None = None
+    channels: str | None = None
+    scale: float | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
 
     def missing(self, colour: bool = True) -> list[str]:
         """The keys still unknown (``channels`` matters only for a ``colour`` input)."""
         return [k for k in KEYS if getattr(self, k) is None and (colour or k != "channels")]
 
-    def with_defaults(self, **known: Any) -> "PixelTransform":
+    def with_defaults(self, **known: Any) -> PixelTransform:
         """This transform with the keys it leaves unknown taken from ``known``."""
         return PixelTransform(**{k: known.get(k) if getattr(self, k) is None else getattr(self, k) for k in KEYS})
 
@@ -46,7 +47,9 @@ class PixelTransform:
         value nor ``count``, or std holds a 0."""
         mean, std = (_broadcast(name, getattr(self, name), count) for name in ("mean", "std"))
         if np.any(std == 0) or not self.scale:
-            raise EdgepipeError("preprocessing std and scale must not be 0", "Set --std and --scale to non-zero values.")
+            raise EdgepipeError(
+                "preprocessing std and scale must not be 0", "Set --std and --scale to non-zero values."
+            )
         return (1.0 / (self.scale * std)).astype(np.float32), (-mean / std).astype(np.float32)
 
     def apply(self, images: np.ndarray) -> np.ndarray:
@@ -64,21 +67,22 @@ class PixelTransform:
 
     def describe(self) -> str:
         flip = "RGB to BGR, " if self.channels == "bgr" else ""
-        return (f"{flip}(x / {self.scale:g} - mean {_short(self.mean)}) / std {_short(self.std)}, "
-                f"{self.layout.upper()}")
+        return f"{flip}(x / {self.scale:g} - mean {_short(self.mean)}) / std {_short(self.std)}, {self.layout.upper()}"
 
 
-def _short(values: Optional[tuple[float, ...]]) -> str:
+def _short(values: tuple[float, ...] | None) -> str:
     return "[" + ", ".join(f"{v:g}" for v in values or ()) + "]"
 
 
-def _broadcast(name: str, values: Optional[Sequence[float]], count: int) -> np.ndarray:
+def _broadcast(name: str, values: Sequence[float] | None, count: int) -> np.ndarray:
     array = np.asarray(values if values is not None else (), np.float64).reshape(-1)
     if array.size == 1:
         return np.repeat(array, count)
     if array.size != count:
-        raise EdgepipeError(f"preprocessing {name} has {array.size} values but the network takes {count} channels",
-                            f"Give one value or {count} (--{name} a,b,c).")
+        raise EdgepipeError(
+            f"preprocessing {name} has {array.size} values but the network takes {count} channels",
+            f"Give one value or {count} (--{name} a,b,c).",
+        )
     return array
 
 
@@ -122,8 +126,12 @@ def from_named(preprocessing: Any) -> PixelTransform:
     offset = np.asarray(preprocessing.offset, np.float64)
     size = max(scale.size, offset.size)
     scale, offset = np.broadcast_to(scale, size), np.broadcast_to(offset, size)
-    return PixelTransform(channels="bgr" if preprocessing.reverse_channels else "rgb", scale=1.0,
-                          mean=tuple(float(v) for v in -offset / scale), std=tuple(float(v) for v in 1 / scale))
+    return PixelTransform(
+        channels="bgr" if preprocessing.reverse_channels else "rgb",
+        scale=1.0,
+        mean=tuple(float(v) for v in -offset / scale),
+        std=tuple(float(v) for v in 1 / scale),
+    )
 
 
 IDENTITY = PixelTransform(layout="nhwc", channels="rgb", scale=1.0, mean=(0.0,), std=(1.0,))
@@ -141,9 +149,10 @@ def resolve(value: Any = None, **detailed: Any) -> PixelTransform:
         from edgepipe.architectures.base import PREPROCESSING_NAMES
 
         if value not in PREPROCESSING_NAMES:
-            raise EdgepipeError(f"unknown preprocessing '{value}'",
-                                "Name one of " + ", ".join(PREPROCESSING_NAMES) + ", or give layout, channels, scale, "
-                                "mean and std.")
+            raise EdgepipeError(
+                f"unknown preprocessing '{value}'",
+                "Name one of " + ", ".join(PREPROCESSING_NAMES) + ", or give layout, channels, scale, mean and std.",
+            )
         base = from_named(PREPROCESSING_NAMES[value])
     else:
         base = from_mapping(value)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
 
@@ -41,16 +42,16 @@ class OpTime:
     op_type: str
     time_ms: float
     #: the kernel the engine chose (OpenVINO's exec_type, an XNNPACK operator, ONNX Runtime's provider kernel)
-    kernel: Optional[str] = None
+    kernel: str | None = None
     #: the precision it computed in, as the engine reports it (int8, fp32, bf16...); None when it does not say
-    precision: Optional[str] = None
+    precision: str | None = None
     #: where it ran (an execution provider, a delegate, the engine's built-in kernels)
-    placement: Optional[str] = None
+    placement: str | None = None
     #: False when it ran outside the accelerator or delegate the engine was set up with
-    delegated: Optional[bool] = None
+    delegated: bool | None = None
     role: str = COMPUTE
     #: the source network's layer, where the names allow
-    layer: Optional[str] = None
+    layer: str | None = None
     #: computes in float between a dequantize and a quantize of an INT8 artifact
     float_island: bool = False
     #: kept in float by the INT8 accuracy budget
@@ -72,7 +73,7 @@ class OpTime:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OpTime":
+    def from_dict(cls, data: dict[str, Any]) -> OpTime:
         names = {f.name for f in dataclasses.fields(cls)} - {"inputs", "outputs", "aliases"}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -97,22 +98,22 @@ class Profile:
     """
 
     artifact: str
-    format: Optional[str]
-    precision: Optional[str]
-    engine: Optional[str]
-    device: Optional[str]
-    threads: Optional[int]
-    batch_size: Optional[int]
+    format: str | None
+    precision: str | None
+    engine: str | None
+    device: str | None
+    threads: int | None
+    batch_size: int | None
     status: str = "ok"
-    reason: Optional[str] = None
-    profiler: Optional[str] = None
+    reason: str | None = None
+    profiler: str | None = None
     calls: int = 0
     #: wall time of the fastest profiled call (ms), profiler on: the per-op times' consistency check
-    wall_ms: Optional[float] = None
+    wall_ms: float | None = None
     ops: list[OpTime] = field(default_factory=list)
     #: per source layer: layer, kind, macs, time_ms, gmacs_per_s, fraction_of_peak
     layers: list[dict[str, Any]] = field(default_factory=list)
-    peak: Optional[dict[str, Any]] = None
+    peak: dict[str, Any] | None = None
     kept_float: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -122,7 +123,7 @@ class Profile:
         return sum(op.time_ms for op in self.ops)
 
     @property
-    def consistent(self) -> Optional[bool]:
+    def consistent(self) -> bool | None:
         """Whether the per-op times add up to the profiled calls' wall time within CONSISTENT_RANGE."""
         if not self.wall_ms or not self.ops:
             return None
@@ -140,7 +141,7 @@ class Profile:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Profile":
+    def from_dict(cls, data: dict[str, Any]) -> Profile:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["ops"] = [OpTime.from_dict(op) for op in kwargs.get("ops") or []]
@@ -157,7 +158,7 @@ def _components(name: str) -> list[str]:
     return [c for c in re.split(r"[/;:]", name) if c]
 
 
-def layer_of(names: Iterable[str], layers: Iterable[str]) -> Optional[str]:
+def layer_of(names: Iterable[str], layers: Iterable[str]) -> str | None:
     """The source layer an op's names point to: the last path component (split at '/', ';', ':') that is a
     layer's name, or is one with the '_<n>' suffix Keras adds to a layer called again; None when none is."""
     known = set(layers)
@@ -194,7 +195,7 @@ def mark_float_islands(ops: list[OpTime]) -> None:
                 seen.add(id(nxt))
                 if nxt.role == boundary or (nxt.role == COMPUTE and nxt.precision in INTEGER):
                     return True
-                if nxt.role in (DATA, COMPUTE) and not (nxt.precision in INTEGER):
+                if nxt.role in (DATA, COMPUTE) and nxt.precision not in INTEGER:
                     stack.append(nxt)
         return False
 
@@ -212,11 +213,17 @@ def mark_float_islands(ops: list[OpTime]) -> None:
 # ------------------------------------------------------------------------------------------- summaries
 
 #: op families across engines' vocabularies (checked in order, on the op type and kernel, lower case)
-FAMILIES = (("quantize", ("dequantize",)), ("quantize", ("quantize", "requant")), ("depthwise conv", ("depthwise", "dwconv", "_dw")),
-            ("conv", ("conv",)), ("dense", ("gemm", "matmul", "fully", "innerproduct", "dense")),
-            ("pool", ("pool", "mean", "reduce")), ("elementwise", ("add", "mul", "sub", "eltwise", "relu", "clamp",
-                                                                   "swish", "sigmoid", "logistic", "subgraph")),
-            ("softmax", ("softmax",)), ("layout", ("reorder", "transpose", "reshape", "pad", "concat", "copy")))
+FAMILIES = (
+    ("quantize", ("dequantize",)),
+    ("quantize", ("quantize", "requant")),
+    ("depthwise conv", ("depthwise", "dwconv", "_dw")),
+    ("conv", ("conv",)),
+    ("dense", ("gemm", "matmul", "fully", "innerproduct", "dense")),
+    ("pool", ("pool", "mean", "reduce")),
+    ("elementwise", ("add", "mul", "sub", "eltwise", "relu", "clamp", "swish", "sigmoid", "logistic", "subgraph")),
+    ("softmax", ("softmax",)),
+    ("layout", ("reorder", "transpose", "reshape", "pad", "concat", "copy")),
+)
 
 
 def family(op: OpTime) -> str:
@@ -253,21 +260,25 @@ def float_ops(profile: Profile) -> list[OpTime]:
     return sorted(found, key=lambda op: (not op.float_island, -op.time_ms))
 
 
-def diagnosis(profile: Profile) -> Optional[str]:
+def diagnosis(profile: Profile) -> str | None:
     """One line naming the largest avoidable cost the profile shows, where a rule applies; None otherwise.
 
     Rules, first that applies: ops the INT8 budget kept in float take >= 10% of the time; float islands of an
     INT8 artifact take >= 10%; ops outside the delegate or accelerator take >= 10%; quantize and dequantize
     steps take >= 15%.
     """
+
     def pct(ops: list[OpTime]) -> float:
         return share(sum(op.time_ms for op in ops), profile)
 
     rules = [
         ([op for op in profile.ops if op.kept_float], 0.10, "kept in float by the INT8 budget"),
         ([op for op in profile.ops if op.float_island], 0.10, "running in float between dequantize and quantize"),
-        ([op for op in profile.ops if op.delegated is False], 0.10,
-         "outside " + (next((op.placement for op in profile.ops if op.delegated), None) or "the accelerator")),
+        (
+            [op for op in profile.ops if op.delegated is False],
+            0.10,
+            "outside " + (next((op.placement for op in profile.ops if op.delegated), None) or "the accelerator"),
+        ),
         ([op for op in profile.ops if op.role in (QUANTIZE, DEQUANTIZE)], 0.15, "quantizing and dequantizing"),
     ]
     for ops, threshold, what in rules:
@@ -283,8 +294,17 @@ def int8_against_fp32(profiles: list[Profile]) -> list[tuple[str, str, float, fl
     for p in profiles:
         if not p.integer or p.status != "ok":
             continue
-        fp32 = next((q for q in profiles if q.status == "ok" and q.engine == p.engine and q.precision == "fp32"
-                     and (q.threads, q.batch_size) == (p.threads, p.batch_size)), None)
+        fp32 = next(
+            (
+                q
+                for q in profiles
+                if q.status == "ok"
+                and q.engine == p.engine
+                and q.precision == "fp32"
+                and (q.threads, q.batch_size) == (p.threads, p.batch_size)
+            ),
+            None,
+        )
         if fp32 is None:
             continue
         int8 = dict((k, ms) for k, ms, _ in time_by(p, family))

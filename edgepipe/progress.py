@@ -11,7 +11,7 @@ import contextlib
 import sys
 import threading
 import time
-from typing import Callable, Iterator, Optional
+from collections.abc import Callable, Iterator
 
 #: where a step's lines go (print, click.echo, a log): the one definition every module imports
 Echo = Callable[[str], None]
@@ -39,7 +39,7 @@ def step(echo: Echo, label: str, stream=None, interval_s: float = 0.5) -> Iterat
             stream.write(f"\r{label} ... {time.perf_counter() - start:.0f} s")
             stream.flush()
 
-    ticker: Optional[threading.Thread] = threading.Thread(target=tick, daemon=True)
+    ticker: threading.Thread | None = threading.Thread(target=tick, daemon=True)
     ticker.start()
     try:
         yield

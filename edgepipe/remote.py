@@ -15,23 +15,32 @@ import shutil
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
 
 
-def _ssh_base(ssh_config: Optional[Path]) -> list[str]:
+def _ssh_base(ssh_config: Path | None) -> list[str]:
     if shutil.which("ssh") is None:
-        raise EdgepipeError("the OpenSSH client 'ssh' is not installed", "Install openssh-client (apt-get install openssh-client).")
+        raise EdgepipeError(
+            "the OpenSSH client 'ssh' is not installed", "Install openssh-client (apt-get install openssh-client)."
+        )
     command = ["ssh", "-o", "BatchMode=yes", "-o", "ConnectTimeout=15"]
     if ssh_config is not None:
         command += ["-F", str(ssh_config)]
     return command
 
 
-def _run(command: list[str], what: str, host: str, stdin=None, echo: Optional[Callable[[str], None]] = None,
-         timeout: float = 3600) -> str:
+def _run(
+    command: list[str],
+    what: str,
+    host: str,
+    stdin=None,
+    echo: Callable[[str], None] | None = None,
+    timeout: float = 3600,
+) -> str:
     """Run an ssh command; raise a one-line EdgepipeError naming ``what`` failed and ssh's own words."""
     try:
         proc = subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -49,8 +58,11 @@ def _run(command: list[str], what: str, host: str, stdin=None, echo: Optional[Ca
     if proc.returncode != 0:
         said = [line for line in stderr.strip().splitlines() if line.strip()]
         detail = said[-1][:240] if said else f"exit code {proc.returncode}"
-        hint = ("Check that 'ssh " + host + "' logs in without a password (keys in your SSH configuration)."
-                if proc.returncode == 255 else "Check that edgepipe is installed there (--remote-edgepipe PATH).")
+        hint = (
+            "Check that 'ssh " + host + "' logs in without a password (keys in your SSH configuration)."
+            if proc.returncode == 255
+            else "Check that edgepipe is installed there (--remote-edgepipe PATH)."
+        )
         raise EdgepipeError(f"{what} on {host} failed: {detail}", hint)
     return "".join(lines)
 
@@ -69,23 +81,41 @@ def sample_data(data_dir: Path, per_class: int, into: Path, seed: int = 0) -> di
             shutil.copy2(f, into / class_dir.name / f.name)
         counts[class_dir.name] = len(chosen)
     if not counts:
-        raise EdgepipeError(f"data folder '{data_dir}' has no class subfolders", "Pass an image folder with one subfolder per class.")
+        raise EdgepipeError(
+            f"data folder '{data_dir}' has no class subfolders", "Pass an image folder with one subfolder per class."
+        )
     return counts
 
 
 def check_destination(host: str) -> None:
     """Refuse a destination ssh would read as an option (``-oProxyCommand=...``) or that is empty."""
     if not host or host.startswith("-") or any(c.isspace() for c in host):
-        raise EdgepipeError(f"'{host}' is not an SSH destination",
-                            "Pass [USER@]HOST (a name from your SSH config, or an address); it may not start with '-'.")
+        raise EdgepipeError(
+            f"'{host}' is not an SSH destination",
+            "Pass [USER@]HOST (a name from your SSH config, or an address); it may not start with '-'.",
+        )
 
 
 def to_arguments(request) -> list[str]:
     """The ``edgepipe bench`` options that repeat ``request`` (an edgepipe.api.BenchRequest) on another machine."""
-    args = ["--threads", ",".join(map(str, request.threads)), "--batch", ",".join(map(str, request.batches)),
-            "--warmup", str(request.warmup), "--warmup-time", str(request.warmup_s),
-            "--min-iterations", str(request.min_iterations), "--min-duration", str(request.min_duration_s),
-            "--seed", str(request.seed), "--device", ",".join(request.devices)]
+    args = [
+        "--threads",
+        ",".join(map(str, request.threads)),
+        "--batch",
+        ",".join(map(str, request.batches)),
+        "--warmup",
+        str(request.warmup),
+        "--warmup-time",
+        str(request.warmup_s),
+        "--min-iterations",
+        str(request.min_iterations),
+        "--min-duration",
+        str(request.min_duration_s),
+        "--seed",
+        str(request.seed),
+        "--device",
+        ",".join(request.devices),
+    ]
     if request.engines:
         args += ["--engine", ",".join(request.engines)]
     if not request.memory:
@@ -95,9 +125,17 @@ def to_arguments(request) -> list[str]:
     return args
 
 
-def bench_remote(host: str, request, *, echo: Callable[[str], None], per_class: int = 20,
-                 remote_edgepipe: str = "edgepipe", remote_dir: str = "edgepipe-bench",
-                 ssh_config: Optional[Path] = None, keep: bool = False) -> dict[str, Any]:
+def bench_remote(
+    host: str,
+    request,
+    *,
+    echo: Callable[[str], None],
+    per_class: int = 20,
+    remote_edgepipe: str = "edgepipe",
+    remote_dir: str = "edgepipe-bench",
+    ssh_config: Path | None = None,
+    keep: bool = False,
+) -> dict[str, Any]:
     """Run ``edgepipe bench`` for ``request`` on ``host`` over SSH; returns its results (with where they were
     measured) as the JSON mapping the remote side wrote."""
     from edgepipe.backends import container_of
@@ -128,16 +166,24 @@ def bench_remote(host: str, request, *, echo: Callable[[str], None], per_class: 
         tar.wait()
     try:
         echo(f"running on {host}: {' '.join(remote_args)}")
-        _run([*ssh, "--", host, f"cd {shlex.quote(job)} && {shlex.join(remote_args)}"], "edgepipe bench", host, echo=echo)
+        _run(
+            [*ssh, "--", host, f"cd {shlex.quote(job)} && {shlex.join(remote_args)}"], "edgepipe bench", host, echo=echo
+        )
         text = _run([*ssh, "--", host, f"cat {shlex.quote(job)}/results.json"], "fetching the results", host)
     finally:
         if not keep:
-            subprocess.run([*ssh, "--", host, f"rm -rf {shlex.quote(job)}"], capture_output=True, check=False, timeout=120)
+            subprocess.run(
+                [*ssh, "--", host, f"rm -rf {shlex.quote(job)}"], capture_output=True, check=False, timeout=120
+            )
     try:
         results = json.loads(text)
     except ValueError:
-        raise EdgepipeError(f"the results fetched from {host} are not JSON", "Run edgepipe bench there by hand to see why.") from None
+        raise EdgepipeError(
+            f"the results fetched from {host} are not JSON", "Run edgepipe bench there by hand to see why."
+        ) from None
     if not isinstance(results, dict):
-        raise EdgepipeError(f"the results fetched from {host} are not edgepipe results", "Run edgepipe bench there by hand.")
+        raise EdgepipeError(
+            f"the results fetched from {host} are not edgepipe results", "Run edgepipe bench there by hand."
+        )
     results["remote"] = {"host": host, "directory": job if keep else None, "edgepipe": remote_edgepipe}
     return results

@@ -14,7 +14,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
 from edgepipe.profiles import Profile
@@ -50,26 +50,32 @@ class Int8Budget:
     """
 
     budget_pp: float
-    met: Optional[bool]
+    met: bool | None
     chosen_attempt: int
     attempts: list[dict[str, Any]]
-    reference_top1: Optional[float] = None
-    validation_images: Optional[int] = None
-    note: Optional[str] = None
+    reference_top1: float | None = None
+    validation_images: int | None = None
+    note: str | None = None
     kept_higher_precision: list[str] = field(default_factory=list)
     #: paired comparison with the FP32 model on the validation images (see edgepipe.quantization.significance)
-    significance: Optional[dict[str, Any]] = None
+    significance: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Int8Budget":
+    def from_dict(cls, data: dict[str, Any]) -> Int8Budget:
         if "accuracy_budget_pp" in data:  # results/1 spelling
-            data = {"budget_pp": data["accuracy_budget_pp"], "met": data.get("budget_met"),
-                    "chosen_attempt": data.get("chosen_attempt", 1), "attempts": data.get("attempts", []),
-                    "note": data.get("budget_note"), "kept_higher_precision": data.get("kept_float") or [],
-                    "reference_top1": data.get("reference_top1"), "validation_images": data.get("validation_images")}
+            data = {
+                "budget_pp": data["accuracy_budget_pp"],
+                "met": data.get("budget_met"),
+                "chosen_attempt": data.get("chosen_attempt", 1),
+                "attempts": data.get("attempts", []),
+                "note": data.get("budget_note"),
+                "kept_higher_precision": data.get("kept_float") or [],
+                "reference_top1": data.get("reference_top1"),
+                "validation_images": data.get("validation_images"),
+            }
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -79,49 +85,49 @@ class Record:
     """One artifact measured (or not) with one engine on one device in one setting."""
 
     artifact: str
-    format: Optional[str]
-    precision: Optional[str]
+    format: str | None
+    precision: str | None
     status: Status
-    reason: Optional[str] = None
-    description: Optional[str] = None
-    engine: Optional[str] = None
-    device: Optional[str] = None
-    threads: Optional[int] = None
+    reason: str | None = None
+    description: str | None = None
+    engine: str | None = None
+    device: str | None = None
+    threads: int | None = None
     #: more threads than the device's usable cores (affinity and cgroup quota): latency includes waiting for a
     #: core; None when not known (files written before edgepipe recorded it)
-    oversubscribed: Optional[bool] = None
-    batch_size: Optional[int] = None
+    oversubscribed: bool | None = None
+    batch_size: int | None = None
     #: engine settings in force (threads, spinning, performance hints, ...)
     settings: dict[str, Any] = field(default_factory=dict)
     engine_versions: dict[str, str] = field(default_factory=dict)
-    input: Optional[dict[str, Any]] = None
-    size_mb: Optional[float] = None
-    load_ms: Optional[float] = None
-    first_inference_ms: Optional[float] = None
-    warmup_calls: Optional[int] = None
+    input: dict[str, Any] | None = None
+    size_mb: float | None = None
+    load_ms: float | None = None
+    first_inference_ms: float | None = None
+    warmup_calls: int | None = None
     #: per-call latency statistics (min, mean, std, p50, p90, p95, p99, max, iterations, images_per_s)
-    latency_ms: Optional[dict[str, float]] = None
-    compute_ms: Optional[dict[str, float]] = None
-    copy_ms: Optional[dict[str, float]] = None
+    latency_ms: dict[str, float] | None = None
+    compute_ms: dict[str, float] | None = None
+    copy_ms: dict[str, float] | None = None
     #: latency p50 per interleaved round, and their spread
-    rounds: Optional[dict[str, Any]] = None
-    memory: Optional[dict[str, Any]] = None
-    top1: Optional[float] = None
-    top5: Optional[float] = None
-    top1_change_pp: Optional[float] = None
-    agreement_with_reference: Optional[dict[str, float]] = None
-    verification: Optional[dict[str, Any]] = None
-    int8_budget: Optional[Int8Budget] = None
+    rounds: dict[str, Any] | None = None
+    memory: dict[str, Any] | None = None
+    top1: float | None = None
+    top5: float | None = None
+    top1_change_pp: float | None = None
+    agreement_with_reference: dict[str, float] | None = None
+    verification: dict[str, Any] | None = None
+    int8_budget: Int8Budget | None = None
     #: paired comparison with the FP32 reference on the held-out images
-    significance: Optional[dict[str, Any]] = None
+    significance: dict[str, Any] | None = None
     #: top-1 class index per held-out image (in the order of the results' held-out labels), for paired tests
-    predictions: Optional[list[int]] = None
-    efficiency: Optional[dict[str, Any]] = None
-    tuning: Optional[dict[str, Any]] = None
+    predictions: list[int] | None = None
+    efficiency: dict[str, Any] | None = None
+    tuning: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def verified(self) -> Optional[bool]:
+    def verified(self) -> bool | None:
         return None if not self.verification else bool(self.verification.get("passed"))
 
     @property
@@ -144,7 +150,7 @@ class Record:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "Record":
+    def from_dict(cls, data: dict[str, Any]) -> Record:
         data = dict(data)
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: data.pop(k) for k in list(data) if k in names}
@@ -161,8 +167,9 @@ def _status(value: Any) -> Status:
     try:
         return Status(value)
     except ValueError:
-        raise EdgepipeError(f"unknown record status {value!r} in a results file",
-                            "Use results written by edgepipe.") from None
+        raise EdgepipeError(
+            f"unknown record status {value!r} in a results file", "Use results written by edgepipe."
+        ) from None
 
 
 @dataclass
@@ -175,29 +182,29 @@ class Results:
     created: str = ""
     edgepipe: str = ""
     schema: str = SCHEMA
-    run: Optional[str] = None
+    run: str | None = None
     architecture: dict[str, Any] = field(default_factory=dict)
     #: the model's class names in output order, when known
-    classes: Optional[list[str]] = None
+    classes: list[str] | None = None
     #: the split accuracy is reported on: split, images, whether it was held out of train (carved) and whether
     #: it took part in the choices (only when the data has no test split)
-    heldout: Optional[dict[str, Any]] = None
+    heldout: dict[str, Any] | None = None
     #: the split the choices were made on (early stopping, the INT8 recipe and its budget): split, images, uses;
     #: None in files written before it was recorded
-    selection: Optional[dict[str, Any]] = None
-    reference_format: Optional[str] = None
-    training: Optional[dict[str, Any]] = None
-    baseline_from_scratch: Optional[dict[str, Any]] = None
-    calibration: Optional[dict[str, Any]] = None
-    accuracy_budget_pp: Optional[float] = None
-    remote: Optional[dict[str, Any]] = None
+    selection: dict[str, Any] | None = None
+    reference_format: str | None = None
+    training: dict[str, Any] | None = None
+    baseline_from_scratch: dict[str, Any] | None = None
+    calibration: dict[str, Any] | None = None
+    accuracy_budget_pp: float | None = None
+    remote: dict[str, Any] | None = None
     #: per-op profiles (bench --profile), each taken after timing in a session of its own; none in older files
     profiles: list[Profile] = field(default_factory=list)
     #: where results/1 files were upgraded from, and anything a later version added
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def reference(self) -> Optional[Record]:
+    def reference(self) -> Record | None:
         """The FP32 reference model's first measured record, if any."""
         return next((r for r in self.records if r.format == self.reference_format and r.top1 is not None), None)
 
@@ -212,25 +219,31 @@ class Results:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "results") -> "Results":
+    def from_dict(cls, data: dict[str, Any], source: str = "results") -> Results:
         data = dict(data)
         schema = data.get("schema")
         if schema == PREVIOUS_SCHEMA:
             data = _upgrade_v1(data)
         elif schema != SCHEMA:
             raise EdgepipeError(
-                f"{source} is not edgepipe results (schema {schema!r})" if schema else
-                f"{source} is not edgepipe results (it has no 'schema' key)",
-                f"Pass a results.json written by 'edgepipe bench' (schema {SCHEMA} or {PREVIOUS_SCHEMA}).")
+                f"{source} is not edgepipe results (schema {schema!r})"
+                if schema
+                else f"{source} is not edgepipe results (it has no 'schema' key)",
+                f"Pass a results.json written by 'edgepipe bench' (schema {SCHEMA} or {PREVIOUS_SCHEMA}).",
+            )
         if not isinstance(data.get("records"), list) or not isinstance(data.get("device"), dict):
-            raise EdgepipeError(f"{source} says it is edgepipe results but has no records or device",
-                                "Pass a complete results.json written by 'edgepipe bench'.")
+            raise EdgepipeError(
+                f"{source} says it is edgepipe results but has no records or device",
+                "Pass a complete results.json written by 'edgepipe bench'.",
+            )
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: data.pop(k) for k in list(data) if k in names and k != "extra"}
         try:
             kwargs["records"] = [Record.from_dict(r) for r in kwargs["records"]]
         except (TypeError, AttributeError):
-            raise EdgepipeError(f"{source} has malformed records", "Pass a results.json written by 'edgepipe bench'.") from None
+            raise EdgepipeError(
+                f"{source} has malformed records", "Pass a results.json written by 'edgepipe bench'."
+            ) from None
         for index, record in enumerate(kwargs["records"]):
             check_measured(record, f"{source} record {index + 1}")
         kwargs.setdefault("conditions", {})
@@ -240,8 +253,21 @@ class Results:
 
 
 #: a record's measured numbers: finite and at least 0 (scalars, or wherever a number stands in these dicts)
-MEASURED = ("size_mb", "load_ms", "first_inference_ms", "warmup_calls", "top1", "top5", "latency_ms", "compute_ms",
-            "copy_ms", "rounds", "memory", "agreement_with_reference", "efficiency")
+MEASURED = (
+    "size_mb",
+    "load_ms",
+    "first_inference_ms",
+    "warmup_calls",
+    "top1",
+    "top5",
+    "latency_ms",
+    "compute_ms",
+    "copy_ms",
+    "rounds",
+    "memory",
+    "agreement_with_reference",
+    "efficiency",
+)
 #: the measured fields that are single numbers (the others are dicts)
 SCALARS = ("size_mb", "load_ms", "first_inference_ms", "warmup_calls", "top1", "top5")
 #: measured fields that hold numbers only (elsewhere text such as memory's ``peak_basis`` is passed over)
@@ -256,8 +282,10 @@ def check_measured(record: Record, where: str) -> None:
     """Refuse a record whose measured numbers a gate could not judge: NaN, infinite or negative values, text where a
     number belongs, accuracies above 1, latency percentiles missing or not above 0. ``where`` names the file and the
     record; the EdgepipeError also names the field (e.g. ``latency_ms.p50``)."""
-    label = (f"{where} ({record.format or record.artifact or 'no format'}, {record.engine}, "
-             f"threads {record.threads}, batch {record.batch_size})")
+    label = (
+        f"{where} ({record.format or record.artifact or 'no format'}, {record.engine}, "
+        f"threads {record.threads}, batch {record.batch_size})"
+    )
     for name in MEASURED:
         value = getattr(record, name)
         if value is None:
@@ -296,8 +324,10 @@ def _leaves(value: Any, name: str, numbers_only: bool):
 
 
 def _bad(label: str, field_name: str, value: Any, expected: str) -> None:
-    raise EdgepipeError(f"{label}: {field_name} is {value!r}, not {expected}",
-                        "The file was damaged or edited; measure again with 'edgepipe bench'.")
+    raise EdgepipeError(
+        f"{label}: {field_name} is {value!r}, not {expected}",
+        "The file was damaged or edited; measure again with 'edgepipe bench'.",
+    )
 
 
 def _profiles(data: Any, source: str) -> list[Profile]:
@@ -305,7 +335,9 @@ def _profiles(data: Any, source: str) -> list[Profile]:
     try:
         return [Profile.from_dict(p) for p in data or []]
     except (TypeError, AttributeError):
-        raise EdgepipeError(f"{source} has malformed profiles", "Pass a results.json written by 'edgepipe bench'.") from None
+        raise EdgepipeError(
+            f"{source} has malformed profiles", "Pass a results.json written by 'edgepipe bench'."
+        ) from None
 
 
 def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
@@ -329,19 +361,27 @@ def read_results(path: str | Path) -> Results:
     """Results from a JSON file; a one-line EdgepipeError for a missing, empty, invalid or foreign file."""
     path = Path(path)
     if not path.is_file():
-        raise EdgepipeError(f"results file '{path}' does not exist" if not path.exists()
-                            else f"'{path}' is not a file", "Pass a results.json written by 'edgepipe bench'.")
+        raise EdgepipeError(
+            f"results file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
+            "Pass a results.json written by 'edgepipe bench'.",
+        )
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text)
     except UnicodeDecodeError:
-        raise EdgepipeError(f"'{path}' is not a text file", "Pass a results.json written by 'edgepipe bench'.") from None
+        raise EdgepipeError(
+            f"'{path}' is not a text file", "Pass a results.json written by 'edgepipe bench'."
+        ) from None
     except ValueError as exc:
         what = "is empty" if not text.strip() else f"is not valid JSON ({exc.msg} at line {exc.lineno})"
-        raise EdgepipeError(f"results file '{path}' {what}", "Pass a results.json written by 'edgepipe bench'.") from None
+        raise EdgepipeError(
+            f"results file '{path}' {what}", "Pass a results.json written by 'edgepipe bench'."
+        ) from None
     if not isinstance(data, dict):
-        raise EdgepipeError(f"'{path}' is not edgepipe results (a JSON {type(data).__name__})",
-                            "Pass a results.json written by 'edgepipe bench'.")
+        raise EdgepipeError(
+            f"'{path}' is not edgepipe results (a JSON {type(data).__name__})",
+            "Pass a results.json written by 'edgepipe bench'.",
+        )
     return Results.from_dict(data, source=f"'{path}'")
 
 

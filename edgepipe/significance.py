@@ -11,7 +11,8 @@ distinguishable from no change, and the report says so instead of a bare "not me
 from __future__ import annotations
 
 import math
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -40,8 +41,9 @@ def mcnemar_one_sided(lost: int, gained: int) -> float:
     return sum(math.comb(n, i) for i in range(lost, n + 1)) / 2.0**n
 
 
-def bootstrap_interval(correct: np.ndarray, reference_correct: np.ndarray, samples: int = BOOTSTRAP_SAMPLES,
-                       seed: int = 0) -> tuple[float, float]:
+def bootstrap_interval(
+    correct: np.ndarray, reference_correct: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = 0
+) -> tuple[float, float]:
     """95% percentile interval of (top-1 of the artifact - top-1 of the reference), in percentage points,
     resampling images with replacement (seeded, so a report is reproducible)."""
     n = len(correct)
@@ -52,14 +54,20 @@ def bootstrap_interval(correct: np.ndarray, reference_correct: np.ndarray, sampl
     return float(low), float(high)
 
 
-def paired_comparison(predictions: np.ndarray, reference_predictions: np.ndarray, labels: np.ndarray,
-                      class_names: Optional[Sequence[str]] = None, alpha: float = ALPHA) -> dict[str, Any]:
+def paired_comparison(
+    predictions: np.ndarray,
+    reference_predictions: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str] | None = None,
+    alpha: float = ALPHA,
+) -> dict[str, Any]:
     """An artifact against the reference on the same images (top-1 class indices and true labels):
     images gained and lost, the top-1 difference in percentage points with its bootstrap 95% interval,
     McNemar's exact p-value, whether the difference is distinguishable from zero at ``alpha``, and the
     recall change of every class whose recall changed."""
-    predictions, reference_predictions, labels = (np.asarray(a, dtype=np.int64) for a in
-                                                  (predictions, reference_predictions, labels))
+    predictions, reference_predictions, labels = (
+        np.asarray(a, dtype=np.int64) for a in (predictions, reference_predictions, labels)
+    )
     correct, reference_correct = predictions == labels, reference_predictions == labels
     lost = int(np.sum(reference_correct & ~correct))
     gained = int(np.sum(~reference_correct & correct))
@@ -73,19 +81,26 @@ def paired_comparison(predictions: np.ndarray, reference_predictions: np.ndarray
             name = class_names[c] if class_names is not None and c < len(class_names) else str(int(c))
             recall_change[name] = round(float(change), 2)
     return {
-        "images": int(len(labels)), "gained": gained, "lost": lost,
+        "images": int(len(labels)),
+        "gained": gained,
+        "lost": lost,
         "top1_difference_pp": float((correct.mean() - reference_correct.mean()) * 100) if len(labels) else 0.0,
         "interval_95_pp": [round(low, 3), round(high, 3)],
-        "mcnemar_p": p_value, "alpha": alpha, "distinguishable": p_value < alpha,
+        "mcnemar_p": p_value,
+        "alpha": alpha,
+        "distinguishable": p_value < alpha,
         "recall_change_pp": recall_change,
     }
 
 
 def describe(comparison: dict[str, Any]) -> str:
     """One sentence for reports: what changed and whether it can be told apart from chance."""
-    verdict = ("distinguishable from no change" if comparison["distinguishable"]
-               else "not distinguishable from no change")
+    verdict = (
+        "distinguishable from no change" if comparison["distinguishable"] else "not distinguishable from no change"
+    )
     low, high = comparison["interval_95_pp"]
-    return (f"{comparison['lost']} image(s) lost and {comparison['gained']} gained of {comparison['images']} "
-            f"({comparison['top1_difference_pp']:+.2f} pp, 95% interval {low:+.2f} to {high:+.2f} pp); "
-            f"McNemar exact p = {comparison['mcnemar_p']:.3g}: {verdict} at {comparison['alpha']:g}")
+    return (
+        f"{comparison['lost']} image(s) lost and {comparison['gained']} gained of {comparison['images']} "
+        f"({comparison['top1_difference_pp']:+.2f} pp, 95% interval {low:+.2f} to {high:+.2f} pp); "
+        f"McNemar exact p = {comparison['mcnemar_p']:.3g}: {verdict} at {comparison['alpha']:g}"
+    )

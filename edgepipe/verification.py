@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.backends import FORMATS, Artifact, ValidationScore, Format, create_runner
+from edgepipe.backends import FORMATS, Artifact, Format, ValidationScore, create_runner
 from edgepipe.harness import accuracy, agreement, predict
 
 
@@ -40,5 +40,10 @@ def verify(fmt: Format, probabilities: np.ndarray, reference: np.ndarray) -> dic
     model's outputs on the same images), judged by the tolerance of the format."""
     figures = agreement(probabilities, reference)
     problems = fmt.tolerance.check(figures)
-    return {"images": len(probabilities), **figures, "tolerance": fmt.tolerance.as_dict(), "passed": not problems,
-            "problems": problems}
+    return {
+        "images": len(probabilities),
+        **figures,
+        "tolerance": fmt.tolerance.as_dict(),
+        "passed": not problems,
+        "problems": problems,
+    }

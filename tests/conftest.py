@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,14 @@ def tiny_overrides(tmp: Path, pretrain: bool = False, **extra) -> dict:
         "bench.memory": False,  # fresh-process memory figures cost seconds per artifact; the shared run measures them
     }
     if pretrain:  # a backbone trained on these digits, so the head learns a confident, stable classifier
-        overrides.update({"pretrain.data.path": "builtin:digits", "pretrain.data.classes": ["0", "1", "2", "3"],
-                          "pretrain.data.val_fraction": 0.1, "pretrain.epochs": 4})
+        overrides.update(
+            {
+                "pretrain.data.path": "builtin:digits",
+                "pretrain.data.classes": ["0", "1", "2", "3"],
+                "pretrain.data.val_fraction": 0.1,
+                "pretrain.epochs": 4,
+            }
+        )
     overrides.update(extra)
     return overrides
 
@@ -60,6 +67,14 @@ def tiny_run(tmp_path_factory):
     run = run_stages(config, list(STAGES), echo=lines.append)
     run.log = lines  # type: ignore[attr-defined]
     return run
+
+
+@pytest.fixture
+def run_copy(tiny_run, tmp_path):
+    """A copy of the finished tiny run that a test may damage."""
+    path = tmp_path / "run"
+    shutil.copytree(tiny_run.path, path, ignore=shutil.ignore_patterns(".edgepipe-lock"))
+    return path
 
 
 def _save(image, path: Path, fmt: str | None = None) -> None:

@@ -25,8 +25,24 @@ def test_own_data_without_a_config_starts_from_the_image_folder_defaults(tmp_pat
 def test_build_by_flags_alone_uses_the_users_classes(tmp_path):
     data = make_image_folder(tmp_path / "my_photos", classes=("cat", "dog"), per_class=5)
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, ["build", "--data", str(data), "--arch", "mobilenet_v2", "--weights", "none",
-                                       "--alpha", "0.35", "--input-size", "32", "--output", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "build",
+            "--data",
+            str(data),
+            "--arch",
+            "mobilenet_v2",
+            "--weights",
+            "none",
+            "--alpha",
+            "0.35",
+            "--input-size",
+            "32",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "configuration: the defaults for your own images" in result.output
     assert read_json(out / "dataset.json")["class_names"] == ["cat", "dog"]
@@ -63,8 +79,12 @@ def test_an_architecture_alone_is_never_refused_for_settings_the_user_did_not_gi
     config_file = tmp_path / "mine.yaml"
     config_file.write_text("model: {arch: mobilenet_v2, alpha: 0.5, weights: imagenet, input_size: 96}\n")
     for name in ARCHITECTURES.names():
-        for config, flags in ((None, {"data": str(data)}), (None, {}), (str(config_file), {}),
-                              ({"model": {"arch": "mobilenet", "alpha": 0.25}}, {})):
+        for config, flags in (
+            (None, {"data": str(data)}),
+            (None, {}),
+            (str(config_file), {}),
+            ({"model": {"arch": "mobilenet", "alpha": 0.25}}, {}),
+        ):
             resolved, base = resolve_config(config, {**flags, "arch": name, "output": str(tmp_path / "out")})
             _buildable(resolved)
     # what the user does give still counts, and is still checked
@@ -80,11 +100,19 @@ def test_an_architecture_alone_is_never_refused_for_settings_the_user_did_not_gi
 
 def test_arch_by_flag_alone_builds_from_the_cli_and_the_api(tmp_path):
     data = make_image_folder(tmp_path / "photos", per_class=3)
-    result = CliRunner().invoke(main, ["build", "--data", str(data), "--arch", "lenet5", "--output", str(tmp_path / "a")])
+    result = CliRunner().invoke(
+        main, ["build", "--data", str(data), "--arch", "lenet5", "--output", str(tmp_path / "a")]
+    )
     assert result.exit_code == 0, result.output
     assert "lenet5 has no published ImageNet weights" in result.output
-    run = edgepipe.run(data=str(data), arch="efficientnet_lite0", input_size=32, output=str(tmp_path / "b"),
-                       stages=["build"], echo=lambda line: None)
+    run = edgepipe.run(
+        data=str(data),
+        arch="efficientnet_lite0",
+        input_size=32,
+        output=str(tmp_path / "b"),
+        stages=["build"],
+        echo=lambda line: None,
+    )
     assert run.config.model.alpha is None and run.config.model.weights == "none"
 
 
@@ -112,26 +140,29 @@ def test_list_arguments_take_one_value_or_a_sequence(tiny_run):
     assert edgepipe.merge(tiny_run.results).startswith("# edgepipe: results merged")  # one file, not its characters
 
 
-@pytest.mark.parametrize("call, named", [
-    (lambda p: edgepipe.bench(p, threads=True), "threads takes a whole number of at least 1"),
-    (lambda p: edgepipe.bench(p, threads=0), "threads takes a whole number of at least 1 or a list of them; got 0"),
-    (lambda p: edgepipe.bench(p, threads=[1, -2]), "got -2 in [1, -2]"),
-    (lambda p: edgepipe.bench(p, threads="2"), "threads takes a whole number"),
-    (lambda p: edgepipe.bench(p, threads=2.0), "threads takes a whole number"),
-    (lambda p: edgepipe.bench(p, batch=[]), "batch is empty"),
-    (lambda p: edgepipe.bench(p, batch=0), "batch takes a whole number of at least 1"),
-    (lambda p: edgepipe.bench(p, devices=3), "devices takes a name"),
-    (lambda p: edgepipe.bench(p, engines=[None]), "engines takes a name"),
-    (lambda p: edgepipe.bench(7), "paths takes a path"),
-    (lambda p: edgepipe.api.BenchRequest([p], threads=False), "threads takes a whole number"),
-    (lambda p: edgepipe.export(p, 5), "formats takes a name"),
-    (lambda p: edgepipe.export(p, "tflite-fp32", threads=0), "threads takes a whole number"),
-    (lambda p: edgepipe.export(p, "tflite-fp32", threads=[1, 2]), "threads takes one value"),
-    (lambda p: edgepipe.run(formats=5, output=str(p)), "formats takes a name"),
-    (lambda p: edgepipe.run(stages=7, output=str(p), echo=_quiet), "stages takes a name"),
-    (lambda p: edgepipe.compare(p, p, percentiles=50), "percentiles takes a name"),
-    (lambda p: edgepipe.merge(42), "results takes a results file's path"),
-])
+@pytest.mark.parametrize(
+    "call, named",
+    [
+        (lambda p: edgepipe.bench(p, threads=True), "threads takes a whole number of at least 1"),
+        (lambda p: edgepipe.bench(p, threads=0), "threads takes a whole number of at least 1 or a list of them; got 0"),
+        (lambda p: edgepipe.bench(p, threads=[1, -2]), "got -2 in [1, -2]"),
+        (lambda p: edgepipe.bench(p, threads="2"), "threads takes a whole number"),
+        (lambda p: edgepipe.bench(p, threads=2.0), "threads takes a whole number"),
+        (lambda p: edgepipe.bench(p, batch=[]), "batch is empty"),
+        (lambda p: edgepipe.bench(p, batch=0), "batch takes a whole number of at least 1"),
+        (lambda p: edgepipe.bench(p, devices=3), "devices takes a name"),
+        (lambda p: edgepipe.bench(p, engines=[None]), "engines takes a name"),
+        (lambda p: edgepipe.bench(7), "paths takes a path"),
+        (lambda p: edgepipe.api.BenchRequest([p], threads=False), "threads takes a whole number"),
+        (lambda p: edgepipe.export(p, 5), "formats takes a name"),
+        (lambda p: edgepipe.export(p, "tflite-fp32", threads=0), "threads takes a whole number"),
+        (lambda p: edgepipe.export(p, "tflite-fp32", threads=[1, 2]), "threads takes one value"),
+        (lambda p: edgepipe.run(formats=5, output=str(p)), "formats takes a name"),
+        (lambda p: edgepipe.run(stages=7, output=str(p), echo=_quiet), "stages takes a name"),
+        (lambda p: edgepipe.compare(p, p, percentiles=50), "percentiles takes a name"),
+        (lambda p: edgepipe.merge(42), "results takes a results file's path"),
+    ],
+)
 def test_a_wrong_type_is_an_edgepipe_error_naming_the_argument(tmp_path, call, named):
     """Refused before anything is read, measured or written."""
     with pytest.raises(edgepipe.api.EdgepipeError) as caught:

@@ -17,14 +17,20 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
 def _run(script: str, *args: str, env: dict | None = None, cwd: Path | None = None) -> str:
-    result = subprocess.run([sys.executable, str(BENCHMARKS / script), *args], capture_output=True, text=True,
-                            timeout=900, env={**os.environ, **(env or {})}, cwd=cwd)
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **(env or {})},
+        cwd=cwd,
+    )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     return result.stdout
 
 
 def test_every_benchmark_script_has_a_smoke_test():
-    tested = {name[len("test_"):].replace("_smoke", "") + ".py" for name in globals() if name.endswith("_smoke")}
+    tested = {name[len("test_") :].replace("_smoke", "") + ".py" for name in globals() if name.endswith("_smoke")}
     assert {p.name for p in BENCHMARKS.glob("*.py")} <= tested
 
 
@@ -46,21 +52,54 @@ def test_real_photos_smoke(tmp_path):
     (home / "models").mkdir(parents=True)
     for file in SHARED_WEIGHTS.glob("*.h5"):
         shutil.copy(file, home / "models" / file.name)
-    out = _run("real_photos.py", "--input-size", "32", "--epochs", "1", "--formats", "tflite-int8",
-               env={"KERAS_HOME": str(home)})
+    out = _run(
+        "real_photos.py",
+        "--input-size",
+        "32",
+        "--epochs",
+        "1",
+        "--formats",
+        "tflite-int8",
+        env={"KERAS_HOME": str(home)},
+    )
     assert "logistic-regression probe" in out and "tflite-int8" in out
 
 
 def test_engines_smoke(tmp_path):
-    out = _run("engines.py", "--models", "mobilenet_v2:0.35", "--size", "32", "--threads", "1", "--rounds", "1",
-               "--iterations", "3", "--work", str(tmp_path), "--formats", "tflite-fp32,onnx-int8,openvino-fp32")
+    out = _run(
+        "engines.py",
+        "--models",
+        "mobilenet_v2:0.35",
+        "--size",
+        "32",
+        "--threads",
+        "1",
+        "--rounds",
+        "1",
+        "--iterations",
+        "3",
+        "--work",
+        str(tmp_path),
+        "--formats",
+        "tflite-fp32,onnx-int8,openvino-fp32",
+    )
     assert "edgepipe's recommendation, tuned" in out and "within 1.05x of the fastest bare loop" in out
     assert out.count("peak memory within 10%") == 3
 
 
 def test_calibration_draws_smoke(tiny_run):
-    out = _run("calibration_draws.py", str(tiny_run.path), "--draws", "2", "--sizes", "8,16", "--methods",
-               "minmax,percentile", "--threads", "1")
+    out = _run(
+        "calibration_draws.py",
+        str(tiny_run.path),
+        "--draws",
+        "2",
+        "--sizes",
+        "8,16",
+        "--methods",
+        "minmax,percentile",
+        "--threads",
+        "1",
+    )
     assert out.count("tflite-int8 ") == 2 and out.count("onnx-int8 ") == 4  # ONNX also per calibration method
     assert "most stable for tflite-int8:" in out and "most stable for onnx-int8:" in out
 
@@ -71,7 +110,18 @@ def test_mixed_precision_smoke(tiny_run):
 
 
 def test_int8_speedup_smoke(tmp_path):
-    out = _run("int8_speedup.py", "--model", "mobilenet_v2:0.35", "--size", "32", "--rounds", "1", "--iterations", "3",
-               "--work", str(tmp_path))
+    out = _run(
+        "int8_speedup.py",
+        "--model",
+        "mobilenet_v2:0.35",
+        "--size",
+        "32",
+        "--rounds",
+        "1",
+        "--iterations",
+        "3",
+        "--work",
+        str(tmp_path),
+    )
     assert out.count("INT8 speed-up") == 3 and "target 1.8x" in out
     assert "INT8 against FP32 per op family" in out and "Top 10 ops by time" in out

@@ -12,7 +12,9 @@ COMMANDS = ["run", "build", "train", "export", "bench", "report", "models", "for
 
 
 def edgepipe(*args, cwd=None):
-    return subprocess.run([sys.executable, "-m", "edgepipe", *args], capture_output=True, text=True, cwd=cwd, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe", *args], capture_output=True, text=True, cwd=cwd, timeout=600
+    )
 
 
 @pytest.mark.parametrize("command", COMMANDS)
@@ -34,18 +36,31 @@ def test_models_lists_registry():
 def test_run_flags_reach_every_stage_command():
     for command in ("run", "build", "train", "export"):
         help_text = CliRunner().invoke(main, [command, "--help"]).output
-        for flag in ("--data", "--arch", "--alpha", "--weights", "--input-size", "--strategy", "--epochs",
-                     "--formats", "--output", "--seed"):
+        for flag in (
+            "--data",
+            "--arch",
+            "--alpha",
+            "--weights",
+            "--input-size",
+            "--strategy",
+            "--epochs",
+            "--formats",
+            "--output",
+            "--seed",
+        ):
             assert flag in help_text, (command, flag)
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--data", "{tmp}/missing"], "does not exist"),
-    (["--data", "{tmp}/empty"], "is empty"),
-    (["--arch", "mobilenet_v9"], "unknown architecture"),
-    (["{tmp}/typo.yaml"], "unknown config key 'model.arhc'"),
-    (["--formats", "tflite-int9"], "unknown format"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--data", "{tmp}/missing"], "does not exist"),
+        (["--data", "{tmp}/empty"], "is empty"),
+        (["--arch", "mobilenet_v9"], "unknown architecture"),
+        (["{tmp}/typo.yaml"], "unknown config key 'model.arhc'"),
+        (["--formats", "tflite-int9"], "unknown format"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2_and_no_run_directory(tmp_path, args, message):
     (tmp_path / "empty").mkdir()
     (tmp_path / "typo.yaml").write_text("model:\n  arhc: mobilenet_v2\n")
@@ -91,8 +106,10 @@ def test_qat_epochs_flag_reaches_export_qat_and_is_validated(tiny_run, tmp_path)
 
     from edgepipe.cli import main
 
-    for args in (["export", str(tiny_run.model), "--format", "tflite-fp32", "--output", str(tmp_path / "x")],
-                 ["export", "--output", str(tiny_run.path)]):
+    for args in (
+        ["export", str(tiny_run.model), "--format", "tflite-fp32", "--output", str(tmp_path / "x")],
+        ["export", "--output", str(tiny_run.path)],
+    ):
         result = CliRunner().invoke(main, [*args, "--qat-epochs", "-1"])
         assert result.exit_code == 2 and "export.qat.epochs" in result.output, result.output
     assert not (tmp_path / "x").exists()

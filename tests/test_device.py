@@ -5,8 +5,16 @@ import os
 
 import pytest
 
-from edgepipe.device import (cgroup_cpu_quota, core_limits, cpu_facts, fingerprint, parse_cpu_max, parse_cpuinfo,
-                             peak_estimate, usable_cores)
+from edgepipe.device import (
+    cgroup_cpu_quota,
+    core_limits,
+    cpu_facts,
+    fingerprint,
+    parse_cpu_max,
+    parse_cpuinfo,
+    peak_estimate,
+    usable_cores,
+)
 from edgepipe.pipeline.bench import add_efficiency, compute_kind
 from edgepipe.results import Record, Status
 
@@ -46,7 +54,9 @@ def test_the_fingerprint_records_amx_and_the_avx512_extensions():
     assert epyc["cpu_model"] == "AMD EPYC 7763 64-Core Processor" and epyc["cpu_mhz"] == 2445.4  # the first CPU's
     assert {"avx2", "fma"} <= set(epyc["isa_features"])
     assert not [f for f in epyc["isa_features"] if f.startswith(("avx512", "amx", "avx_vnni"))]
-    assert {"amx_tile", "amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni"} <= set(spr["isa_features"])
+    assert {"amx_tile", "amx_int8", "amx_bf16", "avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni"} <= set(
+        spr["isa_features"]
+    )
     assert "amx_fp16" not in spr["isa_features"]  # Granite Rapids' addition
     assert set(fingerprint()["isa_features"]) <= set(_cpu(open("/proc/cpuinfo").read())["isa_features"])
 
@@ -72,13 +82,28 @@ def test_the_peak_estimate_uses_amx_for_int8_and_bf16():
     assert peak_estimate({"isa_features": ["avx2"]}, 4, "int8") is None  # no clock: no estimate
 
 
-@pytest.mark.parametrize("precision, settings, kind", [
-    ("int8", {}, "int8"), ("fp32", {"inference_precision": "f32"}, "fp32"),
-    ("fp32", {"inference_precision": "bf16"}, "bf16"), ("fp16", {"inference_precision": "f16"}, "fp16"),
-    ("fp16", {}, "fp32")])
+@pytest.mark.parametrize(
+    "precision, settings, kind",
+    [
+        ("int8", {}, "int8"),
+        ("fp32", {"inference_precision": "f32"}, "fp32"),
+        ("fp32", {"inference_precision": "bf16"}, "bf16"),
+        ("fp16", {"inference_precision": "f16"}, "fp16"),
+        ("fp16", {}, "fp32"),
+    ],
+)
 def test_efficiency_is_judged_against_the_peak_of_the_precision_computed_in(precision, settings, kind):
-    record = Record("m", "f", precision, Status.OK, device="cpu", threads=2, batch_size=1, settings=settings,
-                    latency_ms={"p50": 1.0})
+    record = Record(
+        "m",
+        "f",
+        precision,
+        Status.OK,
+        device="cpu",
+        threads=2,
+        batch_size=1,
+        settings=settings,
+        latency_ms={"p50": 1.0},
+    )
     assert compute_kind(record) == kind
     device = {**_cpu(SAPPHIRE_RAPIDS), "cpu_mhz": 2000.0}
     add_efficiency(record, 10**6, device)

@@ -28,13 +28,19 @@ def _update_docs():
 
 
 def _mkdocs_build(config: Path, site: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config),
-                           "--site-dir", str(site)], capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    return subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--config-file", str(config), "--site-dir", str(site)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
 
 
-needs_mkdocs = pytest.mark.skipif(importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None,
-                                  reason="mkdocs and mkdocs-material are not installed (pip install '.[test]')")
+needs_mkdocs = pytest.mark.skipif(
+    importlib.util.find_spec("mkdocs") is None or importlib.util.find_spec("material") is None,
+    reason="mkdocs and mkdocs-material are not installed (pip install '.[test]')",
+)
 
 
 @needs_mkdocs
@@ -42,11 +48,15 @@ def test_the_site_builds_strictly(tmp_path):
     result = _mkdocs_build(ROOT / "mkdocs.yml", tmp_path / "site")
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-3000:]
     assert (tmp_path / "site" / "formats" / "index.html").exists()
-    assert "fonts.googleapis.com" not in (tmp_path / "site" / "index.html").read_text(encoding="utf-8")  # builds and opens offline
+    assert "fonts.googleapis.com" not in (tmp_path / "site" / "index.html").read_text(
+        encoding="utf-8"
+    )  # builds and opens offline
 
 
 @needs_mkdocs
-@pytest.mark.parametrize("breakage", ["a link to a missing page", "a link to a missing anchor", "a page not in the nav"])
+@pytest.mark.parametrize(
+    "breakage", ["a link to a missing page", "a link to a missing anchor", "a page not in the nav"]
+)
 def test_a_broken_link_or_an_unlisted_page_fails_the_build(tmp_path, breakage):
     shutil.copytree(DOCS, tmp_path / "docs")
     shutil.copy(ROOT / "mkdocs.yml", tmp_path / "mkdocs.yml")

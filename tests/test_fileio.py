@@ -1,6 +1,6 @@
 import pytest
 
-from edgepipe.fileio import atomic_path, sha256_file, write_json, read_json
+from edgepipe.fileio import atomic_path, read_json, sha256_file, write_json
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path):

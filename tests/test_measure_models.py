@@ -52,10 +52,20 @@ def test_a_second_call_reads_the_cache_and_json_parses(measured):
     assert "exporting" not in again.stderr and "2 format(s) from the cache, 0 measured now" in again.stderr
     data = json.loads(again.stdout)
     assert [(r["arch"], r["format"]) for r in data["rows"]] == [
-        ("lenet5", "tflite-fp32"), ("lenet5", "tflite-int8"),
-        ("mobilenet_v3_small", "tflite-fp32"), ("mobilenet_v3_small", "tflite-int8")]
-    assert all(r["cached"] and r["status"] == "ok" and r["p50_ms"] > 0 and r["p90_ms"] >= r["p50_ms"]
-               and r["size_mb"] > 0 and r["peak_memory_mb"] > 0 for r in data["rows"])
+        ("lenet5", "tflite-fp32"),
+        ("lenet5", "tflite-int8"),
+        ("mobilenet_v3_small", "tflite-fp32"),
+        ("mobilenet_v3_small", "tflite-int8"),
+    ]
+    assert all(
+        r["cached"]
+        and r["status"] == "ok"
+        and r["p50_ms"] > 0
+        and r["p90_ms"] >= r["p50_ms"]
+        and r["size_mb"] > 0
+        and r["peak_memory_mb"] > 0
+        for r in data["rows"]
+    )
     int8 = data["rows"][1]
     assert int8["size_mb"] < data["rows"][0]["size_mb"]  # the INT8 artifact really is another file
     assert data["conditions"]["threads"] == 1 and data["conditions"]["batch_size"] == 1
@@ -73,8 +83,9 @@ def test_force_measures_again(measured):
     assert "exporting" in forced.stderr
     rows = json.loads(forced.stdout)["rows"]
     assert not any(r["cached"] for r in rows)
-    assert [r["measured_at"] for r in rows] != [r["measured_at"] for r in before] or \
-        [r["record"]["rounds"] for r in rows] != [r["record"]["rounds"] for r in before]
+    assert [r["measured_at"] for r in rows] != [r["measured_at"] for r in before] or [
+        r["record"]["rounds"] for r in rows
+    ] != [r["record"]["rounds"] for r in before]
 
 
 def test_a_damaged_cache_is_measured_again_with_a_notice(tmp_path):
@@ -97,12 +108,15 @@ def test_an_architecture_that_cannot_take_the_input_is_a_row_with_its_reason(tmp
     assert "skipped: cannot be built: input size 32 is too small" in row
 
 
-@pytest.mark.parametrize("args, message", [
-    (["models", "--measure", "--archs", "mobilenet_v9"], "unknown architecture 'mobilenet_v9'"),
-    (["models", "--archs", "lenet5"], "--archs applies to --measure"),
-    (["models", "--measure", "--formats", "tflite-int9"], "unknown format"),
-    (["models", "--measure", "--remote", "somewhere"], "--remote needs --threads"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["models", "--measure", "--archs", "mobilenet_v9"], "unknown architecture 'mobilenet_v9'"),
+        (["models", "--archs", "lenet5"], "--archs applies to --measure"),
+        (["models", "--measure", "--formats", "tflite-int9"], "unknown format"),
+        (["models", "--measure", "--remote", "somewhere"], "--remote needs --threads"),
+    ],
+)
 def test_bad_input_is_one_line_exit_2(tmp_path, args, message):
     result = CliRunner().invoke(main, args, env={"XDG_CACHE_HOME": str(tmp_path)})
     assert result.exit_code == 2, result.output
@@ -118,10 +132,15 @@ def test_cache_keys_separate_devices_formats_and_conditions():
     network = Network("lenet5", None, 32, 1, 10)
     key = cache_key(here, network, "tflite-fp32", Conditions(threads=1))
     assert key == cache_key(here, network, "tflite-fp32", Conditions(threads=1))
-    assert key != cache_key(Target("there", {"device": "b", "engines": {"litert": "1"}}, None), network, "tflite-fp32",
-                            Conditions(threads=1))
-    assert key != cache_key(Target("here", {"device": "a", "engines": {"litert": "2"}}, None), network, "tflite-fp32",
-                            Conditions(threads=1))
+    assert key != cache_key(
+        Target("there", {"device": "b", "engines": {"litert": "1"}}, None),
+        network,
+        "tflite-fp32",
+        Conditions(threads=1),
+    )
+    assert key != cache_key(
+        Target("here", {"device": "a", "engines": {"litert": "2"}}, None), network, "tflite-fp32", Conditions(threads=1)
+    )
     assert key != cache_key(here, network, "tflite-int8", Conditions(threads=1))
     assert key != cache_key(here, network, "tflite-fp32", Conditions(threads=2))
     assert key != cache_key(here, Network("lenet5", None, 64, 1, 10), "tflite-fp32", Conditions(threads=1))
@@ -130,12 +149,27 @@ def test_cache_keys_separate_devices_formats_and_conditions():
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
 
 
-@pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
-                    reason="OpenSSH server and client are needed (apt-get install openssh-server openssh-client)")
+@pytest.mark.skipif(
+    SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
+    reason="OpenSSH server and client are needed (apt-get install openssh-server openssh-client)",
+)
 def test_remote_measures_over_ssh_and_caches_per_destination(ssh_host, tmp_path):  # noqa: F811
     remote_edgepipe = str(Path(sys.executable).with_name("edgepipe"))
-    args = ["--archs", "lenet5", "--formats", "tflite-fp32", "--remote", "edgepipe-test", "--ssh-config", str(ssh_host),
-            "--remote-edgepipe", remote_edgepipe, "--remote-dir", str(tmp_path / "remote-jobs"), "--json"]
+    args = [
+        "--archs",
+        "lenet5",
+        "--formats",
+        "tflite-fp32",
+        "--remote",
+        "edgepipe-test",
+        "--ssh-config",
+        str(ssh_host),
+        "--remote-edgepipe",
+        remote_edgepipe,
+        "--remote-dir",
+        str(tmp_path / "remote-jobs"),
+        "--json",
+    ]
     first = models(tmp_path, *args)
     assert first.exit_code == 0, first.output
     assert "[remote]" in first.stderr  # the remote harness's own lines
@@ -144,7 +178,6 @@ def test_remote_measures_over_ssh_and_caches_per_destination(ssh_host, tmp_path)
     again = models(tmp_path, *args)
     assert "[remote]" not in again.stderr and json.loads(again.stdout)["rows"][0]["cached"]
     assert not any((tmp_path / "remote-jobs").iterdir())  # the remote job folder was cleaned up
-
 
 
 def test_entries_of_a_target_that_now_reports_another_machine_are_dropped(tmp_path):

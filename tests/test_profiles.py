@@ -12,8 +12,8 @@ from edgepipe.backends import create_runner, identify
 from edgepipe.harness import BenchSettings
 from edgepipe.harness.profile import profile_runner
 from edgepipe.profiles import (
-    CONSISTENT_RANGE,
     COMPUTE,
+    CONSISTENT_RANGE,
     DEQUANTIZE,
     QUANTIZE,
     OpTime,
@@ -50,10 +50,17 @@ def exported(tmp_path_factory):
     model.save(folder / "model.keras")
     rng = np.random.default_rng(0)
     images, labels = rng.integers(0, 256, (24, 32, 32, 3)).astype(np.uint8), rng.integers(0, 3, 24)
-    index = edgepipe.export(folder / "model.keras", ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8",
-                                                     "openvino-int8"],
-                            calibration=(images, labels), labels=["a", "b", "c"], output=folder / "artifacts",
-                            accuracy_budget_pp=100.0, isolation="none", qat={"epochs": 0}, echo=lambda line: None)
+    index = edgepipe.export(
+        folder / "model.keras",
+        ["tflite-fp32", "tflite-int8", "onnx-fp32", "onnx-int8", "openvino-int8"],
+        calibration=(images, labels),
+        labels=["a", "b", "c"],
+        output=folder / "artifacts",
+        accuracy_budget_pp=100.0,
+        isolation="none",
+        qat={"epochs": 0},
+        echo=lambda line: None,
+    )
     return folder, index
 
 
@@ -93,8 +100,11 @@ def test_each_cpu_engine_profiles_a_tiny_model_per_op(exported, fmt):
     kernels = {op.kernel for op in profile.ops if op.layer == "conv_wide"}
     assert kernels and None not in kernels
     weighted = [op for op in profile.ops if op.layer == "conv_wide" and op.role == COMPUTE]
-    assert weighted and all(op.precision == ("int8" if fmt.endswith("int8") else "fp32") for op in weighted) or \
-        fmt.startswith("openvino")  # OpenVINO may run FP32 layers in bf16 on AMX; its INT8 is checked below
+    assert (
+        weighted
+        and all(op.precision == ("int8" if fmt.endswith("int8") else "fp32") for op in weighted)
+        or fmt.startswith("openvino")
+    )  # OpenVINO may run FP32 layers in bf16 on AMX; its INT8 is checked below
     if fmt == "openvino-int8":
         assert any(op.precision == "int8" for op in weighted)
 
@@ -118,22 +128,31 @@ def _qdq_model_with_a_float_op(path):
     from onnx import TensorProto, helper, numpy_helper
 
     rng = np.random.default_rng(0)
-    inits = [numpy_helper.from_array(rng.integers(-100, 100, (32, 3, 3, 3)).astype(np.int8), "w_q"),
-             numpy_helper.from_array(np.full(32, 0.01, np.float32), "w_scale"),
-             numpy_helper.from_array(np.zeros(32, np.int8), "w_zero"),
-             numpy_helper.from_array(np.array(0.02, np.float32), "scale"),
-             numpy_helper.from_array(np.array(128, np.uint8), "zero")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"], name="x_quantize"),
-             helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["x_dq"], name="x_dequantize"),
-             helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="w_dequantize", axis=0),
-             helper.make_node("Conv", ["x_dq", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
-             helper.make_node("QuantizeLinear", ["c", "scale", "zero"], ["c_q"], name="conv_quantize"),
-             helper.make_node("DequantizeLinear", ["c_q", "scale", "zero"], ["c_dq"], name="conv_dequantize"),
-             helper.make_node("Exp", ["c_dq"], ["e"], name="kept_exp"),
-             helper.make_node("QuantizeLinear", ["e", "scale", "zero"], ["e_q"], name="exp_quantize"),
-             helper.make_node("DequantizeLinear", ["e_q", "scale", "zero"], ["y"], name="y_dequantize")]
-    graph = helper.make_graph(nodes, "float_kept", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 64, 64])], inits)
+    inits = [
+        numpy_helper.from_array(rng.integers(-100, 100, (32, 3, 3, 3)).astype(np.int8), "w_q"),
+        numpy_helper.from_array(np.full(32, 0.01, np.float32), "w_scale"),
+        numpy_helper.from_array(np.zeros(32, np.int8), "w_zero"),
+        numpy_helper.from_array(np.array(0.02, np.float32), "scale"),
+        numpy_helper.from_array(np.array(128, np.uint8), "zero"),
+    ]
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "scale", "zero"], ["x_q"], name="x_quantize"),
+        helper.make_node("DequantizeLinear", ["x_q", "scale", "zero"], ["x_dq"], name="x_dequantize"),
+        helper.make_node("DequantizeLinear", ["w_q", "w_scale", "w_zero"], ["w"], name="w_dequantize", axis=0),
+        helper.make_node("Conv", ["x_dq", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+        helper.make_node("QuantizeLinear", ["c", "scale", "zero"], ["c_q"], name="conv_quantize"),
+        helper.make_node("DequantizeLinear", ["c_q", "scale", "zero"], ["c_dq"], name="conv_dequantize"),
+        helper.make_node("Exp", ["c_dq"], ["e"], name="kept_exp"),
+        helper.make_node("QuantizeLinear", ["e", "scale", "zero"], ["e_q"], name="exp_quantize"),
+        helper.make_node("DequantizeLinear", ["e_q", "scale", "zero"], ["y"], name="y_dequantize"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "float_kept",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 64, 64])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 32, 64, 64])],
+        inits,
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     onnx.save(model, str(path))
     return path
@@ -149,7 +168,12 @@ def test_an_op_kept_in_float_is_a_float_island_of_the_int8_file(tmp_path):
         measured = runner.profile(np.zeros((1, 3, 64, 64), np.float32), 5)
     from edgepipe.harness.profile import join
 
-    base.ops, base.wall_ms, base.calls, base.profiler = measured.ops, measured.wall_ms, measured.calls, measured.profiler
+    base.ops, base.wall_ms, base.calls, base.profiler = (
+        measured.ops,
+        measured.wall_ms,
+        measured.calls,
+        measured.profiler,
+    )
     profile = join(base, kept_float=["kept_exp"])
     ops = {op.name: op for op in profile.ops}
     exp = ops["kept_exp"]
@@ -163,10 +187,16 @@ def test_float_island_rule_needs_integer_on_both_sides():
     def op(name, role, precision, inputs, outputs):
         return OpTime(name, name, 1.0, precision=precision, role=role, inputs=inputs, outputs=outputs)
 
-    ops = [op("q", QUANTIZE, "fp32", ("x",), ("a",)), op("conv", COMPUTE, "int8", ("a",), ("b",)),
-           op("dq", DEQUANTIZE, "int8", ("b",), ("c",)), op("mean", COMPUTE, "fp32", ("c",), ("d",)),
-           op("q2", QUANTIZE, "fp32", ("d",), ("e",)), op("fc", COMPUTE, "int8", ("e",), ("f",)),
-           op("dq2", DEQUANTIZE, "int8", ("f",), ("g",)), op("softmax", COMPUTE, "fp32", ("g",), ("y",))]
+    ops = [
+        op("q", QUANTIZE, "fp32", ("x",), ("a",)),
+        op("conv", COMPUTE, "int8", ("a",), ("b",)),
+        op("dq", DEQUANTIZE, "int8", ("b",), ("c",)),
+        op("mean", COMPUTE, "fp32", ("c",), ("d",)),
+        op("q2", QUANTIZE, "fp32", ("d",), ("e",)),
+        op("fc", COMPUTE, "int8", ("e",), ("f",)),
+        op("dq2", DEQUANTIZE, "int8", ("f",), ("g",)),
+        op("softmax", COMPUTE, "fp32", ("g",), ("y",)),
+    ]
     mark_float_islands(ops)
     assert [o.name for o in ops if o.float_island] == ["mean"]  # the softmax after the last dequantize is a tail
 
@@ -180,9 +210,12 @@ def test_ops_map_to_source_layers_by_name_where_names_allow():
 
 
 def test_diagnosis_names_the_largest_avoidable_cost():
-    ops = [OpTime("a", "Conv", 5.8, precision="int8"), OpTime("b", "Exp", 2.1, precision="fp32", kept_float=True),
-           OpTime("c", "Exp", 1.0, precision="fp32", kept_float=True, float_island=True),
-           OpTime("d", "Mul", 1.1, precision="fp32", kept_float=True)]
+    ops = [
+        OpTime("a", "Conv", 5.8, precision="int8"),
+        OpTime("b", "Exp", 2.1, precision="fp32", kept_float=True),
+        OpTime("c", "Exp", 1.0, precision="fp32", kept_float=True, float_island=True),
+        OpTime("d", "Mul", 1.1, precision="fp32", kept_float=True),
+    ]
     profile = Profile("m.onnx", "onnx-int8", "int8", "onnxruntime", "cpu", 1, 1, ops=ops)
     assert diagnosis(profile) == "42% of the time in 3 op(s) kept in float by the INT8 budget"
     for op in ops[1:]:
@@ -195,9 +228,20 @@ def test_diagnosis_names_the_largest_avoidable_cost():
 def test_profiles_round_trip_through_results_json_and_older_files_still_read(tmp_path):
     from edgepipe.results import Results, read_results, write_results_json
 
-    profile = Profile("m.tflite", "tflite-int8", "int8", "litert", "cpu", 1, 1, profiler="p", calls=3, wall_ms=1.0,
-                      ops=[OpTime("conv", "CONV_2D", 0.5, kernel="k", precision="int8", layer="stem", float_island=True)],
-                      layers=[{"layer": "stem", "kind": "Conv2D", "macs": 10, "time_ms": 0.5}])
+    profile = Profile(
+        "m.tflite",
+        "tflite-int8",
+        "int8",
+        "litert",
+        "cpu",
+        1,
+        1,
+        profiler="p",
+        calls=3,
+        wall_ms=1.0,
+        ops=[OpTime("conv", "CONV_2D", 0.5, kernel="k", precision="int8", layer="stem", float_island=True)],
+        layers=[{"layer": "stem", "kind": "Conv2D", "macs": 10, "time_ms": 0.5}],
+    )
     results = Results(device={"cpu_model": "x"}, conditions={}, records=[], profiles=[profile])
     write_results_json(tmp_path / "r.json", results)
     again = read_results(tmp_path / "r.json")
@@ -227,12 +271,17 @@ def test_profiling_leaves_the_timed_session_and_records_unchanged(exported):
 
 
 def test_report_says_where_the_time_goes(exported, tmp_path):
-    from edgepipe.standalone.bench import bench_files
     from edgepipe.report import write_reports
+    from edgepipe.standalone.bench import bench_files
 
     _, index = exported
-    results = bench_files([index.path("tflite-int8"), index.path("tflite-fp32")], lambda s: None, settings=SETTINGS,
-                          memory=False, profile=True)
+    results = bench_files(
+        [index.path("tflite-int8"), index.path("tflite-fp32")],
+        lambda s: None,
+        settings=SETTINGS,
+        memory=False,
+        profile=True,
+    )
     write_reports(results, tmp_path)
     text = (tmp_path / "report.md").read_text(encoding="utf-8")
     assert "## Where the time goes" in text
@@ -248,8 +297,9 @@ def test_the_profile_command(exported, tmp_path):
 
     folder, index = exported
     out = tmp_path / "profile.json"
-    result = CliRunner().invoke(main, ["profile", str(index.path("tflite-int8")), "--model", str(folder / "model.keras"),
-                                       "--output", str(out)])
+    result = CliRunner().invoke(
+        main, ["profile", str(index.path("tflite-int8")), "--model", str(folder / "model.keras"), "--output", str(out)]
+    )
     assert result.exit_code == 0, result.output
     assert "Top 10 ops by time" in result.output
     written = json.loads(out.read_text())
@@ -259,7 +309,9 @@ def test_the_profile_command(exported, tmp_path):
     keras_file = CliRunner().invoke(main, ["profile", str(folder / "model.keras"), "--output", str(out)])
     assert keras_file.exit_code == 1 and "no per-op profiler" in keras_file.output
     (tmp_path / "mine.json").write_text("{}")
-    refused = CliRunner().invoke(main, ["profile", str(index.path("tflite-int8")), "--output", str(tmp_path / "mine.json")])
+    refused = CliRunner().invoke(
+        main, ["profile", str(index.path("tflite-int8")), "--output", str(tmp_path / "mine.json")]
+    )
     assert refused.exit_code == 2 and (tmp_path / "mine.json").read_text() == "{}"
 
 

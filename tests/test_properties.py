@@ -9,13 +9,42 @@ from hypothesis import strategies as st
 from edgepipe import config as cfg
 from edgepipe.errors import EdgepipeError
 
-KEYS = ["name", "seed", "data", "path", "classes", "model", "arch", "alpha", "input_size", "train", "epochs",
-        "learning_rate", "strategy", "export", "formats", "tflite", "int8_io", "bench", "threads", "devices", "x"]
-scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 10**6), st.floats(allow_nan=True), st.text(max_size=12),
-                    st.sampled_from(["mobilenet_v2", "builtin:digits", "tflite-int8", "uint8", "cpu", "nan", ".inf"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)),
-                      max_leaves=15)
+KEYS = [
+    "name",
+    "seed",
+    "data",
+    "path",
+    "classes",
+    "model",
+    "arch",
+    "alpha",
+    "input_size",
+    "train",
+    "epochs",
+    "learning_rate",
+    "strategy",
+    "export",
+    "formats",
+    "tflite",
+    "int8_io",
+    "bench",
+    "threads",
+    "devices",
+    "x",
+]
+scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 10**6),
+    st.floats(allow_nan=True),
+    st.text(max_size=12),
+    st.sampled_from(["mobilenet_v2", "builtin:digits", "tflite-int8", "uint8", "cpu", "nan", ".inf"]),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.sampled_from(KEYS), inner, max_size=5)),
+    max_leaves=15,
+)
 documents = st.dictionaries(st.sampled_from(KEYS), values, max_size=6)
 
 

@@ -15,8 +15,10 @@ from edgepipe.cli import main
 from edgepipe.fileio import read_json
 
 SSHD = shutil.which("sshd") or ("/usr/sbin/sshd" if Path("/usr/sbin/sshd").exists() else None)
-pytestmark = pytest.mark.skipif(SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
-                                reason="OpenSSH server and client are needed (apt-get install openssh-server openssh-client)")
+pytestmark = pytest.mark.skipif(
+    SSHD is None or shutil.which("ssh") is None or shutil.which("ssh-keygen") is None,
+    reason="OpenSSH server and client are needed (apt-get install openssh-server openssh-client)",
+)
 
 
 def _free_port() -> int:
@@ -36,15 +38,15 @@ def ssh_host(tmp_path_factory):
     port = _free_port()
     (d / "sshd_config").write_text(f"""Port {port}
 ListenAddress 127.0.0.1
-HostKey {d / 'host_key'}
-AuthorizedKeysFile {d / 'authorized_keys'}
+HostKey {d / "host_key"}
+AuthorizedKeysFile {d / "authorized_keys"}
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PubkeyAuthentication yes
 PermitRootLogin prohibit-password
 StrictModes no
 UsePAM no
-PidFile {d / 'sshd.pid'}
+PidFile {d / "sshd.pid"}
 """)
     host_key = (d / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key[0]} {host_key[1]}\n")
@@ -52,9 +54,9 @@ PidFile {d / 'sshd.pid'}
     HostName 127.0.0.1
     Port {port}
     User {getpass.getuser()}
-    IdentityFile {d / 'client_key'}
+    IdentityFile {d / "client_key"}
     IdentitiesOnly yes
-    UserKnownHostsFile {d / 'known_hosts'}
+    UserKnownHostsFile {d / "known_hosts"}
     StrictHostKeyChecking yes
 """)
     try:
@@ -63,8 +65,12 @@ PidFile {d / 'sshd.pid'}
         pass  # an unprivileged sshd serves only its own user and needs no such directory
     server = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stderr=subprocess.PIPE, text=True)
     for _ in range(100):
-        probe = subprocess.run(["ssh", "-F", str(d / "ssh_config"), "-o", "BatchMode=yes", "edgepipe-test", "true"],
-                               capture_output=True, timeout=30, check=False)
+        probe = subprocess.run(
+            ["ssh", "-F", str(d / "ssh_config"), "-o", "BatchMode=yes", "edgepipe-test", "true"],
+            capture_output=True,
+            timeout=30,
+            check=False,
+        )
         if probe.returncode == 0:
             break
         if server.poll() is not None:
@@ -85,11 +91,39 @@ def test_bench_runs_remotely_over_ssh_and_brings_results_back(tiny_run, ssh_host
     artifact = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
     remote_edgepipe = str(Path(sys.executable).with_name("edgepipe"))
     out = tmp_path / "remote.json"
-    result = CliRunner().invoke(main, [
-        "bench", str(artifact), "--data", str(data), "--labels", str(tiny_run.labels), "--remote", "edgepipe-test",
-        "--ssh-config", str(ssh_host), "--remote-edgepipe", remote_edgepipe, "--remote-dir", str(tmp_path / "remote-jobs"),
-        "--data-sample", "3", "--min-iterations", "5", "--min-duration", "0", "--warmup", "1", "--warmup-time", "0",
-        "--threads", "1,2", "--output", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(artifact),
+            "--data",
+            str(data),
+            "--labels",
+            str(tiny_run.labels),
+            "--remote",
+            "edgepipe-test",
+            "--ssh-config",
+            str(ssh_host),
+            "--remote-edgepipe",
+            remote_edgepipe,
+            "--remote-dir",
+            str(tmp_path / "remote-jobs"),
+            "--data-sample",
+            "3",
+            "--min-iterations",
+            "5",
+            "--min-duration",
+            "0",
+            "--warmup",
+            "1",
+            "--warmup-time",
+            "0",
+            "--threads",
+            "1,2",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "[remote]" in result.output  # the remote harness's own lines were streamed back
     results = read_json(out)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import math
 import os
 import subprocess
 import sys
@@ -28,10 +27,34 @@ train: {epochs: 15, learning_rate: 0.01}
 export: {calibration_size: 16}
 bench: {warmup: 2, warmup_s: 0.0, min_iterations: 5, min_duration_s: 0.0, memory: false}
 """
-LENETS = ["--archs", "lenet5", "--input-sizes", "32,40", "--formats", "tflite-fp32", "--weights", "none",
-          "--allow-random-weights", "--threads", "1"]
-CLI_ARGS = ["--archs", ",".join(ARCHS), "--alphas", "0.35", "--input-sizes", "32", "--formats", ",".join(FORMATS),
-            "--weights", "none", "--allow-random-weights", "--threads", "1"]
+LENETS = [
+    "--archs",
+    "lenet5",
+    "--input-sizes",
+    "32,40",
+    "--formats",
+    "tflite-fp32",
+    "--weights",
+    "none",
+    "--allow-random-weights",
+    "--threads",
+    "1",
+]
+CLI_ARGS = [
+    "--archs",
+    ",".join(ARCHS),
+    "--alphas",
+    "0.35",
+    "--input-sizes",
+    "32",
+    "--formats",
+    ",".join(FORMATS),
+    "--weights",
+    "none",
+    "--allow-random-weights",
+    "--threads",
+    "1",
+]
 
 
 class Setup:
@@ -43,13 +66,27 @@ class Setup:
 
     def api(self, output: Path, lines: list | None = None, **budgets):
         out = lines if lines is not None else []
-        return edgepipe.search(config=self.config, archs=ARCHS, alphas=[0.35], input_sizes=[32], formats=FORMATS,
-                               weights="none", allow_random_weights=True, threads=1, output=output,
-                               cache=self.cache / "edgepipe" / "measurements.json", echo=out.append, **budgets)
+        return edgepipe.search(
+            config=self.config,
+            archs=ARCHS,
+            alphas=[0.35],
+            input_sizes=[32],
+            formats=FORMATS,
+            weights="none",
+            allow_random_weights=True,
+            threads=1,
+            output=output,
+            cache=self.cache / "edgepipe" / "measurements.json",
+            echo=out.append,
+            **budgets,
+        )
 
     def cli(self, output: Path, *extra: str):
-        return CliRunner().invoke(main, ["search", str(self.config), *CLI_ARGS, "--output", str(output), *extra],
-                                  env={"XDG_CACHE_HOME": str(self.cache)})
+        return CliRunner().invoke(
+            main,
+            ["search", str(self.config), *CLI_ARGS, "--output", str(output), *extra],
+            env={"XDG_CACHE_HOME": str(self.cache)},
+        )
 
 
 @pytest.fixture(scope="module")
@@ -122,8 +159,9 @@ def test_budgets_exclude_by_latency_and_size_and_the_cli_gives_the_same_answer(s
     # latency and accuracy came from the first search's records: nothing measured or trained again
     assert sum(line.strip() == "from this search's records" for line in lines) >= 2
     assert not any("edgepipe-measure-" in line or "validation top-1 (Keras FP32)" in line for line in lines)
-    cli = setup.cli(setup.root / "out", "--max-latency-ms", repr(latency_budget), "--max-size-mb", repr(size_budget),
-                    "--json")
+    cli = setup.cli(
+        setup.root / "out", "--max-latency-ms", repr(latency_budget), "--max-size-mb", repr(size_budget), "--json"
+    )
     assert cli.exit_code == 0, cli.output
     answer = json.loads(cli.stdout)
     assert answer["winner"]["candidate"] == winner.candidate
@@ -144,13 +182,16 @@ def test_no_candidate_left_is_one_line_naming_the_closest(searched, setup):
         setup.api(setup.root / "out", min_top1=min(best.top1 + 0.01, 100))
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--max-latency-ms", "-1"], "--max-latency-ms must be above 0"),
-    (["--max-size-mb", "nan"], "--max-size-mb must be a finite number"),
-    (["--max-memory-mb", "0"], "--max-memory-mb must be above 0"),
-    (["--min-top1", "101"], "--min-top1 is a percentage"),
-    (["--weights", "a.h5"], "one weights file (a.h5) for 3 architectures"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max-latency-ms", "-1"], "--max-latency-ms must be above 0"),
+        (["--max-size-mb", "nan"], "--max-size-mb must be a finite number"),
+        (["--max-memory-mb", "0"], "--max-memory-mb must be above 0"),
+        (["--min-top1", "101"], "--min-top1 is a percentage"),
+        (["--weights", "a.h5"], "one weights file (a.h5) for 3 architectures"),
+    ],
+)
 def test_bad_budgets_are_one_line_errors_with_exit_2(setup, tmp_path, flags, message):
     result = setup.cli(tmp_path / "never", *flags)
     assert result.exit_code == 2, result.output
@@ -165,8 +206,12 @@ def test_a_killed_search_resumes_where_it_stopped(searched, setup, tmp_path):
     output = tmp_path / "resumed"
     record = output / "search.json"
     env = {**os.environ, "XDG_CACHE_HOME": str(setup.cache), "PYTHONPATH": str(ROOT)}
-    process = subprocess.Popen([sys.executable, "-m", "edgepipe", "search", str(setup.config), *LENETS,
-                                "--output", str(output)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgepipe", "search", str(setup.config), *LENETS, "--output", str(output)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = None
     try:
         deadline = time.monotonic() + 300
@@ -183,9 +228,18 @@ def test_a_killed_search_resumes_where_it_stopped(searched, setup, tmp_path):
     assert first is not None, "the search ended or stalled before writing an accuracy record"
     assert json.loads(record.read_text())["answer"] is None  # it really was stopped before its answer
     lines: list[str] = []
-    resumed = edgepipe.search(config=setup.config, archs="lenet5", input_sizes=[32, 40], formats="tflite-fp32",
-                              weights="none", allow_random_weights=True, threads=1, output=output,
-                              cache=setup.cache / "edgepipe" / "measurements.json", echo=lines.append)
+    resumed = edgepipe.search(
+        config=setup.config,
+        archs="lenet5",
+        input_sizes=[32, 40],
+        formats="tflite-fp32",
+        weights="none",
+        allow_random_weights=True,
+        threads=1,
+        output=output,
+        cache=setup.cache / "edgepipe" / "measurements.json",
+        echo=lines.append,
+    )
     again = json.loads(record.read_text())["records"][first["key"]]
     assert again["finished"] == first["finished"] and again["inputs_sha256"] == first["inputs_sha256"]
     assert any("from this search's records: validation top-1" in line for line in lines)
@@ -195,23 +249,36 @@ def test_a_killed_search_resumes_where_it_stopped(searched, setup, tmp_path):
 def test_thirty_points_get_numbers_that_never_overlap(tmp_path):
     import numpy as np
 
-    from edgepipe.report.plots import is_edgepipe_png
     from edgepipe.choose.answer import OVER_BUDGET, WINNER, WITHIN, Row
     from edgepipe.choose.budgets import Budgets
     from edgepipe.choose.plot import search_plot
+    from edgepipe.report.plots import is_edgepipe_png
 
     rng = np.random.default_rng(0)
     rows = []
     for i in range(30):  # close together, as a real search's artifacts are: 0.8 pp and 30% of latency apart
         top1 = 94.7 + rng.random() * 0.8
-        rows.append(Row(f"c{i}", "mobilenet_v2", 0.35, 224, "imagenet", "tflite-int8", OVER_BUDGET if i % 5 == 0 else
-                        WITHIN, latency_ms=1 + rng.random() * 0.3, top1=top1,
-                        top1_interval=[top1 - 3, min(top1 + 3, 100.0)], number=i + 1))
+        rows.append(
+            Row(
+                f"c{i}",
+                "mobilenet_v2",
+                0.35,
+                224,
+                "imagenet",
+                "tflite-int8",
+                OVER_BUDGET if i % 5 == 0 else WITHIN,
+                latency_ms=1 + rng.random() * 0.3,
+                top1=top1,
+                top1_interval=[top1 - 3, min(top1 + 3, 100.0)],
+                number=i + 1,
+            )
+        )
     rows[3].status = WINNER
     boxes = search_plot(rows, Budgets(max_latency_ms=1.2, min_top1=94), tmp_path / "plot.png", "thirty artifacts")
     assert len(boxes) == 30 and is_edgepipe_png(tmp_path / "plot.png")
-    overlapping = [(a, b) for a, b in combinations(boxes, 2)
-                   if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]]
+    overlapping = [
+        (a, b) for a, b in combinations(boxes, 2) if a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+    ]
     assert not overlapping
 
 

@@ -22,7 +22,9 @@ def _modules() -> dict[str, Path]:
 def _typing_only(tree: ast.AST) -> set[int]:
     """ids of the import nodes under ``if TYPE_CHECKING:`` (annotations only: never run)."""
     guarded = [n for n in ast.walk(tree) if isinstance(n, ast.If) and "TYPE_CHECKING" in ast.unparse(n.test)]
-    return {id(i) for g in guarded for stmt in g.body for i in ast.walk(stmt) if isinstance(i, (ast.Import, ast.ImportFrom))}
+    return {
+        id(i) for g in guarded for stmt in g.body for i in ast.walk(stmt) if isinstance(i, (ast.Import, ast.ImportFrom))
+    }
 
 
 def _imports(path: Path, name: str, modules: dict[str, Path], typing: bool = True) -> set[str]:
@@ -64,7 +66,7 @@ def _find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
         stack.append(node)
         for nxt in sorted(graph.get(node, ())):
             if state.get(nxt) == 1:
-                return stack[stack.index(nxt):] + [nxt]
+                return stack[stack.index(nxt) :] + [nxt]
             if nxt not in state:
                 cycle = visit(nxt)
                 if cycle:
@@ -98,15 +100,37 @@ def test_no_import_cycles_among_edgepipe_modules():
 #: layer of the longest entry its name starts with.
 LAYERS: list[tuple[str, ...]] = [
     # what every layer may use: errors, registries, files, option fields, versions, records, small helpers
-    ("edgepipe.errors", "edgepipe.defaults", "edgepipe.registry", "edgepipe.fileio", "edgepipe.options", "edgepipe.versions",
-     "edgepipe.quiet", "edgepipe.threads", "edgepipe.progress", "edgepipe.significance", "edgepipe.evaluation",
-     "edgepipe.calibration", "edgepipe.gpu", "edgepipe.profiles", "edgepipe.results", "edgepipe.child"),
+    (
+        "edgepipe.errors",
+        "edgepipe.defaults",
+        "edgepipe.registry",
+        "edgepipe.fileio",
+        "edgepipe.options",
+        "edgepipe.versions",
+        "edgepipe.quiet",
+        "edgepipe.threads",
+        "edgepipe.progress",
+        "edgepipe.significance",
+        "edgepipe.evaluation",
+        "edgepipe.calibration",
+        "edgepipe.gpu",
+        "edgepipe.profiles",
+        "edgepipe.results",
+        "edgepipe.child",
+    ),
     # networks and engines: the architecture registry, pixel transforms, the backends and the INT8 recipes their
     # exporters run (the Keras backend loads architectures, the exporters call the INT8 budget: one layer)
     ("edgepipe.architectures", "edgepipe.pixels", "edgepipe.backends", "edgepipe.quantization"),
     # what the stages use: data, training machinery, measurement, verification, the machine, reports
-    ("edgepipe.data", "edgepipe.training", "edgepipe.harness", "edgepipe.verification", "edgepipe.device",
-     "edgepipe.remote", "edgepipe.report"),
+    (
+        "edgepipe.data",
+        "edgepipe.training",
+        "edgepipe.harness",
+        "edgepipe.verification",
+        "edgepipe.device",
+        "edgepipe.remote",
+        "edgepipe.report",
+    ),
     # the run configuration: validates names against the registries below and holds the backends' sections
     ("edgepipe.config",),
     ("edgepipe.pipeline",),  # the stages, their run directory and the runner
@@ -119,8 +143,15 @@ LAYERS: list[tuple[str, ...]] = [
 
 def layer_of(module: str) -> int:
     """The index in LAYERS of ``module`` (KeyError for a module in no layer)."""
-    best = max(((len(prefix), i) for i, layer in enumerate(LAYERS) for prefix in layer
-                if module == prefix or module.startswith(prefix + ".")), default=None)
+    best = max(
+        (
+            (len(prefix), i)
+            for i, layer in enumerate(LAYERS)
+            for prefix in layer
+            if module == prefix or module.startswith(prefix + ".")
+        ),
+        default=None,
+    )
     if best is None:
         raise KeyError(module)
     return best[1]
@@ -131,9 +162,12 @@ def imports_against_the_layers(graph: dict[str, set[str]]) -> list[str]:
 
 
 def test_the_layer_check_finds_an_import_against_the_order():
-    assert imports_against_the_layers({"edgepipe.config": {"edgepipe.pipeline.runner"}}) == \
-        ["edgepipe.config imports edgepipe.pipeline.runner"]
-    assert imports_against_the_layers({"edgepipe.pipeline.runner": {"edgepipe.config", "edgepipe.pipeline.stage"}}) == []
+    assert imports_against_the_layers({"edgepipe.config": {"edgepipe.pipeline.runner"}}) == [
+        "edgepipe.config imports edgepipe.pipeline.runner"
+    ]
+    assert (
+        imports_against_the_layers({"edgepipe.pipeline.runner": {"edgepipe.config", "edgepipe.pipeline.stage"}}) == []
+    )
 
 
 def test_every_module_is_in_a_layer():
@@ -166,8 +200,14 @@ def _name_tests(path: Path, names: set[str]) -> list[str]:
         constants: list[ast.AST] = []
         if isinstance(node, ast.Compare):
             for operand in [node.left, *node.comparators]:
-                constants += [operand] + (list(operand.elts) if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else [])
-        elif isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in ("startswith", "endswith"):
+                constants += [operand] + (
+                    list(operand.elts) if isinstance(operand, (ast.Tuple, ast.List, ast.Set)) else []
+                )
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in ("startswith", "endswith")
+        ):
             constants += list(node.args)
         for c in constants:
             if isinstance(c, ast.Constant) and isinstance(c.value, str) and c.value.lower() in names:
@@ -195,12 +235,19 @@ def test_importing_a_lower_layer_loads_no_backend(module):
     import subprocess
     import sys
 
-    code = (f"import sys, {module}\n"
-            "loaded = sorted(m for m in sys.modules if m.startswith('edgepipe.backends.') and m.count('.') == 2\n"
-            "                and m.split('.')[2] in ('keras', 'litert', 'onnxruntime', 'openvino', 'tensorrt'))\n"
-            "assert not loaded, loaded\n"
-            "from edgepipe.backends import formats\n"
-            "assert len(formats()) > 5 and 'edgepipe.backends.litert' in sys.modules  # loaded when first asked\n")
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
-                          env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)})
+    code = (
+        f"import sys, {module}\n"
+        "loaded = sorted(m for m in sys.modules if m.startswith('edgepipe.backends.') and m.count('.') == 2\n"
+        "                and m.split('.')[2] in ('keras', 'litert', 'onnxruntime', 'openvino', 'tensorrt'))\n"
+        "assert not loaded, loaded\n"
+        "from edgepipe.backends import formats\n"
+        "assert len(formats()) > 5 and 'edgepipe.backends.litert' in sys.modules  # loaded when first asked\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**__import__("os").environ, "PYTHONPATH": str(PACKAGE.parent)},
+    )
     assert done.returncode == 0, done.stderr[-2000:]

@@ -41,25 +41,19 @@ def one_error_line(result, fragment: str) -> None:
     assert "Traceback" not in result.output
 
 
-@pytest.fixture
-def run_copy(tiny_run, tmp_path):
-    """A copy of the finished tiny run that a test may damage."""
-    path = tmp_path / "run"
-    shutil.copytree(tiny_run.path, path, ignore=shutil.ignore_patterns(".edgepipe-lock"))
-    return path
-
-
 def _tree(path: Path) -> dict[str, bytes]:
     return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
 # ------------------------------------------------------------------ 1. never delete what edgepipe did not create
 
+
 def test_bench_output_onto_a_run_directory_is_refused_and_the_directory_kept(tiny_run, run_copy):
     before = _tree(run_copy)
     artifact = next(tiny_run.artifacts_dir.glob("*-tflite-fp32.tflite"))
-    one_error_line(cli("bench", artifact, "--output", run_copy, "--min-iterations", "1", "--min-duration", "0"),
-                   "is a folder")
+    one_error_line(
+        cli("bench", artifact, "--output", run_copy, "--min-iterations", "1", "--min-duration", "0"), "is a folder"
+    )
     assert _tree(run_copy) == before
 
 
@@ -84,7 +78,9 @@ def test_output_dot_in_a_user_folder_deletes_nothing(tiny_run, tmp_path):
     artifact = tmp_path / "m.tflite"
     shutil.copy(next(tiny_run.artifacts_dir.glob("*-tflite-fp32.tflite")), artifact)
     one_error_line(cli("bench", artifact, "--output", ".", cwd=tmp_path), "is a folder")
-    one_error_line(cli("run", "--data", "builtin:digits", "--output", ".", cwd=tmp_path), "not an edgepipe run directory")
+    one_error_line(
+        cli("run", "--data", "builtin:digits", "--output", ".", cwd=tmp_path), "not an edgepipe run directory"
+    )
     assert (tmp_path / "essay.txt").read_text() == "keep me" and artifact.exists()
 
 
@@ -130,8 +126,10 @@ def test_a_users_picture_beside_the_merged_report_is_never_replaced(tiny_run, tm
     merged, picture = tmp_path / "merged.md", tmp_path / "merged.png"
     Image.new("RGB", (4, 4), "red").save(picture)  # a PNG of the user's own
     before = picture.read_bytes()
-    one_error_line(cli("report", "--merge", tiny_run.results, "--output", merged),
-                   f"'{picture}' exists and is not a file edgepipe wrote")
+    one_error_line(
+        cli("report", "--merge", tiny_run.results, "--output", merged),
+        f"'{picture}' exists and is not a file edgepipe wrote",
+    )
     assert picture.read_bytes() == before and not merged.exists()
     picture.unlink()
     for _ in range(2):  # edgepipe's own plot is replaced by a rerun
@@ -141,6 +139,7 @@ def test_a_users_picture_beside_the_merged_report_is_never_replaced(tiny_run, tm
 
 
 # ------------------------------------------------------------------ 2. the CI gate fails closed
+
 
 def _write(path: Path, data) -> Path:
     path.write_text(json.dumps(data))
@@ -156,8 +155,11 @@ def test_compare_fails_when_a_baseline_artifact_failed_is_missing_or_nothing_was
     missing["records"] = [r for r in missing["records"] if r["format"] != "onnx-fp32"]
     empty = {**copy.deepcopy(baseline), "records": []}
     base = _write(tmp_path / "base.json", baseline)
-    for name, current, expected in (("failed", failed, "tflite-int8"), ("missing", missing, "missing from the current"),
-                                    ("empty", empty, "no records at all")):
+    for name, current, expected in (
+        ("failed", failed, "tflite-int8"),
+        ("missing", missing, "missing from the current"),
+        ("empty", empty, "no records at all"),
+    ):
         for strict in ([], ["--strict"]):
             result = cli("compare", _write(tmp_path / f"{name}.json", current), base, *strict)
             assert result.exit_code == 1, (name, result.output)
@@ -166,8 +168,10 @@ def test_compare_fails_when_a_baseline_artifact_failed_is_missing_or_nothing_was
 
 def test_compare_refuses_files_that_are_not_edgepipe_results(tiny_run, tmp_path):
     base = tiny_run.results
-    one_error_line(cli("compare", _write(tmp_path / "other.json", {"schema": "someone.else/3", "records": []}), base),
-                   "is not edgepipe results")
+    one_error_line(
+        cli("compare", _write(tmp_path / "other.json", {"schema": "someone.else/3", "records": []}), base),
+        "is not edgepipe results",
+    )
     one_error_line(cli("compare", _write(tmp_path / "list.json", [1, 2]), base), "is not edgepipe results")
     (tmp_path / "broken.json").write_text('{"schema": ')
     one_error_line(cli("compare", tmp_path / "broken.json", base), "is not valid JSON")
@@ -176,8 +180,15 @@ def test_compare_refuses_files_that_are_not_edgepipe_results(tiny_run, tmp_path)
     one_error_line(cli("report", "--merge", tmp_path / "broken.json"), "is not valid JSON")
 
 
-@pytest.mark.parametrize("flag, value", [("--max-latency-regression", "nan"), ("--max-latency-regression", "-5%"),
-                                         ("--max-accuracy-drop", "nan"), ("--max-accuracy-drop", "-1")])
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--max-latency-regression", "nan"),
+        ("--max-latency-regression", "-5%"),
+        ("--max-accuracy-drop", "nan"),
+        ("--max-accuracy-drop", "-1"),
+    ],
+)
 def test_compare_refuses_thresholds_that_cannot_fail(tiny_run, flag, value):
     one_error_line(cli("compare", tiny_run.results, tiny_run.results, f"{flag}={value}"), "finite number of at least 0")
 
@@ -206,6 +217,7 @@ def test_compare_reads_results_of_the_previous_schema(tiny_run, tmp_path):
 
 # ------------------------------------------------------------------ 3. tampering is noticed
 
+
 def test_a_truncated_artifact_is_noticed_and_export_reruns(run_copy):
     artifact = next((run_copy / "artifacts").glob("*-tflite-fp32.tflite"))
     good = artifact.read_bytes()
@@ -233,6 +245,7 @@ def test_a_damaged_stage_record_is_a_clear_error_even_with_force(run_copy):
 
 # ------------------------------------------------------------------ 4. one command per run directory
 
+
 def test_a_second_command_in_a_locked_run_directory_is_refused_with_the_holder(run_copy):
     from edgepipe.pipeline.rundir import RunDir
 
@@ -243,14 +256,23 @@ def test_a_second_command_in_a_locked_run_directory_is_refused_with_the_holder(r
 
 def test_a_lock_left_by_a_dead_process_is_taken_over(run_copy):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
-    (run_copy / ".edgepipe-lock").write_text(json.dumps({"pid": int(dead.stdout), "host": "elsewhere",
-                                                         "since": "2026-01-01T00:00:00+00:00", "command": "edgepipe run"}))
+    (run_copy / ".edgepipe-lock").write_text(
+        json.dumps(
+            {
+                "pid": int(dead.stdout),
+                "host": "elsewhere",
+                "since": "2026-01-01T00:00:00+00:00",
+                "command": "edgepipe run",
+            }
+        )
+    )
     result = cli("report", "--output", run_copy)
     assert result.exit_code == 0, result.output
     assert f"took over the lock of {run_copy} left by pid {int(dead.stdout)}" in result.output
 
 
 # ------------------------------------------------------------------ 5. a run directory cannot switch unsafe loading on
+
 
 def test_unsafe_loading_is_never_read_from_a_run_directory(run_copy, tmp_path):
     import keras
@@ -260,7 +282,8 @@ def test_unsafe_loading_is_never_read_from_a_run_directory(run_copy, tmp_path):
     code = eval(f"lambda x: x * 0 + float(__import__('pathlib').Path({str(marker)!r}).touch() is None)")  # noqa: S307
     outputs = keras.layers.Lambda(code)(inputs)
     keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(keras.layers.Flatten()(outputs))).save(
-        run_copy / "model.keras")
+        run_copy / "model.keras"
+    )
     marker.unlink(missing_ok=True)  # building the model above ran the lambda once, here
     from edgepipe.fileio import sha256_file, write_json
 
@@ -277,6 +300,7 @@ def test_unsafe_loading_is_never_read_from_a_run_directory(run_copy, tmp_path):
 
 # ------------------------------------------------------------------ 6. --remote cannot reach ssh as an option
 
+
 def test_a_remote_destination_that_looks_like_an_option_is_refused(tiny_run, tmp_path):
     marker = tmp_path / "proxy-ran"
     artifact = next(tiny_run.artifacts_dir.glob("*-tflite-fp32.tflite"))
@@ -291,13 +315,27 @@ def test_a_remote_destination_that_looks_like_an_option_is_refused(tiny_run, tmp
 
 # ------------------------------------------------------------------ 7. one bad artifact does not lose the bench
 
+
 def test_a_garbage_artifact_is_a_failed_record_and_the_good_one_is_measured(tiny_run, tmp_path):
     garbage = tmp_path / "garbage.tflite"
     garbage.write_bytes(os.urandom(2048))
     good = next(tiny_run.artifacts_dir.glob("*-tflite-fp32.tflite"))
     out = tmp_path / "bench.json"
-    result = cli("bench", good, garbage, "--output", out, "--min-iterations", "2", "--min-duration", "0",
-                 "--warmup", "1", "--warmup-time", "0")
+    result = cli(
+        "bench",
+        good,
+        garbage,
+        "--output",
+        out,
+        "--min-iterations",
+        "2",
+        "--min-duration",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-time",
+        "0",
+    )
     assert result.exit_code == 1, result.output
     records = {Path(r["artifact"]).name: r for r in read_json(out)["records"]}
     assert records[good.name]["status"] == "ok" and records[good.name]["latency_ms"]["p50"] > 0
@@ -308,9 +346,12 @@ def test_an_onnx_file_without_an_image_input_is_a_failed_record(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])])
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+    )
     path = tmp_path / "vector.onnx"
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     out = tmp_path / "r.json"
@@ -321,6 +362,7 @@ def test_an_onnx_file_without_an_image_input_is_a_failed_record(tmp_path):
 
 
 # ------------------------------------------------------------------ 8. one line, exit 2, for bad input
+
 
 def test_bad_input_is_one_line_and_exit_2(tiny_run, tmp_path):
     (tmp_path / "nan.yaml").write_text("train:\n  learning_rate: .nan\n")
@@ -354,10 +396,16 @@ def test_unreadable_data_and_read_only_output_are_clear_errors(tmp_path):
     one_error_line(cli("run", "--data", data, "--output", locked / "run"), "cannot create the folder")
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--threads", "0"], "at least 1"), (["--threads", "-1"], "at least 1"),
-    (["--batch", "0"], "at least 1"), (["--batch", "-4"], "at least 1"), (["--device", ","], "comma-separated list"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--threads", "0"], "at least 1"),
+        (["--threads", "-1"], "at least 1"),
+        (["--batch", "0"], "at least 1"),
+        (["--batch", "-4"], "at least 1"),
+        (["--device", ","], "comma-separated list"),
+    ],
+)
 def test_numbers_out_of_range_are_refused(tiny_run, args, message):
     result = cli("bench", next(tiny_run.artifacts_dir.glob("*-tflite-fp32.tflite")), *args)
     assert result.exit_code == BAD_INPUT and message in result.output and "Traceback" not in result.output
@@ -365,7 +413,9 @@ def test_numbers_out_of_range_are_refused(tiny_run, args, message):
 
 def test_a_batch_that_cannot_fit_in_memory_is_refused_with_the_figure(tiny_run, tmp_path):
     artifact = next(tiny_run.artifacts_dir.glob("*-tflite-fp32.tflite"))
-    one_error_line(cli("bench", artifact, "--batch", "100000000", "--output", tmp_path / "r.json"), "GB for its 32x32x3")
+    one_error_line(
+        cli("bench", artifact, "--batch", "100000000", "--output", tmp_path / "r.json"), "GB for its 32x32x3"
+    )
     assert not (tmp_path / "r.json").exists()
 
 
@@ -376,6 +426,7 @@ def test_an_empty_format_list_fails_before_any_training(tmp_path):
 
 
 # ------------------------------------------------------------------ 10. no silent damage to data
+
 
 def test_a_16_bit_png_keeps_its_brightness(tmp_path):
     from PIL import Image
@@ -413,6 +464,7 @@ def test_broken_links_and_oversized_images_are_listed_and_the_limit_can_be_raise
 
 
 # ------------------------------------------------------------------ 11. leftovers are swept
+
 
 def test_leftovers_of_a_killed_command_are_swept_by_the_next(run_copy):
     (run_copy / ".model.keras.ab12cd34.tmp.keras").write_bytes(b"half a model")

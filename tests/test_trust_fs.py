@@ -21,15 +21,16 @@ import pytest
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import sha256_file
 from tests.conftest import tiny_overrides
-from tests.test_trust import cli, one_error_line, run_copy  # noqa: F401 (run_copy: a fixture)
+from tests.test_trust import cli, one_error_line
 
 ROOT = os.geteuid() == 0
 
 
 def _tree(path: Path) -> dict[str, bytes]:
     """Every regular file under ``path`` (links not followed) with its bytes."""
-    return {str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and not p.is_symlink()}
+    return {
+        str(p.relative_to(path)): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file() and not p.is_symlink()
+    }
 
 
 def _leftovers(path: Path) -> list[str]:
@@ -49,8 +50,9 @@ def small_disk(tmp_path):
             pytest.skip("mounting a small file system needs root")
         point = tmp_path / name
         point.mkdir()
-        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(point)], capture_output=True, text=True
+        )
         if done.returncode:
             pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
         mounted.append(point)
@@ -73,6 +75,7 @@ def _fill(disk: Path, leave_bytes: int) -> None:
 
 
 # ------------------------------------------------------------------ never through a link, never outside
+
 
 def test_a_name_inside_a_folder_is_refused_when_it_leaves_it_or_passes_a_link(tmp_path):
     from edgepipe.fileio import inside
@@ -179,6 +182,7 @@ def test_a_recorded_output_replaced_by_a_link_is_refused_and_a_users_link_is_not
 
 # ------------------------------------------------------------------ only the marker makes a run directory
 
+
 def test_a_folder_with_a_stages_json_but_no_marker_is_not_a_run_directory(tmp_path):
     folder = tmp_path / "my-project"
     folder.mkdir()
@@ -195,6 +199,7 @@ def test_a_folder_with_a_stages_json_but_no_marker_is_not_a_run_directory(tmp_pa
 
 
 # ------------------------------------------------------------------ full disks and read-only folders
+
 
 def test_a_full_disk_while_saving_the_model_is_one_line_and_nothing_is_recorded(small_disk, tmp_path):
     from edgepipe import config as cfg
@@ -220,8 +225,9 @@ def test_a_full_disk_in_a_finished_run_changes_nothing(small_disk, run_copy):
     one_error_line(result, "No space left on device")
     assert f"cannot write {run}" in result.output
     rewritten = ("config.yaml", ".edgepipe-lock")  # as each command does; emptied, the lock is free
-    assert {k: v for k, v in _tree(run).items() if k not in rewritten} == \
-        {k: v for k, v in before.items() if k not in rewritten}
+    assert {k: v for k, v in _tree(run).items() if k not in rewritten} == {
+        k: v for k, v in before.items() if k not in rewritten
+    }
     assert _leftovers(disk) == []
 
 
@@ -270,8 +276,13 @@ def test_sigterm_says_interrupted_releases_the_lock_and_leaves_nothing_half_writ
     config = tmp_path / "small.yaml"
     config.write_text(yaml.safe_dump(SMALL_RUN))
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYTHONPATH=str(Path(__file__).resolve().parents[1]))
-    process = subprocess.Popen([sys.executable, "-m", "edgepipe", "run", str(config), "--output", str(run)],
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "edgepipe", "run", str(config), "--output", str(run)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+    )
     lines = []
     for line in process.stdout:  # the build stage is recorded; the signal lands in training or just after
         lines.append(line)

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -62,27 +62,42 @@ def formats_reference() -> str:
     our_engines = [(name, engine) for name, engine in engines() if engine.backend in BUILTIN]
     used = {d for _, engine in our_engines for d in engine.devices}
 
-    lines = ["## Format list", "",
-             "| format | backend | file | precision | run by | calibrated | verified by | what it is |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "## Format list",
+        "",
+        "| format | backend | file | precision | run by | calibrated | verified by | what it is |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for name, fmt in ours:
         container = containers().get(fmt.container)
-        lines.append(f"| `{name}` | {fmt.backend} | `{container.suffixes[0]}` | {fmt.precision} | "
-                     f"{container.default_engine} | {'yes' if fmt.needs_calibration else 'no'} | {_verified_by(fmt)} | "
-                     f"{_cell(fmt.description)} |")
+        lines.append(
+            f"| `{name}` | {fmt.backend} | `{container.suffixes[0]}` | {fmt.precision} | "
+            f"{container.default_engine} | {'yes' if fmt.needs_calibration else 'no'} | {_verified_by(fmt)} | "
+            f"{_cell(fmt.description)} |"
+        )
     lines += ["", "## Files", "", "| container | suffixes | default engine | what it is |", "|---|---|---|---|"]
     for name, container in ((n, c) for n, c in containers() if c.backend in BUILTIN):
-        lines.append(f"| `{name}` | {', '.join(f'`{s}`' for s in container.suffixes)} | {container.default_engine} | "
-                     f"{_cell(container.description)} |")
+        lines.append(
+            f"| `{name}` | {', '.join(f'`{s}`' for s in container.suffixes)} | {container.default_engine} | "
+            f"{_cell(container.description)} |"
+        )
     lines += ["", "## Engines", "", "| engine | backend | reads | devices | what it is |", "|---|---|---|---|---|"]
     for name, engine in our_engines:
-        lines.append(f"| `{name}` | {engine.backend} | {', '.join(engine.reads)} | {', '.join(engine.devices)} | "
-                     f"{_cell(engine.description)} |")
+        lines.append(
+            f"| `{name}` | {engine.backend} | {', '.join(engine.reads)} | {', '.join(engine.devices)} | "
+            f"{_cell(engine.description)} |"
+        )
     lines += ["", "## Devices", "", "| device | what it is |", "|---|---|"]
     lines += [f"| `{name}` | {_cell(device.description)} |" for name, device in devices().items() if name in used]
-    lines += ["", "## Verification tolerances", "",
-              "Each format is verified by the tolerance of its precision, or the one it names:", "",
-              "| tolerance | max \\|Δp\\| | top-1 agreement | formats |", "|---|---|---|---|"]
+    lines += [
+        "",
+        "## Verification tolerances",
+        "",
+        "Each format is verified by the tolerance of its precision, or the one it names:",
+        "",
+        "| tolerance | max \\|Δp\\| | top-1 agreement | formats |",
+        "|---|---|---|---|",
+    ]
     for key, tolerance in TOLERANCES.items():
         users = [name for name, fmt in ours if not fmt.reference and (fmt.tolerance_key or fmt.precision) == key]
         max_diff = "-" if tolerance.max_abs_diff is None else f"≤ {_exp(tolerance.max_abs_diff)}"
@@ -99,8 +114,11 @@ BLOCKS: dict[str, dict[str, Callable[[], str]]] = {
 
 
 def _pattern(name: str) -> re.Pattern:
-    return re.compile(rf"(<!-- generated: {re.escape(name)} \(python tools/update_docs.py\) -->\n)(.*?)"
-                      rf"(<!-- end generated: {re.escape(name)} -->)", re.S)
+    return re.compile(
+        rf"(<!-- generated: {re.escape(name)} \(python tools/update_docs.py\) -->\n)(.*?)"
+        rf"(<!-- end generated: {re.escape(name)} -->)",
+        re.S,
+    )
 
 
 def regenerated(page: str, text: str) -> str:
@@ -111,7 +129,7 @@ def regenerated(page: str, text: str) -> str:
         if not pattern.search(text):
             raise ValueError(f"docs/{page} has no generated block '{name}' (its marker lines are missing)")
         body = generate()
-        text = pattern.sub(lambda m: m.group(1) + body + m.group(3), text)
+        text = pattern.sub(lambda m, body=body: m.group(1) + body + m.group(3), text)
     return text
 
 

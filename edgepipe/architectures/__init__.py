@@ -12,6 +12,17 @@ so every exported artifact takes raw pixels.
 
 from __future__ import annotations
 
+# Each module registers its entries; Keras Applications first, then the networks built from papers.
+from edgepipe.architectures import (  # noqa: F401
+    alexnet,
+    densenet_paper,
+    efficientnet_lite,
+    googlenet,
+    keras_apps,  # noqa: F401, I001
+    lenet,
+    resnet_paper,
+    vgg,
+)
 from edgepipe.architectures.base import (
     ARCHITECTURES,
     Architecture,
@@ -21,17 +32,6 @@ from edgepipe.architectures.base import (
     register_architecture,
 )
 from edgepipe.architectures.classifier import build_classifier, check_weights_request, resolve_architecture
-# Each module registers its entries; Keras Applications first, then the networks built from papers.
-from edgepipe.architectures import keras_apps  # noqa: F401, I001
-from edgepipe.architectures import (  # noqa: F401
-    lenet,
-    alexnet,
-    vgg,
-    googlenet,
-    resnet_paper,
-    densenet_paper,
-    efficientnet_lite,
-)
 
 __all__ = [
     "ARCHITECTURES",

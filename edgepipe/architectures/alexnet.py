@@ -25,8 +25,9 @@ def build_alexnet(input_shape, alpha, weights, include_top: bool, classes: int):
     l2 = regularizers.L2(WEIGHT_DECAY)
 
     def conv(x, filters, kernel, name, strides=1, groups=1):
-        return grouped_conv2d(x, filters, kernel, groups, name, strides=strides, padding="same", activation="relu",
-                              kernel_regularizer=l2)
+        return grouped_conv2d(
+            x, filters, kernel, groups, name, strides=strides, padding="same", activation="relu", kernel_regularizer=l2
+        )
 
     inputs = keras.Input(input_shape)
     x = conv(inputs, 96, 11, "conv1", strides=4)
@@ -50,10 +51,22 @@ def build_alexnet(input_shape, alpha, weights, include_top: bool, classes: int):
 
 register_architecture(
     Architecture(
-        name="alexnet", keras_name="AlexNet", family="AlexNet", paper=ALEXNET_PAPER, build=build_alexnet,
-        preprocessing=TF_MINUS1_1, default_input_size=224, min_input_size=64, flatten_top=True,
-        reference=Reference(top1=59.3, top5=81.8, params=60_965_224, depth=8,
-                            source="Krizhevsky et al. 2012, Table 2: one CNN on ILSVRC-2012 validation "
-                                   "(40.7% top-1 and 18.2% top-5 error)"),
+        name="alexnet",
+        keras_name="AlexNet",
+        family="AlexNet",
+        paper=ALEXNET_PAPER,
+        build=build_alexnet,
+        preprocessing=TF_MINUS1_1,
+        default_input_size=224,
+        min_input_size=64,
+        flatten_top=True,
+        reference=Reference(
+            top1=59.3,
+            top5=81.8,
+            params=60_965_224,
+            depth=8,
+            source="Krizhevsky et al. 2012, Table 2: one CNN on ILSVRC-2012 validation "
+            "(40.7% top-1 and 18.2% top-5 error)",
+        ),
     ),
 )

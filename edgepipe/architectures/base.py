@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgepipe.registry import Registry
 
@@ -22,8 +23,12 @@ class Preprocessing:
     reverse_channels: bool = False
 
     def as_dict(self) -> dict[str, Any]:
-        return {"scale": list(self.scale), "offset": list(self.offset), "reverse_channels": self.reverse_channels,
-                "description": self.description}
+        return {
+            "scale": list(self.scale),
+            "offset": list(self.offset),
+            "reverse_channels": self.reverse_channels,
+            "description": self.description,
+        }
 
 
 TF_MINUS1_1 = Preprocessing((1 / 127.5,), (-1.0,), "x / 127.5 - 1 (range -1..1)")
@@ -31,25 +36,32 @@ UNIT_RANGE = Preprocessing((1 / 255.0,), (0.0,), "x / 255 (range 0..1)")
 RAW = Preprocessing(description="raw pixels 0..255 (the network normalizes internally)")
 _IMAGENET_MEAN, _IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 TORCH_IMAGENET = Preprocessing(
-    tuple(1 / (255 * s) for s in _IMAGENET_STD), tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)),
+    tuple(1 / (255 * s) for s in _IMAGENET_STD),
+    tuple(-m / s for m, s in zip(_IMAGENET_MEAN, _IMAGENET_STD)),
     "(x / 255 - ImageNet mean) / ImageNet std, per RGB channel",
 )
 CAFFE_BGR = Preprocessing((1.0,), (-103.939, -116.779, -123.68), "RGB to BGR, minus the ImageNet BGR mean", True)
 LITE_127_128 = Preprocessing((1 / 128.0,), (-127.0 / 128.0,), "(x - 127) / 128")
 #: the named transforms model.preprocessing takes
-PREPROCESSING_NAMES = {"none": RAW, "unit": UNIT_RANGE, "tf": TF_MINUS1_1, "torch": TORCH_IMAGENET,
-                       "caffe": CAFFE_BGR, "lite": LITE_127_128}
+PREPROCESSING_NAMES = {
+    "none": RAW,
+    "unit": UNIT_RANGE,
+    "tf": TF_MINUS1_1,
+    "torch": TORCH_IMAGENET,
+    "caffe": CAFFE_BGR,
+    "lite": LITE_127_128,
+}
 
 
 @dataclass(frozen=True)
 class Reference:
     """Published ImageNet figures for a network, with their source."""
 
-    top1: Optional[float] = None  # percent
-    top5: Optional[float] = None  # percent
-    size_mb: Optional[float] = None
-    params: Optional[int] = None
-    depth: Optional[int] = None
+    top1: float | None = None  # percent
+    top5: float | None = None  # percent
+    size_mb: float | None = None
+    params: int | None = None
+    depth: int | None = None
     source: str = ""
     #: the unit ``params`` is rounded to in its source (1 = exact; 100_000 for "4.7M")
     params_precision: int = 1
@@ -86,9 +98,9 @@ class Architecture:
     imagenet_size_strict: bool = False
     #: the published classifier flattens a feature map into dense layers, so its size depends on the input
     flatten_top: bool = False
-    keras_name: Optional[str] = None
+    keras_name: str | None = None
     alphas: tuple[float, ...] = ()
-    default_alpha: Optional[float] = None
+    default_alpha: float | None = None
     imagenet_alphas: tuple[float, ...] = ()
     imagenet_sizes: tuple[int, ...] = ()
     imagenet_channels: int = 3
@@ -101,7 +113,6 @@ class Architecture:
     @property
     def has_alpha(self) -> bool:
         return bool(self.alphas)
-
 
     def backbone(self, input_shape, alpha=None, weights=None):
         return self.build(input_shape=input_shape, alpha=alpha, weights=weights, include_top=False, classes=1000)

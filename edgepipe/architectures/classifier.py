@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.architectures.base import (
     PREPROCESSING_NAMES,
@@ -18,7 +18,7 @@ from edgepipe.errors import EdgepipeError, first_line
 PREPROCESS, BACKBONE, POOL, DROPOUT, CLASSIFIER = "preprocess", "backbone", "pool", "dropout", "classifier"
 
 
-def resolve_alpha(arch: Architecture, alpha: Optional[float]) -> Optional[float]:
+def resolve_alpha(arch: Architecture, alpha: float | None) -> float | None:
     if not arch.has_alpha:
         if alpha is not None:
             raise EdgepipeError(
@@ -54,7 +54,11 @@ def follow_architecture(arch: Architecture, base: dict[str, Any], given: set[str
         changes["weights"] = "none"
         notes.append(f"{arch.name} has no published ImageNet weights: random initial weights (--weights to choose)")
     size = base.get("input_size")
-    if "input_size" not in given and isinstance(size, int) and not _size_fits(arch, size, changes.get("weights", base.get("weights"))):
+    if (
+        "input_size" not in given
+        and isinstance(size, int)
+        and not _size_fits(arch, size, changes.get("weights", base.get("weights")))
+    ):
         changes["input_size"] = arch.default_input_size
         notes.append(f"input size {size} of the base does not suit {arch.name}: its default {arch.default_input_size}")
     return changes, notes
@@ -66,9 +70,15 @@ def _size_fits(arch: Architecture, size: int, weights: Any) -> bool:
     return not (weights == "imagenet" and arch.imagenet_size_strict and size not in arch.imagenet_sizes)
 
 
-def check_weights_request(arch: Architecture, weights: str, input_size: int, channels: int, alpha: Optional[float]) -> None:
+def check_weights_request(
+    arch: Architecture, weights: str, input_size: int, channels: int, alpha: float | None
+) -> None:
     """Reject impossible weight/shape requests before any work starts."""
-    if arch.family == "user model" and input_size != arch.default_input_size and arch.min_input_size == arch.default_input_size:
+    if (
+        arch.family == "user model"
+        and input_size != arch.default_input_size
+        and arch.min_input_size == arch.default_input_size
+    ):
         raise EdgepipeError(
             f"the saved model takes {arch.default_input_size}x{arch.default_input_size} input, not {input_size}",
             f"Set model.input_size / --input-size to {arch.default_input_size}.",
@@ -107,7 +117,7 @@ def check_weights_request(arch: Architecture, weights: str, input_size: int, cha
         )
 
 
-def _keras_weights_arg(weights: str) -> Optional[str]:
+def _keras_weights_arg(weights: str) -> str | None:
     if weights in ("none", None):
         return None
     if weights == "imagenet":
@@ -115,7 +125,7 @@ def _keras_weights_arg(weights: str) -> Optional[str]:
     return str(Path(weights).resolve())
 
 
-def build_backbone(arch: Architecture, input_size: int, channels: int, alpha: Optional[float], weights: str):
+def build_backbone(arch: Architecture, input_size: int, channels: int, alpha: float | None, weights: str):
     """The backbone with the requested weights; a clear error if ImageNet weights cannot be had."""
     shape = (input_size, input_size, channels)
     try:
@@ -133,8 +143,6 @@ def build_backbone(arch: Architecture, input_size: int, channels: int, alpha: Op
         raise
 
 
-
-
 def detailed_preprocessing(setting: Any) -> Preprocessing:
     """model.preprocessing given as a mapping (layout, channels, scale, mean, std), as the transform a Keras model
     applies inside: ``x * 1 / (scale * std) - mean / std`` per channel. EdgepipeError when a key is missing or
@@ -143,18 +151,26 @@ def detailed_preprocessing(setting: Any) -> Preprocessing:
 
     transform = from_mapping(setting)
     if transform.layout == "nchw":
-        raise EdgepipeError("model.preprocessing.layout nchw applies to ONNX models; a Keras model takes NHWC",
-                            "Set model.preprocessing.layout to nhwc, or drop it.")
+        raise EdgepipeError(
+            "model.preprocessing.layout nchw applies to ONNX models; a Keras model takes NHWC",
+            "Set model.preprocessing.layout to nhwc, or drop it.",
+        )
     missing = [k for k in transform.missing() if k != "layout"]
     if missing:
-        raise EdgepipeError("model.preprocessing is missing " + ", ".join(missing),
-                            "Give channels, scale, mean and std (or a named transform such as torch).")
+        raise EdgepipeError(
+            "model.preprocessing is missing " + ", ".join(missing),
+            "Give channels, scale, mean and std (or a named transform such as torch).",
+        )
     multiplier, offset = transform.per_channel(3)
-    return Preprocessing(tuple(float(v) for v in multiplier), tuple(float(v) for v in offset),
-                         transform.with_defaults(layout="nhwc").describe(), transform.channels == "bgr")
+    return Preprocessing(
+        tuple(float(v) for v in multiplier),
+        tuple(float(v) for v in offset),
+        transform.with_defaults(layout="nhwc").describe(),
+        transform.channels == "bgr",
+    )
 
 
-def _preprocessing(setting: Any, default: Optional[Preprocessing]) -> Optional[Preprocessing]:
+def _preprocessing(setting: Any, default: Preprocessing | None) -> Preprocessing | None:
     """The transform model.preprocessing names or details; ``default`` for 'auto'."""
     if not isinstance(setting, str):
         return detailed_preprocessing(setting)
@@ -176,11 +192,11 @@ def resolve_architecture(model_config, unsafe: bool = False) -> Architecture:
 
 
 def build_classifier(
-    arch_name: "str | Architecture",
+    arch_name: str | Architecture,
     num_classes: int,
     input_size: int,
     channels: int = 3,
-    alpha: Optional[float] = None,
+    alpha: float | None = None,
     weights: str = "imagenet",
     dropout: float = 0.2,
     seed: int = 0,

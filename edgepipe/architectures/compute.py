@@ -10,8 +10,9 @@ are for the model's input size, per image (batch 1).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -54,7 +55,9 @@ def layer_macs(layer, input_shape, output_shape) -> int:
         k = int(np.prod(layer.kernel_size))
         c_in = input_shape[-1]
         positions = _spatial(output_shape)
-        return positions * c_in * layer.depth_multiplier * k + positions * c_in * layer.depth_multiplier * output_shape[-1]
+        return (
+            positions * c_in * layer.depth_multiplier * k + positions * c_in * layer.depth_multiplier * output_shape[-1]
+        )
     if isinstance(layer, L.DepthwiseConv2D):
         k = int(np.prod(layer.kernel_size))
         return _spatial(output_shape) * input_shape[-1] * layer.depth_multiplier * k
@@ -89,6 +92,13 @@ def count(model, prefix: str = "") -> ComputeReport:
             continue
         macs = sum(layer_macs(layer, i, o) for i, o in _calls(layer))
         shapes = [o for _, o in _calls(layer)]
-        rows.append(LayerCompute(prefix + layer.name, type(layer).__name__, int(layer.count_params()), int(macs),
-                                 shapes[0] if shapes else ()))
+        rows.append(
+            LayerCompute(
+                prefix + layer.name,
+                type(layer).__name__,
+                int(layer.count_params()),
+                int(macs),
+                shapes[0] if shapes else (),
+            )
+        )
     return ComputeReport(rows)

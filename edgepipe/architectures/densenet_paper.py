@@ -64,10 +64,21 @@ _REFERENCE = {121: (74.98, 92.29, 7_978_856), 169: (76.20, 93.15, 14_149_480), 2
 for _depth, (_top1, _top5, _params) in _REFERENCE.items():
     register_architecture(
         Architecture(
-            name=f"densenet_bc{_depth}", family="DenseNet (built from the paper)", paper=DENSENET_PAPER,
-            build=densenet_builder(_depth), preprocessing=TORCH_IMAGENET, default_input_size=224, min_input_size=32,
-            reference=Reference(top1=_top1, top5=_top5, params=_params, params_counted="trainable", depth=_depth,
-                                source="Huang et al. 2017, Table 1 layout (k=32, BC); accuracy of the authors' "
-                                       "released ImageNet models, single 224x224 crop"),
+            name=f"densenet_bc{_depth}",
+            family="DenseNet (built from the paper)",
+            paper=DENSENET_PAPER,
+            build=densenet_builder(_depth),
+            preprocessing=TORCH_IMAGENET,
+            default_input_size=224,
+            min_input_size=32,
+            reference=Reference(
+                top1=_top1,
+                top5=_top5,
+                params=_params,
+                params_counted="trainable",
+                depth=_depth,
+                source="Huang et al. 2017, Table 1 layout (k=32, BC); accuracy of the authors' "
+                "released ImageNet models, single 224x224 crop",
+            ),
         ),
     )

@@ -12,8 +12,10 @@ import math
 from edgepipe.architectures.base import LITE_127_128, Architecture, Reference, register_architecture
 from edgepipe.architectures.paper_common import load_weights_file
 
-LITE_SOURCE = ("Liu (Google), Higher accuracy on vision models with EfficientNet-Lite, TensorFlow blog 2020; "
-               "tensorflow/tpu models/official/efficientnet/lite")
+LITE_SOURCE = (
+    "Liu (Google), Higher accuracy on vision models with EfficientNet-Lite, TensorFlow blog 2020; "
+    "tensorflow/tpu models/official/efficientnet/lite"
+)
 
 # EfficientNet-B0 blocks: kernel, repeats, filters in, filters out, expansion, stride
 BLOCKS = (
@@ -83,8 +85,16 @@ def lite_builder(variant: str):
             if g == 1:
                 f_in = 32  # the fixed stem feeds the first block
             for i in range(count):
-                x = mbconv(x, f_in if i == 0 else f_out, f_out, kernel, stride if i == 0 else 1, expansion,
-                           DROP_CONNECT_RATE * index / total, f"block{g}{chr(ord('a') + i)}")
+                x = mbconv(
+                    x,
+                    f_in if i == 0 else f_out,
+                    f_out,
+                    kernel,
+                    stride if i == 0 else 1,
+                    expansion,
+                    DROP_CONNECT_RATE * index / total,
+                    f"block{g}{chr(ord('a') + i)}",
+                )
                 index += 1
         x = layers.Conv2D(1280, 1, use_bias=False, name="head_conv")(x)
         x = layers.BatchNormalization(name="head_bn")(x)
@@ -101,10 +111,20 @@ def lite_builder(variant: str):
 for _variant, (_w, _d, _size, _drop, _top1, _params) in VARIANTS.items():
     register_architecture(
         Architecture(
-            name=f"efficientnet_{_variant}", keras_name=f"EfficientNet{_variant.capitalize()}",
-            family="EfficientNet-Lite", paper=LITE_SOURCE, build=lite_builder(_variant), preprocessing=LITE_127_128,
-            default_input_size=_size, min_input_size=32,
-            reference=Reference(top1=_top1, params=_params, params_precision=100_000, params_counted="trainable",
-                                source="tensorflow/tpu EfficientNet-Lite README (float top-1, parameters rounded to 0.1M)"),
+            name=f"efficientnet_{_variant}",
+            keras_name=f"EfficientNet{_variant.capitalize()}",
+            family="EfficientNet-Lite",
+            paper=LITE_SOURCE,
+            build=lite_builder(_variant),
+            preprocessing=LITE_127_128,
+            default_input_size=_size,
+            min_input_size=32,
+            reference=Reference(
+                top1=_top1,
+                params=_params,
+                params_precision=100_000,
+                params_counted="trainable",
+                source="tensorflow/tpu EfficientNet-Lite README (float top-1, parameters rounded to 0.1M)",
+            ),
         ),
     )

@@ -105,12 +105,22 @@ def build_googlenet_for_training(input_shape, classes: int):
 
 register_architecture(
     Architecture(
-        name="googlenet", keras_name="GoogLeNet", family="Inception", paper=GOOGLENET_PAPER, build=build_googlenet,
-        preprocessing=TF_MINUS1_1, default_input_size=224, min_input_size=32,
-        reference=Reference(top5=89.93, params=6_998_552, depth=22,
-                            source="Szegedy et al. 2015: parameters of the Table 1 layout counted exactly (weights and "
-                                   "biases, no auxiliary classifiers; the table's own column rounds to about 6.8M); "
-                                   "Table 3 (1 model, 1 crop: 10.07% top-5 error)"),
+        name="googlenet",
+        keras_name="GoogLeNet",
+        family="Inception",
+        paper=GOOGLENET_PAPER,
+        build=build_googlenet,
+        preprocessing=TF_MINUS1_1,
+        default_input_size=224,
+        min_input_size=32,
+        reference=Reference(
+            top5=89.93,
+            params=6_998_552,
+            depth=22,
+            source="Szegedy et al. 2015: parameters of the Table 1 layout counted exactly (weights and "
+            "biases, no auxiliary classifiers; the table's own column rounds to about 6.8M); "
+            "Table 3 (1 model, 1 crop: 10.07% top-5 error)",
+        ),
     ),
     aliases=("inception_v1",),
 )

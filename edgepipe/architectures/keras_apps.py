@@ -8,7 +8,7 @@ Keras MobileNetV3 documentation (alpha 1.0, 224x224).
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.architectures.base import (
     CAFFE_BGR,
@@ -28,7 +28,7 @@ KERAS_MOBILENETV3_DOCS = "Keras MobileNetV3 documentation, https://keras.io/api/
 def keras_builder(function_name: str, has_alpha: bool = False, **fixed: Any):
     """A build function calling ``keras.applications.<function_name>``."""
 
-    def build(input_shape, alpha: Optional[float], weights, include_top: bool, classes: int):
+    def build(input_shape, alpha: float | None, weights, include_top: bool, classes: int):
         import keras
 
         kwargs = dict(input_shape=input_shape, weights=weights, include_top=include_top, classes=classes, **fixed)
@@ -40,18 +40,41 @@ def keras_builder(function_name: str, has_alpha: bool = False, **fixed: Any):
     return build
 
 
-def _register(name: str, keras_name: str, family: str, paper: str, preprocessing: Preprocessing, size: int,
-              min_size: int, ref: tuple, alphas: tuple = (), default_alpha: Optional[float] = None,
-              imagenet_sizes: Optional[tuple] = None, strict: bool = False, source: str = KERAS_APPLICATIONS_TABLE,
-              aliases: tuple = (), flatten_top: bool = False, **fixed: Any) -> None:
+def _register(
+    name: str,
+    keras_name: str,
+    family: str,
+    paper: str,
+    preprocessing: Preprocessing,
+    size: int,
+    min_size: int,
+    ref: tuple,
+    alphas: tuple = (),
+    default_alpha: float | None = None,
+    imagenet_sizes: tuple | None = None,
+    strict: bool = False,
+    source: str = KERAS_APPLICATIONS_TABLE,
+    aliases: tuple = (),
+    flatten_top: bool = False,
+    **fixed: Any,
+) -> None:
     size_mb, top1, top5, params, depth = ref
     register_architecture(
         Architecture(
-            name=name, keras_name=keras_name, family=family, paper=paper,
+            name=name,
+            keras_name=keras_name,
+            family=family,
+            paper=paper,
             build=keras_builder(keras_name, has_alpha=bool(alphas), **fixed),
-            preprocessing=preprocessing, default_input_size=size, min_input_size=min_size,
-            alphas=alphas, default_alpha=default_alpha, imagenet_alphas=alphas,
-            imagenet_sizes=imagenet_sizes or (size,), imagenet_size_strict=strict, flatten_top=flatten_top,
+            preprocessing=preprocessing,
+            default_input_size=size,
+            min_input_size=min_size,
+            alphas=alphas,
+            default_alpha=default_alpha,
+            imagenet_alphas=alphas,
+            imagenet_sizes=imagenet_sizes or (size,),
+            imagenet_size_strict=strict,
+            flatten_top=flatten_top,
             reference=Reference(top1=top1, top5=top5, size_mb=size_mb, params=params, depth=depth, source=source),
         ),
         aliases=aliases,
@@ -81,24 +104,101 @@ _register("resnet152", "ResNet152", "ResNet", RESNET, CAFFE_BGR, 224, 32, (232, 
 _register("resnet50_v2", "ResNet50V2", "ResNet", RESNET_V2, TF_MINUS1_1, 224, 32, (98, 76.0, 93.0, 25_613_800, 103))
 _register("resnet101_v2", "ResNet101V2", "ResNet", RESNET_V2, TF_MINUS1_1, 224, 32, (171, 77.2, 93.8, 44_675_560, 205))
 _register("resnet152_v2", "ResNet152V2", "ResNet", RESNET_V2, TF_MINUS1_1, 224, 32, (232, 78.0, 94.2, 60_380_648, 307))
-_register("inception_v3", "InceptionV3", "Inception", INCEPTION_V3, TF_MINUS1_1, 299, 75, (92, 77.9, 93.7, 23_851_784, 189))
-_register("inception_resnet_v2", "InceptionResNetV2", "Inception", INCEPTION_RESNET, TF_MINUS1_1, 299, 75,
-          (215, 80.3, 95.3, 55_873_736, 449))
-_register("mobilenet_v1", "MobileNet", "MobileNet", MOBILENET_V1, TF_MINUS1_1, 224, 32, (16, 70.4, 89.5, 4_253_864, 55),
-          alphas=(0.25, 0.5, 0.75, 1.0), default_alpha=1.0, imagenet_sizes=(128, 160, 192, 224), aliases=("mobilenet",))
-_register("mobilenet_v2", "MobileNetV2", "MobileNet", MOBILENET_V2, TF_MINUS1_1, 224, 32, (14, 71.3, 90.1, 3_538_984, 105),
-          alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4), default_alpha=1.0, imagenet_sizes=(96, 128, 160, 192, 224))
-_register("mobilenet_v3_small", "MobileNetV3Small", "MobileNet", MOBILENET_V3, RAW, 224, 32,
-          (None, 68.1, None, 2_554_968, None), alphas=(0.75, 1.0), default_alpha=1.0, source=KERAS_MOBILENETV3_DOCS)
-_register("mobilenet_v3_large", "MobileNetV3Large", "MobileNet", MOBILENET_V3, RAW, 224, 32,
-          (None, 75.6, None, 5_507_432, None), alphas=(0.75, 1.0), default_alpha=1.0, source=KERAS_MOBILENETV3_DOCS)
+_register(
+    "inception_v3", "InceptionV3", "Inception", INCEPTION_V3, TF_MINUS1_1, 299, 75, (92, 77.9, 93.7, 23_851_784, 189)
+)
+_register(
+    "inception_resnet_v2",
+    "InceptionResNetV2",
+    "Inception",
+    INCEPTION_RESNET,
+    TF_MINUS1_1,
+    299,
+    75,
+    (215, 80.3, 95.3, 55_873_736, 449),
+)
+_register(
+    "mobilenet_v1",
+    "MobileNet",
+    "MobileNet",
+    MOBILENET_V1,
+    TF_MINUS1_1,
+    224,
+    32,
+    (16, 70.4, 89.5, 4_253_864, 55),
+    alphas=(0.25, 0.5, 0.75, 1.0),
+    default_alpha=1.0,
+    imagenet_sizes=(128, 160, 192, 224),
+    aliases=("mobilenet",),
+)
+_register(
+    "mobilenet_v2",
+    "MobileNetV2",
+    "MobileNet",
+    MOBILENET_V2,
+    TF_MINUS1_1,
+    224,
+    32,
+    (14, 71.3, 90.1, 3_538_984, 105),
+    alphas=(0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+    default_alpha=1.0,
+    imagenet_sizes=(96, 128, 160, 192, 224),
+)
+_register(
+    "mobilenet_v3_small",
+    "MobileNetV3Small",
+    "MobileNet",
+    MOBILENET_V3,
+    RAW,
+    224,
+    32,
+    (None, 68.1, None, 2_554_968, None),
+    alphas=(0.75, 1.0),
+    default_alpha=1.0,
+    source=KERAS_MOBILENETV3_DOCS,
+)
+_register(
+    "mobilenet_v3_large",
+    "MobileNetV3Large",
+    "MobileNet",
+    MOBILENET_V3,
+    RAW,
+    224,
+    32,
+    (None, 75.6, None, 5_507_432, None),
+    alphas=(0.75, 1.0),
+    default_alpha=1.0,
+    source=KERAS_MOBILENETV3_DOCS,
+)
 _register("densenet121", "DenseNet121", "DenseNet", DENSENET, TORCH_IMAGENET, 224, 32, (33, 75.0, 92.3, 8_062_504, 242))
-_register("densenet169", "DenseNet169", "DenseNet", DENSENET, TORCH_IMAGENET, 224, 32, (57, 76.2, 93.2, 14_307_880, 338))
-_register("densenet201", "DenseNet201", "DenseNet", DENSENET, TORCH_IMAGENET, 224, 32, (80, 77.3, 93.6, 20_242_984, 402))
-_register("nasnet_mobile", "NASNetMobile", "NASNet", NASNET, TF_MINUS1_1, 224, 32, (23, 74.4, 91.9, 5_326_716, 389),
-          strict=True)
-_register("nasnet_large", "NASNetLarge", "NASNet", NASNET, TF_MINUS1_1, 331, 32, (343, 82.5, 96.0, 88_949_818, 533),
-          strict=True)
+_register(
+    "densenet169", "DenseNet169", "DenseNet", DENSENET, TORCH_IMAGENET, 224, 32, (57, 76.2, 93.2, 14_307_880, 338)
+)
+_register(
+    "densenet201", "DenseNet201", "DenseNet", DENSENET, TORCH_IMAGENET, 224, 32, (80, 77.3, 93.6, 20_242_984, 402)
+)
+_register(
+    "nasnet_mobile",
+    "NASNetMobile",
+    "NASNet",
+    NASNET,
+    TF_MINUS1_1,
+    224,
+    32,
+    (23, 74.4, 91.9, 5_326_716, 389),
+    strict=True,
+)
+_register(
+    "nasnet_large",
+    "NASNetLarge",
+    "NASNet",
+    NASNET,
+    TF_MINUS1_1,
+    331,
+    32,
+    (343, 82.5, 96.0, 88_949_818, 533),
+    strict=True,
+)
 
 _EFFICIENTNET = [  # name suffix, input size, (size MB, top-1, top-5, params, depth)
     ("b0", 224, (29, 77.1, 93.3, 5_330_571, 132)),
@@ -111,7 +211,9 @@ _EFFICIENTNET = [  # name suffix, input size, (size MB, top-1, top-5, params, de
     ("b7", 600, (256, 84.3, 97.0, 66_658_687, 438)),
 ]
 for _suffix, _size, _ref in _EFFICIENTNET:
-    _register(f"efficientnet_{_suffix}", f"EfficientNet{_suffix.upper()}", "EfficientNet", EFFICIENTNET, RAW, _size, 32, _ref)
+    _register(
+        f"efficientnet_{_suffix}", f"EfficientNet{_suffix.upper()}", "EfficientNet", EFFICIENTNET, RAW, _size, 32, _ref
+    )
 
 _EFFICIENTNET_V2 = [
     ("b0", 224, (29, 78.7, 94.3, 7_200_312, None)),
@@ -121,5 +223,13 @@ _EFFICIENTNET_V2 = [
     ("s", 384, (88, 83.9, 96.7, 21_612_360, None)),
 ]
 for _suffix, _size, _ref in _EFFICIENTNET_V2:
-    _register(f"efficientnet_v2_{_suffix}", f"EfficientNetV2{_suffix.upper()}", "EfficientNetV2", EFFICIENTNET_V2, RAW,
-              _size, 32, _ref)
+    _register(
+        f"efficientnet_v2_{_suffix}",
+        f"EfficientNetV2{_suffix.upper()}",
+        "EfficientNetV2",
+        EFFICIENTNET_V2,
+        RAW,
+        _size,
+        32,
+        _ref,
+    )

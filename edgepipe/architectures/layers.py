@@ -24,11 +24,17 @@ class LocalResponseNormalization(keras.layers.Layer):
 
         size = 2 * self.depth_radius + 1
         return tf.nn.local_response_normalization(
-            inputs, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha / size, beta=self.beta)
+            inputs, depth_radius=self.depth_radius, bias=self.bias, alpha=self.alpha / size, beta=self.beta
+        )
 
     def get_config(self):
-        return {**super().get_config(), "depth_radius": self.depth_radius, "bias": self.bias, "alpha": self.alpha,
-                "beta": self.beta}
+        return {
+            **super().get_config(),
+            "depth_radius": self.depth_radius,
+            "bias": self.bias,
+            "alpha": self.alpha,
+            "beta": self.beta,
+        }
 
 
 @keras.saving.register_keras_serializable(package="edgepipe")
@@ -44,8 +50,12 @@ class ChannelAffine(keras.layers.Layer):
         return x * ops.convert_to_tensor(self.scale, dtype=x.dtype) + ops.convert_to_tensor(self.offset, dtype=x.dtype)
 
     def get_config(self):
-        return {**super().get_config(), "scale": self.scale, "offset": self.offset,
-                "reverse_channels": self.reverse_channels}
+        return {
+            **super().get_config(),
+            "scale": self.scale,
+            "offset": self.offset,
+            "reverse_channels": self.reverse_channels,
+        }
 
 
 @keras.saving.register_keras_serializable(package="edgepipe")
@@ -76,6 +86,8 @@ def grouped_conv2d(x, filters: int, kernel, groups: int, name: str, **conv_kwarg
     if groups == 1:
         return keras.layers.Conv2D(filters, kernel, name=name, **conv_kwargs)(x)
     parts = ChannelSplit(groups, name=f"{name}_split")(x)
-    outs = [keras.layers.Conv2D(filters // groups, kernel, name=f"{name}_g{i + 1}", **conv_kwargs)(part)
-            for i, part in enumerate(parts)]
+    outs = [
+        keras.layers.Conv2D(filters // groups, kernel, name=f"{name}_g{i + 1}", **conv_kwargs)(part)
+        for i, part in enumerate(parts)
+    ]
     return keras.layers.Concatenate(name=name)(outs)

@@ -33,8 +33,16 @@ def build_lenet5(input_shape, alpha, weights, include_top: bool, classes: int):
 
 register_architecture(
     Architecture(
-        name="lenet5", keras_name="LeNet5", family="LeNet", paper=LENET_PAPER, build=build_lenet5,
-        preprocessing=UNIT_RANGE, default_input_size=28, min_input_size=28, default_channels=1, flatten_top=True,
+        name="lenet5",
+        keras_name="LeNet5",
+        family="LeNet",
+        paper=LENET_PAPER,
+        build=build_lenet5,
+        preprocessing=UNIT_RANGE,
+        default_input_size=28,
+        min_input_size=28,
+        default_channels=1,
+        flatten_top=True,
         reference=Reference(params=61_706, depth=5, source="LeCun et al. 1998 (layer sizes); 10 classes, 28x28x1"),
     ),
     aliases=("lenet", "lenet-5"),

@@ -9,7 +9,6 @@ final Dense/softmax after pooling) is cut off and a new head is attached.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from edgepipe.architectures.base import RAW, Architecture, Preprocessing, Reference
 from edgepipe.errors import EdgepipeError, first_line
@@ -31,8 +30,11 @@ def is_model_file(path: str | Path) -> bool:
 
 
 #: what the first bytes of a file must be: .keras files are zip archives, .h5 files HDF5
-SIGNATURES = {".keras": (b"PK\x03\x04", "a zip archive"), ".h5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
-              ".hdf5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file")}
+SIGNATURES = {
+    ".keras": (b"PK\x03\x04", "a zip archive"),
+    ".h5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+    ".hdf5": (b"\x89HDF\r\n\x1a\n", "an HDF5 file"),
+}
 
 
 def check_model_path(path: str) -> Path:
@@ -46,15 +48,19 @@ def check_model_path(path: str) -> Path:
     p = Path(path)
     source = model_source(p)
     if source is not None:
-        raise EdgepipeError(f"'{path}' is {source.description}: a run trains a new head on a Keras model only",
-                            f"Export it with 'edgepipe export {p.name} --calibration-data DIR' (with its preprocessing "
-                            "declared), or pass a .keras or .h5 file.")
+        raise EdgepipeError(
+            f"'{path}' is {source.description}: a run trains a new head on a Keras model only",
+            f"Export it with 'edgepipe export {p.name} --calibration-data DIR' (with its preprocessing "
+            "declared), or pass a .keras or .h5 file.",
+        )
     if not p.exists():
         raise EdgepipeError(f"model file '{path}' does not exist", "Pass a .keras or .h5 file.")
     if _is_saved_model(p):
-        raise EdgepipeError(f"'{path}' is a TensorFlow SavedModel, which holds a traced graph, not Keras layers that "
-                            "can get a new head and be trained",
-                            "Load the model in Keras and save it as .keras (model.save('model.keras')), then pass that.")
+        raise EdgepipeError(
+            f"'{path}' is a TensorFlow SavedModel, which holds a traced graph, not Keras layers that "
+            "can get a new head and be trained",
+            "Load the model in Keras and save it as .keras (model.save('model.keras')), then pass that.",
+        )
     if not (p.is_file() and p.suffix.lower() in SUFFIXES):
         raise EdgepipeError(f"'{path}' is not a Keras model file", "Pass a .keras or .h5 file.")
     magic, what = SIGNATURES[p.suffix.lower()]
@@ -64,8 +70,10 @@ def check_model_path(path: str) -> Path:
     except OSError as exc:
         raise EdgepipeError(f"model file '{path}' cannot be read ({exc.strerror})", "Check its permissions.") from None
     if head != magic:
-        raise EdgepipeError(f"'{path}' is not {what}, so it is not a {p.suffix} model file",
-                            "Pass a model saved by Keras (model.save('model.keras')).")
+        raise EdgepipeError(
+            f"'{path}' is not {what}, so it is not a {p.suffix} model file",
+            "Pass a model saved by Keras (model.save('model.keras')).",
+        )
     return p
 
 
@@ -90,8 +98,10 @@ def load_keras_model(path: str, unsafe: bool = False):
                 "If you trust the file, pass --unsafe-load (the command line only; never read from a config file).",
             ) from None
         first = first_line(exc)
-        raise EdgepipeError(f"could not load '{path}' as a Keras model: {first}",
-                            "Pass a model saved by Keras 3 (model.save('model.keras')) or a Keras .h5 file.") from None
+        raise EdgepipeError(
+            f"could not load '{path}' as a Keras model: {first}",
+            "Pass a model saved by Keras 3 (model.save('model.keras')) or a Keras .h5 file.",
+        ) from None
 
 
 def feature_extractor(model):
@@ -114,7 +124,7 @@ def feature_extractor(model):
     return keras.Model(model.inputs, features, name=f"{model.name}_features")
 
 
-def _input_size(model) -> Optional[int]:
+def _input_size(model) -> int | None:
     shape = model.inputs[0].shape
     if len(shape) == 4 and shape[1] and shape[1] == shape[2]:
         return int(shape[1])
@@ -130,7 +140,12 @@ def user_architecture(path: str, unsafe: bool = False, preprocessing: Preprocess
         return model if include_top else feature_extractor(model)
 
     return Architecture(
-        name=f"user:{Path(path).stem}", family="user model", paper=f"loaded from {path}", build=build,
-        preprocessing=preprocessing, default_input_size=size or 224, min_input_size=size or 8,
+        name=f"user:{Path(path).stem}",
+        family="user model",
+        paper=f"loaded from {path}",
+        build=build,
+        preprocessing=preprocessing,
+        default_input_size=size or 224,
+        min_input_size=size or 8,
         reference=Reference(source="user model"),
     )

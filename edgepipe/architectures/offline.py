@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
 
@@ -19,12 +20,12 @@ from edgepipe.errors import EdgepipeError
 class _Asked(Exception):
     """Raised in place of a download: the file Keras asked for and the hash it would check."""
 
-    def __init__(self, path: Path, file_hash: Optional[str]):
+    def __init__(self, path: Path, file_hash: str | None):
         super().__init__(str(path))
         self.path, self.file_hash = path, file_hash
 
 
-def _requested(args: tuple, kwargs: dict[str, Any]) -> tuple[Path, Optional[str]]:
+def _requested(args: tuple, kwargs: dict[str, Any]) -> tuple[Path, str | None]:
     """(where get_file keeps the file, its hash) for get_file's arguments, as Keras 3 computes them."""
     from keras.src.backend import config
 
@@ -37,7 +38,7 @@ def _requested(args: tuple, kwargs: dict[str, Any]) -> tuple[Path, Optional[str]
     return Path(base) / given.get("cache_subdir", "datasets") / fname, given.get("file_hash") or given.get("md5_hash")
 
 
-def _present(path: Path, file_hash: Optional[str]) -> bool:
+def _present(path: Path, file_hash: str | None) -> bool:
     """The file is there and, when Keras would check a hash, matches it (a mismatch would make Keras download)."""
     from keras.src.utils.file_utils import validate_file
 
@@ -59,20 +60,24 @@ def _get_file_replaced(replacement) -> Iterator[None]:
 @contextlib.contextmanager
 def no_downloads() -> Iterator[None]:
     """Keras loads weights files already on this machine; a download it would start is an EdgepipeError instead."""
+
     def replacement(original):
         def get_file(*args, **kwargs):
             path, file_hash = _requested(args, kwargs)
             if not _present(path, file_hash):
-                raise EdgepipeError(f"weights file {path.name} is not in {path.parent}, and nothing is downloaded here",
-                                    "Copy it there, pass its path as the weights, or use random weights.")
+                raise EdgepipeError(
+                    f"weights file {path.name} is not in {path.parent}, and nothing is downloaded here",
+                    "Copy it there, pass its path as the weights, or use random weights.",
+                )
             return original(*args, **kwargs)
+
         return get_file
 
     with _get_file_replaced(replacement):
         yield
 
 
-def missing_imagenet_weights(arch, input_size: int, channels: int, alpha: Optional[float]) -> Optional[str]:
+def missing_imagenet_weights(arch, input_size: int, channels: int, alpha: float | None) -> str | None:
     """None when ``arch`` (an Architecture) can load ImageNet weights at this size, width and channel count from
     files on this machine; otherwise why not (no published weights for it, or the file Keras asks for is absent).
     Builds the network's graph up to the weights request, never downloads."""
@@ -88,6 +93,7 @@ def missing_imagenet_weights(arch, input_size: int, channels: int, alpha: Option
     def replacement(original):
         def get_file(*args, **kwargs):
             raise _Asked(*_requested(args, kwargs))
+
         return get_file
 
     try:
@@ -95,8 +101,10 @@ def missing_imagenet_weights(arch, input_size: int, channels: int, alpha: Option
             arch.backbone((input_size, input_size, channels), alpha=alpha, weights="imagenet")
     except _Asked as asked:
         if not _present(asked.path, asked.file_hash):
-            return (f"ImageNet weights file {asked.path.name} is not on this machine (looked in {asked.path.parent}; "
-                    "nothing is downloaded)")
+            return (
+                f"ImageNet weights file {asked.path.name} is not on this machine (looked in {asked.path.parent}; "
+                "nothing is downloaded)"
+            )
     finally:
         keras.backend.clear_session()
     return None

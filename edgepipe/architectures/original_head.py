@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +26,12 @@ def imagenet_class_index() -> list[tuple[str, str]]:
     import keras
 
     try:
-        path = keras.utils.get_file("imagenet_class_index.json", IMAGENET_CLASS_INDEX_URL, cache_subdir="models",
-                                    file_hash=IMAGENET_CLASS_INDEX_MD5)
+        path = keras.utils.get_file(
+            "imagenet_class_index.json",
+            IMAGENET_CLASS_INDEX_URL,
+            cache_subdir="models",
+            file_hash=IMAGENET_CLASS_INDEX_MD5,
+        )
     except Exception as exc:  # Keras raises plain Exceptions for download failures
         raise EdgepipeError(
             f"the ImageNet class index is not in the Keras cache and could not be downloaded ({first_line(exc, 100)})",
@@ -40,8 +44,10 @@ def imagenet_class_index() -> list[tuple[str, str]]:
 def read_labels_file(path: str) -> list[str]:
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"labels file '{path}' does not exist (model.labels)",
-                          "Pass a text file with one class name per line, in the network's output order.")
+        raise ConfigError(
+            f"labels file '{path}' does not exist (model.labels)",
+            "Pass a text file with one class name per line, in the network's output order.",
+        )
     names = [line.strip() for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
     if len(names) < 2:
         raise ConfigError(f"labels file '{path}' lists {len(names)} class name(s)", "List one class name per line.")
@@ -76,12 +82,15 @@ def remap_index(index: dict[str, Any], names: list[str], aliases: dict[str, int]
     remapped = dict(index)
     remapped["dataset_class_names"] = index["class_names"]
     remapped["class_names"] = list(names)
-    remapped["splits"] = {s: [[item, target[label]] for item, label in entries] for s, entries in index["splits"].items()}
+    remapped["splits"] = {
+        s: [[item, target[label]] for item, label in entries] for s, entries in index["splits"].items()
+    }
     return remapped
 
 
-def build_original(arch, input_size: int, channels: int, alpha: Optional[float], weights: str, num_classes: int,
-                   seed: int = 0):
+def build_original(
+    arch, input_size: int, channels: int, alpha: float | None, weights: str, num_classes: int, seed: int = 0
+):
     """``image -> preprocess -> network (with its own classifier)``; a Softmax is appended
     when the network's outputs are not probabilities."""
     import keras
@@ -103,16 +112,23 @@ def build_original(arch, input_size: int, channels: int, alpha: Optional[float],
                 f"Set model.input_size / --input-size to {arch.default_input_size}.",
             )
     keras.utils.set_random_seed(seed)
-    network = arch.build((input_size, input_size, channels), alpha=alpha,
-                         weights=None if user else _keras_weights_arg(weights), include_top=True, classes=num_classes)
+    network = arch.build(
+        (input_size, input_size, channels),
+        alpha=alpha,
+        weights=None if user else _keras_weights_arg(weights),
+        include_top=True,
+        classes=num_classes,
+    )
     inputs = keras.Input((input_size, input_size, channels), name="image")
     x = preprocessing_layer(arch.preprocessing, channels)(inputs)
     outputs = network(x)
     if isinstance(outputs, dict):
         outputs = next(iter(outputs.values()))
     if int(outputs.shape[-1]) != num_classes:
-        raise DataError(f"the network has {int(outputs.shape[-1])} outputs but its labels list {num_classes} classes",
-                        "Pass the labels file that belongs to this model (model.labels).")
+        raise DataError(
+            f"the network has {int(outputs.shape[-1])} outputs but its labels list {num_classes} classes",
+            "Pass the labels file that belongs to this model (model.labels).",
+        )
     model = keras.Model(inputs, outputs, name=f"{_safe(arch.name)}_original")
     probe = np.asarray(model.predict(np.full((2, input_size, input_size, channels), 127, np.float32), verbose=0))
     softmax_added = not (np.all(probe >= -1e-6) and np.allclose(probe.sum(axis=1), 1.0, atol=1e-3))

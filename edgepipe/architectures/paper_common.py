@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Optional
 
-
-def load_weights_file(model, weights: Optional[str]):
+def load_weights_file(model, weights: str | None):
     """Load a weights file (``.weights.h5`` or Keras 2 ``.h5``) into a paper-built model; ``None`` keeps random weights."""
     if weights is None:
         return model

@@ -57,10 +57,21 @@ _REFERENCE = {50: (77.15, 93.29, 25_557_032), 101: (78.25, 93.95, 44_549_160), 1
 for _depth, (_top1, _top5, _params) in _REFERENCE.items():
     register_architecture(
         Architecture(
-            name=f"bottleneck_resnet{_depth}", family="ResNet (built from the paper)", paper=RESNET_PAPER,
-            build=resnet_builder(_depth), preprocessing=CAFFE_BGR, default_input_size=224, min_input_size=32,
-            reference=Reference(top1=_top1, top5=_top5, params=_params, params_counted="trainable", depth=_depth,
-                                source="He et al. 2016, Table 3 (10-crop validation errors); parameters of the "
-                                       "Table 1 layout with projection shortcuts where shapes change"),
+            name=f"bottleneck_resnet{_depth}",
+            family="ResNet (built from the paper)",
+            paper=RESNET_PAPER,
+            build=resnet_builder(_depth),
+            preprocessing=CAFFE_BGR,
+            default_input_size=224,
+            min_input_size=32,
+            reference=Reference(
+                top1=_top1,
+                top5=_top5,
+                params=_params,
+                params_counted="trainable",
+                depth=_depth,
+                source="He et al. 2016, Table 3 (10-crop validation errors); parameters of the "
+                "Table 1 layout with projection shortcuts where shapes change",
+            ),
         ),
     )

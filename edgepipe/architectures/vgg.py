@@ -13,14 +13,26 @@ CONFIGS: dict[str, list[list]] = {
     "A": [_B1, _B2, [(256, 3)] * 2, [(512, 3)] * 2, [(512, 3)] * 2],
     "A-LRN": [[(64, 3), "LRN"], _B2, [(256, 3)] * 2, [(512, 3)] * 2, [(512, 3)] * 2],
     "B": [_B1 * 2, _B2 * 2, [(256, 3)] * 2, [(512, 3)] * 2, [(512, 3)] * 2],
-    "C": [_B1 * 2, _B2 * 2, [(256, 3), (256, 3), (256, 1)], [(512, 3), (512, 3), (512, 1)], [(512, 3), (512, 3), (512, 1)]],
+    "C": [
+        _B1 * 2,
+        _B2 * 2,
+        [(256, 3), (256, 3), (256, 1)],
+        [(512, 3), (512, 3), (512, 1)],
+        [(512, 3), (512, 3), (512, 1)],
+    ],
     "D": [_B1 * 2, _B2 * 2, [(256, 3)] * 3, [(512, 3)] * 3, [(512, 3)] * 3],
     "E": [_B1 * 2, _B2 * 2, [(256, 3)] * 4, [(512, 3)] * 4, [(512, 3)] * 4],
 }
 # Table 2 of the paper (millions of parameters) and Table 3 single-scale top-1/top-5 errors (training scale S=256, test scale Q=256).
 PAPER_PARAMS_M = {"A": 133, "A-LRN": 133, "B": 133, "C": 134, "D": 138, "E": 144}
-PAPER_ERRORS = {"A": (29.6, 10.4), "A-LRN": (29.7, 10.5), "B": (28.7, 9.9), "C": (28.1, 9.4), "D": (27.0, 8.8),
-                "E": (27.3, 9.0)}
+PAPER_ERRORS = {
+    "A": (29.6, 10.4),
+    "A-LRN": (29.7, 10.5),
+    "B": (28.7, 9.9),
+    "C": (28.1, 9.4),
+    "D": (27.0, 8.8),
+    "E": (27.3, 9.0),
+}
 DEPTHS = {"A": 11, "A-LRN": 11, "B": 13, "C": 16, "D": 16, "E": 19}
 
 
@@ -57,10 +69,19 @@ for _config in CONFIGS:
     _top1_err, _top5_err = PAPER_ERRORS[_config]
     register_architecture(
         Architecture(
-            name="vgg_" + _config.lower().replace("-", "_"), family="VGG (paper configurations)", paper=VGG_PAPER,
-            build=vgg_builder(_config), preprocessing=CAFFE_BGR, default_input_size=224, min_input_size=32, flatten_top=True,
+            name="vgg_" + _config.lower().replace("-", "_"),
+            family="VGG (paper configurations)",
+            paper=VGG_PAPER,
+            build=vgg_builder(_config),
+            preprocessing=CAFFE_BGR,
+            default_input_size=224,
+            min_input_size=32,
+            flatten_top=True,
             reference=Reference(
-                top1=round(100 - _top1_err, 1), top5=round(100 - _top5_err, 1), params=PAPER_PARAMS_M[_config] * 1_000_000, params_precision=1_000_000,
+                top1=round(100 - _top1_err, 1),
+                top5=round(100 - _top5_err, 1),
+                params=PAPER_PARAMS_M[_config] * 1_000_000,
+                params_precision=1_000_000,
                 depth=DEPTHS[_config],
                 source="Simonyan and Zisserman 2015: parameters Table 2 (millions), single-scale errors Table 3",
             ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.backends.base import (
     BACKENDS,
@@ -28,7 +28,7 @@ from edgepipe.backends.base import (
     Format,
     Tolerance,
 )
-from edgepipe.backends.context import ValidationScore, ExportContext
+from edgepipe.backends.context import ExportContext, ValidationScore
 from edgepipe.backends.runner import Artifact, InputSpec, Runner
 from edgepipe.errors import EdgepipeError, MissingDependencyError
 
@@ -96,8 +96,10 @@ def container_of(path: str | Path) -> Container:
     for _, container in CONTAINERS:
         if suffix in container.suffixes:
             return container
-    raise EdgepipeError(f"'{Path(path).name}' is not an artifact edgepipe can run",
-                        "Artifacts end in " + ", ".join(artifact_suffixes()) + ".")
+    raise EdgepipeError(
+        f"'{Path(path).name}' is not an artifact edgepipe can run",
+        "Artifacts end in " + ", ".join(artifact_suffixes()) + ".",
+    )
 
 
 def artifact_files(path: str | Path) -> list[Path]:
@@ -119,7 +121,7 @@ def artifact_digest(path: str | Path) -> str:
     return sha256_file(files[0]) if len(files) == 1 else sha256_value([sha256_file(p) for p in files])
 
 
-def identify(path: str | Path, recorded: Optional[dict[str, Any]] = None) -> Artifact:
+def identify(path: str | Path, recorded: dict[str, Any] | None = None) -> Artifact:
     """The artifact at ``path``: its format and precision as recorded when it was made (``recorded``,
     an artifacts.json entry), else as the file itself records them; None when neither says."""
     path = Path(path)
@@ -131,8 +133,9 @@ def identify(path: str | Path, recorded: Optional[dict[str, Any]] = None) -> Art
         except Exception:  # an unreadable file is reported when an engine tries to load it
             pass
     labels = info.get("labels")
-    return Artifact(path, container.name, info.get("format"), info.get("precision"),
-                    tuple(labels) if labels else None, info)
+    return Artifact(
+        path, container.name, info.get("format"), info.get("precision"), tuple(labels) if labels else None, info
+    )
 
 
 def default_engine(artifact: Artifact) -> Engine:
@@ -157,8 +160,14 @@ def devices_for(engine: Engine, requested: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(d for d in requested if d in engine.devices) or (engine.devices[0],)
 
 
-def create_runner(artifact: Artifact | str | Path, *, threads: int, engine: Optional[str] = None,
-                  device: Optional[str] = None, settings: Any = None) -> Runner:
+def create_runner(
+    artifact: Artifact | str | Path,
+    *,
+    threads: int,
+    engine: str | None = None,
+    device: str | None = None,
+    settings: Any = None,
+) -> Runner:
     """A runner for ``artifact`` on ``device`` (default: the engine's first device) with ``engine``
     (default: the container's default engine); MissingDependencyError naming what is missing."""
     load()
@@ -166,28 +175,31 @@ def create_runner(artifact: Artifact | str | Path, *, threads: int, engine: Opti
         artifact = identify(artifact)
     entry = ENGINES.get(engine) if engine else default_engine(artifact)
     if artifact.container not in entry.reads:
-        raise EdgepipeError(f"engine '{entry.name}' cannot read {artifact.container} files ({artifact.path.name})",
-                            f"{entry.name} reads: {', '.join(entry.reads)}.")
+        raise EdgepipeError(
+            f"engine '{entry.name}' cannot read {artifact.container} files ({artifact.path.name})",
+            f"{entry.name} reads: {', '.join(entry.reads)}.",
+        )
     reason = entry.available()
     if reason:
         raise MissingDependencyError(f"{entry.name} cannot run {artifact.path.name}: {reason}")
     device = device or entry.devices[0]
     if device not in entry.devices:
-        raise MissingDependencyError(f"{entry.name} does not run on '{device}'",
-                                     f"{entry.name} runs on: {', '.join(entry.devices)}.")
+        raise MissingDependencyError(
+            f"{entry.name} does not run on '{device}'", f"{entry.name} runs on: {', '.join(entry.devices)}."
+        )
     if settings is None and entry.settings is not None:
         settings = entry.settings()
     return entry.runner(artifact, threads=threads, device=device, settings=settings)
 
 
-def model_source(path: str | Path) -> Optional[Any]:
+def model_source(path: str | Path) -> Any | None:
     """The ModelSource that reads ``path`` (an ONNX classifier...), by its suffix; None for a Keras file or any
     other path."""
     load()
     return SOURCES.get(Path(path).suffix.lower())
 
 
-def object_source(obj: Any) -> Optional[Any]:
+def object_source(obj: Any) -> Any | None:
     """The ObjectSource that reads ``obj`` (a PyTorch module...); None for a Keras model or anything else."""
     load()
     return next((s for s in OBJECT_SOURCES if s.accepts(obj)), None)
@@ -200,8 +212,40 @@ def reference_format() -> Format:
 
 
 __all__ = [
-    "Artifact", "BACKENDS", "Backend", "CONTAINERS", "artifact_digest", "artifact_files", "artifact_size_mb", "Container", "DEVICES", "ENGINES", "Engine", "ValidationScore",
-    "ExportContext", "FORMATS", "Format", "INTEGER_PRECISIONS", "InputSpec", "object_source", "Runner", "TOLERANCES", "Tolerance",
-    "artifact_suffixes", "container_of", "containers", "create_runner", "default_engine", "devices", "devices_for",
-    "engines", "engines_for", "formats", "identify", "load", "model_source", "reference_format", "tracked_packages",
+    "Artifact",
+    "BACKENDS",
+    "Backend",
+    "CONTAINERS",
+    "artifact_digest",
+    "artifact_files",
+    "artifact_size_mb",
+    "Container",
+    "DEVICES",
+    "ENGINES",
+    "Engine",
+    "ValidationScore",
+    "ExportContext",
+    "FORMATS",
+    "Format",
+    "INTEGER_PRECISIONS",
+    "InputSpec",
+    "object_source",
+    "Runner",
+    "TOLERANCES",
+    "Tolerance",
+    "artifact_suffixes",
+    "container_of",
+    "containers",
+    "create_runner",
+    "default_engine",
+    "devices",
+    "devices_for",
+    "engines",
+    "engines_for",
+    "formats",
+    "identify",
+    "load",
+    "model_source",
+    "reference_format",
+    "tracked_packages",
 ]

@@ -23,9 +23,10 @@ or engine name themselves.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgepipe.registry import Registry
 
@@ -33,7 +34,7 @@ from edgepipe.registry import Registry
 INTEGER_PRECISIONS = ("int8", "int16x8")
 
 
-def always_available() -> Optional[str]:
+def always_available() -> str | None:
     return None
 
 
@@ -45,8 +46,8 @@ class Tolerance:
     bounds the fraction of images whose top-1 class matches. None: not checked.
     """
 
-    max_abs_diff: Optional[float] = None
-    min_agreement: Optional[float] = None
+    max_abs_diff: float | None = None
+    min_agreement: float | None = None
 
     def check(self, figures: dict[str, float]) -> list[str]:
         """Reasons the figures are outside this tolerance (empty when within)."""
@@ -103,13 +104,13 @@ class Format:
     description: str
     build: Callable[..., dict[str, Any]]
     needs_calibration: bool = False
-    available: Callable[[], Optional[str]] = always_available
+    available: Callable[[], str | None] = always_available
     #: key in TOLERANCES when it is not the precision (e.g. fp16-compute)
-    tolerance_key: Optional[str] = None
+    tolerance_key: str | None = None
     #: the FP32 model itself, which every other artifact is compared with (not exported by 'all')
     reference: bool = False
     #: why it is not built from a model that is not a Keras one (e.g. an ONNX file); None: it is
-    keras_only: Optional[str] = None
+    keras_only: str | None = None
 
     @property
     def suffix(self) -> str:
@@ -129,11 +130,11 @@ class Engine:
     runner: type
     reads: tuple[str, ...]
     devices: tuple[str, ...]
-    available: Callable[[], Optional[str]]
+    available: Callable[[], str | None]
     description: str
     #: dataclass of the engine's settings (config section bench.<engine>), or None; a classmethod
     #: ``tune_candidates()`` on it lists the settings ``bench --tune`` sweeps (dicts of overrides)
-    settings: Optional[type] = None
+    settings: type | None = None
     #: whether the thread count can differ from one runner to the next in one process (not TensorFlow's)
     tunable_threads: bool = True
 
@@ -175,7 +176,7 @@ class DeviceInfo:
     description: str
 
 
-BACKENDS: Registry["Backend"] = Registry("backend")
+BACKENDS: Registry[Backend] = Registry("backend")
 CONTAINERS: Registry[Container] = Registry("artifact container")
 FORMATS: Registry[Format] = Registry("format", list_command="edgepipe formats")
 ENGINES: Registry[Engine] = Registry("engine", list_command="edgepipe formats")
@@ -189,8 +190,15 @@ OBJECT_SOURCES: list[ObjectSource] = []
 class Backend:
     """One engine's build side and run side, registered together."""
 
-    def __init__(self, name: str, *, packages: tuple[str, ...] = (), export_options: Optional[type] = None,
-                 section: Optional[str] = None, description: str = ""):
+    def __init__(
+        self,
+        name: str,
+        *,
+        packages: tuple[str, ...] = (),
+        export_options: type | None = None,
+        section: str | None = None,
+        description: str = "",
+    ):
         self.name = name
         #: package distributions whose versions are recorded with every run
         self.packages = packages
@@ -201,23 +209,61 @@ class Backend:
         self.description = description
         BACKENDS.add(name, self)
 
-    def container(self, name: str, *, suffixes: tuple[str, ...], default_engine: str, description: str,
-                  read_info: Callable[[Path], dict[str, Any]],
-                  companions: Optional[Callable[[Path], list[Path]]] = None) -> Container:
-        entry = Container(name, self.name, tuple(s.lower() for s in suffixes), default_engine, description, read_info,
-                          companions or (lambda path: []))
+    def container(
+        self,
+        name: str,
+        *,
+        suffixes: tuple[str, ...],
+        default_engine: str,
+        description: str,
+        read_info: Callable[[Path], dict[str, Any]],
+        companions: Callable[[Path], list[Path]] | None = None,
+    ) -> Container:
+        entry = Container(
+            name,
+            self.name,
+            tuple(s.lower() for s in suffixes),
+            default_engine,
+            description,
+            read_info,
+            companions or (lambda path: []),
+        )
         CONTAINERS.add(name, entry)
         return entry
 
     def device(self, name: str, description: str) -> None:
         DEVICES.setdefault(name, DeviceInfo(name, description))
 
-    def format(self, name: str, *, container: str, precision: str, description: str, needs_calibration: bool = False,
-               available: Callable[[], Optional[str]] = always_available,
-               tolerance: Optional[str] = None, reference: bool = False, keras_only: Optional[str] = None) -> Callable:
+    def format(
+        self,
+        name: str,
+        *,
+        container: str,
+        precision: str,
+        description: str,
+        needs_calibration: bool = False,
+        available: Callable[[], str | None] = always_available,
+        tolerance: str | None = None,
+        reference: bool = False,
+        keras_only: str | None = None,
+    ) -> Callable:
         def decorator(fn: Callable) -> Callable:
-            FORMATS.add(name, Format(name, self.name, container, precision, description, fn, needs_calibration,
-                                     available, tolerance, reference, keras_only))
+            FORMATS.add(
+                name,
+                Format(
+                    name,
+                    self.name,
+                    container,
+                    precision,
+                    description,
+                    fn,
+                    needs_calibration,
+                    available,
+                    tolerance,
+                    reference,
+                    keras_only,
+                ),
+            )
             return fn
 
         return decorator
@@ -231,14 +277,23 @@ class Backend:
         """Register a kind of in-memory model export starts from besides Keras' (see :class:`ObjectSource`)."""
         OBJECT_SOURCES.append(ObjectSource(self.name, accepts, read, description))
 
-    def engine(self, name: str, *, reads: tuple[str, ...], devices: tuple[str, ...],
-               available: Callable[[], Optional[str]] = always_available, description: str = "",
-               settings: Optional[type] = None, tunable_threads: bool = True) -> Callable:
+    def engine(
+        self,
+        name: str,
+        *,
+        reads: tuple[str, ...],
+        devices: tuple[str, ...],
+        available: Callable[[], str | None] = always_available,
+        description: str = "",
+        settings: type | None = None,
+        tunable_threads: bool = True,
+    ) -> Callable:
         def decorator(cls: type) -> type:
             cls.engine = name
             cls.devices = devices
-            ENGINES.add(name, Engine(name, self.name, cls, reads, devices, available, description, settings,
-                                     tunable_threads))
+            ENGINES.add(
+                name, Engine(name, self.name, cls, reads, devices, available, description, settings, tunable_threads)
+            )
             return cls
 
         return decorator

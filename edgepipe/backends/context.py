@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -49,28 +50,28 @@ class ExportContext:
     first request.
     """
 
-    model: Optional[keras.Model]  # None when the source is another kind of model (see source_onnx)
+    model: keras.Model | None  # None when the source is another kind of model (see source_onnx)
     labels: list[str]
     preprocessing: dict[str, Any]
-    calibration: Optional[CalibrationSet] = None
-    workdir_parent: Optional[Path] = None
-    score: Optional[Scorer] = None
-    reference_top1: Optional[float] = None
+    calibration: CalibrationSet | None = None
+    workdir_parent: Path | None = None
+    score: Scorer | None = None
+    reference_top1: float | None = None
     #: (uint8 images, labels) of the validation split, for recipes that judge candidates themselves
-    validation: Optional[tuple[np.ndarray, np.ndarray]] = None
-    reference_probabilities: Optional[np.ndarray] = None
+    validation: tuple[np.ndarray, np.ndarray] | None = None
+    reference_probabilities: np.ndarray | None = None
     calibration_method: str = "minmax"
     accuracy_budget_pp: float = defaults.ACCURACY_BUDGET_PP
-    calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None  # the training split, for larger sets
+    calibration_pool: tuple[np.ndarray, np.ndarray] | None = None  # the training split, for larger sets
     options: dict[str, Any] = field(default_factory=dict)
-    qat: Optional[QatConfig] = None  # None: its defaults
+    qat: QatConfig | None = None  # None: its defaults
     outputs: dict[str, Path] = field(default_factory=dict)
     echo: Callable[[str], None] = lambda line: None
     #: the source as an ONNX graph taking raw NHWC pixels, when it is not a Keras model (a foreign network with
     #: its preprocessing folded in): onnx-fp32 is made from it, and formats that convert from Keras are skipped
-    source_onnx: Optional[Path] = None
-    _workdir: Optional[Path] = field(default=None, repr=False)
-    _saved_model: Optional[Path] = field(default=None, repr=False)
+    source_onnx: Path | None = None
+    _workdir: Path | None = field(default=None, repr=False)
+    _saved_model: Path | None = field(default=None, repr=False)
 
     def options_for(self, backend: str) -> Any:
         """The export options of ``backend`` (its defaults when the caller gave none)."""
@@ -91,11 +92,11 @@ class ExportContext:
         return self._workdir
 
     @property
-    def validation_labels(self) -> Optional[np.ndarray]:
+    def validation_labels(self) -> np.ndarray | None:
         return None if self.validation is None else self.validation[1]
 
     @property
-    def validation_count(self) -> Optional[int]:
+    def validation_count(self) -> int | None:
         return None if self.validation is None else len(self.validation[1])
 
     def saved_model(self) -> Path:

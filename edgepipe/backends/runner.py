@@ -11,9 +11,10 @@ from __future__ import annotations
 import abc
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +25,9 @@ class Artifact:
 
     path: Path
     container: str
-    format: Optional[str] = None  # None for a file that does not say what it is
-    precision: Optional[str] = None
-    labels: Optional[tuple[str, ...]] = None
+    format: str | None = None  # None for a file that does not say what it is
+    precision: str | None = None
+    labels: tuple[str, ...] | None = None
     info: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @property
@@ -38,7 +39,7 @@ class Artifact:
 @dataclass(frozen=True)
 class InputSpec:
     name: str
-    shape: tuple[Optional[int], ...]  # NHWC; None for a dynamic dimension
+    shape: tuple[int | None, ...]  # NHWC; None for a dynamic dimension
     dtype: str  # dtype of the engine's own input tensor (e.g. "uint8" for a full-integer model)
 
 
@@ -60,14 +61,14 @@ class Runner(abc.ABC):
         self.device = device
         self.settings = settings
         self.active = False
-        self.load_ms: Optional[float] = None
+        self.load_ms: float | None = None
         #: set by runners that can time the engine apart from staging: the last call's engine time
         #: (CPU: the invoke/run call; GPU: compute between CUDA events) and host-device copy time, in ms
-        self.last_compute_ms: Optional[float] = None
-        self.last_copy_ms: Optional[float] = None
+        self.last_compute_ms: float | None = None
+        self.last_copy_ms: float | None = None
 
     # -- lifecycle ---------------------------------------------------------------
-    def activate(self) -> "Runner":
+    def activate(self) -> Runner:
         start = time.perf_counter()
         self._activate()
         self.load_ms = (time.perf_counter() - start) * 1e3
@@ -79,7 +80,7 @@ class Runner(abc.ABC):
             self._deactivate()
         self.active = False
 
-    def __enter__(self) -> "Runner":
+    def __enter__(self) -> Runner:
         return self.activate()
 
     def __exit__(self, *exc: Any) -> None:

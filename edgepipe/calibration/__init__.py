@@ -8,8 +8,8 @@ calibrator is a thin adapter over it.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 
@@ -35,10 +35,15 @@ class CalibrationSet:
     def batches(self, input_name: str, batch_size: int = 1) -> Iterator[dict[str, np.ndarray]]:
         """The set as ``{input_name: float32 batch}`` mappings, in a fixed order."""
         for start in range(0, len(self.images), batch_size):
-            yield {input_name: self.images[start:start + batch_size].astype(np.float32)}
+            yield {input_name: self.images[start : start + batch_size].astype(np.float32)}
 
     def describe(self) -> dict:
-        return {"images": len(self), "seed": self.seed, "sha256": self.digest, "per_class": np.bincount(self.labels).tolist()}
+        return {
+            "images": len(self),
+            "seed": self.seed,
+            "sha256": self.digest,
+            "per_class": np.bincount(self.labels).tolist(),
+        }
 
 
 def draw(images: np.ndarray, labels: np.ndarray, size: int, seed: int) -> CalibrationSet:

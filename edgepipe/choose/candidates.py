@@ -8,13 +8,13 @@ them, and the candidate says so); the whole search fails only on input that is w
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Union
 
-from edgepipe.errors import EdgepipeError
 from edgepipe.choose.measure import Echo, Network
+from edgepipe.errors import EdgepipeError
 
 #: weights for every architecture ("imagenet", "none" or a file), or one per architecture ({arch: value})
 WeightsSpec = Union[str, Mapping[str, str]]
@@ -25,12 +25,12 @@ class Candidate:
     """One network with its initial weights; ``reason`` says why it is skipped (None: it takes part)."""
 
     arch: str
-    alpha: Optional[float]
+    alpha: float | None
     input_size: int
     weights: str
-    reason: Optional[str] = None
+    reason: str | None = None
     #: what the weights are when they are not what was asked for (random in place of missing ImageNet weights)
-    weights_note: Optional[str] = None
+    weights_note: str | None = None
 
     @property
     def id(self) -> str:
@@ -67,12 +67,21 @@ def check_weights_spec(spec: WeightsSpec, archs: Sequence[str]) -> None:
             ARCHITECTURES.canonical(name)  # an unknown name is an error with the closest one
         return
     if spec not in ("imagenet", "none") and len(archs) > 1:
-        raise EdgepipeError(f"one weights file ({spec}) for {len(archs)} architectures",
-                            "Name a file per architecture: --weights ARCH=FILE[,ARCH=FILE] (others: imagenet).")
+        raise EdgepipeError(
+            f"one weights file ({spec}) for {len(archs)} architectures",
+            "Name a file per architecture: --weights ARCH=FILE[,ARCH=FILE] (others: imagenet).",
+        )
 
 
-def enumerate_candidates(archs: Sequence[str], alphas: Optional[Sequence[float]], sizes: Optional[Sequence[int]],
-                         weights: WeightsSpec, channels: int, allow_random: bool, echo: Echo) -> list[Candidate]:
+def enumerate_candidates(
+    archs: Sequence[str],
+    alphas: Sequence[float] | None,
+    sizes: Sequence[int] | None,
+    weights: WeightsSpec,
+    channels: int,
+    allow_random: bool,
+    echo: Echo,
+) -> list[Candidate]:
     """Every architecture x width x input size, in that order, with its weights or the reason it is skipped.
 
     An architecture without a width multiplier is one candidate per size (``alphas`` do not apply to it); no
@@ -92,7 +101,7 @@ def enumerate_candidates(archs: Sequence[str], alphas: Optional[Sequence[float]]
     return out
 
 
-def _candidate(arch, alpha: Optional[float], size: int, weights: str, channels: int, allow_random: bool) -> Candidate:
+def _candidate(arch, alpha: float | None, size: int, weights: str, channels: int, allow_random: bool) -> Candidate:
     from edgepipe.architectures.classifier import resolve_alpha
     from edgepipe.architectures.offline import missing_imagenet_weights
 
@@ -106,8 +115,13 @@ def _candidate(arch, alpha: Optional[float], size: int, weights: str, channels: 
     if size < arch.min_input_size:
         return skipped(f"input size {size} is below {arch.name}'s smallest, {arch.min_input_size}")
     if weights == "none":
-        return Candidate(arch.name, alpha, size, weights) if allow_random else skipped(
-            "random weights (--weights none) need --allow-random-weights: a frozen random backbone learns little")
+        return (
+            Candidate(arch.name, alpha, size, weights)
+            if allow_random
+            else skipped(
+                "random weights (--weights none) need --allow-random-weights: a frozen random backbone learns little"
+            )
+        )
     if weights != "imagenet":
         if not Path(weights).is_file():
             return skipped(f"weights file {weights} does not exist")
@@ -120,7 +134,7 @@ def _candidate(arch, alpha: Optional[float], size: int, weights: str, channels: 
     return skipped(missing + "; --allow-random-weights uses random ones instead")
 
 
-def parse_weights(value: Optional[str]) -> WeightsSpec:
+def parse_weights(value: str | None) -> WeightsSpec:
     """The command line's --weights: imagenet, none, FILE, or ARCH=FILE[,ARCH=FILE] (the others: imagenet)."""
     if value is None:
         return "imagenet"
@@ -130,7 +144,9 @@ def parse_weights(value: Optional[str]) -> WeightsSpec:
     for item in value.split(","):
         name, sep, path = item.partition("=")
         if not sep or not name.strip() or not path.strip():
-            raise EdgepipeError(f"--weights: '{item}' is not ARCH=FILE", "e.g. --weights mobilenet_v2=mnv2.h5,lenet5=none")
+            raise EdgepipeError(
+                f"--weights: '{item}' is not ARCH=FILE", "e.g. --weights mobilenet_v2=mnv2.h5,lenet5=none"
+            )
         pairs[name.strip()] = path.strip()
     return pairs
 
@@ -140,5 +156,12 @@ def describe_weights(candidate: Candidate) -> str:
 
 
 def as_dict(candidate: Candidate) -> dict[str, Any]:
-    return {"id": candidate.id, "arch": candidate.arch, "alpha": candidate.alpha, "input_size": candidate.input_size,
-            "weights": candidate.weights, "weights_note": candidate.weights_note, "reason": candidate.reason}
+    return {
+        "id": candidate.id,
+        "arch": candidate.arch,
+        "alpha": candidate.alpha,
+        "input_size": candidate.input_size,
+        "weights": candidate.weights,
+        "weights_note": candidate.weights_note,
+        "reason": candidate.reason,
+    }

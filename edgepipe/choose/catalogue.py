@@ -5,10 +5,11 @@ from __future__ import annotations
 import csv
 import dataclasses
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any
 
-from edgepipe.choose.measure import WEIGHTS, Conditions, Echo, MeasurementCache, Measurement, Network, Target, measure
+from edgepipe.choose.measure import WEIGHTS, Conditions, Echo, Measurement, MeasurementCache, Network, Target, measure
 
 #: the default set of ``edgepipe models --measure``: architectures with at most this many parameters by their
 #: published count (the mobile-sized networks; VGG16 alone at 224 px takes minutes on two cores)
@@ -19,11 +20,14 @@ def default_architectures() -> list[str]:
     """Every registry architecture whose published parameter count is at most DEFAULT_MAX_PARAMS."""
     from edgepipe.architectures.base import ARCHITECTURES
 
-    return [name for name, arch in ARCHITECTURES if arch.reference.params is not None
-            and arch.reference.params <= DEFAULT_MAX_PARAMS]
+    return [
+        name
+        for name, arch in ARCHITECTURES
+        if arch.reference.params is not None and arch.reference.params <= DEFAULT_MAX_PARAMS
+    ]
 
 
-def resolve_architectures(names: Optional[Sequence[str]]) -> list[str]:
+def resolve_architectures(names: Sequence[str] | None) -> list[str]:
     """Canonical registry names for ``names`` (``all``: every architecture; None: the default set), without
     repeats; EdgepipeError naming the first unknown one."""
     from edgepipe.architectures.base import ARCHITECTURES
@@ -44,27 +48,44 @@ class Catalogue:
     rows: list[Measurement]
     conditions: Conditions
     target: str
-    remote: Optional[str] = None
+    remote: str | None = None
 
     @property
     def caveat(self) -> str:
-        return (f"measured on {self.target}: {self.conditions.describe()}; edgepipe's classifier (in-model "
-                "preprocessing, backbone, global pooling, dense head of the published class count)")
+        return (
+            f"measured on {self.target}: {self.conditions.describe()}; edgepipe's classifier (in-model "
+            "preprocessing, backbone, global pooling, dense head of the published class count)"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         from edgepipe.architectures import get_architecture
 
-        return {"device": self.target, "remote": self.remote, "weights": WEIGHTS,
-                "conditions": {**dataclasses.asdict(self.conditions), "description": self.caveat},
-                "units": {"p50_ms": "ms per image, wall clock per call", "p90_ms": "ms per image, wall clock per call",
-                          "size_mb": "MB (10^6 bytes) of the artifact", "peak_memory_mb":
-                          "MB resident at the peak of a fresh process running the artifact"},
-                "rows": [{**r.to_dict(), "published": get_architecture(r.arch).reference.as_dict()} for r in self.rows]}
+        return {
+            "device": self.target,
+            "remote": self.remote,
+            "weights": WEIGHTS,
+            "conditions": {**dataclasses.asdict(self.conditions), "description": self.caveat},
+            "units": {
+                "p50_ms": "ms per image, wall clock per call",
+                "p90_ms": "ms per image, wall clock per call",
+                "size_mb": "MB (10^6 bytes) of the artifact",
+                "peak_memory_mb": "MB resident at the peak of a fresh process running the artifact",
+            },
+            "rows": [{**r.to_dict(), "published": get_architecture(r.arch).reference.as_dict()} for r in self.rows],
+        }
 
 
-def measure_catalogue(architectures: Sequence[str], formats: Sequence[str], conditions: Conditions, target: Target,
-                      cache: MeasurementCache, *, input_size: Optional[int] = None, force: bool = False,
-                      echo: Echo = print) -> Catalogue:
+def measure_catalogue(
+    architectures: Sequence[str],
+    formats: Sequence[str],
+    conditions: Conditions,
+    target: Target,
+    cache: MeasurementCache,
+    *,
+    input_size: int | None = None,
+    force: bool = False,
+    echo: Echo = print,
+) -> Catalogue:
     """Measure each architecture (default width, ``input_size`` or its own) in every format, one line of progress
     per architecture; see ``edgepipe.choose.measure.measure``."""
     rows: list[Measurement] = []
@@ -73,8 +94,11 @@ def measure_catalogue(architectures: Sequence[str], formats: Sequence[str], cond
         echo(f"[{i}/{len(architectures)}] {network.label}")
         measured = measure(network, formats, conditions, target, cache, force=force, echo=echo)
         cached = sum(m.cached for m in measured)
-        echo(f"[{i}/{len(architectures)}] {network.arch}: " + (f"{cached} format(s) from the cache, " if cached else "")
-             + f"{len(measured) - cached} measured now")
+        echo(
+            f"[{i}/{len(architectures)}] {network.arch}: "
+            + (f"{cached} format(s) from the cache, " if cached else "")
+            + f"{len(measured) - cached} measured now"
+        )
         rows += measured
     measured_on = sorted({r.device for r in rows if r.p50_ms is not None})
     return Catalogue(rows, conditions, "; ".join(measured_on) or target.name, target.remote)
@@ -84,9 +108,21 @@ def _num(value: Any, scale: float = 1.0, spec: str = ".1f") -> str:
     return "–" if value is None else f"{value / scale:{spec}}"
 
 
-COLUMNS = (("name", 20, "<"), ("alpha", 5, ">"), ("input", 5, ">"), ("params M", 8, ">"), ("MACs M", 8, ">"),
-           ("top-1 %", 7, ">"), ("top-5 %", 7, ">"), ("format", 14, "<"), ("p50 ms", 8, ">"), ("p90 ms", 8, ">"),
-           ("size MB", 8, ">"), ("peak MB", 7, ">"), ("", 0, "<"))
+COLUMNS = (
+    ("name", 20, "<"),
+    ("alpha", 5, ">"),
+    ("input", 5, ">"),
+    ("params M", 8, ">"),
+    ("MACs M", 8, ">"),
+    ("top-1 %", 7, ">"),
+    ("top-5 %", 7, ">"),
+    ("format", 14, "<"),
+    ("p50 ms", 8, ">"),
+    ("p90 ms", 8, ">"),
+    ("size MB", 8, ">"),
+    ("peak MB", 7, ">"),
+    ("", 0, "<"),
+)
 
 
 def _cells(r: Measurement, first: bool) -> list[str]:
@@ -94,16 +130,34 @@ def _cells(r: Measurement, first: bool) -> list[str]:
 
     ref = get_architecture(r.arch).reference
     width = "–" if r.alpha is None else str(r.alpha)
-    network = [r.arch, width, str(r.input_size), _num(r.params, 1e6, ".2f"), _num(r.macs, 1e6, ".1f"), _num(ref.top1),
-               _num(ref.top5)] if first else [""] * 7
+    network = (
+        [
+            r.arch,
+            width,
+            str(r.input_size),
+            _num(r.params, 1e6, ".2f"),
+            _num(r.macs, 1e6, ".1f"),
+            _num(ref.top1),
+            _num(ref.top5),
+        ]
+        if first
+        else [""] * 7
+    )
     if r.p50_ms is None:
         return network + [r.format, "", "", "", "", f"{r.status}: {r.reason}"]
-    return network + [r.format, _num(r.p50_ms, 1, ".3f"), _num(r.p90_ms, 1, ".3f"), _num(r.size_mb, 1, ".2f"),
-                      _num(r.peak_memory_mb, 1, ".0f"), "cached" if r.cached else ""]
+    return network + [
+        r.format,
+        _num(r.p50_ms, 1, ".3f"),
+        _num(r.p90_ms, 1, ".3f"),
+        _num(r.size_mb, 1, ".2f"),
+        _num(r.peak_memory_mb, 1, ".0f"),
+        "cached" if r.cached else "",
+    ]
 
 
 def render_table(catalogue: Catalogue) -> str:
     """The table: one line per architecture and format, the architecture's figures on its first line."""
+
     def fmt(cells: list[str]) -> str:
         return " ".join(f"{c:{align}{width}}" for c, (_, width, align) in zip(cells, COLUMNS)).rstrip()
 
@@ -113,19 +167,40 @@ def render_table(catalogue: Catalogue) -> str:
     for r in catalogue.rows:
         lines.append(fmt(_cells(r, (r.arch, r.input_size) != previous)))
         previous = (r.arch, r.input_size)
-    lines += ["",
-              f"{catalogue.caveat}.",
-              "p50/p90 ms: wall-clock milliseconds per image at batch 1 (the bench harness, all formats of one network in "
-              "interleaved rounds); size MB: the artifact file; peak MB: peak resident memory of a fresh process running "
-              "it (engine and Python included); params and MACs: counted on the network measured. top-1/top-5: published "
-              "ImageNet figures of the architecture (sources in --json), not measured here. 'cached': from an earlier "
-              "measurement on this device with the same engine versions (--force measures again)."]
+    lines += [
+        "",
+        f"{catalogue.caveat}.",
+        "p50/p90 ms: wall-clock milliseconds per image at batch 1 (the bench harness, all formats of one network in "
+        "interleaved rounds); size MB: the artifact file; peak MB: peak resident memory of a fresh process running "
+        "it (engine and Python included); params and MACs: counted on the network measured. top-1/top-5: published "
+        "ImageNet figures of the architecture (sources in --json), not measured here. 'cached': from an earlier "
+        "measurement on this device with the same engine versions (--force measures again).",
+    ]
     return "\n".join(lines)
 
 
-CSV_FIELDS = ("arch", "alpha", "input_size", "classes", "params", "macs", "published_top1", "published_top5", "format",
-              "status", "reason", "p50_ms", "p90_ms", "size_mb", "peak_memory_mb", "threads", "device", "engine",
-              "cached", "measured_at")
+CSV_FIELDS = (
+    "arch",
+    "alpha",
+    "input_size",
+    "classes",
+    "params",
+    "macs",
+    "published_top1",
+    "published_top5",
+    "format",
+    "status",
+    "reason",
+    "p50_ms",
+    "p90_ms",
+    "size_mb",
+    "peak_memory_mb",
+    "threads",
+    "device",
+    "engine",
+    "cached",
+    "measured_at",
+)
 
 
 def render_csv(catalogue: Catalogue) -> str:
@@ -137,5 +212,7 @@ def render_csv(catalogue: Catalogue) -> str:
     writer.writeheader()
     for r in catalogue.rows:
         ref = get_architecture(r.arch).reference
-        writer.writerow({**r.to_dict(), "status": r.status.value, "published_top1": ref.top1, "published_top5": ref.top5})
+        writer.writerow(
+            {**r.to_dict(), "status": r.status.value, "published_top1": ref.top1, "published_top5": ref.top5}
+        )
     return out.getvalue()

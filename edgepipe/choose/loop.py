@@ -22,20 +22,31 @@ import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from edgepipe.config import RunConfig
-from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import sha256_value
-from edgepipe.pipeline.rundir import RunDir
-from edgepipe.choose.answer import (BELOW_TOP1, CANNOT_WIN, FAILED, OVER_BUDGET, SKIPPED, WINNER, WITHIN, Row,
-                                    SearchResult, choose_winner, render_table)
+from edgepipe.choose.answer import (
+    BELOW_TOP1,
+    CANNOT_WIN,
+    FAILED,
+    OVER_BUDGET,
+    SKIPPED,
+    WINNER,
+    WITHIN,
+    Row,
+    SearchResult,
+    choose_winner,
+    render_table,
+)
 from edgepipe.choose.budgets import Budgets
 from edgepipe.choose.candidates import Candidate, WeightsSpec, as_dict, enumerate_candidates
 from edgepipe.choose.measure import Conditions, Echo, Measurement, MeasurementCache, Target, cache_key, measure
 from edgepipe.choose.records import Records
+from edgepipe.config import RunConfig
+from edgepipe.errors import EdgepipeError
+from edgepipe.fileio import sha256_value
+from edgepipe.pipeline.rundir import RunDir
 
 WINNER_FOLDER = "winner"
 
@@ -47,8 +58,8 @@ class SearchRequest:
 
     config: RunConfig
     archs: list[str]
-    alphas: Optional[list[float]]
-    sizes: Optional[list[int]]
+    alphas: list[float] | None
+    sizes: list[int] | None
     formats: list[str]
     weights: WeightsSpec
     allow_random: bool
@@ -110,13 +121,21 @@ def _search(request: SearchRequest, folder: RunDir, echo: Echo) -> SearchResult:
     index = make_index(config.data, config.seed)
     echo(format_summary(index["summary"]))
     records = Records(folder.path / Records.NAME, request.force)
-    records.describe({"budgets": request.budgets.to_dict(), "formats": request.formats,
-                      "conditions": dataclasses.asdict(request.conditions), "target": request.target.name,
-                      "data": config.data.path, "seed": config.seed})
+    records.describe(
+        {
+            "budgets": request.budgets.to_dict(),
+            "formats": request.formats,
+            "conditions": dataclasses.asdict(request.conditions),
+            "target": request.target.name,
+            "data": config.data.path,
+            "seed": config.seed,
+        }
+    )
     state = _State(request, folder, records, index, echo)
     echo("candidates:")
-    candidates = enumerate_candidates(request.archs, request.alphas, request.sizes, request.weights,
-                                      config.model.channels, request.allow_random, echo)
+    candidates = enumerate_candidates(
+        request.archs, request.alphas, request.sizes, request.weights, config.model.channels, request.allow_random, echo
+    )
     rows = _latency_step(state, candidates)
     if not any(r.status == WITHIN for r in rows):
         raise _nothing_left(rows, request.budgets)
@@ -171,9 +190,23 @@ def _cost_row(c: Candidate, m: Measurement, budgets: Budgets) -> Row:
     from edgepipe.results import Status
 
     latency = _at(m, budgets.percentile)
-    row = Row(c.id, c.arch, c.alpha, c.input_size, c.weights, m.format, WITHIN, params=m.params, macs=m.macs,
-              size_mb=m.size_mb, p50_ms=m.p50_ms, p90_ms=m.p90_ms, latency_ms=latency,
-              peak_memory_mb=m.peak_memory_mb, cached=m.cached)
+    row = Row(
+        c.id,
+        c.arch,
+        c.alpha,
+        c.input_size,
+        c.weights,
+        m.format,
+        WITHIN,
+        params=m.params,
+        macs=m.macs,
+        size_mb=m.size_mb,
+        p50_ms=m.p50_ms,
+        p90_ms=m.p90_ms,
+        latency_ms=latency,
+        peak_memory_mb=m.peak_memory_mb,
+        cached=m.cached,
+    )
     if c.weights_note:
         row.extra["weights_note"] = c.weights_note
     if m.status != Status.OK or m.p50_ms is None:
@@ -185,7 +218,7 @@ def _cost_row(c: Candidate, m: Measurement, budgets: Budgets) -> Row:
     return row
 
 
-def _at(m: Measurement, percentile: str) -> Optional[float]:
+def _at(m: Measurement, percentile: str) -> float | None:
     """The measurement's latency at ``percentile`` (ms), from its bench record for those beyond p50/p90."""
     own = {"p50": m.p50_ms, "p90": m.p90_ms}
     if percentile in own:
@@ -199,23 +232,31 @@ def _nothing_left(rows: list[Row], budgets: Budgets) -> EdgepipeError:
     below = [r for r in rows if r.status == BELOW_TOP1]
     if below:
         best = max(below, key=lambda r: r.top1)
-        return EdgepipeError(f"no artifact meets every budget ({budgets.describe()}); the closest is {best.label} "
-                             f"at {best.top1:.1f}% validation top-1", "Lower --min-top1, or relax the other budgets "
-                             "to let larger candidates in.")
+        return EdgepipeError(
+            f"no artifact meets every budget ({budgets.describe()}); the closest is {best.label} "
+            f"at {best.top1:.1f}% validation top-1",
+            "Lower --min-top1, or relax the other budgets to let larger candidates in.",
+        )
     if over:
         closest = min(over, key=lambda r: _excess(r, budgets))
-        return EdgepipeError(f"no candidate meets the budgets ({budgets.describe()}); the closest is {closest.label}: "
-                             f"{closest.reason}", "Relax the budget it exceeds, or add smaller candidates "
-                             "(--alphas, --input-sizes, --archs).")
+        return EdgepipeError(
+            f"no candidate meets the budgets ({budgets.describe()}); the closest is {closest.label}: {closest.reason}",
+            "Relax the budget it exceeds, or add smaller candidates (--alphas, --input-sizes, --archs).",
+        )
     reasons = [r.reason for r in rows if r.reason]
-    return EdgepipeError("no candidate could be measured" + (f": {reasons[0]}" if reasons else ""),
-                         "See each candidate's reason above (--allow-random-weights for missing weights).")
+    return EdgepipeError(
+        "no candidate could be measured" + (f": {reasons[0]}" if reasons else ""),
+        "See each candidate's reason above (--allow-random-weights for missing weights).",
+    )
 
 
 def _excess(row: Row, budgets: Budgets) -> float:
     """How far a row is over its tightest budget, as the largest ratio of figure to limit."""
-    pairs = [(row.latency_ms, budgets.max_latency_ms), (row.size_mb, budgets.max_size_mb),
-             (row.peak_memory_mb, budgets.max_memory_mb)]
+    pairs = [
+        (row.latency_ms, budgets.max_latency_ms),
+        (row.size_mb, budgets.max_size_mb),
+        (row.peak_memory_mb, budgets.max_memory_mb),
+    ]
     return max((value / limit for value, limit in pairs if limit and value is not None), default=float("inf"))
 
 
@@ -257,9 +298,15 @@ def _accuracy_inputs(state: _State, c: Candidate) -> dict[str, Any]:
     from edgepipe.pipeline.stage import file_digest
 
     config = state.config
-    return {"candidate": as_dict(c), "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
-            "dataset": sha256_value(state.index), "train": dataclasses.asdict(_train_config(config)),
-            "seed": config.seed, "channels": config.model.channels, "dropout": config.model.dropout}
+    return {
+        "candidate": as_dict(c),
+        "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
+        "dataset": sha256_value(state.index),
+        "train": dataclasses.asdict(_train_config(config)),
+        "seed": config.seed,
+        "channels": config.model.channels,
+        "dropout": config.model.dropout,
+    }
 
 
 def _train_config(config: RunConfig):
@@ -275,9 +322,14 @@ def _accuracy(state: _State, c: Candidate) -> dict[str, Any]:
     key = f"accuracy/{c.id}"
     model_path = state.folder.path / "candidates" / c.id / "model.keras"
     found = state.records.get(key, digest)
-    if found is not None and ("reason" in found or (model_path.is_file() and sha256_file(model_path) == found["model_sha256"])):
-        state.echo(f"  from this search's records: validation top-1 {found.get('top1', float('nan')):.1f}%"
-                   if "top1" in found else f"  from this search's records: {found['reason']}")
+    if found is not None and (
+        "reason" in found or (model_path.is_file() and sha256_file(model_path) == found["model_sha256"])
+    ):
+        state.echo(
+            f"  from this search's records: validation top-1 {found.get('top1', float('nan')):.1f}%"
+            if "top1" in found
+            else f"  from this search's records: {found['reason']}"
+        )
         return {**found, "digest": digest}
     try:
         payload = _train_and_score(state, c, model_path)
@@ -293,29 +345,46 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
     from edgepipe.architectures import build_classifier
     from edgepipe.architectures.offline import no_downloads
     from edgepipe.fileio import atomic_path, make_folder, sha256_file
-    from edgepipe.training.controls import predict_arrays
     from edgepipe.pipeline.sequence import fresh_random_state
+    from edgepipe.training.controls import predict_arrays
     from edgepipe.training.strategies import STRATEGIES
 
     config = state.config
     fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
     dataset = state.dataset(c.input_size)
     with no_downloads():
-        model = build_classifier(c.arch, dataset.num_classes, c.input_size, config.model.channels, c.alpha, c.weights,
-                                 config.model.dropout, config.seed)
+        model = build_classifier(
+            c.arch,
+            dataset.num_classes,
+            c.input_size,
+            config.model.channels,
+            c.alpha,
+            c.weights,
+            config.model.dropout,
+            config.seed,
+        )
     train = _train_config(config)
-    STRATEGIES.get(train.strategy).fn(model, dataset, train, config.seed, lambda line: state.echo("  " + line),
-                                      cache_dir=state.folder.path / "cache")
+    STRATEGIES.get(train.strategy).fn(
+        model, dataset, train, config.seed, lambda line: state.echo("  " + line), cache_dir=state.folder.path / "cache"
+    )
     val = dataset.splits["val"]
     probabilities = predict_arrays(model, val.images.astype(np.float32))
     top1, interval = top1_with_interval(probabilities, val.labels)
     make_folder(model_path.parent)
     with atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)
-    state.echo(f"  validation top-1 (Keras FP32): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f}) "
-               f"on {len(val)} images")
-    return {"top1": top1, "interval": interval, "val_images": len(val), "params": int(model.count_params()),
-            "model": str(model_path.relative_to(state.folder.path)), "model_sha256": sha256_file(model_path)}
+    state.echo(
+        f"  validation top-1 (Keras FP32): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f}) "
+        f"on {len(val)} images"
+    )
+    return {
+        "top1": top1,
+        "interval": interval,
+        "val_images": len(val),
+        "params": int(model.count_params()),
+        "model": str(model_path.relative_to(state.folder.path)),
+        "model_sha256": sha256_file(model_path),
+    }
 
 
 def top1_with_interval(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, list[float]]:
@@ -353,7 +422,7 @@ def _export_step(state: _State, candidates: list[Candidate], rows: list[Row], mo
             row.extra["artifact"] = done["file"]
 
 
-def _cannot_win(row: Row, bound: float, rows: list[Row], budgets: Budgets) -> Optional[str]:
+def _cannot_win(row: Row, bound: float, rows: list[Row], budgets: Budgets) -> str | None:
     """Why ``row`` cannot be the winner, given that it is at most as accurate as its FP32 model (``bound``):
     a budget its FP32 model already misses, or a scored artifact within the budgets at least as accurate and
     no slower. None while it can still win."""
@@ -362,8 +431,10 @@ def _cannot_win(row: Row, bound: float, rows: list[Row], budgets: Budgets) -> Op
         return f"its FP32 model's {below}"
     leader = choose_winner([r for r in rows if r.top1 is not None])
     if leader is not None and (leader.top1 > bound or (leader.top1 == bound and leader.latency_ms <= row.latency_ms)):
-        return (f"{leader.label} has {leader.top1:.1f}% at {leader.latency_ms:.3f} ms, and this one can reach at most "
-                f"its FP32 model's {bound:.1f}%")
+        return (
+            f"{leader.label} has {leader.top1:.1f}% at {leader.latency_ms:.3f} ms, and this one can reach at most "
+            f"its FP32 model's {bound:.1f}%"
+        )
     return None
 
 
@@ -374,12 +445,21 @@ def _exported(state: _State, c: Candidate, row: Row, model: dict[str, Any]) -> d
 
     config = state.config
     export = {k: v for k, v in dataclasses.asdict(config.export).items() if k != "formats"}
-    digest = sha256_value({"model": model["model_sha256"], "format": row.format, "export": export,
-                           "threads": state.request.conditions.threads, "seed": config.seed})
+    digest = sha256_value(
+        {
+            "model": model["model_sha256"],
+            "format": row.format,
+            "export": export,
+            "threads": state.request.conditions.threads,
+            "seed": config.seed,
+        }
+    )
     key = f"export/{c.id}/{row.format}"
     found = state.records.get(key, digest)
-    if found is not None and (found.get("top1") is None or _intact(state.folder.path / str(found.get("file")),
-                                                                     found.get("sha256"), artifact_digest)):
+    if found is not None and (
+        found.get("top1") is None
+        or _intact(state.folder.path / str(found.get("file")), found.get("sha256"), artifact_digest)
+    ):
         state.echo("  from this search's records")
         return found
     payload = _export_and_score(state, c, row.format, state.folder.path / model["model"])
@@ -387,7 +467,7 @@ def _exported(state: _State, c: Candidate, row: Row, model: dict[str, Any]) -> d
     return payload
 
 
-def _intact(path: Path, digest: Optional[str], artifact_digest) -> bool:
+def _intact(path: Path, digest: str | None, artifact_digest) -> bool:
     return path.exists() and artifact_digest(path) == digest
 
 
@@ -405,17 +485,32 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, model_path:
     dataset = state.dataset(c.input_size)
     e, val, train = config.export, dataset.splits["val"], dataset.train
     out_dir = model_path.parent / "artifacts"
-    job = ExportJob(formats=[format_name], out_dir=out_dir, stem=c.id, labels=list(dataset.class_names),
-                    preprocessing=get_architecture(c.arch).preprocessing.as_dict(),
-                    calibration_set=draw(train.images, train.labels, e.calibration_size, config.seed),
-                    calibration_pool=(train.images, train.labels), validation=(val.images, val.labels),
-                    calibration_method=e.calibration_method, accuracy_budget_pp=e.accuracy_budget_pp, threads=threads,
-                    options=backend_options(config), workdir_parent=state.folder.scratch, qat=e.qat)
+    job = ExportJob(
+        formats=[format_name],
+        out_dir=out_dir,
+        stem=c.id,
+        labels=list(dataset.class_names),
+        preprocessing=get_architecture(c.arch).preprocessing.as_dict(),
+        calibration_set=draw(train.images, train.labels, e.calibration_size, config.seed),
+        calibration_pool=(train.images, train.labels),
+        validation=(val.images, val.labels),
+        calibration_method=e.calibration_method,
+        accuracy_budget_pp=e.accuracy_budget_pp,
+        threads=threads,
+        options=backend_options(config),
+        workdir_parent=state.folder.scratch,
+        qat=e.qat,
+    )
     model = load_keras_model(str(model_path))
     record = export_all(model, job, lambda line: state.echo("  " + line))[0]
-    payload = {"format": format_name, "status": record["status"], "reason": record.get("reason"),
-               "file": str((out_dir / record["file"]).relative_to(state.folder.path)), "sha256": record.get("sha256"),
-               "int8_budget": (record.get("details") or {}).get("int8_budget")}
+    payload = {
+        "format": format_name,
+        "status": record["status"],
+        "reason": record.get("reason"),
+        "file": str((out_dir / record["file"]).relative_to(state.folder.path)),
+        "sha256": record.get("sha256"),
+        "int8_budget": (record.get("details") or {}).get("int8_budget"),
+    }
     if record["status"] != Status.OK.value:
         return payload
     evaluation = ArtifactScorer(val.images, val.labels, threads)(out_dir / record["file"], format_name)
@@ -434,8 +529,16 @@ def winner_config(config: RunConfig, c: Candidate, format_name: str, threads: in
     data = config.to_dict()
     # set in the mapping, not as overrides: an override of None (no width multiplier) would be ignored
     data["model"].update(arch=c.arch, alpha=c.alpha, input_size=c.input_size, weights=c.weights, path=None)
-    return cfg.from_dict(data, {"output": str(path), "train.strategy": "feature-extraction",
-                                "train.cache_features": True, "export.formats": [format_name], "bench.threads": threads})
+    return cfg.from_dict(
+        data,
+        {
+            "output": str(path),
+            "train.strategy": "feature-extraction",
+            "train.cache_features": True,
+            "export.formats": [format_name],
+            "bench.threads": threads,
+        },
+    )
 
 
 def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
@@ -452,31 +555,47 @@ def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
     results = read_results(run.results)
     record = next((r for r in results.records if r.format == winner.format and r.top1 is not None), None)
     held = results.heldout or {}
-    out: dict[str, Any] = {"split": held.get("split"), "images": held.get("images"), "carved": held.get("carved"),
-                           "took_part_in_choices": held.get("took_part_in_choices"),
-                           "top1": record.top1 if record else None}
+    out: dict[str, Any] = {
+        "split": held.get("split"),
+        "images": held.get("images"),
+        "carved": held.get("carved"),
+        "took_part_in_choices": held.get("took_part_in_choices"),
+        "top1": record.top1 if record else None,
+    }
     latency = (record.latency_ms or {}) if record else {}
     if latency:
         out.update(p50_ms=latency.get("p50"), p90_ms=latency.get("p90"))
         at, limit = latency.get(req.budgets.percentile), req.budgets.max_latency_ms
         if limit is not None and at is not None:
-            out["budget_note"] = (f"within the {limit:g} ms budget" if at <= limit else
-                                  f"OVER the {limit:g} ms budget in this re-measurement: the search measured "
-                                  f"{winner.latency_ms:.3f} ms")
+            out["budget_note"] = (
+                f"within the {limit:g} ms budget"
+                if at <= limit
+                else f"OVER the {limit:g} ms budget in this re-measurement: the search measured "
+                f"{winner.latency_ms:.3f} ms"
+            )
     return out
 
 
 def _answer(state: _State, rows: list[Row], winner: Row, measured: dict[str, Any]) -> SearchResult:
     """The table, the plot and the answer, written into the search directory and search.json."""
-    from edgepipe.fileio import write_text
     from edgepipe.choose.plot import optional_plot
+    from edgepipe.fileio import write_text
 
     req = state.request
     folder = state.folder.path
     title = f"{len(rows)} artifacts on {req.target.name}: {req.budgets.describe()}"
     plot = optional_plot(rows, req.budgets, folder, title)
-    result = SearchResult(folder, rows, req.budgets, winner, folder / WINNER_FOLDER, measured,
-                          f"measured on {req.target.name}: {req.conditions.describe()}", "", plot)
+    result = SearchResult(
+        folder,
+        rows,
+        req.budgets,
+        winner,
+        folder / WINNER_FOLDER,
+        measured,
+        f"measured on {req.target.name}: {req.conditions.describe()}",
+        "",
+        plot,
+    )
     result.table = render_table(result)
     write_text(folder / "search.txt", result.table + "\n")
     state.records.answer(result.to_dict())

@@ -14,9 +14,10 @@ from __future__ import annotations
 import dataclasses
 import gc
 import tempfile
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -35,14 +36,15 @@ class Network:
     """An architecture at one width and input size, with the dense head (``classes`` outputs) it is measured with."""
 
     arch: str
-    alpha: Optional[float]
+    alpha: float | None
     input_size: int
     channels: int
     classes: int
 
     @classmethod
-    def of(cls, arch: str, alpha: Optional[float] = None, input_size: Optional[int] = None,
-           classes: Optional[int] = None) -> "Network":
+    def of(
+        cls, arch: str, alpha: float | None = None, input_size: int | None = None, classes: int | None = None
+    ) -> Network:
         """The network for a registry name (any spelling it accepts), with the architecture's default width, input
         size and published class count where not given; EdgepipeError for an unknown name or width."""
         from edgepipe.architectures import get_architecture
@@ -50,8 +52,13 @@ class Network:
         from edgepipe.architectures.facts import reference_classes
 
         entry = get_architecture(arch)
-        return cls(entry.name, resolve_alpha(entry, alpha), int(input_size or entry.default_input_size),
-                   entry.default_channels, int(classes or reference_classes(entry)))
+        return cls(
+            entry.name,
+            resolve_alpha(entry, alpha),
+            int(input_size or entry.default_input_size),
+            entry.default_channels,
+            int(classes or reference_classes(entry)),
+        )
 
     @property
     def label(self) -> str:
@@ -76,9 +83,11 @@ class Conditions:
     memory: bool = True
 
     def describe(self) -> str:
-        return (f"{self.threads} thread(s), batch {self.batch_size}, weights random, INT8 calibrated on "
-                f"{self.calibration_images} synthetic images (seeded random pixels, seed {self.seed})"
-                + ("" if self.memory else "; memory not measured"))
+        return (
+            f"{self.threads} thread(s), batch {self.batch_size}, weights random, INT8 calibrated on "
+            f"{self.calibration_images} synthetic images (seeded random pixels, seed {self.seed})"
+            + ("" if self.memory else "; memory not measured")
+        )
 
     def key(self) -> dict[str, Any]:
         """The conditions as a cache key; ``memory`` appears only when off, so entries measured before it
@@ -101,7 +110,7 @@ class Target:
     name: str
     identity: dict[str, Any]
     bench: BenchCall
-    remote: Optional[str] = None
+    remote: str | None = None
 
 
 def local_identity() -> dict[str, Any]:
@@ -127,26 +136,26 @@ class Measurement:
     (MB) of a fresh process running it, with its status (and the reason when it was not measured)."""
 
     arch: str
-    alpha: Optional[float]
+    alpha: float | None
     input_size: int
     classes: int
     format: str
     status: Status
     threads: int
     device: str
-    reason: Optional[str] = None
-    p50_ms: Optional[float] = None
-    p90_ms: Optional[float] = None
-    size_mb: Optional[float] = None
-    peak_memory_mb: Optional[float] = None
-    params: Optional[int] = None
-    macs: Optional[int] = None
-    engine: Optional[str] = None
-    measured_at: Optional[str] = None
+    reason: str | None = None
+    p50_ms: float | None = None
+    p90_ms: float | None = None
+    size_mb: float | None = None
+    peak_memory_mb: float | None = None
+    params: int | None = None
+    macs: int | None = None
+    engine: str | None = None
+    measured_at: str | None = None
     #: taken from the cache rather than measured by this call
     cached: bool = False
     #: the bench harness's full record (rounds, every percentile, memory details, engine versions)
-    record: Optional[Record] = field(default=None, repr=False)
+    record: Record | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -155,7 +164,7 @@ class Measurement:
         return out
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], cached: bool = False) -> "Measurement":
+    def from_dict(cls, data: dict[str, Any], cached: bool = False) -> Measurement:
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: v for k, v in data.items() if k in names}
         kwargs["status"] = Status(kwargs["status"])
@@ -168,8 +177,14 @@ def cache_key(target: Target, network: Network, format_name: str, conditions: Co
     """The key of one measurement: device and engine versions, network, format and conditions."""
     from edgepipe.fileio import sha256_value
 
-    return sha256_value({"target": target.identity, "network": dataclasses.asdict(network), "format": format_name,
-                         "conditions": conditions.key()})
+    return sha256_value(
+        {
+            "target": target.identity,
+            "network": dataclasses.asdict(network),
+            "format": format_name,
+            "conditions": conditions.key(),
+        }
+    )
 
 
 class MeasurementCache:
@@ -181,7 +196,7 @@ class MeasurementCache:
 
     SCHEMA = "edgepipe.measurements/1"
 
-    def __init__(self, path: Optional[Path] = None, echo: Echo = print):
+    def __init__(self, path: Path | None = None, echo: Echo = print):
         from edgepipe.fileio import cache_dir
 
         self.path = Path(path) if path is not None else cache_dir() / "measurements.json"
@@ -198,15 +213,21 @@ class MeasurementCache:
             return {}
         try:
             data = json.loads(self.path.read_text(encoding="utf-8"))
-            if not isinstance(data, dict) or data.get("schema") != self.SCHEMA or not isinstance(data.get("entries"), dict):
+            if (
+                not isinstance(data, dict)
+                or data.get("schema") != self.SCHEMA
+                or not isinstance(data.get("entries"), dict)
+            ):
                 raise ValueError("not a measurement cache")
             return data["entries"]
         except (OSError, ValueError, UnicodeDecodeError) as exc:
             if notify:
-                self.echo(f"note: the measurement cache {self.path} could not be read ({str(exc)[:80]}); measuring again")
+                self.echo(
+                    f"note: the measurement cache {self.path} could not be read ({str(exc)[:80]}); measuring again"
+                )
             return {}
 
-    def get(self, key: str) -> Optional[dict]:
+    def get(self, key: str) -> dict | None:
         entry = self.entries.get(key)
         if entry is not None:
             self.reads += 1
@@ -240,8 +261,16 @@ class MeasurementCache:
         self._new, self._dropped = {}, set()
 
 
-def measure(network: Network, formats: Sequence[str], conditions: Conditions, target: Target,
-            cache: MeasurementCache, *, force: bool = False, echo: Echo = print) -> list[Measurement]:
+def measure(
+    network: Network,
+    formats: Sequence[str],
+    conditions: Conditions,
+    target: Target,
+    cache: MeasurementCache,
+    *,
+    force: bool = False,
+    echo: Echo = print,
+) -> list[Measurement]:
     """One Measurement per format (canonical names), in ``formats`` order.
 
     From the cache when every format this machine can build is there (unless ``force``); otherwise all of them
@@ -250,10 +279,17 @@ def measure(network: Network, formats: Sequence[str], conditions: Conditions, ta
     status and reason, never an exception; a format unavailable on this machine is not cached (installing its
     package makes it measurable).
     """
-    base = dict(arch=network.arch, alpha=network.alpha, input_size=network.input_size, classes=network.classes,
-                threads=conditions.threads, device=target.name)
-    skipped = {f: Measurement(format=f, status=Status.SKIPPED, reason=why, **base)
-               for f, why in unavailable(formats).items()}
+    base = dict(
+        arch=network.arch,
+        alpha=network.alpha,
+        input_size=network.input_size,
+        classes=network.classes,
+        threads=conditions.threads,
+        device=target.name,
+    )
+    skipped = {
+        f: Measurement(format=f, status=Status.SKIPPED, reason=why, **base) for f, why in unavailable(formats).items()
+    }
     buildable = [f for f in formats if f not in skipped]
     keys = {f: cache_key(target, network, f, conditions) for f in buildable}
     found = {} if force else {f: cache.get(keys[f]) for f in buildable}
@@ -293,13 +329,15 @@ def build_network(network: Network, seed: int = 0):
     from edgepipe.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
-    model = build_classifier(network.arch, network.classes, network.input_size, network.channels, network.alpha,
-                             weights="none", seed=seed)
+    model = build_classifier(
+        network.arch, network.classes, network.input_size, network.channels, network.alpha, weights="none", seed=seed
+    )
     return model, {"params": int(model.count_params()), "macs": int(count(model).macs)}
 
 
-def _measure_now(network: Network, formats: list[str], conditions: Conditions, target: Target, base: dict,
-                 echo: Echo) -> tuple[list[Measurement], Optional[dict]]:
+def _measure_now(
+    network: Network, formats: list[str], conditions: Conditions, target: Target, base: dict, echo: Echo
+) -> tuple[list[Measurement], dict | None]:
     """Export ``formats`` of the network in a temporary folder and time them on the target in one session;
     returns the measurements and what the target reported about itself (None when nothing was timed)."""
     from edgepipe.pipeline.rundir import now_iso
@@ -308,8 +346,9 @@ def _measure_now(network: Network, formats: list[str], conditions: Conditions, t
     try:
         model, counts = build_network(network, conditions.seed)
     except EdgepipeError as exc:
-        return [Measurement(format=f, status=Status.SKIPPED, reason=f"cannot be built: {exc}", **base)
-                for f in formats], None
+        return [
+            Measurement(format=f, status=Status.SKIPPED, reason=f"cannot be built: {exc}", **base) for f in formats
+        ], None
     base.update(counts)
     with tempfile.TemporaryDirectory(prefix="edgepipe-measure-") as folder:
         exported = _export(model, network, formats, conditions, Path(folder), echo)
@@ -327,15 +366,23 @@ def _measure_now(network: Network, formats: list[str], conditions: Conditions, t
     return [_row(r, results, base) for r in exported], reported
 
 
-def _export(model, network: Network, formats: list[str], conditions: Conditions, folder: Path,
-            echo: Echo) -> list[dict]:
+def _export(
+    model, network: Network, formats: list[str], conditions: Conditions, folder: Path, echo: Echo
+) -> list[dict]:
     """The export stage's records (status, file, reason) for each format of ``model``, written in ``folder``."""
     from edgepipe.fileio import read_json
     from edgepipe.standalone.export import export_model
 
-    index = export_model(model, formats, folder, lambda line: echo("  " + line),
-                         calibration=synthetic_calibration(network, conditions),
-                         calibration_size=conditions.calibration_images, seed=conditions.seed, threads=conditions.threads)
+    index = export_model(
+        model,
+        formats,
+        folder,
+        lambda line: echo("  " + line),
+        calibration=synthetic_calibration(network, conditions),
+        calibration_size=conditions.calibration_images,
+        seed=conditions.seed,
+        threads=conditions.threads,
+    )
     return read_json(index)["artifacts"]
 
 
@@ -347,17 +394,27 @@ def _release_keras() -> None:
     gc.collect()
 
 
-def _row(exported: dict, results: Optional[Results], base: dict) -> Measurement:
+def _row(exported: dict, results: Results | None, base: dict) -> Measurement:
     """The Measurement of one exported format: its bench record (default engine), or the export's reason."""
     status = Status(exported["status"])
     if status != Status.OK or results is None:
         return Measurement(format=exported["format"], status=status, reason=exported.get("reason"), **base)
     record = next((r for r in results.records if r.format == exported["format"]), None)
     if record is None:
-        return Measurement(format=exported["format"], status=Status.FAILED, reason="the bench returned no record for it",
-                           **base)
+        return Measurement(
+            format=exported["format"], status=Status.FAILED, reason="the bench returned no record for it", **base
+        )
     record = dataclasses.replace(record, artifact=Path(record.artifact).name)
     latency, memory = record.latency_ms or {}, record.memory or {}
-    return Measurement(format=exported["format"], status=record.status, reason=record.reason,
-                       p50_ms=latency.get("p50"), p90_ms=latency.get("p90"), size_mb=record.size_mb,
-                       peak_memory_mb=memory.get("peak_rss_mb"), engine=record.engine, record=record, **base)
+    return Measurement(
+        format=exported["format"],
+        status=record.status,
+        reason=record.reason,
+        p50_ms=latency.get("p50"),
+        p90_ms=latency.get("p90"),
+        size_mb=record.size_mb,
+        peak_memory_mb=memory.get("peak_rss_mb"),
+        engine=record.engine,
+        record=record,
+        **base,
+    )

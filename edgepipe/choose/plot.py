@@ -9,14 +9,29 @@ they could not win), as ticks on the time axis.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from edgepipe.choose.answer import OVER_BUDGET, WINNER, Row
 from edgepipe.choose.budgets import Budgets
 
 #: where a number may stand around its point, in points (tried in order)
-OFFSETS = [(5, 4), (5, -11), (-13, 4), (-13, -11), (-4, 9), (-4, -16), (11, -3), (-20, -3), (5, 14), (-13, 14),
-           (5, -21), (-13, -21), (17, 8), (-26, 8), (17, -14), (-26, -14)]
+OFFSETS = [
+    (5, 4),
+    (5, -11),
+    (-13, 4),
+    (-13, -11),
+    (-4, 9),
+    (-4, -16),
+    (11, -3),
+    (-20, -3),
+    (5, 14),
+    (-13, 14),
+    (5, -21),
+    (-13, -21),
+    (17, 8),
+    (-26, 8),
+    (17, -14),
+    (-26, -14),
+]
 #: the least span of the top-1 axis, in percentage points, so a one-image difference does not look like a gap
 MIN_SPAN_PP = 5.0
 
@@ -35,13 +50,21 @@ def search_plot(rows: list[Row], budgets: Budgets, path: Path, title: str) -> li
     if unscored:
         from matplotlib import transforms
 
-        ax.scatter([r.latency_ms for r in unscored], [0.02] * len(unscored), marker="|", s=120, color="grey",
-                   transform=transforms.blended_transform_factory(ax.transData, ax.transAxes),
-                   label="no top-1 (over a budget, or could not win: see the table)")
+        ax.scatter(
+            [r.latency_ms for r in unscored],
+            [0.02] * len(unscored),
+            marker="|",
+            s=120,
+            color="grey",
+            transform=transforms.blended_transform_factory(ax.transData, ax.transAxes),
+            label="no top-1 (over a budget, or could not win: see the table)",
+        )
     _axes(ax, scored + unscored, budgets)
     texts = _place_numbers(fig, ax, scored)
-    legend = "\n".join(f"{r.number:>2}  {r.label}" + ("  (winner)" if r.status == WINNER else "")
-                       for r in sorted(scored + unscored, key=lambda r: r.number or 0))
+    legend = "\n".join(
+        f"{r.number:>2}  {r.label}" + ("  (winner)" if r.status == WINNER else "")
+        for r in sorted(scored + unscored, key=lambda r: r.number or 0)
+    )
     fig.text(0.68, 0.5, legend, family="monospace", fontsize=7, va="center", ha="left", transform=fig.transFigure)
     ax.set_title(title, fontsize=10)
     fig.canvas.draw()
@@ -55,21 +78,42 @@ def _point(ax, r: Row) -> None:
     low, high = r.top1_interval or (value, value)
     hollow = r.status == OVER_BUDGET
     color = "tab:red" if r.status == WINNER else ("grey" if hollow else "tab:blue")
-    ax.errorbar(r.latency_ms, value, yerr=[[max(value - low, 0)], [max(high - value, 0)]], fmt="none",
-                ecolor=color, alpha=0.5, capsize=2, linewidth=1)
-    ax.scatter(r.latency_ms, value, s=90 if r.status == WINNER else 36, marker="*" if r.status == WINNER else "o",
-               facecolors="none" if hollow else color, edgecolors=color, zorder=3)
+    ax.errorbar(
+        r.latency_ms,
+        value,
+        yerr=[[max(value - low, 0)], [max(high - value, 0)]],
+        fmt="none",
+        ecolor=color,
+        alpha=0.5,
+        capsize=2,
+        linewidth=1,
+    )
+    ax.scatter(
+        r.latency_ms,
+        value,
+        s=90 if r.status == WINNER else 36,
+        marker="*" if r.status == WINNER else "o",
+        facecolors="none" if hollow else color,
+        edgecolors=color,
+        zorder=3,
+    )
 
 
 def _axes(ax, rows: list[Row], budgets: Budgets) -> None:
     from matplotlib import ticker
 
     if budgets.max_latency_ms is not None:
-        ax.axvline(budgets.max_latency_ms, color="tab:orange", linestyle="--", linewidth=1,
-                   label=f"latency budget ({budgets.percentile} {budgets.max_latency_ms:g} ms)")
+        ax.axvline(
+            budgets.max_latency_ms,
+            color="tab:orange",
+            linestyle="--",
+            linewidth=1,
+            label=f"latency budget ({budgets.percentile} {budgets.max_latency_ms:g} ms)",
+        )
     if budgets.min_top1 is not None:
-        ax.axhline(budgets.min_top1, color="tab:green", linestyle="--", linewidth=1,
-                   label=f"min top-1 {budgets.min_top1:g}%")
+        ax.axhline(
+            budgets.min_top1, color="tab:green", linestyle="--", linewidth=1, label=f"min top-1 {budgets.min_top1:g}%"
+        )
     values = [v for r in rows if r.top1 is not None for v in (r.top1_interval or [r.top1, r.top1])]
     values += [budgets.min_top1] if budgets.min_top1 is not None else []
     if values:
@@ -105,8 +149,14 @@ def _place_numbers(fig, ax, rows: list[Row]) -> list:
     texts = []
     for r in sorted(rows, key=lambda r: (r.latency_ms, -r.top1)):
         for dx, dy in OFFSETS:
-            text = ax.annotate(str(r.number), (r.latency_ms, r.top1), textcoords="offset points", xytext=(dx, dy),
-                               fontsize=7, color="tab:red" if r.status == WINNER else "black")
+            text = ax.annotate(
+                str(r.number),
+                (r.latency_ms, r.top1),
+                textcoords="offset points",
+                xytext=(dx, dy),
+                fontsize=7,
+                color="tab:red" if r.status == WINNER else "black",
+            )
             box = text.get_window_extent(renderer)
             if not any(box.overlaps(other) for other in placed + markers) or (dx, dy) == OFFSETS[-1]:
                 break
@@ -120,7 +170,7 @@ def plot_path(folder: Path) -> Path:
     return folder / "search.png"
 
 
-def optional_plot(rows: list[Row], budgets: Budgets, folder: Path, title: str) -> Optional[Path]:
+def optional_plot(rows: list[Row], budgets: Budgets, folder: Path, title: str) -> Path | None:
     """The plot in ``folder`` when any artifact has a latency to place; None otherwise."""
     if not any(r.latency_ms for r in rows):
         return None

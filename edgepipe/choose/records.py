@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
 
@@ -28,14 +28,20 @@ class Records:
 
         try:
             data = read_json(self.path)
-            if not isinstance(data, dict) or data.get("schema") != self.SCHEMA or not isinstance(data.get("records"), dict):
+            if (
+                not isinstance(data, dict)
+                or data.get("schema") != self.SCHEMA
+                or not isinstance(data.get("records"), dict)
+            ):
                 raise ValueError("not a search record")
         except (ValueError, EdgepipeError):
-            raise EdgepipeError(f"{self.path} is damaged (not the search record edgepipe wrote)",
-                                "Rerun with --force to redo the search and rewrite it.") from None
+            raise EdgepipeError(
+                f"{self.path} is damaged (not the search record edgepipe wrote)",
+                "Rerun with --force to redo the search and rewrite it.",
+            ) from None
         return data
 
-    def get(self, key: str, digest: str) -> Optional[dict[str, Any]]:
+    def get(self, key: str, digest: str) -> dict[str, Any] | None:
         """The step's record when it was made from the same inputs; None otherwise."""
         record = self.data["records"].get(key)
         if record is None or record.get("inputs_sha256") != digest:

@@ -48,7 +48,7 @@ def synthetic(per_class: int = 120, size: int = 32, seed: int = 1234) -> tuple[n
                 mask = (yy - cy > -r) & (yy - cy < r) & (np.abs(xx - cx) < (yy - cy + r) / 2)
             else:
                 period = rng.uniform(0.12, 0.25)
-                mask = (np.sin((xx * np.cos(r * 9) + yy * np.sin(r * 9)) * 2 * np.pi / period) > 0)
+                mask = np.sin((xx * np.cos(r * 9) + yy * np.sin(r * 9)) * 2 * np.pi / period) > 0
             background = rng.uniform(0, 120, 3)
             foreground = rng.uniform(130, 255, 3)
             image = np.where(mask[..., None], foreground, background)
@@ -81,8 +81,10 @@ def _photo_path(package: str, name: str):
         try:
             import skimage
         except ImportError:
-            raise DataError("builtin:photos needs scikit-image, which ships most of its photos",
-                            "pip install scikit-image (or edgepipe[photos]).") from None
+            raise DataError(
+                "builtin:photos needs scikit-image, which ships most of its photos",
+                "pip install scikit-image (or edgepipe[photos]).",
+            ) from None
         return Path(skimage.__file__).parent / "data" / name
     if package == "sklearn":
         import sklearn
@@ -105,7 +107,7 @@ def photos(per_class: int = 30, size: int = 160, seed: int = 7) -> tuple[np.ndar
 
     rng = np.random.default_rng(seed)
     images, labels = [], []
-    for label, (name, sources) in enumerate(PHOTO_SOURCES.items()):
+    for label, sources in enumerate(PHOTO_SOURCES.values()):
         photos_ = []
         for package, file in sources:
             photos_.append(load_upright(_photo_path(package, file)).convert("RGB"))
@@ -126,14 +128,16 @@ BUILTIN_SETS = {"digits": digits, "synthetic": synthetic, "photos": photos}
 
 
 def check(spec: str, key: str = "data.path") -> None:
-    if spec[len(BUILTIN_PREFIX):] not in BUILTIN_SETS:
-        raise DataError(f"unknown built-in dataset '{spec}' ({key})",
-                        "Use one of: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS) + ", or an image folder.")
+    if spec[len(BUILTIN_PREFIX) :] not in BUILTIN_SETS:
+        raise DataError(
+            f"unknown built-in dataset '{spec}' ({key})",
+            "Use one of: " + ", ".join(BUILTIN_PREFIX + n for n in BUILTIN_SETS) + ", or an image folder.",
+        )
 
 
 def load_builtin(spec: str) -> tuple[np.ndarray, np.ndarray, list[str]]:
     check(spec)
-    return BUILTIN_SETS[spec[len(BUILTIN_PREFIX):]]()
+    return BUILTIN_SETS[spec[len(BUILTIN_PREFIX) :]]()
 
 
 def scan(config, seed: int) -> Scan:
@@ -141,14 +145,17 @@ def scan(config, seed: int) -> Scan:
     class_names = select_classes(names, config.classes, config.path)
     by_class = {c: [int(i) for i in np.flatnonzero(labels == names.index(c))] for c in class_names}
     splits = {"train": [(i, c) for c in class_names for i in by_class[c]], "val": [], "test": []}  # split later
-    return Scan(class_names, splits, "builtin", config.path,
-                image_sizes={f"{images.shape[2]}x{images.shape[1]}": len(images)})
+    return Scan(
+        class_names, splits, "builtin", config.path, image_sizes={f"{images.shape[2]}x{images.shape[1]}": len(images)}
+    )
 
 
 def materialize(index: dict, size: int, channels: int) -> dict[str, np.ndarray]:
     images, _, _ = load_builtin(index["source"])
-    return {name: resize_batch(images[[item for item, _ in entries]] if entries else images[:0], size, channels)
-            for name, entries in index["splits"].items()}
+    return {
+        name: resize_batch(images[[item for item, _ in entries]] if entries else images[:0], size, channels)
+        for name, entries in index["splits"].items()
+    }
 
 
 register_source(Source("builtin", "a set shipped with edgepipe or its dependencies", check, scan, materialize))

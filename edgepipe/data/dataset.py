@@ -32,8 +32,11 @@ if TYPE_CHECKING:  # the data layer sits below the configuration, which validate
     from edgepipe.config import DataConfig
 
 #: what the selection split (val) decides; the reporting split (test) decides nothing
-SELECTION_USES = ("early stopping and the learning-rate schedule (val_loss)", "the INT8 recipe and its accuracy budget",
-                  "export verification")
+SELECTION_USES = (
+    "early stopping and the learning-rate schedule (val_loss)",
+    "the INT8 recipe and its accuracy budget",
+    "export verification",
+)
 
 
 @dataclass
@@ -121,9 +124,11 @@ def make_index(config: DataConfig, seed: int) -> dict[str, Any]:
     index["summary"]["carved"] = carved
     if not splits["test"]:
         index["summary"]["no_test_split"] = (
-            "data.test_fraction is 0 and the data has no test split" if config.test_fraction == 0 else
-            "no class has an image to spare for a test split (each keeps one training image, and one validation "
-            "image when val is held out of train too)")
+            "data.test_fraction is 0 and the data has no test split"
+            if config.test_fraction == 0
+            else "no class has an image to spare for a test split (each keeps one training image, and one validation "
+            "image when val is held out of train too)"
+        )
     return index
 
 
@@ -167,14 +172,21 @@ def held_out_line(summary: dict[str, Any]) -> str:
     """Which split accuracy will be reported on, and where it came from (one line)."""
     counts, carved = summary["images_per_split"], summary.get("carved", {})
     if not counts["test"]:
-        return (f"no test split ({summary.get('no_test_split', 'none given')}): accuracy will be reported on val, "
-                "the split that also makes the choices")
+        return (
+            f"no test split ({summary.get('no_test_split', 'none given')}): accuracy will be reported on val, "
+            "the split that also makes the choices"
+        )
     test = carved.get("test")
-    origin = (f"held out of train ({test['fraction']:g} of each class, seed {test['seed']})" if test
-              else "as the data gives it")
+    origin = (
+        f"held out of train ({test['fraction']:g} of each class, seed {test['seed']})"
+        if test
+        else "as the data gives it"
+    )
     missing = [name for name, per in summary["images_per_class"].items() if not per["test"]]
-    return (f"test split: {counts['test']} images, {origin}; accuracy is reported on it, choices are made on val "
-            f"({counts['val']} images)" + (f"; classes without a test image: {', '.join(missing)}" if missing else ""))
+    return (
+        f"test split: {counts['test']} images, {origin}; accuracy is reported on it, choices are made on val "
+        f"({counts['val']} images)" + (f"; classes without a test image: {', '.join(missing)}" if missing else "")
+    )
 
 
 def materialize(index: dict[str, Any], size: int, channels: int) -> Dataset:

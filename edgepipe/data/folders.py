@@ -7,7 +7,6 @@ import stat
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import numpy as np
 
@@ -47,11 +46,16 @@ def _subdirs(path: Path) -> list[Path]:
 
 #: what a non-regular file is, by its st_mode type (opening a FIFO blocks until something writes to it; a device
 #: such as /dev/zero never ends)
-_FILE_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
-               (stat.S_ISBLK, "a block device"), (stat.S_ISDIR, "a folder"))
+_FILE_KINDS = (
+    (stat.S_ISFIFO, "a named pipe (FIFO)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISDIR, "a folder"),
+)
 
 
-def not_a_regular_file(path: Path) -> Optional[str]:
+def not_a_regular_file(path: Path) -> str | None:
     """Why ``path`` cannot be read as an image file without opening it, or None when it is a regular file (directly
     or through symbolic links). Only stat() is called: nothing is opened, so a FIFO or a device never blocks."""
     try:
@@ -78,7 +82,9 @@ def _open(path: Path, max_pixels: int):
 
     problem = not_a_regular_file(path)
     if problem is not None:
-        raise DataError(f"'{path}': {problem}", "Restore the image file, or rebuild the dataset index (edgepipe build --force).")
+        raise DataError(
+            f"'{path}': {problem}", "Restore the image file, or rebuild the dataset index (edgepipe build --force)."
+        )
     Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own decompression-bomb guard, at edgepipe's limit
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -88,7 +94,9 @@ def _open(path: Path, max_pixels: int):
             raise ImageTooLarge(f"larger than data.max_image_pixels ({max_pixels:,} pixels)") from None
     if image.size[0] * image.size[1] > max_pixels:
         image.close()
-        raise ImageTooLarge(f"{image.size[0]}x{image.size[1]} is larger than data.max_image_pixels ({max_pixels:,} pixels)")
+        raise ImageTooLarge(
+            f"{image.size[0]}x{image.size[1]} is larger than data.max_image_pixels ({max_pixels:,} pixels)"
+        )
     return image
 
 
@@ -117,8 +125,9 @@ def _files(class_dir: Path) -> list[Path]:
     """Every visible entry under a class folder except the folders themselves (they are searched): regular files,
     symbolic links (broken ones too, so they can be listed) and special files (FIFOs, sockets, devices)."""
     try:
-        return sorted(p for p in class_dir.rglob("*")
-                      if not p.name.startswith(".") and (p.is_symlink() or not p.is_dir()))
+        return sorted(
+            p for p in class_dir.rglob("*") if not p.name.startswith(".") and (p.is_symlink() or not p.is_dir())
+        )
     except PermissionError:
         raise DataError(f"'{class_dir}' cannot be read (permission denied)", "Make the data folder readable.") from None
 
@@ -126,9 +135,13 @@ def _files(class_dir: Path) -> list[Path]:
 def scan(root: Path, on_bad_image: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS) -> Scan:
     """Find classes and images under ``root``; reject unreadable, broken-link and oversized files (or fail)."""
     if not root.exists():
-        raise DataError(f"data path '{root}' does not exist", "Pass an image folder with one subfolder per class (--data DIR).")
+        raise DataError(
+            f"data path '{root}' does not exist", "Pass an image folder with one subfolder per class (--data DIR)."
+        )
     if not root.is_dir():
-        raise DataError(f"data path '{root}' is not a folder", "Pass an image folder with one subfolder per class (--data DIR).")
+        raise DataError(
+            f"data path '{root}' is not a folder", "Pass an image folder with one subfolder per class (--data DIR)."
+        )
     top = {p.name.lower(): p for p in _subdirs(root)}
     if "train" in top:
         val = next((top[n] for n in VAL_NAMES if n in top), None)
@@ -150,17 +163,23 @@ def scan(root: Path, on_bad_image: str, max_pixels: int = DEFAULT_MAX_IMAGE_PIXE
                     result.rejected.append({"file": rel, "reason": problem})
                     continue
                 if file.suffix.lower() not in IMAGE_SUFFIXES:
-                    result.rejected.append({"file": rel, "reason": f"unsupported file type '{file.suffix}' (use JPEG, PNG, BMP or GIF)"})
+                    result.rejected.append(
+                        {"file": rel, "reason": f"unsupported file type '{file.suffix}' (use JPEG, PNG, BMP or GIF)"}
+                    )
                     continue
                 try:
                     w, h = _check_image(file, max_pixels)
                 except ImageTooLarge as exc:
-                    result.rejected.append({"file": rel, "reason": f"image too large: {exc}; raise data.max_image_pixels to read it"})
+                    result.rejected.append(
+                        {"file": rel, "reason": f"image too large: {exc}; raise data.max_image_pixels to read it"}
+                    )
                     continue
                 except Exception as exc:  # Pillow raises many types for corrupt files
                     reason = f"unreadable image ({error_line(exc, 80)})"
                     if on_bad_image == "fail":
-                        raise DataError(f"{rel}: {reason}", "Remove or fix the file, or set data.on_bad_image: skip.") from None
+                        raise DataError(
+                            f"{rel}: {reason}", "Remove or fix the file, or set data.on_bad_image: skip."
+                        ) from None
                     result.rejected.append({"file": rel, "reason": reason})
                     continue
                 result.image_sizes[f"{w}x{h}"] += 1
@@ -232,10 +251,14 @@ def resize_batch(images: np.ndarray, size: int, channels: int) -> np.ndarray:
 def check(path: str, key: str = "data.path") -> None:
     p = Path(path)
     if not p.exists():
-        raise DataError(f"data path '{path}' does not exist ({key})",
-                        "Pass an image folder with one subfolder per class (--data DIR), or builtin:digits.")
+        raise DataError(
+            f"data path '{path}' does not exist ({key})",
+            "Pass an image folder with one subfolder per class (--data DIR), or builtin:digits.",
+        )
     if not p.is_dir():
-        raise DataError(f"data path '{path}' is not a folder ({key})", "Pass an image folder with one subfolder per class.")
+        raise DataError(
+            f"data path '{path}' is not a folder ({key})", "Pass an image folder with one subfolder per class."
+        )
     if not any(p.iterdir()):
         raise DataError(f"data folder '{path}' is empty ({key})", "Put each class's images in its own subfolder.")
 
@@ -248,8 +271,15 @@ def scan_source(config, seed: int) -> SourceScan:
         splits = {s: [(f, c) for c in class_names for f in found.files[s].get(c, [])] for s in SPLITS}
     else:  # one folder of classes: all of it is train, out of which make_index holds val and test
         splits = {"train": [(f, c) for c in class_names for f in found.files["all"][c]], "val": [], "test": []}
-    return SourceScan(class_names, splits, found.layout, str(Path(source).resolve()), found.rejected,
-                      dict(found.image_sizes), {"max_image_pixels": config.max_image_pixels})
+    return SourceScan(
+        class_names,
+        splits,
+        found.layout,
+        str(Path(source).resolve()),
+        found.rejected,
+        dict(found.image_sizes),
+        {"max_image_pixels": config.max_image_pixels},
+    )
 
 
 def materialize(index: dict, size: int, channels: int) -> dict[str, np.ndarray]:
@@ -262,5 +292,12 @@ def materialize(index: dict, size: int, channels: int) -> dict[str, np.ndarray]:
     return out
 
 
-register_source(Source(None, "an image folder: one subfolder per class, or train/ val/ [test/] subfolders",
-                       check, scan_source, materialize))
+register_source(
+    Source(
+        None,
+        "an image folder: one subfolder per class, or train/ val/ [test/] subfolders",
+        check,
+        scan_source,
+        materialize,
+    )
+)

@@ -3,8 +3,9 @@ or (no registered scheme) an image folder. A new source is one module that regis
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgepipe.registry import Registry
 
@@ -28,7 +29,7 @@ class Scan:
 
 @dataclass(frozen=True)
 class Source:
-    scheme: Optional[str]  # None: the fallback (image folders)
+    scheme: str | None  # None: the fallback (image folders)
     description: str
     #: cheap check before any work starts: raise DataError naming the config key
     check: Callable[[str, str], None]
@@ -57,4 +58,3 @@ def source_for(path: str) -> Source:
 
 def check_path(path: str, key: str) -> None:
     source_for(path).check(path, key)
-

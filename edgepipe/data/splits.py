@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -12,7 +12,7 @@ from edgepipe.errors import DataError
 SPLITS = ("train", "val", "test")
 
 
-def select_classes(names: list[str], wanted: Optional[list[str]], source: str) -> list[str]:
+def select_classes(names: list[str], wanted: list[str] | None, source: str) -> list[str]:
     if wanted is None:
         return names
     missing = [c for c in wanted if c not in names]
@@ -34,8 +34,9 @@ def _share(n: int, fraction: float, wanted: bool) -> int:
     return max(int(round(n * fraction)), 1) if n >= 2 else 0
 
 
-def split_items(items_by_class: dict[str, list[Any]], config, seed: int, want_val: bool = True,
-                want_test: bool = True) -> dict[str, list[tuple[Any, str]]]:
+def split_items(
+    items_by_class: dict[str, list[Any]], config, seed: int, want_val: bool = True, want_test: bool = True
+) -> dict[str, list[tuple[Any, str]]]:
     """Stratified, seeded split of each class's items into train/val/test.
 
     Each class gives ``data.val_fraction`` of its items to val and ``data.test_fraction`` to test
@@ -52,13 +53,14 @@ def split_items(items_by_class: dict[str, list[Any]], config, seed: int, want_va
         n_test = min(_share(n, config.test_fraction, want_test), max(n - 1 - n_val, 0))
         chosen = [items[i] for i in order]
         splits["val"] += [(x, name) for x in chosen[:n_val]]
-        splits["test"] += [(x, name) for x in chosen[n_val:n_val + n_test]]
-        splits["train"] += [(x, name) for x in chosen[n_val + n_test:]]
+        splits["test"] += [(x, name) for x in chosen[n_val : n_val + n_test]]
+        splits["train"] += [(x, name) for x in chosen[n_val + n_test :]]
     return splits
 
 
-def complete_given_splits(splits: dict[str, list[tuple[Any, str]]], class_names: list[str], config,
-                          seed: int) -> dict[str, dict[str, Any]]:
+def complete_given_splits(
+    splits: dict[str, list[tuple[Any, str]]], class_names: list[str], config, seed: int
+) -> dict[str, dict[str, Any]]:
     """Complete the splits a source gave (everything in train when it gave no split) in place.
 
     Without a val split, part of train is held out as val (``data.val_fraction`` of each class);
@@ -85,7 +87,7 @@ def complete_given_splits(splits: dict[str, list[tuple[Any, str]]], class_names:
     return carved
 
 
-def cap_train(split: list[tuple[Any, str]], max_per_class: Optional[int]) -> list[tuple[Any, str]]:
+def cap_train(split: list[tuple[Any, str]], max_per_class: int | None) -> list[tuple[Any, str]]:
     if max_per_class is None:
         return split
     kept: Counter = Counter()

@@ -11,5 +11,13 @@ from edgepipe.harness.latency import (
 )
 from edgepipe.harness.rounds import measure_interleaved
 
-__all__ = ["BenchSettings", "accuracy", "agreement", "batches_of", "efficiency", "latency_stats", "measure_interleaved",
-           "predict"]
+__all__ = [
+    "BenchSettings",
+    "accuracy",
+    "agreement",
+    "batches_of",
+    "efficiency",
+    "latency_stats",
+    "measure_interleaved",
+    "predict",
+]

@@ -7,8 +7,8 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.backends.runner import Runner
 from edgepipe import defaults
+from edgepipe.backends.runner import Runner
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ def batches_of(images: np.ndarray, batch_size: int, count: int = 8, dtype=np.flo
     """A few distinct real input batches to cycle through (``dtype``, contiguous)."""
     reps = int(np.ceil(batch_size * count / max(len(images), 1)))
     pool = np.concatenate([images] * max(reps, 1))[: batch_size * count]
-    return [np.ascontiguousarray(pool[i:i + batch_size], dtype=dtype) for i in range(0, len(pool), batch_size)]
+    return [np.ascontiguousarray(pool[i : i + batch_size], dtype=dtype) for i in range(0, len(pool), batch_size)]
 
 
 def runner_batches(runner: Runner, images: np.ndarray, batch_size: int) -> list[np.ndarray]:
@@ -59,7 +59,7 @@ def runner_batches(runner: Runner, images: np.ndarray, batch_size: int) -> list[
 
 def predict(runner: Runner, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
     """Probabilities for every image, in order, through the runner."""
-    outputs = [runner.infer(images[i:i + batch_size]) for i in range(0, len(images), batch_size)]
+    outputs = [runner.infer(images[i : i + batch_size]) for i in range(0, len(images), batch_size)]
     return np.concatenate(outputs) if outputs else np.zeros((0, 0), np.float32)
 
 
@@ -84,6 +84,9 @@ def efficiency(macs_per_image: int, batch_size: int, p50_ms: float, peak: dict[s
     achieved = macs_per_image * batch_size / (p50_ms / 1e3) / 1e9
     out: dict[str, Any] = {"macs_per_image": int(macs_per_image), "gmacs_per_s": achieved}
     if peak:
-        out.update(peak_gmacs_per_s=peak["gmacs_per_s"], fraction_of_peak=achieved / peak["gmacs_per_s"],
-                   peak_basis=peak["basis"])
+        out.update(
+            peak_gmacs_per_s=peak["gmacs_per_s"],
+            fraction_of_peak=achieved / peak["gmacs_per_s"],
+            peak_basis=peak["basis"],
+        )
     return out

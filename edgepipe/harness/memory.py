@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.backends.runner import Artifact
 from edgepipe.device import proc_kb
@@ -19,7 +19,7 @@ from edgepipe.device import proc_kb
 MB = 1024 * 1024
 
 
-def status_mb(field: str) -> Optional[float]:
+def status_mb(field: str) -> float | None:
     """A size from this process's /proc/self/status (VmRSS: resident now, VmHWM: peak resident), in MB; None
     where unknown."""
     kb = proc_kb("/proc/self/status", field)
@@ -35,7 +35,7 @@ def reset_peak_memory() -> bool:
         return False
 
 
-def peak_memory_mb() -> Optional[float]:
+def peak_memory_mb() -> float | None:
     """This process's peak resident size since its start or the last reset, in MB to 0.1 (None where unknown)."""
     peak = status_mb("VmHWM")
     return None if peak is None else round(peak, 1)
@@ -52,8 +52,9 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
     before = status_mb("VmRSS")
     shape = [request["batch_size"], *request["shape"][1:]]
     images = np.random.default_rng(0).integers(0, 256, shape).astype(np.float32)
-    with create_runner(artifact, threads=request["threads"], engine=engine.name, device=request["device"],
-                       settings=settings) as runner:
+    with create_runner(
+        artifact, threads=request["threads"], engine=engine.name, device=request["device"], settings=settings
+    ) as runner:
         runner.prepare(request["batch_size"])
         after_load = status_mb("VmRSS")
         load_peak = status_mb("VmHWM")
@@ -61,26 +62,51 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
         for _ in range(request["iterations"]):
             runner.infer(images)
         peak = status_mb("VmHWM")
-    return {"rss_before_load_mb": before, "rss_after_load_mb": after_load, "peak_rss_mb": peak,
-            "peak_rss_with_load_mb": load_peak if reset else peak,
-            "peak_basis": "high-water mark reset after loading (peak of the inference loop)" if reset
-            else "high-water mark of the whole process (could not be reset after loading)",
-            "iterations": request["iterations"], "process": "fresh process: edgepipe's registry and the engine only"}
+    return {
+        "rss_before_load_mb": before,
+        "rss_after_load_mb": after_load,
+        "peak_rss_mb": peak,
+        "peak_rss_with_load_mb": load_peak if reset else peak,
+        "peak_basis": "high-water mark reset after loading (peak of the inference loop)"
+        if reset
+        else "high-water mark of the whole process (could not be reset after loading)",
+        "iterations": request["iterations"],
+        "process": "fresh process: edgepipe's registry and the engine only",
+    }
 
 
-def measure_memory(artifact: Artifact, engine: str, device: str, threads: int, settings: Any, batch_size: int,
-                   shape: tuple, iterations: int = 20, timeout_s: float = 600) -> dict[str, Any]:
+def measure_memory(
+    artifact: Artifact,
+    engine: str,
+    device: str,
+    threads: int,
+    settings: Any,
+    batch_size: int,
+    shape: tuple,
+    iterations: int = 20,
+    timeout_s: float = 600,
+) -> dict[str, Any]:
     """Memory figures (MB) of one artifact on one engine, measured in a fresh process; a dict with
     ``error`` instead when the child could not run it."""
-    request = {"path": str(artifact.path), "container": artifact.container, "format": artifact.format,
-               "precision": artifact.precision, "engine": engine, "device": device, "threads": threads,
-               "settings": dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else None,
-               "batch_size": batch_size, "shape": [int(d or 1) for d in shape], "iterations": iterations}
+    request = {
+        "path": str(artifact.path),
+        "container": artifact.container,
+        "format": artifact.format,
+        "precision": artifact.precision,
+        "engine": engine,
+        "device": device,
+        "threads": threads,
+        "settings": dataclasses.asdict(settings) if dataclasses.is_dataclass(settings) else None,
+        "batch_size": batch_size,
+        "shape": [int(d or 1) for d in shape],
+        "iterations": iterations,
+    }
     from edgepipe import child
 
     try:
-        return child.run("edgepipe.harness.memory:_child", request, timeout_s=timeout_s,
-                         env={"TF_CPP_MIN_LOG_LEVEL": "2"})
+        return child.run(
+            "edgepipe.harness.memory:_child", request, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "2"}
+        )
     except child.ChildFailed as exc:
         if exc.kind == "timeout":
             return {"error": f"the measuring process did not finish within {timeout_s:.0f} s"}

@@ -8,7 +8,8 @@ left out silently.
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -21,9 +22,16 @@ from edgepipe.profiles import COMPUTE, OpTime, Profile, layer_of, mark_float_isl
 PROFILED_CALLS = 20
 
 
-def profile_runner(runner: Runner, images: np.ndarray, base: Profile, *, calls: int = PROFILED_CALLS,
-                   layers: Optional[list[dict[str, Any]]] = None, kept_float: Iterable[str] = (),
-                   peak: Optional[dict[str, Any]] = None) -> Profile:
+def profile_runner(
+    runner: Runner,
+    images: np.ndarray,
+    base: Profile,
+    *,
+    calls: int = PROFILED_CALLS,
+    layers: list[dict[str, Any]] | None = None,
+    kept_float: Iterable[str] = (),
+    peak: dict[str, Any] | None = None,
+) -> Profile:
     """The profile of an active runner on a batch of ``images`` (``base`` says what was profiled, its
     batch size included), joined with ``layers``, ``kept_float`` and ``peak`` (see :func:`join`)."""
     batch = runner_batches(runner, images, base.batch_size or 1)[0]
@@ -39,8 +47,10 @@ def profile_runner(runner: Runner, images: np.ndarray, base: Profile, *, calls: 
     base.ops, base.notes = measured.ops, list(measured.notes)
     join(base, layers=layers, kept_float=kept_float, peak=peak)
     if base.consistent is False:
-        base.notes.append(f"per-op times add up to {base.op_ms:.3f} ms against {base.wall_ms:.3f} ms of wall time "
-                          "per profiled call: outside the expected range, read the shares with care")
+        base.notes.append(
+            f"per-op times add up to {base.op_ms:.3f} ms against {base.wall_ms:.3f} ms of wall time "
+            "per profiled call: outside the expected range, read the shares with care"
+        )
     return base
 
 
@@ -49,8 +59,13 @@ def _kept(op: OpTime, kept: list[str], kept_layers: set[str]) -> bool:
     return bool(names & set(kept)) or (op.layer is not None and op.layer in kept_layers and op.role == COMPUTE)
 
 
-def join(profile: Profile, *, layers: Optional[list[dict[str, Any]]] = None, kept_float: Iterable[str] = (),
-         peak: Optional[dict[str, Any]] = None) -> Profile:
+def join(
+    profile: Profile,
+    *,
+    layers: list[dict[str, Any]] | None = None,
+    kept_float: Iterable[str] = (),
+    peak: dict[str, Any] | None = None,
+) -> Profile:
     """Add to ``profile`` (in place, and returned) the source layer of each op, per-layer MACs and achieved
     GMAC/s against ``peak`` (``layers``: rows of edgepipe.architectures.compute.count, name/kind/macs per
     image), the float islands of an INT8 artifact and the ops ``kept_float`` names (with their layers' ops)."""
@@ -64,12 +79,15 @@ def join(profile: Profile, *, layers: Optional[list[dict[str, Any]]] = None, kep
     for op in profile.ops:
         op.kept_float = _kept(op, profile.kept_float, kept_layers)
     profile.peak = peak
-    profile.layers = [row for layer, name in zip(layers or [], names)
-                      if (row := _layer_row(profile, layer, name, peak))["time_ms"] > 0 or row["macs"]]
+    profile.layers = [
+        row
+        for layer, name in zip(layers or [], names)
+        if (row := _layer_row(profile, layer, name, peak))["time_ms"] > 0 or row["macs"]
+    ]
     return profile
 
 
-def _layer_row(profile: Profile, layer: dict[str, Any], name: str, peak: Optional[dict[str, Any]]) -> dict[str, Any]:
+def _layer_row(profile: Profile, layer: dict[str, Any], name: str, peak: dict[str, Any] | None) -> dict[str, Any]:
     time_ms = sum(op.time_ms for op in profile.ops if op.layer == name)
     row: dict[str, Any] = {"layer": name, "kind": layer.get("kind"), "macs": layer.get("macs") or 0, "time_ms": time_ms}
     if time_ms > 0 and row["macs"]:

@@ -10,8 +10,9 @@ shows the spread.
 from __future__ import annotations
 
 import time
+from collections.abc import Hashable
 from dataclasses import dataclass, field
-from typing import Any, Hashable
+from typing import Any
 
 import numpy as np
 
@@ -57,8 +58,9 @@ def _round(runner: Runner, batches: list[np.ndarray], calls: int, seconds: float
     timing.round_p50.append(float(np.median(samples)))
 
 
-def measure_interleaved(runners: dict[Hashable, Runner], images: np.ndarray, settings: BenchSettings,
-                        rounds: int = 5) -> dict[Hashable, dict[str, Any]]:
+def measure_interleaved(
+    runners: dict[Hashable, Runner], images: np.ndarray, settings: BenchSettings, rounds: int = 5
+) -> dict[Hashable, dict[str, Any]]:
     """Latency of every runner (already activated, all for the same batch size) in ``rounds`` alternating
     rounds; the warm-up and the minimum calls and duration of ``settings`` are split over the rounds.
 
@@ -81,15 +83,16 @@ def measure_interleaved(runners: dict[Hashable, Runner], images: np.ndarray, set
     seconds = settings.min_duration_s / rounds
     order = [key for key in runners if key not in failed]
     for r in range(rounds):
-        for key in (order if r % 2 == 0 else order[::-1]):
+        for key in order if r % 2 == 0 else order[::-1]:
             if key in failed:
                 continue
             try:
                 _round(runners[key], batches[key], calls, seconds, timings[key])
             except Exception as exc:
                 failed[key] = _error(exc)
-    return {key: {"error": failed[key]} if key in failed else _summary(timings[key], settings.batch_size)
-            for key in runners}
+    return {
+        key: {"error": failed[key]} if key in failed else _summary(timings[key], settings.batch_size) for key in runners
+    }
 
 
 def _error(exc: Exception) -> str:
@@ -99,10 +102,14 @@ def _error(exc: Exception) -> str:
 def _summary(t: _Timing, batch_size: int) -> dict[str, Any]:
     per_round = np.asarray(t.round_p50)
     out: dict[str, Any] = {
-        "first_inference_ms": t.first_ms, "warmup_calls": t.warmup_calls,
+        "first_inference_ms": t.first_ms,
+        "warmup_calls": t.warmup_calls,
         "latency_ms": latency_stats(np.asarray(t.samples), batch_size),
-        "rounds": {"count": len(per_round), "p50_ms": [round(float(v), 5) for v in per_round],
-                   "spread": float(np.ptp(per_round) / np.median(per_round)) if len(per_round) > 1 else 0.0},
+        "rounds": {
+            "count": len(per_round),
+            "p50_ms": [round(float(v), 5) for v in per_round],
+            "spread": float(np.ptp(per_round) / np.median(per_round)) if len(per_round) > 1 else 0.0,
+        },
     }
     if len(t.compute) == len(t.samples):
         out["compute_ms"] = latency_stats(np.asarray(t.compute), batch_size)

@@ -10,12 +10,11 @@ still measured, in interleaved rounds.
 
 from __future__ import annotations
 
-import hashlib
-
 import dataclasses
+import hashlib
 import platform
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -43,8 +42,12 @@ TIMING = "wall clock per call (time.perf_counter), input quantize + engine + out
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
-    return {"bench": dataclasses.asdict(config.bench), "artifacts": file_digest(run.artifacts_index),
-            "model": file_digest(run.model), "host": platform.node()}
+    return {
+        "bench": dataclasses.asdict(config.bench),
+        "artifacts": file_digest(run.artifacts_index),
+        "model": file_digest(run.model),
+        "host": platform.node(),
+    }
 
 
 def _outputs(run: RunDir) -> list:
@@ -69,8 +72,10 @@ def mark_oversubscribed(records: list[Record], device: dict[str, Any], echo: Ech
         if record.oversubscribed:
             over[record.threads] = over.get(record.threads, 0) + 1
     for threads, count in sorted(over.items()):
-        echo(f"  oversubscribed: {threads} thread(s) on {usable} usable core(s) for {count} record(s); "
-             "their latency includes threads waiting for a core")
+        echo(
+            f"  oversubscribed: {threads} thread(s) on {usable} usable core(s) for {count} record(s); "
+            "their latency includes threads waiting for a core"
+        )
 
 
 def engine_settings(config: RunConfig, engine: Engine) -> Any:
@@ -81,15 +86,27 @@ def engine_settings(config: RunConfig, engine: Engine) -> Any:
 def _candidates(run: RunDir, index: dict) -> list[tuple[dict, Path]]:
     """The FP32 reference model, then every exported artifact, as (artifacts.json-style entry, path)."""
     ref = reference_format()
-    reference = {"format": ref.name, "precision": ref.precision, "container": ref.container, "file": run.model.name,
-                 "status": Status.OK.value, "description": ref.description}
+    reference = {
+        "format": ref.name,
+        "precision": ref.precision,
+        "container": ref.container,
+        "file": run.model.name,
+        "status": Status.OK.value,
+        "description": ref.description,
+    }
     return [(reference, run.model)] + [(item, run.file("artifacts", item["file"])) for item in index["artifacts"]]
 
 
 def _base_record(item: dict, path: Path) -> Record:
-    base = Record(artifact=item["file"], format=item["format"], precision=item["precision"],
-                  status=Status(item["status"]), reason=item.get("reason"), description=item.get("description"),
-                  verification=item.get("verification"))
+    base = Record(
+        artifact=item["file"],
+        format=item["format"],
+        precision=item["precision"],
+        status=Status(item["status"]),
+        reason=item.get("reason"),
+        description=item.get("description"),
+        verification=item.get("verification"),
+    )
     budget = (item.get("details") or {}).get("int8_budget")
     if budget:
         base.int8_budget = Int8Budget.from_dict(budget)
@@ -105,7 +122,9 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     split = dataset.heldout
     threads = resolve_threads(b.threads)
     settings = BenchSettings(b.batch_size, b.warmup, b.min_iterations, b.min_duration_s, b.warmup_s)
-    echo(f"benchmarking on {len(split)} {dataset.heldout_name} images, {threads} thread(s), batch {settings.batch_size}:")
+    echo(
+        f"benchmarking on {len(split)} {dataset.heldout_name} images, {threads} thread(s), batch {settings.batch_size}:"
+    )
     records: list[Record] = []
     plans = []
     for item, path in _candidates(run, index):
@@ -115,14 +134,29 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
             echo("  " + line(base))
             continue
         artifact = identify(path, item)
-        plans += [plan(artifact, base, s, split.images, split.labels)
-                  for s in settings_for(artifact, tuple(b.engines), tuple(b.devices), (threads,), (settings.batch_size,),
-                                        lambda engine: engine_settings(config, engine))]
+        plans += [
+            plan(artifact, base, s, split.images, split.labels)
+            for s in settings_for(
+                artifact,
+                tuple(b.engines),
+                tuple(b.devices),
+                (threads,),
+                (settings.batch_size,),
+                lambda engine: engine_settings(config, engine),
+            )
+        ]
     device = fingerprint()
-    profiles: Optional[list] = [] if b.profile else None
+    profiles: list | None = [] if b.profile else None
     layers = model_layers(run.model) if b.profile else None
-    measured = measure_plans(plans, settings, echo, memory=b.memory, tune_threads=threads if b.tune else None,
-                             profiles=profiles, profile_context=lambda p: profile_join(p, device, layers))
+    measured = measure_plans(
+        plans,
+        settings,
+        echo,
+        memory=b.memory,
+        tune_threads=threads if b.tune else None,
+        profiles=profiles,
+        profile_context=lambda p: profile_join(p, device, layers),
+    )
     for record in measured:
         echo("  " + line(record))
     ref = reference_format().name
@@ -136,38 +170,59 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     training = read_json(run.training) if run.training.exists() else {}
     roles = dataset.roles()
     results = Results(
-        device=device, records=records, created=now_iso(), edgepipe=__version__, run=str(run.path),
-        conditions={"threads": threads, **settings.as_dict(), "timing": TIMING, "rounds": "interleaved",
-                    "tuned": b.tune},
-        architecture=build_info, classes=run.read_labels(),
-        heldout={**roles["reported"], "classes": dataset.num_classes,
-                 "labels_sha256": sha256_value(split.labels.tolist()),
-                 "images_sha256": hashlib.sha256(np.ascontiguousarray(split.images).tobytes()).hexdigest(),
-                 "labels": split.labels.tolist()},  # with each record's predictions: paired tests in compare
+        device=device,
+        records=records,
+        created=now_iso(),
+        edgepipe=__version__,
+        run=str(run.path),
+        conditions={
+            "threads": threads,
+            **settings.as_dict(),
+            "timing": TIMING,
+            "rounds": "interleaved",
+            "tuned": b.tune,
+        },
+        architecture=build_info,
+        classes=run.read_labels(),
+        heldout={
+            **roles["reported"],
+            "classes": dataset.num_classes,
+            "labels_sha256": sha256_value(split.labels.tolist()),
+            "images_sha256": hashlib.sha256(np.ascontiguousarray(split.images).tobytes()).hexdigest(),
+            "labels": split.labels.tolist(),
+        },  # with each record's predictions: paired tests in compare
         selection=roles["selection"],
         reference_format=ref,
-        training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")}, profiles=profiles or [],
-        baseline_from_scratch=_baseline(training), calibration=index.get("calibration"),
-        accuracy_budget_pp=config.export.accuracy_budget_pp)
+        training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
+        profiles=profiles or [],
+        baseline_from_scratch=_baseline(training),
+        calibration=index.get("calibration"),
+        accuracy_budget_pp=config.export.accuracy_budget_pp,
+    )
     write_results(run.results, results)
 
 
-def _compare_with_reference(plans: list, reference_format_name: str, labels: np.ndarray, class_names: list[str]) -> None:
+def _compare_with_reference(
+    plans: list, reference_format_name: str, labels: np.ndarray, class_names: list[str]
+) -> None:
     """Top-1 change and the image-by-image comparison of every record with the FP32 reference's first record."""
-    reference = next((p for p in plans if p.record.format == reference_format_name and p.probabilities is not None), None)
+    reference = next(
+        (p for p in plans if p.record.format == reference_format_name and p.probabilities is not None), None
+    )
     if reference is None:
         return
     for p in plans:
         if p.record.top1 is not None:
             p.record.top1_change_pp = (p.record.top1 - reference.record.top1) * 100
         if p.probabilities is not None and p.record.format != reference_format_name:
-            p.record.significance = paired_comparison(p.probabilities.argmax(1), reference.probabilities.argmax(1),
-                                                      labels, class_names)
+            p.record.significance = paired_comparison(
+                p.probabilities.argmax(1), reference.probabilities.argmax(1), labels, class_names
+            )
             p.record.predictions = p.probabilities.argmax(1).tolist()
     reference.record.predictions = reference.probabilities.argmax(1).tolist()
 
 
-def add_efficiency(record: Record, macs: Optional[int], device: dict[str, Any]) -> None:
+def add_efficiency(record: Record, macs: int | None, device: dict[str, Any]) -> None:
     """MACs per second at the median latency, against the CPU's estimated peak for the threads used."""
     if not macs or record.latency_ms is None:
         return
@@ -189,7 +244,7 @@ def compute_kind(record: Record) -> str:
     return _COMPUTED_IN.get(str((getattr(record, "settings", None) or {}).get("inference_precision")), "fp32")
 
 
-def model_layers(model_path: Optional[Path]) -> Optional[list[dict[str, Any]]]:
+def model_layers(model_path: Path | None) -> list[dict[str, Any]] | None:
     """Per-layer MACs of a Keras model file (name, kind, macs per image), for joining profiles; None without one."""
     if model_path is None:
         return None
@@ -210,7 +265,7 @@ def recorded_kept_float(path: Path) -> list[str]:
     return list(((entry.get("details") or {}).get("int8_budget") or {}).get("kept_higher_precision") or [])
 
 
-def profile_join(p, device: dict[str, Any], layers: Optional[list[dict[str, Any]]]) -> dict[str, Any]:
+def profile_join(p, device: dict[str, Any], layers: list[dict[str, Any]] | None) -> dict[str, Any]:
     """What a plan's profile is joined with: the source layers' MACs, the ops its INT8 budget kept in float, and
     the CPU's estimated peak for its threads and precision."""
     r = p.record
@@ -219,12 +274,18 @@ def profile_join(p, device: dict[str, Any], layers: Optional[list[dict[str, Any]
     return {"layers": layers, "kept_float": kept, "peak": peak}
 
 
-def _baseline(training: dict) -> Optional[dict]:
+def _baseline(training: dict) -> dict | None:
     baseline = training.get("baseline_from_scratch")
     if not baseline:
         return None
     return {k: baseline.get(k) for k in ("top1", "epochs", "heldout_split", "heldout_images")}
 
 
-STAGE = Stage("bench", "Measure accuracy and latency of every artifact on this machine.",
-              _inputs, _outputs, _run, requires=("train", "export"))
+STAGE = Stage(
+    "bench",
+    "Measure accuracy and latency of every artifact on this machine.",
+    _inputs,
+    _outputs,
+    _run,
+    requires=("train", "export"),
+)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from edgepipe.versions import __version__
 from edgepipe.architectures import build_classifier, compute
 from edgepipe.architectures.classifier import BACKBONE, resolve_alpha, resolve_architecture, set_batchnorm_momentum
 from edgepipe.config import RunConfig
@@ -25,6 +24,7 @@ from edgepipe.training.controls import (
     wait_for_workers,
 )
 from edgepipe.training.scratch import SCRATCH_BN_MOMENTUM, train_from_scratch
+from edgepipe.versions import __version__
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
@@ -54,8 +54,16 @@ def pretrain(config: RunConfig, source_index: dict, echo: Echo):
     check_batch_size(p.batch_size, distribution_record(kind, dist)["replicas"], "pretrain.batch_size")
     with scope(dist):
         source_model, summary = train_from_scratch(
-            config, source_index, len(source_index["class_names"]), epochs=p.epochs, batch_size=p.batch_size,
-            controls=Controls(learning_rate=p.learning_rate), label="pretrain", echo=echo, augment=p.augment)
+            config,
+            source_index,
+            len(source_index["class_names"]),
+            epochs=p.epochs,
+            batch_size=p.batch_size,
+            controls=Controls(learning_rate=p.learning_rate),
+            label="pretrain",
+            echo=echo,
+            augment=p.augment,
+        )
     return source_model, summary
 
 
@@ -70,25 +78,46 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     labels = index["class_names"]
     arch = resolve_architecture(m, config.unsafe_load)
     weights = "none" if m.path else m.weights
-    info: dict = {"architecture": arch.name, "family": arch.family, "input_size": m.input_size, "channels": m.channels,
-                  "alpha": resolve_alpha(arch, m.alpha), "weights": m.path or weights, "num_classes": len(labels),
-                  "preprocessing": arch.preprocessing.as_dict(), "reference": arch.reference.as_dict(),
-                  "paper": arch.paper}
+    info: dict = {
+        "architecture": arch.name,
+        "family": arch.family,
+        "input_size": m.input_size,
+        "channels": m.channels,
+        "alpha": resolve_alpha(arch, m.alpha),
+        "weights": m.path or weights,
+        "num_classes": len(labels),
+        "preprocessing": arch.preprocessing.as_dict(),
+        "reference": arch.reference.as_dict(),
+        "paper": arch.paper,
+    }
     if config.train.strategy == "classifier":
         from edgepipe.architectures.original_head import build_original, network_labels, remap_index
 
         if config.pretrain:
-            raise ConfigError("the classifier strategy uses the network as it is; pretraining would replace its head",
-                              "Remove the pretrain section, or choose another train.strategy.")
+            raise ConfigError(
+                "the classifier strategy uses the network as it is; pretraining would replace its head",
+                "Remove the pretrain section, or choose another train.strategy.",
+            )
         names, aliases = network_labels(m, arch)
         index = remap_index(index, names, aliases)
         labels = index["class_names"]
-        model, softmax_added = build_original(arch, m.input_size, m.channels, m.alpha, weights, len(labels), config.seed)
-        info.update(num_classes=len(labels), head="original", softmax_appended=softmax_added,
-                    dataset_classes=index["dataset_class_names"], labels_source=m.labels or "Keras ImageNet class index")
-        echo(f"classifier strategy: the network's own head with {len(labels)} classes; your classes map to "
-             + ", ".join(f"{c}->{names.index(c) if c in names else aliases[c]}" for c in index["dataset_class_names"][:8])
-             + (" ..." if len(index["dataset_class_names"]) > 8 else ""))
+        model, softmax_added = build_original(
+            arch, m.input_size, m.channels, m.alpha, weights, len(labels), config.seed
+        )
+        info.update(
+            num_classes=len(labels),
+            head="original",
+            softmax_appended=softmax_added,
+            dataset_classes=index["dataset_class_names"],
+            labels_source=m.labels or "Keras ImageNet class index",
+        )
+        echo(
+            f"classifier strategy: the network's own head with {len(labels)} classes; your classes map to "
+            + ", ".join(
+                f"{c}->{names.index(c) if c in names else aliases[c]}" for c in index["dataset_class_names"][:8]
+            )
+            + (" ..." if len(index["dataset_class_names"]) > 8 else "")
+        )
     elif config.pretrain:
         p = config.pretrain
         source_index = make_index(p.data, config.seed)
@@ -102,7 +131,9 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         echo(f"  source {summary['heldout_split']} top-1: {summary['top1']:.2%}")
         model = build_classifier(arch, len(labels), m.input_size, m.channels, m.alpha, "none", m.dropout, config.seed)
         model.get_layer(BACKBONE).set_weights(source_model.get_layer(BACKBONE).get_weights())
-        info["weights"] = "pretrained on " + p.data.path + (f" classes {','.join(p.data.classes)}" if p.data.classes else "")
+        info["weights"] = (
+            "pretrained on " + p.data.path + (f" classes {','.join(p.data.classes)}" if p.data.classes else "")
+        )
         info["pretrain"] = {"source_classes": source_index["class_names"], **summary}
     else:
         model = build_classifier(arch, len(labels), m.input_size, m.channels, m.alpha, weights, m.dropout, config.seed)
@@ -116,11 +147,19 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     with atomic_path(run.model_initial, suffix=".keras") as tmp:
         model.save(tmp)
     write_json(run.build_info, info)
-    echo(f"built {info['architecture']} ({info['params']:,} parameters, {info['macs'] / 1e6:.1f}M MACs, {len(labels)} classes, "
-         f"{m.input_size}x{m.input_size}x{m.channels}, weights: {info['weights']})")
+    echo(
+        f"built {info['architecture']} ({info['params']:,} parameters, {info['macs'] / 1e6:.1f}M MACs, {len(labels)} classes, "
+        f"{m.input_size}x{m.input_size}x{m.channels}, weights: {info['weights']})"
+    )
     if config.pretrain:  # the workers that pretrained wait until the run directory is written
         wait_for_workers(distribution()[1])
 
 
-STAGE = Stage("build", "Index the dataset and build the network with a new classification head.",
-              _inputs, _outputs, _run, distributed=True)
+STAGE = Stage(
+    "build",
+    "Index the dataset and build the network with a new classification head.",
+    _inputs,
+    _outputs,
+    _run,
+    distributed=True,
+)

@@ -7,11 +7,10 @@ import dataclasses
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
-from edgepipe.calibration import CalibrationSet, draw
 from edgepipe.backends import (
     ExportContext,
     Format,
@@ -20,6 +19,7 @@ from edgepipe.backends import (
     artifact_size_mb,
     formats,
 )
+from edgepipe.calibration import CalibrationSet, draw
 from edgepipe.config import EXPORT_DEFAULTS, RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError, first_line
@@ -70,28 +70,38 @@ class ExportJob:
     stem: str
     labels: list[str]
     preprocessing: dict
-    calibration_set: Optional[CalibrationSet] = None
-    calibration_pool: Optional[tuple[np.ndarray, np.ndarray]] = None
-    validation: Optional[tuple[np.ndarray, np.ndarray]] = None
+    calibration_set: CalibrationSet | None = None
+    calibration_pool: tuple[np.ndarray, np.ndarray] | None = None
+    validation: tuple[np.ndarray, np.ndarray] | None = None
     calibration_method: str = "minmax"
     accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp
     threads: int = 1
     #: backend name -> its export options dataclass (defaults for the backends not named)
     options: dict[str, Any] = field(default_factory=dict)
     #: where temporary work goes (a folder inside the run or output directory)
-    workdir_parent: Optional[Path] = None
+    workdir_parent: Path | None = None
     #: quantization-aware fine-tuning settings (None: its defaults)
-    qat: Optional[QatConfig] = None
+    qat: QatConfig | None = None
     #: a source that is not a Keras model (what backends.model_source read), and its raw-pixel graph on disk
     source: Any = None
-    source_onnx: Optional[Path] = None
+    source_onnx: Path | None = None
 
 
-def _context(model, job: ExportJob, echo: Echo, reference: Optional[np.ndarray]) -> ExportContext:
-    ctx = ExportContext(model, job.labels, job.preprocessing, job.calibration_set, workdir_parent=job.workdir_parent,
-                        calibration_method=job.calibration_method, accuracy_budget_pp=job.accuracy_budget_pp,
-                        calibration_pool=job.calibration_pool, options=dict(job.options), qat=job.qat, echo=echo,
-                        source_onnx=job.source_onnx)
+def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) -> ExportContext:
+    ctx = ExportContext(
+        model,
+        job.labels,
+        job.preprocessing,
+        job.calibration_set,
+        workdir_parent=job.workdir_parent,
+        calibration_method=job.calibration_method,
+        accuracy_budget_pp=job.accuracy_budget_pp,
+        calibration_pool=job.calibration_pool,
+        options=dict(job.options),
+        qat=job.qat,
+        echo=echo,
+        source_onnx=job.source_onnx,
+    )
     if job.validation is not None and reference is not None:
         images, labels = job.validation
         ctx.score = ArtifactScorer(images, labels, job.threads)
@@ -101,7 +111,7 @@ def _context(model, job: ExportJob, echo: Echo, reference: Optional[np.ndarray])
     return ctx
 
 
-def _reference(model, job: ExportJob) -> Optional[np.ndarray]:
+def _reference(model, job: ExportJob) -> np.ndarray | None:
     """The source model's probabilities on the validation images (what every artifact is judged against): the
     Keras model's, or a foreign source's own (an ONNX file run by ONNX Runtime on the same raw pixels)."""
     if job.validation is None:
@@ -118,15 +128,16 @@ def _reference(model, job: ExportJob) -> Optional[np.ndarray]:
 ISOLATE_ABOVE_MB = 40
 
 
-def isolated(setting: str, model_path: Optional[Path]) -> bool:
+def isolated(setting: str, model_path: Path | None) -> bool:
     """Whether to convert each format in a child process (export.isolation: auto, process or none)."""
     if setting == "auto":
         return model_path is not None and Path(model_path).stat().st_size / 1e6 > ISOLATE_ABOVE_MB
     return setting == "process"
 
 
-def export_all(model, job: ExportJob, echo: Echo, model_path: Optional[Path] = None,
-               isolate: bool = False, unsafe: bool = False) -> list[dict[str, Any]]:
+def export_all(
+    model, job: ExportJob, echo: Echo, model_path: Path | None = None, isolate: bool = False, unsafe: bool = False
+) -> list[dict[str, Any]]:
     """Export the model to each format and verify each artifact against it.
 
     In this process, ``model`` (a keras.Model) is used directly; with ``isolate``, each format is
@@ -135,8 +146,11 @@ def export_all(model, job: ExportJob, echo: Echo, model_path: Optional[Path] = N
     resident memory of the process that made it. A format that fails, cannot be built here, or fails
     verification is recorded with its reason, never raised, so the others still export.
     """
-    reference = _run_child(_Task("reference", str(model_path), job, unsafe=unsafe), echo)["probabilities"] \
-        if isolate else _reference(model, job)
+    reference = (
+        _run_child(_Task("reference", str(model_path), job, unsafe=unsafe), echo)["probabilities"]
+        if isolate
+        else _reference(model, job)
+    )
     verify_images = None if reference is None else job.validation[0][:VERIFY_IMAGES]
     records: list[dict[str, Any]] = []
     outputs: dict[str, str] = {}
@@ -150,11 +164,21 @@ def export_all(model, job: ExportJob, echo: Echo, model_path: Optional[Path] = N
                 outputs.update(done["outputs"])
             else:
                 reset_peak_memory()
-                record = {**_export_one(ctx, fmt, job.out_dir, job.stem, echo), "export_process": "this process",
-                          "peak_rss_mb": peak_memory_mb()}
+                record = {
+                    **_export_one(ctx, fmt, job.out_dir, job.stem, echo),
+                    "export_process": "this process",
+                    "peak_rss_mb": peak_memory_mb(),
+                }
             if record["status"] == Status.OK.value and verify_images is not None:
-                _verify_into(record, fmt, job.out_dir / record["file"], verify_images, reference[:VERIFY_IMAGES],
-                             job.threads, echo)
+                _verify_into(
+                    record,
+                    fmt,
+                    job.out_dir / record["file"],
+                    verify_images,
+                    reference[:VERIFY_IMAGES],
+                    job.threads,
+                    echo,
+                )
             records.append(record)
     finally:
         if ctx is not None:
@@ -168,10 +192,10 @@ class _Task:
 
     kind: str
     model_path: str
-    job: Optional[ExportJob]
-    format_name: Optional[str] = None
+    job: ExportJob | None
+    format_name: str | None = None
     outputs: dict[str, str] = field(default_factory=dict)
-    reference: Optional[np.ndarray] = None
+    reference: np.ndarray | None = None
     unsafe: bool = False
 
 
@@ -199,8 +223,12 @@ def _child(task: _Task, echo: Echo) -> dict[str, Any]:
 def _facts(model) -> dict[str, Any]:
     """What an export needs to know of the model before converting it: input size and channels, outputs, name."""
     shape = model.inputs[0].shape
-    return {"size": int(shape[1]), "channels": int(shape[-1]), "outputs": int(model.outputs[0].shape[-1]),
-            "name": model.name}
+    return {
+        "size": int(shape[1]),
+        "channels": int(shape[-1]),
+        "outputs": int(model.outputs[0].shape[-1]),
+        "name": model.name,
+    }
 
 
 def _run_child(task: _Task, echo: Echo, temporary: bool = False) -> dict[str, Any]:
@@ -217,8 +245,10 @@ def _run_child(task: _Task, echo: Echo, temporary: bool = False) -> dict[str, An
     except child.ChildFailed as exc:
         if exc.kind == "raised":
             raise EdgepipeError(f"exporting in a child process failed: {exc.line}") from None
-        raise EdgepipeError(f"the export process ended unexpectedly (exit code {exc.exit_code})",
-                            "If it ran out of memory, export fewer formats at a time.") from None
+        raise EdgepipeError(
+            f"the export process ended unexpectedly (exit code {exc.exit_code})",
+            "If it ran out of memory, export fewer formats at a time.",
+        ) from None
 
 
 def _in_child(task: _Task) -> dict[str, Any]:
@@ -226,8 +256,9 @@ def _in_child(task: _Task) -> dict[str, Any]:
     return _child(task, lambda line: print(line, flush=True))
 
 
-def _verify_into(record: dict[str, Any], fmt: Format, path: Path, images: np.ndarray, reference: np.ndarray,
-                 threads: int, echo: Echo) -> None:
+def _verify_into(
+    record: dict[str, Any], fmt: Format, path: Path, images: np.ndarray, reference: np.ndarray, threads: int, echo: Echo
+) -> None:
     try:
         record["verification"] = verify(fmt, run_artifact(path, fmt.name, images, threads), reference)
     except Exception as exc:  # the artifact exists but its engine cannot run it
@@ -239,14 +270,21 @@ def _verify_into(record: dict[str, Any], fmt: Format, path: Path, images: np.nda
         record["reason"] = "; ".join(v["problems"])
         echo(f"    verification FAILED: {record['reason']}")
     else:
-        echo(f"    verified on {v['images']} images: top-1 agreement {v['top1_agreement']:.1%}, "
-             f"max |Δp| {v['max_abs_diff']:.2e}")
+        echo(
+            f"    verified on {v['images']} images: top-1 agreement {v['top1_agreement']:.1%}, "
+            f"max |Δp| {v['max_abs_diff']:.2e}"
+        )
 
 
 def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo: Echo) -> dict[str, Any]:
     path = out_dir / f"{stem}-{fmt.name}{fmt.suffix}"
-    record: dict[str, Any] = {"format": fmt.name, "precision": fmt.precision, "container": fmt.container,
-                              "file": path.name, "description": fmt.description}
+    record: dict[str, Any] = {
+        "format": fmt.name,
+        "precision": fmt.precision,
+        "container": fmt.container,
+        "file": path.name,
+        "description": fmt.description,
+    }
     unavailable = fmt.available() or (fmt.keras_only if ctx.model is None else None)
     if unavailable:
         echo(f"  {fmt.name}: skipped ({unavailable})")
@@ -265,8 +303,14 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
     budget = details.get("int8_budget")
     if budget and budget.get("met") is False:
         echo(f"    accuracy budget not met: {budget.get('note')}")
-    return {**record, "status": Status.OK.value, "size_mb": round(artifact_size_mb(path), 4), "sha256": artifact_digest(path),
-            "export_seconds": round(seconds, 2), "details": details}
+    return {
+        **record,
+        "status": Status.OK.value,
+        "size_mb": round(artifact_size_mb(path), 4),
+        "sha256": artifact_digest(path),
+        "export_seconds": round(seconds, 2),
+        "details": details,
+    }
 
 
 def backend_options(config: RunConfig) -> dict[str, Any]:
@@ -288,23 +332,42 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     echo(f"calibration set: {len(calibration_set)} training images, sha256 {calibration_set.digest[:12]}")
     built = read_json(run.build_info)
     val = dataset.splits["val"]
-    job = ExportJob(formats=e.formats, out_dir=run.artifacts_dir, stem=built["architecture"].replace("user:", ""),
-                    labels=run.read_labels(), preprocessing=built["preprocessing"], calibration_set=calibration_set,
-                    calibration_pool=(dataset.train.images, dataset.train.labels), validation=(val.images, val.labels),
-                    calibration_method=e.calibration_method, accuracy_budget_pp=e.accuracy_budget_pp,
-                    threads=resolve_threads(config.bench.threads), options=backend_options(config),
-                    workdir_parent=run.scratch, qat=e.qat)
+    job = ExportJob(
+        formats=e.formats,
+        out_dir=run.artifacts_dir,
+        stem=built["architecture"].replace("user:", ""),
+        labels=run.read_labels(),
+        preprocessing=built["preprocessing"],
+        calibration_set=calibration_set,
+        calibration_pool=(dataset.train.images, dataset.train.labels),
+        validation=(val.images, val.labels),
+        calibration_method=e.calibration_method,
+        accuracy_budget_pp=e.accuracy_budget_pp,
+        threads=resolve_threads(config.bench.threads),
+        options=backend_options(config),
+        workdir_parent=run.scratch,
+        qat=e.qat,
+    )
     echo(f"exporting to {run.artifacts_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     records = export_all(model, job, echo, run.model, isolate, config.unsafe_load)
     if not any(Status(r["status"]).measured for r in records):
         raise EdgepipeError("no format could be exported", "See the reasons above; fix them or choose other --formats.")
-    write_json(run.artifacts_index, {
-        "source_model": run.model.name,
-        "source_sha256": sha256_file(run.model),
-        "calibration": calibration_set.describe() if calibration_set is not None else None,
-        "artifacts": records,
-    })
+    write_json(
+        run.artifacts_index,
+        {
+            "source_model": run.model.name,
+            "source_sha256": sha256_file(run.model),
+            "calibration": calibration_set.describe() if calibration_set is not None else None,
+            "artifacts": records,
+        },
+    )
 
 
-STAGE = Stage("export", "Export the trained model to every configured format and verify each artifact.",
-              _inputs, _outputs, _run, requires=("train",))
+STAGE = Stage(
+    "export",
+    "Export the trained model to every configured format and verify each artifact.",
+    _inputs,
+    _outputs,
+    _run,
+    requires=("train",),
+)

@@ -13,8 +13,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
@@ -49,19 +50,27 @@ class Plan:
     setting: Setting
     #: the images it is scored and timed on (uint8 NHWC at its input size) and their labels, if known
     images: np.ndarray = field(repr=False)
-    labels: Optional[np.ndarray] = field(default=None, repr=False)
-    probabilities: Optional[np.ndarray] = field(default=None, repr=False)
+    labels: np.ndarray | None = field(default=None, repr=False)
+    probabilities: np.ndarray | None = field(default=None, repr=False)
     runner: Any = field(default=None, repr=False)
 
     @property
     def label(self) -> str:
         s = self.setting
-        return f"{self.record.format or self.record.artifact} [{s.engine.name}, {s.device}, {s.threads} thread(s), " \
-               f"batch {s.batch_size}]"
+        return (
+            f"{self.record.format or self.record.artifact} [{s.engine.name}, {s.device}, {s.threads} thread(s), "
+            f"batch {s.batch_size}]"
+        )
 
 
-def settings_for(artifact: Artifact, extra_engines: tuple[str, ...], devices: tuple[str, ...], threads: tuple[int, ...],
-                 batches: tuple[int, ...], engine_settings: Callable[[Engine], Any] = lambda engine: None) -> list[Setting]:
+def settings_for(
+    artifact: Artifact,
+    extra_engines: tuple[str, ...],
+    devices: tuple[str, ...],
+    threads: tuple[int, ...],
+    batches: tuple[int, ...],
+    engine_settings: Callable[[Engine], Any] = lambda engine: None,
+) -> list[Setting]:
     """Every (engine, device, threads, batch) an artifact is measured in: its default engine and each extra
     engine that reads it, on each requested device that engine runs on."""
     out = []
@@ -71,19 +80,22 @@ def settings_for(artifact: Artifact, extra_engines: tuple[str, ...], devices: tu
     return out
 
 
-def plan(artifact: Artifact, base: Record, setting: Setting, images: np.ndarray,
-         labels: Optional[np.ndarray] = None) -> Plan:
-    record = dataclasses.replace(base, engine=setting.engine.name, device=setting.device, threads=setting.threads,
-                                 batch_size=setting.batch_size)
+def plan(
+    artifact: Artifact, base: Record, setting: Setting, images: np.ndarray, labels: np.ndarray | None = None
+) -> Plan:
+    record = dataclasses.replace(
+        base, engine=setting.engine.name, device=setting.device, threads=setting.threads, batch_size=setting.batch_size
+    )
     return Plan(artifact, record, setting, images, labels)
 
 
-def _open(p: Plan, stack: contextlib.ExitStack, reference: Optional[np.ndarray]) -> None:
+def _open(p: Plan, stack: contextlib.ExitStack, reference: np.ndarray | None) -> None:
     """Phase 1 for one plan: activate its runner (kept open in ``stack``) and score it."""
     s, labels = p.setting, p.labels
     try:
-        runner = create_runner(p.artifact, threads=s.threads, engine=s.engine.name, device=s.device,
-                               settings=s.engine_settings)
+        runner = create_runner(
+            p.artifact, threads=s.threads, engine=s.engine.name, device=s.device, settings=s.engine_settings
+        )
         stack.enter_context(runner)
         p.probabilities = predict(runner, p.images)
     except EdgepipeError as exc:  # an engine, package or device missing here
@@ -111,8 +123,9 @@ def _time(plans: list[Plan], settings: BenchSettings, rounds: int) -> None:
         if p.runner is not None:
             groups.setdefault((p.setting.batch_size, p.images.shape[1:]), []).append(p)
     for (batch, _), group in groups.items():
-        measured = measure_interleaved({id(p): p.runner for p in group}, group[0].images,
-                                       dataclasses.replace(settings, batch_size=batch), rounds)
+        measured = measure_interleaved(
+            {id(p): p.runner for p in group}, group[0].images, dataclasses.replace(settings, batch_size=batch), rounds
+        )
         for p in group:
             timing = measured[id(p)]
             if "error" in timing:
@@ -123,7 +136,7 @@ def _time(plans: list[Plan], settings: BenchSettings, rounds: int) -> None:
             p.record.compute_ms, p.record.copy_ms = timing.get("compute_ms"), timing.get("copy_ms")
 
 
-def _profile(p: Plan, context: Optional[Callable[[Plan], dict]]):
+def _profile(p: Plan, context: Callable[[Plan], dict] | None):
     from edgepipe.harness.profile import profile_runner
     from edgepipe.profiles import Profile
 
@@ -145,11 +158,18 @@ def thread_candidates(most: int) -> list[int]:
 def tune_candidates(setting: Setting, most_threads: int) -> list[Setting]:
     """The settings --tune tries for one engine: its thread counts times its settings' candidates."""
     engine = setting.engine
-    base = setting.engine_settings if setting.engine_settings is not None else (engine.settings() if engine.settings else None)
+    base = (
+        setting.engine_settings
+        if setting.engine_settings is not None
+        else (engine.settings() if engine.settings else None)
+    )
     overrides = base.tune_candidates() if base is not None and hasattr(base, "tune_candidates") else [{}]
     threads = thread_candidates(most_threads) if engine.tunable_threads else [setting.threads]
-    return [dataclasses.replace(setting, threads=t, engine_settings=dataclasses.replace(base, **o) if base else None)
-            for t in threads for o in overrides]
+    return [
+        dataclasses.replace(setting, threads=t, engine_settings=dataclasses.replace(base, **o) if base else None)
+        for t in threads
+        for o in overrides
+    ]
 
 
 #: batch sizes --tune measures for throughput (images per second), with the best latency setting
@@ -160,8 +180,9 @@ def _tune_one(p: Plan, settings: BenchSettings, most_threads: int, echo: Echo) -
     """Sweep a plan's settings in interleaved rounds, keep the fastest (p50) as its setting, and record the
     default, the best and every candidate; then the batch size that gives the most images per second."""
     candidates = tune_candidates(p.setting, most_threads)
-    short = dataclasses.replace(settings, min_iterations=max(5, settings.min_iterations // 2),
-                                min_duration_s=settings.min_duration_s / 2)
+    short = dataclasses.replace(
+        settings, min_iterations=max(5, settings.min_iterations // 2), min_duration_s=settings.min_duration_s / 2
+    )
     figures = _time_settings(p, candidates, short)
     usable = [(c, f) for c, f in zip(candidates, figures) if "error" not in f]
     if not usable:
@@ -172,27 +193,42 @@ def _tune_one(p: Plan, settings: BenchSettings, most_threads: int, echo: Echo) -
     p.setting = best[0]
     p.record.threads = best[0].threads
     p.record.tuning = {
-        "default": _candidate_record(*default), "best": _candidate_record(*best),
+        "default": _candidate_record(*default),
+        "best": _candidate_record(*best),
         "candidates": [_candidate_record(c, f) for c, f in zip(candidates, figures)],
         "throughput": throughput,
         "best_throughput": max(throughput, key=lambda t: t.get("images_per_s") or 0) if throughput else None,
     }
-    echo(f"  tuned {p.label}: p50 {best[1]['latency_ms']['p50']:.3f} ms (default "
-         f"{default[1]['latency_ms']['p50']:.3f} ms)")
+    echo(
+        f"  tuned {p.label}: p50 {best[1]['latency_ms']['p50']:.3f} ms (default "
+        f"{default[1]['latency_ms']['p50']:.3f} ms)"
+    )
 
 
 def candidates_default(setting: Setting, candidates: list[Setting]) -> Setting:
     """The candidate equal to the untuned setting, if it is one of them."""
-    return next((c for c in candidates if c.threads == setting.threads
-                 and (c.engine_settings == setting.engine_settings or setting.engine_settings is None)), candidates[0])
+    return next(
+        (
+            c
+            for c in candidates
+            if c.threads == setting.threads
+            and (c.engine_settings == setting.engine_settings or setting.engine_settings is None)
+        ),
+        candidates[0],
+    )
 
 
 def _candidate_record(setting: Setting, figures: dict) -> dict:
     settings = dataclasses.asdict(setting.engine_settings) if setting.engine_settings is not None else {}
     if "error" in figures:
         return {"threads": setting.threads, **settings, "error": figures["error"]}
-    return {"threads": setting.threads, **settings, "p50_ms": figures["latency_ms"]["p50"],
-            "images_per_s": figures["latency_ms"]["images_per_s"], "spread": figures["rounds"]["spread"]}
+    return {
+        "threads": setting.threads,
+        **settings,
+        "p50_ms": figures["latency_ms"]["p50"],
+        "images_per_s": figures["latency_ms"]["images_per_s"],
+        "spread": figures["rounds"]["spread"],
+    }
 
 
 def _time_settings(p: Plan, candidates: list[Setting], settings: BenchSettings) -> list[dict]:
@@ -201,8 +237,11 @@ def _time_settings(p: Plan, candidates: list[Setting], settings: BenchSettings) 
         runners, figures = {}, {}
         for i, c in enumerate(candidates):
             try:
-                runners[i] = stack.enter_context(create_runner(p.artifact, threads=c.threads, engine=c.engine.name,
-                                                               device=c.device, settings=c.engine_settings))
+                runners[i] = stack.enter_context(
+                    create_runner(
+                        p.artifact, threads=c.threads, engine=c.engine.name, device=c.device, settings=c.engine_settings
+                    )
+                )
             except Exception as exc:  # a setting this engine refuses is reported with the others
                 figures[i] = {"error": error_line(exc)}
         figures.update(measure_interleaved(runners, p.images, settings, rounds=3) if runners else {})
@@ -215,15 +254,30 @@ def _throughput(p: Plan, best: Setting, settings: BenchSettings) -> list[dict]:
         if batch > max(len(p.images), 1):
             break
         (timing,) = _time_settings(p, [best], dataclasses.replace(settings, batch_size=batch))
-        out.append({"batch_size": batch, **({"error": timing["error"]} if "error" in timing else
-                                            {"images_per_s": timing["latency_ms"]["images_per_s"],
-                                             "p50_ms": timing["latency_ms"]["p50"]})})
+        out.append(
+            {
+                "batch_size": batch,
+                **(
+                    {"error": timing["error"]}
+                    if "error" in timing
+                    else {"images_per_s": timing["latency_ms"]["images_per_s"], "p50_ms": timing["latency_ms"]["p50"]}
+                ),
+            }
+        )
     return out
 
 
-def measure_plans(plans: list[Plan], settings: BenchSettings, echo: Echo, reference: Optional[np.ndarray] = None,
-                  memory: bool = True, rounds: int = ROUNDS, tune_threads: Optional[int] = None,
-                  profiles: Optional[list] = None, profile_context: Optional[Callable[[Plan], dict]] = None) -> list[Record]:
+def measure_plans(
+    plans: list[Plan],
+    settings: BenchSettings,
+    echo: Echo,
+    reference: np.ndarray | None = None,
+    memory: bool = True,
+    rounds: int = ROUNDS,
+    tune_threads: int | None = None,
+    profiles: list | None = None,
+    profile_context: Callable[[Plan], dict] | None = None,
+) -> list[Record]:
     """Every plan measured (see the module docstring); returns their records, in plan order.
 
     With ``profiles`` (a list), each timed plan is also profiled after every plan was timed, in a session
@@ -244,7 +298,9 @@ def measure_plans(plans: list[Plan], settings: BenchSettings, echo: Echo, refere
                 _open(p, stack, reference)
             if reference is None and p.probabilities is not None:
                 reference = p.probabilities
-        with step(echo, f"  timing {sum(1 for p in plans if p.runner)} artifact setting(s) in {rounds} interleaved rounds"):
+        with step(
+            echo, f"  timing {sum(1 for p in plans if p.runner)} artifact setting(s) in {rounds} interleaved rounds"
+        ):
             _time(plans, settings, rounds)
         if profiles is not None:  # after timing, never inside it
             for p in (p for p in plans if p.runner is not None and p.record.latency_ms is not None):
@@ -253,8 +309,15 @@ def measure_plans(plans: list[Plan], settings: BenchSettings, echo: Echo, refere
     if memory:
         for p in (p for p in plans if p.record.latency_ms is not None):
             with step(echo, f"  memory of {p.label} in a fresh process"):
-                p.record.memory = measure_memory(p.artifact, p.setting.engine.name, p.setting.device, p.setting.threads,
-                                                 p.setting.engine_settings, p.setting.batch_size, p.images.shape)
+                p.record.memory = measure_memory(
+                    p.artifact,
+                    p.setting.engine.name,
+                    p.setting.device,
+                    p.setting.threads,
+                    p.setting.engine_settings,
+                    p.setting.batch_size,
+                    p.images.shape,
+                )
     return [p.record for p in plans]
 
 
@@ -269,5 +332,7 @@ def line(record: Record) -> str:
     memory = ""
     if record.memory and record.memory.get("peak_rss_mb") is not None:
         memory = f"  peak {record.memory['peak_rss_mb']:.0f} MB"
-    return (f"[{record.engine}, {record.device}, {record.threads} thr, batch {record.batch_size}] {name:<14} {top1}"
-            f"p50 {lat['p50']:.3f} ms{spread}  p90 {lat['p90']:.3f} ms  {lat['images_per_s']:.1f} images/s{memory}")
+    return (
+        f"[{record.engine}, {record.device}, {record.threads} thr, batch {record.batch_size}] {name:<14} {top1}"
+        f"p50 {lat['p50']:.3f} ms{spread}  p90 {lat['p90']:.3f} ms  {lat['images_per_s']:.1f} images/s{memory}"
+    )

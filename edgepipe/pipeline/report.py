@@ -10,8 +10,12 @@ from edgepipe.results import read_results
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
-    return {"results": file_digest(run.results), "history": file_digest(run.history_png),
-            "confusion": file_digest(run.confusion_png), "budget": config.export.accuracy_budget_pp}
+    return {
+        "results": file_digest(run.results),
+        "history": file_digest(run.history_png),
+        "confusion": file_digest(run.confusion_png),
+        "budget": config.export.accuracy_budget_pp,
+    }
 
 
 def _outputs(run: RunDir) -> list:
@@ -24,5 +28,11 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         echo(line)
 
 
-STAGE = Stage("report", "Write report.md, report.html and pareto.png from the measured results.",
-              _inputs, _outputs, _run, requires=("bench",))
+STAGE = Stage(
+    "report",
+    "Write report.md, report.html and pareto.png from the measured results.",
+    _inputs,
+    _outputs,
+    _run,
+    requires=("bench",),
+)

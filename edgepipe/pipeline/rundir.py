@@ -21,9 +21,10 @@ import re
 import shutil
 import stat
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional
+from typing import Any
 
 from edgepipe.device import library_versions
 from edgepipe.errors import EdgepipeError
@@ -75,43 +76,81 @@ class RunDir:
 
     # files every stage agrees on
     @property
-    def config(self) -> Path: return self.file("config.yaml")
+    def config(self) -> Path:
+        return self.file("config.yaml")
+
     @property
-    def dataset_index(self) -> Path: return self.file("dataset.json")
+    def dataset_index(self) -> Path:
+        return self.file("dataset.json")
+
     @property
-    def labels(self) -> Path: return self.file("labels.txt")
+    def labels(self) -> Path:
+        return self.file("labels.txt")
+
     @property
-    def model_initial(self) -> Path: return self.file("model_initial.keras")
+    def model_initial(self) -> Path:
+        return self.file("model_initial.keras")
+
     @property
-    def build_info(self) -> Path: return self.file("build.json")
+    def build_info(self) -> Path:
+        return self.file("build.json")
+
     @property
-    def model(self) -> Path: return self.file("model.keras")
+    def model(self) -> Path:
+        return self.file("model.keras")
+
     @property
-    def training(self) -> Path: return self.file("training.json")
+    def training(self) -> Path:
+        return self.file("training.json")
+
     @property
-    def history_csv(self) -> Path: return self.file("history.csv")
+    def history_csv(self) -> Path:
+        return self.file("history.csv")
+
     @property
-    def history_png(self) -> Path: return self.file("history.png")
+    def history_png(self) -> Path:
+        return self.file("history.png")
+
     @property
-    def confusion_png(self) -> Path: return self.file("confusion_matrix.png")
+    def confusion_png(self) -> Path:
+        return self.file("confusion_matrix.png")
+
     @property
-    def artifacts_dir(self) -> Path: return self.file("artifacts")
+    def artifacts_dir(self) -> Path:
+        return self.file("artifacts")
+
     @property
-    def artifacts_index(self) -> Path: return self.file("artifacts", "artifacts.json")
+    def artifacts_index(self) -> Path:
+        return self.file("artifacts", "artifacts.json")
+
     @property
-    def results(self) -> Path: return self.file("results.json")
+    def results(self) -> Path:
+        return self.file("results.json")
+
     @property
-    def results_csv(self) -> Path: return self.file("results.csv")
+    def results_csv(self) -> Path:
+        return self.file("results.csv")
+
     @property
-    def report_md(self) -> Path: return self.file("report.md")
+    def report_md(self) -> Path:
+        return self.file("report.md")
+
     @property
-    def report_html(self) -> Path: return self.file("report.html")
+    def report_html(self) -> Path:
+        return self.file("report.html")
+
     @property
-    def pareto_png(self) -> Path: return self.file("pareto.png")
+    def pareto_png(self) -> Path:
+        return self.file("pareto.png")
+
     @property
-    def manifest(self) -> Path: return self.file("manifest.json")
+    def manifest(self) -> Path:
+        return self.file("manifest.json")
+
     @property
-    def stages(self) -> Path: return self.file("stages.json")
+    def stages(self) -> Path:
+        return self.file("stages.json")
+
     @property
     def scratch(self) -> Path:
         """Temporary work of the command running now (converter work folders); swept by the next command."""
@@ -136,9 +175,11 @@ class RunDir:
             raise EdgepipeError(f"'{self.path}' is a file, not a run directory", "Choose another --output.")
         created = not self.path.exists()
         if not created and any(self.path.iterdir()) and not is_run_directory(self.path):
-            raise EdgepipeError(f"'{self.path}' is not empty and is not an edgepipe run directory (it has no "
-                                f"{MARKER} file), so edgepipe will not write a run into it",
-                                "Choose a new or empty folder for --output.")
+            raise EdgepipeError(
+                f"'{self.path}' is not empty and is not an edgepipe run directory (it has no "
+                f"{MARKER} file), so edgepipe will not write a run into it",
+                "Choose a new or empty folder for --output.",
+            )
         make_folder(self.path)
         if not is_run_directory(self.path):
             write_json(self.file(MARKER), {"edgepipe": __version__, "created": now_iso()})
@@ -159,15 +200,23 @@ class RunDir:
             raise EdgepipeError(
                 f"{self.path} is in use by another edgepipe command (pid {holder.get('pid', '?')} on "
                 f"{holder.get('host', '?')} since {holder.get('since', '?')}: {holder.get('command', '?')})",
-                "Wait for it to finish, or use another --output.") from None
+                "Wait for it to finish, or use another --output.",
+            ) from None
         stale = _lock_holder(fd)
         if stale.get("pid"):
-            echo(f"took over the lock of {self.path} left by pid {stale['pid']} on {stale.get('host')} "
-                 f"(since {stale.get('since')}), which no longer holds it")
+            echo(
+                f"took over the lock of {self.path} left by pid {stale['pid']} on {stale.get('host')} "
+                f"(since {stale.get('since')}), which no longer holds it"
+            )
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, json.dumps({"pid": os.getpid(), "host": platform.node(), "since": now_iso(),
-                                      "command": " ".join(sys.argv[:3])}).encode(), 0)
+            os.pwrite(
+                fd,
+                json.dumps(
+                    {"pid": os.getpid(), "host": platform.node(), "since": now_iso(), "command": " ".join(sys.argv[:3])}
+                ).encode(),
+                0,
+            )
         except OSError as exc:
             os.close(fd)
             raise write_error(self.path / LOCK, exc) from None
@@ -191,8 +240,10 @@ class RunDir:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_nlink != 1:
             os.close(fd)
-            raise EdgepipeError(f"'{path}' is not the lock file edgepipe made (it is linked to another file)",
-                                "Remove it yourself; edgepipe writes no file that is also elsewhere.")
+            raise EdgepipeError(
+                f"'{path}' is not the lock file edgepipe made (it is linked to another file)",
+                "Remove it yourself; edgepipe writes no file that is also elsewhere.",
+            )
         return fd
 
     def sweep(self) -> list[str]:
@@ -235,10 +286,11 @@ class RunDir:
         except ValueError as exc:
             if self.reset_damaged_records:
                 return {}
-            raise EdgepipeError(f"{self.stages} is damaged ({exc})",
-                                "Rerun with --force to redo every stage and rewrite it.") from None
+            raise EdgepipeError(
+                f"{self.stages} is damaged ({exc})", "Rerun with --force to redo every stage and rewrite it."
+            ) from None
 
-    def stage_record(self, stage: str) -> Optional[dict[str, Any]]:
+    def stage_record(self, stage: str) -> dict[str, Any] | None:
         return self.stage_records().get(stage)
 
     def record_stage(self, stage: str, inputs_digest: str, seconds: float, outputs: list[Path]) -> None:
@@ -259,8 +311,10 @@ class RunDir:
         try:
             return str(Path(path).relative_to(self.path))
         except ValueError:
-            raise EdgepipeError(f"'{path}' is outside the run directory {self.path}",
-                                "edgepipe reads and writes only inside the run directory.") from None
+            raise EdgepipeError(
+                f"'{path}' is outside the run directory {self.path}",
+                "edgepipe reads and writes only inside the run directory.",
+            ) from None
 
     def _digest_changes(self, recorded: dict[str, str]) -> tuple[list[str], list[str]]:
         """(missing, changed) names among ``recorded`` (name: sha256), each read through :meth:`file`."""
@@ -273,7 +327,7 @@ class RunDir:
                 changed.append(rel)
         return missing, changed
 
-    def output_changes(self, stage: str) -> Optional[list[str]]:
+    def output_changes(self, stage: str) -> list[str] | None:
         """What happened to a stage's recorded outputs since it wrote them (empty: intact); None when the
         stage has no record."""
         record = self.stage_record(stage)
@@ -305,22 +359,30 @@ class RunDir:
         files = read_json(self.manifest).get("files", {})
         outside = [rel for rel in files if escapes(rel)]
         if outside:
-            raise EdgepipeError(f"{self.manifest} is damaged (it names '{outside[0]}', outside the run directory)",
-                                "Rerun any stage to rewrite it.")
+            raise EdgepipeError(
+                f"{self.manifest} is damaged (it names '{outside[0]}', outside the run directory)",
+                "Rerun any stage to rewrite it.",
+            )
         return files
 
     # manifest ------------------------------------------------------------------------
     def write_manifest(self, config: dict[str, Any]) -> None:
         """sha256 of every file of the run (not the feature cache, not edgepipe's hidden lock and scratch files,
         no symbolic link)."""
-        files = {rel: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
-                 for rel, path in self._files() if rel != "manifest.json"}
-        write_json(self.manifest, {
-            "written": now_iso(),
-            "config": config,
-            "versions": library_versions(),
-            "files": files,
-        })
+        files = {
+            rel: {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+            for rel, path in self._files()
+            if rel != "manifest.json"
+        }
+        write_json(
+            self.manifest,
+            {
+                "written": now_iso(),
+                "config": config,
+                "versions": library_versions(),
+                "files": files,
+            },
+        )
 
 
 def _check_records(records: Any) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable, Optional
 
 from edgepipe.architectures import check_weights_request, get_architecture
 from edgepipe.architectures.classifier import resolve_alpha
@@ -37,8 +37,9 @@ def preflight(config: RunConfig) -> None:
         check_path(config.pretrain.data.path, "pretrain.data.path")
 
 
-def run_stages(config: RunConfig, names: list[str], echo: Callable[[str], None], force: bool = False,
-               run_dir: Optional[Path] = None) -> RunDir:
+def run_stages(
+    config: RunConfig, names: list[str], echo: Callable[[str], None], force: bool = False, run_dir: Path | None = None
+) -> RunDir:
     """Run the named stages in pipeline order, holding the run directory's lock; returns the run directory.
 
     A worker other than the chief of a multi-worker cluster (TF_CONFIG) takes part in training but
@@ -77,16 +78,22 @@ def _check_requirements(run: RunDir, name: str, names: list[str]) -> None:
             continue
         changes = run.output_changes(needed)
         if changes is None:
-            raise EdgepipeError(f"stage '{name}' needs the outputs of '{needed}', which {run.path} does not have",
-                                f"Run 'edgepipe {needed}' (or 'edgepipe run') with --output {run.path} first.")
+            raise EdgepipeError(
+                f"stage '{name}' needs the outputs of '{needed}', which {run.path} does not have",
+                f"Run 'edgepipe {needed}' (or 'edgepipe run') with --output {run.path} first.",
+            )
         if changes:
-            raise EdgepipeError(f"stage '{name}' needs the outputs of '{needed}', and in {run.path} "
-                                + ", ".join(changes[:3]) + (" ..." if len(changes) > 3 else ""),
-                                f"Rerun 'edgepipe {needed}' (or 'edgepipe run') with --output {run.path}.")
+            raise EdgepipeError(
+                f"stage '{name}' needs the outputs of '{needed}', and in {run.path} "
+                + ", ".join(changes[:3])
+                + (" ..." if len(changes) > 3 else ""),
+                f"Rerun 'edgepipe {needed}' (or 'edgepipe run') with --output {run.path}.",
+            )
 
 
-def _run_stage(config: RunConfig, run: RunDir, name: str, names: list[str], echo: Callable[[str], None],
-               force: bool) -> int:
+def _run_stage(
+    config: RunConfig, run: RunDir, name: str, names: list[str], echo: Callable[[str], None], force: bool
+) -> int:
     """Run one stage, or skip it when its inputs are unchanged and its recorded outputs intact."""
     stage = STAGES[name]
     _check_requirements(run, name, names)
@@ -98,8 +105,12 @@ def _run_stage(config: RunConfig, run: RunDir, name: str, names: list[str], echo
         echo(f"[{name}] inputs unchanged since {record['finished']}; skipped (use --force to rerun)")
         return 1
     if record and changes:
-        echo(f"[{name}] rerunning: " + ", ".join(changes[:3]) + (" ..." if len(changes) > 3 else "")
-             + " since it last ran")
+        echo(
+            f"[{name}] rerunning: "
+            + ", ".join(changes[:3])
+            + (" ..." if len(changes) > 3 else "")
+            + " since it last ran"
+        )
     echo(f"[{name}] {stage.help}")
     start = time.perf_counter()
     fresh_random_state(config.seed)

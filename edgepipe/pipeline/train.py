@@ -12,6 +12,8 @@ from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.evaluation import evaluate, format_evaluation
 from edgepipe.fileio import atomic_path, read_json, write_json, write_text
+from edgepipe.pipeline.rundir import RunDir
+from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.training.controls import (
     Controls,
     check_batch_size,
@@ -23,8 +25,6 @@ from edgepipe.training.controls import (
     scope,
     wait_for_workers,
 )
-from edgepipe.pipeline.rundir import RunDir
-from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.training.scratch import train_from_scratch
 from edgepipe.training.strategies import STRATEGIES
 
@@ -73,8 +73,10 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     strategy = STRATEGIES.get(config.train.strategy)
     echo(f"training with strategy '{strategy.name}': {strategy.description}")
     if dist is not None:
-        echo(f"  tf.distribute {kind}: {record['replicas']} replicas on {record['workers']} worker(s)"
-             + (f", this is worker {record['task_index']}" if record["workers"] > 1 else ""))
+        echo(
+            f"  tf.distribute {kind}: {record['replicas']} replicas on {record['workers']} worker(s)"
+            + (f", this is worker {record['task_index']}" if record["workers"] > 1 else "")
+        )
     check_batch_size(config.train.batch_size, record["replicas"], "train.batch_size")
     chief = is_chief()
     with scope(dist):
@@ -83,15 +85,21 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         evaluation = _evaluate(model, dataset, echo) if chief else None
         baseline = _baseline(config, index, dataset.num_classes, echo) if config.train.baseline_from_scratch else None
     if chief:  # the chief alone writes the run directory
-        _write(run, model, _summary(strategy.name, record, dataset, outcome, evaluation, baseline),
-               f"{strategy.name}: training history", f"{dataset.heldout_name} split")
+        _write(
+            run,
+            model,
+            _summary(strategy.name, record, dataset, outcome, evaluation, baseline),
+            f"{strategy.name}: training history",
+            f"{dataset.heldout_name} split",
+        )
     else:
         leave_results_to_chief(echo, "training done")
     wait_for_workers(dist)
 
 
-def _summary(strategy: str, distribution_used: dict, dataset, outcome: dict, evaluation: dict,
-             baseline: dict | None) -> dict:
+def _summary(
+    strategy: str, distribution_used: dict, dataset, outcome: dict, evaluation: dict, baseline: dict | None
+) -> dict:
     """training.json."""
     summary = {
         "strategy": strategy,
@@ -114,7 +122,9 @@ def _evaluate(model, dataset, echo: Echo) -> dict:
     probabilities = predict_arrays(model, dataset.heldout.images.astype(np.float32))
     evaluation = evaluate(probabilities, dataset.heldout.labels, dataset.class_names)
     top5 = f", top-5 {evaluation['top5']:.2%}" if "top5" in evaluation else ""
-    echo(f"  {dataset.heldout_name} top-1 (Keras FP32): {evaluation['top1']:.2%}{top5} on {len(dataset.heldout)} images")
+    echo(
+        f"  {dataset.heldout_name} top-1 (Keras FP32): {evaluation['top1']:.2%}{top5} on {len(dataset.heldout)} images"
+    )
     echo(format_evaluation(evaluation))
     return evaluation
 
@@ -124,10 +134,18 @@ def _baseline(config: RunConfig, index: dict, num_classes: int, echo: Echo) -> d
     epochs = _baseline_epochs(config)
     echo(f"baseline: the same network trained from scratch on the target data alone ({epochs} epochs):")
     _, baseline = train_from_scratch(
-        config, index, num_classes, epochs=epochs, batch_size=config.train.batch_size,
-        controls=Controls(learning_rate=config.pretrain.learning_rate) if config.pretrain
+        config,
+        index,
+        num_classes,
+        epochs=epochs,
+        batch_size=config.train.batch_size,
+        controls=Controls(learning_rate=config.pretrain.learning_rate)
+        if config.pretrain
         else Controls.from_config(config.train),
-        label="scratch", echo=echo, augment=config.pretrain.augment if config.pretrain else config.train.augment)
+        label="scratch",
+        echo=echo,
+        augment=config.pretrain.augment if config.pretrain else config.train.augment,
+    )
     echo(f"  from-scratch {baseline['heldout_split']} top-1: {baseline['top1']:.2%}")
     return baseline
 
@@ -144,5 +162,12 @@ def _write(run: RunDir, model, summary: dict, history_title: str, confusion_titl
     write_json(run.training, summary)
 
 
-STAGE = Stage("train", "Transfer-learn to the target data and evaluate on the held-out split.",
-              _inputs, _outputs, _run, requires=("build",), distributed=True)
+STAGE = Stage(
+    "train",
+    "Transfer-learn to the target data and evaluate on the held-out split.",
+    _inputs,
+    _outputs,
+    _run,
+    requires=("build",),
+    distributed=True,
+)

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 from edgepipe.backends.context import ExportContext
 from edgepipe.errors import first_line
@@ -31,8 +32,9 @@ class Skipped:
     reason: str
 
 
-def within_budget(ctx: ExportContext, path: Path, format_name: str,
-                  attempts: list[Callable[[], "Optional[Attempt | Skipped]"]]) -> dict[str, Any]:
+def within_budget(
+    ctx: ExportContext, path: Path, format_name: str, attempts: list[Callable[[], Attempt | Skipped | None]]
+) -> dict[str, Any]:
     """Run attempts in order; keep the first whose validation top-1 is at most ``ctx.accuracy_budget_pp``
     below the Keras model's, else the most accurate one. Every attempt is reported (with its time).
 
@@ -45,16 +47,20 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     """
     report: list[dict[str, Any]] = []
     comparisons: dict[int, dict[str, Any]] = {}
-    best: Optional[tuple[float, Path, dict, int]] = None
+    best: tuple[float, Path, dict, int] | None = None
     for i, factory in enumerate(attempts, start=1):
         start = time.perf_counter()
         try:
-            noise = _loss_within_noise(report, comparisons, best) if getattr(factory, "needs_real_loss", False) else None
+            noise = (
+                _loss_within_noise(report, comparisons, best) if getattr(factory, "needs_real_loss", False) else None
+            )
             attempt = Skipped(noise) if noise else factory()
             if attempt is None:
                 continue
             if isinstance(attempt, Skipped):
-                report.append({"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "skipped": attempt.reason})
+                report.append(
+                    {"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "skipped": attempt.reason}
+                )
                 ctx.echo(f"    attempt {i} ({report[-1]['recipe']}): not tried: {attempt.reason}")
                 continue
             candidate = ctx.workdir / f"attempt{i}-{path.name}"
@@ -64,11 +70,21 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
         except Exception as exc:  # a recipe that cannot run here is reported; the others still get their turn
             if i == 1:
                 raise
-            report.append({"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "error": first_line(exc),
-                           "seconds": round(time.perf_counter() - start, 2)})
+            report.append(
+                {
+                    "attempt": i,
+                    "recipe": getattr(factory, "__name__", "recipe"),
+                    "error": first_line(exc),
+                    "seconds": round(time.perf_counter() - start, 2),
+                }
+            )
             continue
-        entry: dict[str, Any] = {"attempt": i, "recipe": attempt.description, **details,
-                                 "seconds": round(time.perf_counter() - start, 2)}
+        entry: dict[str, Any] = {
+            "attempt": i,
+            "recipe": attempt.description,
+            **details,
+            "seconds": round(time.perf_counter() - start, 2),
+        }
         if evaluation is not None:
             ctx.echo(f"    attempt {i}: validation top-1 {evaluation.top1:.2%} ({entry['seconds']:.1f} s)")
         if evaluation is None:  # no validation data: the first recipe is all we can judge
@@ -78,9 +94,15 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
         drop = (ctx.reference_top1 - evaluation.top1) * 100
         entry.update(top1=evaluation.top1, drop_pp=drop, within_budget=drop <= ctx.accuracy_budget_pp)
         if ctx.reference_probabilities is not None:
-            comparisons[i] = paired_comparison(evaluation.probabilities.argmax(1), ctx.reference_probabilities.argmax(1),
-                                               ctx.validation_labels, ctx.labels)
-            entry.update(lost=comparisons[i]["lost"], gained=comparisons[i]["gained"], mcnemar_p=comparisons[i]["mcnemar_p"])
+            comparisons[i] = paired_comparison(
+                evaluation.probabilities.argmax(1),
+                ctx.reference_probabilities.argmax(1),
+                ctx.validation_labels,
+                ctx.labels,
+            )
+            entry.update(
+                lost=comparisons[i]["lost"], gained=comparisons[i]["gained"], mcnemar_p=comparisons[i]["mcnemar_p"]
+            )
         report.append(entry)
         if best is None or evaluation.top1 > best[0] or drop <= ctx.accuracy_budget_pp:
             best = (evaluation.top1, candidate, details, i)
@@ -92,16 +114,22 @@ def within_budget(ctx: ExportContext, path: Path, format_name: str,
     kept = next(r for r in report if r["attempt"] == best[3])
     met = kept.get("within_budget") if ctx.score else None
     budget = Int8Budget(
-        budget_pp=ctx.accuracy_budget_pp, met=met, chosen_attempt=best[3], attempts=report,
-        reference_top1=ctx.reference_top1, validation_images=ctx.validation_count,
+        budget_pp=ctx.accuracy_budget_pp,
+        met=met,
+        chosen_attempt=best[3],
+        attempts=report,
+        reference_top1=ctx.reference_top1,
+        validation_images=ctx.validation_count,
         kept_higher_precision=list(kept.get("kept_float") or []),
         significance=comparisons.get(best[3]),
-        note=None if met is not False else _note(ctx, kept, comparisons.get(best[3])))
+        note=None if met is not False else _note(ctx, kept, comparisons.get(best[3])),
+    )
     return {**best[2], "int8_budget": budget.to_dict()}
 
 
-def _loss_within_noise(report: list[dict[str, Any]], comparisons: dict[int, dict[str, Any]],
-                       best: Optional[tuple]) -> Optional[str]:
+def _loss_within_noise(
+    report: list[dict[str, Any]], comparisons: dict[int, dict[str, Any]], best: tuple | None
+) -> str | None:
     """Why a costly recipe is not worth trying: the best recipe so far loses no more than chance explains
     (McNemar's exact test against FP32 on the validation split); None when the loss is real or unknown."""
     if best is None or best[3] not in comparisons:
@@ -109,19 +137,25 @@ def _loss_within_noise(report: list[dict[str, Any]], comparisons: dict[int, dict
     comparison = comparisons[best[3]]
     if comparison["distinguishable"]:
         return None
-    return (f"the most accurate recipe so far (attempt {best[3]}: {comparison['lost']} image(s) lost, "
-            f"{comparison['gained']} gained) is not distinguishable from FP32 (McNemar exact p = "
-            f"{comparison['mcnemar_p']:.3g}): a larger validation split would tell")
+    return (
+        f"the most accurate recipe so far (attempt {best[3]}: {comparison['lost']} image(s) lost, "
+        f"{comparison['gained']} gained) is not distinguishable from FP32 (McNemar exact p = "
+        f"{comparison['mcnemar_p']:.3g}): a larger validation split would tell"
+    )
 
 
-def _note(ctx: ExportContext, kept: dict[str, Any], comparison: Optional[dict[str, Any]]) -> str:
-    note = (f"no recipe stayed within {ctx.accuracy_budget_pp} pp; kept the most accurate "
-            f"(attempt {kept['attempt']}, {kept['drop_pp']:.2f} pp below FP32)")
+def _note(ctx: ExportContext, kept: dict[str, Any], comparison: dict[str, Any] | None) -> str:
+    note = (
+        f"no recipe stayed within {ctx.accuracy_budget_pp} pp; kept the most accurate "
+        f"(attempt {kept['attempt']}, {kept['drop_pp']:.2f} pp below FP32)"
+    )
     if comparison is not None:
         note += "; on the validation split " + describe(comparison)
     images = ctx.validation_count
     if images and 100.0 / images > ctx.accuracy_budget_pp:  # one image is worth more than the whole budget
-        note += (f"; the validation split has {images} images, so one changed prediction costs "
-                 f"{100.0 / images:.2f} pp, more than the budget: use a larger validation split (data.val_fraction) "
-                 f"or a larger export.accuracy_budget_pp")
+        note += (
+            f"; the validation split has {images} images, so one changed prediction costs "
+            f"{100.0 / images:.2f} pp, more than the budget: use a larger validation split (data.val_fraction) "
+            f"or a larger export.accuracy_budget_pp"
+        )
     return note

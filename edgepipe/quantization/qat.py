@@ -32,7 +32,8 @@ Runtime's quantizer cannot take those ops, so ONNX converts the plain model and 
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, Optional
+from collections.abc import Callable
+from typing import Any
 
 import keras
 import numpy as np
@@ -56,6 +57,7 @@ EVALUATION_BATCH = 64
 
 # ------------------------------------------------------------------------------------ model structure
 
+
 def _kernel_types() -> tuple:
     return (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.Dense)
 
@@ -63,9 +65,20 @@ def _kernel_types() -> tuple:
 def _range_keeping_types() -> tuple:
     """Layers whose output the converters quantize with their input's parameters (no range of their own)."""
     layers = keras.layers
-    return (layers.ZeroPadding2D, layers.Cropping2D, layers.MaxPooling2D, layers.GlobalMaxPooling2D,
-            layers.Reshape, layers.Flatten, layers.Permute, layers.Dropout, layers.SpatialDropout2D,
-            layers.Identity, layers.UpSampling2D, layers.InputLayer)
+    return (
+        layers.ZeroPadding2D,
+        layers.Cropping2D,
+        layers.MaxPooling2D,
+        layers.GlobalMaxPooling2D,
+        layers.Reshape,
+        layers.Flatten,
+        layers.Permute,
+        layers.Dropout,
+        layers.SpatialDropout2D,
+        layers.Identity,
+        layers.UpSampling2D,
+        layers.InputLayer,
+    )
 
 
 def _fusing_types() -> tuple:
@@ -146,7 +159,7 @@ def _channels_last(layer) -> bool:
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
-def unsupported_reason(model) -> Optional[str]:
+def unsupported_reason(model) -> str | None:
     """Why ``qat_finetune`` cannot fine-tune ``model``, or None when it can: it needs a Functional
     model with edgepipe's layer names, a Functional backbone and a Dense classifier."""
     if not _is_functional(model):
@@ -166,13 +179,15 @@ def _clone(model, clone_function, call_function, failure: str):
     """``keras.models.clone_model`` through nested models; EdgepipeError(``failure``: Keras' reason) when Keras
     cannot clone the model (a subclassed model, a custom layer without ``get_config``)."""
     try:
-        return keras.models.clone_model(model, clone_function=clone_function, call_function=call_function,
-                                        recursive=True)
+        return keras.models.clone_model(
+            model, clone_function=clone_function, call_function=call_function, recursive=True
+        )
     except (ValueError, TypeError, NotImplementedError) as exc:
         raise EdgepipeError(f"{failure}: {first_line(exc)}") from None
 
 
 # -------------------------------------------------------------------------------- batch-norm folding
+
 
 def _foldable(model) -> dict[int, tuple]:
     """``{id(batch_norm): (layer, batch_norm)}`` for every BatchNormalization in ``model`` (nested
@@ -187,10 +202,13 @@ def _foldable(model) -> dict[int, tuple]:
             if not isinstance(layer, keras.layers.BatchNormalization) or len(inputs) != 1:
                 continue
             producer = inputs[0]
-            if (isinstance(producer, _kernel_types()) and _channels_last(producer)
-                    and layer.axis in (-1, len(layer.input.shape) - 1)
-                    and producer.activation is keras.activations.linear
-                    and len(consumers.get(id(producer), [])) == 1):
+            if (
+                isinstance(producer, _kernel_types())
+                and _channels_last(producer)
+                and layer.axis in (-1, len(layer.input.shape) - 1)
+                and producer.activation is keras.activations.linear
+                and len(consumers.get(id(producer), [])) == 1
+            ):
                 pairs[id(layer)] = (producer, layer)
     return pairs
 
@@ -248,6 +266,7 @@ def fold_batchnorm(model) -> tuple[Any, dict[str, str]]:
 
 # -------------------------------------------------------------------------------- fake quantization
 
+
 def fake_quant_kernel(kernel, depthwise: bool = False):
     """``kernel`` rounded to per-output-channel symmetric int8 (levels -127..127, scale max|w| / 127),
     gradients passed straight through. Output channels are the last axis, or for a depthwise kernel
@@ -259,8 +278,9 @@ def fake_quant_kernel(kernel, depthwise: bool = False):
     flat = tf.reshape(kernel, (-1, channels))
     # the range follows the weights but is not trained: no gradient through max|w|
     limit = tf.stop_gradient(tf.maximum(tf.reduce_max(tf.abs(flat), axis=0), SMALLEST_WEIGHT_RANGE))
-    rounded = tf.quantization.fake_quant_with_min_max_vars_per_channel(flat, -limit, limit, num_bits=8,
-                                                                       narrow_range=True)
+    rounded = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+        flat, -limit, limit, num_bits=8, narrow_range=True
+    )
     return tf.reshape(rounded, shape)
 
 
@@ -282,8 +302,9 @@ class QuantizedKernel(keras.layers.Layer):
         depthwise = isinstance(layer, keras.layers.DepthwiseConv2D)
         kernel = fake_quant_kernel(layer.kernel, depthwise)
         if depthwise:
-            outputs = ops.depthwise_conv(inputs, kernel, layer.strides, layer.padding, layer.data_format,
-                                         layer.dilation_rate)
+            outputs = ops.depthwise_conv(
+                inputs, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate
+            )
         elif isinstance(layer, keras.layers.Conv2D):
             outputs = ops.conv(inputs, kernel, layer.strides, layer.padding, layer.data_format, layer.dilation_rate)
         else:
@@ -414,8 +435,9 @@ class FakeQuantized:
 
     def learned_ranges(self) -> dict[str, list[float]]:
         """``{layer path: [min, max]}`` of every simulated activation, as trained so far."""
-        return {path: [float(layer.minimum.numpy()), float(layer.maximum.numpy())]
-                for path, layer in self.ranges.items()}
+        return {
+            path: [float(layer.minimum.numpy()), float(layer.maximum.numpy())] for path, layer in self.ranges.items()
+        }
 
     def finish(self) -> None:
         """Put every kernel on its int8 grid and give every layer back its own trainable flag."""
@@ -463,7 +485,8 @@ def with_activation_ranges(model, ranges: dict[str, list[float]]):
 
 # ---------------------------------------------------------------------------------------- training
 
-def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: Optional[int]):
+
+def _batches(images: np.ndarray, labels: np.ndarray, batch_size: int, seed: int | None):
     """A tf.data pipeline of (float32 images, labels), reshuffled every epoch when ``seed`` is given."""
     import tensorflow as tf
 
@@ -492,7 +515,7 @@ def _observe_ranges(model, batches) -> None:
 class _Progress(keras.callbacks.Callback):
     """Echoes each epoch's loss and training top-1; stops after the batch that passes ``max_seconds``."""
 
-    def __init__(self, echo: Echo, epochs: int, max_seconds: Optional[float]):
+    def __init__(self, echo: Echo, epochs: int, max_seconds: float | None):
         super().__init__()
         self.echo, self.epochs, self.max_seconds = echo, epochs, max_seconds
         self.start = time.perf_counter()
@@ -507,26 +530,37 @@ class _Progress(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
         self.completed = epoch if self.stopped_early else epoch + 1  # Keras ends a cut-short epoch too
-        self.echo(f"    QAT epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', float('nan')):.4f}, "
-                  f"training top-1 {logs.get('accuracy', float('nan')):.2%} ({time.perf_counter() - self.start:.1f} s)")
+        self.echo(
+            f"    QAT epoch {epoch + 1}/{self.epochs}: loss {logs.get('loss', float('nan')):.4f}, "
+            f"training top-1 {logs.get('accuracy', float('nan')):.2%} ({time.perf_counter() - self.start:.1f} s)"
+        )
 
 
-def _train(model, batches, epochs: int, learning_rate: float, max_seconds: Optional[float], echo: Echo) -> dict:
+def _train(model, batches, epochs: int, learning_rate: float, max_seconds: float | None, echo: Echo) -> dict:
     """Fine-tune ``model`` in place; returns what ran (epochs completed, per-epoch loss and top-1)."""
     progress = _Progress(echo, epochs, max_seconds)
     # no XLA: TensorFlow has no XLA kernel for the per-channel FakeQuant op
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate), loss="sparse_categorical_crossentropy",
-                  metrics=["accuracy"], jit_compile=False)
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss="sparse_categorical_crossentropy",
+        metrics=["accuracy"],
+        jit_compile=False,
+    )
     history = model.fit(batches, epochs=epochs, verbose=0, callbacks=[progress], shuffle=False)  # batches shuffle
-    return {"epochs_completed": progress.completed, "stopped_at_time_limit": progress.stopped_early,
-            "loss": [round(float(v), 5) for v in history.history.get("loss", [])],
-            "training_top1": [round(float(v), 5) for v in history.history.get("accuracy", [])]}
+    return {
+        "epochs_completed": progress.completed,
+        "stopped_at_time_limit": progress.stopped_early,
+        "loss": [round(float(v), 5) for v in history.history.get("loss", [])],
+        "training_top1": [round(float(v), 5) for v in history.history.get("accuracy", [])],
+    }
 
 
 def top1(model, images: np.ndarray, labels: np.ndarray) -> float:
     """Fraction of ``images`` (raw pixels) whose most probable class under ``model`` is their label."""
-    predictions = [np.asarray(model(images[i:i + EVALUATION_BATCH].astype(np.float32), training=False)).argmax(-1)
-                   for i in range(0, len(images), EVALUATION_BATCH)]
+    predictions = [
+        np.asarray(model(images[i : i + EVALUATION_BATCH].astype(np.float32), training=False)).argmax(-1)
+        for i in range(0, len(images), EVALUATION_BATCH)
+    ]
     return float(np.mean(np.concatenate(predictions) == labels)) if len(images) else float("nan")
 
 
@@ -541,16 +575,27 @@ def _fresh_copy(model):
 def _check_data(images: np.ndarray, labels: np.ndarray, model) -> None:
     expected = tuple(model.inputs[0].shape[1:])
     if len(images) == 0 or len(images) != len(labels):
-        raise EdgepipeError(f"quantization-aware training needs training images with one label each "
-                            f"(got {len(images)} images, {len(labels)} labels)")
+        raise EdgepipeError(
+            f"quantization-aware training needs training images with one label each "
+            f"(got {len(images)} images, {len(labels)} labels)"
+        )
     if tuple(images.shape[1:]) != expected:
         raise EdgepipeError(f"the training images are {tuple(images.shape[1:])}, the model takes {expected}")
 
 
-def qat_finetune(model, train_images: np.ndarray, train_labels: np.ndarray, *, epochs: int = 3,
-                 learning_rate: float = 1e-4, batch_size: int = 32, seed: int = 0,
-                 validation: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                 max_seconds: Optional[float] = None, echo: Echo = print) -> tuple[Any, dict[str, Any]]:
+def qat_finetune(
+    model,
+    train_images: np.ndarray,
+    train_labels: np.ndarray,
+    *,
+    epochs: int = 3,
+    learning_rate: float = 1e-4,
+    batch_size: int = 32,
+    seed: int = 0,
+    validation: tuple[np.ndarray, np.ndarray] | None = None,
+    max_seconds: float | None = None,
+    echo: Echo = print,
+) -> tuple[Any, dict[str, Any]]:
     """Fine-tune a copy of the trained float classifier ``model`` with int8 simulated (see the module
     docstring) on ``train_images`` (raw pixels, N x H x W x C) and ``train_labels``; returns
     ``(float model, record)``.
@@ -583,15 +628,23 @@ def qat_finetune(model, train_images: np.ndarray, train_labels: np.ndarray, *, e
     batches = _batches(train_images, train_labels, min(batch_size, len(train_images)), seed)
     _observe_ranges(graph.model, batches)
     record: dict[str, Any] = {
-        "epochs": epochs, "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
-        "training_images": len(train_images), "folded_batchnorm": folds,
-        "fake_quantized_weights": list(graph.kernels), "fake_quantized_activations": list(graph.ranges),
+        "epochs": epochs,
+        "learning_rate": learning_rate,
+        "batch_size": batch_size,
+        "seed": seed,
+        "training_images": len(train_images),
+        "folded_batchnorm": folds,
+        "fake_quantized_weights": list(graph.kernels),
+        "fake_quantized_activations": list(graph.ranges),
         "weights": "int8, symmetric, per output channel",
         "activations": f"8-bit, asymmetric, per tensor; min/max moving average (decay {RANGE_DECAY})",
     }
     if validation is not None:
-        record["validation"] = {"images": len(validation[1]), "fp32_top1": top1(model, *validation),
-                                "fake_quant_top1_before": top1(graph.model, *validation)}
+        record["validation"] = {
+            "images": len(validation[1]),
+            "fp32_top1": top1(model, *validation),
+            "fake_quant_top1_before": top1(graph.model, *validation),
+        }
     train_start = time.perf_counter()
     record.update(_train(graph.model, batches, epochs, learning_rate, max_seconds, echo))
     record["training_seconds"] = round(time.perf_counter() - train_start, 2)
@@ -608,18 +661,25 @@ def qat_finetune(model, train_images: np.ndarray, train_labels: np.ndarray, *, e
 
 # ------------------------------------------------------------------------------- the export recipe
 
+
 def brief(record: dict[str, Any]) -> dict[str, Any]:
     """``record`` without its per-layer lists and ranges: what an export's details keep."""
-    kept = {key: value for key, value in record.items()
-            if key not in ("fake_quantized_weights", "fake_quantized_activations", "folded_batchnorm",
-                           "activation_ranges")}
-    return {**kept, "fake_quantized_weights": len(record["fake_quantized_weights"]),
-            "fake_quantized_activations": len(record["fake_quantized_activations"]),
-            "folded_batchnorm": len(record["folded_batchnorm"])}
+    kept = {
+        key: value
+        for key, value in record.items()
+        if key not in ("fake_quantized_weights", "fake_quantized_activations", "folded_batchnorm", "activation_ranges")
+    }
+    return {
+        **kept,
+        "fake_quantized_weights": len(record["fake_quantized_weights"]),
+        "fake_quantized_activations": len(record["fake_quantized_activations"]),
+        "folded_batchnorm": len(record["folded_batchnorm"]),
+    }
 
 
-def qat_recipe(ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *, keep_ranges: bool = False,
-               **overrides: Any) -> Callable[[], Any]:
+def qat_recipe(
+    ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *, keep_ranges: bool = False, **overrides: Any
+) -> Callable[[], Any]:
     """The last INT8 recipe, as a factory for ``quantization.budget.within_budget``.
 
     Its attempt fine-tunes ``ctx.model`` with ``qat_finetune`` on the training split
@@ -640,8 +700,8 @@ def qat_recipe(ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *,
     from pathlib import Path
 
     from edgepipe.calibration import draw
-    from edgepipe.quantization.options import QatConfig
     from edgepipe.quantization.budget import Attempt, Skipped
+    from edgepipe.quantization.options import QatConfig
 
     settings = dataclasses.replace(ctx.qat or QatConfig(), **overrides)
 
@@ -649,8 +709,9 @@ def qat_recipe(ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *,
         if settings.epochs == 0:
             return Skipped("export.qat.epochs is 0")
         if ctx.calibration_pool is None or len(ctx.calibration_pool[1]) == 0:
-            return Skipped("no training images to fine-tune on (export from a run directory, or calibrate with "
-                           "labelled images)")
+            return Skipped(
+                "no training images to fine-tune on (export from a run directory, or calibrate with labelled images)"
+            )
         reason = unsupported_reason(ctx.model)
         if reason:
             return Skipped(f"not a model edgepipe built: {reason}")
@@ -660,24 +721,36 @@ def qat_recipe(ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *,
             images, labels = chosen.images, chosen.labels
 
         def build(path):
-            model, record = qat_finetune(ctx.model, images, labels, epochs=settings.epochs,
-                                         learning_rate=settings.learning_rate, validation=ctx.validation,
-                                         max_seconds=settings.max_seconds, echo=ctx.echo)
+            model, record = qat_finetune(
+                ctx.model,
+                images,
+                labels,
+                epochs=settings.epochs,
+                learning_rate=settings.learning_rate,
+                validation=ctx.validation,
+                max_seconds=settings.max_seconds,
+                echo=ctx.echo,
+            )
             exported = with_activation_ranges(model, record["activation_ranges"]) if keep_ranges else model
             # a context of its own, in a folder of its own: the export job's SavedModel (kept beside the work
             # folder and reused when present) and other formats' files are the original model's
             parent = Path(tempfile.mkdtemp(prefix="qat-", dir=ctx.workdir))
-            fine_tuned = dataclasses.replace(ctx, model=exported, outputs={}, workdir_parent=parent, _workdir=None,
-                                             _saved_model=None)
+            fine_tuned = dataclasses.replace(
+                ctx, model=exported, outputs={}, workdir_parent=parent, _workdir=None, _saved_model=None
+            )
             try:
                 details = convert(fine_tuned, path)
             finally:
                 fine_tuned.close()
                 shutil.rmtree(parent, ignore_errors=True)
             return {**details, "qat": brief(record)}
+
         epoch_count = f"{settings.epochs} epoch" + ("s" if settings.epochs != 1 else "")
-        return Attempt(f"quantization-aware fine-tuning ({epoch_count} on {len(labels)} training images, "
-                       f"int8 simulated), then {then}", build)
+        return Attempt(
+            f"quantization-aware fine-tuning ({epoch_count} on {len(labels)} training images, "
+            f"int8 simulated), then {then}",
+            build,
+        )
 
     factory.__name__ = "quantization-aware fine-tuning"
     factory.needs_real_loss = True  # minutes of training are not spent chasing a loss chance explains

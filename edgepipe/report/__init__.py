@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 from edgepipe.report.markdown import LINKS
 from edgepipe.report.markdown import render as render_markdown
@@ -34,8 +33,7 @@ def is_results_csv(path: Path) -> bool:
     return header[:6] == CSV_COLUMNS[:6]
 
 
-def write_reports(results: Results, folder: Path, budget_pp: Optional[float] = None,
-                  stem: str = "report") -> list[str]:
+def write_reports(results: Results, folder: Path, budget_pp: float | None = None, stem: str = "report") -> list[str]:
     """Write <stem>.md, <stem>.html and pareto.png into ``folder``; returns lines saying what was written."""
     from edgepipe.fileio import write_text
     from edgepipe.report import html

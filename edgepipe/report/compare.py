@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Optional
 
 from edgepipe.errors import EdgepipeError
 from edgepipe.results import Record, Results, check_measured
@@ -63,34 +62,59 @@ def _environment_differences(current: Results, baseline: Results) -> list[str]:
 
 def _model_differences(current: Results, baseline: Results) -> list[str]:
     notes = []
-    for key, label in (("architecture", "architecture"), ("input_size", "input size"), ("channels", "input channels"),
-                       ("num_classes", "number of classes")):
+    for key, label in (
+        ("architecture", "architecture"),
+        ("input_size", "input size"),
+        ("channels", "input channels"),
+        ("num_classes", "number of classes"),
+    ):
         a, b = (current.architecture or {}).get(key), (baseline.architecture or {}).get(key)
         if a is not None and b is not None and a != b:
             notes.append(f"{label} differs: {a!r} now, {b!r} in the baseline")
     if current.classes and baseline.classes and list(current.classes) != list(baseline.classes):
-        notes.append("class lists differ: " + ", ".join(current.classes[:5]) + " now, "
-                     + ", ".join(baseline.classes[:5]) + " in the baseline")
+        notes.append(
+            "class lists differ: "
+            + ", ".join(current.classes[:5])
+            + " now, "
+            + ", ".join(baseline.classes[:5])
+            + " in the baseline"
+        )
     return notes
 
 
-def check_thresholds(max_latency_regression: Optional[float], max_accuracy_drop_pp: Optional[float]) -> None:
+def check_thresholds(max_latency_regression: float | None, max_accuracy_drop_pp: float | None) -> None:
     """Refuse thresholds that could never fail (NaN), mean nothing (negative) or are not numbers at all."""
-    for value, flag in ((max_latency_regression, "--max-latency-regression"), (max_accuracy_drop_pp, "--max-accuracy-drop")):
+    for value, flag in (
+        (max_latency_regression, "--max-latency-regression"),
+        (max_accuracy_drop_pp, "--max-accuracy-drop"),
+    ):
         if value is not None:
             _check_threshold(value, flag)
 
 
 def _check_threshold(value: object, flag: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value) or math.isinf(value) \
-            or value < 0:
-        raise EdgepipeError(f"{flag} must be a finite number of at least 0, got {value!r}",
-                            "Give e.g. --max-latency-regression 10% or --max-accuracy-drop 0.5.")
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or math.isnan(value)
+        or math.isinf(value)
+        or value < 0
+    ):
+        raise EdgepipeError(
+            f"{flag} must be a finite number of at least 0, got {value!r}",
+            "Give e.g. --max-latency-regression 10% or --max-accuracy-drop 0.5.",
+        )
 
 
-def compare(current: Results, baseline: Results, max_latency_regression: Optional[float] = None,
-            max_accuracy_drop_pp: Optional[float] = None, percentiles: tuple[str, ...] = ("p50",),
-            strict: bool = False, accuracy_test: str = "none") -> Comparison:
+def compare(
+    current: Results,
+    baseline: Results,
+    max_latency_regression: float | None = None,
+    max_accuracy_drop_pp: float | None = None,
+    percentiles: tuple[str, ...] = ("p50",),
+    strict: bool = False,
+    accuracy_test: str = "none",
+) -> Comparison:
     """Changes from ``baseline`` to ``current``; violations name each threshold crossed (see the module docstring).
 
     ``max_latency_regression`` is a fraction (0.10 = 10% slower allowed). Results whose measured numbers a gate
@@ -104,24 +128,31 @@ def compare(current: Results, baseline: Results, max_latency_regression: Optiona
         raise EdgepipeError(f"unknown accuracy test '{accuracy_test}'", "Use " + " or ".join(ACCURACY_TESTS) + ".")
     base = {_key(r): r for r in baseline.records if r.latency_ms}
     if not base:
-        raise EdgepipeError("the baseline has no measured records, so nothing can be gated",
-                            "Pass a baseline results.json in which artifacts were measured.")
+        raise EdgepipeError(
+            "the baseline has no measured records, so nothing can be gated",
+            "Pass a baseline results.json in which artifacts were measured.",
+        )
     mismatch = _model_differences(current, baseline)
     environment = _environment_differences(current, baseline)
     if strict and (mismatch or environment):
         what = "different models" if mismatch else "different devices or engine versions"
-        raise EdgepipeError(f"results come from {what}: " + "; ".join(mismatch + environment),
-                            "Compare results of the same model on the same device and engines, or drop --strict "
-                            "to compare with a warning.")
+        raise EdgepipeError(
+            f"results come from {what}: " + "; ".join(mismatch + environment),
+            "Compare results of the same model on the same device and engines, or drop --strict "
+            "to compare with a warning.",
+        )
     warnings = mismatch + environment
     labels = None
     if accuracy_test == "mcnemar":
         labels, why = _paired_labels(current, baseline)
         if labels is None:
             warnings.append(f"--accuracy-test mcnemar: {why}; top-1 drops are gated by the threshold alone")
-    rows = ["| artifact | engine | device | threads | batch | top-1 now (%) | top-1 baseline (%) | Δ top-1 (pp) | "
-            + " | ".join(f"{p} now (ms) | {p} baseline (ms) | Δ {p}" for p in percentiles) + " |",
-            "|---|---|---|--:|--:|--:|--:|--:|" + "--:|--:|--:|" * len(percentiles)]
+    rows = [
+        "| artifact | engine | device | threads | batch | top-1 now (%) | top-1 baseline (%) | Δ top-1 (pp) | "
+        + " | ".join(f"{p} now (ms) | {p} baseline (ms) | Δ {p}" for p in percentiles)
+        + " |",
+        "|---|---|---|--:|--:|--:|--:|--:|" + "--:|--:|--:|" * len(percentiles),
+    ]
     violations: list[str] = []
     if not current.records:
         violations.append("the current results hold no records at all")
@@ -132,18 +163,32 @@ def compare(current: Results, baseline: Results, max_latency_regression: Optiona
             violations.append(f"{_name(key)}: in the baseline but missing from the current results")
             continue
         if not record.usable:
-            violations.append(f"{_name(key)}: {record.status}" + (f" ({record.reason})" if record.reason else "")
-                              + " now, measured in the baseline")
+            violations.append(
+                f"{_name(key)}: {record.status}"
+                + (f" ({record.reason})" if record.reason else "")
+                + " now, measured in the baseline"
+            )
             continue
-        rows.append(_row(key, record, old, percentiles, max_latency_regression, max_accuracy_drop_pp, violations,
-                         labels, warnings))
+        rows.append(
+            _row(
+                key,
+                record,
+                old,
+                percentiles,
+                max_latency_regression,
+                max_accuracy_drop_pp,
+                violations,
+                labels,
+                warnings,
+            )
+        )
     for key in now.keys() - base.keys():
         if now[key].latency_ms:
             warnings.append(f"{_name(key)} has no baseline")
     return Comparison("\n".join(rows), violations, warnings)
 
 
-def _paired_labels(current: Results, baseline: Results) -> tuple[Optional[list[int]], str]:
+def _paired_labels(current: Results, baseline: Results) -> tuple[list[int] | None, str]:
     """The held-out labels both files were measured on, or None and why they cannot be paired."""
     held_now, held_then = current.heldout or {}, baseline.heldout or {}
     now, then = held_now.get("labels"), held_then.get("labels")
@@ -154,18 +199,30 @@ def _paired_labels(current: Results, baseline: Results) -> tuple[Optional[list[i
     return list(now), ""
 
 
-def _paired_test(record: Record, old: Record, labels: list[int]) -> Optional[tuple[int, int, float]]:
+def _paired_test(record: Record, old: Record, labels: list[int]) -> tuple[int, int, float] | None:
     """(images lost, gained, McNemar's one-sided exact p) of ``record`` against ``old`` on the same images, or None."""
-    if not record.predictions or not old.predictions or not len(record.predictions) == len(old.predictions) == len(labels):
+    if (
+        not record.predictions
+        or not old.predictions
+        or not len(record.predictions) == len(old.predictions) == len(labels)
+    ):
         return None
     lost = sum(1 for a, b, y in zip(record.predictions, old.predictions, labels) if b == y and a != y)
     gained = sum(1 for a, b, y in zip(record.predictions, old.predictions, labels) if a == y and b != y)
     return lost, gained, mcnemar_one_sided(lost, gained)
 
 
-def _row(key: tuple, record: Record, old: Record, percentiles: tuple[str, ...], max_latency_regression: Optional[float],
-         max_accuracy_drop_pp: Optional[float], violations: list[str], labels: Optional[list[int]] = None,
-         warnings: Optional[list[str]] = None) -> str:
+def _row(
+    key: tuple,
+    record: Record,
+    old: Record,
+    percentiles: tuple[str, ...],
+    max_latency_regression: float | None,
+    max_accuracy_drop_pp: float | None,
+    violations: list[str],
+    labels: list[int] | None = None,
+    warnings: list[str] | None = None,
+) -> str:
     cells = [f"`{key[0]}`", str(key[1]), key[2], str(key[3]), str(key[4])]
     drop = None if record.top1 is None or old.top1 is None else (old.top1 - record.top1) * 100
     cells += [_pct(record.top1), _pct(old.top1), "–" if drop is None else f"{-drop:+.2f}"]
@@ -177,23 +234,30 @@ def _row(key: tuple, record: Record, old: Record, percentiles: tuple[str, ...], 
             if labels is not None and paired is None and warnings is not None:
                 warnings.append(f"{_name(key)}: no per-image predictions in both files; gated by the threshold alone")
             if paired is not None and paired[2] >= ALPHA:
-                warnings.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp), but "
-                                f"{paired[0]} image(s) lost and {paired[1]} gained is not distinguishable from chance "
-                                f"(one-sided McNemar exact p = {paired[2]:.3g} >= {ALPHA:g})")
+                warnings.append(
+                    f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp), but "
+                    f"{paired[0]} image(s) lost and {paired[1]} gained is not distinguishable from chance "
+                    f"(one-sided McNemar exact p = {paired[2]:.3g} >= {ALPHA:g})"
+                )
             else:
-                test = f"; {paired[0]} lost, {paired[1]} gained, one-sided McNemar exact p = {paired[2]:.3g}" if paired else ""
+                test = (
+                    f"; {paired[0]} lost, {paired[1]} gained, one-sided McNemar exact p = {paired[2]:.3g}"
+                    if paired
+                    else ""
+                )
                 violations.append(f"{key[0]}: top-1 dropped {drop:.2f} pp (limit {max_accuracy_drop_pp} pp){test}")
     for p in percentiles:
         now, then = record.latency_ms[p], old.latency_ms[p]
         change = now / then - 1
         cells += [f"{now:.3f}", f"{then:.3f}", f"{change:+.1%}"]
         if max_latency_regression is not None and change > max_latency_regression:
-            violations.append(f"{key[0]}: {p} latency {change:+.1%} ({then:.3f} -> {now:.3f} ms; "
-                              f"limit +{max_latency_regression:.0%})")
+            violations.append(
+                f"{key[0]}: {p} latency {change:+.1%} ({then:.3f} -> {now:.3f} ms; limit +{max_latency_regression:.0%})"
+            )
     return "| " + " | ".join(cells) + " |"
 
 
-def _pct(value: Optional[float]) -> str:
+def _pct(value: float | None) -> str:
     return "–" if value is None else f"{value * 100:.2f}"
 
 
@@ -208,8 +272,10 @@ def parse_fraction(text: str, flag: str = "--max-latency-regression") -> float:
         raise EdgepipeError(f"{flag} '{text}' is not a percentage", "Write it with a percent sign, like 10%.") from None
     _check_threshold(value, flag)
     if not text.endswith("%"):
-        raise EdgepipeError(f"{flag} '{text}' has no unit ({value:g}% or {value:.0%})",
-                            f"Write it with a percent sign, like {value:g}%.")
+        raise EdgepipeError(
+            f"{flag} '{text}' has no unit ({value:g}% or {value:.0%})",
+            f"Write it with a percent sign, like {value:g}%.",
+        )
     return value / 100
 
 
@@ -218,13 +284,16 @@ def parse_points(text: str, flag: str = "--max-accuracy-drop") -> float:
     a relative change. EdgepipeError for text that is not a number, and for NaN, infinite or negative values."""
     text = str(text).strip()
     if text.endswith("%"):
-        raise EdgepipeError(f"{flag} '{text}' is ambiguous (percentage points of top-1, or a relative change)",
-                            f"Write percentage points, like {text[:-1].strip()} or {text[:-1].strip()}pp.")
+        raise EdgepipeError(
+            f"{flag} '{text}' is ambiguous (percentage points of top-1, or a relative change)",
+            f"Write percentage points, like {text[:-1].strip()} or {text[:-1].strip()}pp.",
+        )
     number = text[:-2].strip() if text.lower().endswith("pp") else text
     try:
         value = float(number)
     except ValueError:
-        raise EdgepipeError(f"{flag} '{text}' is not a number of percentage points",
-                            "Write it like 0.5 or 0.5pp.") from None
+        raise EdgepipeError(
+            f"{flag} '{text}' is not a number of percentage points", "Write it like 0.5 or 0.5pp."
+        ) from None
     _check_threshold(value, flag)
     return value

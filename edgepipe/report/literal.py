@@ -57,7 +57,7 @@ def inline_html(line: str) -> str:
                 out.append(fence)
                 i += len(fence)
                 continue
-            code = line[i + len(fence):close.start()]
+            code = line[i + len(fence) : close.start()]
             if len(code) > 1 and code.startswith(" ") and code.endswith(" ") and code.strip():
                 code = code[1:-1]
             out.append(f"<code>{escape(code)}</code>")

@@ -14,16 +14,30 @@ def merge(results_list: list[Results], analysed=None) -> str:
     rows: dict[tuple, dict[int, object]] = {}
     for i, results in enumerate(results_list):
         for record in results.records:
-            key = (record.format or record.artifact, record.engine, record.device or "cpu", record.threads,
-                   record.batch_size)
+            key = (
+                record.format or record.artifact,
+                record.engine,
+                record.device or "cpu",
+                record.threads,
+                record.batch_size,
+            )
             rows.setdefault(key, {})[i] = record
-    header = "| artifact | engine | engine device | threads | batch | top-1 (%) | " + " | ".join(
-        f"{d}: p50 (ms) | {d}: p90 (ms) | {d}: images/s" for d in map(md_text, devices)) + " |"
+    header = (
+        "| artifact | engine | engine device | threads | batch | top-1 (%) | "
+        + " | ".join(f"{d}: p50 (ms) | {d}: p90 (ms) | {d}: images/s" for d in map(md_text, devices))
+        + " |"
+    )
     lines = [header, "|---|---|---|--:|--:|--:|" + "--:|--:|--:|" * len(devices)]
     for (fmt, engine, engine_device, threads, batch), per_device in rows.items():
         top1 = next((r.top1 for r in per_device.values() if r.top1 is not None), None)
-        cells = [md_code(fmt, in_table=True), md_text(engine or "–"), md_text(engine_device), str(threads), str(batch),
-                 "–" if top1 is None else f"{top1 * 100:.2f}"]
+        cells = [
+            md_code(fmt, in_table=True),
+            md_text(engine or "–"),
+            md_text(engine_device),
+            str(threads),
+            str(batch),
+            "–" if top1 is None else f"{top1 * 100:.2f}",
+        ]
         for i in range(len(devices)):
             record = per_device.get(i)
             lat = record.latency_ms if record is not None else None
@@ -35,14 +49,23 @@ def merge(results_list: list[Results], analysed=None) -> str:
     conditions = []
     for d, results in zip(devices, results_list):
         c = results.conditions
-        conditions.append(f"- {md_text(d)}: threads {c.get('threads')}, batch {c.get('batch_size', c.get('batch_sizes'))}, "
-                          f"{c.get('warmup')} warm-up calls, at least {c.get('min_iterations')} calls and "
-                          f"{c.get('min_duration_s')} s; measured {results.created}")
+        conditions.append(
+            f"- {md_text(d)}: threads {c.get('threads')}, batch {c.get('batch_size', c.get('batch_sizes'))}, "
+            f"{c.get('warmup')} warm-up calls, at least {c.get('min_iterations')} calls and "
+            f"{c.get('min_duration_s')} s; measured {results.created}"
+        )
     table_rows, verdicts = analysed or analyse_many(results_list)
     recommendations = [f"- {recommendation_line(s, v)}" for s, v in verdicts.items()]
     recommendations += [f"- {line}" for line in oversubscription_lines(table_rows)]
-    return ("# edgepipe: results merged across devices\n\n" + "\n".join(lines) + "\n\n## Recommendation per device\n\n"
-            + "\n".join(recommendations) + "\n\n## Conditions\n\n" + "\n".join(conditions) + "\n")
+    return (
+        "# edgepipe: results merged across devices\n\n"
+        + "\n".join(lines)
+        + "\n\n## Recommendation per device\n\n"
+        + "\n".join(recommendations)
+        + "\n\n## Conditions\n\n"
+        + "\n".join(conditions)
+        + "\n"
+    )
 
 
 def merged_pareto_plot(results_list: list[Results], path, analysed=None) -> bool:

@@ -61,8 +61,9 @@ def history_plot(history: dict[str, list[float]], path: Path, title: str = "Trai
     if not history or not history.get("loss"):
         return False
     plt = _pyplot()
-    panels = [("loss", "loss"), ("accuracy", "accuracy")] + ([("learning_rate", "learning rate")]
-                                                              if "learning_rate" in history else [])
+    panels = [("loss", "loss"), ("accuracy", "accuracy")] + (
+        [("learning_rate", "learning rate")] if "learning_rate" in history else []
+    )
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.4))
     epochs = range(1, len(history["loss"]) + 1)
     for ax, (key, name) in zip(axes, panels):
@@ -93,7 +94,9 @@ def confusion_plot(evaluation: dict[str, Any], path: Path, title: str = "Confusi
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(counts, cmap="Blues")
     fig.colorbar(image, ax=ax, label="images")
-    ax.set_xticks(range(len(names)), names, rotation=60 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center")
+    ax.set_xticks(
+        range(len(names)), names, rotation=60 if len(names) > 6 else 0, ha="right" if len(names) > 6 else "center"
+    )
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted class")
     ax.set_ylabel("true class")
@@ -101,8 +104,15 @@ def confusion_plot(evaluation: dict[str, Any], path: Path, title: str = "Confusi
         top = counts.max() if counts.size else 0
         for (i, j), value in np.ndenumerate(counts):
             if value:
-                ax.text(j, i, str(value), ha="center", va="center", fontsize=8,
-                        color="white" if value > top / 2 else "black")
+                ax.text(
+                    j,
+                    i,
+                    str(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="white" if value > top / 2 else "black",
+                )
     ax.set_title(f"{title} (top-1 {evaluation['top1']:.1%}, {evaluation['images']} images)")
     _save(fig, path)
 
@@ -121,14 +131,28 @@ def pareto_plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
         mine = [p for p in points if p["device"] == device]
         for p in mine:
             area = 40 + 600 * (p["size_mb"] or 0) / biggest
-            ax.scatter(p["latency_ms"], p["top1"] * 100, s=area, alpha=0.6,
-                       edgecolors="red" if p.get("recommended") else "black", linewidths=2 if p.get("recommended") else 0.5)
-            ax.annotate(p["label"], (p["latency_ms"], p["top1"] * 100), textcoords="offset points", xytext=(6, 4),
-                        fontsize=8)
+            ax.scatter(
+                p["latency_ms"],
+                p["top1"] * 100,
+                s=area,
+                alpha=0.6,
+                edgecolors="red" if p.get("recommended") else "black",
+                linewidths=2 if p.get("recommended") else 0.5,
+            )
+            ax.annotate(
+                p["label"], (p["latency_ms"], p["top1"] * 100), textcoords="offset points", xytext=(6, 4), fontsize=8
+            )
         frontier = sorted((p for p in mine if p.get("frontier")), key=lambda p: p["latency_ms"])
         if len(frontier) > 1:
-            ax.step([p["latency_ms"] for p in frontier], [p["top1"] * 100 for p in frontier], where="post",
-                    color="tab:red", linestyle="--", linewidth=1, label="Pareto frontier")
+            ax.step(
+                [p["latency_ms"] for p in frontier],
+                [p["top1"] * 100 for p in frontier],
+                where="post",
+                color="tab:red",
+                linestyle="--",
+                linewidth=1,
+                label="Pareto frontier",
+            )
             ax.legend(loc="lower right", fontsize=8)
         ax.set_xscale("log")
         from matplotlib import ticker
@@ -143,5 +167,3 @@ def pareto_plot(points: list[dict[str, Any]], path: Path, title: str) -> None:
         ax.grid(alpha=0.3, which="both")
     fig.suptitle(title + " (marker area: file size; red edge: recommended)")
     _save(fig, path)
-
-

@@ -6,7 +6,7 @@ HTML and CSV all render these rows, so they can never disagree.
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.defaults import ACCURACY_BUDGET_PP
 from edgepipe.report.literal import md_code, md_text
@@ -31,8 +31,11 @@ def setting_label(results: Results, record) -> str:
 def rows(results: Results) -> list[dict[str, Any]]:
     """Flat rows for one results file; speed-up is against the FP32 reference model in the same setting."""
     out = []
-    reference = {(r.threads, r.batch_size): r for r in reversed(results.records)  # the first (cpu) one wins
-                 if r.format == results.reference_format and r.latency_ms}
+    reference = {
+        (r.threads, r.batch_size): r
+        for r in reversed(results.records)  # the first (cpu) one wins
+        if r.format == results.reference_format and r.latency_ms
+    }
     for r in results.records:
         lat = r.latency_ms or {}
         ref = reference.get((r.threads, r.batch_size))
@@ -43,46 +46,49 @@ def rows(results: Results) -> list[dict[str, Any]]:
         oversubscribed = r.oversubscribed
         if oversubscribed is None and lat and r.threads and usable:  # files from before it was recorded
             oversubscribed = r.threads > usable
-        out.append({
-            "device": device_name(results),
-            "setting": setting_label(results, r),
-            "artifact": r.artifact,
-            "format": r.format or r.artifact,
-            "precision": r.precision,
-            "engine": r.engine,
-            "engine_device": r.device,
-            "threads": r.threads,
-            "batch_size": r.batch_size,
-            "engine_settings": r.settings,
-            "size_mb": r.size_mb,
-            "top1": r.top1,
-            "top5": r.top5,
-            "top1_change_pp": r.top1_change_pp,
-            "agreement": (r.agreement_with_reference or {}).get("top1_agreement"),
-            "verification": "reference" if r.format == results.reference_format else
-                            (None if r.verified is None else ("passed" if r.verified else "failed")),
-            "load_ms": r.load_ms,
-            "first_inference_ms": r.first_inference_ms,
-            **{f"{k}_ms": lat.get(k) for k in ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")},
-            "iterations": lat.get("iterations"),
-            "images_per_s": lat.get("images_per_s"),
-            "rounds_spread": spread,
-            "rounds_p50_ms": (r.rounds or {}).get("p50_ms"),
-            "speedup_vs_keras": (ref.latency_ms["p50"] / lat["p50"]) if ref and lat.get("p50") else None,
-            "rss_after_load_mb": memory.get("rss_after_load_mb"),
-            "peak_rss_mb": memory.get("peak_rss_mb"),
-            "gmacs_per_s": efficiency.get("gmacs_per_s"),
-            "fraction_of_peak": efficiency.get("fraction_of_peak"),
-            "peak_basis": efficiency.get("peak_basis"),
-            "status": r.status.value,
-            "reason": r.reason,
-            "usable": r.usable,
-            "tuned": bool(r.tuning),
-            "oversubscribed": oversubscribed,
-            "usable_cores": usable,
-            "cpu_quota": results.device.get("cpu_quota"),
-            "reference": r.format == results.reference_format,
-        })
+        out.append(
+            {
+                "device": device_name(results),
+                "setting": setting_label(results, r),
+                "artifact": r.artifact,
+                "format": r.format or r.artifact,
+                "precision": r.precision,
+                "engine": r.engine,
+                "engine_device": r.device,
+                "threads": r.threads,
+                "batch_size": r.batch_size,
+                "engine_settings": r.settings,
+                "size_mb": r.size_mb,
+                "top1": r.top1,
+                "top5": r.top5,
+                "top1_change_pp": r.top1_change_pp,
+                "agreement": (r.agreement_with_reference or {}).get("top1_agreement"),
+                "verification": "reference"
+                if r.format == results.reference_format
+                else (None if r.verified is None else ("passed" if r.verified else "failed")),
+                "load_ms": r.load_ms,
+                "first_inference_ms": r.first_inference_ms,
+                **{f"{k}_ms": lat.get(k) for k in ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")},
+                "iterations": lat.get("iterations"),
+                "images_per_s": lat.get("images_per_s"),
+                "rounds_spread": spread,
+                "rounds_p50_ms": (r.rounds or {}).get("p50_ms"),
+                "speedup_vs_keras": (ref.latency_ms["p50"] / lat["p50"]) if ref and lat.get("p50") else None,
+                "rss_after_load_mb": memory.get("rss_after_load_mb"),
+                "peak_rss_mb": memory.get("peak_rss_mb"),
+                "gmacs_per_s": efficiency.get("gmacs_per_s"),
+                "fraction_of_peak": efficiency.get("fraction_of_peak"),
+                "peak_basis": efficiency.get("peak_basis"),
+                "status": r.status.value,
+                "reason": r.reason,
+                "usable": r.usable,
+                "tuned": bool(r.tuning),
+                "oversubscribed": oversubscribed,
+                "usable_cores": usable,
+                "cpu_quota": results.device.get("cpu_quota"),
+                "reference": r.format == results.reference_format,
+            }
+        )
     return out
 
 
@@ -124,8 +130,12 @@ def pareto(all_rows: list[dict[str, Any]], budget_pp: float = DEFAULT_BUDGET_PP)
             reason = f"{basis}; {tie_text(ties, choice)}"
         if choice is not None:
             choice["recommended"] = True
-        verdicts[setting] = {"recommended": choice, "reference_top1": reference["top1"] if reference else None,
-                             "reason": reason, "tied": ties}
+        verdicts[setting] = {
+            "recommended": choice,
+            "reference_top1": reference["top1"] if reference else None,
+            "reason": reason,
+            "tied": ties,
+        }
     return verdicts
 
 
@@ -156,8 +166,13 @@ def tie_group(eligible: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def _tie_key(row: dict[str, Any]) -> tuple:
     inf = float("inf")
-    return (inf if row.get("p90_ms") is None else row["p90_ms"], inf if row.get("size_mb") is None else row["size_mb"],
-            str(row["format"]), str(row.get("engine") or ""), str(row["artifact"]))
+    return (
+        inf if row.get("p90_ms") is None else row["p90_ms"],
+        inf if row.get("size_mb") is None else row["size_mb"],
+        str(row["format"]),
+        str(row.get("engine") or ""),
+        str(row["artifact"]),
+    )
 
 
 def choose(group: list[dict[str, Any]]) -> dict[str, Any]:
@@ -172,19 +187,24 @@ def tie_text(group: list[dict[str, Any]], choice: dict[str, Any]) -> str:
     names = {id(r): _tie_name(r, group) for r in group}
     members = [f"{names[id(r)]} (p50 {r['p50_ms']:.3f} ms)" for r in group]
     listed = ", ".join(members[:-1]) + f" and {members[-1]}"
-    spreads = ", ".join("no rounds" if r.get("rounds_spread") is None else f"{r['rounds_spread'] * 100:.1f}%"
-                        for r in group)
+    spreads = ", ".join(
+        "no rounds" if r.get("rounds_spread") is None else f"{r['rounds_spread'] * 100:.1f}%" for r in group
+    )
     runner_up = sorted(group, key=_tie_key)[1]
     lower = "lower" if len(group) == 2 else "lowest"
     if _tie_key(choice)[0] != _tie_key(runner_up)[0]:
         why = f"{lower} p90 ({_ms(choice.get('p90_ms'))} against {_ms(runner_up.get('p90_ms'))})"
     elif _tie_key(choice)[1] != _tie_key(runner_up)[1]:
-        why = (f"same p90 ({_ms(choice.get('p90_ms'))}), smaller file ({_mb(choice.get('size_mb'))} against "
-               f"{_mb(runner_up.get('size_mb'))})")
+        why = (
+            f"same p90 ({_ms(choice.get('p90_ms'))}), smaller file ({_mb(choice.get('size_mb'))} against "
+            f"{_mb(runner_up.get('size_mb'))})"
+        )
     else:
         why = "same p90 and file size, first by name"
-    return (f"{listed} are tied within the spread of their rounds ({spreads}); chose {names[id(choice)]} by the tie "
-            f"rule (lower p90, then smaller file, then name): {why}")
+    return (
+        f"{listed} are tied within the spread of their rounds ({spreads}); chose {names[id(choice)]} by the tie "
+        f"rule (lower p90, then smaller file, then name): {why}"
+    )
 
 
 def _tie_name(row: dict[str, Any], group: list[dict[str, Any]]) -> str:
@@ -193,11 +213,11 @@ def _tie_name(row: dict[str, Any], group: list[dict[str, Any]]) -> str:
     return f"`{row['format']}`" + (f" with {row.get('engine')}" if shared else "")
 
 
-def _ms(value: Optional[float]) -> str:
+def _ms(value: float | None) -> str:
     return "–" if value is None else f"{value:.3f} ms"
 
 
-def _mb(value: Optional[float]) -> str:
+def _mb(value: float | None) -> str:
     return "–" if value is None else f"{value:.2f} MB"
 
 
@@ -213,17 +233,19 @@ def oversubscription_lines(all_rows: list[dict[str, Any]]) -> list[str]:
     for (setting, threads, usable, quota), group in groups.items():
         basis = f"cgroup CPU quota {quota:g}" if quota is not None else "CPU affinity"
         names = ", ".join(f"`{r['format']}`" + (f" with {r['engine']}" if r.get("engine") else "") for r in group)
-        lines.append(f"{setting}: oversubscribed: {threads} thread(s) on {usable} usable core(s) ({basis}) for "
-                     f"{len(group)} record(s) ({names}); their latency includes threads waiting for a core.")
+        lines.append(
+            f"{setting}: oversubscribed: {threads} thread(s) on {usable} usable core(s) ({basis}) for "
+            f"{len(group)} record(s) ({names}); their latency includes threads waiting for a core."
+        )
     return lines
 
 
-def analyse(results: Results, budget_pp: Optional[float] = None):
+def analyse(results: Results, budget_pp: float | None = None):
     """(rows with frontier and recommendation marked, verdict per setting) for one results file."""
     return analyse_many([results], budget_pp)
 
 
-def analyse_many(results_list: list[Results], budget_pp: Optional[float] = None):
+def analyse_many(results_list: list[Results], budget_pp: float | None = None):
     """analyse() over several results files (e.g. devices), judged by the first file's budget."""
     if budget_pp is None:
         first = results_list[0].accuracy_budget_pp if results_list else None
@@ -246,21 +268,66 @@ def recommendation_line(setting: str, verdict: dict[str, Any]) -> str:
     speed = "" if choice["speedup_vs_keras"] is None else f", {choice['speedup_vs_keras']:.1f}x the Keras FP32 model"
     engine = f" with {choice['engine']}" + (f" ({describe_settings(choice)})" if describe_settings(choice) else "")
     size = "" if choice["size_mb"] is None else f", {choice['size_mb']:.2f} MB"
-    return (f"{md_text(setting)}: use {md_code(choice['format'])}{engine} (p50 {choice['p50_ms']:.3f} ms{accuracy}{size}{speed}): "
-            f"{verdict['reason']}.")
+    return (
+        f"{md_text(setting)}: use {md_code(choice['format'])}{engine} (p50 {choice['p50_ms']:.3f} ms{accuracy}{size}{speed}): "
+        f"{verdict['reason']}."
+    )
 
 
 def pareto_points(all_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [{"device": r["setting"], "label": f"{r['format']} [{r['engine']}]", "latency_ms": r["p50_ms"],
-             "top1": r["top1"], "size_mb": r["size_mb"], "frontier": r["frontier"], "recommended": r["recommended"]}
-            for r in all_rows if r["usable"] and r["top1"] is not None]
+    return [
+        {
+            "device": r["setting"],
+            "label": f"{r['format']} [{r['engine']}]",
+            "latency_ms": r["p50_ms"],
+            "top1": r["top1"],
+            "size_mb": r["size_mb"],
+            "frontier": r["frontier"],
+            "recommended": r["recommended"],
+        }
+        for r in all_rows
+        if r["usable"] and r["top1"] is not None
+    ]
 
 
-CSV_COLUMNS = ["device", "setting", "artifact", "format", "precision", "engine", "engine_device", "threads",
-               "batch_size", "size_mb", "top1", "top5", "top1_change_pp", "agreement", "verification", "load_ms",
-               "first_inference_ms", "min_ms", "mean_ms", "std_ms", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "max_ms",
-               "iterations", "images_per_s", "rounds_spread", "speedup_vs_keras", "rss_after_load_mb", "peak_rss_mb",
-               "gmacs_per_s", "fraction_of_peak", "status", "reason", "oversubscribed"]
+CSV_COLUMNS = [
+    "device",
+    "setting",
+    "artifact",
+    "format",
+    "precision",
+    "engine",
+    "engine_device",
+    "threads",
+    "batch_size",
+    "size_mb",
+    "top1",
+    "top5",
+    "top1_change_pp",
+    "agreement",
+    "verification",
+    "load_ms",
+    "first_inference_ms",
+    "min_ms",
+    "mean_ms",
+    "std_ms",
+    "p50_ms",
+    "p90_ms",
+    "p95_ms",
+    "p99_ms",
+    "max_ms",
+    "iterations",
+    "images_per_s",
+    "rounds_spread",
+    "speedup_vs_keras",
+    "rss_after_load_mb",
+    "peak_rss_mb",
+    "gmacs_per_s",
+    "fraction_of_peak",
+    "status",
+    "reason",
+    "oversubscribed",
+]
 
 
 def to_csv(all_rows: list[dict[str, Any]]) -> str:
@@ -272,10 +339,26 @@ def to_csv(all_rows: list[dict[str, Any]]) -> str:
     writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for row in all_rows:
-        writer.writerow({k: ("" if row.get(k) is None else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]))
-                         for k in CSV_COLUMNS})
+        writer.writerow(
+            {
+                k: ("" if row.get(k) is None else (f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]))
+                for k in CSV_COLUMNS
+            }
+        )
     return out.getvalue()
 
 
-__all__ = ["analyse", "analyse_many", "choose", "device_name", "oversubscription_lines", "pareto", "pareto_points",
-           "recommendation_line", "rows", "tie_group", "tied", "to_csv"]
+__all__ = [
+    "analyse",
+    "analyse_many",
+    "choose",
+    "device_name",
+    "oversubscription_lines",
+    "pareto",
+    "pareto_points",
+    "recommendation_line",
+    "rows",
+    "tie_group",
+    "tied",
+    "to_csv",
+]

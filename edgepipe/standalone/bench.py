@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -22,11 +22,22 @@ from edgepipe.results import Record, Results, Status
 from edgepipe.versions import __version__
 
 
-def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, labels_file: Optional[Path] = None,
-                threads: tuple[int, ...] = (1,), batches: tuple[int, ...] = (1,),
-                settings: BenchSettings = BenchSettings(), seed: int = 0, devices: tuple[str, ...] = ("cpu",),
-                engines: tuple[str, ...] = (), memory: bool = True, tune: bool = False, profile: bool = False,
-                model: Optional[Path] = None) -> Results:
+def bench_files(
+    paths: list[Path],
+    echo: Echo,
+    data_dir: Path | None = None,
+    labels_file: Path | None = None,
+    threads: tuple[int, ...] = (1,),
+    batches: tuple[int, ...] = (1,),
+    settings: BenchSettings | None = None,
+    seed: int = 0,
+    devices: tuple[str, ...] = ("cpu",),
+    engines: tuple[str, ...] = (),
+    memory: bool = True,
+    tune: bool = False,
+    profile: bool = False,
+    model: Path | None = None,
+) -> Results:
     """Benchmark artifacts on their own (no run directory): one record per artifact, engine, device,
     thread count and batch size.
 
@@ -37,6 +48,7 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     With ``profile``, each measured artifact is also profiled per op after timing (``model``: the Keras model
     file whose layers the ops are mapped to, for MACs per layer).
     """
+    settings = settings or BenchSettings()
     for path in paths:
         if not path.exists():
             raise EdgepipeError(f"artifact '{path}' does not exist", "Check the path.")
@@ -46,8 +58,13 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     unmeasured: list[Record] = []
     plans = []
     for path, artifact in zip(paths, artifacts):
-        base = Record(artifact=str(path), format=artifact.format, precision=artifact.precision, status=Status.OK,
-                      size_mb=round(artifact_size_mb(path), 4))
+        base = Record(
+            artifact=str(path),
+            format=artifact.format,
+            precision=artifact.precision,
+            status=Status.OK,
+            size_mb=round(artifact_size_mb(path), 4),
+        )
         try:
             shape, classes = probe(artifact)
         except EdgepipeError as exc:
@@ -62,16 +79,27 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
         check_batch_memory(shape, max(batches))
         labels_order = read_labels_file(labels_file) if labels_file else artifact.labels
         if labels_order is not None and len(labels_order) != classes:
-            raise EdgepipeError(f"{'labels file ' + str(labels_file) if labels_file else path.name + ' records labels that'}"
-                                f" name {len(labels_order)} classes, but {path.name} has {classes} outputs",
-                                "Pass the labels.txt the model was trained with (--labels).")
+            raise EdgepipeError(
+                f"{'labels file ' + str(labels_file) if labels_file else path.name + ' records labels that'}"
+                f" name {len(labels_order)} classes, but {path.name} has {classes} outputs",
+                "Pass the labels.txt the model was trained with (--labels).",
+            )
         images, labels = bench_images(data_dir, labels_order, shape, seed)
-        plans += [plan(artifact, base, s, images, labels) for s in settings_for(artifact, engines, devices, threads, batches)]
+        plans += [
+            plan(artifact, base, s, images, labels) for s in settings_for(artifact, engines, devices, threads, batches)
+        ]
     device = fingerprint()
-    profiles: Optional[list] = [] if profile else None
+    profiles: list | None = [] if profile else None
     layers = model_layers(model) if profile else None
-    records = measure_plans(plans, settings, echo, memory=memory, tune_threads=max(threads) if tune else None,
-                            profiles=profiles, profile_context=lambda p: profile_join(p, device, layers))
+    records = measure_plans(
+        plans,
+        settings,
+        echo,
+        memory=memory,
+        tune_threads=max(threads) if tune else None,
+        profiles=profiles,
+        profile_context=lambda p: profile_join(p, device, layers),
+    )
     for record in records:
         echo("  " + line(record))
     records += unmeasured
@@ -80,12 +108,24 @@ def bench_files(paths: list[Path], echo: Echo, data_dir: Optional[Path] = None, 
     device = fingerprint()
     mark_oversubscribed(records, device, echo)
     return Results(
-        device=device, records=records, created=now_iso(), edgepipe=__version__, classes=classes,
+        device=device,
+        records=records,
+        created=now_iso(),
+        edgepipe=__version__,
+        classes=classes,
         profiles=profiles or [],
-        conditions={**settings.as_dict(), "threads": list(threads), "batch_sizes": list(batches),
-                    "devices": list(devices), "engines": list(engines) or "each artifact's default engine",
-                    "timing": TIMING, "rounds": "interleaved", "tuned": tune,
-                    "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)"})
+        conditions={
+            **settings.as_dict(),
+            "threads": list(threads),
+            "batch_sizes": list(batches),
+            "devices": list(devices),
+            "engines": list(engines) or "each artifact's default engine",
+            "timing": TIMING,
+            "rounds": "interleaved",
+            "tuned": tune,
+            "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)",
+        },
+    )
 
 
 class NotAnImageClassifier(Exception):
@@ -98,8 +138,10 @@ def probe(artifact: Artifact) -> tuple[tuple, int]:
     with create_runner(artifact, threads=1) as runner:
         shape = runner.input_spec().shape
         if len(shape) != 4 or shape[3] not in (1, 3, None) or any(d is not None and d < 1 for d in shape[1:3]):
-            raise NotAnImageClassifier(f"its input {runner.input_spec().name} has shape {list(shape)}, not an image "
-                                       "batch (N, height, width, 1 or 3 channels)")
+            raise NotAnImageClassifier(
+                f"its input {runner.input_spec().name} has shape {list(shape)}, not an image "
+                "batch (N, height, width, 1 or 3 channels)"
+            )
         size, channels = int(shape[1] or 224), int(shape[3] or 3)
         out = runner.infer(np.zeros((1, size, size, channels), np.float32))
     if out.ndim != 2 or out.shape[1] < 2:
@@ -107,7 +149,7 @@ def probe(artifact: Artifact) -> tuple[tuple, int]:
     return (shape[0], size, size, channels), int(out.shape[1])
 
 
-def available_memory_bytes() -> Optional[int]:
+def available_memory_bytes() -> int | None:
     """The memory the kernel says is available for a new workload, in bytes; None where unknown."""
     kb = proc_kb("/proc/meminfo", "MemAvailable")
     return None if kb is None else kb * 1024
@@ -122,12 +164,14 @@ def check_batch_memory(shape: tuple, batch: int) -> None:
     need = BATCH_MEMORY_FACTOR * batch * int(np.prod(shape[1:])) * 4
     available = available_memory_bytes()
     if available is not None and need > available:
-        raise EdgepipeError(f"batch {batch} needs about {need / 1e9:.1f} GB for its {shape[1]}x{shape[2]}x{shape[3]} "
-                            f"input images alone, and this machine has {available / 1e9:.1f} GB available",
-                            f"Use a batch of at most {max(1, int(batch * available / need))}.")
+        raise EdgepipeError(
+            f"batch {batch} needs about {need / 1e9:.1f} GB for its {shape[1]}x{shape[2]}x{shape[3]} "
+            f"input images alone, and this machine has {available / 1e9:.1f} GB available",
+            f"Use a batch of at most {max(1, int(batch * available / need))}.",
+        )
 
 
-def bench_images(data_dir: Optional[Path], labels: Any, shape: tuple, seed: int):
+def bench_images(data_dir: Path | None, labels: Any, shape: tuple, seed: int):
     """(uint8 images, labels or None) for an artifact with input ``shape`` (NHWC); ``labels`` is the model's
     class order (a list), or None for the folder's sorted class names."""
     size, channels = int(shape[1]), int(shape[3])
@@ -136,7 +180,9 @@ def bench_images(data_dir: Optional[Path], labels: Any, shape: tuple, seed: int)
     from edgepipe.config import DataConfig
     from edgepipe.data import make_index
 
-    index = make_index(DataConfig(path=str(data_dir), val_fraction=0.0, test_fraction=0.0), seed)  # every image, one split
+    index = make_index(
+        DataConfig(path=str(data_dir), val_fraction=0.0, test_fraction=0.0), seed
+    )  # every image, one split
     dataset = materialize(index, size, channels)
     images, found = dataset.train.images, dataset.train.labels
     if labels is None:
@@ -144,8 +190,10 @@ def bench_images(data_dir: Optional[Path], labels: Any, shape: tuple, seed: int)
     order = list(labels)
     missing = [c for c in dataset.class_names if c not in order]
     if missing:
-        raise EdgepipeError(f"classes {', '.join(missing)} of {data_dir} are not among the model's labels",
-                            "Use the labels.txt the model was trained with (--labels).")
+        raise EdgepipeError(
+            f"classes {', '.join(missing)} of {data_dir} are not among the model's labels",
+            "Use the labels.txt the model was trained with (--labels).",
+        )
     remap = np.asarray([order.index(c) for c in dataset.class_names])
     return images, remap[found]
 
@@ -156,4 +204,6 @@ def read_labels_file(path: Path) -> list[str]:
     try:
         return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
     except UnicodeDecodeError:
-        raise EdgepipeError(f"labels file '{path}' is not UTF-8 text", "Pass a labels.txt with one class per line.") from None
+        raise EdgepipeError(
+            f"labels file '{path}' is not UTF-8 text", "Pass a labels.txt with one class per line."
+        ) from None

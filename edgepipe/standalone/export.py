@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -46,24 +46,40 @@ def _calibration_from(calibration: Any, size: int, channels: int, seed: int):
     images, labels = calibration if isinstance(calibration, tuple) else (calibration, None)
     images = np.asarray(images)
     if images.ndim != 4 or images.shape[1:] != (size, size, channels):
-        raise EdgepipeError(f"calibration images must be an array (N, {size}, {size}, {channels}) of raw pixels, "
-                            f"got shape {images.shape}", "Pass uint8 images at the model's input size, or a folder.")
+        raise EdgepipeError(
+            f"calibration images must be an array (N, {size}, {size}, {channels}) of raw pixels, "
+            f"got shape {images.shape}",
+            "Pass uint8 images at the model's input size, or a folder.",
+        )
     if labels is None:
         return None, (images, np.zeros(len(images), np.int64)), None
     labels = np.asarray(labels, dtype=np.int64)
     order = np.random.default_rng(seed).permutation(len(images))
     held = order[: max(1, len(images) // 5)]
-    kept = order[len(held):] if len(images) > 1 else order
+    kept = order[len(held) :] if len(images) > 1 else order
     return None, (images[kept], labels[kept]), (images[held], labels[held])
 
 
-def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibration: Any = None,
-                 class_names: Optional[list[str]] = None, calibration_size: int = 200, seed: int = 0,
-                 calibration_method: str = "minmax",
-                 accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp, threads: Optional[int] = None,
-                 unsafe: bool = False, options: Optional[dict[str, Any]] = None, isolation: str = "auto",
-                 qat: Any = None, preprocessing: Any = None, input_size: Optional[int] = None,
-                 input_shape: Optional[Any] = None) -> Path:
+def export_model(
+    model: Any,
+    names: list[str],
+    out_dir: Path,
+    echo: Echo,
+    calibration: Any = None,
+    class_names: list[str] | None = None,
+    calibration_size: int = 200,
+    seed: int = 0,
+    calibration_method: str = "minmax",
+    accuracy_budget_pp: float = EXPORT_DEFAULTS.accuracy_budget_pp,
+    threads: int | None = None,
+    unsafe: bool = False,
+    options: dict[str, Any] | None = None,
+    isolation: str = "auto",
+    qat: Any = None,
+    preprocessing: Any = None,
+    input_size: int | None = None,
+    input_shape: Any | None = None,
+) -> Path:
     """Export any Keras model (an object or a file, not only a run directory's), or a model a backend reads as a
     source (an ONNX or .pt2 file, a PyTorch module at ``input_shape``; with ``preprocessing``, a
     pixels.PixelTransform, and ``input_size`` for a dynamic spatial size), to ``out_dir``; returns artifacts.json's
@@ -83,8 +99,10 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
         labels = labels or found
         calibration_set = draw(pool[0], pool[1], calibration_size, seed)
         if validation is not None and (labels is not None and len(labels) != outputs):
-            echo(f"note: the calibration data has {len(labels)} classes but the model outputs {outputs}; "
-                 "artifacts are verified against nothing and INT8 has no accuracy budget")
+            echo(
+                f"note: the calibration data has {len(labels)} classes but the model outputs {outputs}; "
+                "artifacts are verified against nothing and INT8 has no accuracy budget"
+            )
             validation = None
     elif any(formats().get(f).needs_calibration for f in names):
         raise EdgepipeError("INT8 formats need calibration images", "Pass --calibration-data DIR (an image folder).")
@@ -95,11 +113,23 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     stem = Path(source).stem if source else facts["name"]
     shutil.rmtree(scratch, ignore_errors=True)  # what an interrupted export here left behind
     described = foreign.preprocessing() if foreign is not None else {"description": "as saved in the model file"}
-    job = ExportJob(formats=names, out_dir=out_dir, stem=stem, labels=labels, preprocessing=described,
-                    calibration_set=calibration_set, calibration_pool=pool, validation=validation,
-                    calibration_method=calibration_method, accuracy_budget_pp=accuracy_budget_pp,
-                    threads=resolve_threads(threads), options=options or {}, workdir_parent=scratch, qat=qat,
-                    source=foreign)
+    job = ExportJob(
+        formats=names,
+        out_dir=out_dir,
+        stem=stem,
+        labels=labels,
+        preprocessing=described,
+        calibration_set=calibration_set,
+        calibration_pool=pool,
+        validation=validation,
+        calibration_method=calibration_method,
+        accuracy_budget_pp=accuracy_budget_pp,
+        threads=resolve_threads(threads),
+        options=options or {},
+        workdir_parent=scratch,
+        qat=qat,
+        source=foreign,
+    )
     if foreign is not None:
         make_folder(scratch)
         job.source_onnx = foreign.write(scratch / "source-raw-pixels.onnx")
@@ -111,15 +141,22 @@ def export_model(model: Any, names: list[str], out_dir: Path, echo: Echo, calibr
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     index_path = out_dir / "artifacts.json"
-    write_json(index_path, {"source_model": source or stem, "source_sha256": sha256_file(source) if source else None,
-                            **({"source": foreign.describe()} if foreign is not None else {}),
-                            "calibration": calibration_set.describe() if calibration_set is not None else None,
-                            "artifacts": records})
+    write_json(
+        index_path,
+        {
+            "source_model": source or stem,
+            "source_sha256": sha256_file(source) if source else None,
+            **({"source": foreign.describe()} if foreign is not None else {}),
+            "calibration": calibration_set.describe() if calibration_set is not None else None,
+            "artifacts": records,
+        },
+    )
     return index_path
 
 
-def _foreign_source(model: Any, source: Optional[str], preprocessing: Any, input_size: Optional[int],
-                    input_shape: Optional[Any], unsafe: bool) -> Any:
+def _foreign_source(
+    model: Any, source: str | None, preprocessing: Any, input_size: int | None, input_shape: Any | None, unsafe: bool
+) -> Any:
     """The checked source when ``source`` is a model file a backend reads (an ONNX classifier, a torch.export
     program) or ``model`` an object one reads (a PyTorch module, at ``input_shape``), else None. EdgepipeError when
     preprocessing or an input size is declared for a Keras model, which holds its own, or an input shape for
@@ -130,28 +167,36 @@ def _foreign_source(model: Any, source: Optional[str], preprocessing: Any, input
     reader = model_source(source) if source is not None else None
     in_memory = object_source(model) if source is None else None
     if input_shape is not None and in_memory is None:
-        raise EdgepipeError("an input shape is declared for a PyTorch module only; a model file holds its own",
-                            "Drop input_shape (a dynamic spatial size takes input_size).")
+        raise EdgepipeError(
+            "an input shape is declared for a PyTorch module only; a model file holds its own",
+            "Drop input_shape (a dynamic spatial size takes input_size).",
+        )
     if reader is not None:
         return reader.read(Path(source), given, input_size, unsafe=unsafe)
     if in_memory is not None:
         return in_memory.read(model, given, input_size, input_shape)
     declared = preprocessing is not None and any(v is not None for v in preprocessing.as_dict().values())
     if declared or input_size is not None:
-        raise EdgepipeError("preprocessing and input size are declared for ONNX and PyTorch models only; a Keras model "
-                            "holds its own",
-                            "Drop --layout, --channels, --scale, --mean, --std, --preprocessing and --input-size.")
+        raise EdgepipeError(
+            "preprocessing and input size are declared for ONNX and PyTorch models only; a Keras model holds its own",
+            "Drop --layout, --channels, --scale, --mean, --std, --preprocessing and --input-size.",
+        )
     return None
 
 
-def _model_and_facts(model: Any, source: Optional[str], foreign: Any, isolation: str, unsafe: bool,
-                     echo: Echo) -> tuple[Any, dict[str, Any]]:
+def _model_and_facts(
+    model: Any, source: str | None, foreign: Any, isolation: str, unsafe: bool, echo: Echo
+) -> tuple[Any, dict[str, Any]]:
     """(the Keras model or None, its facts: size, channels, outputs, name)."""
     from edgepipe.architectures.loading import load_keras_model
 
     if foreign is not None:
-        return None, {"size": foreign.size, "channels": foreign.channels, "outputs": foreign.outputs,
-                      "name": foreign.name}
+        return None, {
+            "size": foreign.size,
+            "channels": foreign.channels,
+            "outputs": foreign.outputs,
+            "name": foreign.name,
+        }
     if source is not None and isolated(isolation, Path(source)):
         # every format converts in a child process: this one never loads TensorFlow, so it holds no model's memory
         # while they run (ResNet50: 1.5 GB less at the peak of the export)
@@ -161,7 +206,7 @@ def _model_and_facts(model: Any, source: Optional[str], foreign: Any, isolation:
     return model, _facts(model)
 
 
-def _saved_copy(model, scratch: Path, isolation: str) -> Optional[Path]:
+def _saved_copy(model, scratch: Path, isolation: str) -> Path | None:
     """A model object saved where child processes can load it (only when they may be needed)."""
     if isolation == "none":
         return None

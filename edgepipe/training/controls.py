@@ -14,8 +14,8 @@ import json
 import math
 import os
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable, Optional
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Controls:
     momentum: float = 0.9
     lr_schedule: str = "constant"
     lr_boundaries: tuple[int, ...] = ()
-    lr_values: Optional[tuple[float, ...]] = None
+    lr_values: tuple[float, ...] | None = None
     plateau_factor: float = 0.1
     plateau_patience: int = 3
     weight_decay: float = 0.0
@@ -42,18 +42,25 @@ class Controls:
     label_smoothing: float = 0.0
 
     @classmethod
-    def from_config(cls, train_config) -> "Controls":
+    def from_config(cls, train_config) -> Controls:
         """The controls a TrainConfig asks for (pretraining uses ``Controls(learning_rate)``)."""
         t = train_config
         return cls(
-            learning_rate=t.learning_rate, optimizer=t.optimizer, momentum=t.momentum, lr_schedule=t.lr_schedule,
-            lr_boundaries=tuple(t.lr_boundaries), lr_values=tuple(t.lr_values) if t.lr_values else None,
-            plateau_factor=t.plateau_factor, plateau_patience=t.plateau_patience, weight_decay=t.weight_decay,
-            early_stopping_patience=t.early_stopping_patience, class_weight=t.class_weight,
+            learning_rate=t.learning_rate,
+            optimizer=t.optimizer,
+            momentum=t.momentum,
+            lr_schedule=t.lr_schedule,
+            lr_boundaries=tuple(t.lr_boundaries),
+            lr_values=tuple(t.lr_values) if t.lr_values else None,
+            plateau_factor=t.plateau_factor,
+            plateau_patience=t.plateau_patience,
+            weight_decay=t.weight_decay,
+            early_stopping_patience=t.early_stopping_patience,
+            class_weight=t.class_weight,
             label_smoothing=t.label_smoothing,
         )
 
-    def scaled(self, factor: float) -> "Controls":
+    def scaled(self, factor: float) -> Controls:
         """The same controls at ``factor`` times the learning rate (explicit piecewise values scale too)."""
         import dataclasses
 
@@ -66,21 +73,26 @@ def check(train_config) -> None:
     c = Controls.from_config(train_config)
     if c.lr_schedule == "piecewise":
         if not c.lr_boundaries:
-            raise ConfigError("train.lr_schedule is piecewise but train.lr_boundaries is empty",
-                              "List the epochs at which the rate steps down, e.g. lr_boundaries: [2, 5, 8, 12].")
+            raise ConfigError(
+                "train.lr_schedule is piecewise but train.lr_boundaries is empty",
+                "List the epochs at which the rate steps down, e.g. lr_boundaries: [2, 5, 8, 12].",
+            )
         if list(c.lr_boundaries) != sorted(set(c.lr_boundaries)):
-            raise ConfigError("train.lr_boundaries must be strictly increasing epoch numbers",
-                              f"Got {list(c.lr_boundaries)}.")
+            raise ConfigError(
+                "train.lr_boundaries must be strictly increasing epoch numbers", f"Got {list(c.lr_boundaries)}."
+            )
         if c.lr_values is not None and len(c.lr_values) != len(c.lr_boundaries) + 1:
             raise ConfigError(
                 f"train.lr_values needs one rate more than train.lr_boundaries ({len(c.lr_boundaries) + 1}), "
-                f"got {len(c.lr_values)}", "Give the rate before the first boundary and after each one.")
+                f"got {len(c.lr_values)}",
+                "Give the rate before the first boundary and after each one.",
+            )
 
 
 def piecewise_rate(c: Controls, epoch: int) -> float:
     """The rate of a step schedule at 0-based ``epoch``: values[i] from boundary i-1 on
     (default values: learning_rate, then x0.1 at each boundary)."""
-    values = c.lr_values or tuple(c.learning_rate * 0.1 ** i for i in range(len(c.lr_boundaries) + 1))
+    values = c.lr_values or tuple(c.learning_rate * 0.1**i for i in range(len(c.lr_boundaries) + 1))
     step = sum(1 for b in c.lr_boundaries if epoch >= b)
     return float(values[step])
 
@@ -121,7 +133,7 @@ def compile_model(model, c: Controls) -> None:
     model.compile(optimizer=optimizer(c), loss=loss, metrics=[accuracy])
 
 
-def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> Optional[dict[int, float]]:
+def class_weights(labels: np.ndarray, num_classes: int, mode: str) -> dict[int, float] | None:
     """``balanced``: n_samples / (n_classes * count(c)) per class (as scikit-learn defines it)."""
     if mode != "balanced":
         return None
@@ -148,8 +160,10 @@ class _Progress:
             def on_train_batch_end(self, batch, logs=None):
                 if live:
                     done = int(20 * (batch + 1) / max(steps, 1))
-                    stream.write(f"\r  {label} epoch {self.epoch + 1}/{total} [{'#' * done}{'.' * (20 - done)}] "
-                                 f"{batch + 1}/{steps}")
+                    stream.write(
+                        f"\r  {label} epoch {self.epoch + 1}/{total} [{'#' * done}{'.' * (20 - done)}] "
+                        f"{batch + 1}/{steps}"
+                    )
                     stream.flush()
 
             def on_epoch_end(self, epoch, logs=None):
@@ -172,16 +186,33 @@ def callbacks(c: Controls, epochs: int, label: str, steps: int, echo: Callable[[
     elif c.lr_schedule == "cosine":
         out.append(keras.callbacks.LearningRateScheduler(lambda epoch: cosine_rate(c, epoch, epochs)))
     elif c.lr_schedule == "plateau":
-        out.append(keras.callbacks.ReduceLROnPlateau(monitor="val_loss", factor=c.plateau_factor,
-                                                     patience=c.plateau_patience, min_lr=c.learning_rate * 1e-4))
+        out.append(
+            keras.callbacks.ReduceLROnPlateau(
+                monitor="val_loss", factor=c.plateau_factor, patience=c.plateau_patience, min_lr=c.learning_rate * 1e-4
+            )
+        )
     if c.early_stopping_patience:
-        out.append(keras.callbacks.EarlyStopping(monitor="val_loss", patience=c.early_stopping_patience,
-                                                 restore_best_weights=True))
+        out.append(
+            keras.callbacks.EarlyStopping(
+                monitor="val_loss", patience=c.early_stopping_patience, restore_best_weights=True
+            )
+        )
     return out
 
 
-def fit_arrays(model, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.ndarray], *, c: Controls,
-               epochs: int, batch_size: int, seed: int, label: str, echo: Callable[[str], None]) -> dict[str, list[float]]:
+def fit_arrays(
+    model,
+    x: np.ndarray,
+    y: np.ndarray,
+    val: tuple[np.ndarray, np.ndarray],
+    *,
+    c: Controls,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    label: str,
+    echo: Callable[[str], None],
+) -> dict[str, list[float]]:
     """Compile ``model`` with the controls and fit it; returns the per-epoch history (with the rate used).
 
     Inside a tf.distribute strategy's scope (where ``model`` must have been built), the epochs run
@@ -198,17 +229,38 @@ def fit_arrays(model, x: np.ndarray, y: np.ndarray, val: tuple[np.ndarray, np.nd
         y_fit, y_val = (keras.utils.to_categorical(v, num_classes) for v in (y, val[1]))
     weights = class_weights(y, num_classes, c.class_weight)
     if tf.distribute.has_strategy():
-        history = _fit_distributed(model, (x, y_fit), (val[0], y_val), weights, y, c=c, epochs=epochs,
-                                   batch_size=batch_size, seed=seed, label=label, echo=echo)
+        history = _fit_distributed(
+            model,
+            (x, y_fit),
+            (val[0], y_val),
+            weights,
+            y,
+            c=c,
+            epochs=epochs,
+            batch_size=batch_size,
+            seed=seed,
+            label=label,
+            echo=echo,
+        )
     else:
         steps = int(math.ceil(len(x) / batch_size))
-        history = model.fit(x, y_fit, validation_data=(val[0], y_val), epochs=epochs, batch_size=batch_size,
-                            shuffle=True, verbose=0, class_weight=weights,
-                            callbacks=callbacks(c, epochs, label, steps, echo)).history
+        history = model.fit(
+            x,
+            y_fit,
+            validation_data=(val[0], y_val),
+            epochs=epochs,
+            batch_size=batch_size,
+            shuffle=True,
+            verbose=0,
+            class_weight=weights,
+            callbacks=callbacks(c, epochs, label, steps, echo),
+        ).history
     out = {k: [float(v) for v in values] for k, values in history.items()}
     if c.early_stopping_patience and len(out.get("loss", [])) < epochs:
-        echo(f"  {label}: early stopping after epoch {len(out['loss'])} (val_loss did not improve for "
-             f"{c.early_stopping_patience} epochs; best weights restored)")
+        echo(
+            f"  {label}: early stopping after epoch {len(out['loss'])} (val_loss did not improve for "
+            f"{c.early_stopping_patience} epochs; best weights restored)"
+        )
     return out
 
 
@@ -225,12 +277,13 @@ def predict_arrays(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     if not tf.distribute.has_strategy():
         return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
     run = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    return np.concatenate([np.asarray(run(x[i:i + batch_size])) for i in range(0, len(x), batch_size)])
+    return np.concatenate([np.asarray(run(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
 
 
 # ------------------------------------------------------------------ several devices
 
-def distribution(gpus: Optional[int] = None, tf_config: Optional[str] = None):
+
+def distribution(gpus: int | None = None, tf_config: str | None = None):
     """(name, tf.distribute strategy or None): MultiWorkerMirroredStrategy when TF_CONFIG names a
     cluster, MirroredStrategy when several GPUs are visible, else None (the default, one device)."""
     tf_config = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
@@ -242,7 +295,7 @@ def distribution(gpus: Optional[int] = None, tf_config: Optional[str] = None):
     return kind, _strategy(kind)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _strategy(kind: str):
     """The strategy of ``kind``, created once per process: a process joins its cluster only once
     (pretraining and training in one command share it)."""
@@ -255,14 +308,14 @@ def _strategy(kind: str):
     return tf.distribute.MirroredStrategy()
 
 
-def choose_distribution(gpus: int, tf_config: Optional[str]) -> str:
+def choose_distribution(gpus: int, tf_config: str | None) -> str:
     cluster, _, _ = _tf_config(tf_config)
     if _workers(cluster) > 1:
         return "multi-worker-mirrored"
     return "mirrored" if gpus > 1 else "default"
 
 
-def _tf_config(tf_config: Optional[str]) -> tuple[dict, str, int]:
+def _tf_config(tf_config: str | None) -> tuple[dict, str, int]:
     """(cluster, task type, task index) from TF_CONFIG (the environment's unless given)."""
     tf_config = os.environ.get("TF_CONFIG") if tf_config is None else tf_config
     if not tf_config:
@@ -272,13 +325,17 @@ def _tf_config(tf_config: Optional[str]) -> tuple[dict, str, int]:
     except ValueError:
         spec = None
     if not isinstance(spec, dict) or not isinstance(spec.get("cluster", {}), dict):
-        raise ConfigError("TF_CONFIG is not valid JSON with a cluster",
-                          "Set it as documented for tf.distribute, or unset it for one machine.")
+        raise ConfigError(
+            "TF_CONFIG is not valid JSON with a cluster",
+            "Set it as documented for tf.distribute, or unset it for one machine.",
+        )
     cluster, task = spec.get("cluster", {}), spec.get("task") or {}
     task_type, index = task.get("type", "worker"), task.get("index", 0)
     if _workers(cluster) > 1 and not (isinstance(index, int) and 0 <= index < len(cluster.get(task_type) or [])):
-        raise ConfigError(f"TF_CONFIG's task ({task_type} {index}) is not one of its cluster's tasks",
-                          'Give each process its own task, e.g. "task": {"type": "worker", "index": 1}.')
+        raise ConfigError(
+            f"TF_CONFIG's task ({task_type} {index}) is not one of its cluster's tasks",
+            'Give each process its own task, e.g. "task": {"type": "worker", "index": 1}.',
+        )
     return cluster, task_type, index
 
 
@@ -287,7 +344,7 @@ def _workers(cluster: dict) -> int:
     return sum(len(cluster.get(role) or []) for role in ("chief", "worker"))
 
 
-def is_chief(tf_config: Optional[str] = None) -> bool:
+def is_chief(tf_config: str | None = None) -> bool:
     """Whether this process writes the results: a process on its own, or the chief of its cluster
     (its "chief" task, else worker 0, as tf.distribute defines it). The other workers train and
     write nothing: the run directory has one writer."""
@@ -317,12 +374,16 @@ def wait_for_workers(strategy) -> None:
         strategy.reduce("SUM", strategy.run(tf.constant, args=(1.0,)), axis=None)
 
 
-def distribution_record(kind: str, strategy, tf_config: Optional[str] = None) -> dict:
+def distribution_record(kind: str, strategy, tf_config: str | None = None) -> dict:
     """What training.json records: the strategy, the workers and replicas, and this worker's index."""
     cluster, _, index = _tf_config(tf_config)
     workers = _workers(cluster) if kind == "multi-worker-mirrored" else 1
-    return {"strategy": kind, "workers": workers, "replicas": strategy.num_replicas_in_sync if strategy else 1,
-            "task_index": index if workers > 1 else 0}
+    return {
+        "strategy": kind,
+        "workers": workers,
+        "replicas": strategy.num_replicas_in_sync if strategy else 1,
+        "task_index": index if workers > 1 else 0,
+    }
 
 
 def scope(strategy):
@@ -333,13 +394,26 @@ def scope(strategy):
 def check_batch_size(batch_size: int, replicas: int, key: str = "the batch size") -> None:
     """The batch size is the global batch: each replica takes an equal part of it."""
     if batch_size % replicas:
-        raise ConfigError(f"{key} ({batch_size}) does not split evenly over {replicas} replicas",
-                          f"Set {key} to a multiple of {replicas}: it is the global batch, split over the replicas.")
+        raise ConfigError(
+            f"{key} ({batch_size}) does not split evenly over {replicas} replicas",
+            f"Set {key} to a multiple of {replicas}: it is the global batch, split over the replicas.",
+        )
 
 
-def _fit_distributed(model, train: tuple, val: tuple, weights: Optional[dict[int, float]], labels: np.ndarray, *,
-                     c: Controls, epochs: int, batch_size: int, seed: int, label: str,
-                     echo: Callable[[str], None]) -> dict[str, list]:
+def _fit_distributed(
+    model,
+    train: tuple,
+    val: tuple,
+    weights: dict[int, float] | None,
+    labels: np.ndarray,
+    *,
+    c: Controls,
+    epochs: int,
+    batch_size: int,
+    seed: int,
+    label: str,
+    echo: Callable[[str], None],
+) -> dict[str, list]:
     """The epochs of ``model.fit`` under the current tf.distribute strategy, on Keras' own train and test steps.
 
     Keras 3's fit fails under MultiWorkerMirroredStrategy: to build the model it reduces the first
@@ -358,15 +432,28 @@ def _fit_distributed(model, train: tuple, val: tuple, weights: Optional[dict[int
     if weights:
         train = (*train, np.array([weights[int(v)] for v in labels], np.float32))
     model.optimizer.build(model.trainable_variables)  # here, in the scope: its slots are mirrored like the weights
-    batches = iter(_replica_dataset(strategy, train, lambda: (
-        step for epoch in range(epochs) for step in _shares(len(train[0]), batch_size, replicas, seed, epoch))))
+    batches = iter(
+        _replica_dataset(
+            strategy,
+            train,
+            lambda: (
+                step for epoch in range(epochs) for step in _shares(len(train[0]), batch_size, replicas, seed, epoch)
+            ),
+        )
+    )
     validation = _replica_dataset(strategy, val, lambda: _shares(len(val[0]), batch_size, replicas))
     steps = len(_shares(len(train[0]), batch_size, replicas, seed, 0))
     history = keras.callbacks.History()
-    listeners = keras.callbacks.CallbackList([*callbacks(c, epochs, label, steps, echo), history], model=model,
-                                             epochs=epochs, steps=steps, verbose=0)
-    _epochs(model, epochs, listeners, (_step(strategy, model.train_step, batches.element_spec), batches, steps),
-            (_step(strategy, model.test_step, validation.element_spec), validation))
+    listeners = keras.callbacks.CallbackList(
+        [*callbacks(c, epochs, label, steps, echo), history], model=model, epochs=epochs, steps=steps, verbose=0
+    )
+    _epochs(
+        model,
+        epochs,
+        listeners,
+        (_step(strategy, model.train_step, batches.element_spec), batches, steps),
+        (_step(strategy, model.test_step, validation.element_spec), validation),
+    )
     return history.history
 
 
@@ -393,7 +480,7 @@ def _step(strategy, step, spec):
     return tf.function(lambda batch: strategy.run(step, args=(batch,)), input_signature=[spec])
 
 
-def _pass(model, step, batches, after_batch: Optional[Callable[[int], None]] = None) -> dict[str, float]:
+def _pass(model, step, batches, after_batch: Callable[[int], None] | None = None) -> dict[str, float]:
     """Run ``step`` on every batch; returns the model's metrics, summed over every replica."""
     model.reset_metrics()
     for i, batch in enumerate(batches):
@@ -403,7 +490,7 @@ def _pass(model, step, batches, after_batch: Optional[Callable[[int], None]] = N
     return {k: float(v) for k, v in model.get_metrics_result().items()}
 
 
-def _shares(n: int, batch_size: int, replicas: int, seed: Optional[int] = None, epoch: int = 0) -> list[list[np.ndarray]]:
+def _shares(n: int, batch_size: int, replicas: int, seed: int | None = None, epoch: int = 0) -> list[list[np.ndarray]]:
     """The indices each replica takes at each step.
 
     Training (a ``seed``): each global batch of a shuffle that every worker draws alike (seeded
@@ -418,7 +505,7 @@ def _shares(n: int, batch_size: int, replicas: int, seed: Optional[int] = None, 
         return [[np.arange(start, min(start + batch_size, n))] * replicas for start in range(0, n, batch_size)]
     order = np.random.default_rng([seed, epoch]).permutation(n)
     order = np.resize(order, n + (-n) % replicas)
-    return [np.split(order[start:start + batch_size], replicas) for start in range(0, len(order), batch_size)]
+    return [np.split(order[start : start + batch_size], replicas) for start in range(0, len(order), batch_size)]
 
 
 def _replica_dataset(strategy, arrays: tuple, shares: Callable[[], Iterable[list[np.ndarray]]]):

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
 from edgepipe.architectures.classifier import BACKBONE, CLASSIFIER, DROPOUT, POOL, PREPROCESS
-from edgepipe.training.controls import Controls, fit_arrays, is_chief, predict_arrays
 from edgepipe.registry import Registry
+from edgepipe.training.controls import Controls, fit_arrays, is_chief, predict_arrays
 
 
 @dataclass(frozen=True)
@@ -65,16 +66,36 @@ def with_augmentation(model, augment, seed: int):
     return keras.Model(inputs, model(layers(inputs)), name=f"{model.name}_augmented")
 
 
-def fit(model, train, val, *, epochs: int, batch_size: int, controls: Controls, seed: int,
-        label: str, echo: Callable[[str], None], augment=None) -> dict[str, list[float]]:
+def fit(
+    model,
+    train,
+    val,
+    *,
+    epochs: int,
+    batch_size: int,
+    controls: Controls,
+    seed: int,
+    label: str,
+    echo: Callable[[str], None],
+    augment=None,
+) -> dict[str, list[float]]:
     """Train every trainable layer of ``model`` on raw-pixel splits; returns the per-epoch history."""
     import keras
 
     keras.utils.set_random_seed(seed)
     model = with_augmentation(model, augment, seed)
-    return fit_arrays(model, train.images.astype(np.float32), train.labels,
-                      (val.images.astype(np.float32), val.labels), c=controls, epochs=epochs,
-                      batch_size=batch_size, seed=seed, label=label, echo=echo)
+    return fit_arrays(
+        model,
+        train.images.astype(np.float32),
+        train.labels,
+        (val.images.astype(np.float32), val.labels),
+        c=controls,
+        epochs=epochs,
+        batch_size=batch_size,
+        seed=seed,
+        label=label,
+        echo=echo,
+    )
 
 
 def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
@@ -124,11 +145,15 @@ def disk_features(model, dataset, cache_dir: Path) -> tuple[np.ndarray, np.ndarr
                 width = int(model.get_layer(POOL).output.shape[-1])
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), width))
                 for i in range(0, len(images), 256):
-                    out[i:i + 256] = backbone_features(model, images[i:i + 256])
+                    out[i : i + 256] = backbone_features(model, images[i : i + 256])
                 out.flush()
                 del out
         arrays[split] = np.load(path, mmap_mode="r")
-    return arrays["train"], arrays["val"], f"reused {key}" if reused else f"computed, {cache_dir.name}/features-{key}-*.npy"
+    return (
+        arrays["train"],
+        arrays["val"],
+        f"reused {key}" if reused else f"computed, {cache_dir.name}/features-{key}-*.npy",
+    )
 
 
 def head_model(model):
@@ -140,18 +165,31 @@ def head_model(model):
     return keras.Model(features, model.get_layer(CLASSIFIER)(x), name="head")
 
 
-@register_strategy("feature-extraction", "Freeze the pretrained backbone and train only a new head "
-                   "(on cached backbone features: the backbone runs once per image).")
-def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[str], None],
-                       cache_dir: Optional[Path] = None) -> dict[str, Any]:
+@register_strategy(
+    "feature-extraction",
+    "Freeze the pretrained backbone and train only a new head "
+    "(on cached backbone features: the backbone runs once per image).",
+)
+def feature_extraction(
+    model, dataset, train_config, seed: int, echo: Callable[[str], None], cache_dir: Path | None = None
+) -> dict[str, Any]:
 
     model.get_layer(BACKBONE).trainable = False
     if train_config.augment.active or not train_config.cache_features:
         why = "augmentation is on" if train_config.augment.active else "train.cache_features is off"
         echo(f"  {why}: backbone features are not cached (the frozen backbone runs on every batch)")
-        history = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.epochs,
-                      batch_size=train_config.batch_size, controls=Controls.from_config(train_config), seed=seed,
-                      label="head", echo=echo, augment=train_config.augment)
+        history = fit(
+            model,
+            dataset.train,
+            dataset.splits["val"],
+            epochs=train_config.epochs,
+            batch_size=train_config.batch_size,
+            controls=Controls.from_config(train_config),
+            seed=seed,
+            label="head",
+            echo=echo,
+            augment=train_config.augment,
+        )
         return {"history": history, "features_cached": False, "trainable_layers": ["dropout", "classifier"]}
     where = feature_cache_location(train_config.feature_cache, model, len(dataset.train) + len(dataset.splits["val"]))
     if where == "disk" and cache_dir is not None and is_chief():
@@ -160,14 +198,28 @@ def feature_extraction(model, dataset, train_config, seed: int, echo: Callable[[
         where, note = "memory", "computed"
         train_features = backbone_features(model, dataset.train.images)
         val_features = backbone_features(model, dataset.splits["val"].images)
-    echo(f"  backbone features cached in {where} ({note}): {train_features.shape[1]} per image, "
-         f"{len(train_features)} train + {len(val_features)} val images")
-    history = fit_arrays(head_model(model), train_features, dataset.train.labels,
-                         (val_features, dataset.splits["val"].labels), c=Controls.from_config(train_config),
-                         epochs=train_config.epochs, batch_size=train_config.batch_size, seed=seed, label="head",
-                         echo=echo)
-    return {"history": history, "features_cached": True, "feature_cache": {"location": where, "note": note},
-            "trainable_layers": ["dropout", "classifier"]}
+    echo(
+        f"  backbone features cached in {where} ({note}): {train_features.shape[1]} per image, "
+        f"{len(train_features)} train + {len(val_features)} val images"
+    )
+    history = fit_arrays(
+        head_model(model),
+        train_features,
+        dataset.train.labels,
+        (val_features, dataset.splits["val"].labels),
+        c=Controls.from_config(train_config),
+        epochs=train_config.epochs,
+        batch_size=train_config.batch_size,
+        seed=seed,
+        label="head",
+        echo=echo,
+    )
+    return {
+        "history": history,
+        "features_cached": True,
+        "feature_cache": {"location": where, "note": note},
+        "trainable_layers": ["dropout", "classifier"],
+    }
 
 
 def _unfreeze_top(model, count: int) -> list[str]:
@@ -190,43 +242,82 @@ def _unfreeze_top(model, count: int) -> list[str]:
     return unfrozen
 
 
-@register_strategy("fine-tune", "Train the head on the frozen backbone, then unfreeze the backbone's top layers "
-                   "(batch normalization kept frozen) and continue at a learning rate ten times lower.")
-def fine_tune(model, dataset, train_config, seed: int, echo: Callable[[str], None],
-              layers: int | None = None, cache_dir: Optional[Path] = None) -> dict[str, Any]:
+@register_strategy(
+    "fine-tune",
+    "Train the head on the frozen backbone, then unfreeze the backbone's top layers "
+    "(batch normalization kept frozen) and continue at a learning rate ten times lower.",
+)
+def fine_tune(
+    model,
+    dataset,
+    train_config,
+    seed: int,
+    echo: Callable[[str], None],
+    layers: int | None = None,
+    cache_dir: Path | None = None,
+) -> dict[str, Any]:
     first = feature_extraction(model, dataset, train_config, seed, echo, cache_dir)
     unfrozen = _unfreeze_top(model, layers or train_config.fine_tune_layers)
     rate = train_config.learning_rate * train_config.fine_tune_lr_factor
     echo(f"  fine-tuning {len(unfrozen)} backbone layers at learning rate {rate:g}")
-    second = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.fine_tune_epochs,
-                 batch_size=train_config.batch_size,
-                 controls=Controls.from_config(train_config).scaled(train_config.fine_tune_lr_factor), seed=seed,
-                 label="fine-tune", echo=echo, augment=train_config.augment)
+    second = fit(
+        model,
+        dataset.train,
+        dataset.splits["val"],
+        epochs=train_config.fine_tune_epochs,
+        batch_size=train_config.batch_size,
+        controls=Controls.from_config(train_config).scaled(train_config.fine_tune_lr_factor),
+        seed=seed,
+        label="fine-tune",
+        echo=echo,
+        augment=train_config.augment,
+    )
     history = {k: first["history"].get(k, []) + second.get(k, []) for k in set(first["history"]) | set(second)}
-    return {"history": history, "features_cached": first["features_cached"], "head_epochs": train_config.epochs,
-            "fine_tune_epochs": train_config.fine_tune_epochs, "fine_tune_learning_rate": rate,
-            "trainable_layers": ["dropout", "classifier", *unfrozen]}
+    return {
+        "history": history,
+        "features_cached": first["features_cached"],
+        "head_epochs": train_config.epochs,
+        "fine_tune_epochs": train_config.fine_tune_epochs,
+        "fine_tune_learning_rate": rate,
+        "trainable_layers": ["dropout", "classifier", *unfrozen],
+    }
 
 
 @register_strategy("full", "Train every layer (for data that is large or very different from the pretraining data).")
-def full(model, dataset, train_config, seed: int, echo: Callable[[str], None],
-         cache_dir: Optional[Path] = None) -> dict[str, Any]:
+def full(
+    model, dataset, train_config, seed: int, echo: Callable[[str], None], cache_dir: Path | None = None
+) -> dict[str, Any]:
     model.get_layer(BACKBONE).trainable = True
-    history = fit(model, dataset.train, dataset.splits["val"], epochs=train_config.epochs,
-                  batch_size=train_config.batch_size, controls=Controls.from_config(train_config), seed=seed,
-                  label="full", echo=echo, augment=train_config.augment)
+    history = fit(
+        model,
+        dataset.train,
+        dataset.splits["val"],
+        epochs=train_config.epochs,
+        batch_size=train_config.batch_size,
+        controls=Controls.from_config(train_config),
+        seed=seed,
+        label="full",
+        echo=echo,
+        augment=train_config.augment,
+    )
     return {"history": history, "features_cached": False, "trainable_layers": ["all"]}
 
 
-@register_strategy("classifier", "Use the pretrained network with its original head, no training "
-                   "(your class folders are named after classes the network already knows).")
-def classifier(model, dataset, train_config, seed: int, echo: Callable[[str], None],
-               cache_dir: Optional[Path] = None) -> dict[str, Any]:
+@register_strategy(
+    "classifier",
+    "Use the pretrained network with its original head, no training "
+    "(your class folders are named after classes the network already knows).",
+)
+def classifier(
+    model, dataset, train_config, seed: int, echo: Callable[[str], None], cache_dir: Path | None = None
+) -> dict[str, Any]:
     echo("  no training: evaluating the network's own classifier")
     return {"history": {}, "features_cached": False, "trainable_layers": []}
 
 
-def choose(per_class: float, similarity: str, small_below: int, backbone_layers: int) -> tuple[str, dict[str, Any], str]:
+def choose(
+    per_class: float, similarity: str, small_below: int, backbone_layers: int
+) -> tuple[str, dict[str, Any], str]:
     """The classic four transfer-learning scenarios: (strategy, options, reason)."""
     small = per_class < small_below
     size = f"{per_class:.0f} training images per class ({'small' if small else 'large'}: threshold {small_below})"
@@ -236,15 +327,22 @@ def choose(per_class: float, similarity: str, small_below: int, backbone_layers:
         return "fine-tune", {}, f"{size}, similar data: fine-tune the top of the network"
     if small:
         layers = max(backbone_layers // 2, 1)
-        return ("fine-tune", {"layers": layers},
-                f"{size}, different data: fine-tune from earlier layers (top {layers} of {backbone_layers} weighted layers)")
+        return (
+            "fine-tune",
+            {"layers": layers},
+            f"{size}, different data: fine-tune from earlier layers (top {layers} of {backbone_layers} weighted layers)",
+        )
     return "full", {}, f"{size}, different data: train the entire network"
 
 
-@register_strategy("auto", "Choose among feature-extraction, fine-tune and full from the dataset's size and the "
-                   "declared similarity to the pretraining data, and say why.")
-def auto(model, dataset, train_config, seed: int, echo: Callable[[str], None],
-         cache_dir: Optional[Path] = None) -> dict[str, Any]:
+@register_strategy(
+    "auto",
+    "Choose among feature-extraction, fine-tune and full from the dataset's size and the "
+    "declared similarity to the pretraining data, and say why.",
+)
+def auto(
+    model, dataset, train_config, seed: int, echo: Callable[[str], None], cache_dir: Path | None = None
+) -> dict[str, Any]:
     per_class = len(dataset.train) / max(dataset.num_classes, 1)
     weighted = sum(1 for layer in model.get_layer(BACKBONE).layers if layer.weights)
     name, options, reason = choose(per_class, train_config.similarity, train_config.small_dataset_per_class, weighted)

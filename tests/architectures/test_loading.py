@@ -4,7 +4,6 @@ import os
 import shutil
 
 import keras
-import numpy as np
 import pytest
 
 from edgepipe.architectures import build_classifier, check_weights_request, get_architecture
@@ -47,11 +46,14 @@ def test_savedmodel_directory_is_refused_up_front_with_the_way_out(tmp_path):
         user_architecture(str(tmp_path / "sm"))
 
 
-@pytest.mark.parametrize("name, content, message", [
-    ("text.h5", b"just some notes\n", "not an HDF5 file"),
-    ("random.keras", bytes(range(256)) * 4, "not a zip archive"),
-    ("truncated.keras", b"PK\x03\x04" + b"\x00" * 40, "could not load"),
-])
+@pytest.mark.parametrize(
+    "name, content, message",
+    [
+        ("text.h5", b"just some notes\n", "not an HDF5 file"),
+        ("random.keras", bytes(range(256)) * 4, "not a zip archive"),
+        ("truncated.keras", b"PK\x03\x04" + b"\x00" * 40, "could not load"),
+    ],
+)
 def test_files_that_are_not_models_are_clear_errors(tmp_path, name, content, message):
     path = tmp_path / name
     path.write_bytes(content)
@@ -97,7 +99,7 @@ import numpy as np, keras
 from edgepipe.architectures import build_classifier
 model = build_classifier("mobilenet_v2", 2, 224, 3, 0.35, "imagenet")
 reference = keras.applications.MobileNetV2(alpha=0.35, include_top=False, input_shape=(224, 224, 3),
-    weights="{models / 'mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5'}")
+    weights="{models / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"}")
 ours = model.get_layer("backbone").get_layer("Conv1").get_weights()[0]
 assert np.array_equal(ours, reference.get_layer("Conv1").get_weights()[0])
 assert abs(float(ours.std()) - 0.0) > 1e-3
@@ -120,11 +122,16 @@ def test_a_model_with_edgepipes_own_layers_loads_in_a_fresh_process(tmp_path):
 
     inputs = keras.Input((8, 8, 3))
     x = ChannelAffine((1.0,), (-100.0, -110.0, -120.0), True, name="preprocess")(inputs)
-    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))).save(tmp_path / "m.keras")
-    code = ("import sys, numpy as np; from edgepipe.architectures.loading import load_keras_model; "
-            "from edgepipe.backends import create_runner; load_keras_model(sys.argv[1]); "
-            "r = create_runner(sys.argv[1], threads=1).activate(); print(r.infer(np.zeros((1, 8, 8, 3))).shape)")
-    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True, text=True,
-                            timeout=300)
+    keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(x))).save(
+        tmp_path / "m.keras"
+    )
+    code = (
+        "import sys, numpy as np; from edgepipe.architectures.loading import load_keras_model; "
+        "from edgepipe.backends import create_runner; load_keras_model(sys.argv[1]); "
+        "r = create_runner(sys.argv[1], threads=1).activate(); print(r.infer(np.zeros((1, 8, 8, 3))).shape)"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "m.keras")], capture_output=True, text=True, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "(1, 2)" in result.stdout

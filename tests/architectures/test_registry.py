@@ -10,13 +10,37 @@ NAMES = ARCHITECTURES.names()
 
 
 def test_registry_covers_the_families():
-    for name in ("xception", "vgg16", "vgg19", "resnet50", "resnet101", "resnet152", "resnet50_v2", "resnet101_v2",
-                 "resnet152_v2", "inception_v3", "inception_resnet_v2", "mobilenet_v1", "mobilenet_v2",
-                 "mobilenet_v3_small", "mobilenet_v3_large", "densenet121", "densenet169", "densenet201",
-                 "nasnet_mobile", "nasnet_large", *[f"efficientnet_b{i}" for i in range(8)],
-                 *[f"efficientnet_v2_{s}" for s in ("b0", "b1", "b2", "b3", "s")],
-                 "lenet5", "alexnet", *[f"vgg_{c}" for c in ("a", "a_lrn", "b", "c", "d", "e")], "googlenet",
-                 "bottleneck_resnet50", "densenet_bc121", *[f"efficientnet_lite{i}" for i in range(5)]):
+    for name in (
+        "xception",
+        "vgg16",
+        "vgg19",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnet50_v2",
+        "resnet101_v2",
+        "resnet152_v2",
+        "inception_v3",
+        "inception_resnet_v2",
+        "mobilenet_v1",
+        "mobilenet_v2",
+        "mobilenet_v3_small",
+        "mobilenet_v3_large",
+        "densenet121",
+        "densenet169",
+        "densenet201",
+        "nasnet_mobile",
+        "nasnet_large",
+        *[f"efficientnet_b{i}" for i in range(8)],
+        *[f"efficientnet_v2_{s}" for s in ("b0", "b1", "b2", "b3", "s")],
+        "lenet5",
+        "alexnet",
+        *[f"vgg_{c}" for c in ("a", "a_lrn", "b", "c", "d", "e")],
+        "googlenet",
+        "bottleneck_resnet50",
+        "densenet_bc121",
+        *[f"efficientnet_lite{i}" for i in range(5)],
+    ):
         assert name in NAMES, name
 
 
@@ -86,7 +110,10 @@ def test_alexnet_and_vgg_a_lrn_use_local_response_normalization():
     for name in ("alexnet", "vgg_a_lrn"):
         model = get_architecture(name).backbone((64, 64, 3))
         assert any(isinstance(layer, LocalResponseNormalization) for layer in model.layers), name
-    assert not any(isinstance(layer, LocalResponseNormalization) for layer in get_architecture("vgg_a").backbone((64, 64, 3)).layers)
+    assert not any(
+        isinstance(layer, LocalResponseNormalization)
+        for layer in get_architecture("vgg_a").backbone((64, 64, 3)).layers
+    )
 
 
 def test_efficientnet_lite_has_no_squeeze_excitation_or_swish():
@@ -95,5 +122,8 @@ def test_efficientnet_lite_has_no_squeeze_excitation_or_swish():
     model = get_architecture("efficientnet_lite0").backbone((64, 64, 3))
     kinds = {type(layer).__name__ for layer in model.layers}
     assert "ReLU" in kinds and "Multiply" not in kinds  # SE blocks multiply; swish is not used
-    assert all(getattr(layer, "activation", None) in (None, keras.activations.linear) for layer in model.layers
-               if isinstance(layer, keras.layers.Conv2D))
+    assert all(
+        getattr(layer, "activation", None) in (None, keras.activations.linear)
+        for layer in model.layers
+        if isinstance(layer, keras.layers.Conv2D)
+    )

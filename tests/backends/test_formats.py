@@ -28,8 +28,16 @@ def exported(tmp_path_factory, tiny_run):
 
 def test_all_means_every_format_buildable_here():
     assert set(expand_formats(["all"])) == set(CPU_FORMATS)
-    assert {"tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int16x8", "onnx-fp32", "onnx-fp16",
-            "onnx-int8"} <= set(CPU_FORMATS)
+    assert {
+        "tflite-fp32",
+        "tflite-fp16",
+        "tflite-dynamic",
+        "tflite-int8",
+        "tflite-int16x8",
+        "onnx-fp32",
+        "onnx-fp16",
+        "onnx-int8",
+    } <= set(CPU_FORMATS)
 
 
 def test_every_cpu_format_exports_and_is_verified(exported):
@@ -49,8 +57,11 @@ def test_every_cpu_format_exports_and_is_verified(exported):
 
 def test_tflite_tensor_types_match_their_names(exported):
     _, out, _ = exported
-    types = {n: tensor_types(f) for n in ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int16x8")
-             for f in out.glob(f"*-{n}.tflite")}
+    types = {
+        n: tensor_types(f)
+        for n in ("tflite-fp32", "tflite-fp16", "tflite-dynamic", "tflite-int8", "tflite-int16x8")
+        for f in out.glob(f"*-{n}.tflite")
+    }
     assert types["tflite-fp32"]["tensor_dtypes"].keys() <= {"float32", "int32"}
     assert types["tflite-fp16"]["tensor_dtypes"].get("float16")
     assert types["tflite-dynamic"]["input_dtype"] == "float32" and types["tflite-dynamic"]["tensor_dtypes"].get("int8")
@@ -175,7 +186,12 @@ def test_every_tflite_artifact_works_in_mediapipe_tasks(exported, tiny_run):
         path = out / records[name]["file"]
         options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
         with vision.ImageClassifier.create_from_options(options) as classifier:
-            named = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
-                     .classifications[0].categories[0].category_name for image in images]
+            named = [
+                classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+                .classifications[0]
+                .categories[0]
+                .category_name
+                for image in images
+            ]
         expected = [labels[k] for k in run_artifact(path, name, images, threads=1).argmax(1)]
         assert named == expected, name

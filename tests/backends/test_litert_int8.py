@@ -72,6 +72,7 @@ def _variant(model, change):
 def _lossy(model):
     """Depthwise channel 7 made dead (exactly 0) and conv_b given a large weight on it: the float model
     ignores it, but every output channel's int8 weight step grows so large the other weights round away."""
+
     def change(m):
         kernel, bias = m.get_layer("depthwise").get_weights()
         kernel[..., 7, :], bias[7] = 0.0, 0.0
@@ -79,16 +80,19 @@ def _lossy(model):
         kernel, bias = m.get_layer("conv_b").get_weights()
         kernel[0, 0, 7, :] = 100 * np.abs(kernel).max()
         m.get_layer("conv_b").set_weights([kernel, bias])
+
     return _variant(model, change)
 
 
 def _near_dead(model):
     """conv_a channel 3 near dead: weights of 1e-7 and a bias of 0.5, so it outputs a constant 0.5 that
     the rest of the model uses; at AEQ's own weight scale its int32 bias overflows."""
+
     def change(m):
         kernel, bias = m.get_layer("conv_a").get_weights()
         kernel[..., 3], bias[3] = 1e-7, 0.5
         m.get_layer("conv_a").set_weights([kernel, bias])
+
     return _variant(model, change)
 
 
@@ -106,8 +110,13 @@ class _Lazy(dict):
 
 @pytest.fixture(scope="module")
 def models(trained):
-    return _Lazy(lambda name: {"trained": lambda: trained, "lossy": lambda: _lossy(trained),
-                               "near_dead": lambda: _near_dead(trained)}[name]())
+    return _Lazy(
+        lambda name: {
+            "trained": lambda: trained,
+            "lossy": lambda: _lossy(trained),
+            "near_dead": lambda: _near_dead(trained),
+        }[name]()
+    )
 
 
 @pytest.fixture(scope="module")
@@ -121,6 +130,7 @@ def converted(tmp_path_factory, models):
             return _convert(_converter(ctx))
         finally:
             ctx.close()
+
     return _Lazy(convert)
 
 
@@ -147,8 +157,9 @@ def test_aeq_int8_has_integer_input_output_and_no_float_tensors(calibrated, conv
     from edgepipe.backends.litert.export import tensor_types
 
     for io in ("uint8", "int8"):
-        quantizer = (calibrated["trained"] if io == "uint8"
-                     else aeq.Calibrated(converted["trained"], data["train"][0][:32], io))
+        quantizer = (
+            calibrated["trained"] if io == "uint8" else aeq.Calibrated(converted["trained"], data["train"][0][:32], io)
+        )
         types = tensor_types(quantizer.quantize())
         assert types["input_dtype"] == io and types["output_dtype"] == io
         assert "float32" not in types["tensor_dtypes"] and types["tensor_dtypes"].get("int8")
@@ -215,6 +226,7 @@ def test_each_op_kept_lowers_the_divergence_of_the_model_kept_before_it(calibrat
 
     def never(m: bytes) -> tuple[float, bool]:
         return float(np.mean(aeq.predict(m, images).argmax(1) == labels)), False
+
     chosen = aeq.fewest_kept_float(quantizer, ranked, baseline, measure, never, limit=2)
     assert not chosen.met and 1 <= len(chosen.kept) <= 2
     previous = baseline.kl
@@ -225,7 +237,9 @@ def test_each_op_kept_lowers_the_divergence_of_the_model_kept_before_it(calibrat
             assert step["kl"] < round(previous, 6) and step["within_budget"] is False
             previous = step["kl"]
     kept_steps = [s for s in chosen.steps if "kept" in s]
-    assert len(kept_steps) <= 2 and [s["op"] for s in kept_steps][:len(chosen.kept)] == [e.op.name for e in chosen.kept]
+    assert len(kept_steps) <= 2 and [s["op"] for s in kept_steps][: len(chosen.kept)] == [
+        e.op.name for e in chosen.kept
+    ]
     best = max(s["top1"] for s in kept_steps)
     assert next(s for s in kept_steps if s["top1"] == best)["kept"] == len(chosen.kept)
 
@@ -271,9 +285,18 @@ def _budget_context(model, data, tmp_path) -> ExportContext:
     reference = model.predict(images.astype(np.float32), verbose=0)
     labels = reference.argmax(1)
     train, train_labels = data["train"]
-    return ExportContext(model, ["r", "g", "b"], {}, CalibrationSet(train[:32], train_labels[:32], 0),
-                         workdir_parent=tmp_path, score=ArtifactScorer(images, labels, 1), reference_top1=1.0,
-                         validation=(images, labels), reference_probabilities=reference, accuracy_budget_pp=1.0)
+    return ExportContext(
+        model,
+        ["r", "g", "b"],
+        {},
+        CalibrationSet(train[:32], train_labels[:32], 0),
+        workdir_parent=tmp_path,
+        score=ArtifactScorer(images, labels, 1),
+        reference_top1=1.0,
+        validation=(images, labels),
+        reference_probabilities=reference,
+        accuracy_budget_pp=1.0,
+    )
 
 
 def test_budget_recipe_keeps_the_fewest_sensitive_ops_in_float_and_reports_their_effect(models, data, tmp_path):

@@ -73,7 +73,9 @@ def _convert(model, calibration=None, **flags) -> bytes:
         converter.inference_output_type = tf.uint8
     for name, value in flags.items():
         setattr(converter, name, value)
-    with warnings.catch_warnings():  # "Statistics for quantized inputs were expected" does not apply to calibrated conversion
+    with (
+        warnings.catch_warnings()
+    ):  # "Statistics for quantized inputs were expected" does not apply to calibrated conversion
         warnings.simplefilter("ignore", UserWarning)
         return converter.convert()
 
@@ -86,9 +88,17 @@ def plain(keras_model, digits):
 
 @pytest.fixture(scope="module")
 def described(plain):
-    return {fmt: write_metadata(model, name="digits", description="Digits 0-2 on raw pixels", version="3",
-                                labels=LABELS, edgepipe_info=_info(fmt))
-            for fmt, model in plain.items()}
+    return {
+        fmt: write_metadata(
+            model,
+            name="digits",
+            description="Digits 0-2 on raw pixels",
+            version="3",
+            labels=LABELS,
+            edgepipe_info=_info(fmt),
+        )
+        for fmt, model in plain.items()
+    }
 
 
 def _litert_outputs(model: bytes, images: np.ndarray) -> np.ndarray:
@@ -120,7 +130,11 @@ def test_file_reads_back_its_info_and_labels(described, tmp_path, fmt):
         assert meta["edgepipe"] == _info(fmt)
         assert meta["labels"] == LABELS
         assert (meta["name"], meta["version"], meta["description"], meta["author"]) == (
-            "digits", "3", "Digits 0-2 on raw pixels", "edgepipe")
+            "digits",
+            "3",
+            "Digits 0-2 on raw pixels",
+            "edgepipe",
+        )
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -141,8 +155,12 @@ def test_mediapipe_names_the_class_litert_ranks_first(described, digits, tmp_pat
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(path)), max_results=1)
     _, _, images, targets = digits
     with vision.ImageClassifier.create_from_options(options) as classifier:
-        top = [classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
-               .classifications[0].categories[0] for image in images]
+        top = [
+            classifier.classify(mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(image)))
+            .classifications[0]
+            .categories[0]
+            for image in images
+        ]
     litert, (scale, zero_point) = _litert_run(described[fmt], images)
     expected = [LABELS[k] for k in litert.argmax(axis=1)]
     assert [c.category_name for c in top] == expected
@@ -183,15 +201,27 @@ def test_metadata_follows_the_standard_schema(described, fmt):
 
 def test_plain_tflite_reads_as_nones(plain):
     for model in plain.values():
-        assert read_metadata(model) == {"edgepipe": None, "labels": None, "name": None, "version": None,
-                                        "description": None, "author": None}
+        assert read_metadata(model) == {
+            "edgepipe": None,
+            "labels": None,
+            "name": None,
+            "version": None,
+            "description": None,
+            "author": None,
+        }
 
 
 def test_rewriting_replaces_the_metadata(described):
     from tensorflow.lite.python import schema_py_generated as tflite
 
-    again = write_metadata(described["tflite-int8"], name="digits", description="d", version="4",
-                           labels=["0", "1", "2"], edgepipe_info={"format": "x"})
+    again = write_metadata(
+        described["tflite-int8"],
+        name="digits",
+        description="d",
+        version="4",
+        labels=["0", "1", "2"],
+        edgepipe_info={"format": "x"},
+    )
     meta = read_metadata(again)
     assert (meta["version"], meta["labels"], meta["edgepipe"]) == ("4", ["0", "1", "2"], {"format": "x"})
     model = tflite.Model.GetRootAsModel(again, 0)
@@ -213,11 +243,13 @@ def test_buffers_stored_after_the_flatbuffer_are_kept(keras_model, digits):
 
 def test_labels_must_name_every_class(plain):
     with pytest.raises(EdgepipeError, match="2 labels for a model with 3 classes"):
-        write_metadata(plain["tflite-fp32"], name="n", description="d", version="1", labels=["a", "b"],
-                       edgepipe_info={})
+        write_metadata(
+            plain["tflite-fp32"], name="n", description="d", version="1", labels=["a", "b"], edgepipe_info={}
+        )
     with pytest.raises(EdgepipeError, match="one line"):
-        write_metadata(plain["tflite-fp32"], name="n", description="d", version="1", labels=["a", "b\nc", "d"],
-                       edgepipe_info={})
+        write_metadata(
+            plain["tflite-fp32"], name="n", description="d", version="1", labels=["a", "b\nc", "d"], edgepipe_info={}
+        )
 
 
 def test_not_a_tflite_file_is_an_error():

@@ -36,16 +36,31 @@ class _Builder:
         return name
 
     def conv(self, name: str, x: str, cin: int, cout: int, k: int = 1, group: int = 1, weight=None, bias=None) -> str:
-        weight = self.rng.normal(0, np.sqrt(2.0 / (cin // group * k * k)), (cout, cin // group, k, k)) if weight is None else weight
+        weight = (
+            self.rng.normal(0, np.sqrt(2.0 / (cin // group * k * k)), (cout, cin // group, k, k))
+            if weight is None
+            else weight
+        )
         bias = self.rng.normal(0, 0.1, cout) if bias is None else bias
-        self.nodes.append(helper.make_node("Conv", [x, self.const(name + "_w", weight), self.const(name + "_b", bias)],
-                                           [name + ":0"], name=name, pads=[k // 2] * 4, group=group))
+        self.nodes.append(
+            helper.make_node(
+                "Conv",
+                [x, self.const(name + "_w", weight), self.const(name + "_b", bias)],
+                [name + ":0"],
+                name=name,
+                pads=[k // 2] * 4,
+                group=group,
+            )
+        )
         return name + ":0"
 
     def relu6(self, x: str) -> str:
         name = x[:-2] + "_relu6"
-        self.nodes.append(helper.make_node("Clip", [x, self.const(name + "_lo", 0.0), self.const(name + "_hi", 6.0)],
-                                           [name + ":0"], name=name))
+        self.nodes.append(
+            helper.make_node(
+                "Clip", [x, self.const(name + "_lo", 0.0), self.const(name + "_hi", 6.0)], [name + ":0"], name=name
+            )
+        )
         return name + ":0"
 
     def op(self, op_type: str, inputs: list[str], name: str, **attributes) -> str:
@@ -78,8 +93,13 @@ def _network(head=None, seed: int = 0, features_only: bool = False) -> onnx.Mode
         logits = b.op("Gemm", [features, b.const("fc_w", w), b.const("fc_b", bias)], "classifier")
         b.nodes.append(helper.make_node("Softmax", [logits], ["probabilities"], name="softmax", axis=-1))
         outputs = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", len(CLASSES)])]
-    graph = helper.make_graph(b.nodes, "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
-                              outputs, b.inits)
+    graph = helper.make_graph(
+        b.nodes,
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        outputs,
+        b.inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -135,8 +155,9 @@ def exported(tmp_path_factory):
     confident = np.flatnonzero(probabilities.max(1) > 0.9)[:60]
     images, reference = pool[confident], probabilities[confident]
     calibration = _images(128, seed=2)
-    ctx = ExportContext(None, CLASSES, {}, CalibrationSet(calibration, np.zeros(len(calibration), np.int64), 0),
-                        workdir_parent=tmp)
+    ctx = ExportContext(
+        None, CLASSES, {}, CalibrationSet(calibration, np.zeros(len(calibration), np.int64), 0), workdir_parent=tmp
+    )
     ctx.outputs["onnx-fp32"] = fp32
     ctx.score = ArtifactScorer(images, reference.argmax(1), 1)
     ctx.reference_top1, ctx.validation, ctx.reference_probabilities = 1.0, (images, reference.argmax(1)), reference

@@ -15,10 +15,9 @@ from edgepipe.data import materialize
 from edgepipe.fileio import read_json
 from edgepipe.harness import BenchSettings, predict
 from edgepipe.pipeline.bench import engine_settings
-from edgepipe.standalone.bench import bench_files
 from edgepipe.pipeline.export import backend_options
+from edgepipe.standalone.bench import bench_files
 from edgepipe.standalone.export import export_model
-from tests.conftest import make_image_folder
 
 FORMATS = ("openvino-fp32", "openvino-fp16", "openvino-int8")
 SETTINGS = BenchSettings(batch_size=1, warmup=1, min_iterations=3, min_duration_s=0.0, warmup_s=0.0)
@@ -39,11 +38,20 @@ def exported(tmp_path_factory, tiny_run):
     """
     tmp = tmp_path_factory.mktemp("openvino")
     dataset = materialize(read_json(tiny_run.dataset_index), 32, 3)
-    digits = (np.concatenate([dataset.train.images, dataset.heldout.images]),
-              np.concatenate([dataset.train.labels, dataset.heldout.labels]))
-    index = export_model(tiny_run.model, list(FORMATS), tmp / "out", lambda line: None, calibration=digits,
-                         class_names=tiny_run.read_labels(), calibration_size=64,
-                         options=backend_options(cfg.from_dict({}, INT8_OPTIONS)))
+    digits = (
+        np.concatenate([dataset.train.images, dataset.heldout.images]),
+        np.concatenate([dataset.train.labels, dataset.heldout.labels]),
+    )
+    index = export_model(
+        tiny_run.model,
+        list(FORMATS),
+        tmp / "out",
+        lambda line: None,
+        calibration=digits,
+        class_names=tiny_run.read_labels(),
+        calibration_size=64,
+        options=backend_options(cfg.from_dict({}, INT8_OPTIONS)),
+    )
     records = {a["format"]: a for a in read_json(index)["artifacts"]}
     return records, {name: tmp / "out" / records[name]["file"] for name in records}
 
@@ -90,8 +98,11 @@ def test_identify_reads_the_ir_not_its_name(exported, tmp_path):
 
 def test_fp16_ir_holds_float16_weights(exported):
     _, paths = exported
-    types = {op.get_output_element_type(0).get_type_name()
-             for op in ov.Core().read_model(str(paths["openvino-fp16"])).get_ordered_ops() if op.get_type_name() == "Constant"}
+    types = {
+        op.get_output_element_type(0).get_type_name()
+        for op in ov.Core().read_model(str(paths["openvino-fp16"])).get_ordered_ops()
+        if op.get_type_name() == "Constant"
+    }
     assert "f16" in types
     fp32_bin, fp16_bin = (paths[n].with_suffix(".bin").stat().st_size for n in ("openvino-fp32", "openvino-fp16"))
     assert fp16_bin < 0.6 * fp32_bin
@@ -106,8 +117,10 @@ def test_int8_ir_really_holds_int8(exported):
     assert records["openvino-int8"]["details"]["fake_quantize_ops"] == facts["fake_quantize_ops"]
     assert model.inputs[0].get_partial_shape()[0].is_dynamic  # quantized for a batch of one, written for any
     compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
-    precisions = {(op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
-                  for op in compiled.get_runtime_model().get_ordered_ops()}
+    precisions = {
+        (op.get_rt_info()["layerType"].astype(str), op.get_rt_info()["runtimePrecision"].astype(str))
+        for op in compiled.get_runtime_model().get_ordered_ops()
+    }
     assert ("Convolution", "u8") in precisions or ("Convolution", "i8") in precisions
     fp32_facts = int8_facts(ov.Core().read_model(str(paths["openvino-fp32"])))
     assert fp32_facts["fake_quantize_ops"] == 0 and fp32_facts["int8_weight_constants"] == 0  # the check can fail
@@ -150,7 +163,10 @@ def test_bench_records_the_default_engine_and_openvino(tiny_run, exported):
     files = [_artifact(tiny_run, "*-onnx-fp32.onnx"), exported[1]["openvino-int8"]]
     results = bench_files(files, lambda s: None, settings=SETTINGS, engines=("openvino",))
     assert [(r.format, r.engine) for r in results.records] == [
-        ("onnx-fp32", "onnxruntime"), ("onnx-fp32", "openvino"), ("openvino-int8", "openvino")]
+        ("onnx-fp32", "onnxruntime"),
+        ("onnx-fp32", "openvino"),
+        ("openvino-int8", "openvino"),
+    ]
     for record in results.records:
         assert record.status == "ok", record.reason
         assert record.latency_ms["iterations"] >= 3
@@ -162,13 +178,22 @@ def test_bench_records_the_default_engine_and_openvino(tiny_run, exported):
 
 def _settings_in_force(tiny_run, threads=1, **dotted):
     settings = engine_settings(cfg.from_dict({}, dotted), engines().get("openvino"))
-    with create_runner(_artifact(tiny_run, "*-onnx-fp32.onnx"), threads=threads, engine="openvino", settings=settings) as runner:
+    with create_runner(
+        _artifact(tiny_run, "*-onnx-fp32.onnx"), threads=threads, engine="openvino", settings=settings
+    ) as runner:
         return runner.settings_record()
 
 
 def test_engine_settings_from_the_config_reach_the_compiled_model(tiny_run):
-    record = _settings_in_force(tiny_run, threads=2, **{"bench.openvino.performance_hint": "throughput",
-                                                         "bench.openvino.num_streams": 2, "bench.openvino.cpu_pinning": False})
+    record = _settings_in_force(
+        tiny_run,
+        threads=2,
+        **{
+            "bench.openvino.performance_hint": "throughput",
+            "bench.openvino.num_streams": 2,
+            "bench.openvino.cpu_pinning": False,
+        },
+    )
     assert record["performance_hint"] == "THROUGHPUT" and record["num_streams"] == 2 and record["threads"] == 2
     assert record["cpu_pinning"] is False
     assert record["inference_precision"] == "f32"  # measured as exported unless asked otherwise
@@ -183,7 +208,12 @@ def test_tuning_sweeps_pinning_and_never_the_precision(tiny_run):
 
     engine = engines().get("openvino")
     candidates = tune_candidates(Setting(engine, "cpu", 2, 1, engine.settings()), 2)
-    assert {(c.threads, c.engine_settings.cpu_pinning) for c in candidates} == {(1, None), (1, False), (2, None), (2, False)}
+    assert {(c.threads, c.engine_settings.cpu_pinning) for c in candidates} == {
+        (1, None),
+        (1, False),
+        (2, None),
+        (2, False),
+    }
     assert {c.engine_settings.inference_precision for c in candidates} == {"f32"}
 
 
@@ -191,7 +221,9 @@ def test_int8_export_options_reach_nncf(exported):
     """NNCF records in the IR the preset and bias correction it quantized with."""
     records, paths = exported
     model = ov.Core().read_model(str(paths["openvino-int8"]))
-    used = {key: model.get_rt_info(["nncf", "quantization", key]).astype(str) for key in ("preset", "fast_bias_correction")}
+    used = {
+        key: model.get_rt_info(["nncf", "quantization", key]).astype(str) for key in ("preset", "fast_bias_correction")
+    }
     assert used == {"preset": "mixed", "fast_bias_correction": "False"}
     assert "'overflow_fix': 'enable'" in model.get_rt_info(["nncf", "quantization", "advanced_parameters"]).astype(str)
     details = records["openvino-int8"]["details"]
@@ -222,8 +254,19 @@ def test_int8_ir_computes_the_same_on_cpus_without_vnni(exported, heldout, tmp_p
 
     _, paths = exported
     np.save(tmp_path / "images.npy", heldout)
-    subprocess.run([sys.executable, "-c", _AVX2_CHILD, str(paths["openvino-int8"]), str(tmp_path / "images.npy"),
-                    str(tmp_path / "avx2.npy")], env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"}, check=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            _AVX2_CHILD,
+            str(paths["openvino-int8"]),
+            str(tmp_path / "images.npy"),
+            str(tmp_path / "avx2.npy"),
+        ],
+        env={**os.environ, "ONEDNN_MAX_CPU_ISA": "AVX2"},
+        check=True,
+        timeout=600,
+    )
     with create_runner(identify(paths["openvino-int8"]), threads=1) as runner:
         here = predict(runner, heldout)
     avx2 = np.load(tmp_path / "avx2.npy")
@@ -249,6 +292,7 @@ def test_an_ir_pair_is_replaced_whole_or_not_at_all(tmp_path):
         def write(tmp):
             tmp.with_suffix(".bin").write_text(text + " weights")
             tmp.write_text(text)
+
         return write
 
     write_ir(path, save("old"))
@@ -292,17 +336,26 @@ def test_accuracy_control_reverts_ops_when_the_first_recipe_misses(tiny_run, tmp
     val = dataset.splits["val"]
     images, labels = val.images[:40], val.labels[:40]
     model = keras.models.load_model(tiny_run.model, compile=False)
-    ctx = ExportContext(model, tiny_run.read_labels(), {}, draw(dataset.train.images, dataset.train.labels, 16, 0),
-                        workdir_parent=tmp_path, score=ArtifactScorer(images, labels, 1), validation=(images, labels),
-                        reference_top1=1.01,  # unreachable: attempt 1 must miss
-                        options={"openvino": OpenVINOExportOptions(int8_preset="mixed")})
+    ctx = ExportContext(
+        model,
+        tiny_run.read_labels(),
+        {},
+        draw(dataset.train.images, dataset.train.labels, 16, 0),
+        workdir_parent=tmp_path,
+        score=ArtifactScorer(images, labels, 1),
+        validation=(images, labels),
+        reference_top1=1.01,  # unreachable: attempt 1 must miss
+        options={"openvino": OpenVINOExportOptions(int8_preset="mixed")},
+    )
     ctx.outputs["onnx-fp32"] = _artifact(tiny_run, "*-onnx-fp32.onnx")
     try:
         details = formats().get("openvino-int8").build(ctx, tmp_path / "out" / "m.xml")
     finally:
         ctx.close()
     attempts = details["int8_budget"]["attempts"]
-    assert [a["attempt"] for a in attempts] == [1, 2] and attempts[1]["algorithm"] == "nncf.quantize_with_accuracy_control"
+    assert [a["attempt"] for a in attempts] == [1, 2] and attempts[1][
+        "algorithm"
+    ] == "nncf.quantize_with_accuracy_control"
     assert details["int8_budget"]["met"] is False
     chosen = attempts[details["int8_budget"]["chosen_attempt"] - 1]
     assert details["int8_budget"]["kept_higher_precision"] == chosen["kept_float"]

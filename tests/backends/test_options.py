@@ -56,11 +56,16 @@ def test_onnx_opset_reaches_tf2onnx(tiny, tmp_path):
 def _scales_and_zero_points(path):
     model = onnx.load(path)
     inits = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
-    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None
-               and inits[n.input[0]].ndim == 4]  # convolution kernels
+    weights = [
+        n
+        for n in model.graph.node
+        if n.op_type == "DequantizeLinear" and inits.get(n.input[0]) is not None and inits[n.input[0]].ndim == 4
+    ]  # convolution kernels
     activations = [n for n in model.graph.node if n.op_type == "QuantizeLinear"]
-    return ([inits[n.input[1]] for n in weights],
-            [inits[n.input[2]] for n in activations if len(n.input) > 2 and n.input[2] in inits])
+    return (
+        [inits[n.input[1]] for n in weights],
+        [inits[n.input[2]] for n in activations if len(n.input) > 2 and n.input[2] in inits],
+    )
 
 
 def test_onnx_per_channel_activation_type_and_symmetry_reach_the_quantizer(tiny, tmp_path):
@@ -68,8 +73,13 @@ def test_onnx_per_channel_activation_type_and_symmetry_reach_the_quantizer(tiny,
     assert any(s.size > 1 for s in default_scales)  # per-channel weight scales by default
     assert {z.dtype for z in default_zeros} == {np.dtype(np.uint8)}  # uint8 activations: integer kernels on x86
     assert len({int(z) for z in default_zeros}) > 1  # asymmetric ranges by default
-    changed = _config(**{"export.onnx.per_channel": False, "export.onnx.symmetric_activations": True,
-                         "export.onnx.activations": "int8"})
+    changed = _config(
+        **{
+            "export.onnx.per_channel": False,
+            "export.onnx.symmetric_activations": True,
+            "export.onnx.activations": "int8",
+        }
+    )
     scales, zeros = _scales_and_zero_points(_build(tiny, "onnx-int8", changed, tmp_path / "b"))
     assert scales and all(s.size == 1 for s in scales)
     assert zeros and {z.dtype for z in zeros} == {np.dtype(np.int8)} and all(np.all(z == 0) for z in zeros)
@@ -79,11 +89,19 @@ def test_tensorrt_batch_profile_dla_and_workspace_reach_the_build_plan():
     from edgepipe.backends.tensorrt.export import build_plan
     from edgepipe.errors import ConfigError
 
-    config = _config(**{"export.tensorrt.batch": {"min": 1, "opt": 4, "max": 8}, "export.tensorrt.dla_core": 1,
-                        "export.tensorrt.workspace_mb": 256})
+    config = _config(
+        **{
+            "export.tensorrt.batch": {"min": 1, "opt": 4, "max": 8},
+            "export.tensorrt.dla_core": 1,
+            "export.tensorrt.workspace_mb": 256,
+        }
+    )
     plan = build_plan(backend_options(config)["tensorrt"], (-1, 32, 32, 3))
-    assert plan == {"profile": ((1, 32, 32, 3), (4, 32, 32, 3), (8, 32, 32, 3)), "workspace_bytes": 256 * 2**20,
-                    "dla_core": 1}
+    assert plan == {
+        "profile": ((1, 32, 32, 3), (4, 32, 32, 3), (8, 32, 32, 3)),
+        "workspace_bytes": 256 * 2**20,
+        "dla_core": 1,
+    }
     bad = _config(**{"export.tensorrt.batch": {"min": 4, "opt": 2, "max": 8}})
     with pytest.raises(ConfigError, match="min <= opt <= max"):
         build_plan(backend_options(bad)["tensorrt"], (-1, 32, 32, 3))
@@ -102,10 +120,14 @@ def test_onnxruntime_spinning_and_graph_optimization_reach_the_session(tiny_run)
     import onnxruntime as ort
 
     artifact = identify(next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx")))
-    for spinning, level, expected in ((True, "all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
-                                      (False, "basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC)):
+    for spinning, level, expected in (
+        (True, "all", ort.GraphOptimizationLevel.ORT_ENABLE_ALL),
+        (False, "basic", ort.GraphOptimizationLevel.ORT_ENABLE_BASIC),
+    ):
         config = _config(**{"bench.onnxruntime.spinning": spinning, "bench.onnxruntime.graph_optimization": level})
-        with create_runner(artifact, threads=2, settings=engine_settings(config, engines().get("onnxruntime"))) as runner:
+        with create_runner(
+            artifact, threads=2, settings=engine_settings(config, engines().get("onnxruntime"))
+        ) as runner:
             options = runner.session.get_session_options()
             assert options.get_session_config_entry("session.intra_op.allow_spinning") == ("1" if spinning else "0")
             assert options.graph_optimization_level == expected

@@ -55,14 +55,17 @@ def _plugin(tmp_path: Path) -> dict:
     site = tmp_path / "site"
     (site / "toy_backend-0.1.dist-info").mkdir(parents=True)
     (site / "toy_backend.py").write_text(TOY_BACKEND)
-    (site / "toy_backend-0.1.dist-info" / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-backend\nVersion: 0.1\n")
+    (site / "toy_backend-0.1.dist-info" / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: toy-backend\nVersion: 0.1\n"
+    )
     (site / "toy_backend-0.1.dist-info" / "entry_points.txt").write_text("[edgepipe.backends]\ntoy = toy_backend\n")
     return {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
 
 
 def _edgepipe(*args, env, cwd):
-    return subprocess.run([sys.executable, "-m", "edgepipe", *args], capture_output=True, text=True, env=env, cwd=cwd,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "edgepipe", *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600
+    )
 
 
 def test_a_backend_from_a_plugin_is_listed_and_benchmarked(tmp_path):
@@ -76,11 +79,36 @@ def test_a_backend_from_a_plugin_is_listed_and_benchmarked(tmp_path):
     # red images are class 0, green ones class 1: the toy weights separate them by mean colour
     data = make_image_folder(tmp_path / "data", classes=("red", "green"), per_class=4, size=16)
     model = tmp_path / "model.toy"
-    model.write_text(json.dumps({"format": "toy-fp32", "precision": "fp32", "labels": ["red", "green"], "size": 16,
-                                 "weights": np.array([[0.1, -0.1], [-0.1, 0.1], [0.0, 0.0]]).tolist()}))
+    model.write_text(
+        json.dumps(
+            {
+                "format": "toy-fp32",
+                "precision": "fp32",
+                "labels": ["red", "green"],
+                "size": 16,
+                "weights": np.array([[0.1, -0.1], [-0.1, 0.1], [0.0, 0.0]]).tolist(),
+            }
+        )
+    )
     out = tmp_path / "toy.json"
-    result = _edgepipe("bench", str(model), "--data", str(data), "--min-iterations", "3", "--min-duration", "0",
-                       "--warmup", "1", "--warmup-time", "0", "--output", str(out), env=env, cwd=tmp_path)
+    result = _edgepipe(
+        "bench",
+        str(model),
+        "--data",
+        str(data),
+        "--min-iterations",
+        "3",
+        "--min-duration",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-time",
+        "0",
+        "--output",
+        str(out),
+        env=env,
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr
     (record,) = json.loads(out.read_text())["records"]
     assert record["engine"] == "toy-numpy" and record["format"] == "toy-fp32" and record["status"] == "ok"

@@ -42,7 +42,9 @@ def test_missing_execution_provider_is_a_skipped_record_with_the_reason(tiny_run
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has ONNX Runtime's CUDA provider")
     onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
-    results = bench_files([onnx], lambda s: None, threads=(1,), batches=(1,), settings=SETTINGS, devices=("cpu", "cuda"))
+    results = bench_files(
+        [onnx], lambda s: None, threads=(1,), batches=(1,), settings=SETTINGS, devices=("cpu", "cuda")
+    )
     cpu, cuda = results.records
     assert cpu.status == "ok" and cpu.device == "cpu"
     assert cuda.status == "skipped" and "no cuda execution provider" in cuda.reason
@@ -68,8 +70,8 @@ def test_litert_fast_input_path_matches_plain_quantization(tiny_run):
     pixels = np.round(images).astype(np.uint8)
     with create_runner(artifact, threads=1) as runner:
         assert runner._in_identity and runner.pixel_dtype() == np.uint8
-        ours = np.concatenate([runner.infer(images[i:i + 1]) for i in range(3)])
-        as_they_are = np.concatenate([runner.infer(pixels[i:i + 1]) for i in range(3)])  # no conversion at all
+        ours = np.concatenate([runner.infer(images[i : i + 1]) for i in range(3)])
+        as_they_are = np.concatenate([runner.infer(pixels[i : i + 1]) for i in range(3)])  # no conversion at all
     np.testing.assert_array_equal(as_they_are, ours)
     from edgepipe.harness.latency import runner_batches
 
@@ -83,7 +85,7 @@ def test_litert_fast_input_path_matches_plain_quantization(tiny_run):
     inp, out = plain.get_input_details()[0], plain.get_output_details()[0]
     expected = []
     for i in range(3):
-        plain.set_tensor(inp["index"], np.clip(np.round(images[i:i + 1]), 0, 255).astype(np.uint8))
+        plain.set_tensor(inp["index"], np.clip(np.round(images[i : i + 1]), 0, 255).astype(np.uint8))
         plain.invoke()
         scale, zero = out["quantization"]
         expected.append((plain.get_tensor(out["index"]).astype(np.float32) - zero) * scale)
@@ -112,19 +114,24 @@ def test_tune_sweeps_threads_and_engine_settings_and_keeps_the_fastest(tiny_run)
     from edgepipe.report.table import analyse, recommendation_line
 
     onnx = next(tiny_run.artifacts_dir.glob("*-onnx-fp32.onnx"))
-    results = bench_files([onnx], lambda s: None, threads=(2,), batches=(1,), settings=SETTINGS, memory=False, tune=True)
+    results = bench_files(
+        [onnx], lambda s: None, threads=(2,), batches=(1,), settings=SETTINGS, memory=False, tune=True
+    )
     (record,) = results.records
     tuning = record.tuning
     candidates = tuning["candidates"]
     assert {(c["threads"], c["spinning"], c["graph_optimization"]) for c in candidates} == {
-        (t, s, g) for t in (1, 2) for s in (True, False) for g in ("all", "extended")}
+        (t, s, g) for t in (1, 2) for s in (True, False) for g in ("all", "extended")
+    }
     fastest = min(c["p50_ms"] for c in candidates if "p50_ms" in c)
     assert tuning["best"]["p50_ms"] == fastest
     assert (tuning["default"]["threads"], tuning["default"]["spinning"]) == (2, True)
     best = tuning["best"]
     assert record.threads == best["threads"]
-    assert (record.settings["spinning"], record.settings["graph_optimization"]) == (best["spinning"],
-                                                                                    best["graph_optimization"])
+    assert (record.settings["spinning"], record.settings["graph_optimization"]) == (
+        best["spinning"],
+        best["graph_optimization"],
+    )
     assert [t["batch_size"] for t in tuning["throughput"]] == [1, 2, 4, 8]
     _, verdicts = analyse(results)
     (verdict,) = verdicts.values()

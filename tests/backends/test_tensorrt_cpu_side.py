@@ -6,8 +6,13 @@ from edgepipe.backends.tensorrt.backend import read_sidecar, tensorrt_unavailabl
 from edgepipe.backends.tensorrt.engine_info import check_engine_compatible, engine_metadata, timing_cache_key
 from edgepipe.errors import EdgepipeError
 
-FACTS = {"tensorrt": "10.13.0", "gpu_name": "NVIDIA Jetson Orin Nano", "compute_capability": "8.7",
-         "cuda_driver": 12060, "cuda_runtime": 12060}
+FACTS = {
+    "tensorrt": "10.13.0",
+    "gpu_name": "NVIDIA Jetson Orin Nano",
+    "compute_capability": "8.7",
+    "cuda_driver": 12060,
+    "cuda_runtime": 12060,
+}
 
 
 def test_timing_cache_keys_change_with_tensorrt_and_gpu_model():

@@ -42,19 +42,32 @@ def _foreign_fp32(path: Path) -> Path:
     def init(name, value):
         return numpy_helper.from_array(np.asarray(value, np.float32), name)
 
-    inits = [init("scale", 1 / 255), init("w1", rng.normal(0, 0.3, (6, 3, 3, 3))), init("b1", rng.normal(0, 0.1, 6)),
-             init("w2", rng.normal(0, 0.3, (4, 6, 1, 1))), init("fc_w", rng.normal(0, 0.5, (4, 3))),
-             init("fc_b", np.zeros(3))]
-    nodes = [helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
-             helper.make_node("Mul", ["nchw", "scale"], ["x"]),
-             helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
-             helper.make_node("Relu", ["c1"], ["r1"]),
-             helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
-             helper.make_node("GlobalAveragePool", ["c2"], ["p"]), helper.make_node("Flatten", ["p"], ["f"]),
-             helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc"),
-             helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)]
-    graph = helper.make_graph(nodes, "foreign", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
-                              [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])], inits)
+    inits = [
+        init("scale", 1 / 255),
+        init("w1", rng.normal(0, 0.3, (6, 3, 3, 3))),
+        init("b1", rng.normal(0, 0.1, 6)),
+        init("w2", rng.normal(0, 0.3, (4, 6, 1, 1))),
+        init("fc_w", rng.normal(0, 0.5, (4, 3))),
+        init("fc_b", np.zeros(3)),
+    ]
+    nodes = [
+        helper.make_node("Transpose", ["image"], ["nchw"], perm=[0, 3, 1, 2]),
+        helper.make_node("Mul", ["nchw", "scale"], ["x"]),
+        helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
+        helper.make_node("Relu", ["c1"], ["r1"]),
+        helper.make_node("Conv", ["r1", "w2"], ["c2"], name="conv2"),
+        helper.make_node("GlobalAveragePool", ["c2"], ["p"]),
+        helper.make_node("Flatten", ["p"], ["f"]),
+        helper.make_node("Gemm", ["f", "fc_w", "fc_b"], ["logits"], name="fc"),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "foreign",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", SIZE, SIZE, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 3])],
+        inits,
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -116,12 +129,19 @@ def test_the_check_refuses_what_tensorrt_refuses(tmp_path):
 def test_per_tensor_weights_and_missing_zero_points_are_named():
     w = numpy_helper.from_array(np.ones((4, 3, 1, 1), np.int8), "w_q")
     inits = [w, numpy_helper.from_array(np.float32(0.1), "s"), numpy_helper.from_array(np.int8(0), "z")]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q"),
-             helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
-             helper.make_node("DequantizeLinear", ["w_q", "s", "z"], ["w"], name="wdq"),
-             helper.make_node("Conv", ["xd", "w"], ["y"], name="conv")]
-    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    nodes = [
+        helper.make_node("QuantizeLinear", ["x", "s"], ["xq"], name="q"),
+        helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"], name="dq"),
+        helper.make_node("DequantizeLinear", ["w_q", "s", "z"], ["w"], name="wdq"),
+        helper.make_node("Conv", ["xd", "w"], ["y"], name="conv"),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        inits,
+    )
     problems = tensorrt_qdq_problems(helper.make_model(graph))
     assert any("QuantizeLinear q has zero point type none" in p for p in problems), problems
     assert any("not quantized per output channel" in p for p in problems), problems

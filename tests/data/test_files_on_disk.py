@@ -43,7 +43,7 @@ def _assert_upright(images: np.ndarray) -> None:
     assert len(images)
     half = SIZE // 2
     for image in images.astype(int):
-        top, bottom = image[: half - 2], image[half + 2:]
+        top, bottom = image[: half - 2], image[half + 2 :]
         assert top[..., 0].mean() > 200 and top[..., 2].mean() < 60, "top half is not red: decoded unrotated"
         assert bottom[..., 2].mean() > 200 and bottom[..., 0].mean() < 60
 
@@ -60,7 +60,7 @@ def test_orientation_8_turns_the_other_way(tmp_path):
 
     _sideways_photo(tmp_path / "p.jpg", 8)
     image = decode(tmp_path / "p.jpg", SIZE, 3).astype(int)
-    assert image[: SIZE // 2 - 2, :, 2].mean() > 200 and image[SIZE // 2 + 2:, :, 0].mean() > 200  # blue on top
+    assert image[: SIZE // 2 - 2, :, 2].mean() > 200 and image[SIZE // 2 + 2 :, :, 0].mean() > 200  # blue on top
 
 
 def test_orientation_is_applied_to_the_calibration_set(tmp_path):
@@ -129,8 +129,10 @@ def test_special_files_are_listed_and_never_opened(tmp_path):
     server = socket.socket(socket.AF_UNIX)
     server.bind(str(cat / "sock.png"))
     try:
-        index = _guarded(lambda: make_index(DataConfig(path=str(data), val_fraction=0.0, test_fraction=0.0), seed=0),
-                         [cat / "pipe.jpg", tmp_path / "elsewhere.fifo"])
+        index = _guarded(
+            lambda: make_index(DataConfig(path=str(data), val_fraction=0.0, test_fraction=0.0), seed=0),
+            [cat / "pipe.jpg", tmp_path / "elsewhere.fifo"],
+        )
     finally:
         server.close()
     reasons = {r["file"]: r["reason"] for r in index["rejected"]}

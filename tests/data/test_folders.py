@@ -59,12 +59,15 @@ def test_corrupt_file_fails_when_asked(tmp_path):
         make_index(DataConfig(path=str(tmp_path), on_bad_image="fail"), seed=0)
 
 
-@pytest.mark.parametrize("problem, message", [
-    ("missing", "does not exist"),
-    ("one_class", "at least two"),
-    ("empty_class", "no readable images"),
-    ("val_differs", "classes differ"),
-])
+@pytest.mark.parametrize(
+    "problem, message",
+    [
+        ("missing", "does not exist"),
+        ("one_class", "at least two"),
+        ("empty_class", "no readable images"),
+        ("val_differs", "classes differ"),
+    ],
+)
 def test_bad_datasets_are_clear_errors(tmp_path, problem, message):
     if problem == "one_class":
         make_image_folder(tmp_path, classes=("cat",))

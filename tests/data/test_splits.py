@@ -34,20 +34,29 @@ def test_train_and_val_folders_without_test_get_a_test_split_held_out_of_train(t
     assert not _digests(dataset, "test") & (_digests(dataset, "train") | _digests(dataset, "val"))
     roles = dataset.roles()
     assert dataset.heldout_name == "test"
-    assert roles["reported"] == {"split": "test", "images": 4, "carved": True, "carved_from": "train", "fraction": 0.2,
-                                 "took_part_in_choices": False}
+    assert roles["reported"] == {
+        "split": "test",
+        "images": 4,
+        "carved": True,
+        "carved_from": "train",
+        "fraction": 0.2,
+        "took_part_in_choices": False,
+    }
     assert roles["selection"]["split"] == "val" and roles["selection"]["images"] == 6
     assert not roles["selection"]["carved"]
     assert "test split: 4 images, held out of train (0.2 of each class, seed 0)" in format_summary(index["summary"])
 
 
-@pytest.mark.parametrize("layout, carved", [
-    ("classes", {"val", "test"}),          # one folder of class subfolders
-    ("train", {"val", "test"}),            # train/ alone
-    ("train+val", {"test"}),
-    ("train+val+test", set()),             # every split given: nothing held out
-    ("builtin", {"val", "test"}),
-])
+@pytest.mark.parametrize(
+    "layout, carved",
+    [
+        ("classes", {"val", "test"}),  # one folder of class subfolders
+        ("train", {"val", "test"}),  # train/ alone
+        ("train+val", {"test"}),
+        ("train+val+test", set()),  # every split given: nothing held out
+        ("builtin", {"val", "test"}),
+    ],
+)
 def test_every_layout_reports_on_a_split_no_choice_used(tmp_path, layout, carved):
     if layout == "builtin":
         path = "builtin:synthetic"
@@ -70,10 +79,16 @@ def test_every_layout_reports_on_a_split_no_choice_used(tmp_path, layout, carved
     assert not {str(i) for i in _paths(index, "test")} & {str(i) for i in _paths(index, "train") | _paths(index, "val")}
 
 
-@pytest.mark.parametrize("per_class, expected", [
-    (3, {"train": 1, "val": 1, "test": 1}),
-    (2, {"train": 1, "val": 1, "test": 0}),  # too few for a test image: the class keeps one to train, one to validate
-])
+@pytest.mark.parametrize(
+    "per_class, expected",
+    [
+        (3, {"train": 1, "val": 1, "test": 1}),
+        (
+            2,
+            {"train": 1, "val": 1, "test": 0},
+        ),  # too few for a test image: the class keeps one to train, one to validate
+    ],
+)
 def test_tiny_classes_keep_a_training_image(tmp_path, per_class, expected):
     make_image_folder(tmp_path, per_class=per_class)
     index = make_index(DataConfig(path=str(tmp_path), val_fraction=0.45, test_fraction=0.45), seed=0)

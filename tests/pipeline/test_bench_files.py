@@ -12,9 +12,29 @@ def test_bench_artifacts_alone_with_labels_and_data(tiny_run, tmp_path):
     data = make_image_folder(tmp_path / "data", classes=("0", "2"), per_class=4, size=32)
     artifacts = sorted(str(p) for p in tiny_run.artifacts_dir.glob("*-tflite-*.tflite"))
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(main, ["bench", *artifacts, "--data", str(data), "--labels", str(tiny_run.labels),
-                                       "--threads", "1,2", "--batch", "1,3", "--min-iterations", "3",
-                                       "--min-duration", "0", "--warmup", "1", "--output", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            *artifacts,
+            "--data",
+            str(data),
+            "--labels",
+            str(tiny_run.labels),
+            "--threads",
+            "1,2",
+            "--batch",
+            "1,3",
+            "--min-iterations",
+            "3",
+            "--min-duration",
+            "0",
+            "--warmup",
+            "1",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     results = json.loads(out.read_text())
     records = results["records"]
@@ -38,11 +58,16 @@ def _tiny_onnx_classifier(path):
 
     weights = numpy_helper.from_array(np.array([[1.0, -1.0], [0.5, 0.5], [-1.0, 1.0]], np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
-         helper.make_node("MatMul", ["mean", "w"], ["logits"]),
-         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1)],
-        "tiny", [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 8, 8, 3])],
-        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])], [weights])
+        [
+            helper.make_node("ReduceMean", ["image"], ["mean"], axes=[1, 2], keepdims=0),
+            helper.make_node("MatMul", ["mean", "w"], ["logits"]),
+            helper.make_node("Softmax", ["logits"], ["probabilities"], axis=-1),
+        ],
+        "tiny",
+        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 8, 8, 3])],
+        [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["N", 2])],
+        [weights],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
@@ -55,9 +80,26 @@ def test_threads_above_the_usable_cores_are_recorded_and_reported(tmp_path):
     usable = core_limits()["usable_cores"]
     model = _tiny_onnx_classifier(tmp_path / "tiny.onnx")
     out = tmp_path / "bench.json"
-    result = CliRunner().invoke(main, ["bench", str(model), "--threads", f"1,{usable + 1}", "--min-iterations", "3",
-                                       "--min-duration", "0", "--warmup", "1", "--warmup-time", "0", "--no-memory",
-                                       "--output", str(out)])
+    result = CliRunner().invoke(
+        main,
+        [
+            "bench",
+            str(model),
+            "--threads",
+            f"1,{usable + 1}",
+            "--min-iterations",
+            "3",
+            "--min-duration",
+            "0",
+            "--warmup",
+            "1",
+            "--warmup-time",
+            "0",
+            "--no-memory",
+            "--output",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert f"oversubscribed: {usable + 1} thread(s) on {usable} usable core(s) for 1 record(s)" in result.output
     results = read_results(out)

@@ -10,8 +10,16 @@ from tests.conftest import tiny_overrides
 
 
 def _overrides(tiny_run, out, **extra):
-    return tiny_overrides(out, **{"model.path": str(tiny_run.model), "model.labels": str(tiny_run.labels),
-                                  "model.alpha": None, "train.strategy": "classifier", **extra})
+    return tiny_overrides(
+        out,
+        **{
+            "model.path": str(tiny_run.model),
+            "model.labels": str(tiny_run.labels),
+            "model.alpha": None,
+            "train.strategy": "classifier",
+            **extra,
+        },
+    )
 
 
 def test_network_with_its_own_head_scores_a_subset_of_its_classes(tiny_run, tmp_path):

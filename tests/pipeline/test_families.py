@@ -10,19 +10,39 @@ from tests.conftest import tiny_overrides
 
 FAST = ["lenet5", "alexnet", "vgg_a_lrn", "googlenet", "efficientnet_lite0", "mobilenet_v3_small"]
 # deep or wide networks whose conversion alone takes a minute or more on two cores
-SLOW = ["bottleneck_resnet50", "densenet_bc121", "resnet50", "efficientnet_b0", "inception_v3", "xception",
-        "nasnet_mobile", "densenet121", "efficientnet_v2_b0", "resnet50_v2", "mobilenet_v1", "vgg16"]
+SLOW = [
+    "bottleneck_resnet50",
+    "densenet_bc121",
+    "resnet50",
+    "efficientnet_b0",
+    "inception_v3",
+    "xception",
+    "nasnet_mobile",
+    "densenet121",
+    "efficientnet_v2_b0",
+    "resnet50_v2",
+    "mobilenet_v1",
+    "vgg16",
+]
 
 
 @pytest.mark.parametrize("name", FAST + [pytest.param(n, marks=pytest.mark.slow) for n in SLOW])
 def test_family_trains_and_exports(tmp_path, name):
     arch = get_architecture(name)
     overrides = tiny_overrides(
-        tmp_path, **{"model.arch": name, "model.alpha": None, "model.input_size": max(arch.min_input_size, 32),
-                     "model.channels": arch.default_channels, "train.epochs": 1, "data.max_per_class": 8,
-                     # the fast set checks the float conversions that break on unusual layers (LRN, grouped
-                     # convolution, hard-swish, ...); --run-slow adds full-integer TFLite for the deep families
-                     "export.formats": ["tflite-fp32", "onnx-fp32"] + (["tflite-int8"] if name in SLOW else [])})
+        tmp_path,
+        **{
+            "model.arch": name,
+            "model.alpha": None,
+            "model.input_size": max(arch.min_input_size, 32),
+            "model.channels": arch.default_channels,
+            "train.epochs": 1,
+            "data.max_per_class": 8,
+            # the fast set checks the float conversions that break on unusual layers (LRN, grouped
+            # convolution, hard-swish, ...); --run-slow adds full-integer TFLite for the deep families
+            "export.formats": ["tflite-fp32", "onnx-fp32"] + (["tflite-int8"] if name in SLOW else []),
+        },
+    )
     run = run_stages(cfg.from_dict({}, overrides), ["build", "train", "export"], echo=lambda s: None)
     records = {a["format"]: a for a in read_json(run.artifacts_index)["artifacts"]}
     assert records["tflite-fp32"]["status"] == "ok", records["tflite-fp32"]
@@ -51,10 +71,17 @@ def test_every_cpu_format_exports_verifies_and_is_measured(tmp_path, name):
     else:
         training = {"train.epochs": 15}
     overrides = tiny_overrides(
-        tmp_path, pretrain=name != "lenet5",
-        **{"model.arch": name, "model.alpha": 0.35 if name == "mobilenet_v2" else None,
-           "model.input_size": max(arch.min_input_size, 32), "model.channels": arch.default_channels,
-           "export.formats": cpu_formats, **training})
+        tmp_path,
+        pretrain=name != "lenet5",
+        **{
+            "model.arch": name,
+            "model.alpha": 0.35 if name == "mobilenet_v2" else None,
+            "model.input_size": max(arch.min_input_size, 32),
+            "model.channels": arch.default_channels,
+            "export.formats": cpu_formats,
+            **training,
+        },
+    )
     run = run_stages(cfg.from_dict({}, overrides), ["build", "train", "export", "bench"], echo=lambda s: None)
     records = {r["format"]: r for r in read_json(run.results)["records"]}
     assert set(cpu_formats) <= set(records)

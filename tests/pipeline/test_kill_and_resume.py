@@ -10,7 +10,6 @@ import sys
 import time
 
 import numpy as np
-import pytest
 import yaml
 
 from edgepipe.fileio import read_json, sha256_file
@@ -67,8 +66,9 @@ def test_killed_runs_resume_to_the_same_result(tmp_path):
         out = tmp_path / f"killed-at-{marker.strip('[]')}"
         _kill_at(config, out, marker)
         _run(config, out)
-        verified = subprocess.run([sys.executable, "-m", "edgepipe", "verify", str(out)], capture_output=True,
-                                  text=True, env=ENV, timeout=300)
+        verified = subprocess.run(
+            [sys.executable, "-m", "edgepipe", "verify", str(out)], capture_output=True, text=True, env=ENV, timeout=300
+        )
         assert verified.returncode == 0, (marker, verified.stdout)
         assert not [p for p in out.rglob("*") if ".tmp" in p.name or p.name == ".edgepipe-tmp"], marker
         for rel in DETERMINISTIC:
@@ -77,4 +77,8 @@ def test_killed_runs_resume_to_the_same_result(tmp_path):
             np.testing.assert_array_equal(a, b)
         assert read_json(out / "training.json")["top1"] == read_json(reference / "training.json")["top1"]
         formats = {r["format"]: r for r in read_json(out / "results.json")["records"]}
-        assert {f: r["status"] for f, r in formats.items()} == {"keras-fp32": "ok", "tflite-fp32": "ok", "tflite-int8": "ok"}
+        assert {f: r["status"] for f, r in formats.items()} == {
+            "keras-fp32": "ok",
+            "tflite-fp32": "ok",
+            "tflite-int8": "ok",
+        }

@@ -50,18 +50,30 @@ BASE = {
 #: train-stage cases of the worker script: overrides of BASE
 TRAIN_CASES = {
     "feature-extraction-augmented": {"train.epochs": 1, "train.augment.translation": 0.1},  # not cached
-    "fine-tune": {"train.strategy": "fine-tune", "train.epochs": 1, "train.fine_tune_epochs": 1,
-                  "train.fine_tune_layers": 2, "train.class_weight": "balanced", "train.label_smoothing": 0.1},
+    "fine-tune": {
+        "train.strategy": "fine-tune",
+        "train.epochs": 1,
+        "train.fine_tune_epochs": 1,
+        "train.fine_tune_layers": 2,
+        "train.class_weight": "balanced",
+        "train.label_smoothing": 0.1,
+    },
     "full": {"train.strategy": "full", "train.lr_schedule": "piecewise", "train.lr_boundaries": [1]},
     "auto": {"train.strategy": "auto", "train.epochs": 1},
     "classifier": {"train.strategy": "classifier"},
 }
 #: the build stage with a pretrain section, run on both workers by the script
-PRETRAIN = {"pretrain.data.path": "builtin:digits", "pretrain.data.classes": ["3", "4"],
-            "pretrain.data.max_per_class": 10, "pretrain.epochs": 1, "pretrain.batch_size": 8}
+PRETRAIN = {
+    "pretrain.data.path": "builtin:digits",
+    "pretrain.data.classes": ["3", "4"],
+    "pretrain.data.max_per_class": 10,
+    "pretrain.epochs": 1,
+    "pretrain.batch_size": 8,
+}
 
 
 # ------------------------------------------------------------------ the worker script
+
 
 def _worker(spec_path: str) -> None:
     """One worker: join the cluster once, then run each case's stage in this worker's directories.
@@ -71,8 +83,8 @@ def _worker(spec_path: str) -> None:
     """
     from edgepipe import config as cfg
     from edgepipe.pipeline import build, train
-    from edgepipe.training import controls
     from edgepipe.pipeline.rundir import RunDir
+    from edgepipe.training import controls
 
     spec = json.loads(Path(spec_path).read_text())
     index = json.loads(os.environ["TF_CONFIG"])["task"]["index"]
@@ -113,10 +125,20 @@ def _two_replicas() -> None:
     from edgepipe.training.controls import scope
     from edgepipe.training.strategies import STRATEGIES
 
-    dataset = materialize(make_index(DataConfig(path="builtin:digits", classes=["0", "1", "2"], max_per_class=9,
-                                                val_fraction=0.3), 0), 32, 1)
-    config = TrainConfig(strategy="fine-tune", epochs=1, fine_tune_epochs=2, fine_tune_layers=2, batch_size=4,
-                         class_weight="balanced", early_stopping_patience=1)
+    dataset = materialize(
+        make_index(DataConfig(path="builtin:digits", classes=["0", "1", "2"], max_per_class=9, val_fraction=0.3), 0),
+        32,
+        1,
+    )
+    config = TrainConfig(
+        strategy="fine-tune",
+        epochs=1,
+        fine_tune_epochs=2,
+        fine_tune_layers=2,
+        batch_size=4,
+        class_weight="balanced",
+        early_stopping_patience=1,
+    )
     strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     with scope(strategy):  # fine-tuning: two fits, class weights, early stopping, on 27 images (odd: padded)
         model = build_classifier("lenet5", 3, 32, 1, None, "none", seed=0)
@@ -129,6 +151,7 @@ def _digest(variables) -> str:
 
 
 # ------------------------------------------------------------------ launching the pairs
+
 
 def _free_ports(count: int) -> list[int]:
     sockets = [socket.socket() for _ in range(count)]
@@ -146,11 +169,24 @@ def _start_pair(name: str, command: list[str], runs: list[Path], logs: Path) -> 
     ports = _free_ports(2)
     procs = []
     for index in range(2):
-        env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2", "TF_CONFIG": json.dumps(
-            {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}})}
+        env = {
+            **os.environ,
+            "CUDA_VISIBLE_DEVICES": "",
+            "TF_CPP_MIN_LOG_LEVEL": "2",
+            "TF_CONFIG": json.dumps(
+                {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
+            ),
+        }
         log = open(logs / f"{name}-{index}.log", "w")
-        procs.append(subprocess.Popen([part.format(run=runs[index]) for part in command], env=env, stdout=log,
-                                      stderr=subprocess.STDOUT, cwd=Path(__file__).resolve().parents[2]))
+        procs.append(
+            subprocess.Popen(
+                [part.format(run=runs[index]) for part in command],
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=Path(__file__).resolve().parents[2],
+            )
+        )
         log.close()
     return procs
 
@@ -174,8 +210,10 @@ def _wait(procs: list[subprocess.Popen], timeout: float) -> list[int]:
 
 def _snapshot(root: Path) -> dict[str, str]:
     """Every path under ``root`` with its content digest (folders as 'dir')."""
-    return {str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*"))}
+    return {
+        str(p.relative_to(root)): "dir" if p.is_dir() else hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+    }
 
 
 def _copies(source: Path, target: Path) -> list[Path]:
@@ -202,26 +240,54 @@ def _run_cluster(root: Path) -> dict:
     from edgepipe.pipeline.sequence import run_stages
 
     base = run_stages(cfg.from_dict({}, {**BASE, "output": str(root / "base")}), ["build"], echo=lambda s: None).path
-    classifier = run_stages(cfg.from_dict({}, {**BASE, "output": str(root / "classifier"),
-                                               "model.path": str(base / "model_initial.keras"),
-                                               "model.labels": str(base / "labels.txt"),
-                                               "train.strategy": "classifier"}), ["build"], echo=lambda s: None).path
+    classifier = run_stages(
+        cfg.from_dict(
+            {},
+            {
+                **BASE,
+                "output": str(root / "classifier"),
+                "model.path": str(base / "model_initial.keras"),
+                "model.labels": str(base / "labels.txt"),
+                "train.strategy": "classifier",
+            },
+        ),
+        ["build"],
+        echo=lambda s: None,
+    ).path
     cli_runs = _copies(base, root / "cli")
-    cases = [{"name": "build-pretrain", "stage": "build", "config": str(base / "config.yaml"), "overrides": PRETRAIN,
-              "runs": [str(root / "build-pretrain" / w) for w in ("w0", "w1")]}]
+    cases = [
+        {
+            "name": "build-pretrain",
+            "stage": "build",
+            "config": str(base / "config.yaml"),
+            "overrides": PRETRAIN,
+            "runs": [str(root / "build-pretrain" / w) for w in ("w0", "w1")],
+        }
+    ]
     for name, overrides in TRAIN_CASES.items():
         source = classifier if name == "classifier" else base
         runs = _copies(source, root / name)
-        cases.append({"name": name, "stage": "train", "config": str(source / "config.yaml"), "runs": [str(r) for r in runs],
-                      "overrides": {"train.baseline_from_scratch": False, "train.feature_cache": "memory", **overrides}})
+        cases.append(
+            {
+                "name": name,
+                "stage": "train",
+                "config": str(source / "config.yaml"),
+                "runs": [str(r) for r in runs],
+                "overrides": {"train.baseline_from_scratch": False, "train.feature_cache": "memory", **overrides},
+            }
+        )
     spec = root / "spec.json"
     spec.write_text(json.dumps({"cases": cases}))
-    before = {str(run): (_snapshot(run), _mtimes(run)) for case in cases for run in map(Path, case["runs"]) if run.exists()}
+    before = {
+        str(run): (_snapshot(run), _mtimes(run)) for case in cases for run in map(Path, case["runs"]) if run.exists()
+    }
     before.update({str(run): (_snapshot(run), _mtimes(run)) for run in cli_runs})
     procs = _start_pair("cli", [sys.executable, "-m", "edgepipe", "train", "--output", "{run}"], cli_runs, root)
     procs += _start_pair("script", [sys.executable, __file__, str(spec)], [root, root], root)
     codes = _wait(procs, TIMEOUT_S)
-    logs = {name: (root / f"{name}.log").read_text(errors="replace") for name in ("cli-0", "cli-1", "script-0", "script-1")}
+    logs = {
+        name: (root / f"{name}.log").read_text(errors="replace") for name in ("cli-0", "cli-1", "script-0", "script-1")
+    }
     return {"root": root, "codes": codes, "logs": logs, "cases": cases, "before": before, "cli_runs": cli_runs}
 
 
@@ -232,7 +298,7 @@ def _mtimes(root: Path) -> dict[str, int]:
 def _result(cluster, worker: int) -> dict:
     lines = [l for l in cluster["logs"][f"script-{worker}"].splitlines() if l.startswith(RESULT)]
     assert lines, cluster["logs"][f"script-{worker}"][-3000:]
-    return json.loads(lines[-1][len(RESULT):])
+    return json.loads(lines[-1][len(RESULT) :])
 
 
 def _check_exits(cluster) -> None:
@@ -295,17 +361,22 @@ def _check_script_runs(cluster) -> None:
 def test_one_process_with_two_replicas_trains(tmp_path):
     log = tmp_path / "two-replicas.log"
     with open(log, "w") as out:
-        proc = subprocess.Popen([sys.executable, __file__, "--two-replicas"], stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"})
+        proc = subprocess.Popen(
+            [sys.executable, __file__, "--two-replicas"],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "CUDA_VISIBLE_DEVICES": "", "TF_CPP_MIN_LOG_LEVEL": "2"},
+        )
     code = _wait([proc], TIMEOUT_S)[0]
     text = log.read_text(errors="replace")
     assert code == 0, text[-3000:]
-    result = json.loads([l for l in text.splitlines() if l.startswith(RESULT)][-1][len(RESULT):])
+    result = json.loads([l for l in text.splitlines() if l.startswith(RESULT)][-1][len(RESULT) :])
     assert result["replicas"] == 2
     assert result["history"]["loss"] and np.isfinite(result["history"]["loss"]).all()
 
 
 # ------------------------------------------------------------------ without a cluster
+
 
 def test_replica_shares_are_equal_and_cover_every_image():
     from edgepipe.training.controls import _shares
@@ -333,8 +404,15 @@ def test_chief_and_distribution_record_follow_tf_config():
 
     assert is_chief("") and is_chief(tf_config(0)) and not is_chief(tf_config(1))
     assert not is_chief(tf_config(0, chief=True))
-    assert is_chief(json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}}))
-    assert distribution_record("default", None, "") == {"strategy": "default", "workers": 1, "replicas": 1, "task_index": 0}
+    assert is_chief(
+        json.dumps({"cluster": {"chief": ["c:1"], "worker": ["a:1"]}, "task": {"type": "chief", "index": 0}})
+    )
+    assert distribution_record("default", None, "") == {
+        "strategy": "default",
+        "workers": 1,
+        "replicas": 1,
+        "task_index": 0,
+    }
 
     class TwoReplicas:
         num_replicas_in_sync = 2

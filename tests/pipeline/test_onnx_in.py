@@ -72,17 +72,32 @@ def _bgr_graph(size="S") -> onnx.ModelProto:
     fc = np.zeros((8, 3))
     for c in range(3):
         fc[2 - c, c] = 0.08  # network channel 2 - c is RGB channel c after the BGR reorder
-    inits = [numpy_helper.from_array(np.asarray(v, np.float32), n) for n, v in
-             [("inside_mean", np.full((1, 3, 1, 1), 10.0)), ("conv_w", conv), ("conv_b", np.zeros(8)),
-              ("fc_w", fc), ("fc_b", np.zeros(3))]]
-    nodes = [helper.make_node("Sub", ["data", "inside_mean"], ["centred"]),
-             helper.make_node("Conv", ["centred", "conv_w", "conv_b"], ["conv"], name="conv"),
-             helper.make_node("Relu", ["conv"], ["relu"]),
-             helper.make_node("GlobalAveragePool", ["relu"], ["pool"]), helper.make_node("Flatten", ["pool"], ["flat"]),
-             helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc")]
+    inits = [
+        numpy_helper.from_array(np.asarray(v, np.float32), n)
+        for n, v in [
+            ("inside_mean", np.full((1, 3, 1, 1), 10.0)),
+            ("conv_w", conv),
+            ("conv_b", np.zeros(8)),
+            ("fc_w", fc),
+            ("fc_b", np.zeros(3)),
+        ]
+    ]
+    nodes = [
+        helper.make_node("Sub", ["data", "inside_mean"], ["centred"]),
+        helper.make_node("Conv", ["centred", "conv_w", "conv_b"], ["conv"], name="conv"),
+        helper.make_node("Relu", ["conv"], ["relu"]),
+        helper.make_node("GlobalAveragePool", ["relu"], ["pool"]),
+        helper.make_node("Flatten", ["pool"], ["flat"]),
+        helper.make_node("Gemm", ["flat", "fc_w", "fc_b"], ["logits"], name="fc"),
+    ]
     shape = ["batch", 3, size, size]
-    graph = helper.make_graph(nodes, "bgr", [helper.make_tensor_value_info("data", TensorProto.FLOAT, shape)],
-                              [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])], inits)
+    graph = helper.make_graph(
+        nodes,
+        "bgr",
+        [helper.make_tensor_value_info("data", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 3])],
+        inits,
+    )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
@@ -108,9 +123,23 @@ def _check_exported(index: Path) -> dict:
 
 def test_keras_born_nchw_onnx_exports_and_verifies(keras_nchw, images, tmp_path):
     out = tmp_path / "out"
-    result = _invoke("export", keras_nchw, "--scale", "255", "--mean", ",".join(map(str, MEAN)), "--std",
-                     ",".join(map(str, STD)), "--channels", "rgb", "--calibration-data", images, "--output", out,
-                     *[a for f in FORMATS for a in ("--format", f)])
+    result = _invoke(
+        "export",
+        keras_nchw,
+        "--scale",
+        "255",
+        "--mean",
+        ",".join(map(str, MEAN)),
+        "--std",
+        ",".join(map(str, STD)),
+        "--channels",
+        "rgb",
+        "--calibration-data",
+        images,
+        "--output",
+        out,
+        *[a for f in FORMATS for a in ("--format", f)],
+    )
     assert result.exit_code == 0, result.output
     records = _check_exported(out / "artifacts.json")
     assert records["onnx-fp32"]["verification"]["top1_agreement"] == 1.0
@@ -118,22 +147,47 @@ def test_keras_born_nchw_onnx_exports_and_verifies(keras_nchw, images, tmp_path)
     props = {p.key: p.value for p in fp32.metadata_props}
     assert json.loads(props["labels"]) == list(CLASSES)
     assert json.loads(props["preprocessing"])["layout"] == "nchw"
-    assert fp32.graph.input[0].name == "image" and [d.dim_value for d in fp32.graph.input[0].type.tensor_type.shape.dim][1:] == [SIZE, SIZE, 3]
+    assert fp32.graph.input[0].name == "image" and [
+        d.dim_value for d in fp32.graph.input[0].type.tensor_type.shape.dim
+    ][1:] == [SIZE, SIZE, 3]
     index = json.loads((out / "artifacts.json").read_text())
     assert index["source"]["layout"] == "nchw" and index["source"]["softmax_added"] is False
 
     # the exported files take raw NHWC pixels: benchmarked alone, on the same folder
-    bench = _invoke("bench", out / records["onnx-fp32"]["file"], out / records["openvino-int8"]["file"], "--data",
-                    images, "--output", tmp_path / "bench.json", "--min-iterations", "3", "--min-duration", "0",
-                    "--warmup", "1", "--warmup-time", "0", "--no-memory")
+    bench = _invoke(
+        "bench",
+        out / records["onnx-fp32"]["file"],
+        out / records["openvino-int8"]["file"],
+        "--data",
+        images,
+        "--output",
+        tmp_path / "bench.json",
+        "--min-iterations",
+        "3",
+        "--min-duration",
+        "0",
+        "--warmup",
+        "1",
+        "--warmup-time",
+        "0",
+        "--no-memory",
+    )
     assert bench.exit_code == 0, bench.output
     results = json.loads((tmp_path / "bench.json").read_text())
     accuracies = [r["top1"] for r in results["records"]]
     assert len(accuracies) == 2 and min(accuracies) > 0.9, accuracies
 
     # an ONNX file edgepipe wrote says it takes raw pixels: it exports again with nothing declared
-    again = _invoke("export", out / records["onnx-fp32"]["file"], "--format", "onnx-fp16", "--calibration-data",
-                    images, "--output", tmp_path / "again")
+    again = _invoke(
+        "export",
+        out / records["onnx-fp32"]["file"],
+        "--format",
+        "onnx-fp16",
+        "--calibration-data",
+        images,
+        "--output",
+        tmp_path / "again",
+    )
     assert again.exit_code == 0, again.output
     assert _records(tmp_path / "again" / "artifacts.json")["onnx-fp16"]["verification"]["passed"]
 
@@ -143,9 +197,15 @@ def test_hand_built_bgr_graph_with_a_dynamic_size_exports_through_the_api(images
 
     source = tmp_path / "bgr.onnx"
     onnx.save(_bgr_graph(), source)
-    exported = edgepipe.export(source, FORMATS, calibration=images, output=tmp_path / "out", input_size=SIZE,
-                               preprocessing={"channels": "bgr", "scale": 1, "mean": [100, 110, 120], "std": [1]},
-                               echo=lambda line: None)
+    exported = edgepipe.export(
+        source,
+        FORMATS,
+        calibration=images,
+        output=tmp_path / "out",
+        input_size=SIZE,
+        preprocessing={"channels": "bgr", "scale": 1, "mean": [100, 110, 120], "std": [1]},
+        echo=lambda line: None,
+    )
     records = _check_exported(exported.index)
     assert records["openvino-int8"]["verification"]["top1_agreement"] >= 0.9
     index = json.loads(exported.index.read_text())
@@ -173,25 +233,39 @@ def _two_inputs(path: Path) -> Path:
 
 def _non_image(path: Path) -> Path:
     w = numpy_helper.from_array(np.ones((4, 3), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"])], "flat",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])], [w])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "flat",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 3])],
+        [w],
+    )
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
     return path
 
 
-@pytest.mark.parametrize("case, flags, message", [
-    ("two inputs", ["--scale", "1", "--mean", "0", "--std", "1", "--channels", "rgb"], "has 2 inputs (data, other)"),
-    ("non-image", ["--scale", "1", "--mean", "0", "--std", "1", "--channels", "rgb"], "has 2 dimensions"),
-    ("dynamic size", ["--scale", "1", "--mean", "0", "--std", "1", "--channels", "rgb"], "dynamic spatial size"),
-    ("not onnx", [], "is not an ONNX model"),
-    ("undeclared", ["--scale", "255"], "preprocessing of 'bgr.onnx' is not known: set channels, mean, std"),
-])
+@pytest.mark.parametrize(
+    "case, flags, message",
+    [
+        (
+            "two inputs",
+            ["--scale", "1", "--mean", "0", "--std", "1", "--channels", "rgb"],
+            "has 2 inputs (data, other)",
+        ),
+        ("non-image", ["--scale", "1", "--mean", "0", "--std", "1", "--channels", "rgb"], "has 2 dimensions"),
+        ("dynamic size", ["--scale", "1", "--mean", "0", "--std", "1", "--channels", "rgb"], "dynamic spatial size"),
+        ("not onnx", [], "is not an ONNX model"),
+        ("undeclared", ["--scale", "255"], "preprocessing of 'bgr.onnx' is not known: set channels, mean, std"),
+    ],
+)
 def test_bad_onnx_inputs_are_one_line_errors(case, flags, message, images, tmp_path):
-    path = {"two inputs": lambda p: _two_inputs(p), "non-image": lambda p: _non_image(p),
-            "dynamic size": lambda p: (onnx.save(_bgr_graph(), p), p)[1],
-            "not onnx": lambda p: (p.write_text("name: not a model\n"), p)[1],
-            "undeclared": lambda p: (onnx.save(_bgr_graph(SIZE), p), p)[1]}[case](tmp_path / "bgr.onnx")
+    path = {
+        "two inputs": lambda p: _two_inputs(p),
+        "non-image": lambda p: _non_image(p),
+        "dynamic size": lambda p: (onnx.save(_bgr_graph(), p), p)[1],
+        "not onnx": lambda p: (p.write_text("name: not a model\n"), p)[1],
+        "undeclared": lambda p: (onnx.save(_bgr_graph(SIZE), p), p)[1],
+    }[case](tmp_path / "bgr.onnx")
     out = tmp_path / "out"
     result = _invoke("export", path, *flags, "--format", "onnx-fp32", "--calibration-data", images, "--output", out)
     assert result.exit_code == 2, result.output

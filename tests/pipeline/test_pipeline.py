@@ -10,8 +10,19 @@ from tests.conftest import tiny_overrides
 
 def test_run_directory_holds_everything(tiny_run):
     p = tiny_run.path
-    for name in ("model.keras", "model_initial.keras", "labels.txt", "dataset.json", "results.json", "report.md",
-                 "manifest.json", "config.yaml", "stages.json", "history.csv", "training.json"):
+    for name in (
+        "model.keras",
+        "model_initial.keras",
+        "labels.txt",
+        "dataset.json",
+        "results.json",
+        "report.md",
+        "manifest.json",
+        "config.yaml",
+        "stages.json",
+        "history.csv",
+        "training.json",
+    ):
         assert (p / name).is_file(), name
     assert tiny_run.read_labels() == ["0", "1", "2"]
     assert not [f for f in p.rglob("*") if ".tmp" in f.name]
@@ -103,8 +114,10 @@ def test_image_folder_runs_through_every_stage(tmp_path):
     from tests.conftest import make_image_folder
 
     data = make_image_folder(tmp_path / "data", per_class=8)
-    overrides = tiny_overrides(tmp_path / "run", **{"data.path": str(data), "data.classes": None,
-                                                   "data.max_per_class": None, "export.formats": ["tflite-int8"]})
+    overrides = tiny_overrides(
+        tmp_path / "run",
+        **{"data.path": str(data), "data.classes": None, "data.max_per_class": None, "export.formats": ["tflite-int8"]},
+    )
     run = run_stages(cfg.from_dict({}, overrides), list(STAGES), echo=lambda s: None)
     records = read_json(run.results)["records"]
     assert [r["format"] for r in records] == ["keras-fp32", "tflite-int8"]

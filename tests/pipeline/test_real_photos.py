@@ -18,7 +18,9 @@ from edgepipe.fileio import read_json
 from tests.conftest import SHARED_WEIGHTS
 
 pytestmark = [
-    pytest.mark.skipif(not SHARED_WEIGHTS.is_dir(), reason="genuine Keras ImageNet weights not found in ../shared/weights"),
+    pytest.mark.skipif(
+        not SHARED_WEIGHTS.is_dir(), reason="genuine Keras ImageNet weights not found in ../shared/weights"
+    ),
 ]
 pytest.importorskip("skimage", reason="builtin:photos needs scikit-image")
 
@@ -41,8 +43,9 @@ def photo_run(tmp_path_factory):
     config = out / "photos.yaml"
     config.write_text(yaml.safe_dump({**CONFIG, "output": str(out / "run")}))
     env = {**os.environ, "KERAS_HOME": str(home), "TF_CPP_MIN_LOG_LEVEL": "3"}
-    result = subprocess.run([sys.executable, "-m", "edgepipe", "run", str(config)], env=env, capture_output=True,
-                            text=True, timeout=900)
+    result = subprocess.run(
+        [sys.executable, "-m", "edgepipe", "run", str(config)], env=env, capture_output=True, text=True, timeout=900
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return out / "run"
 

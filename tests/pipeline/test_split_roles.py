@@ -19,16 +19,23 @@ def test_accuracy_is_reported_on_a_test_split_held_out_of_train(tmp_path):
     data = tmp_path / "data"
     make_image_folder(data / "train", per_class=10, size=32)
     make_image_folder(data / "val", per_class=4, size=32, seed=1)
-    overrides = tiny_overrides(tmp_path / "run", **{"data.path": str(data), "data.classes": None,
-                                                   "data.max_per_class": None, "export.formats": ["tflite-int8"]})
+    overrides = tiny_overrides(
+        tmp_path / "run",
+        **{"data.path": str(data), "data.classes": None, "data.max_per_class": None, "export.formats": ["tflite-int8"]},
+    )
     run = run_stages(cfg.from_dict({}, overrides), list(STAGES), echo=lambda s: None)
 
     results = read_results(run.results)
     held, chose = results.heldout, results.selection
     # 0.2 (data.test_fraction's default) of each class's 10 training images
-    assert {k: held[k] for k in ("split", "images", "carved", "carved_from", "fraction", "took_part_in_choices")} == \
-        {"split": "test", "images": 4, "carved": True, "carved_from": "train", "fraction": 0.2,
-         "took_part_in_choices": False}
+    assert {k: held[k] for k in ("split", "images", "carved", "carved_from", "fraction", "took_part_in_choices")} == {
+        "split": "test",
+        "images": 4,
+        "carved": True,
+        "carved_from": "train",
+        "fraction": 0.2,
+        "took_part_in_choices": False,
+    }
     assert chose["split"] == "val" and chose["images"] == 8 and not chose["carved"]
 
     index = read_json(run.dataset_index)
@@ -49,9 +56,13 @@ def test_accuracy_is_reported_on_a_test_split_held_out_of_train(tmp_path):
     int8 = next(r for r in results.records if r.format == "tflite-int8")
     assert int8.int8_budget.validation_images == chose["images"]
 
-    line = ("Accuracy: on the held-out `test` split, 4 images held out of the training images (0.2 of each class, "
-            "seeded), through each artifact's own runtime; the choices (early stopping, INT8 recipe and budget) were "
-            "made on the `val` split, 8 images, which the reported accuracy does not use.")
+    line = (
+        "Accuracy: on the held-out `test` split, 4 images held out of the training images (0.2 of each class, "
+        "seeded), through each artifact's own runtime; the choices (early stopping, INT8 recipe and budget) were "
+        "made on the `val` split, 8 images, which the reported accuracy does not use."
+    )
     assert line in run.report_md.read_text()
-    assert line.replace("`test`", "<code>test</code>").replace("`val`", "<code>val</code>") \
-        .replace("'", "&#x27;") in run.report_html.read_text()
+    assert (
+        line.replace("`test`", "<code>test</code>").replace("`val`", "<code>val</code>").replace("'", "&#x27;")
+        in run.report_html.read_text()
+    )

@@ -69,8 +69,13 @@ def _normalized(pixels: np.ndarray) -> np.ndarray:
 def _folder_pixels(folder: Path) -> np.ndarray:
     from PIL import Image
 
-    return np.stack([np.asarray(Image.open(p).convert("RGB").resize((SIZE, SIZE)), np.uint8)
-                     for name in CLASSES for p in sorted((folder / name).iterdir())])
+    return np.stack(
+        [
+            np.asarray(Image.open(p).convert("RGB").resize((SIZE, SIZE)), np.uint8)
+            for name in CLASSES
+            for p in sorted((folder / name).iterdir())
+        ]
+    )
 
 
 def _module_probabilities(module, pixels: np.ndarray) -> np.ndarray:
@@ -101,9 +106,15 @@ def test_module_exports_and_each_artifact_is_verified_against_the_module(images,
 
     module = _tiny()
     module.train()  # edgepipe exports and judges it in eval mode, and gives it back as it was
-    exported = edgepipe.export(module, ["onnx-fp32", "onnx-int8", "openvino-fp32"], calibration=images,
-                               output=tmp_path / "out", input_shape=(1, 3, SIZE, SIZE), preprocessing=PREPROCESSING,
-                               echo=lambda line: None)
+    exported = edgepipe.export(
+        module,
+        ["onnx-fp32", "onnx-int8", "openvino-fp32"],
+        calibration=images,
+        output=tmp_path / "out",
+        input_shape=(1, 3, SIZE, SIZE),
+        preprocessing=PREPROCESSING,
+        echo=lambda line: None,
+    )
     assert module.training
     index = json.loads(exported.index.read_text())
     assert index["source"]["kind"] == "pytorch" and index["source"]["given_as"] == "PyTorch module"
@@ -165,15 +176,30 @@ def test_a_torch_export_program_exports_through_the_command_line(images, tmp_pat
     module = _tiny(seed=1)
     program = _save_program(module, tmp_path / "tiny.pt2")
     out = tmp_path / "out"
-    result = _invoke("export", program, "--preprocessing", "torch", "--format", "onnx-fp32", "--format",
-                     "openvino-fp32", "--calibration-data", images, "--output", out)
+    result = _invoke(
+        "export",
+        program,
+        "--preprocessing",
+        "torch",
+        "--format",
+        "onnx-fp32",
+        "--format",
+        "openvino-fp32",
+        "--calibration-data",
+        images,
+        "--output",
+        out,
+    )
     assert result.exit_code == 0, result.output
     index = json.loads((out / "artifacts.json").read_text())
     assert index["source"]["given_as"] == "torch.export program" and index["source_model"] == str(program)
     records = {r["format"]: r for r in index["artifacts"]}
     assert all(r["status"] == "ok" and r["verification"]["passed"] for r in records.values()), records
     pixels = _folder_pixels(images)
-    assert np.abs(_run_onnx(out / records["onnx-fp32"]["file"], pixels) - _module_probabilities(module, pixels)).max() < 1e-4
+    assert (
+        np.abs(_run_onnx(out / records["onnx-fp32"]["file"], pixels) - _module_probabilities(module, pixels)).max()
+        < 1e-4
+    )
 
 
 def _not_a_program(path: Path) -> Path:
@@ -204,18 +230,23 @@ def _with_pickled_object(path: Path, tmp_path: Path) -> Path:
 def test_a_program_whose_loading_runs_code_needs_unsafe_load(images, tmp_path):
     path = _with_pickled_object(tmp_path / "model.pt2", tmp_path)
     flags = ["--preprocessing", "torch", "--format", "onnx-fp32", "--calibration-data", images]
-    _one_line_error(_invoke("export", path, *flags, "--output", tmp_path / "refused"),
-                    "'model.pt2' holds objects only pickle can load, and loading them runs code")
+    _one_line_error(
+        _invoke("export", path, *flags, "--output", tmp_path / "refused"),
+        "'model.pt2' holds objects only pickle can load, and loading them runs code",
+    )
     assert not (tmp_path / "refused").exists()
     trusted = _invoke("export", path, *flags, "--output", tmp_path / "trusted", "--unsafe-load")
     assert trusted.exit_code == 0, trusted.output
 
 
-@pytest.mark.parametrize("case, message", [
-    ("state dict", "'model.pt2' is not a torch.export program"),
-    ("not a zip", "'model.pt2' is not a torch.export program"),
-    ("fixed batch", "'model.pt2' was exported with a fixed batch size of 1"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("state dict", "'model.pt2' is not a torch.export program"),
+        ("not a zip", "'model.pt2' is not a torch.export program"),
+        ("fixed batch", "'model.pt2' was exported with a fixed batch size of 1"),
+    ],
+)
 def test_bad_programs_are_one_line_errors(case, message, images, tmp_path):
     path = tmp_path / "model.pt2"
     if case == "state dict":
@@ -226,8 +257,21 @@ def test_bad_programs_are_one_line_errors(case, message, images, tmp_path):
     else:
         _save_program(_tiny(), path, dynamic_batch=False)
     out = tmp_path / "out"
-    _one_line_error(_invoke("export", path, "--preprocessing", "torch", "--format", "onnx-fp32", "--calibration-data",
-                            images, "--output", out), message)
+    _one_line_error(
+        _invoke(
+            "export",
+            path,
+            "--preprocessing",
+            "torch",
+            "--format",
+            "onnx-fp32",
+            "--calibration-data",
+            images,
+            "--output",
+            out,
+        ),
+        message,
+    )
     assert not out.exists() and path.exists()
 
 
@@ -247,11 +291,14 @@ def test_modules_that_do_not_take_an_image_batch_are_refused(tmp_path):
         def forward(self, x):
             return x.mean((2, 3)).view(2, 3)
 
-    for module, message in [(OneImage(), "the output of the PyTorch module OneImage has a fixed batch size of 1"),
-                            (TwoImages(), "the PyTorch module TwoImages fixes its batch size")]:
+    for module, message in [
+        (OneImage(), "the output of the PyTorch module OneImage has a fixed batch size of 1"),
+        (TwoImages(), "the PyTorch module TwoImages fixes its batch size"),
+    ]:
         with pytest.raises(EdgepipeError, match=message):
-            edgepipe.export(module, ["onnx-fp32"], output=tmp_path / "fixed", input_shape=(1, 3, SIZE, SIZE),
-                            preprocessing="torch")
+            edgepipe.export(
+                module, ["onnx-fp32"], output=tmp_path / "fixed", input_shape=(1, 3, SIZE, SIZE), preprocessing="torch"
+            )
     with pytest.raises(EdgepipeError, match="needs its input shape"):
         edgepipe.export(_tiny(), ["onnx-fp32"], output=tmp_path / "none", preprocessing="torch")
     assert not any(tmp_path.iterdir())
@@ -261,15 +308,30 @@ def test_a_program_without_pytorch_installed_names_the_extra(tmp_path, images, m
     path = tmp_path / "model.pt2"
     path.write_bytes(b"PK\x03\x04")
     monkeypatch.setitem(sys.modules, "torch", None)  # what `import torch` does where it is not installed
-    _one_line_error(_invoke("export", path, "--preprocessing", "torch", "--format", "onnx-fp32", "--calibration-data",
-                            images, "--output", tmp_path / "out"), "pip install 'edgepipe[torch]'")
+    _one_line_error(
+        _invoke(
+            "export",
+            path,
+            "--preprocessing",
+            "torch",
+            "--format",
+            "onnx-fp32",
+            "--calibration-data",
+            images,
+            "--output",
+            tmp_path / "out",
+        ),
+        "pip install 'edgepipe[torch]'",
+    )
 
 
 def test_edgepipe_and_its_help_never_import_pytorch():
-    code = ("import sys\nfrom click.testing import CliRunner\nfrom edgepipe.cli import main\nimport edgepipe.backends\n"
-            "edgepipe.backends.load()\nresult = CliRunner().invoke(main, ['export', '--help'])\n"
-            "assert result.exit_code == 0 and '.pt2' in result.output, result.output\n"
-            "print('torch' in sys.modules)")
+    code = (
+        "import sys\nfrom click.testing import CliRunner\nfrom edgepipe.cli import main\nimport edgepipe.backends\n"
+        "edgepipe.backends.load()\nresult = CliRunner().invoke(main, ['export', '--help'])\n"
+        "assert result.exit_code == 0 and '.pt2' in result.output, result.output\n"
+        "print('torch' in sys.modules)"
+    )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip().splitlines()[-1] == "False"

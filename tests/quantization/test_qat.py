@@ -30,10 +30,12 @@ def _block(x, expand: int, out: int, stride: int, name: str):
     y = layers.ReLU(6.0, name=f"{name}_expand_relu")(y)
     if stride == 2:
         y = layers.ZeroPadding2D(((0, 1), (0, 1)), name=f"{name}_pad")(y)
-    y = layers.DepthwiseConv2D(3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=False,
-                               name=f"{name}_depthwise")(y)
+    y = layers.DepthwiseConv2D(
+        3, strides=stride, padding="same" if stride == 1 else "valid", use_bias=False, name=f"{name}_depthwise"
+    )(y)
     y = layers.ReLU(6.0, name=f"{name}_depthwise_relu")(
-        layers.BatchNormalization(momentum=0.9, name=f"{name}_depthwise_bn")(y))
+        layers.BatchNormalization(momentum=0.9, name=f"{name}_depthwise_bn")(y)
+    )
     y = layers.Conv2D(out, 1, use_bias=False, name=f"{name}_project")(y)
     y = layers.BatchNormalization(momentum=0.9, name=f"{name}_project_bn")(y)
     return layers.Add(name=f"{name}_add")([x, y]) if stride == 1 else y
@@ -153,6 +155,7 @@ def _assert_full_integer(model_bytes: bytes) -> None:
 # One test, first in the file: its model is trained and fine-tuned once however pytest-xdist spreads the
 # tests over its workers, and starts first.
 
+
 def test_fine_tuning_recovers_what_post_training_int8_loses(digits, tmp_path):
     from edgepipe.quantization.qat import qat_finetune
 
@@ -162,8 +165,9 @@ def test_fine_tuning_recovers_what_post_training_int8_loses(digits, tmp_path):
         layer.trainable = False
     before = [w.copy() for w in lossy.get_weights()]
     lines: list[str] = []
-    model, record = qat_finetune(lossy, digits[0], digits[1], epochs=3, learning_rate=1e-3,
-                                 validation=(digits[2], digits[3]), echo=lines.append)
+    model, record = qat_finetune(
+        lossy, digits[0], digits[1], epochs=3, learning_rate=1e-3, validation=(digits[2], digits[3]), echo=lines.append
+    )
     assert all(np.array_equal(a, b) for a, b in zip(lossy.get_weights(), before))  # the original is left alone
     _check_names_shapes_and_weights(model, lossy)
     _check_record(record, lines)
@@ -195,9 +199,17 @@ def _check_names_shapes_and_weights(model, lossy) -> None:
 
 def _check_record(record: dict, lines: list[str]) -> None:
     assert record["epochs"] == record["epochs_completed"] == 3 and record["learning_rate"] == 1e-3
-    assert record["fake_quantized_weights"] == ["backbone/stem", "backbone/b1_expand", "backbone/b1_depthwise",
-                                                "backbone/b1_project", "backbone/b2_expand", "backbone/b2_depthwise",
-                                                "backbone/b2_project", "backbone/top", "classifier"]
+    assert record["fake_quantized_weights"] == [
+        "backbone/stem",
+        "backbone/b1_expand",
+        "backbone/b1_depthwise",
+        "backbone/b1_project",
+        "backbone/b2_expand",
+        "backbone/b2_depthwise",
+        "backbone/b2_project",
+        "backbone/top",
+        "classifier",
+    ]
     assert "backbone/b2_project" in record["fake_quantized_activations"]
     assert record["folded_batchnorm"]["b2_project"] == "b2_project_bn"
     low, high = record["activation_ranges"]["backbone/b2_project"]
@@ -236,8 +248,11 @@ def _check_activation_ranges_mode(model, ranges: dict, digits) -> None:
     _assert_full_integer(converted)
     low, high = ranges["backbone/b2_project"]
     # the range op is fused away; the convolution's output tensor carries the learned range
-    scales = [d["quantization"][0] for d in _interpreter(converted, 1).get_tensor_details()
-              if "b2_project" in d["name"] and d["quantization"][0] > 0]
+    scales = [
+        d["quantization"][0]
+        for d in _interpreter(converted, 1).get_tensor_details()
+        if "b2_project" in d["name"] and d["quantization"][0] > 0
+    ]
     assert np.isclose(scales, (high - low) / 255, rtol=1e-3).any(), (scales, (high - low) / 255)
     assert (_int8_predictions(converted, digits[2]) == digits[3]).mean() > 0.9
 
@@ -251,8 +266,9 @@ def _check_onnx_qdq(model, digits, tmp_path) -> None:
     from edgepipe.backends.onnxruntime.export import export_onnx_int8
     from edgepipe.calibration import draw
 
-    ctx = ExportContext(model, ["0", "1", "2"], {}, calibration=draw(digits[0], digits[1], 24, 0),
-                        workdir_parent=tmp_path / "work")
+    ctx = ExportContext(
+        model, ["0", "1", "2"], {}, calibration=draw(digits[0], digits[1], 24, 0), workdir_parent=tmp_path / "work"
+    )
     path = tmp_path / "qat.onnx"
     try:
         export_onnx_int8(ctx, path)
@@ -265,6 +281,7 @@ def _check_onnx_qdq(model, digits, tmp_path) -> None:
 
 
 # ------------------------------------------------------------------------------------ the simulation
+
 
 def test_fake_quant_kernel_rounds_each_output_channel_to_symmetric_int8():
     import tensorflow as tf
@@ -330,8 +347,14 @@ def mobilenet():
     for layer in model.get_layer("backbone").layers:
         if type(layer).__name__ == "BatchNormalization":
             gamma, beta, mean, variance = layer.get_weights()
-            layer.set_weights([rng.uniform(0.5, 2, gamma.shape), rng.normal(0, 0.5, beta.shape),
-                               rng.normal(0, 0.5, mean.shape), rng.uniform(0.5, 2, variance.shape)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, gamma.shape),
+                    rng.normal(0, 0.5, beta.shape),
+                    rng.normal(0, 0.5, mean.shape),
+                    rng.uniform(0.5, 2, variance.shape),
+                ]
+            )
     return model
 
 
@@ -362,8 +385,16 @@ def test_fake_quant_sits_where_the_converters_quantize_mobilenet_v2(mobilenet):
     assert len(graph.kernels) == 35 + 17 + 1  # every Conv2D, DepthwiseConv2D and the classifier
     ranges = set(graph.ranges)
     # after the fused ReLU6, not between the convolution and it; after projections without one; after adds
-    for path in ("preprocess", "backbone/Conv1_relu", "backbone/block_1_depthwise_relu", "backbone/block_1_project",
-                 "backbone/block_2_add", "backbone/out_relu", "pool", "classifier"):
+    for path in (
+        "preprocess",
+        "backbone/Conv1_relu",
+        "backbone/block_1_depthwise_relu",
+        "backbone/block_1_project",
+        "backbone/block_2_add",
+        "backbone/out_relu",
+        "pool",
+        "classifier",
+    ):
         assert path in ranges, path
     for path in ("backbone/Conv1", "backbone/block_1_depthwise", "backbone/block_1_pad", "backbone", "dropout"):
         assert path not in ranges, path
@@ -393,8 +424,9 @@ def test_time_limit_stops_fine_tuning_early(digits):
     from edgepipe.quantization.qat import qat_finetune
 
     built = _mini_classifier()
-    model, record = qat_finetune(built, digits[0][:64], digits[1][:64], epochs=50, batch_size=16, max_seconds=0,
-                                 echo=lambda line: None)
+    model, record = qat_finetune(
+        built, digits[0][:64], digits[1][:64], epochs=50, batch_size=16, max_seconds=0, echo=lambda line: None
+    )
     assert record["stopped_at_time_limit"] and record["epochs_completed"] <= 1
     assert [layer.name for layer in model.layers] == [layer.name for layer in built.layers]
 
@@ -409,8 +441,15 @@ def test_export_recipe_fine_tunes_then_converts_through_a_context_of_its_own(dig
 
     built = _mini_classifier()
     calibration = draw(digits[0], digits[1], 12, 0)
-    ctx = ExportContext(built, ["0", "1", "2"], {}, calibration=calibration, workdir_parent=tmp_path / "work",
-                        calibration_pool=(digits[0][:48], digits[1][:48]), validation=(digits[2][:30], digits[3][:30]))
+    ctx = ExportContext(
+        built,
+        ["0", "1", "2"],
+        {},
+        calibration=calibration,
+        workdir_parent=tmp_path / "work",
+        calibration_pool=(digits[0][:48], digits[1][:48]),
+        validation=(digits[2][:30], digits[3][:30]),
+    )
     seen = {}
 
     def convert(fine_tuned, path):
@@ -428,8 +467,9 @@ def test_export_recipe_fine_tunes_then_converts_through_a_context_of_its_own(dig
         factory = qat_recipe(ctx, convert, "the TFLite converter", keep_ranges=True, epochs=1)
         details = within_budget(ctx, tmp_path / "qat.tflite", "tflite-int8", [factory])
         attempt = details["int8_budget"]["attempts"][0]
-        assert attempt["recipe"] == ("quantization-aware fine-tuning (1 epoch on 48 training images, int8 simulated), "
-                                     "then the TFLite converter")
+        assert attempt["recipe"] == (
+            "quantization-aware fine-tuning (1 epoch on 48 training images, int8 simulated), then the TFLite converter"
+        )
         assert details["quantizer"] == "TFLite converter" and details["qat"]["epochs_completed"] == 1
         assert details["qat"]["fake_quantized_weights"] == 9 and details["qat"]["validation"]["images"] == 30
         assert seen["model"] is not built
@@ -451,6 +491,7 @@ def test_export_recipe_fine_tunes_then_converts_through_a_context_of_its_own(dig
 
 # ------------------------------------------------------------------------------ in edgepipe's export
 
+
 def test_export_fine_tunes_last_when_no_post_training_recipe_is_within_budget(digits, tmp_path):
     """Through ``edgepipe.export``: every post-training TFLite recipe loses accuracy on the lossy model (a budget of
     0 pp asks for none lost), so quantization-aware fine-tuning runs last; its file is fully integer, beats the plain
@@ -461,9 +502,17 @@ def test_export_fine_tunes_last_when_no_post_training_recipe_is_within_budget(di
     lossy = _lossy(_trained(digits))
     images, labels = np.concatenate([digits[0], digits[2]]), np.concatenate([digits[1], digits[3]])
     lines: list[str] = []
-    exported = edgepipe.export(lossy, ["tflite-int8"], calibration=(images, labels), labels=["0", "1", "2"],
-                               output=tmp_path / "out", accuracy_budget_pp=0.0, isolation="none",
-                               qat={"epochs": 2, "learning_rate": 1e-3}, echo=lines.append)
+    exported = edgepipe.export(
+        lossy,
+        ["tflite-int8"],
+        calibration=(images, labels),
+        labels=["0", "1", "2"],
+        output=tmp_path / "out",
+        accuracy_budget_pp=0.0,
+        isolation="none",
+        qat={"epochs": 2, "learning_rate": 1e-3},
+        echo=lines.append,
+    )
     artifact = exported.artifacts[0]
     budget = artifact["details"]["int8_budget"]
     fine_tuned = budget["attempts"][-1]
@@ -486,8 +535,14 @@ def test_onnx_fine_tuning_recipe_writes_a_qdq_file_of_the_fine_tuned_model(digit
     from edgepipe.calibration import draw
 
     built = _mini_classifier()
-    ctx = ExportContext(built, ["0", "1", "2"], {}, calibration=draw(digits[0], digits[1], 12, 0),
-                        workdir_parent=tmp_path / "work", calibration_pool=(digits[0][:48], digits[1][:48]))
+    ctx = ExportContext(
+        built,
+        ["0", "1", "2"],
+        {},
+        calibration=draw(digits[0], digits[1], 12, 0),
+        workdir_parent=tmp_path / "work",
+        calibration_pool=(digits[0][:48], digits[1][:48]),
+    )
     try:
         attempt = _qat_recipe(ctx, epochs=1)()
         assert attempt.description.endswith("then ONNX Runtime static QDQ (minmax calibration)")

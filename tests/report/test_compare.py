@@ -18,7 +18,9 @@ def _write(path, data):
 def test_equal_results_pass(tiny_run, tmp_path):
     results = read_json(tiny_run.results)
     a, b = _write(tmp_path / "a.json", results), _write(tmp_path / "b.json", results)
-    result = CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "10%", "--max-accuracy-drop", "0.5"])
+    result = CliRunner().invoke(
+        main, ["compare", a, b, "--max-latency-regression", "10%", "--max-accuracy-drop", "0.5"]
+    )
     assert result.exit_code == 0, result.output
     assert "no threshold crossed" in result.output and "| `tflite-int8` |" in result.output
 
@@ -75,10 +77,14 @@ def test_mcnemar_accuracy_gate_fails_only_on_a_drop_distinguishable_from_chance(
     chance = _write(tmp_path / "chance.json", _with_lost_images(baseline, "tflite-int8", 2))
     plain = CliRunner().invoke(main, ["compare", chance, b, "--max-accuracy-drop", "0.5"])
     assert plain.exit_code == 1 and "tflite-int8: top-1 dropped" in plain.output
-    tested = CliRunner().invoke(main, ["compare", chance, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
+    tested = CliRunner().invoke(
+        main, ["compare", chance, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"]
+    )
     assert tested.exit_code == 0, tested.output
-    assert "2 image(s) lost and 0 gained is not distinguishable from chance (one-sided McNemar exact p = 0.25" \
+    assert (
+        "2 image(s) lost and 0 gained is not distinguishable from chance (one-sided McNemar exact p = 0.25"
         in tested.output
+    )
     real = _write(tmp_path / "real.json", _with_lost_images(baseline, "tflite-int8", 8))
     failed = CliRunner().invoke(main, ["compare", real, b, "--max-accuracy-drop", "0.5", "--accuracy-test", "mcnemar"])
     assert failed.exit_code == 1 and "8 lost, 0 gained, one-sided McNemar exact p = 0.00391" in failed.output
@@ -108,8 +114,10 @@ def test_a_bare_latency_number_is_refused_not_read_as_a_fraction(tiny_run, tmp_p
         if record.get("latency_ms"):
             record["latency_ms"]["p50"] *= 5  # five times slower
     a, b = _write(tmp_path / "a.json", current), _write(tmp_path / "b.json", baseline)
-    _one_error_line(CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "10"]),
-                    "--max-latency-regression '10' has no unit (10% or 1000%)")
+    _one_error_line(
+        CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "10"]),
+        "--max-latency-regression '10' has no unit (10% or 1000%)",
+    )
     _one_error_line(CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "0.1"]), "has no unit")
     failed = CliRunner().invoke(main, ["compare", a, b, "--max-latency-regression", "10%"])
     assert failed.exit_code == 1 and "p50 latency +400.0%" in failed.output
@@ -117,12 +125,27 @@ def test_a_bare_latency_number_is_refused_not_read_as_a_fraction(tiny_run, tmp_p
     assert CliRunner().invoke(main, ["compare", b, b, "--max-accuracy-drop", "0.5pp"]).exit_code == 0
 
 
-@pytest.mark.parametrize("field, value", [
-    ("latency_ms.p50", float("nan")), ("latency_ms.p99", -1.0), ("latency_ms.p50", 0.0), ("latency_ms.mean", float("inf")),
-    ("latency_ms.p90", "fast"), ("top1", float("nan")), ("top1", -0.1), ("top1", 1.5), ("top5", float("inf")),
-    ("size_mb", -2.0), ("load_ms", float("nan")), ("top1_change_pp", float("nan")), ("memory.peak_rss_mb", float("nan")),
-    ("memory.rss_after_load_mb", -5.0), ("rounds.p50_ms", [1.0, float("nan")]), ("latency_ms", [1.0]),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("latency_ms.p50", float("nan")),
+        ("latency_ms.p99", -1.0),
+        ("latency_ms.p50", 0.0),
+        ("latency_ms.mean", float("inf")),
+        ("latency_ms.p90", "fast"),
+        ("top1", float("nan")),
+        ("top1", -0.1),
+        ("top1", 1.5),
+        ("top5", float("inf")),
+        ("size_mb", -2.0),
+        ("load_ms", float("nan")),
+        ("top1_change_pp", float("nan")),
+        ("memory.peak_rss_mb", float("nan")),
+        ("memory.rss_after_load_mb", -5.0),
+        ("rounds.p50_ms", [1.0, float("nan")]),
+        ("latency_ms", [1.0]),
+    ],
+)
 def test_results_with_numbers_a_gate_cannot_judge_are_bad_input(tiny_run, tmp_path, field, value):
     """Read as bad input (exit 2) naming the file, the record and the field: never 'no threshold crossed'."""
     results = read_json(tiny_run.results)
@@ -135,8 +158,9 @@ def test_results_with_numbers_a_gate_cannot_judge_are_bad_input(tiny_run, tmp_pa
     bad = _write(tmp_path / "bad.json", results)  # json writes NaN and Infinity as JavaScript does
     good = str(tiny_run.results)
     for args in ([bad, good], [good, bad]):
-        result = CliRunner().invoke(main, ["compare", *args, "--max-latency-regression", "10%",
-                                           "--max-accuracy-drop", "0.5"])
+        result = CliRunner().invoke(
+            main, ["compare", *args, "--max-latency-regression", "10%", "--max-accuracy-drop", "0.5"]
+        )
         _one_error_line(result, "bad.json' record", f"record {index + 1} (tflite-int8", field)
 
 
@@ -146,8 +170,10 @@ def test_results_built_in_python_are_checked_as_files_are(tiny_run):
     from edgepipe.results import read_results
 
     current = read_results(tiny_run.results)
-    current.records[0].latency_ms = {**(current.records[0].latency_ms or {"p90": 1, "p95": 1, "p99": 1}),
-                                     "p50": float("nan")}
+    current.records[0].latency_ms = {
+        **(current.records[0].latency_ms or {"p90": 1, "p95": 1, "p99": 1}),
+        "p50": float("nan"),
+    }
     with pytest.raises(EdgepipeError, match=r"the current results record 1 .*latency_ms.p50 is nan"):
         edgepipe.compare(current, tiny_run.results, max_latency_regression=0.1)
     for bad in (float("nan"), -0.1, True, "10"):

@@ -54,12 +54,17 @@ def test_html_renders_in_headless_chromium(tiny_run, tmp_path):
 
     browser = _chromium()
     common = [browser, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'profile'}"]
-    dom = subprocess.run([*common, "--dump-dom", tiny_run.report_html.as_uri()], capture_output=True, text=True,
-                         timeout=120, check=False).stdout
+    dom = subprocess.run(
+        [*common, "--dump-dom", tiny_run.report_html.as_uri()], capture_output=True, text=True, timeout=120, check=False
+    ).stdout
     assert "<table>" in dom and "Recommendation" in dom
     shot = tmp_path / "report.png"
-    subprocess.run([*common, f"--screenshot={shot}", "--window-size=1400,2400", tiny_run.report_html.as_uri()],
-                   capture_output=True, timeout=120, check=False)
+    subprocess.run(
+        [*common, f"--screenshot={shot}", "--window-size=1400,2400", tiny_run.report_html.as_uri()],
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     with Image.open(shot) as image:
         grey = image.convert("L")
         assert grey.getextrema()[0] < 100  # text and plots were drawn

@@ -14,8 +14,22 @@ from click.testing import CliRunner
 
 from edgepipe.report.literal import inline_html, md_code, md_text, visible
 
-NAMES = ["a$b$c", "$x^$", "x|y", "<b>z</b>", "under_score*star*", "**bold**", "`tick`", "a\\|b", "_lead", "&amp;",
-         "[link](http://example.com)", "new\nline", "~~gone~~", "#1 + 2"]
+NAMES = [
+    "a$b$c",
+    "$x^$",
+    "x|y",
+    "<b>z</b>",
+    "under_score*star*",
+    "**bold**",
+    "`tick`",
+    "a\\|b",
+    "_lead",
+    "&amp;",
+    "[link](http://example.com)",
+    "new\nline",
+    "~~gone~~",
+    "#1 + 2",
+]
 #: class folder names (no "/" or newline in a folder name here) for the run through the command line
 FOLDERS = ["a$b$c", "$x^$", "x|y", "<b>z", "under_score*star*"]
 
@@ -75,8 +89,18 @@ def test_history_and_pareto_plots_draw_names_literally(tmp_path, svg_text):
 
     history_plot({"loss": [1.0, 0.5], "accuracy": [0.5, 0.9]}, tmp_path / "h.svg", title="run $x^$ on a$b$c")
     assert "run $x^$ on a$b$c" in _svg_texts(tmp_path / "h.svg")
-    points = [{"device": "board $1$ <b>", "label": label, "latency_ms": ms, "top1": 0.9, "size_mb": 1.0,
-               "frontier": True, "recommended": False} for label, ms in (("my$model$.tflite", 1.0), ("x|y^$", 2.0))]
+    points = [
+        {
+            "device": "board $1$ <b>",
+            "label": label,
+            "latency_ms": ms,
+            "top1": 0.9,
+            "size_mb": 1.0,
+            "frontier": True,
+            "recommended": False,
+        }
+        for label, ms in (("my$model$.tflite", 1.0), ("x|y^$", 2.0))
+    ]
     pareto_plot(points, tmp_path / "p.svg", "speed of $a$")
     drawn = _svg_texts(tmp_path / "p.svg")
     for text in ("my$model$.tflite", "x|y^$", "board $1$ <b>", "speed of $a$"):
@@ -86,8 +110,16 @@ def test_history_and_pareto_plots_draw_names_literally(tmp_path, svg_text):
 def _tiny_config(tmp_path: Path, data: Path) -> Path:
     from tests.conftest import tiny_overrides
 
-    flat = tiny_overrides(tmp_path / "run", **{"data.path": str(data), "data.classes": None, "train.epochs": 1,
-                                               "export.formats": ["tflite-fp32"], "bench.memory": False})
+    flat = tiny_overrides(
+        tmp_path / "run",
+        **{
+            "data.path": str(data),
+            "data.classes": None,
+            "train.epochs": 1,
+            "export.formats": ["tflite-fp32"],
+            "bench.memory": False,
+        },
+    )
     nested: dict = {}
     for key, value in flat.items():
         *parents, leaf = key.split(".")

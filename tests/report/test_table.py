@@ -7,29 +7,39 @@ from edgepipe.results import SCHEMA, Results
 
 
 def _record(fmt, precision, top1, p50, status="ok", verification="passed", size=1.0):
-    record = {"format": fmt, "precision": precision, "artifact": f"m-{fmt}", "status": status, "threads": 2,
-              "engine": "test-engine", "device": "cpu",
-              "batch_size": 1, "size_mb": size, "top1": top1,
-              "verification": None if verification is None else {"passed": verification == "passed"}}
+    record = {
+        "format": fmt,
+        "precision": precision,
+        "artifact": f"m-{fmt}",
+        "status": status,
+        "threads": 2,
+        "engine": "test-engine",
+        "device": "cpu",
+        "batch_size": 1,
+        "size_mb": size,
+        "top1": top1,
+        "verification": None if verification is None else {"passed": verification == "passed"},
+    }
     if p50 is not None:
         record["latency_ms"] = {"p50": p50, "p90": p50 * 1.1, "p99": p50 * 1.3, "images_per_s": 1000 / p50}
     return record
 
 
-RESULTS = Results.from_dict({
-    "schema": SCHEMA,
-    "reference_format": "keras-fp32",
-    "device": {"cpu_model": "Test CPU", "hostname": "box"},
-    "records": [
-        _record("keras-fp32", "fp32", 0.900, 10.0, verification=None),
-        _record("tflite-fp32", "fp32", 0.900, 3.0),
-        _record("tflite-int8", "int8", 0.895, 2.0, size=0.3),
-        _record("onnx-int8", "int8", 0.850, 1.5),
-        _record("tflite-fp16", "fp16", 0.990, 0.5, verification="failed"),  # fast and "accurate", but failed
-
-        _record("tensorrt-fp16", "fp16", None, None, status="skipped"),
-    ],
-})
+RESULTS = Results.from_dict(
+    {
+        "schema": SCHEMA,
+        "reference_format": "keras-fp32",
+        "device": {"cpu_model": "Test CPU", "hostname": "box"},
+        "records": [
+            _record("keras-fp32", "fp32", 0.900, 10.0, verification=None),
+            _record("tflite-fp32", "fp32", 0.900, 3.0),
+            _record("tflite-int8", "int8", 0.895, 2.0, size=0.3),
+            _record("onnx-int8", "int8", 0.850, 1.5),
+            _record("tflite-fp16", "fp16", 0.990, 0.5, verification="failed"),  # fast and "accurate", but failed
+            _record("tensorrt-fp16", "fp16", None, None, status="skipped"),
+        ],
+    }
+)
 
 
 def test_frontier_and_recommendation_within_budget():
@@ -66,14 +76,23 @@ def _timed(fmt, p50, p90, rounds, size=1.0, top1=0.900, engine="test-engine"):
     record = _record(fmt, "int8" if "int8" in fmt else "fp32", top1, p50, size=size)
     record["engine"] = engine
     record["latency_ms"]["p90"] = p90
-    record["rounds"] = {"count": len(rounds), "p50_ms": rounds,
-                        "spread": (max(rounds) - min(rounds)) / sorted(rounds)[len(rounds) // 2]}
+    record["rounds"] = {
+        "count": len(rounds),
+        "p50_ms": rounds,
+        "spread": (max(rounds) - min(rounds)) / sorted(rounds)[len(rounds) // 2],
+    }
     return record
 
 
 def _verdict(*records):
-    results = Results.from_dict({"schema": SCHEMA, "reference_format": "keras-fp32",
-                                 "device": {"cpu_model": "Test CPU", "hostname": "box"}, "records": list(records)})
+    results = Results.from_dict(
+        {
+            "schema": SCHEMA,
+            "reference_format": "keras-fp32",
+            "device": {"cpu_model": "Test CPU", "hostname": "box"},
+            "records": list(records),
+        }
+    )
     table = rows(results)
     (verdict,) = pareto(table).values()
     return verdict, recommendation_line("here", verdict)
@@ -90,10 +109,14 @@ def test_a_noisy_fast_one_and_a_steady_one_are_tied_and_the_rule_picks():
     verdict, line = _verdict(KERAS, NOISY, STEADY)
     assert verdict["recommended"]["format"] == "openvino-int8"  # p50 says tflite-fp32; their rounds overlap
     assert [r["format"] for r in verdict["tied"]] == ["tflite-fp32", "openvino-int8"]
-    assert ("`tflite-fp32` (p50 0.974 ms) and `openvino-int8` (p50 1.027 ms) are tied within the spread of their "
-            "rounds (64.8%, 8.6%)") in line
-    assert "chose `openvino-int8` by the tie rule (lower p90, then smaller file, then name): lower p90 " \
-           "(1.100 ms against 1.900 ms)" in line
+    assert (
+        "`tflite-fp32` (p50 0.974 ms) and `openvino-int8` (p50 1.027 ms) are tied within the spread of their "
+        "rounds (64.8%, 8.6%)"
+    ) in line
+    assert (
+        "chose `openvino-int8` by the tie rule (lower p90, then smaller file, then name): lower p90 "
+        "(1.100 ms against 1.900 ms)" in line
+    )
     assert "use `openvino-int8` with openvino" in line and "fastest" not in line
 
 
@@ -136,13 +159,24 @@ def test_oversubscribed_records_get_one_line_per_setting_and_thread_count():
 
     over = [dict(_record(f, "fp32", 0.9, 1.0), threads=4, oversubscribed=True) for f in ("tflite-fp32", "onnx-fp32")]
     fine = dict(_record("keras-fp32", "fp32", 0.9, 9.0), threads=2, oversubscribed=False)
-    results = Results.from_dict({"schema": SCHEMA, "reference_format": "keras-fp32", "records": [fine, *over],
-                                 "device": {"cpu_model": "Test CPU", "hostname": "box", "usable_cores": 2,
-                                            "cpu_quota": 2.5}})
+    results = Results.from_dict(
+        {
+            "schema": SCHEMA,
+            "reference_format": "keras-fp32",
+            "records": [fine, *over],
+            "device": {"cpu_model": "Test CPU", "hostname": "box", "usable_cores": 2, "cpu_quota": 2.5},
+        }
+    )
     (line,) = oversubscription_lines(rows(results))
-    assert line.startswith("Test CPU (box), cpu, 4 thread(s), batch 1: oversubscribed: 4 thread(s) on 2 usable "
-                           "core(s) (cgroup CPU quota 2.5) for 2 record(s) (`tflite-fp32` with test-engine")
+    assert line.startswith(
+        "Test CPU (box), cpu, 4 thread(s), batch 1: oversubscribed: 4 thread(s) on 2 usable "
+        "core(s) (cgroup CPU quota 2.5) for 2 record(s) (`tflite-fp32` with test-engine"
+    )
     assert f"- {line}" in render(results)
-    legacy = Results.from_dict({**results.to_dict(), "records": [{k: v for k, v in r.to_dict().items()
-                                                                  if k != "oversubscribed"} for r in results.records]})
+    legacy = Results.from_dict(
+        {
+            **results.to_dict(),
+            "records": [{k: v for k, v in r.to_dict().items() if k != "oversubscribed"} for r in results.records],
+        }
+    )
     assert oversubscription_lines(rows(legacy)) == [line]  # older files: threads against the usable cores recorded

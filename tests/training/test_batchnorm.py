@@ -6,8 +6,8 @@ from edgepipe.architectures import build_classifier
 from edgepipe.architectures.classifier import set_batchnorm_momentum
 from edgepipe.config import DataConfig
 from edgepipe.data import make_index, materialize
-from edgepipe.training.scratch import SCRATCH_BN_MOMENTUM, evaluate_top1
 from edgepipe.training.controls import Controls
+from edgepipe.training.scratch import SCRATCH_BN_MOMENTUM, evaluate_top1
 from edgepipe.training.strategies import fit
 
 
@@ -16,8 +16,17 @@ def _scratch_top1(momentum):
     model = build_classifier("mobilenet_v2", 4, 32, 3, 0.35, "none", 0.2, seed=0)
     if momentum is not None:
         set_batchnorm_momentum(model, momentum)
-    fit(model, dataset.train, dataset.splits["val"], epochs=4, batch_size=32, controls=Controls(2e-3), seed=0,
-        label="t", echo=lambda s: None)
+    fit(
+        model,
+        dataset.train,
+        dataset.splits["val"],
+        epochs=4,
+        batch_size=32,
+        controls=Controls(2e-3),
+        seed=0,
+        label="t",
+        echo=lambda s: None,
+    )
     return evaluate_top1(model, dataset.splits["val"])
 
 

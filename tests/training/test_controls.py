@@ -14,8 +14,9 @@ from edgepipe.training.controls import (
     piecewise_rate,
 )
 
-LENET = Controls(learning_rate=5e-4, lr_schedule="piecewise", lr_boundaries=(2, 5, 8, 12),
-                 lr_values=(5e-4, 2e-4, 1e-4, 5e-5, 1e-5))
+LENET = Controls(
+    learning_rate=5e-4, lr_schedule="piecewise", lr_boundaries=(2, 5, 8, 12), lr_values=(5e-4, 2e-4, 1e-4, 5e-5, 1e-5)
+)
 
 
 def test_lenet5_piecewise_schedule():
@@ -43,12 +44,15 @@ def test_balanced_class_weights():
     assert class_weights(np.array([0, 1]), 2, "none") is None
 
 
-@pytest.mark.parametrize("overrides, message", [
-    ({"train.lr_schedule": "piecewise"}, "lr_boundaries is empty"),
-    ({"train.lr_schedule": "piecewise", "train.lr_boundaries": [5, 2]}, "strictly increasing"),
-    ({"train.lr_schedule": "piecewise", "train.lr_boundaries": [2], "train.lr_values": [0.1]}, "one rate more"),
-    ({"train.optimizer": "rmsprop"}, "train.optimizer"),
-])
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        ({"train.lr_schedule": "piecewise"}, "lr_boundaries is empty"),
+        ({"train.lr_schedule": "piecewise", "train.lr_boundaries": [5, 2]}, "strictly increasing"),
+        ({"train.lr_schedule": "piecewise", "train.lr_boundaries": [2], "train.lr_values": [0.1]}, "one rate more"),
+        ({"train.optimizer": "rmsprop"}, "train.optimizer"),
+    ],
+)
 def test_inconsistent_controls_are_rejected(overrides, message):
     with pytest.raises(ConfigError, match=message):
         cfg.from_dict({}, overrides)
@@ -80,10 +84,18 @@ def _head(classes=3):
 
 def test_sgd_with_schedule_smoothing_decay_and_class_weights_trains():
     x, y = _features()
-    c = Controls(learning_rate=0.1, optimizer="sgd", lr_schedule="piecewise", lr_boundaries=(2,),
-                 weight_decay=1e-4, class_weight="balanced", label_smoothing=0.1)
-    history = fit_arrays(_head(), x[:90], y[:90], (x[90:], y[90:]), c=c, epochs=4, batch_size=16, seed=0,
-                         label="t", echo=lambda s: None)
+    c = Controls(
+        learning_rate=0.1,
+        optimizer="sgd",
+        lr_schedule="piecewise",
+        lr_boundaries=(2,),
+        weight_decay=1e-4,
+        class_weight="balanced",
+        label_smoothing=0.1,
+    )
+    history = fit_arrays(
+        _head(), x[:90], y[:90], (x[90:], y[90:]), c=c, epochs=4, batch_size=16, seed=0, label="t", echo=lambda s: None
+    )
     assert history["learning_rate"] == pytest.approx([0.1, 0.1, 0.01, 0.01])
     assert history["val_accuracy"][-1] > 0.6
 
@@ -93,8 +105,18 @@ def test_weight_decay_shrinks_kernels():
     norms = {}
     for decay in (0.0, 0.3):
         model = _head()
-        fit_arrays(model, x, y, (x, y), c=Controls(learning_rate=0.05, optimizer="sgd", weight_decay=decay),
-                   epochs=5, batch_size=16, seed=0, label="t", echo=lambda s: None)
+        fit_arrays(
+            model,
+            x,
+            y,
+            (x, y),
+            c=Controls(learning_rate=0.05, optimizer="sgd", weight_decay=decay),
+            epochs=5,
+            batch_size=16,
+            seed=0,
+            label="t",
+            echo=lambda s: None,
+        )
         norms[decay] = float(np.linalg.norm(model.layers[-1].get_weights()[0]))
     assert norms[0.3] < 0.8 * norms[0.0]
 
@@ -104,7 +126,17 @@ def test_early_stopping_stops_and_says_so():
     x = rng.normal(size=(60, 16)).astype(np.float32)
     y, y_val = rng.integers(0, 3, 60), rng.integers(0, 3, 60)  # noise: validation loss soon rises
     lines = []
-    history = fit_arrays(_head(), x, y, (x[::-1].copy(), y_val), c=Controls(learning_rate=0.05, early_stopping_patience=2),
-                         epochs=60, batch_size=8, seed=0, label="t", echo=lines.append)
+    history = fit_arrays(
+        _head(),
+        x,
+        y,
+        (x[::-1].copy(), y_val),
+        c=Controls(learning_rate=0.05, early_stopping_patience=2),
+        epochs=60,
+        batch_size=8,
+        seed=0,
+        label="t",
+        echo=lines.append,
+    )
     assert len(history["loss"]) < 60
     assert any("early stopping" in line for line in lines)

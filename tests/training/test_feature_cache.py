@@ -25,7 +25,9 @@ def test_disk_cache_matches_memory_and_is_reused(tmp_path):
 
     from edgepipe.training.strategies import backbone_features, disk_features
 
-    dataset = materialize(make_index(DataConfig(path="builtin:synthetic", val_fraction=0.3, max_per_class=20), 0), 32, 3)
+    dataset = materialize(
+        make_index(DataConfig(path="builtin:synthetic", val_fraction=0.3, max_per_class=20), 0), 32, 3
+    )
     model = build_classifier("lenet5", 4, 32, 3, None, "none", seed=1)
     train, val, note = disk_features(model, dataset, tmp_path)
     assert note.startswith("computed") and isinstance(train, np.memmap)
@@ -33,9 +35,12 @@ def test_disk_cache_matches_memory_and_is_reused(tmp_path):
     assert len(val) == len(dataset.splits["val"])
     _, _, again = disk_features(model, dataset, tmp_path)
     assert again.startswith("reused")
-    outcome = feature_extraction(model, dataset, TrainConfig(epochs=1, feature_cache="disk"), seed=1,
-                                 echo=lambda s: None, cache_dir=tmp_path)
+    outcome = feature_extraction(
+        model, dataset, TrainConfig(epochs=1, feature_cache="disk"), seed=1, echo=lambda s: None, cache_dir=tmp_path
+    )
     assert outcome["feature_cache"]["location"] == "disk" and outcome["feature_cache"]["note"].startswith("reused")
-    model.get_layer("backbone").layers[1].set_weights([w * 2 for w in model.get_layer("backbone").layers[1].get_weights()])
+    model.get_layer("backbone").layers[1].set_weights(
+        [w * 2 for w in model.get_layer("backbone").layers[1].get_weights()]
+    )
     _, _, changed = disk_features(model, dataset, tmp_path)
     assert changed.startswith("computed")  # other weights: other features

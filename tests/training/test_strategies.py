@@ -34,20 +34,27 @@ def test_fine_tune_keeps_batch_normalization_frozen(dataset):
     import keras
 
     model = build_classifier("mobilenet_v2", 4, 32, 3, 0.35, "none", seed=0)
-    bn_before = [l.get_weights() for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
+    bn_before = [
+        l.get_weights() for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)
+    ]
     config = TrainConfig(strategy="fine-tune", epochs=1, fine_tune_epochs=1, fine_tune_layers=40, batch_size=16)
     outcome = STRATEGIES.get("fine-tune").fn(model, dataset, config, 0, lambda s: None)
-    bn_after = [l.get_weights() for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)]
+    bn_after = [
+        l.get_weights() for l in model.get_layer("backbone").layers if isinstance(l, keras.layers.BatchNormalization)
+    ]
     assert all(np.array_equal(a, b) for x, y in zip(bn_before, bn_after) for a, b in zip(x, y))
     assert outcome["fine_tune_learning_rate"] == pytest.approx(config.learning_rate * 0.1)
 
 
-@pytest.mark.parametrize("per_class, similarity, expected", [
-    (20, "similar", "feature-extraction"),
-    (500, "similar", "fine-tune"),
-    (20, "different", "fine-tune"),
-    (500, "different", "full"),
-])
+@pytest.mark.parametrize(
+    "per_class, similarity, expected",
+    [
+        (20, "similar", "feature-extraction"),
+        (500, "similar", "fine-tune"),
+        (20, "different", "fine-tune"),
+        (500, "different", "full"),
+    ],
+)
 def test_auto_follows_the_four_scenarios(per_class, similarity, expected):
     name, options, reason = choose(per_class, similarity, 200, 100)
     assert name == expected and reason

@@ -4,7 +4,7 @@ run through a traced ``tf.function`` on the CPU or (device cuda) the first GPU."
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -17,7 +17,7 @@ KERAS.device("cpu", "the host CPU")
 KERAS.device("cuda", "an NVIDIA GPU through CUDA")
 
 
-def _available() -> Optional[str]:
+def _available() -> str | None:
     try:
         import keras  # noqa: F401
     except ImportError:
@@ -30,13 +30,19 @@ def _read_info(path: Path) -> dict[str, Any]:
     return {"format": "keras-fp32", "precision": "fp32"}
 
 
-KERAS.container("keras", suffixes=(".keras",), default_engine="tensorflow", read_info=_read_info,
-                description="Keras 3 model file")
+KERAS.container(
+    "keras", suffixes=(".keras",), default_engine="tensorflow", read_info=_read_info, description="Keras 3 model file"
+)
 
 
-@KERAS.format("keras-fp32", container="keras", precision="fp32", reference=True,
-              keras_only="the source is not a Keras model",
-              description="the Keras model (the FP32 reference)")
+@KERAS.format(
+    "keras-fp32",
+    container="keras",
+    precision="fp32",
+    reference=True,
+    keras_only="the source is not a Keras model",
+    description="the Keras model (the FP32 reference)",
+)
 def export_keras(ctx, path: Path) -> dict[str, Any]:
     from edgepipe.fileio import atomic_path
 
@@ -45,8 +51,14 @@ def export_keras(ctx, path: Path) -> dict[str, Any]:
     return {}
 
 
-@KERAS.engine("tensorflow", reads=("keras",), devices=("cpu", "cuda"), available=_available,
-              description="TensorFlow/Keras, traced tf.function", tunable_threads=False)
+@KERAS.engine(
+    "tensorflow",
+    reads=("keras",),
+    devices=("cpu", "cuda"),
+    available=_available,
+    description="TensorFlow/Keras, traced tf.function",
+    tunable_threads=False,
+)
 class KerasRunner(Runner):
     """The Keras model through a traced tf.function, placed on the CPU or (device cuda) the first GPU."""
 
@@ -54,7 +66,9 @@ class KerasRunner(Runner):
         import tensorflow as tf
 
         if self.device == "cuda" and not tf.config.list_physical_devices("GPU"):
-            raise MissingDependencyError("TensorFlow sees no GPU here", "Use a CUDA build of TensorFlow on a GPU machine.")
+            raise MissingDependencyError(
+                "TensorFlow sees no GPU here", "Use a CUDA build of TensorFlow on a GPU machine."
+            )
         self._tf_device = "/GPU:0" if self.device == "cuda" else "/CPU:0"
 
         from edgepipe.threads import configure_tensorflow_threads

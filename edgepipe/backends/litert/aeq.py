@@ -27,8 +27,9 @@ from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -37,17 +38,35 @@ from edgepipe.quiet import native_output_suppressed
 
 #: ops whose arithmetic is worth keeping in float: weighted ops and arithmetic (data movement ops such
 #: as RESHAPE, PAD or CONCATENATION only pass their input's quantization on)
-CANDIDATE_TYPES = frozenset({
-    "CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL",
-    "ADD", "SUB", "MUL", "DIV", "SQUARED_DIFFERENCE", "MEAN", "SUM", "AVERAGE_POOL_2D",
-    "HARD_SWISH", "LOGISTIC", "TANH", "GELU", "RSQRT", "SQRT",
-})
+CANDIDATE_TYPES = frozenset(
+    {
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "FULLY_CONNECTED",
+        "TRANSPOSE_CONV",
+        "BATCH_MATMUL",
+        "ADD",
+        "SUB",
+        "MUL",
+        "DIV",
+        "SQUARED_DIFFERENCE",
+        "MEAN",
+        "SUM",
+        "AVERAGE_POOL_2D",
+        "HARD_SWISH",
+        "LOGISTIC",
+        "TANH",
+        "GELU",
+        "RSQRT",
+        "SQRT",
+    }
+)
 #: ops with weights: the model's preprocessing is what comes before the first of them
 WEIGHTED_TYPES = frozenset({"CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "TRANSPOSE_CONV", "BATCH_MATMUL"})
 #: the weight axis AEQ quantizes per channel, for the ops whose int32 bias it computes
 _WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 0}
 #: the TFLite converter keeps |bias / (input scale x weight scale)| within 2**30; so does edgepipe
-_BIAS_LIMIT = 2.0 ** 30
+_BIAS_LIMIT = 2.0**30
 _INT32_SATURATED = (np.iinfo(np.int32).min, np.iinfo(np.int32).max)
 _FLOAT32 = 0  # TensorType.FLOAT32 in the TFLite schema
 _TENSOR_TYPES = {0: "float32", 2: "int32", 3: "uint8", 7: "int16", 9: "int8"}  # TFLite schema TensorType codes
@@ -94,8 +113,9 @@ def _ops(model) -> list[Op]:
     for index, op in enumerate(graph.operators):
         opcode = model.operatorCodes[op.opcodeIndex]
         code = max(opcode.builtinCode, opcode.deprecatedBuiltinCode)  # codes above 127 live only in builtinCode
-        found.append(Op(index, names.get(code, f"BUILTIN_{code}"), code,
-                        tfl_flatbuffer_utils.get_op_scope(op, graph.tensors)))
+        found.append(
+            Op(index, names.get(code, f"BUILTIN_{code}"), code, tfl_flatbuffer_utils.get_op_scope(op, graph.tensors))
+        )
     return found
 
 
@@ -130,11 +150,16 @@ def candidates(float_model: bytes) -> list[Op]:
     graph = model.subgraphs[0]
     outputs = set(int(i) for i in graph.outputs)
     excluded = _preprocessing(model)
-    return [op for op in _ops(model) if op.type in CANDIDATE_TYPES and op.index not in excluded
-            and not outputs & set(int(i) for i in graph.operators[op.index].outputs)]
+    return [
+        op
+        for op in _ops(model)
+        if op.type in CANDIDATE_TYPES
+        and op.index not in excluded
+        and not outputs & set(int(i) for i in graph.operators[op.index].outputs)
+    ]
 
 
-def _min_max(old: Optional[dict], new: dict) -> dict:
+def _min_max(old: dict | None, new: dict) -> dict:
     """Running min/max of a tensor across calibration images (AEQ's default is a moving average)."""
     if not old:
         return new
@@ -147,7 +172,8 @@ def _activation_scale(qsv: dict) -> float:
     from ai_edge_quantizer.algorithms.uniform_quantize import uniform_quantize_tensor
 
     _, scale = uniform_quantize_tensor.tensor_zp_scale_from_min_max(
-        np.asarray(qsv["min"]), np.asarray(qsv["max"]), 8, False, qtyping.QuantGranularity.TENSORWISE)
+        np.asarray(qsv["min"]), np.asarray(qsv["max"]), 8, False, qtyping.QuantGranularity.TENSORWISE
+    )
     return float(np.asarray(scale).ravel()[0])
 
 
@@ -233,8 +259,11 @@ class Calibrated:
         for io_op in (kind.INPUT, kind.OUTPUT):
             qt.update_quantization_recipe(".*", io_op, _io_config(self.io))
         for op in keep_float:  # later rules win; the op type keeps a rule off the graph's INPUT/OUTPUT
-            qt.update_quantization_recipe(_exact(op.scope), tfl_flatbuffer_utils.TFL_OP_CODE_TO_NAME[op.code],
-                                          algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE)
+            qt.update_quantization_recipe(
+                _exact(op.scope),
+                tfl_flatbuffer_utils.TFL_OP_CODE_TO_NAME[op.code],
+                algorithm_key=quantizer.AlgorithmName.NO_QUANTIZE,
+            )
         return qt
 
     def quantize(self, keep_float: Sequence[Op] = ()) -> bytes:
@@ -257,11 +286,15 @@ def _io_config(io: str):
 
     tensor = qtyping.TensorQuantizationConfig
     return qtyping.OpQuantizationConfig(
-        activation_tensor_config=tensor(num_bits=8, symmetric=False, dtype=(
-            qtyping.TensorDataType.UINT if io == "uint8" else qtyping.TensorDataType.INT)),
+        activation_tensor_config=tensor(
+            num_bits=8,
+            symmetric=False,
+            dtype=(qtyping.TensorDataType.UINT if io == "uint8" else qtyping.TensorDataType.INT),
+        ),
         # unused by INPUT/OUTPUT, but AEQ 0.10 cannot load a recipe with an op config that lacks one
         weight_tensor_config=tensor(num_bits=8, symmetric=True, granularity=qtyping.QuantGranularity.CHANNELWISE),
-        compute_precision=qtyping.ComputePrecision.INTEGER)
+        compute_precision=qtyping.ComputePrecision.INTEGER,
+    )
 
 
 def check(model: bytes, io: str, keep_float: Sequence[Op] = ()) -> None:
@@ -285,8 +318,13 @@ def _io_problems(model, io: str) -> list[str]:
 
 def _float_problems(model, keep_float: Sequence[Op]) -> list[str]:
     graph, allowed = model.subgraphs[0], {(op.type, op.scope) for op in keep_float}
-    stray = [op.name for op in _ops(model) if op.type not in ("QUANTIZE", "DEQUANTIZE")
-             and (op.type, op.scope) not in allowed and _touches_float(graph, op.index)]
+    stray = [
+        op.name
+        for op in _ops(model)
+        if op.type not in ("QUANTIZE", "DEQUANTIZE")
+        and (op.type, op.scope) not in allowed
+        and _touches_float(graph, op.index)
+    ]
     return [f"{len(stray)} op(s) left in float: {', '.join(stray[:5])}"] if stray else []
 
 
@@ -327,14 +365,17 @@ def predict(model: bytes, images: np.ndarray, threads: int = 1) -> np.ndarray:
 class Effect:
     """What one variant does to the outputs against the FP32 model's on the same images."""
 
-    op: Optional[Op]  # the op kept in float; None for the all-integer model
+    op: Op | None  # the op kept in float; None for the all-integer model
     kl: float  # mean KL divergence of the variant's probabilities from the FP32 model's
     agreement: float  # fraction of images with the FP32 model's top-1 class
 
-    def record(self, baseline: Optional["Effect"] = None) -> dict[str, Any]:
+    def record(self, baseline: Effect | None = None) -> dict[str, Any]:
         """The effect for reports: the op (if any), KL, agreement, and how much lower its KL is than ``baseline``'s."""
-        out = {**(self.op.describe() if self.op else {}), "kl": round(self.kl, 6),
-               "agreement": round(self.agreement, 4)}
+        out = {
+            **(self.op.describe() if self.op else {}),
+            "kl": round(self.kl, 6),
+            "agreement": round(self.agreement, 4),
+        }
         if baseline is not None:
             out["kl_reduction"] = round(baseline.kl - self.kl, 6)
         return out
@@ -377,8 +418,15 @@ class KeptFloat:
     met: bool
 
 
-def fewest_kept_float(calibrated: Calibrated, ranked: Sequence[Effect], baseline: Effect, measure: Probe,
-                      judge: Callable[[bytes], tuple[float, bool]], limit: int = 8, tries: int = 16) -> KeptFloat:
+def fewest_kept_float(
+    calibrated: Calibrated,
+    ranked: Sequence[Effect],
+    baseline: Effect,
+    measure: Probe,
+    judge: Callable[[bytes], tuple[float, bool]],
+    limit: int = 8,
+    tries: int = 16,
+) -> KeptFloat:
     """Keep ops in float one more at a time, in ``ranked`` order (only ops that lower the divergence on
     their own, at most ``tries`` of them), each only if it also lowers the divergence of the model with
     the ops kept before it (single-op effects do not add up: two ops that each help alone can undo each
@@ -390,7 +438,7 @@ def fewest_kept_float(calibrated: Calibrated, ranked: Sequence[Effect], baseline
         raise EdgepipeError("no op brings the outputs closer to the FP32 model when kept in float")
     kept: list[Effect] = []
     current, steps = baseline.kl, []
-    best: Optional[tuple[float, int, bytes]] = None  # (top-1, ops kept, model)
+    best: tuple[float, int, bytes] | None = None  # (top-1, ops kept, model)
     for effect in helpful:
         model = calibrated.quantize([e.op for e in kept] + [effect.op])
         kl, agreement = measure(model)
@@ -409,4 +457,4 @@ def fewest_kept_float(calibrated: Calibrated, ranked: Sequence[Effect], baseline
         if len(kept) == limit:
             break
     assert best is not None  # the first helpful op lowers the divergence of the all-integer model
-    return KeptFloat(best[2], kept[:best[1]], steps, False)
+    return KeptFloat(best[2], kept[: best[1]], steps, False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.backends.base import Backend
 from edgepipe.options import option
@@ -12,17 +12,27 @@ from edgepipe.options import option
 
 @dataclass
 class LiteRTExportOptions:
-    int8_io: str = option("uint8", "Integer type of the input and output tensors of full-integer TFLite models (tflite-int8).",
-                          choices=("uint8", "int8"))
+    int8_io: str = option(
+        "uint8",
+        "Integer type of the input and output tensors of full-integer TFLite models (tflite-int8).",
+        choices=("uint8", "int8"),
+    )
 
 
 @dataclass
 class LiteRTSettings:
-    xnnpack: bool = option(True, "Run with LiteRT's default XNNPACK delegate (off: the reference kernels, for comparison).")
+    xnnpack: bool = option(
+        True, "Run with LiteRT's default XNNPACK delegate (off: the reference kernels, for comparison)."
+    )
 
 
-LITERT = Backend("litert", packages=("ai-edge-litert", "tflite-runtime"), export_options=LiteRTExportOptions, section="tflite",
-                 description="TFLite files run by LiteRT")
+LITERT = Backend(
+    "litert",
+    packages=("ai-edge-litert", "tflite-runtime"),
+    export_options=LiteRTExportOptions,
+    section="tflite",
+    description="TFLite files run by LiteRT",
+)
 
 
 def _read_info(path: Path) -> dict[str, Any]:
@@ -32,5 +42,10 @@ def _read_info(path: Path) -> dict[str, Any]:
     return {**(meta.get("edgepipe") or {}), **({"labels": meta["labels"]} if meta.get("labels") else {})}
 
 
-LITERT.container("tflite", suffixes=(".tflite",), default_engine="litert", read_info=_read_info,
-                 description="TFLite flatbuffer (with TFLite model metadata)")
+LITERT.container(
+    "tflite",
+    suffixes=(".tflite",),
+    default_engine="litert",
+    read_info=_read_info,
+    description="TFLite flatbuffer (with TFLite model metadata)",
+)

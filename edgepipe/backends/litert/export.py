@@ -13,13 +13,13 @@ import csv
 import io
 import math
 import time
+from collections.abc import Callable
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
-from edgepipe.versions import __version__
 from edgepipe.backends.context import ExportContext
 from edgepipe.backends.litert import aeq
 from edgepipe.backends.litert.backend import LITERT
@@ -28,6 +28,7 @@ from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import write_bytes
 from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
+from edgepipe.versions import __version__
 
 #: ops the converter's fallback recipe keeps in float (used only when AEQ cannot quantize the model)
 SENSITIVE_LAYERS_KEPT_FLOAT = 3
@@ -78,17 +79,30 @@ def _write(ctx: ExportContext, fmt: str, path: Path, model: bytes, expect: dict[
     from edgepipe.backends.litert.metadata import write_metadata
 
     types = tensor_types(model)
-    problems = [f"{key} is {types[key]}, expected {value}" for key, value in expect.items()
-                if key in types and types[key] != value]
+    problems = [
+        f"{key} is {types[key]}, expected {value}"
+        for key, value in expect.items()
+        if key in types and types[key] != value
+    ]
     if "has" in expect and not types["tensor_dtypes"].get(expect["has"]):
         problems.append(f"no {expect['has']} tensors")
     if problems:
         raise EdgepipeError("the converter's output is not what the format promises: " + "; ".join(problems))
     described = FORMATS.get(fmt)
-    info = {"format": fmt, "precision": described.precision, "producer": f"edgepipe {__version__}",
-            "preprocessing": ctx.preprocessing}
-    model = write_metadata(model, name=f"{ctx.model.name} ({fmt})", description=described.description,
-                           version=__version__, labels=list(ctx.labels), edgepipe_info=info)
+    info = {
+        "format": fmt,
+        "precision": described.precision,
+        "producer": f"edgepipe {__version__}",
+        "preprocessing": ctx.preprocessing,
+    }
+    model = write_metadata(
+        model,
+        name=f"{ctx.model.name} ({fmt})",
+        description=described.description,
+        version=__version__,
+        labels=list(ctx.labels),
+        edgepipe_info=info,
+    )
     write_bytes(path, model)
     return types
 
@@ -97,13 +111,26 @@ def _integer_io(ctx: ExportContext) -> str:
     return ctx.options_for("litert").int8_io
 
 
-@LITERT.format("tflite-fp32", container="tflite", keras_only=FROM_KERAS_ONLY, precision="fp32", description="TFLite, float32 weights and activations")
+@LITERT.format(
+    "tflite-fp32",
+    container="tflite",
+    keras_only=FROM_KERAS_ONLY,
+    precision="fp32",
+    description="TFLite, float32 weights and activations",
+)
 def export_tflite_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
-    return _write(ctx, "tflite-fp32", path, _convert(_converter(ctx)), {"input_dtype": "float32", "output_dtype": "float32"})
+    return _write(
+        ctx, "tflite-fp32", path, _convert(_converter(ctx)), {"input_dtype": "float32", "output_dtype": "float32"}
+    )
 
 
-@LITERT.format("tflite-fp16", container="tflite", keras_only=FROM_KERAS_ONLY, precision="fp16",
-               description="TFLite, float16 weights (dequantized to float32 at load on CPU; native fp16 on GPU delegates)")
+@LITERT.format(
+    "tflite-fp16",
+    container="tflite",
+    keras_only=FROM_KERAS_ONLY,
+    precision="fp16",
+    description="TFLite, float16 weights (dequantized to float32 at load on CPU; native fp16 on GPU delegates)",
+)
 def export_tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
 
@@ -113,20 +140,32 @@ def export_tflite_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return _write(ctx, "tflite-fp16", path, _convert(converter), {"input_dtype": "float32", "has": "float16"})
 
 
-@LITERT.format("tflite-dynamic", container="tflite", keras_only=FROM_KERAS_ONLY, precision="dynamic",
-               description="TFLite dynamic range: int8 weights, float activations (no calibration)")
+@LITERT.format(
+    "tflite-dynamic",
+    container="tflite",
+    keras_only=FROM_KERAS_ONLY,
+    precision="dynamic",
+    description="TFLite dynamic range: int8 weights, float activations (no calibration)",
+)
 def export_tflite_dynamic(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
 
     converter = _converter(ctx)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return _write(ctx, "tflite-dynamic", path, _convert(converter),
-                  {"input_dtype": "float32", "output_dtype": "float32", "has": "int8"})
+    return _write(
+        ctx,
+        "tflite-dynamic",
+        path,
+        _convert(converter),
+        {"input_dtype": "float32", "output_dtype": "float32", "has": "int8"},
+    )
 
 
 def _need_calibration(ctx: ExportContext, name: str) -> CalibrationSet:
     if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise EdgepipeError(f"{name} needs calibration images", "Pass --calibration-data DIR or export from a run directory.")
+        raise EdgepipeError(
+            f"{name} needs calibration images", "Pass --calibration-data DIR or export from a run directory."
+        )
     return ctx.calibration
 
 
@@ -143,7 +182,7 @@ def _full_integer_converter(ctx: ExportContext, calibration: CalibrationSet):
     return converter
 
 
-def _larger_calibration(ctx: ExportContext) -> Optional[CalibrationSet]:
+def _larger_calibration(ctx: ExportContext) -> CalibrationSet | None:
     if ctx.calibration_pool is None:
         return None
     images, labels = ctx.calibration_pool
@@ -158,16 +197,17 @@ def _sensitive_nodes(ctx: ExportContext, calibration: CalibrationSet, count: int
     import tensorflow as tf
 
     debugger = tf.lite.experimental.QuantizationDebugger(
-        converter=_full_integer_converter(ctx, calibration),
-        debug_dataset=tflite_representative_dataset(calibration))
+        converter=_full_integer_converter(ctx, calibration), debug_dataset=tflite_representative_dataset(calibration)
+    )
     with native_output_suppressed():
         debugger.run()
     # layer_statistics lacks the scale; the CSV dump has it, keyed by the tensor names the converter takes
     dump = io.StringIO()
     debugger.layer_statistics_dump(dump)
     rows = [r for r in csv.DictReader(io.StringIO(dump.getvalue())) if float(r["scale"]) > 0]
-    scored = sorted(((math.sqrt(float(r["mean_squared_error"])) / float(r["scale"]), r["tensor_name"]) for r in rows),
-                    reverse=True)
+    scored = sorted(
+        ((math.sqrt(float(r["mean_squared_error"])) / float(r["scale"]), r["tensor_name"]) for r in rows), reverse=True
+    )
     return [name for _, name in scored[:count]]
 
 
@@ -184,11 +224,18 @@ def _denylisted_model(ctx: ExportContext, calibration: CalibrationSet, nodes: li
     options = tf.lite.experimental.QuantizationDebugOptions(denylisted_nodes=nodes)
     debugger = tf.lite.experimental.QuantizationDebugger(
         converter=_full_integer_converter(ctx, calibration),
-        debug_dataset=tflite_representative_dataset(calibration), debug_options=options)
+        debug_dataset=tflite_representative_dataset(calibration),
+        debug_options=options,
+    )
     io_type = tf.uint8 if _integer_io(ctx) == "uint8" else tf.int8
     with native_output_suppressed():
-        return convert.mlir_quantize(debugger.calibrated_model, disable_per_channel=False, input_data_type=io_type,
-                                     output_data_type=io_type, denylisted_nodes=nodes)
+        return convert.mlir_quantize(
+            debugger.calibrated_model,
+            disable_per_channel=False,
+            input_data_type=io_type,
+            output_data_type=io_type,
+            denylisted_nodes=nodes,
+        )
 
 
 def _effect_probe(ctx: ExportContext) -> tuple[aeq.Probe, int]:
@@ -202,6 +249,7 @@ def _effect_probe(ctx: ExportContext) -> tuple[aeq.Probe, int]:
         def scored(model: bytes) -> np.ndarray:
             candidate.write_bytes(model)
             return ctx.score(candidate, "tflite-int8").probabilities
+
         return aeq.probe(scored, ctx.reference_probabilities), len(ctx.reference_probabilities)
     images = ctx.validation[0]
     picked = np.unique(np.linspace(0, len(images) - 1, min(len(images), SENSITIVITY_IMAGES)).round().astype(int))
@@ -209,6 +257,7 @@ def _effect_probe(ctx: ExportContext) -> tuple[aeq.Probe, int]:
 
     def run(model: bytes) -> np.ndarray:
         return aeq.predict(model, images[picked], threads)
+
     return aeq.probe(run, ctx.reference_probabilities[picked]), len(picked)
 
 
@@ -220,26 +269,38 @@ def _judge(ctx: ExportContext) -> Callable[[bytes], tuple[float, bool]]:
         candidate.write_bytes(model)
         top1 = ctx.score(candidate, "tflite-int8").top1
         return top1, (ctx.reference_top1 - top1) * 100 <= ctx.accuracy_budget_pp
+
     return judge
 
 
-def _kept_float_details(ranking: tuple[aeq.Effect, list[aeq.Effect]], chosen: aeq.KeptFloat, images: int,
-                        candidates: int, seconds: float) -> dict[str, Any]:
+def _kept_float_details(
+    ranking: tuple[aeq.Effect, list[aeq.Effect]], chosen: aeq.KeptFloat, images: int, candidates: int, seconds: float
+) -> dict[str, Any]:
     baseline, ranked = ranking
     return {
         "kept_float": [e.op.name for e in chosen.kept],
         "kept_float_ops": [e.record(baseline) for e in chosen.kept],
         "kept_float_reason": "the fewest of the ops that most lower the divergence from FP32 (mean KL on validation "
-                             "images), alone and with those kept before them, that bring top-1 within the budget",
-        "sensitivity": {"images": images, "candidates": candidates, "seconds": round(seconds, 2),
-                        "all_integer": baseline.record(),
-                        "ranked": [e.record(baseline) for e in ranked[:SENSITIVITY_REPORTED]]},
+        "images), alone and with those kept before them, that bring top-1 within the budget",
+        "sensitivity": {
+            "images": images,
+            "candidates": candidates,
+            "seconds": round(seconds, 2),
+            "all_integer": baseline.record(),
+            "ranked": [e.record(baseline) for e in ranked[:SENSITIVITY_REPORTED]],
+        },
         "kept_float_steps": chosen.steps,
     }
 
 
-@LITERT.format("tflite-int8", container="tflite", keras_only=FROM_KERAS_ONLY, precision="int8", needs_calibration=True,
-               description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)")
+@LITERT.format(
+    "tflite-int8",
+    container="tflite",
+    keras_only=FROM_KERAS_ONLY,
+    precision="int8",
+    needs_calibration=True,
+    description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)",
+)
 def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     """Recipes in order until one is within the accuracy budget: the TFLite converter; AI Edge Quantizer
     (AEQ); the converter on a larger calibration set; AEQ with the fewest ops kept in float, chosen by
@@ -250,8 +311,12 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     state: dict[str, Any] = {}
 
     def write(p: Path, model: bytes, chosen: CalibrationSet, **details: Any) -> dict[str, Any]:
-        return {**_write(ctx, "tflite-int8", p, model, io_types), "calibration_images": len(chosen),
-                "calibration_sha256": chosen.digest, **details}
+        return {
+            **_write(ctx, "tflite-int8", p, model, io_types),
+            "calibration_images": len(chosen),
+            "calibration_sha256": chosen.digest,
+            **details,
+        }
 
     def calibrated() -> aeq.Calibrated:
         if "aeq" not in state:  # one calibration for every AEQ recipe
@@ -259,25 +324,44 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
         return state["aeq"]
 
     def aeq_details() -> dict[str, Any]:
-        return {"quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')}", "calibration": "min/max",
-                "bias_widened": calibrated().widened}
+        return {
+            "quantizer": f"ai-edge-quantizer {version('ai-edge-quantizer')}",
+            "calibration": "min/max",
+            "bias_widened": calibrated().widened,
+        }
 
     def converter():
-        return Attempt(f"TFLite converter, full-integer, min/max calibration on {len(calibration)} images",
-                       lambda p: write(p, _convert(_full_integer_converter(ctx, calibration)), calibration,
-                                       quantizer="TFLite converter", calibration="min/max"))
+        return Attempt(
+            f"TFLite converter, full-integer, min/max calibration on {len(calibration)} images",
+            lambda p: write(
+                p,
+                _convert(_full_integer_converter(ctx, calibration)),
+                calibration,
+                quantizer="TFLite converter",
+                calibration="min/max",
+            ),
+        )
 
     def aeq_plain():
-        return Attempt(f"AI Edge Quantizer, full-integer, min/max calibration on {len(calibration)} images",
-                       lambda p: write(p, calibrated().quantize(), calibration, **aeq_details()))
+        return Attempt(
+            f"AI Edge Quantizer, full-integer, min/max calibration on {len(calibration)} images",
+            lambda p: write(p, calibrated().quantize(), calibration, **aeq_details()),
+        )
 
     def larger():
         bigger = _larger_calibration(ctx)
         if bigger is None:
             return None
-        return Attempt(f"TFLite converter, larger calibration set: {len(bigger)} training images",
-                       lambda p: write(p, _convert(_full_integer_converter(ctx, bigger)), bigger,
-                                       quantizer="TFLite converter", calibration="min/max"))
+        return Attempt(
+            f"TFLite converter, larger calibration set: {len(bigger)} training images",
+            lambda p: write(
+                p,
+                _convert(_full_integer_converter(ctx, bigger)),
+                bigger,
+                quantizer="TFLite converter",
+                calibration="min/max",
+            ),
+        )
 
     def aeq_kept_float():
         if ctx.score is None or ctx.reference_probabilities is None or ctx.reference_top1 is None:
@@ -289,44 +373,77 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             candidates = aeq.candidates(calibrated().float_model)
             ranking = aeq.rank_by_effect(calibrated(), candidates, measure)
             seconds = time.perf_counter() - start
-            chosen = aeq.fewest_kept_float(calibrated(), ranking[1], ranking[0], measure, _judge(ctx),
-                                           MAX_KEPT_FLOAT, 2 * MAX_KEPT_FLOAT)
+            chosen = aeq.fewest_kept_float(
+                calibrated(), ranking[1], ranking[0], measure, _judge(ctx), MAX_KEPT_FLOAT, 2 * MAX_KEPT_FLOAT
+            )
             state["kept_float_ran"] = True
-            return write(p, chosen.model, calibration, **aeq_details(),
-                         **_kept_float_details(ranking, chosen, images, len(candidates), seconds))
-        return Attempt(f"AI Edge Quantizer, the fewest ops kept in float that meet the budget (up to {MAX_KEPT_FLOAT}, "
-                       f"ranked by their measured effect on {images} validation images)", build)
+            return write(
+                p,
+                chosen.model,
+                calibration,
+                **aeq_details(),
+                **_kept_float_details(ranking, chosen, images, len(candidates), seconds),
+            )
+
+        return Attempt(
+            f"AI Edge Quantizer, the fewest ops kept in float that meet the budget (up to {MAX_KEPT_FLOAT}, "
+            f"ranked by their measured effect on {images} validation images)",
+            build,
+        )
 
     def converter_kept_float():
         if state.get("kept_float_ran"):
             return None
         nodes = _sensitive_nodes(ctx, calibration, SENSITIVE_LAYERS_KEPT_FLOAT)
-        return Attempt(f"TFLite converter, the {len(nodes)} ops of largest quantization error kept in float "
-                       "(sqrt(mean squared error) / scale in TFLite's quantization debugger)",
-                       lambda p: write(p, _denylisted_model(ctx, calibration, nodes), calibration,
-                                       quantizer="TFLite converter", calibration="min/max", kept_float=nodes,
-                                       kept_float_reason="largest quantization error relative to the output's "
-                                                         "quantization step"))
+        return Attempt(
+            f"TFLite converter, the {len(nodes)} ops of largest quantization error kept in float "
+            "(sqrt(mean squared error) / scale in TFLite's quantization debugger)",
+            lambda p: write(
+                p,
+                _denylisted_model(ctx, calibration, nodes),
+                calibration,
+                quantizer="TFLite converter",
+                calibration="min/max",
+                kept_float=nodes,
+                kept_float_reason="largest quantization error relative to the output's quantization step",
+            ),
+        )
 
     from edgepipe.quantization.qat import qat_recipe  # imports Keras: only when INT8 is exported
 
     def fine_tuned_converter(fine_tuned: ExportContext, p: Path) -> dict[str, Any]:
-        return write(p, _convert(_full_integer_converter(fine_tuned, calibration)), calibration,
-                     quantizer="TFLite converter", calibration="learned in fine-tuning (FakeQuant ranges), min/max "
-                                                          "for the input and logits")
+        return write(
+            p,
+            _convert(_full_integer_converter(fine_tuned, calibration)),
+            calibration,
+            quantizer="TFLite converter",
+            calibration="learned in fine-tuning (FakeQuant ranges), min/max for the input and logits",
+        )
 
-    for factory, name in ((converter, "TFLite converter"), (aeq_plain, "AI Edge Quantizer"),
-                          (larger, "larger calibration set"), (aeq_kept_float, "AEQ, ops kept in float by effect"),
-                          (converter_kept_float, "converter, ops kept in float by quantization error")):
+    for factory, name in (
+        (converter, "TFLite converter"),
+        (aeq_plain, "AI Edge Quantizer"),
+        (larger, "larger calibration set"),
+        (aeq_kept_float, "AEQ, ops kept in float by effect"),
+        (converter_kept_float, "converter, ops kept in float by quantization error"),
+    ):
         factory.__name__ = name  # what the report names a recipe that could not run
-    qat = qat_recipe(ctx, fine_tuned_converter, "the TFLite converter with the learned activation ranges",
-                     keep_ranges=True)
-    return within_budget(ctx, path, "tflite-int8",
-                         [converter, aeq_plain, larger, aeq_kept_float, converter_kept_float, qat])
+    qat = qat_recipe(
+        ctx, fine_tuned_converter, "the TFLite converter with the learned activation ranges", keep_ranges=True
+    )
+    return within_budget(
+        ctx, path, "tflite-int8", [converter, aeq_plain, larger, aeq_kept_float, converter_kept_float, qat]
+    )
 
 
-@LITERT.format("tflite-int16x8", container="tflite", keras_only=FROM_KERAS_ONLY, precision="int16x8", needs_calibration=True,
-               description="TFLite, int16 activations and int8 weights (calibrated; float input/output)")
+@LITERT.format(
+    "tflite-int16x8",
+    container="tflite",
+    keras_only=FROM_KERAS_ONLY,
+    precision="int16x8",
+    needs_calibration=True,
+    description="TFLite, int16 activations and int8 weights (calibrated; float input/output)",
+)
 def export_tflite_int16x8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import tensorflow as tf
 

@@ -37,7 +37,7 @@ import json
 import os
 import struct
 import zipfile
-from typing import Any, Optional, Union
+from typing import Any, Union
 
 import flatbuffers
 from flatbuffers import encode, number_types, table
@@ -53,10 +53,10 @@ LABELS_FILE = "labels.txt"
 MIN_PARSER_VERSION = "1.0.0"
 
 # metadata_schema.fbs enum values used below.
-_COLOR_RGB, _COLOR_GRAYSCALE = 1, 2                  # ColorSpaceType
-_CONTENT_FEATURE, _CONTENT_IMAGE = 1, 2              # ContentProperties union type
-_PROCESS_NORMALIZATION = 1                           # ProcessUnitOptions union type
-_FILE_TENSOR_AXIS_LABELS = 2                         # AssociatedFileType
+_COLOR_RGB, _COLOR_GRAYSCALE = 1, 2  # ColorSpaceType
+_CONTENT_FEATURE, _CONTENT_IMAGE = 1, 2  # ContentProperties union type
+_PROCESS_NORMALIZATION = 1  # ProcessUnitOptions union type
+_FILE_TENSOR_AXIS_LABELS = 2  # AssociatedFileType
 
 # TFLite schema TensorType values of the input types edgepipe exports.
 _FLOAT32, _UINT8, _INT8 = 0, 3, 9
@@ -68,8 +68,16 @@ ModelSource = Union[bytes, bytearray, memoryview, str, os.PathLike]
 # --------------------------------------------------------------------------- writing
 
 
-def write_metadata(model: bytes, *, name: str, description: str, version: str, labels: list[str],
-                   edgepipe_info: dict, author: str = "edgepipe") -> bytes:
+def write_metadata(
+    model: bytes,
+    *,
+    name: str,
+    description: str,
+    version: str,
+    labels: list[str],
+    edgepipe_info: dict,
+    author: str = "edgepipe",
+) -> bytes:
     """Return ``model`` (a TFLite flatbuffer) with MediaPipe-ready metadata and edgepipe's info.
 
     The result runs in LiteRT exactly as ``model`` does: only ``Model.metadata``
@@ -91,8 +99,15 @@ def write_metadata(model: bytes, *, name: str, description: str, version: str, l
         raise EdgepipeError(f"the TFLite file is damaged: {exc}") from None
     input_type, channels = _image_input(model_t)
     _check_labels(labels, _class_count(model_t))
-    metadata = _model_metadata(name=name, description=description, version=version, author=author,
-                               input_type=input_type, channels=channels, class_count=len(labels))
+    metadata = _model_metadata(
+        name=name,
+        description=description,
+        version=version,
+        author=author,
+        input_type=input_type,
+        channels=channels,
+        class_count=len(labels),
+    )
     _inline_offset_buffers(model_t, data)
     _set_entry(schema, model_t, METADATA_ENTRY, metadata)
     _set_entry(schema, model_t, EDGEPIPE_ENTRY, _info_json(edgepipe_info))
@@ -116,15 +131,16 @@ def _image_input(model_t) -> tuple[str, int]:
     graph = _first_subgraph(model_t)
     if len(graph.inputs) != 1 or len(graph.outputs) != 1:
         # MediaPipe requires one tensor metadata per model input and output.
-        raise EdgepipeError(f"expected one input and one output, the model has {len(graph.inputs)} and "
-                            f"{len(graph.outputs)}", hint="Only single-image classifiers get metadata.")
+        raise EdgepipeError(
+            f"expected one input and one output, the model has {len(graph.inputs)} and {len(graph.outputs)}",
+            hint="Only single-image classifiers get metadata.",
+        )
     tensor = graph.tensors[graph.inputs[0]]
     shape = [int(d) for d in (tensor.shape if tensor.shape is not None else [])]
     if len(shape) != 4 or shape[-1] not in (1, 3):
         raise EdgepipeError(f"the model input has shape {shape}, expected an image [1, H, W, 3] or [1, H, W, 1]")
     if tensor.type not in _INPUT_TYPES:
-        raise EdgepipeError(f"the model input has TFLite tensor type {tensor.type}, "
-                            "expected float32, uint8 or int8")
+        raise EdgepipeError(f"the model input has TFLite tensor type {tensor.type}, expected float32, uint8 or int8")
     return _INPUT_TYPES[tensor.type], shape[-1]
 
 
@@ -176,7 +192,7 @@ def _inline_offset_buffers(model_t, data: bytes) -> None:
             end = buffer.offset + buffer.size
             if end > len(data):
                 raise EdgepipeError("a TFLite buffer points past the end of the file: the model is truncated")
-            buffer.data = _uint8_array(data[buffer.offset:end])
+            buffer.data = _uint8_array(data[buffer.offset : end])
             buffer.offset, buffer.size = 0, 0
             moved = True
     if moved:
@@ -241,25 +257,32 @@ def _append_files(model: bytes, files: dict[str, str]) -> bytes:
 # metadata_schema.fbs (a union field takes two ids: its type, then its value).
 
 
-def _model_metadata(*, name: str, description: str, version: str, author: str,
-                    input_type: str, channels: int, class_count: int) -> bytes:
+def _model_metadata(
+    *, name: str, description: str, version: str, author: str, input_type: str, channels: int, class_count: int
+) -> bytes:
     """A finished ModelMetadata flatbuffer (identifier M001) for an image classifier."""
     b = flatbuffers.Builder(1024)
     image = _input_tensor_metadata(b, input_type, channels)
     scores = _output_tensor_metadata(b, class_count)
-    subgraph = _table(b, {                                       # table SubGraphMetadata
-        0: _string(b, "image_classifier"),                      # id 0: name
-        2: _offsets(b, [image]),                                 # id 2: input_tensor_metadata
-        3: _offsets(b, [scores]),                                # id 3: output_tensor_metadata
-    })
-    root = _table(b, {                                           # table ModelMetadata
-        0: _string(b, name),                                     # id 0: name
-        1: _string(b, description),                              # id 1: description
-        2: _string(b, version),                                  # id 2: version
-        3: _offsets(b, [subgraph]),                              # id 3: subgraph_metadata
-        4: _string(b, author),                                   # id 4: author
-        7: _string(b, MIN_PARSER_VERSION),                       # id 7: min_parser_version
-    })
+    subgraph = _table(
+        b,
+        {  # table SubGraphMetadata
+            0: _string(b, "image_classifier"),  # id 0: name
+            2: _offsets(b, [image]),  # id 2: input_tensor_metadata
+            3: _offsets(b, [scores]),  # id 3: output_tensor_metadata
+        },
+    )
+    root = _table(
+        b,
+        {  # table ModelMetadata
+            0: _string(b, name),  # id 0: name
+            1: _string(b, description),  # id 1: description
+            2: _string(b, version),  # id 2: version
+            3: _offsets(b, [subgraph]),  # id 3: subgraph_metadata
+            4: _string(b, author),  # id 4: author
+            7: _string(b, MIN_PARSER_VERSION),  # id 7: min_parser_version
+        },
+    )
     b.Finish(root, METADATA_IDENTIFIER)
     return bytes(b.Output())
 
@@ -267,57 +290,82 @@ def _model_metadata(*, name: str, description: str, version: str, author: str,
 def _input_tensor_metadata(b: flatbuffers.Builder, input_type: str, channels: int) -> int:
     """An image of raw pixels; float inputs get identity NormalizationOptions, which MediaPipe requires."""
     color = _COLOR_RGB if channels == 3 else _COLOR_GRAYSCALE
-    properties = _table(b, {0: ("byte", color)})                 # table ImageProperties, id 0: color_space
-    content = _table(b, {                                        # table Content
-        0: ("ubyte", _CONTENT_IMAGE),                            # id 0: content_properties_type
-        1: properties,                                           # id 1: content_properties
-    })
-    stats = _table(b, {                                          # table Stats
-        0: _floats(b, [255.0] * channels),                       # id 0: max
-        1: _floats(b, [0.0] * channels),                         # id 1: min
-    })
+    properties = _table(b, {0: ("byte", color)})  # table ImageProperties, id 0: color_space
+    content = _table(
+        b,
+        {  # table Content
+            0: ("ubyte", _CONTENT_IMAGE),  # id 0: content_properties_type
+            1: properties,  # id 1: content_properties
+        },
+    )
+    stats = _table(
+        b,
+        {  # table Stats
+            0: _floats(b, [255.0] * channels),  # id 0: max
+            1: _floats(b, [0.0] * channels),  # id 1: min
+        },
+    )
     fields = {
-        0: _string(b, "image"),                                  # id 0: name
-        1: _string(b, f"Input image ({input_type}): raw pixels 0..255, "
-                      "the model does its own preprocessing."),  # id 1: description
-        3: content,                                              # id 3: content
-        5: stats,                                                # id 5: stats
+        0: _string(b, "image"),  # id 0: name
+        1: _string(
+            b, f"Input image ({input_type}): raw pixels 0..255, the model does its own preprocessing."
+        ),  # id 1: description
+        3: content,  # id 3: content
+        5: stats,  # id 5: stats
     }
     if input_type == "float32":
-        normalization = _table(b, {                              # table NormalizationOptions
-            0: _floats(b, [0.0] * channels),                     # id 0: mean
-            1: _floats(b, [1.0] * channels),                     # id 1: std
-        })
-        unit = _table(b, {                                       # table ProcessUnit
-            0: ("ubyte", _PROCESS_NORMALIZATION),                # id 0: options_type
-            1: normalization,                                    # id 1: options
-        })
-        fields[4] = _offsets(b, [unit])                          # TensorMetadata id 4: process_units
-    return _table(b, fields)                                     # table TensorMetadata
+        normalization = _table(
+            b,
+            {  # table NormalizationOptions
+                0: _floats(b, [0.0] * channels),  # id 0: mean
+                1: _floats(b, [1.0] * channels),  # id 1: std
+            },
+        )
+        unit = _table(
+            b,
+            {  # table ProcessUnit
+                0: ("ubyte", _PROCESS_NORMALIZATION),  # id 0: options_type
+                1: normalization,  # id 1: options
+            },
+        )
+        fields[4] = _offsets(b, [unit])  # TensorMetadata id 4: process_units
+    return _table(b, fields)  # table TensorMetadata
 
 
 def _output_tensor_metadata(b: flatbuffers.Builder, class_count: int) -> int:
     """A probability per class, named by labels.txt."""
-    labels = _table(b, {                                         # table AssociatedFile
-        0: _string(b, LABELS_FILE),                              # id 0: name
-        1: _string(b, "Class names, one per line, in output order."),  # id 1: description
-        2: ("byte", _FILE_TENSOR_AXIS_LABELS),                   # id 2: type
-    })
-    content = _table(b, {                                        # table Content
-        0: ("ubyte", _CONTENT_FEATURE),                          # id 0: content_properties_type
-        1: _table(b, {}),                                        # id 1: content_properties (FeatureProperties)
-    })
-    stats = _table(b, {                                          # table Stats
-        0: _floats(b, [1.0]),                                    # id 0: max
-        1: _floats(b, [0.0]),                                    # id 1: min
-    })
-    return _table(b, {                                           # table TensorMetadata
-        0: _string(b, "probability"),                            # id 0: name
-        1: _string(b, f"Probabilities of the {class_count} classes."),  # id 1: description
-        3: content,                                              # id 3: content
-        5: stats,                                                # id 5: stats
-        6: _offsets(b, [labels]),                                # id 6: associated_files
-    })
+    labels = _table(
+        b,
+        {  # table AssociatedFile
+            0: _string(b, LABELS_FILE),  # id 0: name
+            1: _string(b, "Class names, one per line, in output order."),  # id 1: description
+            2: ("byte", _FILE_TENSOR_AXIS_LABELS),  # id 2: type
+        },
+    )
+    content = _table(
+        b,
+        {  # table Content
+            0: ("ubyte", _CONTENT_FEATURE),  # id 0: content_properties_type
+            1: _table(b, {}),  # id 1: content_properties (FeatureProperties)
+        },
+    )
+    stats = _table(
+        b,
+        {  # table Stats
+            0: _floats(b, [1.0]),  # id 0: max
+            1: _floats(b, [0.0]),  # id 1: min
+        },
+    )
+    return _table(
+        b,
+        {  # table TensorMetadata
+            0: _string(b, "probability"),  # id 0: name
+            1: _string(b, f"Probabilities of the {class_count} classes."),  # id 1: description
+            3: content,  # id 3: content
+            5: stats,  # id 5: stats
+            6: _offsets(b, [labels]),  # id 6: associated_files
+        },
+    )
 
 
 def _table(b: flatbuffers.Builder, fields: dict[int, Any]) -> int:
@@ -364,8 +412,14 @@ def read_metadata(model: ModelSource) -> dict[str, Any]:
     """
     data = _read_bytes(model)
     _check_identifier(data, TFLITE_IDENTIFIER, "a TFLite model")
-    result: dict[str, Any] = {"edgepipe": None, "labels": None, "name": None, "version": None,
-                              "description": None, "author": None}
+    result: dict[str, Any] = {
+        "edgepipe": None,
+        "labels": None,
+        "name": None,
+        "version": None,
+        "description": None,
+        "author": None,
+    }
     try:
         entries = _metadata_entries(data)
         if EDGEPIPE_ENTRY in entries:
@@ -387,11 +441,11 @@ def _read_bytes(model: ModelSource) -> bytes:
 def _metadata_entries(data: bytes) -> dict[str, bytes]:
     """Model.metadata as {name: buffer bytes}, from the TFLite flatbuffer (schema.fbs)."""
     model = _root(data)
-    buffers = _tables(model, 4)                                  # Model id 4: buffers
+    buffers = _tables(model, 4)  # Model id 4: buffers
     entries = {}
-    for meta in _tables(model, 6):                               # Model id 6: metadata
-        name = _string_field(meta, 0)                            # Metadata id 0: name
-        index = _uint32_field(meta, 1)                           # Metadata id 1: buffer
+    for meta in _tables(model, 6):  # Model id 6: metadata
+        name = _string_field(meta, 0)  # Metadata id 0: name
+        index = _uint32_field(meta, 1)  # Metadata id 1: buffer
         if name is not None and index < len(buffers):
             entries[name] = _buffer_bytes(buffers[index], data)
     return entries
@@ -403,7 +457,7 @@ def _buffer_bytes(buffer: table.Table, data: bytes) -> bytes:
     if inline is not None:
         return inline
     offset, size = _uint64_field(buffer, 1), _uint64_field(buffer, 2)
-    return data[offset:offset + size] if offset > 1 else b""
+    return data[offset : offset + size] if offset > 1 else b""
 
 
 def _edgepipe_info(payload: bytes) -> dict:
@@ -417,24 +471,25 @@ def _model_metadata_fields(payload: bytes, data: bytes) -> dict[str, Any]:
     """Name, version, description, author and labels from a ModelMetadata flatbuffer (metadata_schema.fbs)."""
     _check_identifier(payload, METADATA_IDENTIFIER, "TFLite model metadata")
     root = _root(payload)
-    fields = {key: _string_field(root, slot)
-              for key, slot in (("name", 0), ("description", 1), ("version", 2), ("author", 4))}
+    fields = {
+        key: _string_field(root, slot) for key, slot in (("name", 0), ("description", 1), ("version", 2), ("author", 4))
+    }
     fields["labels"] = _labels(root, data)
     return fields
 
 
-def _labels(root: table.Table, data: bytes) -> Optional[list[str]]:
+def _labels(root: table.Table, data: bytes) -> list[str] | None:
     """The first TENSOR_AXIS_LABELS file of the first output tensor, read from the appended zip."""
-    subgraphs = _tables(root, 3)                                 # ModelMetadata id 3: subgraph_metadata
-    outputs = _tables(subgraphs[0], 3) if subgraphs else []      # SubGraphMetadata id 3: output_tensor_metadata
-    for file in _tables(outputs[0], 6) if outputs else []:       # TensorMetadata id 6: associated_files
-        if _int8_field(file, 2) == _FILE_TENSOR_AXIS_LABELS:     # AssociatedFile id 2: type
-            text = _packed_file(data, _string_field(file, 0))    # AssociatedFile id 0: name
+    subgraphs = _tables(root, 3)  # ModelMetadata id 3: subgraph_metadata
+    outputs = _tables(subgraphs[0], 3) if subgraphs else []  # SubGraphMetadata id 3: output_tensor_metadata
+    for file in _tables(outputs[0], 6) if outputs else []:  # TensorMetadata id 6: associated_files
+        if _int8_field(file, 2) == _FILE_TENSOR_AXIS_LABELS:  # AssociatedFile id 2: type
+            text = _packed_file(data, _string_field(file, 0))  # AssociatedFile id 0: name
             return None if text is None else text.splitlines()
     return None
 
 
-def _packed_file(data: bytes, name: Optional[str]) -> Optional[str]:
+def _packed_file(data: bytes, name: str | None) -> str | None:
     """A file from the zip archive appended to the model, or None when there is none by that name."""
     if name is None or not zipfile.is_zipfile(io.BytesIO(data)):
         return None
@@ -456,17 +511,17 @@ def _field(tab: table.Table, slot: int) -> int:
     return tab.Offset(4 + 2 * slot)
 
 
-def _string_field(tab: table.Table, slot: int) -> Optional[str]:
+def _string_field(tab: table.Table, slot: int) -> str | None:
     o = _field(tab, slot)
     return tab.String(o + tab.Pos).decode("utf-8") if o else None
 
 
-def _bytes_field(tab: table.Table, slot: int) -> Optional[bytes]:
+def _bytes_field(tab: table.Table, slot: int) -> bytes | None:
     o = _field(tab, slot)
     if not o:
         return None
     start = tab.Vector(o)
-    return bytes(tab.Bytes[start:start + tab.VectorLen(o)])
+    return bytes(tab.Bytes[start : start + tab.VectorLen(o)])
 
 
 def _tables(tab: table.Table, slot: int) -> list[table.Table]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -27,7 +27,7 @@ def interpreter_class():
         return None, None
 
 
-def _available() -> Optional[str]:
+def _available() -> str | None:
     cls, _ = interpreter_class()
     return None if cls else "package 'ai-edge-litert' is not installed (pip install ai-edge-litert)"
 
@@ -44,7 +44,9 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
 def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True):
     """A LiteRT interpreter for a file path or flatbuffer bytes, tensors allocated (XNNPACK unless asked not to)."""
     cls, _ = interpreter_class()
-    kwargs: dict[str, Any] = {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    kwargs: dict[str, Any] = (
+        {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
+    )
     if not xnnpack:
         from ai_edge_litert.interpreter import OpResolverType
 
@@ -57,8 +59,14 @@ def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True):
     return interpreter
 
 
-@LITERT.engine("litert", reads=("tflite",), devices=("cpu",), available=_available, settings=LiteRTSettings,
-               description="LiteRT (ai-edge-litert) with XNNPACK, explicit thread count")
+@LITERT.engine(
+    "litert",
+    reads=("tflite",),
+    devices=("cpu",),
+    available=_available,
+    settings=LiteRTSettings,
+    description="LiteRT (ai-edge-litert) with XNNPACK, explicit thread count",
+)
 class LiteRTRunner(Runner):
     """XNNPACK-delegated CPU inference with an explicit thread count."""
 
@@ -154,7 +162,9 @@ class LiteRTRunner(Runner):
         from edgepipe.profiles import ProfilingUnavailable
 
         if not self.settings.xnnpack:
-            raise ProfilingUnavailable("LiteRT's profiler runs on its CPU accelerator (XNNPACK); these settings "
-                                       "turn XNNPACK off (bench.litert.xnnpack: false)")
+            raise ProfilingUnavailable(
+                "LiteRT's profiler runs on its CPU accelerator (XNNPACK); these settings "
+                "turn XNNPACK off (bench.litert.xnnpack: false)"
+            )
         graph = graph_ops(open_interpreter(self.path, xnnpack=False))  # the file's own ops, no delegate
         return profile_compiled_model(self.path, self.threads, self.engine_input(batch), graph, calls)

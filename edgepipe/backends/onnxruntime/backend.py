@@ -15,18 +15,28 @@ from edgepipe.options import option
 class OnnxExportOptions:
     opset: int = option(17, "ONNX opset of the exported graph (tf2onnx).", min=13, max=21)
     per_channel: bool = option(True, "onnx-int8: quantize weights per output channel (off: one scale per tensor).")
-    activations: str = option("uint8", "onnx-int8: activation type. uint8 (weights int8) is what ONNX Runtime fuses into "
-                                       "integer kernels on x86; with int8 activations it leaves every convolution at a "
-                                       "residual branch in float on x86 (int8 suits ARM).", choices=("uint8", "int8"))
-    symmetric_activations: bool = option(False, "onnx-int8: symmetric activation ranges (zero point 0), as some accelerators require.")
+    activations: str = option(
+        "uint8",
+        "onnx-int8: activation type. uint8 (weights int8) is what ONNX Runtime fuses into "
+        "integer kernels on x86; with int8 activations it leaves every convolution at a "
+        "residual branch in float on x86 (int8 suits ARM).",
+        choices=("uint8", "int8"),
+    )
+    symmetric_activations: bool = option(
+        False, "onnx-int8: symmetric activation ranges (zero point 0), as some accelerators require."
+    )
 
 
 @dataclass
 class OnnxRuntimeSettings:
-    spinning: bool = option(True, "Let idle intra-op threads spin-wait between calls (ONNX Runtime's default; lowest latency). "
-                                  "Off saves idle CPU at some latency cost.")
-    graph_optimization: str = option("all", "ONNX Runtime graph optimization level.",
-                                     choices=("disabled", "basic", "extended", "all"))
+    spinning: bool = option(
+        True,
+        "Let idle intra-op threads spin-wait between calls (ONNX Runtime's default; lowest latency). "
+        "Off saves idle CPU at some latency cost.",
+    )
+    graph_optimization: str = option(
+        "all", "ONNX Runtime graph optimization level.", choices=("disabled", "basic", "extended", "all")
+    )
 
     @classmethod
     def tune_candidates(cls) -> list[dict]:
@@ -35,8 +45,13 @@ class OnnxRuntimeSettings:
         return [{"spinning": s, "graph_optimization": g} for s in (True, False) for g in ("all", "extended")]
 
 
-ONNX = Backend("onnxruntime", packages=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"),
-               export_options=OnnxExportOptions, section="onnx", description="ONNX files run by ONNX Runtime")
+ONNX = Backend(
+    "onnxruntime",
+    packages=("tf2onnx", "onnx", "onnxruntime", "onnxruntime-gpu"),
+    export_options=OnnxExportOptions,
+    section="onnx",
+    description="ONNX files run by ONNX Runtime",
+)
 ONNX.device("cpu", "the host CPU")
 ONNX.device("cuda", "an NVIDIA GPU through CUDA")
 ONNX.device("tensorrt", "an NVIDIA GPU through ONNX Runtime's TensorRT execution provider")
@@ -58,6 +73,10 @@ def _read_info(path: Path) -> dict[str, Any]:
     return {k: v for k, v in info.items() if v is not None}
 
 
-ONNX.container("onnx", suffixes=(".onnx",), default_engine="onnxruntime", read_info=_read_info,
-               description="ONNX model (labels, preprocessing, format and precision in its metadata)")
-
+ONNX.container(
+    "onnx",
+    suffixes=(".onnx",),
+    default_engine="onnxruntime",
+    read_info=_read_info,
+    description="ONNX model (labels, preprocessing, format and precision in its metadata)",
+)

@@ -5,9 +5,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
-from edgepipe.versions import __version__
 from edgepipe.backends.base import FORMATS
 from edgepipe.backends.context import ExportContext
 from edgepipe.backends.onnxruntime import nncf_int8
@@ -17,6 +16,7 @@ from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import write_bytes
 from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
+from edgepipe.versions import __version__
 
 INPUT_NAME = "image"
 METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -69,8 +69,12 @@ def _check_and_write(model_proto, path: Path, ctx: ExportContext, format_name: s
     write_bytes(path, model_proto.SerializeToString())
 
 
-@ONNX.format("onnx-fp32", container="onnx", precision="fp32",
-             description="ONNX (opset export.onnx.opset), float32, dynamic batch (tf2onnx); labels and preprocessing in metadata")
+@ONNX.format(
+    "onnx-fp32",
+    container="onnx",
+    precision="fp32",
+    description="ONNX (opset export.onnx.opset), float32, dynamic batch (tf2onnx); labels and preprocessing in metadata",
+)
 def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     if ctx.source_onnx is not None:
         return _onnx_fp32_from_onnx(ctx, path)
@@ -100,12 +104,21 @@ def _onnx_fp32_from_onnx(ctx: ExportContext, path: Path) -> dict[str, Any]:
     _check_and_write(model_proto, path, ctx, "onnx-fp32")
     ctx.outputs["onnx-fp32"] = path
     opset = next((o.version for o in model_proto.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {"opset": opset, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output],
-            "converted_from": "the source ONNX model, its preprocessing folded in"}
+    return {
+        "opset": opset,
+        "input": INPUT_NAME,
+        "outputs": [o.name for o in model_proto.graph.output],
+        "converted_from": "the source ONNX model, its preprocessing folded in",
+    }
 
 
-@ONNX.format("onnx-fp16", container="onnx", precision="fp16", tolerance="fp16-compute",
-             description="ONNX, float16 weights and activations inside, float32 input/output")
+@ONNX.format(
+    "onnx-fp16",
+    container="onnx",
+    precision="fp16",
+    tolerance="fp16-compute",
+    description="ONNX, float16 weights and activations inside, float32 input/output",
+)
 def export_onnx_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import onnx
     from onnxruntime.transformers.float16 import convert_float_to_float16
@@ -148,8 +161,15 @@ def _preprocessed(ctx: ExportContext) -> Path:
     return out
 
 
-def static_qdq(ctx: ExportContext, method: str, out: Path, activations: str, symmetric_activations: bool,
-               per_channel: bool, quantize_bias: bool = True) -> None:
+def static_qdq(
+    ctx: ExportContext,
+    method: str,
+    out: Path,
+    activations: str,
+    symmetric_activations: bool,
+    per_channel: bool,
+    quantize_bias: bool = True,
+) -> None:
     """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32, written at ``out``: ``activations``
     ('uint8' or 'int8') per tensor, symmetric (zero point 0) or not; weights int8 symmetric, per output channel
     or per tensor; biases int32 behind a DequantizeLinear, or (``quantize_bias`` off) left in float.
@@ -158,12 +178,19 @@ def static_qdq(ctx: ExportContext, method: str, out: Path, activations: str, sym
 
     with native_output_suppressed():
         quantize_static(
-            str(_preprocessed(ctx)), str(out), _Reader(ctx.calibration, INPUT_NAME),
-            quant_format=QuantFormat.QDQ, per_channel=per_channel,
+            str(_preprocessed(ctx)),
+            str(out),
+            _Reader(ctx.calibration, INPUT_NAME),
+            quant_format=QuantFormat.QDQ,
+            per_channel=per_channel,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
-            weight_type=QuantType.QInt8, calibrate_method=getattr(CalibrationMethod, METHODS[method]),
-            extra_options={"ActivationSymmetric": symmetric_activations, "WeightSymmetric": True,
-                           "QuantizeBias": quantize_bias},
+            weight_type=QuantType.QInt8,
+            calibrate_method=getattr(CalibrationMethod, METHODS[method]),
+            extra_options={
+                "ActivationSymmetric": symmetric_activations,
+                "WeightSymmetric": True,
+                "QuantizeBias": quantize_bias,
+            },
         )
 
 
@@ -177,9 +204,11 @@ def _quantize(ctx: ExportContext, method: str) -> tuple[Any, dict[str, Any]]:
     raw = ctx.workdir / f"quantized-{method}.onnx"
     static_qdq(ctx, method, raw, options.activations, symmetric, per_channel)
     return onnx.load(str(raw)), {
-        "tool": "onnxruntime.quantization.quantize_static", "calibration_method": method,
+        "tool": "onnxruntime.quantization.quantize_static",
+        "calibration_method": method,
         "activations": f"{options.activations} per-tensor " + ("symmetric" if symmetric else "asymmetric"),
-        "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor")}
+        "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
+    }
 
 
 def _write_int8(ctx: ExportContext, model, details: dict[str, Any], path: Path) -> dict[str, Any]:
@@ -191,24 +220,38 @@ def _write_int8(ctx: ExportContext, model, details: dict[str, Any], path: Path) 
         raise EdgepipeError("the quantizer produced no QuantizeLinear/DequantizeLinear nodes")
     kernels = ort_kernels(model, ctx.workdir)
     _check_and_write(model, path, ctx, "onnx-int8")
-    return {"format": "QDQ", **details, "qdq_nodes": qdq, "integer_ops": len(kernels["integer"]),
-            "calibration_images": len(ctx.calibration), "calibration_sha256": ctx.calibration.digest,
-            # what ONNX Runtime runs in float, read from its optimized model (not from the file's QDQ nodes)
-            "kept_float": kernels["float"], "float_other_ops": kernels["float_other"],
-            **({"kept_float_reason": "ONNX Runtime fuses no integer kernel for them as quantized here"}
-               if kernels["float"] else {})}
+    return {
+        "format": "QDQ",
+        **details,
+        "qdq_nodes": qdq,
+        "integer_ops": len(kernels["integer"]),
+        "calibration_images": len(ctx.calibration),
+        "calibration_sha256": ctx.calibration.digest,
+        # what ONNX Runtime runs in float, read from its optimized model (not from the file's QDQ nodes)
+        "kept_float": kernels["float"],
+        "float_other_ops": kernels["float_other"],
+        **(
+            {"kept_float_reason": "ONNX Runtime fuses no integer kernel for them as quantized here"}
+            if kernels["float"]
+            else {}
+        ),
+    }
 
 
 def _ort_recipe(ctx: ExportContext, method: str):
     def factory() -> Attempt:
-        return Attempt(f"ONNX Runtime static QDQ, {method} calibration on {len(ctx.calibration)} images",
-                       lambda p: _write_int8(ctx, *_quantize(ctx, method), p))
+        return Attempt(
+            f"ONNX Runtime static QDQ, {method} calibration on {len(ctx.calibration)} images",
+            lambda p: _write_int8(ctx, *_quantize(ctx, method), p),
+        )
+
     factory.__name__ = f"{method} calibration"
     return factory
 
 
 def _nncf_recipe(ctx: ExportContext, learned: dict[str, Any]):
     """NNCF post-training quantization; records in ``learned`` whether full bias correction worked here."""
+
     def factory() -> Attempt:
         _require_nncf()
 
@@ -216,27 +259,38 @@ def _nncf_recipe(ctx: ExportContext, learned: dict[str, Any]):
             model, details = nncf_int8.quantize(ctx, _preprocessed(ctx))
             learned["fast_bias_correction"] = details["bias_correction"] != "full"
             return _write_int8(ctx, model, details, p)
+
         return Attempt(f"NNCF post-training quantization (bias correction) on {len(ctx.calibration)} images", build)
+
     factory.__name__ = "NNCF post-training quantization"
     return factory
 
 
 def _accuracy_control_recipe(ctx: ExportContext, learned: dict[str, Any]):
     """NNCF accuracy control, from the same bias correction as the NNCF recipe (when it ran)."""
-    def factory() -> Optional[Attempt]:
+
+    def factory() -> Attempt | None:
         if ctx.validation is None or len(ctx.validation[1]) == 0:
             return None  # nothing to measure effects on
         _require_nncf()
 
         def build(p: Path) -> dict[str, Any]:
-            quantized = nncf_int8.quantize_with_accuracy_control(ctx, _preprocessed(ctx),
-                                                                  learned.get("fast_bias_correction"))
+            quantized = nncf_int8.quantize_with_accuracy_control(
+                ctx, _preprocessed(ctx), learned.get("fast_bias_correction")
+            )
             details = _write_int8(ctx, *quantized, p)
-            return {**details, "kept_float_reason": "reverted to float by NNCF's accuracy control (largest measured "
-                                                    "top-1 effect on the validation split), or left in float by NNCF"}
-        return Attempt(f"sensitivity by effect: NNCF accuracy control reverts quantized ops to float until the top-1 "
-                       f"drop is at most {ctx.accuracy_budget_pp} pp on {len(ctx.validation[1])} validation images",
-                       build)
+            return {
+                **details,
+                "kept_float_reason": "reverted to float by NNCF's accuracy control (largest measured "
+                "top-1 effect on the validation split), or left in float by NNCF",
+            }
+
+        return Attempt(
+            f"sensitivity by effect: NNCF accuracy control reverts quantized ops to float until the top-1 "
+            f"drop is at most {ctx.accuracy_budget_pp} pp on {len(ctx.validation[1])} validation images",
+            build,
+        )
+
     factory.__name__ = "NNCF accuracy control"
     return factory
 
@@ -248,18 +302,26 @@ def _qat_recipe(ctx: ExportContext, **overrides: Any):
     from edgepipe.quantization.qat import qat_recipe  # imports Keras: only when INT8 is exported
 
     if ctx.model is None:
+
         def no_keras():
             return Skipped("the source is not a Keras model: fine-tune it in its own framework, then bring it")
+
         no_keras.__name__ = "quantization-aware fine-tuning"
         return no_keras
     if not ctx.options_for("onnxruntime").per_channel:
+
         def skipped():
             return Skipped("export.onnx.per_channel is off: the fine-tuning simulates per-channel weights")
+
         skipped.__name__ = "quantization-aware fine-tuning"
         return skipped
     method = ctx.calibration_method
-    return qat_recipe(ctx, lambda fine_tuned, p: _write_int8(fine_tuned, *_quantize(fine_tuned, method), p),
-                      f"ONNX Runtime static QDQ ({method} calibration)", **overrides)
+    return qat_recipe(
+        ctx,
+        lambda fine_tuned, p: _write_int8(fine_tuned, *_quantize(fine_tuned, method), p),
+        f"ONNX Runtime static QDQ ({method} calibration)",
+        **overrides,
+    )
 
 
 def _require_nncf() -> None:
@@ -268,9 +330,14 @@ def _require_nncf() -> None:
         raise EdgepipeError(reason)
 
 
-@ONNX.format("onnx-int8", container="onnx", precision="int8", needs_calibration=True,
-             description="ONNX, static INT8 in QDQ format (ONNX Runtime's quantizer, else NNCF), uint8 activations, "
-                         "per-channel weights, calibrated")
+@ONNX.format(
+    "onnx-int8",
+    container="onnx",
+    precision="int8",
+    needs_calibration=True,
+    description="ONNX, static INT8 in QDQ format (ONNX Runtime's quantizer, else NNCF), uint8 activations, "
+    "per-channel weights, calibrated",
+)
 def export_onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     """Recipes in order until one is within the accuracy budget (else the most accurate): ONNX Runtime's static
     QDQ with the configured calibration method, NNCF's post-training quantization, NNCF's accuracy control
@@ -281,8 +348,14 @@ def export_onnx_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     NNCF's quantization recovered it, and at 224 they cost half a minute each.
     """
     if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise EdgepipeError("onnx-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory.")
+        raise EdgepipeError(
+            "onnx-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory."
+        )
     learned: dict[str, Any] = {}
-    recipes = [_ort_recipe(ctx, ctx.calibration_method), _nncf_recipe(ctx, learned),
-               _accuracy_control_recipe(ctx, learned), _qat_recipe(ctx)]
+    recipes = [
+        _ort_recipe(ctx, ctx.calibration_method),
+        _nncf_recipe(ctx, learned),
+        _accuracy_control_recipe(ctx, learned),
+        _qat_recipe(ctx),
+    ]
     return within_budget(ctx, path, "onnx-int8", recipes)

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
@@ -39,7 +40,7 @@ BATCH = 16
 EPSILON = 1e-7  # probabilities are clipped to it in the KL divergence, so an exact zero costs a finite amount
 
 
-def nncf_unavailable() -> Optional[str]:
+def nncf_unavailable() -> str | None:
     """None when NNCF imports, else what to install."""
     try:
         import nncf  # noqa: F401
@@ -53,7 +54,7 @@ def _dataset(images: np.ndarray, input_name: str) -> Any:
     (made when read: float32 copies of every image at once would cost N x H x W x C x 4 bytes)."""
     import nncf
 
-    return nncf.Dataset(range(len(images)), lambda i: {input_name: images[i:i + 1].astype(np.float32)})
+    return nncf.Dataset(range(len(images)), lambda i: {input_name: images[i : i + 1].astype(np.float32)})
 
 
 def _settings(ctx: ExportContext, fast: bool) -> tuple[dict[str, Any], Any, dict[str, Any]]:
@@ -66,16 +67,20 @@ def _settings(ctx: ExportContext, fast: bool) -> tuple[dict[str, Any], Any, dict
     preset = nncf.QuantizationPreset.PERFORMANCE if symmetric else nncf.QuantizationPreset.MIXED
     advanced = AdvancedQuantizationParameters(
         weights_quantization_params=QuantizationParameters(per_channel=options.per_channel),
-        activations_quantization_params=QuantizationParameters(per_channel=False))
+        activations_quantization_params=QuantizationParameters(per_channel=False),
+    )
     shared = {"preset": preset, "subset_size": len(ctx.calibration), "fast_bias_correction": fast}
-    described = {"calibration": "NNCF min-max statistics", "preset": "performance" if symmetric else "mixed",
-                 "bias_correction": "fast" if fast else "full",
-                 "activations": f"{options.activations} per-tensor " + ("symmetric" if symmetric else "asymmetric"),
-                 "weights": "int8 symmetric " + ("per-channel" if options.per_channel else "per-tensor")}
+    described = {
+        "calibration": "NNCF min-max statistics",
+        "preset": "performance" if symmetric else "mixed",
+        "bias_correction": "fast" if fast else "full",
+        "activations": f"{options.activations} per-tensor " + ("symmetric" if symmetric else "asymmetric"),
+        "weights": "int8 symmetric " + ("per-channel" if options.per_channel else "per-tensor"),
+    }
     return shared, advanced, described
 
 
-def quantize(ctx: ExportContext, source: Path, fast: Optional[bool] = None) -> tuple[Any, dict[str, Any]]:
+def quantize(ctx: ExportContext, source: Path, fast: bool | None = None) -> tuple[Any, dict[str, Any]]:
     """NNCF post-training quantization of the ONNX model at ``source``: (QDQ onnx.ModelProto, what was done).
 
     ``fast``: NNCF's fast bias correction; None tries full bias correction first (see :func:`_bias_corrected`).
@@ -87,15 +92,20 @@ def quantize(ctx: ExportContext, source: Path, fast: Optional[bool] = None) -> t
     def run(fast_bias_correction: bool) -> tuple[Any, dict[str, Any]]:
         shared, advanced, described = _settings(ctx, fast_bias_correction)
         with native_output_suppressed():
-            model = nncf.quantize(onnx.load(str(source)), _dataset(ctx.calibration.images, _input_name(source)),
-                                  advanced_parameters=advanced, **shared)
+            model = nncf.quantize(
+                onnx.load(str(source)),
+                _dataset(ctx.calibration.images, _input_name(source)),
+                advanced_parameters=advanced,
+                **shared,
+            )
         return model, {"tool": "nncf.quantize", **described}
 
     return _bias_corrected(run, fast)
 
 
-def quantize_with_accuracy_control(ctx: ExportContext, source: Path,
-                                   fast: Optional[bool] = None) -> tuple[Any, dict[str, Any]]:
+def quantize_with_accuracy_control(
+    ctx: ExportContext, source: Path, fast: bool | None = None
+) -> tuple[Any, dict[str, Any]]:
     """NNCF accuracy control on the ONNX model at ``source``: quantized ops are reverted to float, the ones whose
     reversal helps the validation top-1 most first, until the drop from FP32 is within the budget (or after
     :data:`MAX_STEPS` steps). Returns (QDQ onnx.ModelProto, what was done, with the sensitivity record).
@@ -113,23 +123,33 @@ def _accuracy_control(ctx: ExportContext, source: Path, fast: bool) -> tuple[Any
     from nncf.quantization.advanced_parameters import AdvancedAccuracyRestorerParameters
 
     images, labels = ctx.validation
-    judge = _Judge(images, np.asarray(labels), ctx.reference_probabilities, ctx.options_for("onnxruntime").activations,
-                   ctx.workdir)
+    judge = _Judge(
+        images, np.asarray(labels), ctx.reference_probabilities, ctx.options_for("onnxruntime").activations, ctx.workdir
+    )
     shared, advanced, described = _settings(ctx, fast)
     input_name = _input_name(source)
     with native_output_suppressed(), _steps_marked(judge):
         model = nncf.quantize_with_accuracy_control(
-            onnx.load(str(source)), _dataset(ctx.calibration.images, input_name), _dataset(images, input_name), judge,
-            max_drop=nncf_max_drop(ctx.accuracy_budget_pp, len(labels)), drop_type=nncf.DropType.ABSOLUTE,
+            onnx.load(str(source)),
+            _dataset(ctx.calibration.images, input_name),
+            _dataset(images, input_name),
+            judge,
+            max_drop=nncf_max_drop(ctx.accuracy_budget_pp, len(labels)),
+            drop_type=nncf.DropType.ABSOLUTE,
             advanced_quantization_parameters=advanced,
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(max_num_iterations=MAX_STEPS),
-            **shared)
-    return model, {"tool": "nncf.quantize_with_accuracy_control", **described, "budget_pp": ctx.accuracy_budget_pp,
-                   "validation_images": len(labels), "sensitivity": judge.record()}
+            **shared,
+        )
+    return model, {
+        "tool": "nncf.quantize_with_accuracy_control",
+        **described,
+        "budget_pp": ctx.accuracy_budget_pp,
+        "validation_images": len(labels),
+        "sensitivity": judge.record(),
+    }
 
 
-def _bias_corrected(run: Callable[[bool], tuple[Any, dict[str, Any]]],
-                    fast: Optional[bool]) -> tuple[Any, dict[str, Any]]:
+def _bias_corrected(run: Callable[[bool], tuple[Any, dict[str, Any]]], fast: bool | None) -> tuple[Any, dict[str, Any]]:
     """``run(fast_bias_correction)`` as asked; with None, full bias correction, and fast bias correction when NNCF
     fails with full (its ONNX bias correction cannot cut out the subgraph of some topologies, e.g. a tensor
     feeding two convolutions as in a residual block with a projection shortcut). Full bias correction first:
@@ -166,16 +186,20 @@ class Measurement:
 
     images: int
     top1: float
-    agreement: Optional[float]  # with the FP32 model's top-1 on the same images
-    kl: Optional[float]  # mean KL divergence of its probabilities from FP32's
+    agreement: float | None  # with the FP32 model's top-1 on the same images
+    kl: float | None  # mean KL divergence of its probabilities from FP32's
     quantized: bool
     float_ops: frozenset  # weighted and other quantizable ops ONNX Runtime runs in float
     step: bool  # a revert-and-validate step (else the FP32 model, the PTQ model or a ranking candidate)
 
     def as_dict(self, base: frozenset) -> dict[str, Any]:
-        return {"float": sorted(self.float_ops - base), "images": self.images, "top1": round(self.top1, 4),
-                "agreement": None if self.agreement is None else round(self.agreement, 4),
-                "kl": None if self.kl is None else round(self.kl, 5)}
+        return {
+            "float": sorted(self.float_ops - base),
+            "images": self.images,
+            "top1": round(self.top1, 4),
+            "agreement": None if self.agreement is None else round(self.agreement, 4),
+            "kl": None if self.kl is None else round(self.kl, 5),
+        }
 
 
 class _Judge:
@@ -189,8 +213,9 @@ class _Judge:
     stopping rule the top-1 budget exactly despite that term.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, reference: Optional[np.ndarray], activations: str,
-                 workdir: Path):
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray, reference: np.ndarray | None, activations: str, workdir: Path
+    ):
         self.images, self.labels, self.reference, self.activations = images, labels, reference, activations
         self.workdir = workdir
         self.measured: list[Measurement] = []
@@ -206,11 +231,16 @@ class _Judge:
         divergences = self._divergences(probabilities, chosen)
         kernels = ort_kernels(data, self.workdir)
         measurement = Measurement(
-            len(chosen), float(correct.mean()),
-            None if divergences is None else float(np.mean(probabilities.argmax(1) == self.reference[chosen].argmax(1))),
+            len(chosen),
+            float(correct.mean()),
+            None
+            if divergences is None
+            else float(np.mean(probabilities.argmax(1) == self.reference[chosen].argmax(1))),
             None if divergences is None else float(divergences.mean()),
             any(node.op_type == "QuantizeLinear" for node in model.graph.node),
-            frozenset(kernels["float"] + kernels["float_other"]), self.next_is_step)
+            frozenset(kernels["float"] + kernels["float_other"]),
+            self.next_is_step,
+        )
         self.next_is_step = False
         self.measured.append(measurement)
         if divergences is None:
@@ -218,7 +248,7 @@ class _Judge:
         tie = 0.5 / len(self.labels) * _bounded(measurement.kl)
         return measurement.top1 - tie, (correct - 0.5 * _bounded(divergences)).tolist()
 
-    def _divergences(self, probabilities: np.ndarray, chosen: np.ndarray) -> Optional[np.ndarray]:
+    def _divergences(self, probabilities: np.ndarray, chosen: np.ndarray) -> np.ndarray | None:
         """Per image KL divergence of ``probabilities`` from the FP32 model's, or None without FP32 outputs."""
         if self.reference is None:
             return None
@@ -239,12 +269,16 @@ class _Judge:
             if m.quantized and m is not base and not m.step:
                 candidates.setdefault((m.float_ops - base.float_ops, m.images), m)
         ranked = sorted(candidates.values(), key=lambda m: (-m.top1, m.kl if m.kl is not None else 0.0))
-        return {"metric": "top-1 on the validation split, ties broken by the mean KL divergence from FP32; "
-                          "each candidate run in ONNX Runtime",
-                "fp32_top1": None if fp32 is None else round(fp32.top1, 4), "quantized_top1": round(base.top1, 4),
-                "float_in_quantized": sorted(base.float_ops), "candidates_measured": len(candidates),
-                "ranking": [m.as_dict(base.float_ops) for m in ranked[:RANKING_SHOWN]],
-                "steps": [m.as_dict(base.float_ops) for m in self.measured if m.step]}
+        return {
+            "metric": "top-1 on the validation split, ties broken by the mean KL divergence from FP32; "
+            "each candidate run in ONNX Runtime",
+            "fp32_top1": None if fp32 is None else round(fp32.top1, 4),
+            "quantized_top1": round(base.top1, 4),
+            "float_in_quantized": sorted(base.float_ops),
+            "candidates_measured": len(candidates),
+            "ranking": [m.as_dict(base.float_ops) for m in ranked[:RANKING_SHOWN]],
+            "steps": [m.as_dict(base.float_ops) for m in self.measured if m.step],
+        }
 
 
 class _StepMarker(logging.Handler):
@@ -297,6 +331,8 @@ def _probabilities(data: bytes, images: np.ndarray, chosen: np.ndarray) -> np.nd
     options.log_severity_level = 3
     session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    outputs = [session.run(None, {name: images[chosen[i:i + BATCH]].astype(np.float32)})[0]
-               for i in range(0, len(chosen), BATCH)]
+    outputs = [
+        session.run(None, {name: images[chosen[i : i + BATCH]].astype(np.float32)})[0]
+        for i in range(0, len(chosen), BATCH)
+    ]
     return np.concatenate(outputs)

@@ -21,8 +21,24 @@ from edgepipe.profiles import COMPUTE, DATA, DEQUANTIZE, QUANTIZE, EngineProfile
 
 PROFILER = "ONNX Runtime profiler (SessionOptions.enable_profiling), one node event per run"
 WARMUP_CALLS = 3
-LAYOUT_OPS = frozenset({"Transpose", "Reshape", "ReorderInput", "ReorderOutput", "Flatten", "Squeeze", "Unsqueeze",
-                        "Identity", "Concat", "Pad", "Cast", "Shape", "Gather", "Slice"})
+LAYOUT_OPS = frozenset(
+    {
+        "Transpose",
+        "Reshape",
+        "ReorderInput",
+        "ReorderOutput",
+        "Flatten",
+        "Squeeze",
+        "Unsqueeze",
+        "Identity",
+        "Concat",
+        "Pad",
+        "Cast",
+        "Shape",
+        "Gather",
+        "Slice",
+    }
+)
 ROLES = {"QuantizeLinear": QUANTIZE, "DequantizeLinear": DEQUANTIZE, "DynamicQuantizeLinear": QUANTIZE}
 _INTEGER_TYPES = {"uint8": "int8", "int8": "int8", "int16": "int16", "uint16": "int16", "int32": "int32"}
 
@@ -58,8 +74,10 @@ def profile_session(runner: Any, batch: np.ndarray, calls: int) -> EngineProfile
 def _node_times(events: list[dict], skip: int, calls: int) -> dict[str, tuple[dict, float]]:
     """{node name: (its event args, median ms per run)} over the last ``calls`` runs (runs are the 'model_run'
     session events; node events fall inside them)."""
-    runs = sorted((e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
-    kept = runs[skip:skip + calls]
+    runs = sorted(
+        (e["ts"], e["ts"] + e["dur"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )
+    kept = runs[skip : skip + calls]
     found: dict[str, tuple[dict, list[float]]] = {}
     for e in events:
         if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
@@ -85,7 +103,15 @@ def _op(name: str, args: dict, ms: float, node: Any, asked_provider: str) -> OpT
     op_type = args.get("op_name") or (node.op_type if node is not None else "?")
     provider = args.get("provider")
     role = ROLES.get(op_type) or (DATA if op_type in LAYOUT_OPS else COMPUTE)
-    return OpTime(name=name, op_type=op_type, time_ms=ms, kernel=f"{op_type} ({provider})" if provider else op_type,
-                  precision=_precision(op_type, args), placement=provider,
-                  delegated=None if provider is None else provider == asked_provider, role=role,
-                  inputs=tuple(node.input) if node is not None else (), outputs=tuple(node.output) if node is not None else ())
+    return OpTime(
+        name=name,
+        op_type=op_type,
+        time_ms=ms,
+        kernel=f"{op_type} ({provider})" if provider else op_type,
+        precision=_precision(op_type, args),
+        placement=provider,
+        delegated=None if provider is None else provider == asked_provider,
+        role=role,
+        inputs=tuple(node.input) if node is not None else (),
+        outputs=tuple(node.output) if node is not None else (),
+    )

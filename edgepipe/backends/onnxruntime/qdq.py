@@ -19,11 +19,22 @@ WEIGHTED_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 #: ONNX Runtime's float kernels for weighted ops (the ops themselves, or their fusions with an activation)
 FLOAT_KERNELS = WEIGHTED_OPS | {"FusedConv", "FusedGemm", "FusedMatMul"}
 #: ONNX Runtime's integer kernels for weighted ops (fused from QDQ groups)
-INTEGER_KERNELS = frozenset({"QLinearConv", "QLinearConvTranspose", "QGemm", "QLinearMatMul", "MatMulInteger",
-                             "ConvInteger", "MatMulIntegerToFloat", "DynamicQuantizeMatMul"})
+INTEGER_KERNELS = frozenset(
+    {
+        "QLinearConv",
+        "QLinearConvTranspose",
+        "QGemm",
+        "QLinearMatMul",
+        "MatMulInteger",
+        "ConvInteger",
+        "MatMulIntegerToFloat",
+        "DynamicQuantizeMatMul",
+    }
+)
 #: other ops ONNX Runtime has QLinear* integer kernels for: in float, they are worth naming too
-OTHER_QUANTIZABLE = frozenset({"Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Sigmoid", "LeakyRelu",
-                               "Softmax", "Where"})
+OTHER_QUANTIZABLE = frozenset(
+    {"Add", "Mul", "GlobalAveragePool", "AveragePool", "Concat", "Sigmoid", "LeakyRelu", "Softmax", "Where"}
+)
 
 ModelSource = Union[str, Path, bytes, Any]  # a path, serialized bytes or an onnx.ModelProto
 
@@ -56,9 +67,11 @@ def ort_kernels(model: ModelSource, workdir: Path) -> dict[str, list[str]]:
         options.log_severity_level = 3
         ort.InferenceSession(_serialized(model), sess_options=options, providers=["CPUExecutionProvider"])
         nodes = onnx.load(str(out), load_external_data=False).graph.node
-    return {"integer": [n.name for n in nodes if n.op_type in INTEGER_KERNELS or n.op_type.startswith("QLinear")],
-            "float": [n.name for n in nodes if n.op_type in FLOAT_KERNELS],
-            "float_other": [n.name for n in nodes if n.op_type in OTHER_QUANTIZABLE]}
+    return {
+        "integer": [n.name for n in nodes if n.op_type in INTEGER_KERNELS or n.op_type.startswith("QLinear")],
+        "float": [n.name for n in nodes if n.op_type in FLOAT_KERNELS],
+        "float_other": [n.name for n in nodes if n.op_type in OTHER_QUANTIZABLE],
+    }
 
 
 def qdq_count(model: Any) -> int:
@@ -72,8 +85,11 @@ def activation_zero_point_types(model: Any) -> set[str]:
     import onnx
 
     inits = {i.name: i for i in model.graph.initializer}
-    return {onnx.helper.tensor_dtype_to_np_dtype(inits[n.input[2]].data_type).name for n in model.graph.node
-            if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits}
+    return {
+        onnx.helper.tensor_dtype_to_np_dtype(inits[n.input[2]].data_type).name
+        for n in model.graph.node
+        if n.op_type == "QuantizeLinear" and len(n.input) > 2 and n.input[2] in inits
+    }
 
 
 def set_activation_type(model: Any, activations: str) -> int:

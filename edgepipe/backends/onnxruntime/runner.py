@@ -8,7 +8,6 @@ recorded with every result, so a partial fallback is visible, never silent.
 from __future__ import annotations
 
 import time
-from typing import Optional
 
 import numpy as np
 
@@ -25,7 +24,7 @@ TRT_DEVICE = "tensorrt"
 PROVIDERS = {"cpu": CPU_EP, "cuda": CUDA_EP, TRT_DEVICE: TRT_EP}
 
 
-def _available() -> Optional[str]:
+def _available() -> str | None:
     try:
         import onnxruntime  # noqa: F401
     except ImportError:
@@ -33,12 +32,22 @@ def _available() -> Optional[str]:
     return None
 
 
-GRAPH_OPTIMIZATION = {"disabled": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
-                      "all": "ORT_ENABLE_ALL"}
+GRAPH_OPTIMIZATION = {
+    "disabled": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
 
 
-@ONNX.engine("onnxruntime", reads=("onnx",), devices=tuple(PROVIDERS), available=_available,
-             settings=OnnxRuntimeSettings, description="ONNX Runtime: CPU, CUDA or TensorRT execution provider")
+@ONNX.engine(
+    "onnxruntime",
+    reads=("onnx",),
+    devices=tuple(PROVIDERS),
+    available=_available,
+    settings=OnnxRuntimeSettings,
+    description="ONNX Runtime: CPU, CUDA or TensorRT execution provider",
+)
 class OnnxRuntimeRunner(Runner):
     """Threads set explicitly; intra-op spinning as the settings say (on by default: lowest latency)."""
 
@@ -52,7 +61,9 @@ class OnnxRuntimeRunner(Runner):
                 "Install onnxruntime-gpu (pip install 'edgepipe[gpu]') on a machine with an NVIDIA GPU, or use --device cpu.",
             )
         self.options = self.session_options()
-        self.session = ort.InferenceSession(str(self.path), sess_options=self.options, providers=self._providers(provider))
+        self.session = ort.InferenceSession(
+            str(self.path), sess_options=self.options, providers=self._providers(provider)
+        )
         self.providers_used = self.session.get_providers()
         self._input = self.session.get_inputs()[0]
         self._output_name = self.session.get_outputs()[0].name
@@ -66,7 +77,9 @@ class OnnxRuntimeRunner(Runner):
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.settings.spinning else "0")
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.settings.graph_optimization])
+        options.graph_optimization_level = getattr(
+            ort.GraphOptimizationLevel, GRAPH_OPTIMIZATION[self.settings.graph_optimization]
+        )
         options.log_severity_level = 3
         return options
 
@@ -93,10 +106,20 @@ class OnnxRuntimeRunner(Runner):
             # precision follows the artifact's recorded precision: an fp32 model is measured in fp32,
             # QDQ models quantize explicitly
             precision = self.artifact.precision
-            return [(provider, {"trt_fp16_enable": precision == "fp16", "trt_int8_enable": precision == "int8",
-                                "trt_engine_cache_enable": True, "trt_engine_cache_path": str(cache),
-                                "trt_timing_cache_enable": True, "trt_timing_cache_path": str(cache)}),
-                    CUDA_EP]
+            return [
+                (
+                    provider,
+                    {
+                        "trt_fp16_enable": precision == "fp16",
+                        "trt_int8_enable": precision == "int8",
+                        "trt_engine_cache_enable": True,
+                        "trt_engine_cache_path": str(cache),
+                        "trt_timing_cache_enable": True,
+                        "trt_timing_cache_path": str(cache),
+                    },
+                ),
+                CUDA_EP,
+            ]
         return [provider]
 
     def versions(self) -> dict[str, str]:

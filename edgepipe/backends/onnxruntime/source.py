@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -42,7 +42,7 @@ class OnnxSource:
     size: int
     channels: int
     outputs: int
-    labels: Optional[list[str]]
+    labels: list[str] | None
     softmax_added: bool
     written_by_edgepipe: bool
 
@@ -59,8 +59,11 @@ class OnnxSource:
         """What the artifacts record as their preprocessing (folded into them: they take raw pixels)."""
         if self.written_by_edgepipe:
             return {"description": "as in the source ONNX file, which edgepipe wrote (raw pixels in)"}
-        return {"description": f"folded from the source ONNX's declared preprocessing: {self.transform.describe()}",
-                **self.transform.as_dict(), "softmax_added": self.softmax_added}
+        return {
+            "description": f"folded from the source ONNX's declared preprocessing: {self.transform.describe()}",
+            **self.transform.as_dict(),
+            "softmax_added": self.softmax_added,
+        }
 
     def reference(self, images: np.ndarray, threads: int = 1) -> np.ndarray:
         """Probabilities of the user's own file, run by ONNX Runtime on ``images`` (raw NHWC pixels) preprocessed
@@ -74,8 +77,10 @@ class OnnxSource:
         name = session.get_inputs()[0].name
         fixed_batch = isinstance(session.get_inputs()[0].shape[0], int)
         step = session.get_inputs()[0].shape[0] if fixed_batch else 32
-        outputs = [session.run(None, {name: self.transform.apply(images[i:i + step])})[0]
-                   for i in range(0, len(images), step)]
+        outputs = [
+            session.run(None, {name: self.transform.apply(images[i : i + step])})[0]
+            for i in range(0, len(images), step)
+        ]
         return self.probabilities(outputs)
 
     def probabilities(self, outputs: list[np.ndarray]) -> np.ndarray:
@@ -88,9 +93,15 @@ class OnnxSource:
         return out.astype(np.float32)
 
     def describe(self) -> dict[str, Any]:
-        return {"kind": "onnx", "input_size": self.size, "channels": self.channels, "classes": self.outputs,
-                "layout": self.transform.layout, "softmax_added": self.softmax_added,
-                "reference": "the source ONNX file, run by ONNX Runtime on the same raw pixels preprocessed in numpy"}
+        return {
+            "kind": "onnx",
+            "input_size": self.size,
+            "channels": self.channels,
+            "classes": self.outputs,
+            "layout": self.transform.layout,
+            "softmax_added": self.softmax_added,
+            "reference": "the source ONNX file, run by ONNX Runtime on the same raw pixels preprocessed in numpy",
+        }
 
 
 def _load(path: Path) -> Any:
@@ -103,11 +114,13 @@ def _load(path: Path) -> Any:
     except Exception:  # protobuf raises several types for bytes that are not a ModelProto
         model = None
     if model is None or not model.graph.node or not model.opset_import:
-        raise EdgepipeError(f"'{path}' is not an ONNX model", "Pass a model saved as ONNX (e.g. torch.onnx.export, tf2onnx).")
+        raise EdgepipeError(
+            f"'{path}' is not an ONNX model", "Pass a model saved as ONNX (e.g. torch.onnx.export, tf2onnx)."
+        )
     return model
 
 
-def _dims(value_info: Any) -> list[Optional[int]]:
+def _dims(value_info: Any) -> list[int | None]:
     return [d.dim_value if d.HasField("dim_value") else None for d in value_info.type.tensor_type.shape.dim]
 
 
@@ -118,50 +131,71 @@ def _image_input(model: Any, path: Path) -> Any:
     inits = {i.name for i in model.graph.initializer}
     inputs = [i for i in model.graph.input if i.name not in inits]
     if len(inputs) != 1:
-        raise EdgepipeError(f"'{path.name}' has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); edgepipe takes "
-                            "an image classifier with one image input", "Export the network with a single image input.")
+        raise EdgepipeError(
+            f"'{path.name}' has {len(inputs)} inputs ({', '.join(i.name for i in inputs)}); edgepipe takes "
+            "an image classifier with one image input",
+            "Export the network with a single image input.",
+        )
     value = inputs[0]
     tensor = value.type.tensor_type
     if tensor.elem_type != onnx.TensorProto.FLOAT:
         kind = onnx.TensorProto.DataType.Name(tensor.elem_type) if tensor.elem_type else "not a tensor"
-        raise EdgepipeError(f"input '{value.name}' of '{path.name}' is {kind}; edgepipe takes a float32 image input",
-                            "Export the network with a float32 input.")
+        raise EdgepipeError(
+            f"input '{value.name}' of '{path.name}' is {kind}; edgepipe takes a float32 image input",
+            "Export the network with a float32 input.",
+        )
     if len(tensor.shape.dim) != 4:
-        raise EdgepipeError(f"input '{value.name}' of '{path.name}' has {len(tensor.shape.dim)} dimensions "
-                            f"({_shape_text(value)}); an image input has 4 (N, C, H, W or N, H, W, C)",
-                            "Pass an image classifier.")
+        raise EdgepipeError(
+            f"input '{value.name}' of '{path.name}' has {len(tensor.shape.dim)} dimensions "
+            f"({_shape_text(value)}); an image input has 4 (N, C, H, W or N, H, W, C)",
+            "Pass an image classifier.",
+        )
     return value
 
 
 def _shape_text(value: Any) -> str:
-    return "[" + ", ".join(d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
-                           for d in value.type.tensor_type.shape.dim) + "]"
+    return (
+        "["
+        + ", ".join(
+            d.dim_param or (str(d.dim_value) if d.HasField("dim_value") else "?")
+            for d in value.type.tensor_type.shape.dim
+        )
+        + "]"
+    )
 
 
-def _layout(dims: list[Optional[int]], given: Optional[str], path: Path, value: Any) -> str:
+def _layout(dims: list[int | None], given: str | None, path: Path, value: Any) -> str:
     """The declared layout, else the one the shape allows alone (channels 1 or 3 on one side only)."""
     if given:
         return given
     first, last = dims[1] in (1, 3), dims[3] in (1, 3)
     if first != last:
         return "nchw" if first else "nhwc"
-    raise EdgepipeError(f"the layout of input '{value.name}' {_shape_text(value)} of '{path.name}' cannot be told from "
-                        "its shape", "Set --layout nchw or nhwc (model.preprocessing.layout).")
+    raise EdgepipeError(
+        f"the layout of input '{value.name}' {_shape_text(value)} of '{path.name}' cannot be told from its shape",
+        "Set --layout nchw or nhwc (model.preprocessing.layout).",
+    )
 
 
-def _square_size(dims: list[Optional[int]], layout: str, input_size: Optional[int], path: Path, value: Any) -> int:
+def _square_size(dims: list[int | None], layout: str, input_size: int | None, path: Path, value: Any) -> int:
     height, width = (dims[2], dims[3]) if layout == "nchw" else (dims[1], dims[2])
     if height is None or width is None:
         if input_size is None:
-            raise EdgepipeError(f"input '{value.name}' of '{path.name}' has a dynamic spatial size {_shape_text(value)}",
-                                "Pass --input-size N (the square size the network was trained at).")
+            raise EdgepipeError(
+                f"input '{value.name}' of '{path.name}' has a dynamic spatial size {_shape_text(value)}",
+                "Pass --input-size N (the square size the network was trained at).",
+            )
         return int(input_size)
     if height != width:
-        raise EdgepipeError(f"input '{value.name}' of '{path.name}' is {height}x{width}; edgepipe takes square inputs",
-                            "Export the network at a square input size.")
+        raise EdgepipeError(
+            f"input '{value.name}' of '{path.name}' is {height}x{width}; edgepipe takes square inputs",
+            "Export the network at a square input size.",
+        )
     if input_size is not None and input_size != height:
-        raise EdgepipeError(f"--input-size {input_size} differs from the {height}x{width} input of '{path.name}'",
-                            f"Drop --input-size, or pass {height}.")
+        raise EdgepipeError(
+            f"--input-size {input_size} differs from the {height}x{width} input of '{path.name}'",
+            f"Drop --input-size, or pass {height}.",
+        )
     return int(height)
 
 
@@ -171,20 +205,30 @@ def _transform(given: PixelTransform, layout: str, channels: int, path: Path, ed
     declared = [k for k in KEYS if getattr(given, k) is not None]
     if edgepipe_wrote:
         if declared:
-            raise EdgepipeError(f"'{path.name}' was written by edgepipe and takes raw pixels: its preprocessing is inside "
-                                "it already", "Drop " + ", ".join(KEYS[k] for k in declared) + ".")
+            raise EdgepipeError(
+                f"'{path.name}' was written by edgepipe and takes raw pixels: its preprocessing is inside it already",
+                "Drop " + ", ".join(KEYS[k] for k in declared) + ".",
+            )
         return IDENTITY
     full = given.with_defaults(layout=layout, channels="rgb" if channels == 1 else None)
     missing = full.missing()
     if missing:
         flags = " ".join(f"{KEYS[k]} {_EXAMPLES[k]}" for k in missing)
-        raise EdgepipeError(f"the preprocessing of '{path.name}' is not known: set {', '.join(missing)}",
-                            f"Pass {flags} (or model.preprocessing.{missing[0]}... in a config), as the network was "
-                            "trained; --preprocessing torch, tf, caffe, lite or unit names a common one.")
+        raise EdgepipeError(
+            f"the preprocessing of '{path.name}' is not known: set {', '.join(missing)}",
+            f"Pass {flags} (or model.preprocessing.{missing[0]}... in a config), as the network was "
+            "trained; --preprocessing torch, tf, caffe, lite or unit names a common one.",
+        )
     return full
 
 
-_EXAMPLES = {"layout": "nchw", "channels": "rgb", "scale": "255", "mean": "0.485,0.456,0.406", "std": "0.229,0.224,0.225"}
+_EXAMPLES = {
+    "layout": "nchw",
+    "channels": "rgb",
+    "scale": "255",
+    "mean": "0.485,0.456,0.406",
+    "std": "0.229,0.224,0.225",
+}
 
 
 def _output(model: Any, path: Path) -> tuple[Any, int]:
@@ -193,14 +237,18 @@ def _output(model: Any, path: Path) -> tuple[Any, int]:
 
     graph = model.graph
     if len(graph.output) != 1:
-        raise EdgepipeError(f"'{path.name}' has {len(graph.output)} outputs; edgepipe takes a classifier with one "
-                            "output (N, classes)", "Export the network with its class scores as the only output.")
+        raise EdgepipeError(
+            f"'{path.name}' has {len(graph.output)} outputs; edgepipe takes a classifier with one output (N, classes)",
+            "Export the network with its class scores as the only output.",
+        )
     inferred = onnx.shape_inference.infer_shapes(model)
     dims = _dims(inferred.graph.output[0])
     if len(dims) != 2 or not dims[1]:
-        raise EdgepipeError(f"output '{graph.output[0].name}' of '{path.name}' has shape {_shape_text(inferred.graph.output[0])}; "
-                            "edgepipe takes a classifier whose output is (N, classes)",
-                            "Export the network with its class scores (N, classes) as output.")
+        raise EdgepipeError(
+            f"output '{graph.output[0].name}' of '{path.name}' has shape {_shape_text(inferred.graph.output[0])}; "
+            "edgepipe takes a classifier whose output is (N, classes)",
+            "Export the network with its class scores (N, classes) as output.",
+        )
     return graph.output[0], int(dims[1])
 
 
@@ -209,19 +257,34 @@ def _pre_nodes(transform: PixelTransform, channels: int, target: str) -> tuple[l
     from onnx import helper, numpy_helper
 
     multiplier, offset = transform.per_channel(channels)
-    nodes, inits, x = [], [numpy_helper.from_array(multiplier, PREFIX + "multiplier"),
-                           numpy_helper.from_array(offset, PREFIX + "offset")], INPUT_NAME
+    nodes, inits, x = (
+        [],
+        [
+            numpy_helper.from_array(multiplier, PREFIX + "multiplier"),
+            numpy_helper.from_array(offset, PREFIX + "offset"),
+        ],
+        INPUT_NAME,
+    )
     if transform.channels == "bgr" and channels == 3:
         inits.append(numpy_helper.from_array(np.array([2, 1, 0], np.int64), PREFIX + "bgr_order"))
-        nodes.append(helper.make_node("Gather", [x, PREFIX + "bgr_order"], [PREFIX + "bgr"], name=PREFIX + "to_bgr", axis=3))
+        nodes.append(
+            helper.make_node("Gather", [x, PREFIX + "bgr_order"], [PREFIX + "bgr"], name=PREFIX + "to_bgr", axis=3)
+        )
         x = PREFIX + "bgr"
     nchw = transform.layout == "nchw"
     nodes.append(helper.make_node("Mul", [x, PREFIX + "multiplier"], [PREFIX + "scaled"], name=PREFIX + "scale"))
-    nodes.append(helper.make_node("Add", [PREFIX + "scaled", PREFIX + "offset"], [PREFIX + "normalized" if nchw else target],
-                                  name=PREFIX + "normalize"))
+    nodes.append(
+        helper.make_node(
+            "Add",
+            [PREFIX + "scaled", PREFIX + "offset"],
+            [PREFIX + "normalized" if nchw else target],
+            name=PREFIX + "normalize",
+        )
+    )
     if nchw:
-        nodes.append(helper.make_node("Transpose", [PREFIX + "normalized"], [target], name=PREFIX + "to_nchw",
-                                      perm=[0, 3, 1, 2]))
+        nodes.append(
+            helper.make_node("Transpose", [PREFIX + "normalized"], [target], name=PREFIX + "to_nchw", perm=[0, 3, 1, 2])
+        )
     return nodes, inits
 
 
@@ -249,8 +312,9 @@ def wrap(model: Any, transform: PixelTransform, size: int, channels: int, softma
     nodes, pre_inits = _pre_nodes(transform, channels, target)
     kept_inputs = [i for i in graph.input if i.name in inits]
     del graph.input[:]
-    graph.input.extend([helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["N", size, size, channels]),
-                        *kept_inputs])
+    graph.input.extend(
+        [helper.make_tensor_value_info(INPUT_NAME, onnx.TensorProto.FLOAT, ["N", size, size, channels]), *kept_inputs]
+    )
     user_nodes = list(graph.node)
     del graph.node[:]
     graph.node.extend(nodes + user_nodes)
@@ -269,7 +333,9 @@ def wrap(model: Any, transform: PixelTransform, size: int, channels: int, softma
         onnx.checker.check_model(wrapped, full_check=True)
     except Exception as exc:  # the checker raises its own error types and shape-inference errors
         first = first_line(exc)
-        raise EdgepipeError(f"the network with its preprocessing folded in is not a valid ONNX model: {first}") from None
+        raise EdgepipeError(
+            f"the network with its preprocessing folded in is not a valid ONNX model: {first}"
+        ) from None
     return wrapped
 
 
@@ -277,7 +343,7 @@ def _edgepipe_wrote(model: Any) -> bool:
     return {p.key: p.value for p in model.metadata_props}.get("input") == RAW_INPUT
 
 
-def _labels(model: Any, classes: int) -> Optional[list[str]]:
+def _labels(model: Any, classes: int) -> list[str] | None:
     """The class names the file records (edgepipe's 'labels' metadata), when they match its output."""
     raw = {p.key: p.value for p in model.metadata_props}.get(LABELS_KEY)
     try:
@@ -287,8 +353,9 @@ def _labels(model: Any, classes: int) -> Optional[list[str]]:
     return [str(v) for v in labels] if isinstance(labels, list) and len(labels) == classes else None
 
 
-def read_onnx_source(path: str | Path, given: PixelTransform, input_size: Optional[int] = None,
-                     unsafe: bool = False) -> OnnxSource:
+def read_onnx_source(
+    path: str | Path, given: PixelTransform, input_size: int | None = None, unsafe: bool = False
+) -> OnnxSource:
     """Check an ONNX classifier and make its raw-pixel graph (nothing is written). ``given`` is the declared
     preprocessing (unknown keys None); ``input_size`` the square size for a dynamic spatial input; ``unsafe`` is
     not needed (loading an ONNX file runs no code).
@@ -299,7 +366,7 @@ def read_onnx_source(path: str | Path, given: PixelTransform, input_size: Option
     return read_onnx_model(_load(path), path, given, input_size)
 
 
-def read_onnx_model(model: Any, path: Path, given: PixelTransform, input_size: Optional[int] = None) -> OnnxSource:
+def read_onnx_model(model: Any, path: Path, given: PixelTransform, input_size: int | None = None) -> OnnxSource:
     """Check a loaded ONNX classifier (``path`` names it in errors and gives its name) and make its raw-pixel graph.
 
     One-line EdgepipeErrors: not one float image input of rank 4; a layout the shape does not tell and none
@@ -311,9 +378,11 @@ def read_onnx_model(model: Any, path: Path, given: PixelTransform, input_size: O
     layout = _layout(dims, given.layout, path, value)
     channels = dims[1] if layout == "nchw" else dims[3]
     if channels not in (1, 3):
-        raise EdgepipeError(f"input '{value.name}' of '{path.name}' {_shape_text(value)} has {channels or 'a dynamic number of'} "
-                            f"channels in {layout.upper()}; edgepipe takes 3 (colour) or 1 (grey)",
-                            "Check --layout (nchw: N, C, H, W; nhwc: N, H, W, C).")
+        raise EdgepipeError(
+            f"input '{value.name}' of '{path.name}' {_shape_text(value)} has {channels or 'a dynamic number of'} "
+            f"channels in {layout.upper()}; edgepipe takes 3 (colour) or 1 (grey)",
+            "Check --layout (nchw: N, C, H, W; nhwc: N, H, W, C).",
+        )
     size = _square_size(dims, layout, input_size, path, value)
     written = _edgepipe_wrote(model)
     transform = _transform(given, layout, channels, path, written)
@@ -321,9 +390,20 @@ def read_onnx_model(model: Any, path: Path, given: PixelTransform, input_size: O
     producer = next((n for n in model.graph.node if output.name in n.output), None)
     softmax = producer is None or producer.op_type != "Softmax"
     wrapped = model if written else wrap(model, transform, size, channels, softmax)
-    return OnnxSource(path, model, wrapped, transform, size, channels, classes, _labels(model, classes),
-                      softmax and not written, written)
+    return OnnxSource(
+        path,
+        model,
+        wrapped,
+        transform,
+        size,
+        channels,
+        classes,
+        _labels(model, classes),
+        softmax and not written,
+        written,
+    )
 
 
-ONNX.model_source(suffixes=(".onnx",), read=read_onnx_source,
-                  description="an image classifier in ONNX (NCHW or NHWC, float)")
+ONNX.model_source(
+    suffixes=(".onnx",), read=read_onnx_source, description="an image classifier in ONNX (NCHW or NHWC, float)"
+)

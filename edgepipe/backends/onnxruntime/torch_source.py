@@ -19,9 +19,10 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +63,7 @@ class TorchSource:
         return self.onnx.outputs
 
     @property
-    def labels(self) -> Optional[list[str]]:
+    def labels(self) -> list[str] | None:
         return self.onnx.labels
 
     def write(self, path: Path) -> Path:
@@ -71,8 +72,11 @@ class TorchSource:
 
     def preprocessing(self) -> dict[str, Any]:
         transform = self.onnx.transform
-        return {"description": f"folded from the {self.kind}'s declared preprocessing: {transform.describe()}",
-                **transform.as_dict(), "softmax_added": self.onnx.softmax_added}
+        return {
+            "description": f"folded from the {self.kind}'s declared preprocessing: {transform.describe()}",
+            **transform.as_dict(),
+            "softmax_added": self.onnx.softmax_added,
+        }
 
     def reference(self, images: np.ndarray, threads: int = 1) -> np.ndarray:
         """Probabilities of the PyTorch module itself (eval mode, no gradients, ``threads`` intra-op threads) on
@@ -83,15 +87,25 @@ class TorchSource:
         torch.set_num_threads(max(1, threads))
         try:
             with torch.no_grad(), _evaluating(self.module if self.switch_to_eval else None):
-                outputs = [_first(self.module(torch.from_numpy(self.onnx.transform.apply(images[i:i + STEP]))))
-                           .detach().float().numpy() for i in range(0, len(images), STEP)]
+                outputs = [
+                    _first(self.module(torch.from_numpy(self.onnx.transform.apply(images[i : i + STEP]))))
+                    .detach()
+                    .float()
+                    .numpy()
+                    for i in range(0, len(images), STEP)
+                ]
         finally:
             torch.set_num_threads(before)
         return self.onnx.probabilities(outputs)
 
     def describe(self) -> dict[str, Any]:
-        return {**self.onnx.describe(), "kind": "pytorch", "given_as": self.kind, "exporter": self.exporter,
-                "reference": f"the {self.kind}, run by torch on the same raw pixels preprocessed in numpy"}
+        return {
+            **self.onnx.describe(),
+            "kind": "pytorch",
+            "given_as": self.kind,
+            "exporter": self.exporter,
+            "reference": f"the {self.kind}, run by torch on the same raw pixels preprocessed in numpy",
+        }
 
 
 def _first(output: Any) -> Any:
@@ -120,8 +134,10 @@ def _torch() -> Any:
         import onnxscript  # noqa: F401  (torch.onnx.export's torch.export-based exporter needs it)
         import torch
     except ImportError as exc:
-        raise EdgepipeError(f"a PyTorch model needs PyTorch and onnxscript ({exc.name or 'torch'} is not installed)",
-                            f"Install them with: {EXTRA}") from None
+        raise EdgepipeError(
+            f"a PyTorch model needs PyTorch and onnxscript ({exc.name or 'torch'} is not installed)",
+            f"Install them with: {EXTRA}",
+        ) from None
     return torch
 
 
@@ -162,8 +178,10 @@ def _image_shape(shape: Any, what: str) -> tuple:
     """``shape`` when it is an image batch (rank 4); EdgepipeError otherwise."""
     shape = tuple(shape)
     if len(shape) != 4:
-        raise EdgepipeError(f"{what} is {list(shape)}: not an image batch (N, C, H, W or N, H, W, C)",
-                            "edgepipe takes an image classifier with one image input.")
+        raise EdgepipeError(
+            f"{what} is {list(shape)}: not an image batch (N, C, H, W or N, H, W, C)",
+            "edgepipe takes an image classifier with one image input.",
+        )
     return shape
 
 
@@ -173,9 +191,11 @@ def _to_onnx(torch: Any, program: Any, name: str) -> Any:
         try:
             return torch.onnx.export(program, dynamo=True, verbose=False).model_proto
         except Exception as exc:  # the exporter raises many types (unsupported ops, decomposition errors)
-            raise EdgepipeError(f"PyTorch's ONNX exporter could not export {name}: {_first_line(exc)}",
-                                "Export the network with torch.onnx.export yourself and pass the .onnx file, or "
-                                "replace the operation it names.") from None
+            raise EdgepipeError(
+                f"PyTorch's ONNX exporter could not export {name}: {_first_line(exc)}",
+                "Export the network with torch.onnx.export yourself and pass the .onnx file, or "
+                "replace the operation it names.",
+            ) from None
 
 
 def _exporter_name(torch: Any, model: Any) -> str:
@@ -183,8 +203,9 @@ def _exporter_name(torch: Any, model: Any) -> str:
     return f"torch.onnx.export (dynamo, torch {torch.__version__}, opset {opset})"
 
 
-def read_torch_module(module: Any, given: PixelTransform, input_size: Optional[int] = None,
-                      input_shape: Optional[Any] = None) -> TorchSource:
+def read_torch_module(
+    module: Any, given: PixelTransform, input_size: int | None = None, input_shape: Any | None = None
+) -> TorchSource:
     """Export an ``nn.Module`` (in eval mode, its mode restored after) at ``input_shape`` (N, C, H, W or N, H, W,
     C; the batch is made dynamic) to ONNX and read that as an ONNX classifier with the ``given`` preprocessing.
 
@@ -194,19 +215,24 @@ def read_torch_module(module: Any, given: PixelTransform, input_size: Optional[i
     torch = _torch()
     name = type(module).__name__
     if input_shape is None:
-        raise EdgepipeError(f"exporting the PyTorch module {name} needs its input shape",
-                            "Pass input_shape=(1, 3, H, W) (or (1, H, W, 3) for an NHWC network).")
+        raise EdgepipeError(
+            f"exporting the PyTorch module {name} needs its input shape",
+            "Pass input_shape=(1, 3, H, W) (or (1, H, W, 3) for an NHWC network).",
+        )
     shape = _image_shape(input_shape, f"input_shape of {name}")
     if not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise EdgepipeError(f"input_shape of {name} is {list(shape)}: each dimension must be a positive integer",
-                            "e.g. input_shape=(1, 3, 224, 224)")
+        raise EdgepipeError(
+            f"input_shape of {name} is {list(shape)}: each dimension must be a positive integer",
+            "e.g. input_shape=(1, 3, 224, 224)",
+        )
     example = torch.zeros((EXAMPLE_BATCH, *shape[1:]), dtype=torch.float32)
     with _exporter_quiet(), _evaluating(module):
         try:
             program = torch.export.export(module, (example,), dynamic_shapes=({0: torch.export.Dim("batch")},))
         except Exception as exc:  # torch.export raises its own error types (constraint violations, unsupported code)
-            raise EdgepipeError(_export_failure(name, exc, shape), BATCH_HINT + " It must trace with "
-                                "torch.export.export.") from None
+            raise EdgepipeError(
+                _export_failure(name, exc, shape), BATCH_HINT + " It must trace with torch.export.export."
+            ) from None
     model = _to_onnx(torch, program, name)
     _check_output_batch(model, f"the PyTorch module {name}")
     source = read_onnx_model(model, Path(name), given, input_size)
@@ -218,8 +244,10 @@ def _check_output_batch(model: Any, what: str) -> None:
     forward() that reshapes to one image: its artifacts would fail on any other batch)."""
     dims = model.graph.output[0].type.tensor_type.shape.dim if len(model.graph.output) == 1 else []
     if dims and dims[0].HasField("dim_value"):
-        raise EdgepipeError(f"the output of {what} has a fixed batch size of {dims[0].dim_value}; edgepipe's artifacts "
-                            "take any batch", BATCH_HINT)
+        raise EdgepipeError(
+            f"the output of {what} has a fixed batch size of {dims[0].dim_value}; edgepipe's artifacts take any batch",
+            BATCH_HINT,
+        )
 
 
 def _export_failure(name: str, exc: BaseException, shape: tuple) -> str:
@@ -229,8 +257,9 @@ def _export_failure(name: str, exc: BaseException, shape: tuple) -> str:
     return f"torch.export could not export the PyTorch module {name} at input shape {list(shape)}: {text}"
 
 
-def read_torch_program(path: str | Path, given: PixelTransform, input_size: Optional[int] = None,
-                       unsafe: bool = False) -> TorchSource:
+def read_torch_program(
+    path: str | Path, given: PixelTransform, input_size: int | None = None, unsafe: bool = False
+) -> TorchSource:
     """Load a ``torch.export.save`` file (its weights as tensors only, unless ``unsafe``: torch falls back to
     pickle, which runs code, for other objects), export it to ONNX and read that as an ONNX classifier.
 
@@ -247,12 +276,15 @@ def read_torch_program(path: str | Path, given: PixelTransform, input_size: Opti
     model = _to_onnx(torch, program, f"'{path.name}'")
     _check_output_batch(model, f"'{path.name}'")
     source = read_onnx_model(model, path, given, input_size)
-    return TorchSource(source, program.module(), "torch.export program", path.stem, _exporter_name(torch, model),
-                       switch_to_eval=False)
+    return TorchSource(
+        source, program.module(), "torch.export program", path.stem, _exporter_name(torch, model), switch_to_eval=False
+    )
 
 
-SAVE_HINT = ("Save one with torch.export.save(torch.export.export(model.eval(), (torch.zeros(2, 3, H, W),), "
-             "dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2').")
+SAVE_HINT = (
+    "Save one with torch.export.save(torch.export.export(model.eval(), (torch.zeros(2, 3, H, W),), "
+    "dynamic_shapes=({0: torch.export.Dim('batch')},)), 'model.pt2')."
+)
 
 
 def _load_program(torch: Any, path: Path, unsafe: bool) -> Any:
@@ -266,10 +298,13 @@ def _load_program(torch: Any, path: Path, unsafe: bool) -> Any:
             program = torch.export.load(str(path))
     except Exception as exc:  # a zip that is not a program, pickled objects refused, a version mismatch...
         if not unsafe and _mentions(exc, "weights only load failed"):
-            raise EdgepipeError(f"'{path.name}' holds objects only pickle can load, and loading them runs code",
-                                "Pass --unsafe-load (unsafe_load=True) if you trust the file.") from None
-        raise EdgepipeError(f"'{path.name}' is not a torch.export program that torch {torch.__version__} can load",
-                            SAVE_HINT) from None
+            raise EdgepipeError(
+                f"'{path.name}' holds objects only pickle can load, and loading them runs code",
+                "Pass --unsafe-load (unsafe_load=True) if you trust the file.",
+            ) from None
+        raise EdgepipeError(
+            f"'{path.name}' is not a torch.export program that torch {torch.__version__} can load", SAVE_HINT
+        ) from None
     finally:
         if saved is None:
             os.environ.pop("TORCH_FORCE_WEIGHTS_ONLY_LOAD", None)
@@ -295,13 +330,18 @@ def _check_program_input(program: Any, path: Path) -> None:
     """One image input (rank 4) whose batch size is not fixed; EdgepipeError otherwise."""
     names = list(program.graph_signature.user_inputs)
     if len(names) != 1:
-        raise EdgepipeError(f"'{path.name}' has {len(names)} inputs ({', '.join(map(str, names))}); edgepipe takes an "
-                            "image classifier with one image input", "Export the network with a single image input.")
+        raise EdgepipeError(
+            f"'{path.name}' has {len(names)} inputs ({', '.join(map(str, names))}); edgepipe takes an "
+            "image classifier with one image input",
+            "Export the network with a single image input.",
+        )
     node = next(n for n in program.graph.nodes if n.op == "placeholder" and n.name == names[0])
     shape = _image_shape(node.meta["val"].shape, f"input '{names[0]}' of '{path.name}'")
     if isinstance(shape[0], int):
-        raise EdgepipeError(f"'{path.name}' was exported with a fixed batch size of {shape[0]}; edgepipe's artifacts "
-                            "take any batch", "Export it with a dynamic batch: " + SAVE_HINT)
+        raise EdgepipeError(
+            f"'{path.name}' was exported with a fixed batch size of {shape[0]}; edgepipe's artifacts take any batch",
+            "Export it with a dynamic batch: " + SAVE_HINT,
+        )
 
 
 def _is_torch_module(obj: Any) -> bool:
@@ -310,7 +350,11 @@ def _is_torch_module(obj: Any) -> bool:
     return torch is not None and isinstance(obj, torch.nn.Module)
 
 
-ONNX.model_source(suffixes=(".pt2",), read=read_torch_program,
-                  description="a torch.export program (.pt2), exported to ONNX by PyTorch")
-ONNX.object_source(accepts=_is_torch_module, read=read_torch_module,
-                   description="a PyTorch module, exported to ONNX by PyTorch")
+ONNX.model_source(
+    suffixes=(".pt2",),
+    read=read_torch_program,
+    description="a torch.export program (.pt2), exported to ONNX by PyTorch",
+)
+ONNX.object_source(
+    accepts=_is_torch_module, read=read_torch_module, description="a PyTorch module, exported to ONNX by PyTorch"
+)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.backends.base import Backend
 from edgepipe.options import option
@@ -13,32 +13,51 @@ from edgepipe.options import option
 
 @dataclass
 class OpenVINOExportOptions:
-    int8_preset: str = option("performance", "openvino-int8: NNCF quantization preset: performance (symmetric weights and "
-                                             "activations, the fastest integer kernels) or mixed (asymmetric activations: "
-                                             "more accurate when activations are not centred on zero).",
-                              choices=("performance", "mixed"))
-    int8_overflow_fix: str = option("all", "openvino-int8: NNCF's overflow fix, weights quantized to 7 bits so CPUs without "
-                                           "VNNI (AVX2 or AVX-512 only, e.g. AMD EPYC before Zen 4), whose 8-bit products "
-                                           "saturate in 16 bits, compute what VNNI and AMX CPUs compute: all (every layer), "
-                                           "first_layer (NNCF's default) or none.",
-                                    choices=("all", "first_layer", "none"))
-    fast_bias_correction: bool = option(True, "openvino-int8: NNCF's fast bias correction (off: its full bias correction, "
-                                              "more accurate in general and several times slower to export).")
+    int8_preset: str = option(
+        "performance",
+        "openvino-int8: NNCF quantization preset: performance (symmetric weights and "
+        "activations, the fastest integer kernels) or mixed (asymmetric activations: "
+        "more accurate when activations are not centred on zero).",
+        choices=("performance", "mixed"),
+    )
+    int8_overflow_fix: str = option(
+        "all",
+        "openvino-int8: NNCF's overflow fix, weights quantized to 7 bits so CPUs without "
+        "VNNI (AVX2 or AVX-512 only, e.g. AMD EPYC before Zen 4), whose 8-bit products "
+        "saturate in 16 bits, compute what VNNI and AMX CPUs compute: all (every layer), "
+        "first_layer (NNCF's default) or none.",
+        choices=("all", "first_layer", "none"),
+    )
+    fast_bias_correction: bool = option(
+        True,
+        "openvino-int8: NNCF's fast bias correction (off: its full bias correction, "
+        "more accurate in general and several times slower to export).",
+    )
 
 
 @dataclass
 class OpenVINOSettings:
-    performance_hint: str = option("latency", "OpenVINO performance hint: latency (one stream, lowest time per call), "
-                                              "throughput (parallel streams for many requests in flight) or none (the "
-                                              "device's own default).", choices=("latency", "throughput", "none"))
-    num_streams: Optional[int] = option(None, "Parallel inference streams; null: the performance hint decides (latency: 1).",
-                                        min=1)
-    inference_precision: str = option("f32", "Precision the device computes float layers in: f32 (as exported), bf16 or "
-                                             "f16 (faster where the hardware has them, less accurate), or default (the "
-                                             "device's own choice: bf16 on CPUs with AVX512_BF16 or AMX, f16 on GPUs). "
-                                             "The precision in force is recorded.",
-                                      choices=("f32", "bf16", "f16", "default"))
-    cpu_pinning: Optional[bool] = option(None, "Pin inference threads to CPU cores; null: OpenVINO decides (it pins on Linux).")
+    performance_hint: str = option(
+        "latency",
+        "OpenVINO performance hint: latency (one stream, lowest time per call), "
+        "throughput (parallel streams for many requests in flight) or none (the "
+        "device's own default).",
+        choices=("latency", "throughput", "none"),
+    )
+    num_streams: int | None = option(
+        None, "Parallel inference streams; null: the performance hint decides (latency: 1).", min=1
+    )
+    inference_precision: str = option(
+        "f32",
+        "Precision the device computes float layers in: f32 (as exported), bf16 or "
+        "f16 (faster where the hardware has them, less accurate), or default (the "
+        "device's own choice: bf16 on CPUs with AVX512_BF16 or AMX, f16 on GPUs). "
+        "The precision in force is recorded.",
+        choices=("f32", "bf16", "f16", "default"),
+    )
+    cpu_pinning: bool | None = option(
+        None, "Pin inference threads to CPU cores; null: OpenVINO decides (it pins on Linux)."
+    )
 
     @classmethod
     def tune_candidates(cls) -> list[dict]:
@@ -48,8 +67,13 @@ class OpenVINOSettings:
         return [{"cpu_pinning": None}, {"cpu_pinning": False}]
 
 
-OPENVINO = Backend("openvino", packages=("openvino", "nncf"), export_options=OpenVINOExportOptions, section="openvino",
-                   description="OpenVINO IR, ONNX and TFLite files run by OpenVINO Runtime")
+OPENVINO = Backend(
+    "openvino",
+    packages=("openvino", "nncf"),
+    export_options=OpenVINOExportOptions,
+    section="openvino",
+    description="OpenVINO IR, ONNX and TFLite files run by OpenVINO Runtime",
+)
 OPENVINO.device("intel-gpu", "an Intel GPU through OpenVINO's GPU plugin")
 OPENVINO.device("npu", "an Intel NPU through OpenVINO's NPU plugin")
 
@@ -57,7 +81,7 @@ OPENVINO.device("npu", "an Intel NPU through OpenVINO's NPU plugin")
 SECTION, MODEL_INFO = "edgepipe", "model_info"
 
 
-def openvino_unavailable() -> Optional[str]:
+def openvino_unavailable() -> str | None:
     """None when OpenVINO Runtime imports, else what to install."""
     try:
         import openvino  # noqa: F401
@@ -66,7 +90,7 @@ def openvino_unavailable() -> Optional[str]:
     return None
 
 
-def nncf_unavailable() -> Optional[str]:
+def nncf_unavailable() -> str | None:
     """None when OpenVINO and NNCF (its quantizer) import, else what to install."""
     try:
         import nncf  # noqa: F401
@@ -100,6 +124,11 @@ def weights_path(xml: Path) -> Path:
     return Path(xml).with_suffix(".bin")
 
 
-OPENVINO.container("openvino", suffixes=(".xml",), default_engine="openvino", read_info=_read_info,
-                   companions=lambda path: [weights_path(path)],
-                   description="OpenVINO IR: .xml graph and .bin weights (labels, format and precision in its rt_info)")
+OPENVINO.container(
+    "openvino",
+    suffixes=(".xml",),
+    default_engine="openvino",
+    read_info=_read_info,
+    companions=lambda path: [weights_path(path)],
+    description="OpenVINO IR: .xml graph and .bin weights (labels, format and precision in its rt_info)",
+)

@@ -13,12 +13,12 @@ import json
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any
 
 import numpy as np
 
-from edgepipe.versions import __version__
 from edgepipe.backends.base import FORMATS
 from edgepipe.backends.context import ExportContext
 from edgepipe.backends.openvino.backend import (
@@ -33,6 +33,7 @@ from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import atomic_path
 from edgepipe.quantization.budget import Attempt, within_budget
 from edgepipe.quiet import native_output_suppressed
+from edgepipe.versions import __version__
 
 #: ops whose weights NNCF quantizes (what "kept in higher precision" is counted over)
 WEIGHTED_OPS = ("Convolution", "GroupConvolution", "MatMul")
@@ -41,6 +42,7 @@ PASS_THROUGH = ("Convert", "Multiply", "Subtract", "Reshape", "Transpose", "Sque
 
 
 # -- writing ------------------------------------------------------------------------------------------
+
 
 def write_ir(path: Path, save: Callable[[Path], None]) -> None:
     """Write an IR pair at ``path`` (.xml) and its .bin: ``save(tmp_xml)`` writes both beside the final
@@ -57,8 +59,10 @@ def write_ir(path: Path, save: Callable[[Path], None]) -> None:
             if not tmp_bin.is_file():
                 raise EdgepipeError(f"OpenVINO wrote no weights file beside {path.name}")
             if weights_path(path).is_dir():
-                raise EdgepipeError(f"'{weights_path(path)}' is a folder, where edgepipe would write the IR's weights",
-                                    "Choose another path; edgepipe never replaces a folder with a file.")
+                raise EdgepipeError(
+                    f"'{weights_path(path)}' is a folder, where edgepipe would write the IR's weights",
+                    "Choose another path; edgepipe never replaces a folder with a file.",
+                )
             if path.is_file():
                 path.unlink()
             os.replace(tmp_bin, weights_path(path))
@@ -76,6 +80,7 @@ def save_model(model: Any, path: Path, compress_to_fp16: bool = False) -> None:
 
 def copy_ir(source: Path, path: Path) -> None:
     """Copy the IR pair at ``source`` to ``path`` through :func:`write_ir`."""
+
     def save(tmp: Path) -> None:
         shutil.copyfile(weights_path(source), weights_path(tmp))
         shutil.copyfile(source, tmp)
@@ -108,6 +113,7 @@ def stamp(model: Any, ctx: ExportContext, format_name: str) -> None:
 
 # -- reading the graph ---------------------------------------------------------------------------------
 
+
 def _upstream(node: Any) -> Any:
     """The first node at or above ``node`` (through first inputs) that is not a pass-through op."""
     while node.get_type_name() in PASS_THROUGH and node.get_input_size():
@@ -121,7 +127,8 @@ def _quantized_inputs(op: Any) -> tuple[bool, bool]:
     data = _upstream(op.input_value(0).get_node())
     weights = _upstream(op.input_value(1).get_node())
     int8_weights = weights.get_type_name() == "FakeQuantize" or (
-        weights.get_type_name() == "Constant" and weights.get_output_element_type(0).get_type_name() in ("i8", "u8"))
+        weights.get_type_name() == "Constant" and weights.get_output_element_type(0).get_type_name() in ("i8", "u8")
+    )
     return data.get_type_name() == "FakeQuantize", int8_weights
 
 
@@ -133,8 +140,10 @@ def int8_facts(model: Any) -> dict[str, Any]:
     kept_float = [op.get_friendly_name() for op in weighted if not all(_quantized_inputs(op))]
     return {
         "fake_quantize_ops": sum(op.get_type_name() == "FakeQuantize" for op in ops),
-        "int8_weight_constants": sum(op.get_type_name() == "Constant"
-                                     and op.get_output_element_type(0).get_type_name() in ("i8", "u8") for op in ops),
+        "int8_weight_constants": sum(
+            op.get_type_name() == "Constant" and op.get_output_element_type(0).get_type_name() in ("i8", "u8")
+            for op in ops
+        ),
         "quantized_ops": len(weighted) - len(kept_float),
         "weighted_ops": len(weighted),
         "kept_float": kept_float,
@@ -173,6 +182,7 @@ def _dynamic_batch(model: Any) -> None:
 
 # -- formats -------------------------------------------------------------------------------------------
 
+
 def _converted(ctx: ExportContext) -> Any:
     """The Keras model as an ``openvino.Model``, converted from the ONNX backend's onnx-fp32.
 
@@ -194,8 +204,13 @@ def _converted(ctx: ExportContext) -> Any:
     return model
 
 
-@OPENVINO.format("openvino-fp32", container="openvino", precision="fp32", available=openvino_unavailable,
-                 description="OpenVINO IR, float32 (converted from onnx-fp32), dynamic batch; labels in rt_info")
+@OPENVINO.format(
+    "openvino-fp32",
+    container="openvino",
+    precision="fp32",
+    available=openvino_unavailable,
+    description="OpenVINO IR, float32 (converted from onnx-fp32), dynamic batch; labels in rt_info",
+)
 def export_openvino_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     model = _converted(ctx)
     stamp(model, ctx, "openvino-fp32")
@@ -203,19 +218,30 @@ def export_openvino_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return {"converted_from": "onnx-fp32", "weights": "float32", "files": [path.name, weights_path(path).name]}
 
 
-@OPENVINO.format("openvino-fp16", container="openvino", precision="fp16", tolerance="fp16", available=openvino_unavailable,
-                 description="OpenVINO IR, float16-compressed weights (decompressed to the inference precision at load)")
+@OPENVINO.format(
+    "openvino-fp16",
+    container="openvino",
+    precision="fp16",
+    tolerance="fp16",
+    available=openvino_unavailable,
+    description="OpenVINO IR, float16-compressed weights (decompressed to the inference precision at load)",
+)
 def export_openvino_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     model = _read(ctx.require("openvino-fp32"))
     stamp(model, ctx, "openvino-fp16")
     save_model(model, path, compress_to_fp16=True)
-    return {"converted_from": "openvino-fp32", "weights": "float16 (compress_to_fp16)",
-            "files": [path.name, weights_path(path).name]}
+    return {
+        "converted_from": "openvino-fp32",
+        "weights": "float16 (compress_to_fp16)",
+        "files": [path.name, weights_path(path).name],
+    }
 
 
 def _need_calibration(ctx: ExportContext) -> None:
     if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise EdgepipeError("openvino-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory.")
+        raise EdgepipeError(
+            "openvino-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory."
+        )
 
 
 class _OnDemand:
@@ -244,11 +270,13 @@ def _validation_dataset(images: np.ndarray, labels: np.ndarray) -> Any:
     """``nncf.Dataset`` of (float32 image batch of one, label) items; NNCF infers item[0]."""
     import nncf
 
-    items = _OnDemand(len(labels), lambda: ((images[i:i + 1].astype(np.float32), int(labels[i])) for i in range(len(labels))))
+    items = _OnDemand(
+        len(labels), lambda: ((images[i : i + 1].astype(np.float32), int(labels[i])) for i in range(len(labels)))
+    )
     return nncf.Dataset(items, lambda item: item[0])
 
 
-def _validation_split(ctx: ExportContext) -> Optional[tuple[np.ndarray, np.ndarray]]:
+def _validation_split(ctx: ExportContext) -> tuple[np.ndarray, np.ndarray] | None:
     """The validation images and labels, or None.
 
     NNCF's accuracy control runs its candidates itself (in memory, image by image), so it needs the
@@ -276,7 +304,9 @@ def _nncf_options(ctx: ExportContext) -> dict[str, Any]:
     import nncf
 
     options = ctx.options_for("openvino")
-    preset = nncf.QuantizationPreset.PERFORMANCE if options.int8_preset == "performance" else nncf.QuantizationPreset.MIXED
+    preset = (
+        nncf.QuantizationPreset.PERFORMANCE if options.int8_preset == "performance" else nncf.QuantizationPreset.MIXED
+    )
     return {"preset": preset, "subset_size": len(ctx.calibration), "fast_bias_correction": options.fast_bias_correction}
 
 
@@ -284,7 +314,9 @@ def _advanced(ctx: ExportContext) -> Any:
     """NNCF's advanced quantization parameters for the export options (the overflow fix)."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
-    return AdvancedQuantizationParameters(overflow_fix=OverflowFix[OVERFLOW_FIX[ctx.options_for("openvino").int8_overflow_fix]])
+    return AdvancedQuantizationParameters(
+        overflow_fix=OverflowFix[OVERFLOW_FIX[ctx.options_for("openvino").int8_overflow_fix]]
+    )
 
 
 def _write_int8(ctx: ExportContext, model: Any, p: Path, recipe: dict[str, Any]) -> dict[str, Any]:
@@ -296,14 +328,26 @@ def _write_int8(ctx: ExportContext, model: Any, p: Path, recipe: dict[str, Any])
     stamp(model, ctx, "openvino-int8")
     save_model(model, p)
     options = ctx.options_for("openvino")
-    return {**recipe, "preset": options.int8_preset, "overflow_fix": options.int8_overflow_fix,
-            "fast_bias_correction": options.fast_bias_correction,
-            "converted_from": "openvino-fp32", "calibration_images": len(ctx.calibration),
-            "calibration_sha256": ctx.calibration.digest, **facts}
+    return {
+        **recipe,
+        "preset": options.int8_preset,
+        "overflow_fix": options.int8_overflow_fix,
+        "fast_bias_correction": options.fast_bias_correction,
+        "converted_from": "openvino-fp32",
+        "calibration_images": len(ctx.calibration),
+        "calibration_sha256": ctx.calibration.digest,
+        **facts,
+    }
 
 
-@OPENVINO.format("openvino-int8", container="openvino", precision="int8", needs_calibration=True, available=nncf_unavailable,
-                 description="OpenVINO IR, INT8 by NNCF post-training quantization (FakeQuantize, int8 weights), calibrated")
+@OPENVINO.format(
+    "openvino-int8",
+    container="openvino",
+    precision="int8",
+    needs_calibration=True,
+    available=nncf_unavailable,
+    description="OpenVINO IR, INT8 by NNCF post-training quantization (FakeQuantize, int8 weights), calibrated",
+)
 def export_openvino_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     import nncf
 
@@ -316,9 +360,14 @@ def export_openvino_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
         def build(p: Path) -> dict[str, Any]:
             candidates[1] = p
             with native_output_suppressed():
-                model = nncf.quantize(_batch_of_one(source), _calibration_dataset(ctx, input_name),
-                                      advanced_parameters=_advanced(ctx), **_nncf_options(ctx))
+                model = nncf.quantize(
+                    _batch_of_one(source),
+                    _calibration_dataset(ctx, input_name),
+                    advanced_parameters=_advanced(ctx),
+                    **_nncf_options(ctx),
+                )
             return _write_int8(ctx, model, p, {"algorithm": "nncf.quantize"})
+
         return Attempt(f"NNCF post-training quantization on {len(ctx.calibration)} calibration images", build)
 
     def accuracy_control():
@@ -332,15 +381,37 @@ def export_openvino_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             candidates[2] = p
             with native_output_suppressed():
                 model = nncf.quantize_with_accuracy_control(
-                    _batch_of_one(source), _calibration_dataset(ctx, input_name), _validation_dataset(images, labels), _top1,
-                    max_drop=max_drop, drop_type=nncf.DropType.ABSOLUTE, advanced_quantization_parameters=_advanced(ctx),
-                    **_nncf_options(ctx))
-            details = _write_int8(ctx, model, p, {"algorithm": "nncf.quantize_with_accuracy_control",
-                                                  "max_drop": max_drop, "validation_images": len(labels)})
-            return {**details, "kept_float_reason": "reverted to float by NNCF's accuracy control (largest accuracy "
-                                                    "contribution on the validation split)"}
-        return Attempt(f"NNCF accuracy control: quantized ops reverted to float until the top-1 drop is at most "
-                       f"{ctx.accuracy_budget_pp} pp on {len(labels)} validation images", build)
+                    _batch_of_one(source),
+                    _calibration_dataset(ctx, input_name),
+                    _validation_dataset(images, labels),
+                    _top1,
+                    max_drop=max_drop,
+                    drop_type=nncf.DropType.ABSOLUTE,
+                    advanced_quantization_parameters=_advanced(ctx),
+                    **_nncf_options(ctx),
+                )
+            details = _write_int8(
+                ctx,
+                model,
+                p,
+                {
+                    "algorithm": "nncf.quantize_with_accuracy_control",
+                    "max_drop": max_drop,
+                    "validation_images": len(labels),
+                },
+            )
+            return {
+                **details,
+                "kept_float_reason": "reverted to float by NNCF's accuracy control (largest accuracy "
+                "contribution on the validation split)",
+            }
+
+        return Attempt(
+            f"NNCF accuracy control: quantized ops reverted to float until the top-1 drop is at most "
+            f"{ctx.accuracy_budget_pp} pp on {len(labels)} validation images",
+            build,
+        )
+
     accuracy_control.__name__ = "NNCF accuracy control"
 
     # within_budget copies only the chosen .xml to the path it is given: give it one in the work folder,

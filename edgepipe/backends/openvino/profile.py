@@ -17,9 +17,28 @@ from edgepipe.profiles import COMPUTE, DATA, QUANTIZE, EngineProfile, OpTime
 
 PROFILER = "OpenVINO per-layer performance counters (PERF_COUNT, InferRequest.get_profiling_info)"
 WARMUP_CALLS = 3
-DATA_TYPES = frozenset({"Reorder", "Reshape", "Transpose", "Concatenation", "Concat", "Input", "Output", "Parameter",
-                        "Result", "Const", "Constant", "Convert", "Gather", "Pad", "Split", "StridedSlice", "Squeeze",
-                        "Unsqueeze"})
+DATA_TYPES = frozenset(
+    {
+        "Reorder",
+        "Reshape",
+        "Transpose",
+        "Concatenation",
+        "Concat",
+        "Input",
+        "Output",
+        "Parameter",
+        "Result",
+        "Const",
+        "Constant",
+        "Convert",
+        "Gather",
+        "Pad",
+        "Split",
+        "StridedSlice",
+        "Squeeze",
+        "Unsqueeze",
+    }
+)
 _PRECISIONS = {"i8": "int8", "u8": "int8", "i16": "int16", "i32": "int32", "f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
@@ -60,8 +79,11 @@ def profile_compiled(runner: Any, batch: np.ndarray, calls: int) -> EngineProfil
 
 def _executed(request: Any) -> dict[str, tuple[Any, float]]:
     """{layer name: (its counter, its running average in ms)} for the layers that executed."""
-    return {info.node_name: (info, info.real_time.total_seconds() * 1e3) for info in request.get_profiling_info()
-            if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status)}
+    return {
+        info.node_name: (info, info.real_time.total_seconds() * 1e3)
+        for info in request.get_profiling_info()
+        if str(info.status).endswith("EXECUTED") and "NOT" not in str(info.status)
+    }
 
 
 def _runtime_graph(compiled: Any) -> dict[str, dict[str, Any]]:
@@ -74,7 +96,9 @@ def _runtime_graph(compiled: Any) -> dict[str, dict[str, Any]]:
         graph[name] = {
             "inputs": tuple(i.get_source_output().get_node().get_friendly_name() for i in op.inputs()),
             "precision": _text(rt["runtimePrecision"]) if "runtimePrecision" in rt else None,
-            "original": tuple(n for n in _text(rt["originalLayersNames"]).split(",") if n) if "originalLayersNames" in rt else (),
+            "original": tuple(n for n in _text(rt["originalLayersNames"]).split(",") if n)
+            if "originalLayersNames" in rt
+            else (),
         }
     return graph
 
@@ -89,7 +113,16 @@ def _precision(exec_type: str, runtime: Any) -> Any:
 def _op(info: Any, ms: float, node: dict[str, Any]) -> OpTime:
     node_type, exec_type = info.node_type, info.exec_type
     role = QUANTIZE if node_type == "FakeQuantize" else (DATA if node_type in DATA_TYPES else COMPUTE)
-    return OpTime(name=info.node_name, op_type=node_type, time_ms=ms, kernel=exec_type,
-                  precision=_precision(exec_type, node.get("precision")), placement=None,
-                  delegated=False if exec_type.startswith("ref") else None, role=role,
-                  inputs=node.get("inputs", ()), outputs=(info.node_name,), aliases=node.get("original", ()))
+    return OpTime(
+        name=info.node_name,
+        op_type=node_type,
+        time_ms=ms,
+        kernel=exec_type,
+        precision=_precision(exec_type, node.get("precision")),
+        placement=None,
+        delegated=False if exec_type.startswith("ref") else None,
+        role=role,
+        inputs=node.get("inputs", ()),
+        outputs=(info.node_name,),
+        aliases=node.get("original", ()),
+    )

@@ -9,7 +9,7 @@ What the compiled model reports back is what is recorded, so a device that overr
 from __future__ import annotations
 
 import time
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +20,14 @@ from edgepipe.errors import MissingDependencyError
 #: edgepipe device -> OpenVINO device name
 DEVICES = {"cpu": "CPU", "intel-gpu": "GPU", "npu": "NPU"}
 #: properties read back from the compiled model, and their names in the settings record
-IN_FORCE = {"INFERENCE_NUM_THREADS": "threads", "PERFORMANCE_HINT": "performance_hint", "NUM_STREAMS": "num_streams",
-            "INFERENCE_PRECISION_HINT": "inference_precision", "ENABLE_CPU_PINNING": "cpu_pinning",
-            "EXECUTION_DEVICES": "execution_devices"}
+IN_FORCE = {
+    "INFERENCE_NUM_THREADS": "threads",
+    "PERFORMANCE_HINT": "performance_hint",
+    "NUM_STREAMS": "num_streams",
+    "INFERENCE_PRECISION_HINT": "inference_precision",
+    "ENABLE_CPU_PINNING": "cpu_pinning",
+    "EXECUTION_DEVICES": "execution_devices",
+}
 
 
 def compile_config(settings: OpenVINOSettings, threads: int, supported: set[str]) -> dict[str, Any]:
@@ -51,7 +56,7 @@ def _plain(value: Any) -> Any:
     return getattr(value, "name", str(value))
 
 
-def tflite_io_quantization(path) -> tuple[Optional[tuple], Optional[tuple]]:
+def tflite_io_quantization(path) -> tuple[tuple | None, tuple | None]:
     """(input, output) quantization of a .tflite file as (dtype, scale, zero point), None for float tensors.
 
     OpenVINO's TFLite frontend keeps a full-integer model's integer input and output, so the runner
@@ -60,8 +65,9 @@ def tflite_io_quantization(path) -> tuple[Optional[tuple], Optional[tuple]]:
     from edgepipe.backends.litert.runner import interpreter_class, open_interpreter
 
     if interpreter_class()[0] is None:
-        raise MissingDependencyError("reading a .tflite file's input/output quantization needs LiteRT",
-                                     "pip install ai-edge-litert")
+        raise MissingDependencyError(
+            "reading a .tflite file's input/output quantization needs LiteRT", "pip install ai-edge-litert"
+        )
     interpreter = open_interpreter(path, xnnpack=False)  # tensor details only: no delegate to prepare
     found = []
     for detail in (interpreter.get_input_details()[0], interpreter.get_output_details()[0]):
@@ -70,9 +76,14 @@ def tflite_io_quantization(path) -> tuple[Optional[tuple], Optional[tuple]]:
     return found[0], found[1]
 
 
-@OPENVINO.engine("openvino", reads=("openvino", "onnx", "tflite"), devices=("cpu", "intel-gpu", "npu"),
-                 available=openvino_unavailable, settings=OpenVINOSettings,
-                 description="OpenVINO Runtime: IR, ONNX and TFLite files on the CPU, Intel GPU or NPU")
+@OPENVINO.engine(
+    "openvino",
+    reads=("openvino", "onnx", "tflite"),
+    devices=("cpu", "intel-gpu", "npu"),
+    available=openvino_unavailable,
+    settings=OpenVINOSettings,
+    description="OpenVINO Runtime: IR, ONNX and TFLite files on the CPU, Intel GPU or NPU",
+)
 class OpenVINORunner(Runner):
     """A model compiled for one batch size at a time, one reused infer request, settings read back."""
 
@@ -85,7 +96,8 @@ class OpenVINORunner(Runner):
         if not any(d.split(".")[0] == self._device for d in available):
             raise MissingDependencyError(
                 f"OpenVINO has no {self._device} device here (it sees: {', '.join(available) or 'none'})",
-                f"Use --device cpu, or install the {self._device} driver for OpenVINO's {self._device} plugin.")
+                f"Use --device cpu, or install the {self._device} driver for OpenVINO's {self._device} plugin.",
+            )
         self._supported = set(self.core.get_property(self._device, "SUPPORTED_PROPERTIES"))
         self.model = self.core.read_model(str(self.path))
         self._input = self.model.inputs[0]
@@ -106,7 +118,7 @@ class OpenVINORunner(Runner):
         self.request = self.compiled.create_infer_request()
         self._batch = batch_size
 
-    def compile_for(self, batch_size: int, extra: Optional[dict[str, Any]] = None) -> Any:
+    def compile_for(self, batch_size: int, extra: dict[str, Any] | None = None) -> Any:
         """The model compiled for ``batch_size`` images with this runner's properties (and ``extra`` ones)."""
         self.model.reshape({self._input: [batch_size, *self._declared[1:]]})
         config = compile_config(self.settings or OpenVINOSettings(), self.threads, self._supported)
@@ -131,11 +143,15 @@ class OpenVINORunner(Runner):
         return InputSpec(self._input.get_any_name(), self._declared, self._input.get_element_type().to_dtype().name)
 
     def versions(self) -> dict[str, str]:
-        import openvino as ov
         from importlib.metadata import version
 
-        return {"openvino": version("openvino"), "openvino_build": ov.get_version(),
-                "device": str(self.core.get_property(self._device, "FULL_DEVICE_NAME"))}
+        import openvino as ov
+
+        return {
+            "openvino": version("openvino"),
+            "openvino_build": ov.get_version(),
+            "device": str(self.core.get_property(self._device, "FULL_DEVICE_NAME")),
+        }
 
     def _staged(self, batch: np.ndarray) -> np.ndarray:
         quantization = self._io[0]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.backends.base import Backend
 from edgepipe.options import option
@@ -20,16 +20,27 @@ class TensorRTBatch:
 
 @dataclass
 class TensorRTExportOptions:
-    batch: TensorRTBatch = option(TensorRTBatch(), "Optimization profile of the engine's batch dimension (min <= opt <= max).")
-    dla_core: Optional[int] = option(None, "Build for this DLA core (Jetson AGX/Orin NX), with GPU fallback for layers DLA cannot run; null: the GPU.", min=0, max=3)
+    batch: TensorRTBatch = option(
+        TensorRTBatch(), "Optimization profile of the engine's batch dimension (min <= opt <= max)."
+    )
+    dla_core: int | None = option(
+        None,
+        "Build for this DLA core (Jetson AGX/Orin NX), with GPU fallback for layers DLA cannot run; null: the GPU.",
+        min=0,
+        max=3,
+    )
     workspace_mb: int = option(1024, "Largest scratch memory TensorRT may use while building, in MB.", min=16)
 
 
-TENSORRT = Backend("tensorrt", packages=("tensorrt", "tensorrt-cu12", "cuda-python"),
-                   export_options=TensorRTExportOptions, description="TensorRT engines on NVIDIA GPUs and Jetson")
+TENSORRT = Backend(
+    "tensorrt",
+    packages=("tensorrt", "tensorrt-cu12", "cuda-python"),
+    export_options=TensorRTExportOptions,
+    description="TensorRT engines on NVIDIA GPUs and Jetson",
+)
 
 
-def tensorrt_unavailable() -> Optional[str]:
+def tensorrt_unavailable() -> str | None:
     """None when TensorRT can build and run engines here, else why not ('no CUDA device', 'package ...')."""
     from edgepipe.gpu import cuda_unavailable
 
@@ -51,8 +62,10 @@ def read_sidecar(engine: Path) -> dict[str, Any]:
 
     side = sidecar_path(engine)
     if not side.exists():
-        raise EdgepipeError(f"{engine.name} has no {side.name} beside it",
-                            "Keep the engine's .json sidecar with it; it records where the engine can run.")
+        raise EdgepipeError(
+            f"{engine.name} has no {side.name} beside it",
+            "Keep the engine's .json sidecar with it; it records where the engine can run.",
+        )
     return read_json(side)
 
 
@@ -60,6 +73,11 @@ def _read_info(path: Path) -> dict[str, Any]:
     return read_sidecar(path)
 
 
-TENSORRT.container("tensorrt", suffixes=(".engine",), default_engine="tensorrt", read_info=_read_info,
-                   companions=lambda path: [sidecar_path(path)],
-                   description="serialized TensorRT engine with a .engine.json sidecar")
+TENSORRT.container(
+    "tensorrt",
+    suffixes=(".engine",),
+    default_engine="tensorrt",
+    read_info=_read_info,
+    companions=lambda path: [sidecar_path(path)],
+    description="serialized TensorRT engine with a .engine.json sidecar",
+)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import cache_dir as user_cache_dir, sha256_file
+from edgepipe.fileio import cache_dir as user_cache_dir
+from edgepipe.fileio import sha256_file
 
 
 def engine_facts() -> dict[str, Any]:
@@ -30,11 +31,24 @@ def timing_cache_key(facts: dict[str, Any]) -> str:
     return "timing-" + hashlib.sha256("|".join(parts).encode()).hexdigest()[:24] + ".bin"
 
 
-def engine_metadata(facts: dict[str, Any], onnx_path: Path, format_name: str, precision: str,
-                    batch: tuple[int, int, int], dla_core: Optional[int], source_format: str) -> dict[str, Any]:
-    return {**facts, "format": format_name, "precision": precision, "source_format": source_format,
-            "source_onnx_sha256": sha256_file(onnx_path), "batch_profile": {"min": batch[0], "opt": batch[1], "max": batch[2]},
-            "dla_core": dla_core}
+def engine_metadata(
+    facts: dict[str, Any],
+    onnx_path: Path,
+    format_name: str,
+    precision: str,
+    batch: tuple[int, int, int],
+    dla_core: int | None,
+    source_format: str,
+) -> dict[str, Any]:
+    return {
+        **facts,
+        "format": format_name,
+        "precision": precision,
+        "source_format": source_format,
+        "source_onnx_sha256": sha256_file(onnx_path),
+        "batch_profile": {"min": batch[0], "opt": batch[1], "max": batch[2]},
+        "dla_core": dla_core,
+    }
 
 
 def check_engine_compatible(sidecar: dict[str, Any], here: dict[str, Any]) -> None:
@@ -45,4 +59,3 @@ def check_engine_compatible(sidecar: dict[str, Any], here: dict[str, Any]) -> No
                 f"this TensorRT engine was built for {label} {sidecar.get(key)}, but this machine has {here.get(key)}",
                 "Engines run only where they were built: rebuild it here with 'edgepipe export' from the ONNX artifact.",
             )
-

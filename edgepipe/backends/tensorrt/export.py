@@ -27,11 +27,16 @@ def build_plan(options: TensorRTExportOptions, input_shape: tuple[int, ...]) -> 
     shapes, the workspace limit in bytes, and the DLA core (None: the GPU)."""
     b = options.batch
     if not b.min <= b.opt <= b.max:
-        raise ConfigError(f"export.tensorrt.batch needs min <= opt <= max, got {b.min}, {b.opt}, {b.max}",
-                          "Set min, opt and max so that min <= opt <= max.")
+        raise ConfigError(
+            f"export.tensorrt.batch needs min <= opt <= max, got {b.min}, {b.opt}, {b.max}",
+            "Set min, opt and max so that min <= opt <= max.",
+        )
     rest = tuple(int(d) for d in input_shape[1:])
-    return {"profile": tuple((n, *rest) for n in (b.min, b.opt, b.max)),
-            "workspace_bytes": options.workspace_mb * 2**20, "dla_core": options.dla_core}
+    return {
+        "profile": tuple((n, *rest) for n in (b.min, b.opt, b.max)),
+        "workspace_bytes": options.workspace_mb * 2**20,
+        "dla_core": options.dla_core,
+    }
 
 
 #: what the sidecar records as the source of an INT8 engine
@@ -90,16 +95,26 @@ def _build(ctx: ExportContext, path: Path, format_name: str, precision: str) -> 
     return {**meta, "timing_cache": str(timing_path)}
 
 
-@TENSORRT.format("tensorrt-fp16", container="tensorrt", precision="fp16", available=tensorrt_unavailable,
-                 tolerance="fp16-compute",
-                 description="TensorRT engine, FP16, batch profile export.tensorrt.batch (built on this GPU only)")
+@TENSORRT.format(
+    "tensorrt-fp16",
+    container="tensorrt",
+    precision="fp16",
+    available=tensorrt_unavailable,
+    tolerance="fp16-compute",
+    description="TensorRT engine, FP16, batch profile export.tensorrt.batch (built on this GPU only)",
+)
 def export_tensorrt_fp16(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return _build(ctx, path, "tensorrt-fp16", "fp16")
 
 
-@TENSORRT.format("tensorrt-int8", container="tensorrt", precision="int8", needs_calibration=True,
-                 available=tensorrt_unavailable,
-                 description="TensorRT engine, INT8 by explicit quantization of a QDQ model made for TensorRT "
-                             "(int8 symmetric activations, per-channel weights)")
+@TENSORRT.format(
+    "tensorrt-int8",
+    container="tensorrt",
+    precision="int8",
+    needs_calibration=True,
+    available=tensorrt_unavailable,
+    description="TensorRT engine, INT8 by explicit quantization of a QDQ model made for TensorRT "
+    "(int8 symmetric activations, per-channel weights)",
+)
 def export_tensorrt_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     return _build(ctx, path, "tensorrt-int8", "int8")

@@ -90,5 +90,13 @@ def _op(name: str, ms: float, info: dict) -> OpTime:
     outputs = info.get("Outputs") or [{}]
     datatype = str(outputs[0].get("Format/Datatype", "")) if isinstance(outputs[0], dict) else ""
     precision = next((p for key, p in _PRECISIONS.items() if key in datatype), None)
-    return OpTime(name=name, op_type=layer_type, time_ms=ms, kernel=info.get("TacticName") or info.get("Tactic"),
-                  precision=precision, placement="TensorRT", delegated=True, role=_ROLES.get(layer_type, COMPUTE))
+    return OpTime(
+        name=name,
+        op_type=layer_type,
+        time_ms=ms,
+        kernel=info.get("TacticName") or info.get("Tactic"),
+        precision=precision,
+        placement="TensorRT",
+        delegated=True,
+        role=_ROLES.get(layer_type, COMPUTE),
+    )

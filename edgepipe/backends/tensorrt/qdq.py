@@ -34,13 +34,21 @@ def tensorrt_int8_graph(ctx: ExportContext) -> Path:
     from edgepipe.backends.onnxruntime.export import static_qdq
 
     if ctx.calibration is None or len(ctx.calibration) == 0:
-        raise EdgepipeError("tensorrt-int8 needs calibration images",
-                            "Pass --calibration-data DIR or export from a run directory.")
+        raise EdgepipeError(
+            "tensorrt-int8 needs calibration images", "Pass --calibration-data DIR or export from a run directory."
+        )
     out = ctx.workdir / "tensorrt-int8-qdq.onnx"
     if not out.exists():
         made = ctx.workdir / "tensorrt-int8-qdq-unchecked.onnx"
-        static_qdq(ctx, ctx.calibration_method, made, activations="int8", symmetric_activations=True,
-                   per_channel=True, quantize_bias=False)
+        static_qdq(
+            ctx,
+            ctx.calibration_method,
+            made,
+            activations="int8",
+            symmetric_activations=True,
+            per_channel=True,
+            quantize_bias=False,
+        )
         problems = tensorrt_qdq_problems(onnx.load(str(made)))
         if problems:
             raise EdgepipeError("the QDQ graph for TensorRT breaks its rules: " + "; ".join(problems[:3]))

@@ -12,8 +12,13 @@ from edgepipe.gpu import check, cudart
 TENSORRT.device("cuda", "an NVIDIA GPU through CUDA")
 
 
-@TENSORRT.engine("tensorrt", reads=("tensorrt",), devices=("cuda",), available=tensorrt_unavailable,
-                 description="TensorRT runtime: pinned buffers, one CUDA stream, CUDA-event timing")
+@TENSORRT.engine(
+    "tensorrt",
+    reads=("tensorrt",),
+    devices=("cuda",),
+    available=tensorrt_unavailable,
+    description="TensorRT runtime: pinned buffers, one CUDA stream, CUDA-event timing",
+)
 class TensorRTRunner(Runner):
     """Refuses engines built for another GPU or TensorRT version (from the sidecar JSON)."""
 
