@@ -303,6 +303,13 @@ def _with_sections(name: str, base: type, sections: list[tuple[str, type, str]])
     return dataclasses.make_dataclass(name, fields, bases=(base,))
 
 
+def _backend_order(backend: str, name: str = "") -> tuple:
+    """edgepipe's own backends in their listed order, then plugins by name: the sections' order does not depend on
+    which backend a process happened to import first."""
+    builtin = backends.BUILTIN
+    return (builtin.index(backend) if backend in builtin else len(builtin), backend, name)
+
+
 def _sections() -> dict[str, type]:
     """ExportConfig and BenchConfig, made once, when first asked for: their sections are the backends' own, so
     making them loads the backends (importing this module does not)."""
@@ -313,7 +320,7 @@ def _sections() -> dict[str, type]:
             _ExportCommon,
             [
                 (b.section, b.export_options, f"Export options of the {b.name} backend ({b.description}).")
-                for _, b in backends.BACKENDS
+                for _, b in sorted(backends.BACKENDS, key=lambda item: _backend_order(item[1].name))
                 if b.export_options
             ],
         )
@@ -326,7 +333,7 @@ def _sections() -> dict[str, type]:
                     e.settings,
                     f"Settings of the {e.name} engine ({e.description}), recorded with every measurement.",
                 )
-                for _, e in backends.ENGINES
+                for _, e in sorted(backends.ENGINES, key=lambda item: _backend_order(item[1].backend, item[0]))
                 if e.settings
             ],
         )

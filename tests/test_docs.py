@@ -138,3 +138,13 @@ def test_links_from_the_repository_root_resolve(page):
 def test_the_slug_is_the_one_mkdocs_gives():
     assert _slug("What edgepipe will never do, and exit codes") == "what-edgepipe-will-never-do-and-exit-codes"
     assert _slug("Which engine is fastest, measured") == "which-engine-is-fastest-measured"
+
+
+def test_generated_pages_do_not_depend_on_which_backend_loaded_first():
+    """Backends load when first asked for; a process that imported one directly registered it first."""
+    code = (
+        "import sys; sys.path.insert(0, 'tools'); import edgepipe.backends.openvino.backend; "
+        "import edgepipe.backends.tensorrt.backend; import update_docs; print(update_docs.stale_pages())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip().splitlines()[-1] == "[]", result.stdout + result.stderr

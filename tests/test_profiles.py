@@ -85,13 +85,15 @@ def test_each_cpu_engine_profiles_a_tiny_model_per_op(exported, fmt):
     assert profile.status == "ok", profile.reason
     assert profile.profiler and profile.calls > 0
     # a consistency check, not a timing assertion: one call's per-op times (each op's median over the
-    # profiled calls) against the wall time of the fastest profiled call (the profiler on). Below 0.3x, ops would be
-    # missing (or the call would be mostly the engine's per-call overhead, which this model is big enough to
-    # keep small); above 1.5x, ops would be counted twice or taken from warm-up calls. Between, the spread
-    # of medians and the profiler's own cost (it adds to wall time, not to op times) fit.
+    # profiled calls) against the wall time of the fastest profiled call (the profiler on). Above 1.5x, ops would
+    # be counted twice or taken from warm-up calls; the wall time only grows when the machine is busy (a call
+    # waits for a core), so that bound holds on any machine. Ops missing are caught below: every source
+    # convolution must be found. The lower bound (0.3x) is the product's own check, which adds a note.
     low, high = CONSISTENT_RANGE
-    assert low <= profile.op_ms / profile.wall_ms <= high, (profile.op_ms, profile.wall_ms)
-    assert profile.consistent
+    assert profile.op_ms <= high * profile.wall_ms, (profile.op_ms, profile.wall_ms)
+    assert profile.consistent == (low <= profile.op_ms / profile.wall_ms <= high)
+    if not profile.consistent:
+        assert any("outside the expected range" in note for note in profile.notes), profile.notes
     # every convolution of the source network is found in the ops, by name, and gets MACs and GMAC/s
     convs = {"stem", "conv_wide", "dw", "project"}
     assert convs <= {op.layer for op in profile.ops}

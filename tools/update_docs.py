@@ -58,8 +58,12 @@ def formats_reference() -> str:
     changes nothing."""
     from edgepipe.backends import BUILTIN, TOLERANCES, containers, devices, engines, formats
 
-    ours = [(name, fmt) for name, fmt in formats() if fmt.backend in BUILTIN]
-    our_engines = [(name, engine) for name, engine in engines() if engine.backend in BUILTIN]
+    # in the order of BUILTIN, then by name: registration order depends on which backend a process loaded first
+    def order(item):
+        return BUILTIN.index(item[1].backend), item[0]
+
+    ours = sorted(((name, fmt) for name, fmt in formats() if fmt.backend in BUILTIN), key=order)
+    our_engines = sorted(((name, engine) for name, engine in engines() if engine.backend in BUILTIN), key=order)
     used = {d for _, engine in our_engines for d in engine.devices}
 
     lines = [
@@ -76,7 +80,7 @@ def formats_reference() -> str:
             f"{_cell(fmt.description)} |"
         )
     lines += ["", "## Files", "", "| container | suffixes | default engine | what it is |", "|---|---|---|---|"]
-    for name, container in ((n, c) for n, c in containers() if c.backend in BUILTIN):
+    for name, container in sorted(((n, c) for n, c in containers() if c.backend in BUILTIN), key=order):
         lines.append(
             f"| `{name}` | {', '.join(f'`{s}`' for s in container.suffixes)} | {container.default_engine} | "
             f"{_cell(container.description)} |"
@@ -88,7 +92,9 @@ def formats_reference() -> str:
             f"{_cell(engine.description)} |"
         )
     lines += ["", "## Devices", "", "| device | what it is |", "|---|---|"]
-    lines += [f"| `{name}` | {_cell(device.description)} |" for name, device in devices().items() if name in used]
+    lines += [
+        f"| `{name}` | {_cell(device.description)} |" for name, device in sorted(devices().items()) if name in used
+    ]
     lines += [
         "",
         "## Verification tolerances",

@@ -12,7 +12,9 @@ from edgepipe.training.strategies import fit
 
 
 def _scratch_top1(momentum):
-    dataset = materialize(make_index(DataConfig(path="builtin:digits", classes=["0", "1", "2", "3"]), 0), 32, 3)
+    dataset = materialize(
+        make_index(DataConfig(path="builtin:digits", classes=["0", "1", "2", "3"], test_fraction=0.0), 0), 32, 3
+    )
     model = build_classifier("mobilenet_v2", 4, 32, 3, 0.35, "none", 0.2, seed=0)
     if momentum is not None:
         set_batchnorm_momentum(model, momentum)
