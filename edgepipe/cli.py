@@ -105,6 +105,40 @@ def _int_list(ctx, param, value):
 POSITIVE = click.IntRange(min=1)
 
 
+def ssh_options(job: str) -> Callable[[Callable], Callable]:
+    """The options every command with --remote shares: the SSH configuration file, the edgepipe command and the
+    folder on the remote machine (``job`` says what one folder holds)."""
+    options = [
+        click.option(
+            "--ssh-config",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            metavar="FILE",
+            help="With --remote: use this SSH configuration file instead of ~/.ssh/config.",
+        ),
+        click.option(
+            "--remote-edgepipe",
+            default="edgepipe",
+            show_default=True,
+            metavar="CMD",
+            help="With --remote: the edgepipe command on the remote machine.",
+        ),
+        click.option(
+            "--remote-dir",
+            default="edgepipe-bench",
+            show_default=True,
+            metavar="DIR",
+            help=f"With --remote: remote folder for {job} (a fresh subfolder, removed afterwards).",
+        ),
+    ]
+
+    def apply(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 def run_options(fn: Callable) -> Callable:
     """Options shared by 'run' and the stage commands; each overrides one config key."""
     options = [
@@ -363,26 +397,7 @@ def _bench_request(
     help="With artifacts: run the benchmark on that machine over SSH "
     "(OpenSSH, batch mode: keys and known hosts from your SSH configuration) and bring the results back.",
 )
-@click.option(
-    "--remote-edgepipe",
-    default="edgepipe",
-    show_default=True,
-    metavar="CMD",
-    help="With --remote: the edgepipe command on the remote machine.",
-)
-@click.option(
-    "--remote-dir",
-    default="edgepipe-bench",
-    show_default=True,
-    metavar="DIR",
-    help="With --remote: remote folder for the job (a fresh subfolder, removed afterwards).",
-)
-@click.option(
-    "--ssh-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="With --remote: use this SSH configuration file instead of ~/.ssh/config.",
-)
+@ssh_options("the job")
 @click.option(
     "--data-sample",
     type=POSITIVE,
@@ -728,26 +743,7 @@ MEASURE_ONLY = (
     help="With --measure: time the artifacts (exported here) on that "
     "machine over SSH, as 'edgepipe bench --remote' does.",
 )
-@click.option(
-    "--ssh-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="With --remote: use this SSH configuration file instead of ~/.ssh/config.",
-)
-@click.option(
-    "--remote-edgepipe",
-    default="edgepipe",
-    show_default=True,
-    metavar="CMD",
-    help="With --remote: the edgepipe command on the remote machine.",
-)
-@click.option(
-    "--remote-dir",
-    default="edgepipe-bench",
-    show_default=True,
-    metavar="DIR",
-    help="With --remote: remote folder for each job (a fresh subfolder, removed afterwards).",
-)
+@ssh_options("each job")
 @click.pass_context
 def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> None:
     """List the architectures the registry knows, with counted size and compute and published accuracy.
@@ -894,26 +890,7 @@ def _float_list(ctx, param, value):
     help="Threads per engine (default: every core usable here; required with --remote).",
 )
 @click.option("--remote", metavar="[USER@]HOST", help="Time the artifacts (exported here) on that machine over SSH.")
-@click.option(
-    "--ssh-config",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    metavar="FILE",
-    help="With --remote: use this SSH configuration file instead of ~/.ssh/config.",
-)
-@click.option(
-    "--remote-edgepipe",
-    default="edgepipe",
-    show_default=True,
-    metavar="CMD",
-    help="With --remote: the edgepipe command on the remote machine.",
-)
-@click.option(
-    "--remote-dir",
-    default="edgepipe-bench",
-    show_default=True,
-    metavar="DIR",
-    help="With --remote: remote folder for each job (a fresh subfolder, removed afterwards).",
-)
+@ssh_options("each job")
 @click.option(
     "--output",
     metavar="DIR",
