@@ -13,6 +13,7 @@ import pytest
 
 from edgepipe.backends import ExportContext
 from edgepipe.backends.litert import aeq
+from edgepipe.backends.litert.backend import LiteRTExportOptions
 from edgepipe.calibration import CalibrationSet
 from edgepipe.errors import EdgepipeError
 
@@ -276,7 +277,13 @@ def _dequantized_bias(model: bytes, layer: str) -> np.ndarray:
     raise AssertionError(f"no CONV_2D of {layer}")
 
 
-def _budget_context(model, data, tmp_path) -> ExportContext:
+def test_the_stem_is_the_preprocessing_and_the_first_convolution(converted):
+    stem = aeq.stem(converted["trained"])
+    assert [op.type for op in stem] == ["MUL", "ADD", "CONV_2D"]
+    assert "preprocess" in stem[0].name and "preprocess" in stem[1].name and "conv_a" in stem[2].name
+
+
+def _budget_context(model, data, tmp_path, **options) -> ExportContext:
     """An export of ``model`` judged on validation images labelled by the model itself (FP32 top-1 = 100%),
     so any changed prediction counts against the budget."""
     from edgepipe.verification import ArtifactScorer
@@ -296,13 +303,69 @@ def _budget_context(model, data, tmp_path) -> ExportContext:
         validation=(images, labels),
         reference_probabilities=reference,
         accuracy_budget_pp=1.0,
+        options={"litert": LiteRTExportOptions(**options)},
     )
+
+
+def _export_int8(model, data, tmp_path, **options) -> tuple[dict, bytes]:
+    from edgepipe.backends.litert.export import export_tflite_int8
+
+    ctx = _budget_context(model, data, tmp_path, **options)
+    path = tmp_path / "int8.tflite"
+    try:
+        details = export_tflite_int8(ctx, path)
+    finally:
+        ctx.close()
+    return details, path.read_bytes()
+
+
+def _weight_scales(model: bytes) -> dict[str, int]:
+    """{weighted op type and output name: how many scales its int8 weights have}."""
+    from edgepipe.backends.litert.runner import open_interpreter
+
+    interpreter = open_interpreter(model, xnnpack=False)
+    tensors = {d["index"]: d for d in interpreter.get_tensor_details()}
+    return {
+        f"{op['op_name']} {tensors[op['outputs'][0]]['name']}": len(
+            tensors[op["inputs"][1]]["quantization_parameters"]["scales"]
+        )
+        for op in interpreter._get_ops_details()
+        if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D") and tensors[op["inputs"][1]]["dtype"] == np.int8
+    }
+
+
+def test_first_int8_recipe_keeps_only_the_input_stem_in_float_within_the_budget(models, data, tmp_path):
+    from edgepipe.backends.litert.export import tensor_types
+
+    details, model = _export_int8(models["trained"], data, tmp_path)
+    budget = details["int8_budget"]
+    assert budget["attempts"][0]["recipe"].startswith("AI Edge Quantizer, the input stem (3 ops) kept in float")
+    assert budget["met"] and budget["chosen_attempt"] == 1 and len(budget["attempts"]) == 1
+    floats = _float_ops(model)
+    assert [op for op, _ in floats] == ["MUL", "ADD", "CONV_2D"] and "conv_a" in floats[-1][1]
+    assert len(details["kept_float"]) == 3 and "conv_a" in details["kept_float"][-1]
+    assert budget["kept_higher_precision"] == details["kept_float"]
+    # the rest is int8, weights per channel
+    scales = _weight_scales(model)
+    assert [k.split()[0] for k in scales] == ["DEPTHWISE_CONV_2D", "CONV_2D"] and min(scales.values()) == 8
+    types = tensor_types(model)
+    assert types["input_dtype"] == "uint8" and types["output_dtype"] == "uint8"
+    # and it classifies the validation images like the float model
+    images = data["val"][0]
+    reference = models["trained"].predict(images.astype(np.float32), verbose=0)
+    assert aeq.divergence(aeq.predict(model, images), reference)[1] >= 0.99
+
+
+def test_float_stem_off_gives_a_full_integer_file_from_the_converter(models, data, tmp_path):
+    details, model = _export_int8(models["trained"], data, tmp_path, float_stem=False)
+    assert details["int8_budget"]["attempts"][0]["recipe"].startswith("TFLite converter")
+    assert _float_ops(model) == [] and "kept_float" not in details
 
 
 def test_budget_recipe_keeps_the_fewest_sensitive_ops_in_float_and_reports_their_effect(models, data, tmp_path):
     from edgepipe.backends.litert.export import export_tflite_int8, tensor_types
 
-    ctx = _budget_context(models["lossy"], data, tmp_path)
+    ctx = _budget_context(models["lossy"], data, tmp_path, float_stem=False)
     path = tmp_path / "lossy-int8.tflite"
     try:
         details = export_tflite_int8(ctx, path)

@@ -143,6 +143,24 @@ def _preprocessing(model) -> set[int]:
     return found
 
 
+def stem(float_model: bytes) -> list[Op]:
+    """The model's input stem: its preprocessing ops and the first op with weights that reads the input
+    through them alone (the first convolution, on the image's few channels), in execution order; empty
+    when no op with weights reads the input that way."""
+    model = _read(float_model)
+    graph, excluded = model.subgraphs[0], _preprocessing(model)
+    reached = set(int(i) for i in graph.inputs)  # the input and what preprocessing computed from it
+    for op in _ops(model):
+        flat = graph.operators[op.index]
+        if op.index in excluded:
+            reached.update(int(i) for i in flat.outputs)
+            continue
+        activations = [int(i) for i in flat.inputs if i >= 0 and not _constant(model, i)]
+        if op.type in WEIGHTED_TYPES and activations and all(i in reached for i in activations):
+            return [o for o in _ops(model) if o.index in excluded] + [op]
+    return []
+
+
 def candidates(float_model: bytes) -> list[Op]:
     """The ops worth trying in float: arithmetic ops (:data:`CANDIDATE_TYPES`) that are neither the
     model's preprocessing at the input nor an op producing a graph output (the final softmax)."""

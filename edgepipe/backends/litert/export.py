@@ -26,7 +26,7 @@ from edgepipe.backends.litert.backend import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
 from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import write_bytes
-from edgepipe.quantization.budget import Attempt, within_budget
+from edgepipe.quantization.budget import Attempt, Skipped, within_budget
 from edgepipe.quiet import native_output_suppressed
 from edgepipe.versions import __version__
 
@@ -39,6 +39,11 @@ SENSITIVITY_IMAGES = 256
 #: how much of the sensitivity ranking the export details keep
 SENSITIVITY_REPORTED = 10
 
+#: why the first tflite-int8 recipe keeps the input stem in float (export.tflite.float_stem)
+STEM_REASON = (
+    "the input stem: XNNPACK's int8 kernels are slower than its float ones on the image's few channels, "
+    "and an integer input is converted outside XNNPACK"
+)
 #: why TFLite formats are skipped for a source that is not a Keras model (they convert from its SavedModel)
 FROM_KERAS_ONLY = "TFLite from ONNX is not built yet"
 
@@ -302,7 +307,8 @@ def _kept_float_details(
     description="TFLite, full integer: int8 weights and activations, integer input/output (calibrated)",
 )
 def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
-    """Recipes in order until one is within the accuracy budget: the TFLite converter; AI Edge Quantizer
+    """Recipes in order until one is within the accuracy budget: AI Edge Quantizer (AEQ) with the input stem
+    in float (``export.tflite.float_stem``, on by default); the TFLite converter; AI Edge Quantizer
     (AEQ); the converter on a larger calibration set; AEQ with the fewest ops kept in float, chosen by
     their measured effect; and, only when that AEQ recipe could not run, the converter with the ops of
     largest quantization error kept in float; last, quantization-aware fine-tuning, then the converter."""
@@ -329,6 +335,28 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             "calibration": "min/max",
             "bias_widened": calibrated().widened,
         }
+
+    def aeq_float_stem():
+        # quantized here, not in build: a model AEQ cannot take is a skipped recipe, not a failed export
+        try:
+            kept = aeq.stem(calibrated().float_model)
+            model = calibrated().quantize(kept) if kept else None
+        except EdgepipeError as exc:
+            return Skipped(first_line(exc))
+        if model is None:
+            return Skipped("no convolution reads the input directly")
+        return Attempt(
+            f"AI Edge Quantizer, the input stem ({len(kept)} ops) kept in float, min/max calibration on "
+            f"{len(calibration)} images",
+            lambda p: write(
+                p,
+                model,
+                calibration,
+                **aeq_details(),
+                kept_float=[op.name for op in kept],
+                kept_float_reason=STEM_REASON,
+            ),
+        )
 
     def converter():
         return Attempt(
@@ -421,6 +449,7 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
         )
 
     for factory, name in (
+        (aeq_float_stem, "AEQ, the input stem kept in float"),
         (converter, "TFLite converter"),
         (aeq_plain, "AI Edge Quantizer"),
         (larger, "larger calibration set"),
@@ -431,8 +460,9 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     qat = qat_recipe(
         ctx, fine_tuned_converter, "the TFLite converter with the learned activation ranges", keep_ranges=True
     )
+    first = [aeq_float_stem] if ctx.options_for("litert").float_stem else []
     return within_budget(
-        ctx, path, "tflite-int8", [converter, aeq_plain, larger, aeq_kept_float, converter_kept_float, qat]
+        ctx, path, "tflite-int8", [*first, converter, aeq_plain, larger, aeq_kept_float, converter_kept_float, qat]
     )
 
 
