@@ -29,6 +29,11 @@ PAIRS = {
 TARGET = 1.8
 
 
+#: the same INT8 format exported again with these tflite options: the full-integer file (the input stem in
+#: int8 too), timed beside the default one
+FULL_INTEGER = {"tflite": {"float_stem": False}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="mobilenet_v2:1.0", help="architecture[:alpha]")
@@ -42,6 +47,10 @@ def main() -> None:
     engines = [e for e in args.engines.split(",") if e]
     work = args.work or Path(tempfile.mkdtemp(prefix="edgepipe-int8-speedup-"))
     paths, model_file = export(args.model, args.size, [f for e in engines for f in PAIRS[e]], work)
+    if "litert" in engines:  # the full-integer file, timed in the same rounds
+        full, _ = export(args.model, args.size, ["tflite-int8"], work / "full-integer", FULL_INTEGER)
+        if "tflite-int8" in full:
+            paths["tflite-int8 (full integer)"] = full["tflite-int8"]
     print(
         f"{args.model} at {args.size}x{args.size}, {args.threads} thread(s), batch 1, {args.rounds} alternating rounds"
     )
@@ -54,12 +63,20 @@ def main() -> None:
             print(
                 f"  {engine:<12} FP32 {p50[fp32]:8.3f} ms   INT8 {p50[int8]:8.3f} ms   INT8 speed-up {ratio:.2f}x{target}"
             )
+    full = p50.get("tflite-int8 (full integer)")
+    if full and "tflite-fp32" in p50:
+        print(
+            f"  {'litert':<12} FP32 {p50['tflite-fp32']:8.3f} ms   INT8 {full:8.3f} ms   INT8 speed-up "
+            f"{p50['tflite-fp32'] / full:.2f}x (full integer: export.tflite.float_stem false)"
+        )
     profile_all(paths, model_file, args.threads)
 
 
-def export(spec: str, size: int, formats: list[str], work: Path) -> tuple[dict[str, Path], Path]:
-    """{format: file} of the model exported to ``formats`` (random weights and calibration pixels), and the
-    Keras model file."""
+def export(
+    spec: str, size: int, formats: list[str], work: Path, options: dict | None = None
+) -> tuple[dict[str, Path], Path]:
+    """{format: file} of the model exported to ``formats`` (random weights and calibration pixels, export
+    ``options`` by config section), and the Keras model file."""
     import numpy as np
 
     import edgepipe
@@ -80,6 +97,7 @@ def export(spec: str, size: int, formats: list[str], work: Path) -> tuple[dict[s
         output=work / "artifacts",
         accuracy_budget_pp=100.0,
         qat={"epochs": 0},
+        options=options,
         echo=lambda line: None,
     )
     # random weights: an INT8 file may fail verification against them; its speed is what is studied here
