@@ -337,7 +337,7 @@ def _weight_scales(model: bytes) -> dict[str, int]:
 def test_first_int8_recipe_keeps_only_the_input_stem_in_float_within_the_budget(models, data, tmp_path):
     from edgepipe.backends.litert.export import tensor_types
 
-    details, model = _export_int8(models["trained"], data, tmp_path)
+    details, model = _export_int8(models["trained"], data, tmp_path, float_stem=True)
     budget = details["int8_budget"]
     assert budget["attempts"][0]["recipe"].startswith("AI Edge Quantizer, the input stem (3 ops) kept in float")
     assert budget["met"] and budget["chosen_attempt"] == 1 and len(budget["attempts"]) == 1
@@ -356,8 +356,8 @@ def test_first_int8_recipe_keeps_only_the_input_stem_in_float_within_the_budget(
     assert aeq.divergence(aeq.predict(model, images), reference)[1] >= 0.99
 
 
-def test_float_stem_off_gives_a_full_integer_file_from_the_converter(models, data, tmp_path):
-    details, model = _export_int8(models["trained"], data, tmp_path, float_stem=False)
+def test_by_default_the_file_is_full_integer_from_the_converter(models, data, tmp_path):
+    details, model = _export_int8(models["trained"], data, tmp_path)
     assert details["int8_budget"]["attempts"][0]["recipe"].startswith("TFLite converter")
     assert _float_ops(model) == [] and "kept_float" not in details
 

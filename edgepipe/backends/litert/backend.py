@@ -18,11 +18,11 @@ class LiteRTExportOptions:
         choices=("uint8", "int8"),
     )
     float_stem: bool = option(
-        True,
+        False,
         "tflite-int8: the first recipe keeps the input stem (the model's preprocessing and its first "
         "convolution) in float and the rest int8, faster on x86 CPUs with XNNPACK, where int8 kernels are slow "
-        "on the image's few channels and the integer input is converted outside XNNPACK (off: full integer "
-        "only, for integer-only accelerators).",
+        "on the image's few channels and the integer input is converted outside XNNPACK (off, the default: "
+        "full integer only, which integer-only accelerators need).",
     )
 
 

@@ -308,7 +308,7 @@ def _kept_float_details(
 )
 def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     """Recipes in order until one is within the accuracy budget: AI Edge Quantizer (AEQ) with the input stem
-    in float (``export.tflite.float_stem``, on by default); the TFLite converter; AI Edge Quantizer
+    in float (``export.tflite.float_stem``, off by default); the TFLite converter; AI Edge Quantizer
     (AEQ); the converter on a larger calibration set; AEQ with the fewest ops kept in float, chosen by
     their measured effect; and, only when that AEQ recipe could not run, the converter with the ops of
     largest quantization error kept in float; last, quantization-aware fine-tuning, then the converter."""
