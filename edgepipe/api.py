@@ -247,6 +247,9 @@ def run(
         overrides["formats"] = expand_formats(list(_values("formats", overrides["formats"], "name")))
     if overrides.get("preprocessing") is not None:
         overrides["preprocessing"] = _preprocessing_setting(overrides["preprocessing"])
+    for key in ("model", "data", "output"):  # paths as pathlib.Path too: the configuration keeps text
+        if isinstance(overrides.get(key), os.PathLike):
+            overrides[key] = os.fspath(overrides[key])
     unknown = [k for k in overrides if k not in OVERRIDE_KEYS and "." not in k]
     if unknown:
         from edgepipe.registry import did_you_mean

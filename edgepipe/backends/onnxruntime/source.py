@@ -194,7 +194,7 @@ def _square_size(dims: list[int | None], layout: str, input_size: int | None, pa
     if input_size is not None and input_size != height:
         raise EdgepipeError(
             f"--input-size {input_size} differs from the {height}x{width} input of '{path.name}'",
-            f"Drop --input-size, or pass {height}.",
+            f"Pass --input-size {height} (model.input_size), or leave it out of edgepipe export.",
         )
     return int(height)
 
