@@ -46,6 +46,7 @@ OVERRIDE_KEYS = {
     "threads": "bench.threads",
     "name": "name",
     "model": "model.path",
+    "preprocessing": "model.preprocessing",
     "qat_epochs": "export.qat.epochs",
 }
 
@@ -235,6 +236,8 @@ def run(
     ``config`` is a YAML path, a dict, a RunConfig or None (see :func:`resolve_config`);
     ``overrides`` are e.g. ``data="my_photos"``, ``arch="mobilenet_v2"``, ``epochs=5``,
     ``formats=["tflite-int8"]``, ``output="runs/x"``, or dotted keys ``{"train.learning_rate": 0.01}``.
+    ``model="backbone.onnx"`` trains a new head on a backbone in ONNX (feature extraction), its ``preprocessing``
+    declared as for ``export`` (a name, or a mapping of layout, channels, scale, mean, std).
     ``unsafe_load`` allows a ``model`` file whose loading runs code (only for files you trust).
     """
     from edgepipe.pipeline.sequence import STAGES, run_stages
@@ -242,6 +245,11 @@ def run(
 
     if overrides.get("formats") is not None:
         overrides["formats"] = expand_formats(list(_values("formats", overrides["formats"], "name")))
+    if overrides.get("preprocessing") is not None:
+        overrides["preprocessing"] = _preprocessing_setting(overrides["preprocessing"])
+    for key in ("model", "data", "output"):  # paths as pathlib.Path too: the configuration keeps text
+        if isinstance(overrides.get(key), os.PathLike):
+            overrides[key] = os.fspath(overrides[key])
     unknown = [k for k in overrides if k not in OVERRIDE_KEYS and "." not in k]
     if unknown:
         from edgepipe.registry import did_you_mean
@@ -257,6 +265,16 @@ def run(
             raise EdgepipeError(f"unknown stage '{name}'", "Stages: " + ", ".join(STAGES) + ".")
     handle = run_stages(resolved, names, echo=echo, force=force)
     return Run(handle.path, resolved, base)
+
+
+def _preprocessing_setting(value: Any) -> Any:
+    """model.preprocessing from what ``run`` was given: a name stays a name; a mapping or a pixels.PixelTransform
+    (a name with keys overriding it, as the command line's flags give) becomes the mapping of its known keys."""
+    from edgepipe.pixels import resolve
+
+    if isinstance(value, str):
+        return value
+    return {k: v for k, v in resolve(value).as_dict().items() if v is not None}
 
 
 # ----------------------------------------------------------------------------------------- export

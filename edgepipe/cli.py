@@ -139,6 +139,62 @@ def ssh_options(job: str) -> Callable[[Callable], Callable]:
     return apply
 
 
+PIXEL_FLAGS = ("layout", "channels", "scale", "mean", "std")
+
+
+def pixel_options(fn: Callable) -> Callable:
+    """The flags that declare an ONNX or .pt2 model's preprocessing (model.preprocessing in a config)."""
+    options = [
+        click.option(
+            "--layout",
+            type=click.Choice(["nchw", "nhwc"]),
+            help="With an ONNX or .pt2 model: its input layout (default: read from the input's shape).",
+        ),
+        click.option(
+            "--channels",
+            type=click.Choice(["rgb", "bgr"]),
+            help="With an ONNX or .pt2 model: the channel order it was trained on.",
+        ),
+        click.option(
+            "--scale",
+            type=float,
+            metavar="X",
+            help="With an ONNX or .pt2 model: raw pixels are divided by this first (e.g. 255).",
+        ),
+        click.option(
+            "--mean",
+            callback=_split_list,
+            metavar="A,B,C",
+            help="With an ONNX or .pt2 model: subtracted after scaling, per channel.",
+        ),
+        click.option(
+            "--std",
+            callback=_split_list,
+            metavar="A,B,C",
+            help="With an ONNX or .pt2 model: then divided by, per channel.",
+        ),
+        click.option(
+            "--preprocessing",
+            "preprocessing_name",
+            metavar="NAME",
+            help="With an ONNX or .pt2 model: a named transform "
+            "(torch, tf, caffe, lite, unit, none); the flags above override its keys.",
+        ),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _declared_pixels(kwargs: dict[str, Any]) -> Any:
+    """The preprocessing the pixel flags declare (removed from ``kwargs``), as a PixelTransform; None when none is."""
+    flags = {key: kwargs.pop(key, None) for key in PIXEL_FLAGS}
+    named = kwargs.pop("preprocessing_name", None)
+    if named is None and all(v is None for v in flags.values()):
+        return None
+    return _pixel_transform(named, flags)
+
+
 def run_options(fn: Callable) -> Callable:
     """Options shared by 'run' and the stage commands; each overrides one config key."""
     options = [
@@ -149,7 +205,12 @@ def run_options(fn: Callable) -> Callable:
         click.option("--arch", metavar="NAME", help="Architecture (see 'edgepipe models')."),
         click.option("--alpha", type=float, help="Width multiplier, for families that have one."),
         click.option("--weights", metavar="imagenet|none|PATH", help="Initial backbone weights."),
-        click.option("--model", metavar="PATH", help="Start from your own saved model (.keras or .h5)."),
+        click.option(
+            "--model",
+            metavar="PATH",
+            help="Start from your own saved model (.keras or .h5), or train a new head on a backbone in ONNX "
+            "(declare its preprocessing with the flags below).",
+        ),
         click.option(
             "--unsafe-load",
             is_flag=True,
@@ -183,6 +244,9 @@ def _run_stages(stages: list[str] | None, kwargs: dict[str, Any]) -> None:
     config = kwargs.pop("config")
     force = kwargs.pop("force")
     unsafe = kwargs.pop("unsafe_load", False)
+    pixels = _declared_pixels(kwargs)
+    if pixels is not None:
+        kwargs["preprocessing"] = pixels
     run = api.run(config, stages=stages, force=force, unsafe_load=unsafe, echo=click.echo, **kwargs)
     click.echo(
         f"run directory: {run.path}"
@@ -209,17 +273,21 @@ def main(ctx: click.Context, debug: bool) -> None:
 
 @main.command()
 @run_options
+@pixel_options
 def run(**kwargs: Any) -> None:
     """Run every stage: build, train, export, bench, report.
 
     With no CONFIG: --data or --model start from the defaults for your own images
     (examples/image-folder.yaml); otherwise the built-in quickstart (offline digits).
+    A backbone in ONNX trains a new head on its features (its preprocessing declared):
+    edgepipe run --model backbone.onnx --data DIR --input-size 224 --preprocessing torch
     """
     _run_stages(None, kwargs)
 
 
 def _stage_command(name: str, help_text: str) -> None:
     @run_options
+    @pixel_options
     def command(**kwargs: Any) -> None:
         _run_stages([name], kwargs)
 
@@ -578,38 +646,7 @@ def profile_command(artifact, threads, engine, device, batch, calls, model, outp
     metavar="N",
     help="Epochs of quantization-aware fine-tuning, the last INT8 recipe (export.qat.epochs; 0: never).",
 )
-@click.option(
-    "--layout",
-    type=click.Choice(["nchw", "nhwc"]),
-    help="With an ONNX or .pt2 MODEL: its input layout (default: read from the input's shape).",
-)
-@click.option(
-    "--channels",
-    type=click.Choice(["rgb", "bgr"]),
-    help="With an ONNX or .pt2 MODEL: the channel order it was trained on.",
-)
-@click.option(
-    "--scale",
-    type=float,
-    metavar="X",
-    help="With an ONNX or .pt2 MODEL: raw pixels are divided by this first (e.g. 255).",
-)
-@click.option(
-    "--mean",
-    callback=_split_list,
-    metavar="A,B,C",
-    help="With an ONNX or .pt2 MODEL: subtracted after scaling, per channel.",
-)
-@click.option(
-    "--std", callback=_split_list, metavar="A,B,C", help="With an ONNX or .pt2 MODEL: then divided by, per channel."
-)
-@click.option(
-    "--preprocessing",
-    "preprocessing_name",
-    metavar="NAME",
-    help="With an ONNX or .pt2 MODEL: a named transform "
-    "(torch, tf, caffe, lite, unit, none); the flags above override its keys.",
-)
+@pixel_options
 def export_command(**kwargs: Any) -> None:
     """Stage 3: export the trained model to the configured formats.
 
@@ -624,9 +661,7 @@ def export_command(**kwargs: Any) -> None:
     source = kwargs.get("config")
     formats = list(kwargs.pop("format_") or ())
     calibration_dir = kwargs.pop("calibration_data")
-    pixel_flags = {key: kwargs.pop(key) for key in ("layout", "channels", "scale", "mean", "std")}
-    named = kwargs.pop("preprocessing_name")
-    declared = named is not None or any(v is not None for v in pixel_flags.values())
+    pixels = _declared_pixels(kwargs)
     if source is not None and api.is_model_file(source):
         if calibration_dir is not None and not Path(calibration_dir).is_dir():
             raise EdgepipeError(
@@ -643,15 +678,15 @@ def export_command(**kwargs: Any) -> None:
             unsafe_load=kwargs.get("unsafe_load", False),
             echo=click.echo,
             qat=None if kwargs.get("qat_epochs") is None else {"epochs": kwargs["qat_epochs"]},
-            preprocessing=_pixel_transform(named, pixel_flags) if declared else None,
+            preprocessing=pixels,
             input_size=kwargs.get("input_size"),
         )
         click.echo(f"artifacts: {exported.index}")
         return
-    if declared:
+    if pixels is not None:
         raise EdgepipeError(
             "--layout, --channels, --scale, --mean, --std and --preprocessing apply to an ONNX or .pt2 model file",
-            "In a run, set model.preprocessing in the config.",
+            "In a run, declare them with 'edgepipe run' (or set model.preprocessing in the config).",
         )
     if formats:
         kwargs["formats"] = formats

@@ -101,7 +101,7 @@ class ModelConfig:
     dropout: float = _opt(0.2, "Dropout rate in the new classification head.", min=0.0, max=0.95)
     path: str | None = _opt(
         None,
-        "Start from your own saved model instead of a registry architecture: a .keras or .h5 file saved by Keras (its classifier top is replaced).",
+        "Start from your own saved model instead of a registry architecture: a .keras or .h5 file saved by Keras (its classifier top is replaced), or a backbone in ONNX (pooled features or feature maps out; a new head is trained on its features, its preprocessing declared in model.preprocessing).",
     )
     preprocessing: Union[str, PreprocessingConfig] = _opt(
         "auto",

@@ -49,7 +49,7 @@ def check_model_path(path: str) -> Path:
     source = model_source(p)
     if source is not None:
         raise EdgepipeError(
-            f"'{path}' is {source.description}: a run trains a new head on a Keras model only",
+            f"'{path}' is {source.description}: it is not a Keras model",
             f"Export it with 'edgepipe export {p.name} --calibration-data DIR' (with its preprocessing "
             "declared), or pass a .keras or .h5 file.",
         )

@@ -148,12 +148,19 @@ class ModelSource:
     ``preprocessing()`` (what artifacts record), ``describe()``, ``write(path)`` (the graph the formats start
     from, taking raw NHWC pixels) and ``reference(images, threads)`` (probabilities every artifact is judged
     against). ``preprocessing`` is a ``pixels.PixelTransform``.
+
+    ``read_backbone(path, preprocessing, input_size)``, when the kind can be a backbone a run trains a new head on,
+    checks it the same way and returns its feature graph (see ``backends.onnxruntime.backbone.OnnxBackbone``);
+    None when it cannot. ``reference`` names the format of the classifier such a run makes (the reference its
+    artifacts are judged against).
     """
 
     backend: str
     suffixes: tuple[str, ...]
     read: Callable[..., Any]
     description: str
+    read_backbone: Callable[..., Any] | None = None
+    reference: str | None = None
 
 
 @dataclass(frozen=True)
@@ -268,10 +275,20 @@ class Backend:
 
         return decorator
 
-    def model_source(self, *, suffixes: tuple[str, ...], read: Callable[..., Any], description: str) -> None:
+    def model_source(
+        self,
+        *,
+        suffixes: tuple[str, ...],
+        read: Callable[..., Any],
+        description: str,
+        read_backbone: Callable[..., Any] | None = None,
+        reference: str | None = None,
+    ) -> None:
         """Register a kind of model file export starts from besides Keras' (see :class:`ModelSource`)."""
         for suffix in suffixes:
-            SOURCES[suffix.lower()] = ModelSource(self.name, tuple(suffixes), read, description)
+            SOURCES[suffix.lower()] = ModelSource(
+                self.name, tuple(suffixes), read, description, read_backbone, reference
+            )
 
     def object_source(self, *, accepts: Callable[[Any], bool], read: Callable[..., Any], description: str) -> None:
         """Register a kind of in-memory model export starts from besides Keras' (see :class:`ObjectSource`)."""

@@ -22,6 +22,7 @@ from edgepipe.backends import (
     INTEGER_PRECISIONS,
     Engine,
     artifact_size_mb,
+    formats,
     identify,
     reference_format,
 )
@@ -30,6 +31,8 @@ from edgepipe.data import materialize
 from edgepipe.device import fingerprint, peak_estimate, resolve_threads
 from edgepipe.fileio import read_json, sha256_value
 from edgepipe.harness import BenchSettings, efficiency
+from edgepipe.pipeline import foreign
+from edgepipe.pipeline.export import trained_model
 from edgepipe.pipeline.measure import line, measure_plans, plan, settings_for
 from edgepipe.pipeline.rundir import RunDir, now_iso
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
@@ -45,7 +48,7 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
     return {
         "bench": dataclasses.asdict(config.bench),
         "artifacts": file_digest(run.artifacts_index),
-        "model": file_digest(run.model),
+        "model": file_digest(trained_model(config, run)),
         "host": platform.node(),
     }
 
@@ -83,8 +86,26 @@ def engine_settings(config: RunConfig, engine: Engine) -> Any:
     return getattr(config.bench, engine.name, None) if engine.settings else None
 
 
-def _candidates(run: RunDir, index: dict) -> list[tuple[dict, Path]]:
-    """The FP32 reference model, then every exported artifact, as (artifacts.json-style entry, path)."""
+def _candidates(run: RunDir, index: dict, foreign_reference: str | None) -> list[tuple[dict, Path]]:
+    """The FP32 reference model, then every exported artifact, as (artifacts.json-style entry, path).
+
+    On a foreign backbone (``foreign_reference``: the format of its joined classifier) the reference is that
+    format's artifact when it was exported (verified against the classifier), else the classifier itself under
+    that format's name: one record of it either way."""
+    exported = [(item, run.file("artifacts", item["file"])) for item in index["artifacts"]]
+    if foreign_reference is not None:
+        if any(i["format"] == foreign_reference and Status(i["status"]).measured for i, _ in exported):
+            return exported
+        fmt = formats().get(foreign_reference)
+        joined = {
+            "format": fmt.name,
+            "precision": fmt.precision,
+            "container": fmt.container,
+            "file": run.model_onnx.name,
+            "status": Status.OK.value,
+            "description": "the classifier joined on your backbone (the reference)",
+        }
+        return [(joined, run.model_onnx)] + [(i, p) for i, p in exported if i["format"] != foreign_reference]
     ref = reference_format()
     reference = {
         "format": ref.name,
@@ -94,7 +115,7 @@ def _candidates(run: RunDir, index: dict) -> list[tuple[dict, Path]]:
         "status": Status.OK.value,
         "description": ref.description,
     }
-    return [(reference, run.model)] + [(item, run.file("artifacts", item["file"])) for item in index["artifacts"]]
+    return [(reference, run.model)] + exported
 
 
 def _base_record(item: dict, path: Path) -> Record:
@@ -127,7 +148,8 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     )
     records: list[Record] = []
     plans = []
-    for item, path in _candidates(run, index):
+    joined = foreign.reference_format(run) if foreign.is_foreign(config) else None
+    for item, path in _candidates(run, index, joined):
         base = _base_record(item, path)
         if not base.status.measured:
             records.append(base)
@@ -147,7 +169,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         ]
     device = fingerprint()
     profiles: list | None = [] if b.profile else None
-    layers = model_layers(run.model) if b.profile else None
+    layers = model_layers(run.model) if b.profile and joined is None else None
     measured = measure_plans(
         plans,
         settings,
@@ -159,7 +181,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     )
     for record in measured:
         echo("  " + line(record))
-    ref = reference_format().name
+    ref = joined or reference_format().name
     _compare_with_reference(plans, ref, split.labels, dataset.class_names)
     records = measured + records
     build_info = read_json(run.build_info) if run.build_info.exists() else {}

@@ -11,6 +11,7 @@ from edgepipe.config import RunConfig
 from edgepipe.data import format_summary, make_index
 from edgepipe.errors import ConfigError
 from edgepipe.fileio import atomic_path, write_json, write_text
+from edgepipe.pipeline import foreign
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.training.controls import (
@@ -41,7 +42,7 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
 
 
 def _outputs(run: RunDir) -> list:
-    return [run.dataset_index, run.labels, run.model_initial, run.build_info]
+    return [run.dataset_index, run.labels, run.model_initial, run.backbone_onnx, run.build_info]
 
 
 def pretrain(config: RunConfig, source_index: dict, echo: Echo):
@@ -76,6 +77,12 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     index = make_index(config.data, config.seed)
     echo(format_summary(index["summary"]))
     labels = index["class_names"]
+    if foreign.is_foreign(config):  # a backbone from an ONNX file: its feature graph, no Keras model
+        write_json(run.dataset_index, index)
+        write_text(run.labels, "\n".join(labels) + "\n")
+        write_json(run.build_info, foreign.build(config, run, index, echo))
+        return
+    run.backbone_onnx.unlink(missing_ok=True)  # what an earlier build on a foreign backbone left here
     arch = resolve_architecture(m, config.unsafe_load)
     weights = "none" if m.path else m.weights
     info: dict = {

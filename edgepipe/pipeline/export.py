@@ -25,6 +25,7 @@ from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import inside, make_folder, read_json, sha256_file, write_json
 from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
+from edgepipe.pipeline import foreign
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
@@ -39,10 +40,15 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
     return {
         "seed": config.seed,
         "export": dataclasses.asdict(config.export),
-        "model": file_digest(run.model),
+        "model": file_digest(trained_model(config, run)),
         "dataset": file_digest(run.dataset_index),
         "build": file_digest(run.build_info),
     }
+
+
+def trained_model(config: RunConfig, run: RunDir) -> Path:
+    """The model file the train stage wrote: the Keras model, or the classifier joined on a foreign backbone."""
+    return run.model_onnx if foreign.is_foreign(config) else run.model
 
 
 def index_files(index_path: Path) -> list[Path]:
@@ -325,8 +331,9 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     from edgepipe.device import resolve_threads
 
     m, e = config.model, config.export
-    isolate = isolated(e.isolation, run.model)
-    model = None if isolate else load_keras_model(str(run.model), config.unsafe_load)
+    source = foreign.export_source(run) if foreign.is_foreign(config) else None
+    isolate = source is None and isolated(e.isolation, run.model)
+    model = None if isolate or source is not None else load_keras_model(str(run.model), config.unsafe_load)
     dataset = materialize(read_json(run.dataset_index), m.input_size, m.channels)
     calibration_set = draw(dataset.train.images, dataset.train.labels, e.calibration_size, config.seed)
     echo(f"calibration set: {len(calibration_set)} training images, sha256 {calibration_set.digest[:12]}")
@@ -347,16 +354,20 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         options=backend_options(config),
         workdir_parent=run.scratch,
         qat=e.qat,
+        source=source,
+        source_onnx=None if source is None else run.model_onnx,
     )
     echo(f"exporting to {run.artifacts_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     records = export_all(model, job, echo, run.model, isolate, config.unsafe_load)
+    made_from = trained_model(config, run)
     if not any(Status(r["status"]).measured for r in records):
         raise EdgepipeError("no format could be exported", "See the reasons above; fix them or choose other --formats.")
     write_json(
         run.artifacts_index,
         {
-            "source_model": run.model.name,
-            "source_sha256": sha256_file(run.model),
+            "source_model": made_from.name,
+            "source_sha256": sha256_file(made_from),
+            **({"source": source.describe()} if source is not None else {}),
             "calibration": calibration_set.describe() if calibration_set is not None else None,
             "artifacts": records,
         },

@@ -100,6 +100,16 @@ class RunDir:
         return self.file("model.keras")
 
     @property
+    def backbone_onnx(self) -> Path:
+        """A foreign backbone's feature graph (raw pixels in, pooled features out), written by the build stage."""
+        return self.file("backbone.onnx")
+
+    @property
+    def model_onnx(self) -> Path:
+        """The classifier a run on a foreign backbone trains: its graph joined with the new head."""
+        return self.file("model.onnx")
+
+    @property
     def training(self) -> Path:
         return self.file("training.json")
 

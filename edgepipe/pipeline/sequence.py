@@ -13,7 +13,7 @@ from edgepipe.config import RunConfig, to_yaml
 from edgepipe.data import check_path
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import sha256_value, write_text
-from edgepipe.pipeline import bench, build, export, report, train
+from edgepipe.pipeline import bench, build, export, foreign, report, train
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Stage
 
@@ -23,7 +23,9 @@ STAGES: dict[str, Stage] = {s.name: s for s in (build.STAGE, train.STAGE, export
 def preflight(config: RunConfig) -> None:
     """Cheap checks of everything knowable before work starts (no directory is created or changed)."""
     m = config.model
-    if m.path:
+    if foreign.is_foreign(config):
+        foreign.read_backbone(config)  # the file, its preprocessing and the run's settings, all checked
+    elif m.path:
         from edgepipe.architectures.loading import check_model_path
 
         check_model_path(m.path)

@@ -12,6 +12,7 @@ from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.evaluation import evaluate, format_evaluation
 from edgepipe.fileio import atomic_path, read_json, write_json, write_text
+from edgepipe.pipeline import foreign
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.training.controls import (
@@ -30,17 +31,20 @@ from edgepipe.training.strategies import STRATEGIES
 
 
 def _inputs(config: RunConfig, run: RunDir) -> dict:
-    return {
+    inputs = {
         "seed": config.seed,
         "train": dataclasses.asdict(config.train),
         "baseline_epochs": _baseline_epochs(config),
         "model_initial": file_digest(run.model_initial),
         "dataset": file_digest(run.dataset_index),
     }
+    if foreign.is_foreign(config):
+        inputs.update(backbone=file_digest(run.backbone_onnx), dropout=config.model.dropout)
+    return inputs
 
 
 def _outputs(run: RunDir) -> list:
-    return [run.model, run.training, run.history_csv, run.history_png, run.confusion_png]
+    return [run.model, run.model_onnx, run.training, run.history_csv, run.history_png, run.confusion_png]
 
 
 def _baseline_epochs(config: RunConfig) -> int:
@@ -70,6 +74,9 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     m = config.model
     index = read_json(run.dataset_index)
     dataset = materialize(index, m.input_size, m.channels)
+    if foreign.is_foreign(config):
+        _run_foreign(config, run, dataset, record, echo)
+        return
     strategy = STRATEGIES.get(config.train.strategy)
     echo(f"training with strategy '{strategy.name}': {strategy.description}")
     if dist is not None:
@@ -97,6 +104,19 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     wait_for_workers(dist)
 
 
+def _run_foreign(config: RunConfig, run: RunDir, dataset, record: dict, echo: Echo) -> None:
+    """A new head on a foreign backbone's cached features, joined to its graph (see pipeline.foreign). The
+    chief alone trains it, outside any tf.distribute scope: a head on cached features needs no cluster."""
+    if not is_chief():
+        leave_results_to_chief(echo, "a head on a foreign backbone is trained by worker 0 alone")
+        return
+    echo(f"training a new head on the backbone from {config.model.path} (feature extraction)")
+    outcome, probabilities = foreign.train(config, run, dataset, echo)
+    evaluation = _evaluation(probabilities, dataset, "ONNX Runtime, the joined classifier", echo)
+    summary = _summary(config.train.strategy, record, dataset, outcome, evaluation, None)
+    _write_records(run, summary, f"{config.train.strategy}: training history", f"{dataset.heldout_name} split")
+
+
 def _summary(
     strategy: str, distribution_used: dict, dataset, outcome: dict, evaluation: dict, baseline: dict | None
 ) -> dict:
@@ -120,11 +140,14 @@ def _summary(
 
 def _evaluate(model, dataset, echo: Echo) -> dict:
     probabilities = predict_arrays(model, dataset.heldout.images.astype(np.float32))
+    return _evaluation(probabilities, dataset, "Keras FP32", echo)
+
+
+def _evaluation(probabilities: np.ndarray, dataset, what: str, echo: Echo) -> dict:
+    """The held-out metrics of ``probabilities`` (of the model ``what`` names), said in the log."""
     evaluation = evaluate(probabilities, dataset.heldout.labels, dataset.class_names)
     top5 = f", top-5 {evaluation['top5']:.2%}" if "top5" in evaluation else ""
-    echo(
-        f"  {dataset.heldout_name} top-1 (Keras FP32): {evaluation['top1']:.2%}{top5} on {len(dataset.heldout)} images"
-    )
+    echo(f"  {dataset.heldout_name} top-1 ({what}): {evaluation['top1']:.2%}{top5} on {len(dataset.heldout)} images")
     echo(format_evaluation(evaluation))
     return evaluation
 
@@ -151,10 +174,16 @@ def _baseline(config: RunConfig, index: dict, num_classes: int, echo: Echo) -> d
 
 
 def _write(run: RunDir, model, summary: dict, history_title: str, confusion_title: str) -> None:
-    from edgepipe.report.plots import confusion_plot, history_plot
-
     with atomic_path(run.model, suffix=".keras") as tmp:
         model.save(tmp)
+    run.model_onnx.unlink(missing_ok=True)  # what an earlier run on a foreign backbone left here
+    _write_records(run, summary, history_title, confusion_title)
+
+
+def _write_records(run: RunDir, summary: dict, history_title: str, confusion_title: str) -> None:
+    """training.json, the history (CSV and plot) and the confusion matrix."""
+    from edgepipe.report.plots import confusion_plot, history_plot
+
     write_text(run.history_csv, history_csv(summary["history"]))
     if not history_plot(summary["history"], run.history_png, history_title):
         run.history_png.unlink(missing_ok=True)

@@ -87,6 +87,7 @@ def rows(results: Results) -> list[dict[str, Any]]:
                 "usable_cores": usable,
                 "cpu_quota": results.device.get("cpu_quota"),
                 "reference": r.format == results.reference_format,
+                "reference_format": results.reference_format,
             }
         )
     return out
@@ -260,12 +261,23 @@ def describe_settings(row: dict[str, Any]) -> str:
     return ", ".join(f"{k} {v}" for k, v in shown.items())
 
 
+def _reference_name(row: dict[str, Any]) -> str:
+    """What the speed-up is against: the Keras FP32 model, or the run's own FP32 reference (the classifier
+    joined on a foreign backbone, under its format's name)."""
+    from edgepipe.backends import reference_format
+
+    name = row.get("reference_format")
+    return "the Keras FP32 model" if name in (None, reference_format().name) else f"the FP32 reference ({name})"
+
+
 def recommendation_line(setting: str, verdict: dict[str, Any]) -> str:
     choice = verdict["recommended"]
     if choice is None:
         return f"{md_text(setting)}: no artifact qualifies ({verdict['reason']})."
     accuracy = "" if choice["top1"] is None else f", top-1 {choice['top1'] * 100:.2f}%"
-    speed = "" if choice["speedup_vs_keras"] is None else f", {choice['speedup_vs_keras']:.1f}x the Keras FP32 model"
+    speed = (
+        "" if choice["speedup_vs_keras"] is None else f", {choice['speedup_vs_keras']:.1f}x {_reference_name(choice)}"
+    )
     engine = f" with {choice['engine']}" + (f" ({describe_settings(choice)})" if describe_settings(choice) else "")
     size = "" if choice["size_mb"] is None else f", {choice['size_mb']:.2f} MB"
     return (

@@ -55,6 +55,8 @@ def bench_files(
     for name in engines:
         ENGINES.canonical(name)
     artifacts = [identify(path) for path in paths]
+    if data_dir is not None:
+        _check_raw_pixels(artifacts)
     unmeasured: list[Record] = []
     plans = []
     for path, artifact in zip(paths, artifacts):
@@ -126,6 +128,20 @@ def bench_files(
             "data": str(data_dir) if data_dir else "seeded random pixels (no accuracy)",
         },
     )
+
+
+def _check_raw_pixels(artifacts: list[Artifact]) -> None:
+    """EdgepipeError for an artifact whose file says it does not take raw pixels (an ONNX file edgepipe did not
+    write): its accuracy on the images would be measured without the preprocessing it was trained with."""
+    for artifact in artifacts:
+        if artifact.info.get("raw_pixels") is False:
+            name = artifact.path.name
+            raise EdgepipeError(
+                f"'{name}' was not written by edgepipe: it takes its input as its exporter made it, not raw pixels, "
+                "so its accuracy on --data would be measured without its preprocessing",
+                f"Export it first (edgepipe export {name} --calibration-data DIR with --preprocessing or --scale, "
+                "--mean, --std...) and bench the artifacts; or drop --data to time it alone.",
+            )
 
 
 class NotAnImageClassifier(Exception):

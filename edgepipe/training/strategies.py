@@ -110,11 +110,17 @@ def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.nda
 FEATURE_CACHE_MEMORY_LIMIT_MB = 1024
 
 
-def feature_cache_location(setting: str, model, images: int) -> str:
+def feature_cache_location(setting: str, width: int, images: int) -> str:
+    """Where ``images`` features of ``width`` floats go: train.feature_cache, or for auto, disk above
+    FEATURE_CACHE_MEMORY_LIMIT_MB."""
     if setting != "auto":
         return setting
-    width = int(model.get_layer(POOL).output.shape[-1])
     return "disk" if images * width * 4 / 2**20 > FEATURE_CACHE_MEMORY_LIMIT_MB else "memory"
+
+
+def pool_width(model) -> int:
+    """The pooled feature width of a classifier edgepipe built (its POOL layer's output)."""
+    return int(model.get_layer(POOL).output.shape[-1])
 
 
 def disk_features(model, dataset, cache_dir: Path) -> tuple[np.ndarray, np.ndarray, str]:
@@ -123,12 +129,23 @@ def disk_features(model, dataset, cache_dir: Path) -> tuple[np.ndarray, np.ndarr
     The file name carries a digest of the backbone's weights and the images, so a
     rerun of the train stage (another learning rate, more epochs) reuses them.
     """
-    from edgepipe.fileio import atomic_path
-
     digest = hashlib.sha256()
     digest.update(json.dumps(model.get_layer(PREPROCESS).get_config(), sort_keys=True, default=str).encode())
     for weight in model.get_layer(BACKBONE).get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
+    return cached_features(
+        digest, dataset, cache_dir, pool_width(model), lambda images: backbone_features(model, images)
+    )
+
+
+def cached_features(
+    digest, dataset, cache_dir: Path, width: int, compute: Callable[[np.ndarray], np.ndarray]
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """(train, val features, what happened) memory-mapped from ``cache_dir``: files named by ``digest`` (a
+    hashlib object holding what the backbone is) updated with the train and val images, each computed by
+    ``compute`` (raw-pixel images -> (N, width) float32) in chunks when its file is not there yet."""
+    from edgepipe.fileio import atomic_path
+
     arrays = {}
     for split in ("train", "val"):
         images = dataset.splits[split].images
@@ -142,10 +159,9 @@ def disk_features(model, dataset, cache_dir: Path) -> tuple[np.ndarray, np.ndarr
             images = dataset.splits[split].images
             cache_dir.mkdir(parents=True, exist_ok=True)
             with atomic_path(path, suffix=".npy") as tmp:
-                width = int(model.get_layer(POOL).output.shape[-1])
                 out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float32, shape=(len(images), width))
                 for i in range(0, len(images), 256):
-                    out[i : i + 256] = backbone_features(model, images[i : i + 256])
+                    out[i : i + 256] = compute(images[i : i + 256])
                 out.flush()
                 del out
         arrays[split] = np.load(path, mmap_mode="r")
@@ -191,7 +207,8 @@ def feature_extraction(
             augment=train_config.augment,
         )
         return {"history": history, "features_cached": False, "trainable_layers": ["dropout", "classifier"]}
-    where = feature_cache_location(train_config.feature_cache, model, len(dataset.train) + len(dataset.splits["val"]))
+    count = len(dataset.train) + len(dataset.splits["val"])
+    where = feature_cache_location(train_config.feature_cache, pool_width(model), count)
     if where == "disk" and cache_dir is not None and is_chief():
         train_features, val_features, note = disk_features(model, dataset, cache_dir)
     else:  # the chief alone writes the run directory: other workers keep their (identical) features in memory

@@ -272,11 +272,3 @@ def test_bad_onnx_inputs_are_one_line_errors(case, flags, message, images, tmp_p
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and message in lines[0], result.output
     assert not out.exists()  # nothing written
-
-
-def test_run_with_an_onnx_model_says_what_is_supported(tmp_path, images):
-    path = tmp_path / "bgr.onnx"
-    onnx.save(_bgr_graph(SIZE), path)
-    result = _invoke("run", "--model", path, "--data", images, "--output", tmp_path / "run")
-    assert result.exit_code == 2 and "edgepipe export bgr.onnx" in result.output, result.output
-    assert not (tmp_path / "run").exists()

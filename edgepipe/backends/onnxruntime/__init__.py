@@ -3,4 +3,4 @@ file, or a PyTorch module or torch.export program exported to ONNX by PyTorch), 
 static quantizer or NNCF (INT8, QDQ), run by ONNX Runtime on the CPU or its CUDA and TensorRT execution providers."""
 
 # each registers what it defines
-from edgepipe.backends.onnxruntime import backend, export, runner, source, torch_source  # noqa: F401
+from edgepipe.backends.onnxruntime import backbone, backend, export, runner, source, torch_source  # noqa: F401

@@ -67,7 +67,12 @@ def _read_info(path: Path) -> dict[str, Any]:
 
     model = onnx.load(str(path), load_external_data=False)
     props = {p.key: p.value for p in model.metadata_props}
-    info: dict[str, Any] = {"format": props.get(FORMAT_KEY), "precision": props.get(PRECISION_KEY)}
+    info: dict[str, Any] = {
+        "format": props.get(FORMAT_KEY),
+        "precision": props.get(PRECISION_KEY),
+        # a file edgepipe did not write takes what its exporter chose (NCHW, normalized...), not raw pixels
+        "raw_pixels": props.get("input") == RAW_INPUT,
+    }
     if LABELS_KEY in props:
         info["labels"] = json.loads(props[LABELS_KEY])
     return {k: v for k, v in info.items() if v is not None}

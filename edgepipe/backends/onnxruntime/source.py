@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from edgepipe.backends.onnxruntime.backend import LABELS_KEY, ONNX, RAW_INPUT
+from edgepipe.backends.onnxruntime.backend import LABELS_KEY, RAW_INPUT
 from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import write_bytes
 from edgepipe.pixels import IDENTITY, KEYS, PixelTransform
@@ -194,7 +194,7 @@ def _square_size(dims: list[int | None], layout: str, input_size: int | None, pa
     if input_size is not None and input_size != height:
         raise EdgepipeError(
             f"--input-size {input_size} differs from the {height}x{width} input of '{path.name}'",
-            f"Drop --input-size, or pass {height}.",
+            f"Pass --input-size {height} (model.input_size), or leave it out of edgepipe export.",
         )
     return int(height)
 
@@ -369,9 +369,51 @@ def read_onnx_source(
 def read_onnx_model(model: Any, path: Path, given: PixelTransform, input_size: int | None = None) -> OnnxSource:
     """Check a loaded ONNX classifier (``path`` names it in errors and gives its name) and make its raw-pixel graph.
 
+    One-line EdgepipeErrors: those of :func:`checked_input`; not one (N, classes) output; a graph that runs only
+    at its fixed batch of 1 (see :func:`probe`).
+    """
+    pixels = checked_input(model, path, given, input_size)
+    output, classes = _output(model, path)
+    producer = next((n for n in model.graph.node if output.name in n.output), None)
+    softmax = producer is None or producer.op_type != "Softmax"
+    written = pixels.written
+    wrapped = model if written else wrap(model, pixels.transform, pixels.size, pixels.channels, softmax)
+    if pixels.fixed_batch:
+        probe(wrapped, pixels, path)
+    return OnnxSource(
+        path,
+        model,
+        wrapped,
+        pixels.transform,
+        pixels.size,
+        pixels.channels,
+        classes,
+        _labels(model, classes),
+        softmax and not written,
+        written,
+    )
+
+
+@dataclass(frozen=True)
+class PixelInput:
+    """What a checked image input takes: its layout, channels, square size and the full transform from raw
+    pixels; ``written``: edgepipe wrote the file (it takes raw pixels); ``fixed_batch``: its batch is a number."""
+
+    name: str
+    layout: str
+    channels: int
+    size: int
+    transform: PixelTransform
+    written: bool
+    fixed_batch: bool
+
+
+def checked_input(model: Any, path: Path, given: PixelTransform, input_size: int | None = None) -> PixelInput:
+    """The checked image input of a loaded ONNX network (a classifier or a backbone) and its full transform.
+
     One-line EdgepipeErrors: not one float image input of rank 4; a layout the shape does not tell and none
-    declared; a dynamic spatial size without ``input_size``; a non-square input; preprocessing keys still
-    unknown (each named); not one (N, classes) output.
+    declared; not 1 or 3 channels; a dynamic spatial size without ``input_size``; a non-square input;
+    preprocessing keys still unknown (each named).
     """
     value = _image_input(model, path)
     dims = _dims(value)
@@ -386,24 +428,33 @@ def read_onnx_model(model: Any, path: Path, given: PixelTransform, input_size: i
     size = _square_size(dims, layout, input_size, path, value)
     written = _edgepipe_wrote(model)
     transform = _transform(given, layout, channels, path, written)
-    output, classes = _output(model, path)
-    producer = next((n for n in model.graph.node if output.name in n.output), None)
-    softmax = producer is None or producer.op_type != "Softmax"
-    wrapped = model if written else wrap(model, transform, size, channels, softmax)
-    return OnnxSource(
-        path,
-        model,
-        wrapped,
-        transform,
-        size,
-        channels,
-        classes,
-        _labels(model, classes),
-        softmax and not written,
-        written,
-    )
+    return PixelInput(value.name, layout, channels, size, transform, written, dims[0] is not None)
 
 
-ONNX.model_source(
-    suffixes=(".onnx",), read=read_onnx_source, description="an image classifier in ONNX (NCHW or NHWC, float)"
-)
+#: the batch a graph is tried at when its input fixes another one: any number but 1 shows a batch fixed inside
+PROBE_BATCH = 2
+
+
+def probe(wrapped: Any, pixels: PixelInput, path: Path) -> tuple[int, ...]:
+    """The output shape of the raw-pixel graph ``wrapped`` at a batch of PROBE_BATCH blank images, run by ONNX
+    Runtime. A network exported with a fixed batch is given a dynamic one by the wrapper; this proves its graph
+    takes it. EdgepipeError (one line) when it cannot run that batch or answers another one (a Reshape to
+    [1, -1] inside, say)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 4  # its own failure is reported below, in one line
+    blank = np.zeros((PROBE_BATCH, pixels.size, pixels.size, pixels.channels), np.float32)
+    try:
+        session = ort.InferenceSession(wrapped.SerializeToString(), options, providers=["CPUExecutionProvider"])
+        shape = tuple(session.run(None, {INPUT_NAME: blank})[0].shape)
+    except Exception:  # ONNX Runtime raises its own error types, with pages of detail
+        shape = None
+    if shape is None or not shape or shape[0] != PROBE_BATCH:
+        raise EdgepipeError(
+            f"'{path.name}' fixes its batch inside the graph (its input '{pixels.name}' takes a batch of one and "
+            f"the graph does not run {PROBE_BATCH} images at once); edgepipe's artifacts take any batch",
+            "Export it with a dynamic batch dimension (torch.onnx.export dynamic_axes or dynamo=True with "
+            "dynamic_shapes; tf2onnx input_signature with None as the batch).",
+        )
+    return shape
