@@ -175,6 +175,7 @@ def test_nchw_onnx_becomes_nhwc_native_raw_pixel_tflite_fp32_and_int8(images, tm
         meta = read_metadata(out / record["file"])
         assert meta["labels"] == list(CLASSES) and meta["name"] == f"nchw ({name})"
         assert meta["edgepipe"]["format"] == name and meta["edgepipe"]["preprocessing"]["layout"] == "nchw"
+        assert record["details"]["converted_by"]["converter"].startswith("onnx2tf ")
     assert records["tflite-fp32"]["verification"]["max_abs_diff"] < 1e-4
     budget = records["tflite-int8"]["details"]["int8_budget"]
     assert budget["met"] is True, budget

@@ -110,7 +110,7 @@ def _write(ctx: ExportContext, fmt: str, path: Path, model: bytes, expect: dict[
         edgepipe_info=info,
     )
     write_bytes(path, model)
-    return types
+    return types if ctx.model is not None else {**types, "converted_by": from_onnx.conversion(ctx)}
 
 
 def _integer_io(ctx: ExportContext) -> str:

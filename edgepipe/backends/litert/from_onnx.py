@@ -28,7 +28,8 @@ INSTALL = "pip install 'edgepipe[tflite]'"
 #: the ONNX input onnx2tf must keep as it is (the raw-pixel graph's input is NHWC already)
 INPUT_NAME = "image"
 
-#: reasons a conversion failed, by SavedModel path: every TFLite format of one export shares one conversion
+#: by SavedModel path, what each conversion did (or why it failed): every TFLite format of one export shares one
+_DONE: dict[str, dict[str, Any]] = {}
 _FAILED: dict[str, str] = {}
 
 
@@ -47,7 +48,7 @@ def saved_model(ctx: ExportContext) -> Path:
     the graph (the reason is remembered: the job's other TFLite formats fail with it without converting again)."""
     if ctx.source_onnx is None:
         raise EdgepipeError("no ONNX graph to convert to TFLite")
-    path = (ctx.workdir_parent or ctx.workdir) / "saved_model-onnx2tf"
+    path = _saved_model_path(ctx)
     if str(path) in _FAILED:
         raise EdgepipeError(_FAILED[str(path)])
     if not (path / "saved_model.pb").exists():
@@ -72,7 +73,22 @@ def _convert(ctx: ExportContext, onnx_path: Path, path: Path) -> None:
     except child.ChildFailed as exc:
         _FAILED[str(path)] = f"onnx2tf could not convert the ONNX graph: {exc.line}"
         raise EdgepipeError(_FAILED[str(path)]) from None
+    _DONE[str(path)] = {
+        "converter": f"onnx2tf {done['version']}",
+        "from": "the source's ONNX graph with its preprocessing folded in, to a TensorFlow SavedModel",
+        "seconds": done["seconds"],
+    }
     ctx.echo(f"    converted to a TensorFlow SavedModel by onnx2tf {done['version']} ({done['seconds']:.1f} s)")
+
+
+def conversion(ctx: ExportContext) -> dict[str, Any] | None:
+    """What made the SavedModel of this export's foreign source (onnx2tf's version, seconds), once it is made."""
+    return _DONE.get(str(_saved_model_path(ctx)))
+
+
+def _saved_model_path(ctx: ExportContext) -> Path:
+    """Beside the work folder, so every format of one export job finds it."""
+    return (ctx.workdir_parent or ctx.workdir) / "saved_model-onnx2tf"
 
 
 def convert_in_child(argument: dict[str, str]) -> dict[str, Any]:
