@@ -125,3 +125,22 @@ def test_int8_speedup_smoke(tmp_path):
     )
     assert out.count("INT8 speed-up") == 3 and "target 1.8x" in out
     assert "INT8 against FP32 per op family" in out and "Top 10 ops by time" in out
+
+
+def test_foreign_efficientnet_smoke(tmp_path):
+    out = _run(
+        "foreign_efficientnet.py",
+        "--input-size",
+        "64",  # at 32 the last stages are 1x1, which onnx2tf converts wrongly (verification fails the file)
+        "--per-class",
+        "4",
+        "--min-iterations",
+        "3",
+        "--output",
+        str(tmp_path / "work"),
+    )
+    if out.startswith("skipped:"):
+        pytest.skip(out.strip())
+    assert "p50 ratio foreign / Keras-born" in out and "top-1 apart by" in out, out
+    for name in ("tflite-int8", "onnx-int8", "openvino-int8"):
+        assert any(line.strip().startswith(name) and "verified on" in line for line in out.splitlines()), out

@@ -109,8 +109,13 @@ class Format:
     tolerance_key: str | None = None
     #: the FP32 model itself, which every other artifact is compared with (not exported by 'all')
     reference: bool = False
-    #: why it is not built from a model that is not a Keras one (e.g. an ONNX file); None: it is
-    keras_only: str | None = None
+    #: why it is not built from a model that is not a Keras one (e.g. an ONNX file): the reason, or a function
+    #: answering it here (None when its converter is installed); None: it is
+    keras_only: str | Callable[[], str | None] | None = None
+
+    def unbuildable_from_source(self) -> str | None:
+        """Why this format cannot be built here from a source that is not a Keras model, or None."""
+        return self.keras_only() if callable(self.keras_only) else self.keras_only
 
     @property
     def suffix(self) -> str:
@@ -252,7 +257,7 @@ class Backend:
         available: Callable[[], str | None] = always_available,
         tolerance: str | None = None,
         reference: bool = False,
-        keras_only: str | None = None,
+        keras_only: str | Callable[[], str | None] | None = None,
     ) -> Callable:
         def decorator(fn: Callable) -> Callable:
             FORMATS.add(

@@ -70,6 +70,8 @@ class ExportContext:
     #: the source as an ONNX graph taking raw NHWC pixels, when it is not a Keras model (a foreign network with
     #: its preprocessing folded in): onnx-fp32 is made from it, and formats that convert from Keras are skipped
     source_onnx: Path | None = None
+    #: the name of that source (its file's stem, a module's class), which artifacts' metadata name it by
+    source_name: str | None = None
     _workdir: Path | None = field(default=None, repr=False)
     _saved_model: Path | None = field(default=None, repr=False)
 

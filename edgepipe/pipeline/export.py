@@ -107,6 +107,7 @@ def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) ->
         qat=job.qat,
         echo=echo,
         source_onnx=job.source_onnx,
+        source_name=job.source.name if job.source is not None else None,
     )
     if job.validation is not None and reference is not None:
         images, labels = job.validation
@@ -291,7 +292,7 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
         "file": path.name,
         "description": fmt.description,
     }
-    unavailable = fmt.available() or (fmt.keras_only if ctx.model is None else None)
+    unavailable = fmt.available() or (fmt.unbuildable_from_source() if ctx.model is None else None)
     if unavailable:
         echo(f"  {fmt.name}: skipped ({unavailable})")
         return {**record, "status": Status.SKIPPED.value, "reason": unavailable}

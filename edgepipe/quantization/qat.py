@@ -159,6 +159,10 @@ def _channels_last(layer) -> bool:
     return getattr(layer, "data_format", "channels_last") == "channels_last"
 
 
+#: why quantization-aware fine-tuning is not tried for a source that is not a Keras model
+NOT_KERAS = "the source is not a Keras model: fine-tune it in its own framework, then bring it"
+
+
 def unsupported_reason(model) -> str | None:
     """Why ``qat_finetune`` cannot fine-tune ``model``, or None when it can: it needs a Functional
     model with edgepipe's layer names, a Functional backbone and a Dense classifier."""
@@ -691,8 +695,8 @@ def qat_recipe(
     ranges kept as FakeQuant ops, which the TFLite converter honours; ONNX takes the plain model).
     ``then`` describes that conversion. The attempt's details gain ``qat``, the fine-tuning record
     in brief. The factory returns ``Skipped`` with the reason when fine-tuning is switched off
-    (``epochs`` 0), the context has no training split, or its model is not shaped as edgepipe
-    builds it.
+    (``epochs`` 0), the context has no training split or no Keras model (a foreign source), or its model
+    is not shaped as edgepipe builds it.
     """
     import dataclasses
     import shutil
@@ -706,6 +710,8 @@ def qat_recipe(
     settings = dataclasses.replace(ctx.qat or QatConfig(), **overrides)
 
     def factory():
+        if ctx.model is None:  # an ONNX or PyTorch source: nothing here can fine-tune it
+            return Skipped(NOT_KERAS)
         if settings.epochs == 0:
             return Skipped("export.qat.epochs is 0")
         if ctx.calibration_pool is None or len(ctx.calibration_pool[1]) == 0:

@@ -1,5 +1,6 @@
-"""TFLite exporters, converted through a SavedModel export of the Keras model (full-integer models
-also quantized from the float TFLite model by AI Edge Quantizer, see ``aeq``).
+"""TFLite exporters, converted through a SavedModel export of the Keras model, or of a foreign network's
+raw-pixel ONNX graph made by onnx2tf (see ``from_onnx``); full-integer models also quantized from the float
+TFLite model by AI Edge Quantizer, see ``aeq``.
 
 Every file gets TFLite model metadata (image input with identity normalization,
 labels as an associated file, name and version) so MediaPipe Tasks and other
@@ -21,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from edgepipe.backends.context import ExportContext
-from edgepipe.backends.litert import aeq
+from edgepipe.backends.litert import aeq, from_onnx
 from edgepipe.backends.litert.backend import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
 from edgepipe.errors import EdgepipeError, first_line
@@ -44,14 +45,19 @@ STEM_REASON = (
     "the input stem: XNNPACK's int8 kernels are slower than its float ones on the image's few channels, "
     "and an integer input is converted outside XNNPACK"
 )
-#: why TFLite formats are skipped for a source that is not a Keras model (they convert from its SavedModel)
-FROM_KERAS_ONLY = "TFLite from ONNX is not built yet"
+#: why TFLite formats are skipped for a source that is not a Keras model: its converter is not installed
+FROM_KERAS_ONLY = from_onnx.unavailable
+
+
+def _saved_model(ctx: ExportContext) -> Path:
+    """The SavedModel every TFLite format converts from: the Keras model's, or onnx2tf's of a foreign source."""
+    return ctx.saved_model() if ctx.model is not None else from_onnx.saved_model(ctx)
 
 
 def _converter(ctx: ExportContext):
     import tensorflow as tf
 
-    return tf.lite.TFLiteConverter.from_saved_model(str(ctx.saved_model()))
+    return tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(ctx)))
 
 
 def _convert(converter) -> bytes:
@@ -102,14 +108,14 @@ def _write(ctx: ExportContext, fmt: str, path: Path, model: bytes, expect: dict[
     }
     model = write_metadata(
         model,
-        name=f"{ctx.model.name} ({fmt})",
+        name=f"{ctx.model.name if ctx.model is not None else ctx.source_name} ({fmt})",
         description=described.description,
         version=__version__,
         labels=list(ctx.labels),
         edgepipe_info=info,
     )
     write_bytes(path, model)
-    return types
+    return types if ctx.model is not None else {**types, "converted_by": from_onnx.conversion(ctx)}
 
 
 def _integer_io(ctx: ExportContext) -> str:

@@ -299,12 +299,12 @@ def _qat_recipe(ctx: ExportContext, **overrides: Any):
     """Quantization-aware fine-tuning, then ONNX Runtime's QDQ of the fine-tuned model (its weights already on
     the int8 grid; activations re-calibrated, as ONNX Runtime's quantizer takes no FakeQuant ranges)."""
     from edgepipe.quantization.budget import Skipped
-    from edgepipe.quantization.qat import qat_recipe  # imports Keras: only when INT8 is exported
+    from edgepipe.quantization.qat import NOT_KERAS, qat_recipe  # imports Keras: only when INT8 is exported
 
     if ctx.model is None:
 
         def no_keras():
-            return Skipped("the source is not a Keras model: fine-tune it in its own framework, then bring it")
+            return Skipped(NOT_KERAS)
 
         no_keras.__name__ = "quantization-aware fine-tuning"
         return no_keras
