@@ -173,7 +173,7 @@ def study(
         echo=quiet,
     )
     # random weights: INT8 may fail verification against them, and its speed is what is studied here
-    paths = {f: exported.path(f) for f in formats if exported[f]["status"] in ("ok", "failed-verification")}
+    paths = {f: exported.path(f) for f in formats if exported[f].status.measured}
     image = images[:1].astype(np.float32)
     tuned = edgepipe.bench(
         list(paths.values()),

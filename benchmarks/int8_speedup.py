@@ -83,7 +83,7 @@ def export(spec: str, size: int, formats: list[str], work: Path) -> tuple[dict[s
         echo=lambda line: None,
     )
     # random weights: an INT8 file may fail verification against them; its speed is what is studied here
-    return {f: exported.path(f) for f in formats if exported[f]["status"] in ("ok", "failed-verification")}, model_file
+    return {f: exported.path(f) for f in formats if exported[f].status.measured}, model_file
 
 
 def time_side_by_side(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,7 +153,7 @@ class Record:
         data = dict(data)
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: data.pop(k) for k in list(data) if k in names}
-        kwargs["status"] = _status(kwargs.get("status"))
+        kwargs["status"] = parse_status(kwargs.get("status"))
         if kwargs.get("int8_budget"):
             kwargs["int8_budget"] = Int8Budget.from_dict(kwargs["int8_budget"])
         kwargs.setdefault("artifact", "")
@@ -163,7 +162,8 @@ class Record:
         return cls(**kwargs, extra=data)
 
 
-def _status(value: Any) -> Status:
+def parse_status(value: Any) -> Status:
+    """The Status a file spells ``value``; EdgepipeError for an unknown one."""
     try:
         return Status(value)
     except ValueError:
@@ -359,29 +359,11 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 def read_results(path: str | Path) -> Results:
     """Results from a JSON file; a one-line EdgepipeError for a missing, empty, invalid or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgepipeError(
-            f"results file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
-            "Pass a results.json written by 'edgepipe bench'.",
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
-    except UnicodeDecodeError:
-        raise EdgepipeError(
-            f"'{path}' is not a text file", "Pass a results.json written by 'edgepipe bench'."
-        ) from None
-    except ValueError as exc:
-        what = "is empty" if not text.strip() else f"is not valid JSON ({exc.msg} at line {exc.lineno})"
-        raise EdgepipeError(
-            f"results file '{path}' {what}", "Pass a results.json written by 'edgepipe bench'."
-        ) from None
-    if not isinstance(data, dict):
-        raise EdgepipeError(
-            f"'{path}' is not edgepipe results (a JSON {type(data).__name__})",
-            "Pass a results.json written by 'edgepipe bench'.",
-        )
+    from edgepipe.fileio import read_json_object
+
+    data = read_json_object(
+        path, "results file", "edgepipe results", "Pass a results.json written by 'edgepipe bench'."
+    )
     return Results.from_dict(data, source=f"'{path}'")
 
 

@@ -124,7 +124,7 @@ def within_budget(
         significance=comparisons.get(best[3]),
         note=None if met is not False else _note(ctx, kept, comparisons.get(best[3])),
     )
-    return {**best[2], "int8_budget": budget.to_dict()}
+    return {**best[2], "int8_budget": budget}
 
 
 def _loss_within_noise(

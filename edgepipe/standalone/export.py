@@ -14,7 +14,8 @@ from edgepipe.calibration import draw
 from edgepipe.config import EXPORT_DEFAULTS
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import make_folder, sha256_file, write_json
+from edgepipe.export_index import INDEX_NAME, ExportIndex, write_export_index
+from edgepipe.fileio import make_folder, sha256_file
 from edgepipe.pipeline.export import ExportJob, _facts, _run_child, _Task, export_all, isolated
 from edgepipe.pipeline.stage import Echo
 
@@ -140,18 +141,16 @@ def export_model(
         records = export_all(model, job, echo, model_path, isolate, unsafe)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    index_path = out_dir / "artifacts.json"
-    write_json(
-        index_path,
-        {
-            "source_model": source or stem,
-            "source_sha256": sha256_file(source) if source else None,
-            **({"source": foreign.describe()} if foreign is not None else {}),
-            "calibration": calibration_set.describe() if calibration_set is not None else None,
-            "artifacts": records,
-        },
+    return write_export_index(
+        out_dir / INDEX_NAME,
+        ExportIndex(
+            source_model=source or stem,
+            source_sha256=sha256_file(source) if source else None,
+            source=foreign.describe() if foreign is not None else None,
+            calibration=calibration_set.describe() if calibration_set is not None else None,
+            artifacts=records,
+        ),
     )
-    return index_path
 
 
 def _foreign_source(

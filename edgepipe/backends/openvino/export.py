@@ -417,5 +417,5 @@ def export_openvino_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
     # within_budget copies only the chosen .xml to the path it is given: give it one in the work folder,
     # then install the chosen candidate's .xml and .bin together
     details = within_budget(ctx, ctx.workdir / f"budget-{path.name}", "openvino-int8", [quantize, accuracy_control])
-    copy_ir(candidates[details["int8_budget"]["chosen_attempt"]], path)
+    copy_ir(candidates[details["int8_budget"].chosen_attempt], path)
     return details
