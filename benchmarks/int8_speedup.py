@@ -102,7 +102,7 @@ def time_side_by_side(
     with contextlib.ExitStack() as stack:
         runners = {f: stack.enter_context(create_runner(p, threads=threads)) for f, p in paths.items()}
         measured = measure_interleaved(runners, images, settings, rounds)
-    return {f: m["latency_ms"]["p50"] for f, m in measured.items() if "latency_ms" in m}
+    return {f: m.latency_ms["p50"] for f, m in measured.items() if not m.failed}
 
 
 def profile_all(paths: dict[str, Path], model_file: Path, threads: int) -> None:
