@@ -41,6 +41,19 @@ class Status(str, enum.Enum):
         return self.value
 
 
+def skipped_verification(reason: str) -> dict[str, Any]:
+    """The verification of an artifact that was not verified (no images to verify it on), with why: neither
+    passed nor failed, and shown as skipped in the record, the report and the bench's lines."""
+    return {"status": Status.SKIPPED.value, "passed": None, "reason": reason}
+
+
+def verification_skipped(verification: dict[str, Any] | None) -> str | None:
+    """Why ``verification`` was skipped, or None when it ran (or none is recorded)."""
+    if verification and verification.get("status") == Status.SKIPPED.value:
+        return verification.get("reason") or "not verified"
+    return None
+
+
 @dataclass
 class Int8Budget:
     """The INT8 accuracy budget of one artifact: every recipe tried, the one kept, and whether it met the budget.
@@ -127,7 +140,10 @@ class Record:
 
     @property
     def verified(self) -> bool | None:
-        return None if not self.verification else bool(self.verification.get("passed"))
+        """Whether the artifact passed its verification; None when none was recorded or it was skipped."""
+        if not self.verification or verification_skipped(self.verification):
+            return None
+        return bool(self.verification.get("passed"))
 
     @property
     def usable(self) -> bool:

@@ -30,7 +30,7 @@ from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
 from edgepipe.quantization.options import QatConfig
-from edgepipe.results import Status
+from edgepipe.results import Status, skipped_verification
 from edgepipe.verification import ArtifactScorer, run_artifact, verify
 
 VERIFY_IMAGES = 256
@@ -86,6 +86,8 @@ class ExportJob:
     #: a source that is not a Keras model (what backends.model_source read), and its raw-pixel graph on disk
     source: Any = None
     source_onnx: Path | None = None
+    #: why there are no ``validation`` images to verify the artifacts on (recorded as a skipped verification)
+    unverified: str | None = None
 
 
 def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) -> ExportContext:
@@ -168,7 +170,10 @@ def export_all(
                 reset_peak_memory()
                 record = _export_one(ctx, fmt, job.out_dir, job.stem, echo)
                 record.export_process, record.peak_rss_mb = "this process", peak_memory_mb()
-            if record.status == Status.OK and verify_images is not None:
+            if record.status == Status.OK and verify_images is None:
+                record.verification = skipped_verification(job.unverified or "no validation images to verify on")
+                echo(f"    not verified: {record.verification['reason']}")
+            elif record.status == Status.OK:
                 _verify_into(
                     record,
                     fmt,

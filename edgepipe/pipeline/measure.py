@@ -24,7 +24,7 @@ from edgepipe.errors import EdgepipeError, error_line  # noqa: F401  (error_line
 from edgepipe.harness import BenchSettings, Timing, accuracy, agreement, measure_interleaved, predict
 from edgepipe.harness.memory import measure_memory
 from edgepipe.progress import Echo, step
-from edgepipe.results import Record, Status
+from edgepipe.results import Record, Status, verification_skipped
 
 #: alternating rounds per measurement (A B C, C B A, ...): enough to see the spread, few enough to warm each
 ROUNDS = 5
@@ -320,7 +320,12 @@ def measure_plans(
 
 
 def line(record: Record) -> str:
-    """One line per record for the console."""
+    """One line per record for the console (with why it was not verified, when its export could not verify it)."""
+    unverified = verification_skipped(record.verification)
+    return _measured_line(record) + (f"  (verification skipped: {unverified})" if unverified else "")
+
+
+def _measured_line(record: Record) -> str:
     name = record.format or record.artifact
     if record.latency_ms is None:
         return f"{name:<14} {record.status}: {record.reason}"

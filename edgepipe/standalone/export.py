@@ -95,15 +95,18 @@ def export_model(
     names = expand_formats(names)
     labels = list(class_names) if class_names else None
     calibration_set = pool = validation = None
+    unverified = "no calibration data was given to verify on (--calibration-data DIR, or calibration= in Python)"
     if calibration is not None:
         found, pool, validation = _calibration_from(calibration, size, channels, seed)
         labels = labels or found
         calibration_set = draw(pool[0], pool[1], calibration_size, seed)
+        unverified = "the calibration images have no labels, so none are held out to verify on"
         if validation is not None and (labels is not None and len(labels) != outputs):
-            echo(
-                f"note: the calibration data has {len(labels)} classes but the model outputs {outputs}; "
-                "artifacts are verified against nothing and INT8 has no accuracy budget"
+            unverified = (
+                f"the calibration data has {len(labels)} classes but the model outputs {outputs}: "
+                "pass images of the model's own classes to verify (and to give INT8 an accuracy budget)"
             )
+            echo(f"note: {unverified}; artifacts are not verified and INT8 has no accuracy budget")
             validation = None
     elif any(formats().get(f).needs_calibration for f in names):
         raise EdgepipeError("INT8 formats need calibration images", "Pass --calibration-data DIR (an image folder).")
@@ -130,6 +133,7 @@ def export_model(
         workdir_parent=scratch,
         qat=qat,
         source=foreign,
+        unverified=None if validation is not None else unverified,
     )
     if foreign is not None:
         make_folder(scratch)
