@@ -173,7 +173,7 @@ def study(
         echo=quiet,
     )
     # random weights: INT8 may fail verification against them, and its speed is what is studied here
-    paths = {f: exported.path(f) for f in formats if exported[f]["status"] in ("ok", "failed-verification")}
+    paths = {f: exported.path(f) for f in formats if exported[f].status.measured}
     image = images[:1].astype(np.float32)
     tuned = edgepipe.bench(
         list(paths.values()),
@@ -208,7 +208,7 @@ def study(
     for fmt, path in paths.items():
         engine = {"tflite": "litert", "onnx": "onnxruntime", "openvino": "openvino"}[fmt.split("-")[0]]
         ours = measure_memory(identify(path), engine, "cpu", 1, None, 1, image.shape)
-        memory[fmt] = (ours.get("peak_rss_with_load_mb"), outside_peak_mb(path, engine, 1, image.shape))
+        memory[fmt] = ((ours.figures or {}).get("peak_rss_with_load_mb"), outside_peak_mb(path, engine, 1, image.shape))
     return {"timing": timing, "memory": memory, "recommended": key}
 
 

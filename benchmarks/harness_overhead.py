@@ -65,7 +65,7 @@ def main() -> None:
                     for kind in order:
                         if kind == "harness":
                             timing = measure_interleaved({0: runner}, images, settings, rounds=1)[0]
-                            harness.append(timing["latency_ms"]["p50"])
+                            harness.append(timing.latency_ms["p50"])
                         else:
                             runner.infer(images[:1])  # stage a real input for the bare loop
                             bare.append(bare_p50(runner.invoke_only(), args.iterations))

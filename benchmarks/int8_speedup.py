@@ -101,7 +101,7 @@ def export(
         echo=lambda line: None,
     )
     # random weights: an INT8 file may fail verification against them; its speed is what is studied here
-    return {f: exported.path(f) for f in formats if exported[f]["status"] in ("ok", "failed-verification")}, model_file
+    return {f: exported.path(f) for f in formats if exported[f].status.measured}, model_file
 
 
 def time_side_by_side(
@@ -120,7 +120,7 @@ def time_side_by_side(
     with contextlib.ExitStack() as stack:
         runners = {f: stack.enter_context(create_runner(p, threads=threads)) for f, p in paths.items()}
         measured = measure_interleaved(runners, images, settings, rounds)
-    return {f: m["latency_ms"]["p50"] for f, m in measured.items() if "latency_ms" in m}
+    return {f: m.latency_ms["p50"] for f, m in measured.items() if not m.failed}
 
 
 def profile_all(paths: dict[str, Path], model_file: Path, threads: int) -> None:

@@ -86,12 +86,12 @@ def main() -> None:
             finally:
                 for runner in runners.values():
                     runner.deactivate()
-            failed = {key: t["error"] for key, t in timing.items() if "error" in t}
+            failed = {key: t.error for key, t in timing.items() if t.failed}
             if failed:
                 print(f"  {name:<14} could not be timed: " + "; ".join(f"{k}: {v}" for k, v in failed.items()))
                 continue
-            p50 = {key: t["latency_ms"]["p50"] for key, t in timing.items()}
-            spread = {key: t["rounds"]["spread"] for key, t in timing.items()}
+            p50 = {key: t.latency_ms["p50"] for key, t in timing.items()}
+            spread = {key: t.rounds["spread"] for key, t in timing.items()}
             ratio = p50["kept"] / p50["plain"]
             chosen = budget.get("chosen_attempt")
             higher = ", ".join(budget.get("kept_higher_precision") or []) or "none"

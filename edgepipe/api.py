@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 from edgepipe.config import BENCH_DEFAULTS, EXPORT_DEFAULTS
 from edgepipe.errors import EdgepipeError
+from edgepipe.export_index import ExportRecord
 from edgepipe.progress import Echo
 
 if TYPE_CHECKING:
@@ -135,12 +136,13 @@ class Run:
         return read_results(RunDir(self.path).results)
 
     @property
-    def artifacts(self) -> list[dict[str, Any]]:
-        """The export stage's records: one per format, with status, verification and details."""
-        from edgepipe.fileio import read_json
+    def artifacts(self) -> list[ExportRecord]:
+        """The export stage's records (``edgepipe.export_index.ExportRecord``): one per format, with status,
+        verification, details and INT8 budget."""
+        from edgepipe.export_index import read_export_index
         from edgepipe.pipeline.rundir import RunDir
 
-        return read_json(RunDir(self.path).artifacts_index)["artifacts"]
+        return read_export_index(RunDir(self.path).artifacts_index).artifacts
 
     @property
     def report(self) -> Path:
@@ -282,16 +284,21 @@ def _preprocessing_setting(value: Any) -> Any:
 
 @dataclass
 class Exported:
-    """What ``export`` wrote: the index file and one record per format (status, verification, details)."""
+    """What ``export`` wrote: the index file and one record per format (``edgepipe.export_index.ExportRecord``:
+    status, reason, verification, details, INT8 budget)."""
 
     index: Path
-    artifacts: list[dict[str, Any]]
+    artifacts: list[ExportRecord]
 
-    def __getitem__(self, format_name: str) -> dict[str, Any]:
-        return next(a for a in self.artifacts if a["format"] == format_name)
+    def __getitem__(self, format_name: str) -> ExportRecord:
+        """The record of ``format_name``; KeyError when it was not among the formats exported."""
+        found = next((a for a in self.artifacts if a.format == format_name), None)
+        if found is None:
+            raise KeyError(format_name)
+        return found
 
     def path(self, format_name: str) -> Path:
-        return self.index.parent / self[format_name]["file"]
+        return self.index.parent / self[format_name].file
 
 
 def export(
@@ -366,9 +373,9 @@ def export(
         input_size=None if input_size is None else _value("input_size", input_size, "count"),
         input_shape=input_shape,
     )
-    from edgepipe.fileio import read_json
+    from edgepipe.export_index import read_export_index
 
-    return Exported(index, read_json(index)["artifacts"])
+    return Exported(index, read_export_index(index).artifacts)
 
 
 def _export_options(options: dict[str, Any] | None) -> dict[str, Any]:

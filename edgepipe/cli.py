@@ -195,6 +195,58 @@ def _declared_pixels(kwargs: dict[str, Any]) -> Any:
     return _pixel_transform(named, flags)
 
 
+def timing_options(when: str, per: str = "", warmup: bool = True, defaults: bool = True) -> Callable:
+    """The options every command that times artifacts shares: at least --min-iterations timed calls lasting at least
+    --min-duration seconds, and (``warmup``) --warmup calls and --warmup-time seconds of warm-up before them.
+    ``when`` starts the first option's help ("With artifacts: "), ``per`` says what the calls are counted per;
+    without ``defaults`` an option left out is None (the configuration's bench section decides)."""
+
+    def default(value: Any) -> dict[str, Any]:
+        return {"default": value, "show_default": True} if defaults else {}
+
+    config = "" if defaults else " (default: the config's bench.{key})"
+    options = []
+    if warmup:
+        options += [
+            click.option(
+                "--warmup",
+                type=click.IntRange(min=0),
+                **default(BENCH_DEFAULTS.warmup),
+                help=f"{when}at least this many warm-up calls{config.format(key='warmup')}...",
+            ),
+            click.option(
+                "--warmup-time",
+                type=click.FloatRange(min=0),
+                **default(BENCH_DEFAULTS.warmup_s),
+                help="...and this many seconds of warm-up.",
+            ),
+        ]
+    calls = f"{when}at least this many timed calls{per}"
+    options += [
+        click.option(
+            "--min-iterations",
+            type=POSITIVE,
+            metavar="N",
+            **default(BENCH_DEFAULTS.min_iterations),
+            help=calls[:1].upper() + calls[1:] + config.format(key="min_iterations") + "...",
+        ),
+        click.option(
+            "--min-duration",
+            type=click.FloatRange(min=0),
+            metavar="S",
+            **default(BENCH_DEFAULTS.min_duration_s),
+            help="...lasting at least this many seconds.",
+        ),
+    ]
+
+    def apply(fn: Callable) -> Callable:
+        for option in reversed(options):
+            fn = option(fn)
+        return fn
+
+    return apply
+
+
 def run_options(fn: Callable) -> Callable:
     """Options shared by 'run' and the stage commands; each overrides one config key."""
     options = [
@@ -394,34 +446,7 @@ def _bench_request(
 )
 @click.option("--name", metavar="NAME", help="Run name (run directory runs/<name>).")
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for sampling.")
-@click.option(
-    "--warmup",
-    type=click.IntRange(min=0),
-    default=BENCH_DEFAULTS.warmup,
-    show_default=True,
-    help="With artifacts: at least this many warm-up calls...",
-)
-@click.option(
-    "--warmup-time",
-    type=click.FloatRange(min=0),
-    default=BENCH_DEFAULTS.warmup_s,
-    show_default=True,
-    help="...and this many seconds of warm-up.",
-)
-@click.option(
-    "--min-iterations",
-    type=POSITIVE,
-    default=BENCH_DEFAULTS.min_iterations,
-    show_default=True,
-    help="With artifacts: at least this many timed calls...",
-)
-@click.option(
-    "--min-duration",
-    type=click.FloatRange(min=0),
-    default=BENCH_DEFAULTS.min_duration_s,
-    show_default=True,
-    help="...lasting at least this many seconds.",
-)
+@timing_options("With artifacts: ")
 @click.option("--force", is_flag=True, help="With a CONFIG: rerun even when inputs are unchanged.")
 @click.option(
     "--device",
@@ -756,20 +781,7 @@ MEASURE_ONLY = (
     metavar="N",
     help="With --measure: square input in pixels (default: each architecture's own).",
 )
-@click.option(
-    "--min-iterations",
-    type=POSITIVE,
-    default=BENCH_DEFAULTS.min_iterations,
-    show_default=True,
-    help="With --measure: at least this many timed calls per format...",
-)
-@click.option(
-    "--min-duration",
-    type=click.FloatRange(min=0),
-    default=BENCH_DEFAULTS.min_duration_s,
-    show_default=True,
-    help="...lasting at least this many seconds.",
-)
+@timing_options("With --measure: ", per=" per format", warmup=False)
 @click.option("--force", is_flag=True, help="With --measure: measure again instead of reading the cache.")
 @click.option("--csv", "as_csv", is_flag=True, help="With --measure: print CSV instead of a table.")
 @click.option(
@@ -937,15 +949,7 @@ def _float_list(ctx, param, value):
     default=None,
     help="Measure each artifact's peak memory (default: the config's bench.memory; always with --max-memory-mb).",
 )
-@click.option(
-    "--min-iterations",
-    type=POSITIVE,
-    metavar="N",
-    help="Timed calls per artifact, at least (default: the config's bench.min_iterations)...",
-)
-@click.option(
-    "--min-duration", type=click.FloatRange(min=0), metavar="S", help="...lasting at least this many seconds."
-)
+@timing_options("", per=" per artifact", warmup=False, defaults=False)
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for splits, sampling and training.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the table.")
 def search_command(

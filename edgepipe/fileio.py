@@ -194,6 +194,26 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 
 
+def read_json_object(path: str | os.PathLike, what: str, noun: str, hint: str) -> dict[str, Any]:
+    """The JSON object in the file ``path``; a one-line EdgepipeError when it is missing, not a file, not UTF-8
+    text, empty, not valid JSON, or JSON but not an object. ``what`` names the kind of file ("results file"),
+    ``noun`` what it should hold ("edgepipe results"), ``hint`` what to pass instead."""
+    path = Path(path)
+    if not path.is_file():
+        raise EdgepipeError(f"{what} '{path}' does not exist" if not path.exists() else f"'{path}' is not a file", hint)
+    try:
+        text = path.read_text(encoding="utf-8")
+        data = json.loads(text)
+    except UnicodeDecodeError:
+        raise EdgepipeError(f"'{path}' is not a text file", hint) from None
+    except ValueError as exc:
+        problem = "is empty" if not text.strip() else f"is not valid JSON ({exc.msg} at line {exc.lineno})"
+        raise EdgepipeError(f"{what} '{path}' {problem}", hint) from None
+    if not isinstance(data, dict):
+        raise EdgepipeError(f"'{path}' is not {noun} (a JSON {type(data).__name__})", hint)
+    return data
+
+
 def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 20) -> str:
     """SHA-256 of a file, or of a directory's files (names and contents, in sorted order; a symbolic link in
     it counts by the name it points to, never by what it points at)."""

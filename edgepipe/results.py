@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +39,19 @@ class Status(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
+
+
+def skipped_verification(reason: str) -> dict[str, Any]:
+    """The verification of an artifact that was not verified (no images to verify it on), with why: neither
+    passed nor failed, and shown as skipped in the record, the report and the bench's lines."""
+    return {"status": Status.SKIPPED.value, "passed": None, "reason": reason}
+
+
+def verification_skipped(verification: dict[str, Any] | None) -> str | None:
+    """Why ``verification`` was skipped, or None when it ran (or none is recorded)."""
+    if verification and verification.get("status") == Status.SKIPPED.value:
+        return verification.get("reason") or "not verified"
+    return None
 
 
 @dataclass
@@ -128,7 +140,10 @@ class Record:
 
     @property
     def verified(self) -> bool | None:
-        return None if not self.verification else bool(self.verification.get("passed"))
+        """Whether the artifact passed its verification; None when none was recorded or it was skipped."""
+        if not self.verification or verification_skipped(self.verification):
+            return None
+        return bool(self.verification.get("passed"))
 
     @property
     def usable(self) -> bool:
@@ -154,7 +169,7 @@ class Record:
         data = dict(data)
         names = {f.name for f in dataclasses.fields(cls)}
         kwargs = {k: data.pop(k) for k in list(data) if k in names}
-        kwargs["status"] = _status(kwargs.get("status"))
+        kwargs["status"] = parse_status(kwargs.get("status"))
         if kwargs.get("int8_budget"):
             kwargs["int8_budget"] = Int8Budget.from_dict(kwargs["int8_budget"])
         kwargs.setdefault("artifact", "")
@@ -163,7 +178,8 @@ class Record:
         return cls(**kwargs, extra=data)
 
 
-def _status(value: Any) -> Status:
+def parse_status(value: Any) -> Status:
+    """The Status a file spells ``value``; EdgepipeError for an unknown one."""
     try:
         return Status(value)
     except ValueError:
@@ -359,29 +375,11 @@ def _upgrade_v1(data: dict[str, Any]) -> dict[str, Any]:
 
 def read_results(path: str | Path) -> Results:
     """Results from a JSON file; a one-line EdgepipeError for a missing, empty, invalid or foreign file."""
-    path = Path(path)
-    if not path.is_file():
-        raise EdgepipeError(
-            f"results file '{path}' does not exist" if not path.exists() else f"'{path}' is not a file",
-            "Pass a results.json written by 'edgepipe bench'.",
-        )
-    try:
-        text = path.read_text(encoding="utf-8")
-        data = json.loads(text)
-    except UnicodeDecodeError:
-        raise EdgepipeError(
-            f"'{path}' is not a text file", "Pass a results.json written by 'edgepipe bench'."
-        ) from None
-    except ValueError as exc:
-        what = "is empty" if not text.strip() else f"is not valid JSON ({exc.msg} at line {exc.lineno})"
-        raise EdgepipeError(
-            f"results file '{path}' {what}", "Pass a results.json written by 'edgepipe bench'."
-        ) from None
-    if not isinstance(data, dict):
-        raise EdgepipeError(
-            f"'{path}' is not edgepipe results (a JSON {type(data).__name__})",
-            "Pass a results.json written by 'edgepipe bench'.",
-        )
+    from edgepipe.fileio import read_json_object
+
+    data = read_json_object(
+        path, "results file", "edgepipe results", "Pass a results.json written by 'edgepipe bench'."
+    )
     return Results.from_dict(data, source=f"'{path}'")
 
 

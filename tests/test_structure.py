@@ -116,6 +116,7 @@ LAYERS: list[tuple[str, ...]] = [
         "edgepipe.gpu",
         "edgepipe.profiles",
         "edgepipe.results",
+        "edgepipe.export_index",
         "edgepipe.child",
     ),
     # networks and engines: the architecture registry, pixel transforms, the backends and the INT8 recipes their

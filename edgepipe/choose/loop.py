@@ -505,15 +505,15 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, model_path:
     record = export_all(model, job, lambda line: state.echo("  " + line))[0]
     payload = {
         "format": format_name,
-        "status": record["status"],
-        "reason": record.get("reason"),
-        "file": str((out_dir / record["file"]).relative_to(state.folder.path)),
-        "sha256": record.get("sha256"),
-        "int8_budget": (record.get("details") or {}).get("int8_budget"),
+        "status": record.status.value,
+        "reason": record.reason,
+        "file": str((out_dir / record.file).relative_to(state.folder.path)),
+        "sha256": record.sha256,
+        "int8_budget": record.int8_budget.to_dict() if record.int8_budget else None,
     }
-    if record["status"] != Status.OK.value:
+    if record.status != Status.OK:
         return payload
-    evaluation = ArtifactScorer(val.images, val.labels, threads)(out_dir / record["file"], format_name)
+    evaluation = ArtifactScorer(val.images, val.labels, threads)(out_dir / record.file, format_name)
     top1, interval = top1_with_interval(evaluation.probabilities, val.labels)
     state.echo(f"  validation top-1 ({format_name}): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f})")
     return {**payload, "top1": top1, "interval": interval}

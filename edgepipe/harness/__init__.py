@@ -9,10 +9,11 @@ from edgepipe.harness.latency import (
     latency_stats,
     predict,
 )
-from edgepipe.harness.rounds import measure_interleaved
+from edgepipe.harness.rounds import Timing, measure_interleaved
 
 __all__ = [
     "BenchSettings",
+    "Timing",
     "accuracy",
     "agreement",
     "batches_of",

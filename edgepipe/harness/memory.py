@@ -10,6 +10,7 @@ Linux allows it). The child runs ``_child`` with a JSON request, through ``edgep
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +76,19 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+@dataclass
+class MemoryResult:
+    """What measuring one artifact's memory found: ``figures`` (MB, see ``_child``), or ``error`` (one line)
+    when the fresh process could not run it."""
+
+    figures: dict[str, Any] | None = None
+    error: str | None = None
+
+    def as_record(self) -> dict[str, Any]:
+        """The record's ``memory`` as results.json holds it: the figures, or ``{"error": ...}``."""
+        return {"error": self.error} if self.error is not None else dict(self.figures or {})
+
+
 def measure_memory(
     artifact: Artifact,
     engine: str,
@@ -85,9 +99,9 @@ def measure_memory(
     shape: tuple,
     iterations: int = 20,
     timeout_s: float = 600,
-) -> dict[str, Any]:
-    """Memory figures (MB) of one artifact on one engine, measured in a fresh process; a dict with
-    ``error`` instead when the child could not run it."""
+) -> MemoryResult:
+    """Memory figures (MB) of one artifact on one engine, measured in a fresh process; with ``error`` instead
+    when the child could not run it (it timed out, raised or died)."""
     request = {
         "path": str(artifact.path),
         "container": artifact.container,
@@ -104,10 +118,10 @@ def measure_memory(
     from edgepipe import child
 
     try:
-        return child.run(
-            "edgepipe.harness.memory:_child", request, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "2"}
+        return MemoryResult(
+            child.run("edgepipe.harness.memory:_child", request, timeout_s=timeout_s, env={"TF_CPP_MIN_LOG_LEVEL": "2"})
         )
     except child.ChildFailed as exc:
         if exc.kind == "timeout":
-            return {"error": f"the measuring process did not finish within {timeout_s:.0f} s"}
-        return {"error": exc.line[:200]}
+            return MemoryResult(error=f"the measuring process did not finish within {timeout_s:.0f} s")
+        return MemoryResult(error=exc.line[:200])

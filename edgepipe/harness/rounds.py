@@ -22,7 +22,30 @@ from edgepipe.harness.latency import BenchSettings, latency_stats, runner_batche
 
 
 @dataclass
-class _Timing:
+class Timing:
+    """What timing one runner found: its figures, or ``error`` (one line) when it raised and was not timed."""
+
+    #: the first call's latency (ms) and the warm-up calls made before timing
+    first_inference_ms: float | None = None
+    warmup_calls: int | None = None
+    #: per-call latency statistics over every round's samples (see harness.latency.latency_stats)
+    latency_ms: dict[str, float] | None = None
+    #: each round's p50 and their spread, (max - min) / median
+    rounds: dict[str, Any] | None = None
+    #: engine-only and copy time, where the engine reports them for every call
+    compute_ms: dict[str, float] | None = None
+    copy_ms: dict[str, float] | None = None
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
+
+
+@dataclass
+class _Samples:
+    """What the rounds gather for one runner before its Timing is summarised."""
+
     samples: list[float] = field(default_factory=list)
     compute: list[float] = field(default_factory=list)
     copy: list[float] = field(default_factory=list)
@@ -31,7 +54,7 @@ class _Timing:
     warmup_calls: int = 0
 
 
-def _warm(runner: Runner, batches: list[np.ndarray], settings: BenchSettings, timing: _Timing) -> None:
+def _warm(runner: Runner, batches: list[np.ndarray], settings: BenchSettings, timing: _Samples) -> None:
     start = time.perf_counter()
     runner.infer(batches[0])
     timing.first_ms = (time.perf_counter() - start) * 1e3
@@ -42,7 +65,7 @@ def _warm(runner: Runner, batches: list[np.ndarray], settings: BenchSettings, ti
     timing.warmup_calls = i
 
 
-def _round(runner: Runner, batches: list[np.ndarray], calls: int, seconds: float, timing: _Timing) -> None:
+def _round(runner: Runner, batches: list[np.ndarray], calls: int, seconds: float, timing: _Samples) -> None:
     samples: list[float] = []
     begin, i = time.perf_counter(), 0
     while len(samples) < calls or time.perf_counter() - begin < seconds:
@@ -60,16 +83,14 @@ def _round(runner: Runner, batches: list[np.ndarray], calls: int, seconds: float
 
 def measure_interleaved(
     runners: dict[Hashable, Runner], images: np.ndarray, settings: BenchSettings, rounds: int = 5
-) -> dict[Hashable, dict[str, Any]]:
+) -> dict[Hashable, Timing]:
     """Latency of every runner (already activated, all for the same batch size) in ``rounds`` alternating
     rounds; the warm-up and the minimum calls and duration of ``settings`` are split over the rounds.
 
-    Returns, per key: first_inference_ms, warmup_calls, latency_ms (over every round's samples),
-    compute_ms / copy_ms where the engine reports them, and rounds (each round's p50 and their spread,
-    (max - min) / median); or {"error": ...} for a runner that raised (the others go on).
+    Returns a Timing per key; a runner that raised has only its ``error`` (the others go on).
     """
     rounds = max(1, rounds)
-    timings = {key: _Timing() for key in runners}
+    timings = {key: _Samples() for key in runners}
     batches: dict[Hashable, list[np.ndarray]] = {}
     failed: dict[Hashable, str] = {}
     for key, runner in runners.items():
@@ -91,7 +112,8 @@ def measure_interleaved(
             except Exception as exc:
                 failed[key] = _error(exc)
     return {
-        key: {"error": failed[key]} if key in failed else _summary(timings[key], settings.batch_size) for key in runners
+        key: Timing(error=failed[key]) if key in failed else _summary(timings[key], settings.batch_size)
+        for key in runners
     }
 
 
@@ -99,20 +121,17 @@ def _error(exc: Exception) -> str:
     return error_line(exc, 200)
 
 
-def _summary(t: _Timing, batch_size: int) -> dict[str, Any]:
+def _summary(t: _Samples, batch_size: int) -> Timing:
     per_round = np.asarray(t.round_p50)
-    out: dict[str, Any] = {
-        "first_inference_ms": t.first_ms,
-        "warmup_calls": t.warmup_calls,
-        "latency_ms": latency_stats(np.asarray(t.samples), batch_size),
-        "rounds": {
+    return Timing(
+        first_inference_ms=t.first_ms,
+        warmup_calls=t.warmup_calls,
+        latency_ms=latency_stats(np.asarray(t.samples), batch_size),
+        rounds={
             "count": len(per_round),
             "p50_ms": [round(float(v), 5) for v in per_round],
             "spread": float(np.ptp(per_round) / np.median(per_round)) if len(per_round) > 1 else 0.0,
         },
-    }
-    if len(t.compute) == len(t.samples):
-        out["compute_ms"] = latency_stats(np.asarray(t.compute), batch_size)
-    if len(t.copy) == len(t.samples):
-        out["copy_ms"] = latency_stats(np.asarray(t.copy), batch_size)
-    return out
+        compute_ms=latency_stats(np.asarray(t.compute), batch_size) if len(t.compute) == len(t.samples) else None,
+        copy_ms=latency_stats(np.asarray(t.copy), batch_size) if len(t.copy) == len(t.samples) else None,
+    )

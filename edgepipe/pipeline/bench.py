@@ -29,6 +29,8 @@ from edgepipe.backends import (
 from edgepipe.config import RunConfig
 from edgepipe.data import materialize
 from edgepipe.device import fingerprint, peak_estimate, resolve_threads
+from edgepipe.errors import EdgepipeError
+from edgepipe.export_index import INDEX_NAME, ExportIndex, ExportRecord, read_export_index
 from edgepipe.fileio import read_json, sha256_value
 from edgepipe.harness import BenchSettings, efficiency
 from edgepipe.pipeline import foreign
@@ -37,7 +39,7 @@ from edgepipe.pipeline.measure import line, measure_plans, plan, settings_for
 from edgepipe.pipeline.rundir import RunDir, now_iso
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.report import write_results
-from edgepipe.results import Int8Budget, Record, Results, Status
+from edgepipe.results import Record, Results, Status
 from edgepipe.significance import paired_comparison
 from edgepipe.versions import __version__
 
@@ -86,51 +88,50 @@ def engine_settings(config: RunConfig, engine: Engine) -> Any:
     return getattr(config.bench, engine.name, None) if engine.settings else None
 
 
-def _candidates(run: RunDir, index: dict, foreign_reference: str | None) -> list[tuple[dict, Path]]:
-    """The FP32 reference model, then every exported artifact, as (artifacts.json-style entry, path).
+def _candidates(run: RunDir, index: ExportIndex, foreign_reference: str | None) -> list[tuple[ExportRecord, Path]]:
+    """The FP32 reference model, then every exported artifact, as (export record, path).
 
     On a foreign backbone (``foreign_reference``: the format of its joined classifier) the reference is that
     format's artifact when it was exported (verified against the classifier), else the classifier itself under
     that format's name: one record of it either way."""
-    exported = [(item, run.file("artifacts", item["file"])) for item in index["artifacts"]]
+    exported = [(item, run.file("artifacts", item.file)) for item in index.artifacts]
     if foreign_reference is not None:
-        if any(i["format"] == foreign_reference and Status(i["status"]).measured for i, _ in exported):
+        if any(i.format == foreign_reference and i.status.measured for i, _ in exported):
             return exported
         fmt = formats().get(foreign_reference)
-        joined = {
-            "format": fmt.name,
-            "precision": fmt.precision,
-            "container": fmt.container,
-            "file": run.model_onnx.name,
-            "status": Status.OK.value,
-            "description": "the classifier joined on your backbone (the reference)",
-        }
-        return [(joined, run.model_onnx)] + [(i, p) for i, p in exported if i["format"] != foreign_reference]
+        joined = ExportRecord(
+            format=fmt.name,
+            precision=fmt.precision,
+            container=fmt.container,
+            file=run.model_onnx.name,
+            status=Status.OK,
+            description="the classifier joined on your backbone (the reference)",
+        )
+        return [(joined, run.model_onnx)] + [(i, p) for i, p in exported if i.format != foreign_reference]
     ref = reference_format()
-    reference = {
-        "format": ref.name,
-        "precision": ref.precision,
-        "container": ref.container,
-        "file": run.model.name,
-        "status": Status.OK.value,
-        "description": ref.description,
-    }
+    reference = ExportRecord(
+        format=ref.name,
+        precision=ref.precision,
+        container=ref.container,
+        file=run.model.name,
+        status=Status.OK,
+        description=ref.description,
+    )
     return [(reference, run.model)] + exported
 
 
-def _base_record(item: dict, path: Path) -> Record:
+def _base_record(item: ExportRecord, path: Path) -> Record:
+    """The bench record an export record starts: its artifact, status, reason, verification and INT8 budget."""
     base = Record(
-        artifact=item["file"],
-        format=item["format"],
-        precision=item["precision"],
-        status=Status(item["status"]),
-        reason=item.get("reason"),
-        description=item.get("description"),
-        verification=item.get("verification"),
+        artifact=item.file,
+        format=item.format,
+        precision=item.precision,
+        status=item.status,
+        reason=item.reason,
+        description=item.description,
+        verification=item.verification,
+        int8_budget=item.int8_budget,
     )
-    budget = (item.get("details") or {}).get("int8_budget")
-    if budget:
-        base.int8_budget = Int8Budget.from_dict(budget)
     if base.status.measured:
         base.size_mb = round(artifact_size_mb(path), 4)
     return base
@@ -138,7 +139,7 @@ def _base_record(item: dict, path: Path) -> Record:
 
 def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     m, b = config.model, config.bench
-    index = read_json(run.artifacts_index)
+    index = read_export_index(run.artifacts_index)
     dataset = materialize(read_json(run.dataset_index), m.input_size, m.channels)
     split = dataset.heldout
     threads = resolve_threads(b.threads)
@@ -155,7 +156,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
             records.append(base)
             echo("  " + line(base))
             continue
-        artifact = identify(path, item)
+        artifact = identify(path, item.to_dict())
         plans += [
             plan(artifact, base, s, split.images, split.labels)
             for s in settings_for(
@@ -218,7 +219,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         training={k: training.get(k) for k in ("strategy", "top1", "heldout_split", "train_images")},
         profiles=profiles or [],
         baseline_from_scratch=_baseline(training),
-        calibration=index.get("calibration"),
+        calibration=index.calibration,
         accuracy_budget_pp=config.export.accuracy_budget_pp,
     )
     write_results(run.results, results)
@@ -278,13 +279,13 @@ def model_layers(model_path: Path | None) -> list[dict[str, Any]] | None:
 
 def recorded_kept_float(path: Path) -> list[str]:
     """The ops the INT8 budget kept in float, as the export index beside an artifact records them ([] if none)."""
-    index = Path(path).parent / "artifacts.json"
+    index = Path(path).parent / INDEX_NAME
     try:
-        entries = read_json(index).get("artifacts") or [] if index.is_file() else []
-    except (OSError, ValueError, AttributeError):
+        entries = read_export_index(index).artifacts if index.is_file() else []
+    except (EdgepipeError, OSError):  # an index this edgepipe cannot read: nothing is known to be kept in float
         return []
-    entry = next((e for e in entries if isinstance(e, dict) and e.get("file") == Path(path).name), {})
-    return list(((entry.get("details") or {}).get("int8_budget") or {}).get("kept_higher_precision") or [])
+    entry = next((e for e in entries if e.file == Path(path).name), None)
+    return list(entry.int8_budget.kept_higher_precision) if entry and entry.int8_budget else []
 
 
 def profile_join(p, device: dict[str, Any], layers: list[dict[str, Any]] | None) -> dict[str, Any]:

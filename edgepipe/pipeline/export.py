@@ -23,14 +23,15 @@ from edgepipe.calibration import CalibrationSet, draw
 from edgepipe.config import EXPORT_DEFAULTS, RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError, first_line
-from edgepipe.fileio import inside, make_folder, read_json, sha256_file, write_json
+from edgepipe.export_index import ExportIndex, ExportRecord, read_export_index, write_export_index
+from edgepipe.fileio import inside, make_folder, read_json, sha256_file
 from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
 from edgepipe.pipeline import foreign
 from edgepipe.pipeline.rundir import RunDir
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
 from edgepipe.progress import step
 from edgepipe.quantization.options import QatConfig
-from edgepipe.results import Status
+from edgepipe.results import Status, skipped_verification
 from edgepipe.verification import ArtifactScorer, run_artifact, verify
 
 VERIFY_IMAGES = 256
@@ -57,9 +58,9 @@ def index_files(index_path: Path) -> list[Path]:
         return [index_path]
     folder = index_path.parent
     files = [index_path]
-    for record in read_json(index_path).get("artifacts", []):
-        if Status(record["status"]).measured:
-            files += artifact_files(inside(folder, record["file"]))
+    for record in read_export_index(index_path).artifacts:
+        if record.status.measured:
+            files += artifact_files(inside(folder, record.file))
     return files
 
 
@@ -91,6 +92,8 @@ class ExportJob:
     #: a source that is not a Keras model (what backends.model_source read), and its raw-pixel graph on disk
     source: Any = None
     source_onnx: Path | None = None
+    #: why there are no ``validation`` images to verify the artifacts on (recorded as a skipped verification)
+    unverified: str | None = None
 
 
 def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) -> ExportContext:
@@ -144,7 +147,7 @@ def isolated(setting: str, model_path: Path | None) -> bool:
 
 def export_all(
     model, job: ExportJob, echo: Echo, model_path: Path | None = None, isolate: bool = False, unsafe: bool = False
-) -> list[dict[str, Any]]:
+) -> list[ExportRecord]:
     """Export the model to each format and verify each artifact against it.
 
     In this process, ``model`` (a keras.Model) is used directly; with ``isolate``, each format is
@@ -159,7 +162,7 @@ def export_all(
         else _reference(model, job)
     )
     verify_images = None if reference is None else job.validation[0][:VERIFY_IMAGES]
-    records: list[dict[str, Any]] = []
+    records: list[ExportRecord] = []
     outputs: dict[str, str] = {}
     ctx = None if isolate else _context(model, job, echo, reference)
     try:
@@ -167,20 +170,21 @@ def export_all(
             fmt = formats().get(name)
             if isolate:
                 done = _run_child(_Task("format", str(model_path), job, name, outputs, reference, unsafe), echo)
-                record = {**done["record"], "export_process": "a child process", "peak_rss_mb": done["peak_rss_mb"]}
+                record = done["record"]
+                record.export_process, record.peak_rss_mb = "a child process", done["peak_rss_mb"]
                 outputs.update(done["outputs"])
             else:
                 reset_peak_memory()
-                record = {
-                    **_export_one(ctx, fmt, job.out_dir, job.stem, echo),
-                    "export_process": "this process",
-                    "peak_rss_mb": peak_memory_mb(),
-                }
-            if record["status"] == Status.OK.value and verify_images is not None:
+                record = _export_one(ctx, fmt, job.out_dir, job.stem, echo)
+                record.export_process, record.peak_rss_mb = "this process", peak_memory_mb()
+            if record.status == Status.OK and verify_images is None:
+                record.verification = skipped_verification(job.unverified or "no validation images to verify on")
+                echo(f"    not verified: {record.verification['reason']}")
+            elif record.status == Status.OK:
                 _verify_into(
                     record,
                     fmt,
-                    job.out_dir / record["file"],
+                    job.out_dir / record.file,
                     verify_images,
                     reference[:VERIFY_IMAGES],
                     job.threads,
@@ -223,7 +227,7 @@ def _child(task: _Task, echo: Echo) -> dict[str, Any]:
         record = _export_one(ctx, formats().get(task.format_name), task.job.out_dir, task.job.stem, echo)
     finally:
         ctx.close()
-    made = {task.format_name: str(task.job.out_dir / record["file"])} if record["status"] == Status.OK.value else {}
+    made = {task.format_name: str(task.job.out_dir / record.file)} if record.status == Status.OK else {}
     return {"record": record, "outputs": made, "peak_rss_mb": peak_memory_mb()}
 
 
@@ -264,18 +268,18 @@ def _in_child(task: _Task) -> dict[str, Any]:
 
 
 def _verify_into(
-    record: dict[str, Any], fmt: Format, path: Path, images: np.ndarray, reference: np.ndarray, threads: int, echo: Echo
+    record: ExportRecord, fmt: Format, path: Path, images: np.ndarray, reference: np.ndarray, threads: int, echo: Echo
 ) -> None:
     try:
-        record["verification"] = verify(fmt, run_artifact(path, fmt.name, images, threads), reference)
+        record.verification = verify(fmt, run_artifact(path, fmt.name, images, threads), reference)
     except Exception as exc:  # the artifact exists but its engine cannot run it
         reason = f"could not run: {first_line(exc)}"
-        record["verification"] = {"passed": False, "problems": [reason]}
-    v = record["verification"]
+        record.verification = {"passed": False, "problems": [reason]}
+    v = record.verification
     if not v["passed"]:
-        record["status"] = Status.FAILED_VERIFICATION.value
-        record["reason"] = "; ".join(v["problems"])
-        echo(f"    verification FAILED: {record['reason']}")
+        record.status = Status.FAILED_VERIFICATION
+        record.reason = "; ".join(v["problems"])
+        echo(f"    verification FAILED: {record.reason}")
     else:
         echo(
             f"    verified on {v['images']} images: top-1 agreement {v['top1_agreement']:.1%}, "
@@ -283,19 +287,22 @@ def _verify_into(
         )
 
 
-def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo: Echo) -> dict[str, Any]:
+def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo: Echo) -> ExportRecord:
+    """One format built into ``out_dir``: an OK record with its size, digest and details, or a skipped or failed
+    one with its reason (never raised)."""
     path = out_dir / f"{stem}-{fmt.name}{fmt.suffix}"
-    record: dict[str, Any] = {
-        "format": fmt.name,
-        "precision": fmt.precision,
-        "container": fmt.container,
-        "file": path.name,
-        "description": fmt.description,
-    }
+    record = ExportRecord(
+        format=fmt.name,
+        precision=fmt.precision,
+        container=fmt.container,
+        file=path.name,
+        description=fmt.description,
+        status=Status.SKIPPED,
+    )
     unavailable = fmt.available() or (fmt.unbuildable_from_source() if ctx.model is None else None)
     if unavailable:
         echo(f"  {fmt.name}: skipped ({unavailable})")
-        return {**record, "status": Status.SKIPPED.value, "reason": unavailable}
+        return dataclasses.replace(record, reason=unavailable)
     start = time.perf_counter()
     try:
         with step(echo, f"  {fmt.name}: exporting"):
@@ -303,21 +310,23 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
     except Exception as exc:  # any converter failure is reported for this format; the others go on
         reason = first_line(exc, 300)
         echo(f"  {fmt.name}: failed ({reason})")
-        return {**record, "status": Status.FAILED.value, "reason": reason}
+        return dataclasses.replace(record, status=Status.FAILED, reason=reason)
     seconds = time.perf_counter() - start
     ctx.outputs.setdefault(fmt.name, path)
     echo(f"  {fmt.name}: {path.name} ({artifact_size_mb(path):.2f} MB, {seconds:.1f} s)")
-    budget = details.get("int8_budget")
-    if budget and budget.get("met") is False:
-        echo(f"    accuracy budget not met: {budget.get('note')}")
-    return {
-        **record,
-        "status": Status.OK.value,
-        "size_mb": round(artifact_size_mb(path), 4),
-        "sha256": artifact_digest(path),
-        "export_seconds": round(seconds, 2),
-        "details": details,
-    }
+    details = dict(details)
+    budget = details.pop("int8_budget", None)
+    if budget is not None and budget.met is False:
+        echo(f"    accuracy budget not met: {budget.note}")
+    return dataclasses.replace(
+        record,
+        status=Status.OK,
+        size_mb=round(artifact_size_mb(path), 4),
+        sha256=artifact_digest(path),
+        export_seconds=round(seconds, 2),
+        details=details,
+        int8_budget=budget,
+    )
 
 
 def backend_options(config: RunConfig) -> dict[str, Any]:
@@ -361,17 +370,17 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     echo(f"exporting to {run.artifacts_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     records = export_all(model, job, echo, run.model, isolate, config.unsafe_load)
     made_from = trained_model(config, run)
-    if not any(Status(r["status"]).measured for r in records):
+    if not any(r.status.measured for r in records):
         raise EdgepipeError("no format could be exported", "See the reasons above; fix them or choose other --formats.")
-    write_json(
+    write_export_index(
         run.artifacts_index,
-        {
-            "source_model": made_from.name,
-            "source_sha256": sha256_file(made_from),
-            **({"source": source.describe()} if source is not None else {}),
-            "calibration": calibration_set.describe() if calibration_set is not None else None,
-            "artifacts": records,
-        },
+        ExportIndex(
+            source_model=made_from.name,
+            source_sha256=sha256_file(made_from),
+            source=source.describe() if source is not None else None,
+            calibration=calibration_set.describe() if calibration_set is not None else None,
+            artifacts=records,
+        ),
     )
 
 

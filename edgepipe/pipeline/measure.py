@@ -21,10 +21,10 @@ import numpy as np
 
 from edgepipe.backends import Artifact, Engine, create_runner, devices_for, engines_for
 from edgepipe.errors import EdgepipeError, error_line  # noqa: F401  (error_line: read from here by bench)
-from edgepipe.harness import BenchSettings, accuracy, agreement, measure_interleaved, predict
+from edgepipe.harness import BenchSettings, Timing, accuracy, agreement, measure_interleaved, predict
 from edgepipe.harness.memory import measure_memory
 from edgepipe.progress import Echo, step
-from edgepipe.results import Record, Status
+from edgepipe.results import Record, Status, verification_skipped
 
 #: alternating rounds per measurement (A B C, C B A, ...): enough to see the spread, few enough to warm each
 ROUNDS = 5
@@ -128,12 +128,12 @@ def _time(plans: list[Plan], settings: BenchSettings, rounds: int) -> None:
         )
         for p in group:
             timing = measured[id(p)]
-            if "error" in timing:
-                p.record = dataclasses.replace(p.record, status=Status.FAILED, reason=timing["error"])
+            if timing.failed:
+                p.record = dataclasses.replace(p.record, status=Status.FAILED, reason=timing.error)
                 continue
-            p.record.first_inference_ms, p.record.warmup_calls = timing["first_inference_ms"], timing["warmup_calls"]
-            p.record.latency_ms, p.record.rounds = timing["latency_ms"], timing["rounds"]
-            p.record.compute_ms, p.record.copy_ms = timing.get("compute_ms"), timing.get("copy_ms")
+            p.record.first_inference_ms, p.record.warmup_calls = timing.first_inference_ms, timing.warmup_calls
+            p.record.latency_ms, p.record.rounds = timing.latency_ms, timing.rounds
+            p.record.compute_ms, p.record.copy_ms = timing.compute_ms, timing.copy_ms
 
 
 def _profile(p: Plan, context: Callable[[Plan], dict] | None):
@@ -184,11 +184,11 @@ def _tune_one(p: Plan, settings: BenchSettings, most_threads: int, echo: Echo) -
         settings, min_iterations=max(5, settings.min_iterations // 2), min_duration_s=settings.min_duration_s / 2
     )
     figures = _time_settings(p, candidates, short)
-    usable = [(c, f) for c, f in zip(candidates, figures) if "error" not in f]
+    usable = [(c, f) for c, f in zip(candidates, figures) if not f.failed]
     if not usable:
         return
     default = next(((c, f) for c, f in usable if c == candidates_default(p.setting, candidates)), usable[0])
-    best = min(usable, key=lambda cf: cf[1]["latency_ms"]["p50"])
+    best = min(usable, key=lambda cf: cf[1].latency_ms["p50"])
     throughput = _throughput(p, best[0], short)
     p.setting = best[0]
     p.record.threads = best[0].threads
@@ -199,10 +199,7 @@ def _tune_one(p: Plan, settings: BenchSettings, most_threads: int, echo: Echo) -
         "throughput": throughput,
         "best_throughput": max(throughput, key=lambda t: t.get("images_per_s") or 0) if throughput else None,
     }
-    echo(
-        f"  tuned {p.label}: p50 {best[1]['latency_ms']['p50']:.3f} ms (default "
-        f"{default[1]['latency_ms']['p50']:.3f} ms)"
-    )
+    echo(f"  tuned {p.label}: p50 {best[1].latency_ms['p50']:.3f} ms (default {default[1].latency_ms['p50']:.3f} ms)")
 
 
 def candidates_default(setting: Setting, candidates: list[Setting]) -> Setting:
@@ -218,20 +215,21 @@ def candidates_default(setting: Setting, candidates: list[Setting]) -> Setting:
     )
 
 
-def _candidate_record(setting: Setting, figures: dict) -> dict:
+def _candidate_record(setting: Setting, figures: Timing) -> dict:
+    """One setting --tune tried, as the record's ``tuning`` holds it: its p50, throughput and spread, or its error."""
     settings = dataclasses.asdict(setting.engine_settings) if setting.engine_settings is not None else {}
-    if "error" in figures:
-        return {"threads": setting.threads, **settings, "error": figures["error"]}
+    if figures.failed:
+        return {"threads": setting.threads, **settings, "error": figures.error}
     return {
         "threads": setting.threads,
         **settings,
-        "p50_ms": figures["latency_ms"]["p50"],
-        "images_per_s": figures["latency_ms"]["images_per_s"],
-        "spread": figures["rounds"]["spread"],
+        "p50_ms": figures.latency_ms["p50"],
+        "images_per_s": figures.latency_ms["images_per_s"],
+        "spread": figures.rounds["spread"],
     }
 
 
-def _time_settings(p: Plan, candidates: list[Setting], settings: BenchSettings) -> list[dict]:
+def _time_settings(p: Plan, candidates: list[Setting], settings: BenchSettings) -> list[Timing]:
     """Latency of one artifact under each candidate setting, in interleaved rounds."""
     with contextlib.ExitStack() as stack:
         runners, figures = {}, {}
@@ -243,7 +241,7 @@ def _time_settings(p: Plan, candidates: list[Setting], settings: BenchSettings) 
                     )
                 )
             except Exception as exc:  # a setting this engine refuses is reported with the others
-                figures[i] = {"error": error_line(exc)}
+                figures[i] = Timing(error=error_line(exc))
         figures.update(measure_interleaved(runners, p.images, settings, rounds=3) if runners else {})
     return [figures[i] for i in range(len(candidates))]
 
@@ -258,9 +256,9 @@ def _throughput(p: Plan, best: Setting, settings: BenchSettings) -> list[dict]:
             {
                 "batch_size": batch,
                 **(
-                    {"error": timing["error"]}
-                    if "error" in timing
-                    else {"images_per_s": timing["latency_ms"]["images_per_s"], "p50_ms": timing["latency_ms"]["p50"]}
+                    {"error": timing.error}
+                    if timing.failed
+                    else {"images_per_s": timing.latency_ms["images_per_s"], "p50_ms": timing.latency_ms["p50"]}
                 ),
             }
         )
@@ -317,12 +315,17 @@ def measure_plans(
                     p.setting.engine_settings,
                     p.setting.batch_size,
                     p.images.shape,
-                )
+                ).as_record()  # results.json keeps {"error": ...} for a memory that could not be measured
     return [p.record for p in plans]
 
 
 def line(record: Record) -> str:
-    """One line per record for the console."""
+    """One line per record for the console (with why it was not verified, when its export could not verify it)."""
+    unverified = verification_skipped(record.verification)
+    return _measured_line(record) + (f"  (verification skipped: {unverified})" if unverified else "")
+
+
+def _measured_line(record: Record) -> str:
     name = record.format or record.artifact
     if record.latency_ms is None:
         return f"{name:<14} {record.status}: {record.reason}"

@@ -32,35 +32,52 @@ class Skipped:
     reason: str
 
 
-def within_budget(
-    ctx: ExportContext, path: Path, format_name: str, attempts: list[Callable[[], Attempt | Skipped | None]]
-) -> dict[str, Any]:
-    """Run attempts in order; keep the first whose validation top-1 is at most ``ctx.accuracy_budget_pp``
-    below the Keras model's, else the most accurate one. Every attempt is reported (with its time).
+@dataclass(frozen=True)
+class Recipe:
+    """One INT8 recipe: its name (what the record and the report call it when it is skipped or cannot run), the
+    zero-argument factory that makes its Attempt when its turn comes (so it can use what earlier recipes learned;
+    it returns None when it has nothing to try, or Skipped with the reason), and whether it is costly enough to be
+    skipped when the loss so far is within chance (``needs_real_loss``)."""
 
-    Each list item is a zero-argument factory so later recipes can depend on
-    what earlier ones learned (e.g. the most sensitive layers); a factory may
-    return None to say it has nothing to try, or Skipped(reason) to say so in the
-    record. A factory with ``needs_real_loss = True`` (a costly recipe) is skipped,
-    with the reason, when the best recipe so far is not distinguishable from FP32. Returns the kept attempt's details with the budget record under
-    ``int8_budget``.
+    name: str
+    factory: Callable[[], Attempt | Skipped | None]
+    needs_real_loss: bool = False
+
+    def __call__(self) -> Attempt | Skipped | None:
+        """The recipe's attempt (the factory's answer)."""
+        return self.factory()
+
+
+@dataclass
+class _Kept:
+    """The attempt kept so far: its validation top-1 (0 when unjudged), file, details and number."""
+
+    top1: float
+    path: Path
+    details: dict[str, Any]
+    attempt: int
+
+
+def within_budget(ctx: ExportContext, path: Path, format_name: str, recipes: list[Recipe]) -> dict[str, Any]:
+    """Try ``recipes`` in order; keep the first whose validation top-1 is at most ``ctx.accuracy_budget_pp``
+    below the Keras model's, else the most accurate one. Every recipe is reported (with its time); one that is
+    skipped or raises is reported with its reason (the first one's error is raised: there is nothing to keep).
+
+    A recipe with ``needs_real_loss`` is skipped, with the reason, when the best recipe so far is not
+    distinguishable from FP32. Returns the kept attempt's details with its Int8Budget under ``int8_budget``.
     """
     report: list[dict[str, Any]] = []
     comparisons: dict[int, dict[str, Any]] = {}
-    best: tuple[float, Path, dict, int] | None = None
-    for i, factory in enumerate(attempts, start=1):
+    best: _Kept | None = None
+    for i, recipe in enumerate(recipes, start=1):
         start = time.perf_counter()
         try:
-            noise = (
-                _loss_within_noise(report, comparisons, best) if getattr(factory, "needs_real_loss", False) else None
-            )
-            attempt = Skipped(noise) if noise else factory()
+            noise = _loss_within_noise(comparisons, best) if recipe.needs_real_loss else None
+            attempt = Skipped(noise) if noise else recipe()
             if attempt is None:
                 continue
             if isinstance(attempt, Skipped):
-                report.append(
-                    {"attempt": i, "recipe": getattr(factory, "__name__", "recipe"), "skipped": attempt.reason}
-                )
+                report.append({"attempt": i, "recipe": recipe.name, "skipped": attempt.reason})
                 ctx.echo(f"    attempt {i} ({report[-1]['recipe']}): not tried: {attempt.reason}")
                 continue
             candidate = ctx.workdir / f"attempt{i}-{path.name}"
@@ -73,7 +90,7 @@ def within_budget(
             report.append(
                 {
                     "attempt": i,
-                    "recipe": getattr(factory, "__name__", "recipe"),
+                    "recipe": recipe.name,
                     "error": first_line(exc),
                     "seconds": round(time.perf_counter() - start, 2),
                 }
@@ -89,7 +106,7 @@ def within_budget(
             ctx.echo(f"    attempt {i}: validation top-1 {evaluation.top1:.2%} ({entry['seconds']:.1f} s)")
         if evaluation is None:  # no validation data: the first recipe is all we can judge
             report.append(entry)
-            best = (0.0, candidate, details, i)
+            best = _Kept(0.0, candidate, details, i)
             break
         drop = (ctx.reference_top1 - evaluation.top1) * 100
         entry.update(top1=evaluation.top1, drop_pp=drop, within_budget=drop <= ctx.accuracy_budget_pp)
@@ -104,41 +121,39 @@ def within_budget(
                 lost=comparisons[i]["lost"], gained=comparisons[i]["gained"], mcnemar_p=comparisons[i]["mcnemar_p"]
             )
         report.append(entry)
-        if best is None or evaluation.top1 > best[0] or drop <= ctx.accuracy_budget_pp:
-            best = (evaluation.top1, candidate, details, i)
+        if best is None or evaluation.top1 > best.top1 or drop <= ctx.accuracy_budget_pp:
+            best = _Kept(evaluation.top1, candidate, details, i)
         if drop <= ctx.accuracy_budget_pp:
             break
     assert best is not None, "no quantization recipe ran"
     with atomic_path(path) as tmp:  # copy, then rename into place (the work folder may be another filesystem)
-        shutil.copyfile(best[1], tmp)
-    kept = next(r for r in report if r["attempt"] == best[3])
+        shutil.copyfile(best.path, tmp)
+    kept = next(r for r in report if r["attempt"] == best.attempt)
     met = kept.get("within_budget") if ctx.score else None
     budget = Int8Budget(
         budget_pp=ctx.accuracy_budget_pp,
         met=met,
-        chosen_attempt=best[3],
+        chosen_attempt=best.attempt,
         attempts=report,
         reference_top1=ctx.reference_top1,
         validation_images=ctx.validation_count,
         kept_higher_precision=list(kept.get("kept_float") or []),
-        significance=comparisons.get(best[3]),
-        note=None if met is not False else _note(ctx, kept, comparisons.get(best[3])),
+        significance=comparisons.get(best.attempt),
+        note=None if met is not False else _note(ctx, kept, comparisons.get(best.attempt)),
     )
-    return {**best[2], "int8_budget": budget.to_dict()}
+    return {**best.details, "int8_budget": budget}
 
 
-def _loss_within_noise(
-    report: list[dict[str, Any]], comparisons: dict[int, dict[str, Any]], best: tuple | None
-) -> str | None:
+def _loss_within_noise(comparisons: dict[int, dict[str, Any]], best: _Kept | None) -> str | None:
     """Why a costly recipe is not worth trying: the best recipe so far loses no more than chance explains
     (McNemar's exact test against FP32 on the validation split); None when the loss is real or unknown."""
-    if best is None or best[3] not in comparisons:
+    if best is None or best.attempt not in comparisons:
         return None
-    comparison = comparisons[best[3]]
+    comparison = comparisons[best.attempt]
     if comparison["distinguishable"]:
         return None
     return (
-        f"the most accurate recipe so far (attempt {best[3]}: {comparison['lost']} image(s) lost, "
+        f"the most accurate recipe so far (attempt {best.attempt}: {comparison['lost']} image(s) lost, "
         f"{comparison['gained']} gained) is not distinguishable from FP32 (McNemar exact p = "
         f"{comparison['mcnemar_p']:.3g}): a larger validation split would tell"
     )

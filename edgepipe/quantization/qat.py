@@ -683,8 +683,8 @@ def brief(record: dict[str, Any]) -> dict[str, Any]:
 
 def qat_recipe(
     ctx, convert: Callable[[Any, Any], dict[str, Any]], then: str, *, keep_ranges: bool = False, **overrides: Any
-) -> Callable[[], Any]:
-    """The last INT8 recipe, as a factory for ``quantization.budget.within_budget``.
+) -> Any:
+    """The last INT8 recipe, a ``quantization.budget.Recipe`` for ``within_budget``.
 
     Its attempt fine-tunes ``ctx.model`` with ``qat_finetune`` on the training split
     (``ctx.calibration_pool``, at most ``max_images`` of it, drawn stratified; validation top-1
@@ -758,6 +758,7 @@ def qat_recipe(
             build,
         )
 
-    factory.__name__ = "quantization-aware fine-tuning"
-    factory.needs_real_loss = True  # minutes of training are not spent chasing a loss chance explains
-    return factory
+    from edgepipe.quantization.budget import Recipe
+
+    # minutes of training are not spent chasing a loss chance explains
+    return Recipe("quantization-aware fine-tuning", factory, needs_real_loss=True)

@@ -82,7 +82,8 @@ def table_cells(row: dict[str, Any]) -> list[str]:
         pct(row.get("top1")),
         pct(row.get("top5")),
         fmt(row.get("top1_change_pp"), "+.2f"),
-        str(row.get("verification") or "–"),
+        str(row.get("verification") or "–")
+        + (f": {row['verification_reason']}" if row.get("verification_reason") else ""),
         fmt(row.get("p50_ms"), ".3f"),
         fmt(None if row.get("rounds_spread") is None else row["rounds_spread"] * 100, ".1f", "%"),
         fmt(row.get("p90_ms"), ".3f"),

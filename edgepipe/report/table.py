@@ -10,7 +10,7 @@ from typing import Any
 
 from edgepipe.defaults import ACCURACY_BUDGET_PP
 from edgepipe.report.literal import md_code, md_text
-from edgepipe.results import Results
+from edgepipe.results import Record, Results, verification_skipped
 
 DEFAULT_BUDGET_PP = ACCURACY_BUDGET_PP
 
@@ -63,9 +63,8 @@ def rows(results: Results) -> list[dict[str, Any]]:
                 "top5": r.top5,
                 "top1_change_pp": r.top1_change_pp,
                 "agreement": (r.agreement_with_reference or {}).get("top1_agreement"),
-                "verification": "reference"
-                if r.format == results.reference_format
-                else (None if r.verified is None else ("passed" if r.verified else "failed")),
+                "verification": _verification(results, r),
+                "verification_reason": verification_skipped(r.verification),
                 "load_ms": r.load_ms,
                 "first_inference_ms": r.first_inference_ms,
                 **{f"{k}_ms": lat.get(k) for k in ("min", "mean", "std", "p50", "p90", "p95", "p99", "max")},
@@ -91,6 +90,15 @@ def rows(results: Results) -> list[dict[str, Any]]:
             }
         )
     return out
+
+
+def _verification(results: Results, record: Record) -> str | None:
+    """The verification cell: reference, passed, failed, skipped (its reason is a column of its own), or None."""
+    if record.format == results.reference_format:
+        return "reference"
+    if verification_skipped(record.verification):
+        return "skipped"
+    return None if record.verified is None else ("passed" if record.verified else "failed")
 
 
 def pareto(all_rows: list[dict[str, Any]], budget_pp: float = DEFAULT_BUDGET_PP) -> dict[str, dict[str, Any]]:
@@ -318,6 +326,7 @@ CSV_COLUMNS = [
     "top1_change_pp",
     "agreement",
     "verification",
+    "verification_reason",
     "load_ms",
     "first_inference_ms",
     "min_ms",

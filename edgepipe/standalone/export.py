@@ -14,7 +14,8 @@ from edgepipe.calibration import draw
 from edgepipe.config import EXPORT_DEFAULTS
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError
-from edgepipe.fileio import make_folder, sha256_file, write_json
+from edgepipe.export_index import INDEX_NAME, ExportIndex, write_export_index
+from edgepipe.fileio import make_folder, sha256_file
 from edgepipe.pipeline.export import ExportJob, _facts, _run_child, _Task, export_all, isolated
 from edgepipe.pipeline.stage import Echo
 
@@ -94,15 +95,18 @@ def export_model(
     names = expand_formats(names)
     labels = list(class_names) if class_names else None
     calibration_set = pool = validation = None
+    unverified = "no calibration data was given to verify on (--calibration-data DIR, or calibration= in Python)"
     if calibration is not None:
         found, pool, validation = _calibration_from(calibration, size, channels, seed)
         labels = labels or found
         calibration_set = draw(pool[0], pool[1], calibration_size, seed)
+        unverified = "the calibration images have no labels, so none are held out to verify on"
         if validation is not None and (labels is not None and len(labels) != outputs):
-            echo(
-                f"note: the calibration data has {len(labels)} classes but the model outputs {outputs}; "
-                "artifacts are verified against nothing and INT8 has no accuracy budget"
+            unverified = (
+                f"the calibration data has {len(labels)} classes but the model outputs {outputs}: "
+                "pass images of the model's own classes to verify (and to give INT8 an accuracy budget)"
             )
+            echo(f"note: {unverified}; artifacts are not verified and INT8 has no accuracy budget")
             validation = None
     elif any(formats().get(f).needs_calibration for f in names):
         raise EdgepipeError("INT8 formats need calibration images", "Pass --calibration-data DIR (an image folder).")
@@ -129,6 +133,7 @@ def export_model(
         workdir_parent=scratch,
         qat=qat,
         source=foreign,
+        unverified=None if validation is not None else unverified,
     )
     if foreign is not None:
         make_folder(scratch)
@@ -140,18 +145,16 @@ def export_model(
         records = export_all(model, job, echo, model_path, isolate, unsafe)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    index_path = out_dir / "artifacts.json"
-    write_json(
-        index_path,
-        {
-            "source_model": source or stem,
-            "source_sha256": sha256_file(source) if source else None,
-            **({"source": foreign.describe()} if foreign is not None else {}),
-            "calibration": calibration_set.describe() if calibration_set is not None else None,
-            "artifacts": records,
-        },
+    return write_export_index(
+        out_dir / INDEX_NAME,
+        ExportIndex(
+            source_model=source or stem,
+            source_sha256=sha256_file(source) if source else None,
+            source=foreign.describe() if foreign is not None else None,
+            calibration=calibration_set.describe() if calibration_set is not None else None,
+            artifacts=records,
+        ),
     )
-    return index_path
 
 
 def _foreign_source(

@@ -372,20 +372,20 @@ def test_budget_recipe_keeps_the_fewest_sensitive_ops_in_float_and_reports_their
     finally:
         ctx.close()
     budget = details["int8_budget"]
-    recipes = [a["recipe"] for a in budget["attempts"]]
+    recipes = [a["recipe"] for a in budget.attempts]
     assert recipes[0].startswith("TFLite converter") and recipes[1].startswith("AI Edge Quantizer, full-integer")
-    assert not budget["attempts"][0]["within_budget"] and not budget["attempts"][1]["within_budget"]
-    assert budget["met"] and budget["chosen_attempt"] == budget["attempts"][-1]["attempt"]
-    assert all("top1" in a and "seconds" in a for a in budget["attempts"])
+    assert not budget.attempts[0]["within_budget"] and not budget.attempts[1]["within_budget"]
+    assert budget.met and budget.chosen_attempt == budget.attempts[-1]["attempt"]
+    assert all("top1" in a and "seconds" in a for a in budget.attempts)
     assert len(details["kept_float"]) == 1 and "conv_b" in details["kept_float"][0]
-    assert budget["kept_higher_precision"] == details["kept_float"]
+    assert budget.kept_higher_precision == details["kept_float"]
     kept = details["kept_float_ops"][0]
     assert kept["type"] == "CONV_2D" and kept["kl_reduction"] > 0
     assert kept["kl"] < details["sensitivity"]["all_integer"]["kl"]
     assert details["sensitivity"]["ranked"][0]["op"] == kept["op"] and details["sensitivity"]["candidates"] == 5
     [step] = details["kept_float_steps"]  # the first op alone meets the budget: nothing more is tried
     assert step["op"] == kept["op"] and step["kept"] == 1 and step["within_budget"]
-    assert step["top1"] == budget["attempts"][-1]["top1"] and step["kl"] == kept["kl"]
+    assert step["top1"] == budget.attempts[-1]["top1"] and step["kl"] == kept["kl"]
     types = tensor_types(path)
     assert types["input_dtype"] == "uint8" and types["output_dtype"] == "uint8" and types["tensor_dtypes"]["float32"]
 

@@ -167,19 +167,19 @@ def exported(tmp_path_factory):
 
 
 def _attempt(details: dict, number: int) -> dict:
-    return next(a for a in details["int8_budget"]["attempts"] if a["attempt"] == number)
+    return next(a for a in details["int8_budget"].attempts if a["attempt"] == number)
 
 
 def test_budget_record_lists_every_recipe_with_its_top1_and_time(exported):
     details, _, _ = exported
     budget = details["int8_budget"]
-    tools = [a.get("tool") for a in budget["attempts"]]
+    tools = [a.get("tool") for a in budget.attempts]
     assert tools == ["onnxruntime.quantization.quantize_static", "nncf.quantize", "nncf.quantize_with_accuracy_control"]
-    assert budget["attempts"][0]["calibration_method"] == "minmax"
-    for attempt in budget["attempts"]:
+    assert budget.attempts[0]["calibration_method"] == "minmax"
+    for attempt in budget.attempts:
         assert 0.0 <= attempt["top1"] <= 1.0 and attempt["seconds"] > 0, attempt
         assert attempt["within_budget"] is (attempt["attempt"] == 3)  # only accuracy control keeps this model's top-1
-    assert budget["met"] is True and budget["chosen_attempt"] == 3
+    assert budget.met is True and budget.chosen_attempt == 3
 
 
 def test_nncf_recipe_writes_uint8_qdq_that_onnx_runtime_runs_with_integer_kernels(exported):
@@ -203,7 +203,7 @@ def test_nncf_recipe_writes_uint8_qdq_that_onnx_runtime_runs_with_integer_kernel
 def test_nodes_reported_in_float_really_run_in_float(exported):
     details, tmp, ctx = exported
     path = tmp / "tiny-onnx-int8.onnx"  # the kept artifact: accuracy control's
-    kept = set(details["int8_budget"]["kept_higher_precision"])
+    kept = set(details["int8_budget"].kept_higher_precision)
     assert "sensitive" in kept and kept == set(_attempt(details, 3)["kept_float"])
     kept_convs = kept & CONVS
     extended = _optimized(path, "ORT_ENABLE_EXTENDED", ctx.workdir)

@@ -352,13 +352,14 @@ def test_accuracy_control_reverts_ops_when_the_first_recipe_misses(tiny_run, tmp
         details = formats().get("openvino-int8").build(ctx, tmp_path / "out" / "m.xml")
     finally:
         ctx.close()
-    attempts = details["int8_budget"]["attempts"]
+    budget = details["int8_budget"]
+    attempts = budget.attempts
     assert [a["attempt"] for a in attempts] == [1, 2] and attempts[1][
         "algorithm"
     ] == "nncf.quantize_with_accuracy_control"
-    assert details["int8_budget"]["met"] is False
-    chosen = attempts[details["int8_budget"]["chosen_attempt"] - 1]
-    assert details["int8_budget"]["kept_higher_precision"] == chosen["kept_float"]
+    assert budget.met is False
+    chosen = attempts[budget.chosen_attempt - 1]
+    assert budget.kept_higher_precision == chosen["kept_float"]
     written = ov.Core().read_model(str(tmp_path / "out" / "m.xml"))
     assert int8_facts(written)["kept_float"] == chosen["kept_float"]
     assert judged_batches == {"1"}

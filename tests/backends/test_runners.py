@@ -56,9 +56,9 @@ def test_engine_only_time_is_recorded_beside_end_to_end(tiny_run, pattern):
     images = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3)).astype(np.float32)
     with create_runner(artifact, threads=1) as runner:
         measured = measure_interleaved({"one": runner}, images, SETTINGS, rounds=1)["one"]
-    assert measured["compute_ms"]["iterations"] == measured["latency_ms"]["iterations"]
-    assert measured["compute_ms"]["p50"] <= measured["latency_ms"]["p50"]
-    assert measured["warmup_calls"] >= 1
+    assert measured.compute_ms["iterations"] == measured.latency_ms["iterations"]
+    assert measured.compute_ms["p50"] <= measured.latency_ms["p50"]
+    assert measured.warmup_calls >= 1
 
 
 def test_litert_fast_input_path_matches_plain_quantization(tiny_run):

@@ -122,10 +122,10 @@ def test_module_exports_and_each_artifact_is_verified_against_the_module(images,
     assert index["source"]["layout"] == "nchw" and index["source"]["softmax_added"] is True
     for name in ("onnx-fp32", "onnx-int8", "openvino-fp32"):
         record = exported[name]
-        assert record["status"] == "ok" and record["verification"]["passed"], record
-        assert record["verification"]["images"] > 0
-    assert exported["onnx-fp32"]["verification"]["max_abs_diff"] < 1e-4
-    assert exported["onnx-fp32"]["file"] == "Tiny-onnx-fp32.onnx"
+        assert record.status == "ok" and record.verification["passed"], record
+        assert record.verification["images"] > 0
+    assert exported["onnx-fp32"].verification["max_abs_diff"] < 1e-4
+    assert exported["onnx-fp32"].file == "Tiny-onnx-fp32.onnx"
 
     # the file takes raw NHWC pixels and gives what the module gives on them, normalized as it was trained
     pixels = _folder_pixels(images)

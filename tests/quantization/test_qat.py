@@ -466,7 +466,7 @@ def test_export_recipe_fine_tunes_then_converts_through_a_context_of_its_own(dig
         original_saved_model = ctx.saved_model()  # as an earlier recipe leaves it, beside the work folder
         factory = qat_recipe(ctx, convert, "the TFLite converter", keep_ranges=True, epochs=1)
         details = within_budget(ctx, tmp_path / "qat.tflite", "tflite-int8", [factory])
-        attempt = details["int8_budget"]["attempts"][0]
+        attempt = details["int8_budget"].attempts[0]
         assert attempt["recipe"] == (
             "quantization-aware fine-tuning (1 epoch on 48 training images, int8 simulated), then the TFLite converter"
         )
@@ -514,14 +514,14 @@ def test_export_fine_tunes_last_when_no_post_training_recipe_is_within_budget(di
         echo=lines.append,
     )
     artifact = exported.artifacts[0]
-    budget = artifact["details"]["int8_budget"]
-    fine_tuned = budget["attempts"][-1]
+    budget = artifact.int8_budget
+    fine_tuned = budget.attempts[-1]
     assert fine_tuned["recipe"].startswith("quantization-aware fine-tuning (2 epochs on ")
     assert fine_tuned["recipe"].endswith("then the TFLite converter with the learned activation ranges")
     assert fine_tuned["qat"]["epochs_completed"] == 2 and fine_tuned["qat"]["training_seconds"] > 0
-    assert fine_tuned["top1"] > budget["attempts"][0]["top1"] + 0.15
+    assert fine_tuned["top1"] > budget.attempts[0]["top1"] + 0.15
     assert any(line.startswith("    QAT epoch 2/2") for line in lines)
-    _assert_full_integer((exported.index.parent / artifact["file"]).read_bytes())
+    _assert_full_integer((exported.index.parent / artifact.file).read_bytes())
     shown = qat_lines(fine_tuned)
     assert len(shown) == 1 and "quantization-aware fine-tuning: 2 of 2 epoch(s)" in shown[0]
     assert "simulated int8 top-1" in shown[0]

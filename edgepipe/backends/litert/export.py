@@ -27,7 +27,7 @@ from edgepipe.backends.litert.backend import LITERT
 from edgepipe.calibration import CalibrationSet, draw, tflite_representative_dataset
 from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.fileio import write_bytes
-from edgepipe.quantization.budget import Attempt, Skipped, within_budget
+from edgepipe.quantization.budget import Attempt, Recipe, Skipped, within_budget
 from edgepipe.quiet import native_output_suppressed
 from edgepipe.versions import __version__
 
@@ -454,22 +454,19 @@ def export_tflite_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             calibration="learned in fine-tuning (FakeQuant ranges), min/max for the input and logits",
         )
 
-    for factory, name in (
-        (aeq_float_stem, "AEQ, the input stem kept in float"),
-        (converter, "TFLite converter"),
-        (aeq_plain, "AI Edge Quantizer"),
-        (larger, "larger calibration set"),
-        (aeq_kept_float, "AEQ, ops kept in float by effect"),
-        (converter_kept_float, "converter, ops kept in float by quantization error"),
-    ):
-        factory.__name__ = name  # what the report names a recipe that could not run
-    qat = qat_recipe(
-        ctx, fine_tuned_converter, "the TFLite converter with the learned activation ranges", keep_ranges=True
-    )
-    first = [aeq_float_stem] if ctx.options_for("litert").float_stem else []
-    return within_budget(
-        ctx, path, "tflite-int8", [*first, converter, aeq_plain, larger, aeq_kept_float, converter_kept_float, qat]
-    )
+    recipes = [
+        Recipe("TFLite converter", converter),
+        Recipe("AI Edge Quantizer", aeq_plain),
+        Recipe("larger calibration set", larger),
+        Recipe("AEQ, ops kept in float by effect", aeq_kept_float),
+        Recipe("converter, ops kept in float by quantization error", converter_kept_float),
+        qat_recipe(
+            ctx, fine_tuned_converter, "the TFLite converter with the learned activation ranges", keep_ranges=True
+        ),
+    ]
+    if ctx.options_for("litert").float_stem:
+        recipes.insert(0, Recipe("AEQ, the input stem kept in float", aeq_float_stem))
+    return within_budget(ctx, path, "tflite-int8", recipes)
 
 
 @LITERT.format(

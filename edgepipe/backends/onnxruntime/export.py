@@ -14,7 +14,7 @@ from edgepipe.backends.onnxruntime.backend import FORMAT_KEY, LABELS_KEY, ONNX, 
 from edgepipe.backends.onnxruntime.qdq import ort_kernels, qdq_count, set_activation_type
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import write_bytes
-from edgepipe.quantization.budget import Attempt, within_budget
+from edgepipe.quantization.budget import Attempt, Recipe, within_budget
 from edgepipe.quiet import native_output_suppressed
 from edgepipe.versions import __version__
 
@@ -238,18 +238,17 @@ def _write_int8(ctx: ExportContext, model, details: dict[str, Any], path: Path) 
     }
 
 
-def _ort_recipe(ctx: ExportContext, method: str):
+def _ort_recipe(ctx: ExportContext, method: str) -> Recipe:
     def factory() -> Attempt:
         return Attempt(
             f"ONNX Runtime static QDQ, {method} calibration on {len(ctx.calibration)} images",
             lambda p: _write_int8(ctx, *_quantize(ctx, method), p),
         )
 
-    factory.__name__ = f"{method} calibration"
-    return factory
+    return Recipe(f"{method} calibration", factory)
 
 
-def _nncf_recipe(ctx: ExportContext, learned: dict[str, Any]):
+def _nncf_recipe(ctx: ExportContext, learned: dict[str, Any]) -> Recipe:
     """NNCF post-training quantization; records in ``learned`` whether full bias correction worked here."""
 
     def factory() -> Attempt:
@@ -262,11 +261,10 @@ def _nncf_recipe(ctx: ExportContext, learned: dict[str, Any]):
 
         return Attempt(f"NNCF post-training quantization (bias correction) on {len(ctx.calibration)} images", build)
 
-    factory.__name__ = "NNCF post-training quantization"
-    return factory
+    return Recipe("NNCF post-training quantization", factory)
 
 
-def _accuracy_control_recipe(ctx: ExportContext, learned: dict[str, Any]):
+def _accuracy_control_recipe(ctx: ExportContext, learned: dict[str, Any]) -> Recipe:
     """NNCF accuracy control, from the same bias correction as the NNCF recipe (when it ran)."""
 
     def factory() -> Attempt | None:
@@ -291,30 +289,20 @@ def _accuracy_control_recipe(ctx: ExportContext, learned: dict[str, Any]):
             build,
         )
 
-    factory.__name__ = "NNCF accuracy control"
-    return factory
+    return Recipe("NNCF accuracy control", factory)
 
 
-def _qat_recipe(ctx: ExportContext, **overrides: Any):
+def _qat_recipe(ctx: ExportContext, **overrides: Any) -> Recipe:
     """Quantization-aware fine-tuning, then ONNX Runtime's QDQ of the fine-tuned model (its weights already on
     the int8 grid; activations re-calibrated, as ONNX Runtime's quantizer takes no FakeQuant ranges)."""
     from edgepipe.quantization.budget import Skipped
     from edgepipe.quantization.qat import NOT_KERAS, qat_recipe  # imports Keras: only when INT8 is exported
 
     if ctx.model is None:
-
-        def no_keras():
-            return Skipped(NOT_KERAS)
-
-        no_keras.__name__ = "quantization-aware fine-tuning"
-        return no_keras
+        return Recipe("quantization-aware fine-tuning", lambda: Skipped(NOT_KERAS))
     if not ctx.options_for("onnxruntime").per_channel:
-
-        def skipped():
-            return Skipped("export.onnx.per_channel is off: the fine-tuning simulates per-channel weights")
-
-        skipped.__name__ = "quantization-aware fine-tuning"
-        return skipped
+        reason = "export.onnx.per_channel is off: the fine-tuning simulates per-channel weights"
+        return Recipe("quantization-aware fine-tuning", lambda: Skipped(reason))
     method = ctx.calibration_method
     return qat_recipe(
         ctx,

@@ -31,7 +31,7 @@ from edgepipe.backends.openvino.backend import (
 )
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import atomic_path
-from edgepipe.quantization.budget import Attempt, within_budget
+from edgepipe.quantization.budget import Attempt, Recipe, within_budget
 from edgepipe.quiet import native_output_suppressed
 from edgepipe.versions import __version__
 
@@ -412,10 +412,9 @@ def export_openvino_int8(ctx: ExportContext, path: Path) -> dict[str, Any]:
             build,
         )
 
-    accuracy_control.__name__ = "NNCF accuracy control"
-
     # within_budget copies only the chosen .xml to the path it is given: give it one in the work folder,
     # then install the chosen candidate's .xml and .bin together
-    details = within_budget(ctx, ctx.workdir / f"budget-{path.name}", "openvino-int8", [quantize, accuracy_control])
-    copy_ir(candidates[details["int8_budget"]["chosen_attempt"]], path)
+    recipes = [Recipe("NNCF post-training quantization", quantize), Recipe("NNCF accuracy control", accuracy_control)]
+    details = within_budget(ctx, ctx.workdir / f"budget-{path.name}", "openvino-int8", recipes)
+    copy_ir(candidates[details["int8_budget"].chosen_attempt], path)
     return details

@@ -1,0 +1,52 @@
+"""Timing and memory results are typed: figures, or an error field for the runner that could not be measured."""
+
+from __future__ import annotations
+
+import contextlib
+
+import numpy as np
+
+from edgepipe.backends import create_runner, identify
+from edgepipe.harness import BenchSettings, Timing, measure_interleaved
+from edgepipe.harness.memory import MemoryResult, measure_memory
+from edgepipe.results import Record, Status
+from tests.conftest import write_onnx_classifier
+
+SETTINGS = BenchSettings(batch_size=1, warmup=1, warmup_s=0.0, min_iterations=3, min_duration_s=0.0)
+
+
+def test_a_runner_that_raises_has_an_error_and_the_others_are_timed(tmp_path):
+    images = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3)).astype(np.uint8)
+    good, bad = (
+        write_onnx_classifier(tmp_path / "good.onnx", 8),
+        write_onnx_classifier(tmp_path / "bad.onnx", 4),
+    )  # bad takes 4x4
+    with contextlib.ExitStack() as stack:
+        runners = {
+            name: stack.enter_context(create_runner(identify(p), threads=1))
+            for name, p in [("good", good), ("bad", bad)]
+        }
+        measured = measure_interleaved(runners, images, SETTINGS, rounds=2)
+    assert isinstance(measured["good"], Timing) and not measured["good"].failed and measured["good"].error is None
+    assert measured["good"].latency_ms["p50"] > 0 and measured["good"].rounds["count"] == 2
+    assert measured["bad"].failed and measured["bad"].error and measured["bad"].latency_ms is None
+
+
+def test_memory_that_cannot_be_measured_is_an_error_and_results_keep_its_shape(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not a model")
+    result = measure_memory(identify(broken), "onnxruntime", "cpu", 1, None, 1, (1, 8, 8, 3), iterations=1)
+    assert isinstance(result, MemoryResult) and result.figures is None and result.error
+    record = Record("broken.onnx", "onnx-fp32", "fp32", Status.OK, memory=result.as_record())
+    assert record.to_dict()["memory"] == {"error": result.error}  # results.json as before: {"error": ...}
+    good = measure_memory(
+        identify(write_onnx_classifier(tmp_path / "good.onnx", 8)),
+        "onnxruntime",
+        "cpu",
+        1,
+        None,
+        1,
+        (1, 8, 8, 3),
+        iterations=2,
+    )
+    assert good.error is None and good.as_record()["peak_rss_mb"] > 0 and "error" not in good.as_record()
