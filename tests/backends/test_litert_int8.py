@@ -339,12 +339,12 @@ def test_first_int8_recipe_keeps_only_the_input_stem_in_float_within_the_budget(
 
     details, model = _export_int8(models["trained"], data, tmp_path, float_stem=True)
     budget = details["int8_budget"]
-    assert budget["attempts"][0]["recipe"].startswith("AI Edge Quantizer, the input stem (3 ops) kept in float")
-    assert budget["met"] and budget["chosen_attempt"] == 1 and len(budget["attempts"]) == 1
+    assert budget.attempts[0]["recipe"].startswith("AI Edge Quantizer, the input stem (3 ops) kept in float")
+    assert budget.met and budget.chosen_attempt == 1 and len(budget.attempts) == 1
     floats = _float_ops(model)
     assert [op for op, _ in floats] == ["MUL", "ADD", "CONV_2D"] and "conv_a" in floats[-1][1]
     assert len(details["kept_float"]) == 3 and "conv_a" in details["kept_float"][-1]
-    assert budget["kept_higher_precision"] == details["kept_float"]
+    assert budget.kept_higher_precision == details["kept_float"]
     # the rest is int8, weights per channel
     scales = _weight_scales(model)
     assert [k.split()[0] for k in scales] == ["DEPTHWISE_CONV_2D", "CONV_2D"] and min(scales.values()) == 8
@@ -358,7 +358,7 @@ def test_first_int8_recipe_keeps_only_the_input_stem_in_float_within_the_budget(
 
 def test_by_default_the_file_is_full_integer_from_the_converter(models, data, tmp_path):
     details, model = _export_int8(models["trained"], data, tmp_path)
-    assert details["int8_budget"]["attempts"][0]["recipe"].startswith("TFLite converter")
+    assert details["int8_budget"].attempts[0]["recipe"].startswith("TFLite converter")
     assert _float_ops(model) == [] and "kept_float" not in details
 
 

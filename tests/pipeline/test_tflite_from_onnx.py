@@ -209,7 +209,7 @@ def test_mediapipe_classifies_the_converted_files_by_their_metadata(images, tmp_
         preprocessing={"channels": "rgb", "scale": 255, "mean": list(MEAN), "std": list(STD)},
         echo=lambda line: None,
     )
-    assert exported[fmt]["status"] == "ok", exported[fmt]
+    assert exported[fmt].status == "ok", exported[fmt]
     pixels, labels = _folder(images)
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(exported.path(fmt))))
     with vision.ImageClassifier.create_from_options(options) as classifier:
@@ -255,8 +255,8 @@ def test_a_torch_module_becomes_tflite_fp32_verified_against_the_module(images, 
         echo=lambda line: None,
     )
     record = exported["tflite-fp32"]
-    assert record["status"] == "ok" and record["verification"]["passed"], record
-    assert record["verification"]["max_abs_diff"] < 1e-4
+    assert record.status == "ok" and record.verification["passed"], record
+    assert record.verification["max_abs_diff"] < 1e-4
     assert json.loads(exported.index.read_text())["source"]["reference"].startswith("the PyTorch module")
     ops = _ops(exported.path("tflite-fp32"))
     assert ops["CONV_2D"] == 2 and ops["TRANSPOSE"] <= MAX_TRANSPOSES, ops
@@ -275,8 +275,8 @@ def test_without_the_converter_the_tflite_formats_are_skipped_with_the_reason(im
         preprocessing={"channels": "rgb", "scale": 255, "mean": list(MEAN), "std": list(STD)},
         echo=lambda line: None,
     )
-    assert exported["onnx-fp32"]["status"] == "ok"
+    assert exported["onnx-fp32"].status == "ok"
     record = exported["tflite-fp32"]
-    assert record["status"] == "skipped", record
-    assert "onnx2tf" in record["reason"] and "edgepipe_absent_module" in record["reason"], record
-    assert not (tmp_path / "out" / record["file"]).exists()
+    assert record.status == "skipped", record
+    assert "onnx2tf" in record.reason and "edgepipe_absent_module" in record.reason, record
+    assert not (tmp_path / "out" / record.file).exists()
