@@ -125,3 +125,22 @@ def test_int8_speedup_smoke(tmp_path):
     )
     assert out.count("INT8 speed-up") == 3 and "target 1.8x" in out
     assert "INT8 against FP32 per op family" in out and "Top 10 ops by time" in out
+
+
+def test_search_smoke(tmp_path):
+    import re
+
+    out = _run("search.py", "--quick", "--work", str(tmp_path))
+    assert re.search(r"^search: 2 candidates .* = 2 artifacts, 0 skipped", out, re.M), out
+    total = float(re.search(r"^search wall time: ([\d.]+) s$", out, re.M).group(1))
+    stages = {m[0].strip(): float(m[1]) for m in re.findall(r"^  stage (.+?)\s+([\d.]+) s$", out, re.M)}
+    assert {"latency", "accuracy", "winner run"} <= set(stages)
+    assert abs(sum(stages.values()) - total) <= 0.1 * len(stages)  # the stages cover the search, once each
+    runs = [float(s) for s in re.findall(r"^edgepipe run \S+: ([\d.]+) s$", out, re.M)]
+    estimate = float(re.search(r"^estimated edgepipe run for all 2 candidates: ([\d.]+) s", out, re.M).group(1))
+    assert len(runs) == 2 and abs(estimate - sum(runs)) <= 0.1  # the mean of two runs x 2 candidates
+    ratio = float(re.search(r"^ratio search / all runs: ([\d.]+) \(target <= 0.2", out, re.M).group(1))
+    assert abs(ratio - total / estimate) <= 0.01 + 0.01 * ratio
+    fresh = re.search(r"fresh edgepipe bench: p50 ([\d.]+) ms; budget ([\d.]+) ms; ratio ([\d.]+)", out)
+    assert fresh and abs(float(fresh[3]) - float(fresh[1]) / float(fresh[2])) <= 0.01
+    assert (tmp_path / "search" / "winner" / "results.json").is_file()
