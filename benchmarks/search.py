@@ -6,7 +6,8 @@ data, formats and settings, `edgepipe run` for two of its candidates (the fewest
 cost of a run for every candidate is estimated from their mean. Last, the winner's artifact is re-measured in a
 fresh `edgepipe bench` process (interleaved rounds) against the budget. Prints: the total wall time, the
 candidates, the time per search stage, the estimate and the ratio search / all runs (target: at most 0.2), and
-the winner's re-measured latency / budget (target: at most 1).
+the winner's re-measured latency / budget (target: at most 1). The 1-minute load average before and after each
+timed part is printed beside it: on a shared machine the two sides of the ratio may not run under the same load.
 
     python benchmarks/search.py [--archs mobilenet_v1,mobilenet_v2,mobilenet_v3_small] [--alphas 0.75,1.0]
                                 [--input-sizes 96,128] [--formats tflite-fp32,tflite-int8,openvino-int8]
@@ -122,6 +123,11 @@ def _search(args: argparse.Namespace, work: Path):
     return result, end - clock.start, clock.durations(end)
 
 
+def _load() -> str:
+    """The 1-minute load average now: the machine is shared, and a busier one makes whatever runs then slower."""
+    return f"{os.getloadavg()[0]:.1f}"
+
+
 def _timed_run(args: argparse.Namespace, row, work: Path) -> float:
     """Seconds of `edgepipe run` (every stage) for one candidate with the search's data, formats and settings."""
     import edgepipe
@@ -160,7 +166,9 @@ def main() -> None:
     work = args.work or Path(tempfile.mkdtemp(prefix="edgepipe-search-bench-"))
     import keras  # noqa: F401 (loaded before any clock starts: neither side pays the import)
 
+    load = _load()
     result, total, stages = _search(args, work)
+    load += " -> " + _load()
     measured = [r for r in result.rows if r.format]
     candidates = sorted({r.candidate for r in measured})
     skipped = sorted({r.candidate for r in result.rows if not r.format})
@@ -170,14 +178,18 @@ def main() -> None:
         f"{len(skipped)} skipped; {args.threads} thread(s), {os.cpu_count()} cores"
     )
     print(f"data: builtin:synthetic, {args.per_class} training images per class (+ val and test), random weights")
-    print(f"search wall time: {total:.1f} s")
+    print(f"search wall time: {total:.1f} s (load average {load})")
     for name, seconds in stages:
         print(f"  stage {name:<26} {seconds:8.1f} s")
     by_macs = {r.candidate: r for r in sorted(measured, key=lambda r: r.macs or 0)}
     pair = [next(iter(by_macs.values())), list(by_macs.values())[-1]]
-    runs = [_timed_run(args, row, work) for row in pair]
-    for row, seconds in zip(pair, runs):
-        print(f"edgepipe run {row.candidate}: {seconds:.1f} s")
+    runs, loads = [], []
+    for row in pair:
+        before = _load()
+        runs.append(_timed_run(args, row, work))
+        loads.append(f"{before} -> {_load()}")
+    for row, seconds, load in zip(pair, runs, loads):
+        print(f"edgepipe run {row.candidate}: {seconds:.1f} s (load average {load})")
     estimate = sum(runs) / len(runs) * len(candidates)
     print(f"estimated edgepipe run for all {len(candidates)} candidates: {estimate:.1f} s (mean of the 2 runs)")
     ratio = total / estimate

@@ -132,11 +132,11 @@ def test_search_smoke(tmp_path):
 
     out = _run("search.py", "--quick", "--work", str(tmp_path))
     assert re.search(r"^search: 2 candidates .* = 2 artifacts, 0 skipped", out, re.M), out
-    total = float(re.search(r"^search wall time: ([\d.]+) s$", out, re.M).group(1))
+    total = float(re.search(r"^search wall time: ([\d.]+) s \(load average [\d.]+ -> [\d.]+\)$", out, re.M).group(1))
     stages = {m[0].strip(): float(m[1]) for m in re.findall(r"^  stage (.+?)\s+([\d.]+) s$", out, re.M)}
     assert {"latency", "accuracy", "winner run"} <= set(stages)
     assert abs(sum(stages.values()) - total) <= 0.1 * len(stages)  # the stages cover the search, once each
-    runs = [float(s) for s in re.findall(r"^edgepipe run \S+: ([\d.]+) s$", out, re.M)]
+    runs = [float(s) for s in re.findall(r"^edgepipe run \S+: ([\d.]+) s \(load average", out, re.M)]
     estimate = float(re.search(r"^estimated edgepipe run for all 2 candidates: ([\d.]+) s", out, re.M).group(1))
     assert len(runs) == 2 and abs(estimate - sum(runs)) <= 0.1  # the mean of two runs x 2 candidates
     ratio = float(re.search(r"^ratio search / all runs: ([\d.]+) \(target <= 0.2", out, re.M).group(1))
