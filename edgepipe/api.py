@@ -817,24 +817,25 @@ def search(
     data: PathLike | None = None,
     config: Any = None,
     *,
+    options: Any = None,
     archs: Union[str, Sequence[str], None] = None,
     alphas: Union[float, Sequence[float], None] = None,
     input_sizes: Union[int, Sequence[int], None] = None,
     formats: Union[str, Sequence[str], None] = None,
-    weights: Union[str, Mapping[str, str]] = "imagenet",
-    allow_random_weights: bool = False,
+    weights: Union[str, Mapping[str, str], None] = None,
+    allow_random_weights: bool | None = None,
     max_latency_ms: float | None = None,
-    percentile: str = "p50",
+    percentile: str | None = None,
     max_size_mb: float | None = None,
     max_memory_mb: float | None = None,
     min_top1: float | None = None,
     threads: int | None = None,
     remote: str | None = None,
     ssh_config: PathLike | None = None,
-    remote_edgepipe: str = "edgepipe",
-    remote_dir: str = "edgepipe-bench",
+    remote_edgepipe: str | None = None,
+    remote_dir: str | None = None,
     output: PathLike | None = None,
-    force: bool = False,
+    force: bool | None = None,
     memory: bool | None = None,
     min_iterations: int | None = None,
     min_duration_s: float | None = None,
@@ -853,68 +854,45 @@ def search(
     random weights stand in for missing ImageNet ones (each such candidate says so). Budgets: ``max_latency_ms``
     at ``percentile`` (p50, p90, p95, p99) per image at batch 1, ``max_size_mb``, ``max_memory_mb`` (peak resident),
     ``min_top1`` (percent, validation split). ``config`` (a YAML path, dict or RunConfig) and ``overrides`` (dotted
-    keys) give the data, training, export and bench settings every candidate shares; ``memory`` (default: the
-    config's bench.memory, always on with a memory budget), ``min_iterations`` and ``min_duration_s`` override
-    the bench settings of the latency step. A killed search resumes in ``output``; ``force`` redoes it.
+    keys) give the data, training, export and bench settings every candidate shares, and its ``search:`` section
+    any of these options; ``options`` (an ``edgepipe.choose.options.SearchOptions``) and then the keyword
+    arguments given (not None) override it. ``memory`` (default: the config's bench.memory, always on with a
+    memory budget), ``min_iterations`` and ``min_duration_s`` override the bench settings of the latency step.
+    A killed search resumes in ``output`` (default runs/search); ``force`` redoes it.
     EdgepipeError (exit 2 on the command line) for a bad budget, or when no artifact meets the budgets (naming
     the closest).
     """
     from edgepipe import config as cfg
-    from edgepipe.choose.budgets import Budgets
     from edgepipe.choose.loop import run_search
+    from edgepipe.choose.options import SearchOptions
 
-    budgets = Budgets(max_latency_ms, percentile, max_size_mb, max_memory_mb, min_top1).check()
+    given = {k: v for k, v in locals().items() if k in _SEARCH_KEYWORDS}
+    if options is not None and not isinstance(options, SearchOptions):
+        raise EdgepipeError(
+            f"options must be an edgepipe.choose.options.SearchOptions, got {type(options).__name__}",
+            "Pass the options as keyword arguments, or build SearchOptions(...).",
+        )
     base = config if config is not None else (cfg.image_folder_path() if data else cfg.quickstart_path())
     resolved, described = resolve_config(base, {**(overrides or {}), **({"data": str(data)} if data else {})})
-    request = _search_request(
-        resolved,
-        budgets,
-        archs,
-        alphas,
-        input_sizes,
-        formats,
-        weights,
-        allow_random_weights,
-        threads,
-        remote,
-        ssh_config,
-        remote_edgepipe,
-        remote_dir,
-        output,
-        force,
-        memory,
-        min_iterations,
-        min_duration_s,
-        cache,
-        echo,
-    )
+    chosen = SearchOptions(**given).over((options or SearchOptions()).over(SearchOptions.from_config(resolved.search)))
+    request = _search_request(resolved, chosen, echo)
     echo(f"configuration: {described}")
     return run_search(request, echo)
 
 
-def _search_request(
-    config,
-    budgets,
-    archs,
-    alphas,
-    input_sizes,
-    formats,
-    weights,
-    allow_random,
-    threads,
-    remote,
-    ssh_config,
-    remote_edgepipe,
-    remote_dir,
-    output,
-    force,
-    memory,
-    min_iterations,
-    min_duration_s,
-    cache,
-    echo,
-):
-    """The checked SearchRequest (everything refused here is refused before any work starts)."""
+#: api.search's keyword arguments that are search options (the others: data, config, overrides, echo)
+_SEARCH_KEYWORDS = frozenset(
+    (
+        "archs alphas input_sizes formats weights allow_random_weights max_latency_ms percentile max_size_mb "
+        "max_memory_mb min_top1 threads remote ssh_config remote_edgepipe remote_dir output force memory "
+        "min_iterations min_duration_s cache"
+    ).split()
+)
+
+
+def _search_request(config, options, echo: Echo):
+    """The checked SearchRequest from the run configuration and the resolved SearchOptions (everything refused
+    here is refused before any work starts)."""
     from edgepipe.choose.candidates import check_weights_spec
     from edgepipe.choose.catalogue import resolve_architectures
     from edgepipe.choose.loop import SearchRequest
@@ -922,42 +900,48 @@ def _search_request(
     from edgepipe.device import resolve_threads
     from edgepipe.standalone.export import expand_formats
 
-    names = resolve_architectures(None if archs is None else list(_values("archs", archs, "name")))
+    o = options
+    budgets = o.budgets()
+    names = resolve_architectures(None if o.archs is None else list(_values("archs", o.archs, "name")))
+    alphas = o.alphas
     widths = None if alphas is None else [_width(a) for a in (alphas if isinstance(alphas, Iterable) else [alphas])]
-    sizes = None if input_sizes is None else [int(s) for s in _values("input_sizes", input_sizes, "count")]
+    sizes = None if o.input_sizes is None else [int(s) for s in _values("input_sizes", o.input_sizes, "count")]
+    weights = o.weights or "imagenet"
     check_weights_spec(weights, names)
-    if remote and not threads:
+    if o.remote and not o.threads:
         raise EdgepipeError(
             "--remote needs --threads N", "The remote machine's cores are not known here; pass --threads."
         )
     b = config.bench
-    measure_memory = b.memory if memory is None else bool(memory)
-    if budgets.max_memory_mb is not None and memory is False:
+    measure_memory = b.memory if o.memory is None else bool(o.memory)
+    if budgets.max_memory_mb is not None and o.memory is False:
         raise EdgepipeError(
             "--max-memory-mb needs the memory measurement that --no-memory turns off", "Drop one of them."
         )
     conditions = Conditions(
-        threads=int(_value("threads", threads, "count") if threads else resolve_threads(b.threads)),
+        threads=int(_value("threads", o.threads, "count") if o.threads else resolve_threads(b.threads)),
         warmup=b.warmup,
         warmup_s=b.warmup_s,
-        min_iterations=min_iterations or b.min_iterations,
-        min_duration_s=b.min_duration_s if min_duration_s is None else float(min_duration_s),
+        min_iterations=o.min_iterations or b.min_iterations,
+        min_duration_s=b.min_duration_s if o.min_duration_s is None else float(o.min_duration_s),
         memory=measure_memory or budgets.max_memory_mb is not None,
     )
     return SearchRequest(
-        config,
-        names,
-        widths,
-        sizes,
-        expand_formats(list(_values("formats", formats or DEFAULT_FORMATS, "name"))),
-        weights,
-        bool(allow_random),
-        budgets,
-        conditions,
-        _measure_target(remote, ssh_config, remote_edgepipe, remote_dir),
-        MeasurementCache(Path(cache) if cache else None, echo=echo),
-        Path(output) if output else Path("runs") / "search",
-        bool(force),
+        config=config,
+        archs=names,
+        alphas=widths,
+        sizes=sizes,
+        formats=expand_formats(list(_values("formats", o.formats or DEFAULT_FORMATS, "name"))),
+        weights=weights,
+        allow_random=bool(o.allow_random_weights),
+        budgets=budgets,
+        conditions=conditions,
+        target=_measure_target(
+            o.remote, o.ssh_config, o.remote_edgepipe or "edgepipe", o.remote_dir or "edgepipe-bench"
+        ),
+        cache=MeasurementCache(Path(o.cache) if o.cache else None, echo=echo),
+        output=Path(o.output) if o.output else Path("runs") / "search",
+        force=bool(o.force),
     )
 
 

@@ -918,9 +918,7 @@ def _float_list(ctx, param, value):
 @click.option(
     "--percentile",
     type=click.Choice(["p50", "p90", "p95", "p99"]),
-    default="p50",
-    show_default=True,
-    help="The latency percentile the budget applies to.",
+    help="The latency percentile the budget applies to (default: the config's search.percentile, p50).",
 )
 @click.option("--max-size-mb", type=float, metavar="MB", help="Artifact file size budget.")
 @click.option(
@@ -952,39 +950,15 @@ def _float_list(ctx, param, value):
 @timing_options("", per=" per artifact", warmup=False, defaults=False)
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for splits, sampling and training.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the table.")
-def search_command(
-    config,
-    data,
-    archs,
-    alphas,
-    input_sizes,
-    formats,
-    weights,
-    allow_random_weights,
-    max_latency_ms,
-    percentile,
-    max_size_mb,
-    max_memory_mb,
-    min_top1,
-    threads,
-    remote,
-    ssh_config,
-    remote_edgepipe,
-    remote_dir,
-    output,
-    force,
-    memory,
-    min_iterations,
-    min_duration,
-    seed,
-    as_json,
-):
+@click.pass_context
+def search_command(ctx, config, data, seed, as_json, **flags):
     """Which network, width, input size and format is the most accurate on your data within your budgets
     on this device (or --remote): latency first, then accuracy for the candidates left, cheapest first.
 
     Prints one table (every candidate and artifact with its figures, status or reason) and the answer;
     writes search.json, search.txt and search.png in --output, and the winner as a normal run directory
     (DIR/winner) that edgepipe report, verify and compare work on. A killed search resumes; --force redoes.
+    The CONFIG's search: section gives any of these options; a flag given here overrides it.
 
     \b
     edgepipe search --data photos --archs mobilenet_v2,efficientnet_lite0 --alphas 0.35,0.5 --input-sizes 128,224 \\
@@ -992,31 +966,17 @@ def search_command(
     """
     from edgepipe import api
     from edgepipe.choose.candidates import parse_weights
+    from edgepipe.choose.options import SearchOptions
 
+    given = {k: v for k, v in flags.items() if ctx.get_parameter_source(k) != click.core.ParameterSource.DEFAULT}
+    if "weights" in given:
+        given["weights"] = parse_weights(given["weights"])
+    if "min_duration" in given:
+        given["min_duration_s"] = given.pop("min_duration")
     result = api.search(
         data,
         config,
-        archs=archs,
-        alphas=alphas,
-        input_sizes=input_sizes,
-        formats=formats,
-        weights=parse_weights(weights),
-        allow_random_weights=allow_random_weights,
-        max_latency_ms=max_latency_ms,
-        percentile=percentile,
-        max_size_mb=max_size_mb,
-        max_memory_mb=max_memory_mb,
-        min_top1=min_top1,
-        threads=threads,
-        remote=remote,
-        ssh_config=ssh_config,
-        remote_edgepipe=remote_edgepipe,
-        remote_dir=remote_dir,
-        output=output,
-        force=force,
-        memory=memory,
-        min_iterations=min_iterations,
-        min_duration_s=min_duration,
+        options=SearchOptions(**given),
         overrides={"seed": seed} if seed is not None else None,
         echo=lambda line: click.echo(line, err=True),
     )

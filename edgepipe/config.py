@@ -290,6 +290,77 @@ class _BenchCommon:
     )
 
 
+@dataclass
+class SearchConfig:
+    archs: list[str] | None = _opt(
+        None,
+        "edgepipe search: architectures to compare (null: every one with at most 6 M parameters by its published count).",
+        registry="architecture",
+    )
+    alphas: list[float] | None = _opt(
+        None,
+        "edgepipe search: width multipliers, e.g. [0.35, 0.5] (null: each family's default; architectures without one ignore them).",
+        min=0.01,
+        max=4.0,
+    )
+    input_sizes: list[int] | None = _opt(
+        None,
+        "edgepipe search: square input sizes in pixels, e.g. [128, 224] (null: each architecture's own).",
+        min=8,
+        max=2048,
+    )
+    formats: list[str] | None = _opt(
+        None,
+        "edgepipe search: formats to measure (null: tflite-fp32, tflite-int8, openvino-int8, onnx-int8).",
+        registry="format",
+    )
+    weights: Union[str, dict[str, str]] = _opt(
+        "imagenet",
+        "edgepipe search: initial backbone weights: imagenet (files already on this machine; nothing is downloaded), none (random, needs allow_random_weights), a file (one architecture), or a mapping of architecture to imagenet, none or a file (the others: imagenet).",
+        keys="architecture",
+    )
+    allow_random_weights: bool = _opt(
+        False,
+        "edgepipe search: allow random backbone weights: weights none, and in place of ImageNet weights that are not on this machine (each such candidate says so).",
+    )
+    max_latency_ms: float | None = _opt(
+        None,
+        "edgepipe search: latency budget per image at batch 1, in ms at the percentile below (null: none).",
+        above=0.0,
+    )
+    percentile: str = _opt(
+        "p50", "edgepipe search: the latency percentile the budget applies to.", choices=("p50", "p90", "p95", "p99")
+    )
+    max_size_mb: float | None = _opt(None, "edgepipe search: artifact file size budget in MB (null: none).", above=0.0)
+    max_memory_mb: float | None = _opt(
+        None,
+        "edgepipe search: peak resident memory budget in MB of a process running the artifact (null: none; measured in a fresh process).",
+        above=0.0,
+    )
+    min_top1: float | None = _opt(
+        None, "edgepipe search: least validation top-1 in percent (null: none).", min=0.0, max=100.0
+    )
+    threads: int | None = _opt(
+        None, "edgepipe search: threads per engine (null: every core usable here; required with remote).", min=1
+    )
+    remote: str | None = _opt(
+        None, "edgepipe search: time the artifacts (exported here) on this [user@]host over SSH (null: this machine)."
+    )
+    remote_edgepipe: str = _opt("edgepipe", "edgepipe search with remote: the edgepipe command on the remote machine.")
+    remote_dir: str = _opt(
+        "edgepipe-bench",
+        "edgepipe search with remote: remote folder for each job (a fresh subfolder, removed afterwards).",
+    )
+    memory: bool | None = _opt(
+        None,
+        "edgepipe search: measure each artifact's peak memory (null: bench.memory; always with max_memory_mb).",
+    )
+    output: str | None = _opt(
+        None,
+        "edgepipe search: the search directory (null: runs/search); the winner's run directory is <output>/winner.",
+    )
+
+
 #: The export and bench sections' own keys at their defaults: the one home of the INT8 accuracy budget and of the
 #: latency harness's floors (warm-up calls and seconds, timed calls and seconds), which the harness's
 #: BenchSettings, the Python API's and the command line's defaults and the report read.
@@ -368,6 +439,10 @@ class RunConfig:
     bench: BenchConfig = _section_option(  # noqa: F821
         "BenchConfig", "Latency and accuracy measurement."
     )
+    search: SearchConfig = _opt(
+        SearchConfig(),
+        "What 'edgepipe search' compares and its budgets (its flags override these; other commands ignore them).",
+    )
 
     @property
     def run_dir(self) -> Path:
@@ -417,6 +492,8 @@ def _type_name(tp: Any) -> str:
         return names + " or null" if type(None) in typing.get_args(tp) else names
     if origin is list:
         return "a list of " + _type_name(typing.get_args(tp)[0]) + "s"
+    if origin is dict:
+        return "a mapping of names to " + _type_name(typing.get_args(tp)[1]) + "s"
     if dataclasses.is_dataclass(tp):
         return "a mapping"
     return {int: "an integer", float: "a number", str: "a string", bool: "true or false"}.get(tp, str(tp))
@@ -428,8 +505,8 @@ def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any]) -> Any:
         if value is None and type(None) in typing.get_args(tp):
             return None
         inner = [a for a in typing.get_args(tp) if a is not type(None)]
-        if len(inner) > 1:  # a string or a mapping (model.preprocessing): the value's own kind decides
-            chosen = next((a for a in inner if dataclasses.is_dataclass(a) == isinstance(value, dict)), None)
+        if len(inner) > 1:  # a string or a mapping (model.preprocessing, search.weights): the value's kind decides
+            chosen = next((a for a in inner if _is_mapping_type(a) == isinstance(value, dict)), None)
             if chosen is None:
                 raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
             return _convert(value, chosen, key, meta)
@@ -438,6 +515,10 @@ def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any]) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"config key '{key}' must be a mapping, got {value!r}")
         return _build(tp, value, key + ".")
+    if origin is dict:
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
+        return {k: _convert(v, typing.get_args(tp)[1], f"{key}.{k}", meta) for k, v in value.items()}
     if origin is list:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             value = [value]
@@ -464,13 +545,27 @@ def _convert(value: Any, tp: Any, key: str, meta: dict[str, Any]) -> Any:
     raise ConfigError(f"config key '{key}' must be {_type_name(tp)}, got {value!r}")
 
 
+def _is_mapping_type(tp: Any) -> bool:
+    return dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict
+
+
 def _check(value: Any, key: str, meta: dict[str, Any]) -> None:
+    if isinstance(value, dict):  # a mapping of names (search.weights): its keys are registry names
+        names = _registry_names(meta["keys"])
+        for name in value:
+            if name not in names:
+                raise ConfigError(
+                    f"config key '{key}': unknown {meta['keys']} '{name}'", did_you_mean(name, names.names())
+                )
+        return
     values = value if isinstance(value, list) else [value]
     for item in values:
         if item is None or dataclasses.is_dataclass(item):  # a mapping's own keys were checked when it was built
             continue
         if "min" in meta and item < meta["min"]:
             raise ConfigError(f"config key '{key}' must be at least {meta['min']}, got {item!r}")
+        if "above" in meta and item <= meta["above"]:
+            raise ConfigError(f"config key '{key}' must be above {meta['above']:g}, got {item!r}")
         if "max" in meta and item > meta["max"]:
             raise ConfigError(f"config key '{key}' must be at most {meta['max']}, got {item!r}")
         if "choices" in meta and item not in meta["choices"]:
@@ -493,6 +588,14 @@ def _normalise(value: Any, meta: dict[str, Any]) -> Any:
     return names.canonical(value)
 
 
+def _canonical_keys(value: Any, meta: dict[str, Any]) -> Any:
+    """A mapping's registry names in their canonical spelling ({MobileNetV2: f} -> {mobilenet_v2: f})."""
+    if "keys" not in meta or not isinstance(value, dict):
+        return value
+    names = _registry_names(meta["keys"])
+    return {names.canonical(k): v for k, v in value.items()}
+
+
 def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
     hints = typing.get_type_hints(cls, localns=_sections())
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
@@ -506,7 +609,7 @@ def _build(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
         meta = dict(f.metadata)
         value = _convert(data[name], hints[name], prefix + name, meta)
         _check(value, prefix + name, meta)
-        kwargs[name] = _normalise(value, meta)
+        kwargs[name] = _canonical_keys(_normalise(value, meta), meta)
     return cls(**kwargs)
 
 
@@ -658,7 +761,9 @@ def reference(cls: type = RunConfig, prefix: str = "") -> list[tuple[str, str, s
                     f.metadata["help"],
                 )
             )
-            rows.extend(reference(next(a for a in inner if dataclasses.is_dataclass(a)), prefix + f.name + "."))
+            rows.extend(
+                row for a in inner if dataclasses.is_dataclass(a) for row in reference(a, prefix + f.name + ".")
+            )
         elif dataclasses.is_dataclass(inner[0]):
             rows.append((prefix + f.name, "null" if default is None else "(section)", f.metadata["help"]))
             rows.extend(reference(inner[0], prefix + f.name + "."))

@@ -144,3 +144,22 @@ def test_foreign_efficientnet_smoke(tmp_path):
     assert "p50 ratio foreign / Keras-born" in out and "top-1 apart by" in out, out
     for name in ("tflite-int8", "onnx-int8", "openvino-int8"):
         assert any(line.strip().startswith(name) and "verified on" in line for line in out.splitlines()), out
+
+
+def test_search_smoke(tmp_path):
+    import re
+
+    out = _run("search.py", "--quick", "--work", str(tmp_path))
+    assert re.search(r"^search: 2 candidates .* = 2 artifacts, 0 skipped", out, re.M), out
+    total = float(re.search(r"^search wall time: ([\d.]+) s \(load average [\d.]+ -> [\d.]+\)$", out, re.M).group(1))
+    stages = {m[0].strip(): float(m[1]) for m in re.findall(r"^  stage (.+?)\s+([\d.]+) s$", out, re.M)}
+    assert {"latency", "accuracy", "winner run"} <= set(stages)
+    assert abs(sum(stages.values()) - total) <= 0.1 * len(stages)  # the stages cover the search, once each
+    runs = [float(s) for s in re.findall(r"^edgepipe run \S+: ([\d.]+) s \(load average", out, re.M)]
+    estimate = float(re.search(r"^estimated edgepipe run for all 2 candidates: ([\d.]+) s", out, re.M).group(1))
+    assert len(runs) == 2 and abs(estimate - sum(runs)) <= 0.1  # the mean of two runs x 2 candidates
+    ratio = float(re.search(r"^ratio search / all runs: ([\d.]+) \(target <= 0.2", out, re.M).group(1))
+    assert abs(ratio - total / estimate) <= 0.01 + 0.01 * ratio
+    fresh = re.search(r"fresh edgepipe bench: p50 ([\d.]+) ms; budget ([\d.]+) ms; ratio ([\d.]+)", out)
+    assert fresh and abs(float(fresh[3]) - float(fresh[1]) / float(fresh[2])) <= 0.01
+    assert (tmp_path / "search" / "winner" / "results.json").is_file()

@@ -302,3 +302,71 @@ def test_imagenet_weights_missing_here_skip_the_candidate_unless_random_weights_
     (tmp_path / "models" / file.name).symlink_to(file)
     (found,) = enumerate_candidates(["mobilenet_v2"], [0.35], [32], "imagenet", 3, False, lambda line: None)
     assert found.reason is None and found.weights == "imagenet"
+
+
+SEARCH_SECTION = """\
+search:
+  archs: [LeNet5]
+  input_sizes: [32]
+  formats: [tflite-fp32]
+  weights: {lenet5: none}
+  allow_random_weights: true
+  max_latency_ms: 1000
+  threads: 1
+"""
+
+
+def test_the_config_search_section_alone_runs_a_search_and_a_flag_overrides_it(setup, tmp_path):
+    config = tmp_path / "search.yaml"
+    config.write_text(CONFIG + SEARCH_SECTION + f"  output: {tmp_path / 'from-config'}\n")
+    env = {"XDG_CACHE_HOME": str(setup.cache)}
+    alone = CliRunner().invoke(main, ["search", str(config), "--json"], env=env)
+    assert alone.exit_code == 0, alone.output
+    answer = json.loads(alone.stdout)
+    assert answer["path"] == str(tmp_path / "from-config")  # search.output
+    assert {(r["candidate"], r["format"]) for r in answer["rows"]} == {("lenet5-32px-none", "tflite-fp32")}
+    assert answer["budgets"]["max_latency_ms"] == 1000 and answer["budgets"]["percentile"] == "p50"
+    flags = ["--input-sizes", "40", "--percentile", "p90", "--output", str(tmp_path / "flags"), "--json"]
+    overridden = CliRunner().invoke(main, ["search", str(config), *flags], env=env)
+    assert overridden.exit_code == 0, overridden.output
+    answer = json.loads(overridden.stdout)
+    assert answer["path"] == str(tmp_path / "flags")
+    assert [r["candidate"] for r in answer["rows"]] == ["lenet5-40px-none"]  # the flag, not the config's 32
+    assert answer["budgets"]["max_latency_ms"] == 1000 and answer["budgets"]["percentile"] == "p90"
+    # the API reads the same section, and its keyword arguments override it as the flags do
+    api = edgepipe.search(config=config, input_sizes=40, percentile="p90", output=tmp_path / "flags", echo=[].append)
+    assert [r.candidate for r in api.rows] == ["lenet5-40px-none"] and api.winner.format == "tflite-fp32"
+
+
+def test_search_options_layer_flags_over_the_api_over_the_config():
+    from edgepipe import config as cfg
+    from edgepipe.choose.options import SearchOptions
+
+    section = cfg.from_dict({"search": {"input_sizes": [32], "max_size_mb": 4, "percentile": "p90"}}).search
+    base = SearchOptions.from_config(section)
+    chosen = SearchOptions(percentile="p99").over(SearchOptions(input_sizes=[40], threads=2).over(base))
+    assert (chosen.input_sizes, chosen.threads, chosen.percentile, chosen.max_size_mb) == ([40], 2, "p99", 4.0)
+    assert chosen.weights == "imagenet" and chosen.remote_edgepipe == "edgepipe"  # the section's defaults
+    with pytest.raises(TypeError):
+        SearchOptions([32])  # keyword-only
+    with pytest.raises(EdgepipeError, match="--max-size-mb must be above 0"):
+        SearchOptions(max_size_mb=-1).over(base).budgets()
+
+
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ("search: {max_latency_ms: -1}", "config key 'search.max_latency_ms' must be above 0"),
+        ("search: {max_size_mb: .nan}", "config key 'search.max_size_mb' must be a finite number"),
+        ("search: {weights: {mobilenet_v9: w.h5}}", "config key 'search.weights': unknown architecture"),
+        ("search: {percentile: p70}", "config key 'search.percentile' must be one of p50"),
+        ("search: {archs: [lenet6]}", "config key 'search.archs': unknown architecture 'lenet6'"),
+    ],
+)
+def test_a_bad_search_section_is_a_one_line_error(tmp_path, section, message):
+    config = tmp_path / "bad.yaml"
+    config.write_text(section + "\n")
+    result = CliRunner().invoke(main, ["search", str(config), "--output", str(tmp_path / "never")])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert not (tmp_path / "never").exists()

@@ -388,13 +388,10 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
 
 
 def top1_with_interval(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, list[float]]:
-    """Top-1 in percent and its 95% bootstrap interval over images (edgepipe.significance's, against a model
-    that is never right, which makes the difference the top-1 itself)."""
-    from edgepipe.significance import bootstrap_interval
+    """Top-1 in percent and its 95% bootstrap interval over images (edgepipe.significance.top1_interval)."""
+    from edgepipe.significance import top1_interval
 
-    correct = np.argmax(probabilities, axis=1) == np.asarray(labels)
-    low, high = bootstrap_interval(correct, np.zeros_like(correct))
-    return float(correct.mean() * 100), [round(low, 2), round(high, 2)]
+    return top1_interval(np.argmax(probabilities, axis=1) == np.asarray(labels))
 
 
 # ------------------------------------------------------------------------------------------------- export

@@ -36,6 +36,7 @@ def rows(results: Results) -> list[dict[str, Any]]:
         for r in reversed(results.records)  # the first (cpu) one wins
         if r.format == results.reference_format and r.latency_ms
     }
+    labels = (results.heldout or {}).get("labels")
     for r in results.records:
         lat = r.latency_ms or {}
         ref = reference.get((r.threads, r.batch_size))
@@ -60,6 +61,7 @@ def rows(results: Results) -> list[dict[str, Any]]:
                 "engine_settings": r.settings,
                 "size_mb": r.size_mb,
                 "top1": r.top1,
+                "top1_interval": _top1_interval(r, labels),
                 "top5": r.top5,
                 "top1_change_pp": r.top1_change_pp,
                 "agreement": (r.agreement_with_reference or {}).get("top1_agreement"),
@@ -99,6 +101,18 @@ def _verification(results: Results, record: Record) -> str | None:
     if verification_skipped(record.verification):
         return "skipped"
     return None if record.verified is None else ("passed" if record.verified else "failed")
+
+
+def _top1_interval(record, labels: list[int] | None) -> list[float] | None:
+    """The record's top-1 95% bootstrap interval in percent over the held-out images, from its per-image
+    predictions; None when the file has none to pair with the labels (files from before they were recorded)."""
+    if record.top1 is None or not labels or not record.predictions or len(record.predictions) != len(labels):
+        return None
+    import numpy as np
+
+    from edgepipe.significance import top1_interval
+
+    return top1_interval(np.asarray(record.predictions) == np.asarray(labels))[1]
 
 
 def pareto(all_rows: list[dict[str, Any]], budget_pp: float = DEFAULT_BUDGET_PP) -> dict[str, dict[str, Any]]:
@@ -301,6 +315,7 @@ def pareto_points(all_rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "label": f"{r['format']} [{r['engine']}]",
             "latency_ms": r["p50_ms"],
             "top1": r["top1"],
+            "top1_interval": r["top1_interval"],
             "size_mb": r["size_mb"],
             "frontier": r["frontier"],
             "recommended": r["recommended"],
