@@ -98,12 +98,22 @@ def fit(
     )
 
 
-def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """Pooled backbone features of raw-pixel images (inference mode)."""
+def feature_extractor(model, batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from raw-pixel images to the model's pooled backbone features (inference mode, float32).
+
+    One extractor model serves every call, so Keras traces its predict step once: a new extractor per call
+    (per split, per chunk of a disk cache) traced the whole backbone again each time, seconds per trace on
+    two cores, longer than running it on a few hundred images.
+    """
     import keras
 
     extractor = keras.Model(model.inputs[0], model.get_layer(POOL).output)
-    return predict_arrays(extractor, images.astype(np.float32), batch_size)
+    return lambda images: predict_arrays(extractor, images.astype(np.float32), batch_size)
+
+
+def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """Pooled backbone features of raw-pixel images (inference mode)."""
+    return feature_extractor(model, batch_size)(images)
 
 
 #: features of more than this many MB go to disk when train.feature_cache is auto
@@ -133,9 +143,7 @@ def disk_features(model, dataset, cache_dir: Path) -> tuple[np.ndarray, np.ndarr
     digest.update(json.dumps(model.get_layer(PREPROCESS).get_config(), sort_keys=True, default=str).encode())
     for weight in model.get_layer(BACKBONE).get_weights():
         digest.update(np.ascontiguousarray(weight).tobytes())
-    return cached_features(
-        digest, dataset, cache_dir, pool_width(model), lambda images: backbone_features(model, images)
-    )
+    return cached_features(digest, dataset, cache_dir, pool_width(model), feature_extractor(model))
 
 
 def cached_features(
@@ -213,8 +221,8 @@ def feature_extraction(
         train_features, val_features, note = disk_features(model, dataset, cache_dir)
     else:  # the chief alone writes the run directory: other workers keep their (identical) features in memory
         where, note = "memory", "computed"
-        train_features = backbone_features(model, dataset.train.images)
-        val_features = backbone_features(model, dataset.splits["val"].images)
+        extract = feature_extractor(model)
+        train_features, val_features = extract(dataset.train.images), extract(dataset.splits["val"].images)
     echo(
         f"  backbone features cached in {where} ({note}): {train_features.shape[1]} per image, "
         f"{len(train_features)} train + {len(val_features)} val images"

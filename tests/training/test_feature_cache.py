@@ -44,3 +44,26 @@ def test_disk_cache_matches_memory_and_is_reused(tmp_path):
     )
     _, _, changed = disk_features(model, dataset, tmp_path)
     assert changed.startswith("computed")  # other weights: other features
+
+
+def test_one_extractor_serves_every_chunk_and_split(tmp_path, monkeypatch):
+    """The backbone's predict step is traced once per feature computation, not once per chunk or split: a new
+    extractor per call traced the whole backbone again each time."""
+    import keras
+
+    from edgepipe.training.strategies import disk_features
+
+    dataset = materialize(make_index(DataConfig(path="builtin:synthetic", val_fraction=0.2), 0), 32, 3)
+    assert len(dataset.train) > 256  # more than one chunk of the disk cache
+    model = build_classifier("lenet5", 4, 32, 3, None, "none", seed=1)
+    built = []
+    real = keras.Model
+
+    def counted(*args, **kwargs):
+        built.append(kwargs.get("name"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(keras, "Model", counted)
+    train, val, _ = disk_features(model, dataset, tmp_path)
+    assert len(built) == 1, built
+    assert len(train) == len(dataset.train) and len(val) == len(dataset.splits["val"])
