@@ -15,6 +15,7 @@ wrong and how to fix it) for bad input, and prints progress through ``echo``
 
 from __future__ import annotations
 
+import dataclasses
 import numbers
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -856,8 +857,11 @@ def search(
     ``min_top1`` (percent, validation split). ``config`` (a YAML path, dict or RunConfig) and ``overrides`` (dotted
     keys) give the data, training, export and bench settings every candidate shares, and its ``search:`` section
     any of these options; ``options`` (an ``edgepipe.choose.options.SearchOptions``) and then the keyword
-    arguments given (not None) override it. ``memory`` (default: the config's bench.memory, always on with a
-    memory budget), ``min_iterations`` and ``min_duration_s`` override the bench settings of the latency step.
+    arguments given (not None) override it. Peak memory (a fresh process per artifact) is measured only with
+    ``max_memory_mb`` or ``memory=True``; otherwise the answer says it was not measured, and why. The latency
+    step is a screening timing (at most 30 calls and 0.3 s per artifact, or ``min_iterations`` and
+    ``min_duration_s``); artifacts within 25% of ``max_latency_ms`` are timed again with the config's bench
+    floors, and the winner is timed again in its run.
     A killed search resumes in ``output`` (default runs/search); ``force`` redoes it.
     EdgepipeError (exit 2 on the command line) for a bad budget, or when no artifact meets the budgets (naming
     the closest).
@@ -896,8 +900,7 @@ def _search_request(config, options, echo: Echo):
     from edgepipe.choose.candidates import check_weights_spec
     from edgepipe.choose.catalogue import resolve_architectures
     from edgepipe.choose.loop import SearchRequest
-    from edgepipe.choose.measure import DEFAULT_FORMATS, Conditions, MeasurementCache
-    from edgepipe.device import resolve_threads
+    from edgepipe.choose.measure import DEFAULT_FORMATS, MeasurementCache
     from edgepipe.standalone.export import expand_formats
 
     o = options
@@ -912,20 +915,11 @@ def _search_request(config, options, echo: Echo):
         raise EdgepipeError(
             "--remote needs --threads N", "The remote machine's cores are not known here; pass --threads."
         )
-    b = config.bench
-    measure_memory = b.memory if o.memory is None else bool(o.memory)
     if budgets.max_memory_mb is not None and o.memory is False:
         raise EdgepipeError(
             "--max-memory-mb needs the memory measurement that --no-memory turns off", "Drop one of them."
         )
-    conditions = Conditions(
-        threads=int(_value("threads", o.threads, "count") if o.threads else resolve_threads(b.threads)),
-        warmup=b.warmup,
-        warmup_s=b.warmup_s,
-        min_iterations=o.min_iterations or b.min_iterations,
-        min_duration_s=b.min_duration_s if o.min_duration_s is None else float(o.min_duration_s),
-        memory=measure_memory or budgets.max_memory_mb is not None,
-    )
+    conditions, confirm = _screening(config.bench, o, budgets)
     return SearchRequest(
         config=config,
         archs=names,
@@ -942,7 +936,44 @@ def _search_request(config, options, echo: Echo):
         cache=MeasurementCache(Path(o.cache) if o.cache else None, echo=echo),
         output=Path(o.output) if o.output else Path("runs") / "search",
         force=bool(o.force),
+        confirm=confirm,
     )
+
+
+#: the search's screening timing: at most this many calls and seconds per artifact (the bench section's floors
+#: when lower); artifacts near the latency budget are timed again with the bench section's own floors
+SCREEN_ITERATIONS, SCREEN_DURATION_S = 30, 0.3
+#: synthetic images the latency step calibrates INT8 on: latency does not depend on the ranges they give
+SCREEN_CALIBRATION = 8
+
+
+def _screening(bench, o, budgets):
+    """(the latency step's Conditions, its Confirm or None). Peak memory, a fresh process per artifact, is
+    measured only with a memory budget or when asked (``memory``); the timing floors are the screening's
+    unless given (``min_iterations``, ``min_duration_s``), and with a latency budget the artifacts near it are
+    timed again with the bench section's floors, when those are fuller."""
+    from edgepipe.choose.measure import Conditions, Confirm
+    from edgepipe.device import resolve_threads
+
+    threads = int(_value("threads", o.threads, "count") if o.threads else resolve_threads(bench.threads))
+    conditions = Conditions(
+        threads=threads,
+        warmup=bench.warmup,
+        warmup_s=bench.warmup_s,
+        min_iterations=o.min_iterations or min(bench.min_iterations, SCREEN_ITERATIONS),
+        min_duration_s=min(bench.min_duration_s, SCREEN_DURATION_S)
+        if o.min_duration_s is None
+        else float(o.min_duration_s),
+        calibration_images=SCREEN_CALIBRATION,
+        memory=bool(o.memory) or budgets.max_memory_mb is not None,
+    )
+    full = dataclasses.replace(
+        conditions, min_iterations=bench.min_iterations, min_duration_s=bench.min_duration_s, memory=False
+    )
+    fuller = full.min_iterations > conditions.min_iterations or full.min_duration_s > conditions.min_duration_s
+    if budgets.max_latency_ms is None or not fuller:
+        return conditions, None
+    return conditions, Confirm(full, budgets.percentile, budgets.max_latency_ms)
 
 
 def _width(value: Any) -> float:

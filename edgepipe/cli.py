@@ -195,16 +195,19 @@ def _declared_pixels(kwargs: dict[str, Any]) -> Any:
     return _pixel_transform(named, flags)
 
 
-def timing_options(when: str, per: str = "", warmup: bool = True, defaults: bool = True) -> Callable:
+def timing_options(
+    when: str, per: str = "", warmup: bool = True, defaults: bool = True, decided: str | None = None
+) -> Callable:
     """The options every command that times artifacts shares: at least --min-iterations timed calls lasting at least
     --min-duration seconds, and (``warmup``) --warmup calls and --warmup-time seconds of warm-up before them.
     ``when`` starts the first option's help ("With artifacts: "), ``per`` says what the calls are counted per;
-    without ``defaults`` an option left out is None (the configuration's bench section decides)."""
+    without ``defaults`` an option left out is None (the configuration's bench section decides, or what
+    ``decided`` says, e.g. " (default: ...)")."""
 
     def default(value: Any) -> dict[str, Any]:
         return {"default": value, "show_default": True} if defaults else {}
 
-    config = "" if defaults else " (default: the config's bench.{key})"
+    config = "" if defaults else (decided or " (default: the config's bench.{key})")
     options = []
     if warmup:
         options += [
@@ -945,9 +948,16 @@ def _float_list(ctx, param, value):
 @click.option(
     "--memory/--no-memory",
     default=None,
-    help="Measure each artifact's peak memory (default: the config's bench.memory; always with --max-memory-mb).",
+    help="Measure each artifact's peak memory in a fresh process (default: only with --max-memory-mb).",
 )
-@timing_options("", per=" per artifact", warmup=False, defaults=False)
+@timing_options(
+    "Screening: ",
+    per=" per artifact",
+    warmup=False,
+    defaults=False,
+    decided=" (default: 30 and 0.3 s, or the config's bench floors when lower; artifacts near --max-latency-ms "
+    "are timed again with the bench floors)",
+)
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for splits, sampling and training.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON instead of the table.")
 @click.pass_context

@@ -353,7 +353,7 @@ class SearchConfig:
     )
     memory: bool | None = _opt(
         None,
-        "edgepipe search: measure each artifact's peak memory (null: bench.memory; always with max_memory_mb).",
+        "edgepipe search: measure each artifact's peak memory in a fresh process (null: only with max_memory_mb).",
     )
     output: str | None = _opt(
         None,

@@ -196,3 +196,29 @@ def test_entries_of_a_target_that_now_reports_another_machine_are_dropped(tmp_pa
     cache.save()
     reread = MeasurementCache(tmp_path / "m.json")
     assert reread.get("a") is None and reread.get("b") is not None  # only that destination's entries went
+
+
+def test_a_screening_figure_near_the_budget_is_timed_again_and_a_far_one_is_not(tmp_path):
+    """The search's short screening timing is taken again, with fuller floors, for an artifact whose figure lies
+    near the latency budget (the short figure could put it on the wrong side); one far from it keeps its figure;
+    a cached figure near a new budget that was not timed again is measured anew."""
+    from edgepipe.api import _measure_target
+    from edgepipe.choose.measure import Conditions, Confirm, MeasurementCache, Network, measure
+
+    network = Network.of("lenet5", input_size=32, classes=3)
+    screen = Conditions(threads=1, warmup=1, warmup_s=0.0, min_iterations=3, min_duration_s=0.0, memory=False)
+    full = Conditions(threads=1, warmup=1, warmup_s=0.0, min_iterations=40, min_duration_s=0.0, memory=False)
+    target, cache = _measure_target(None, None, "edgepipe", "edgepipe-bench"), MeasurementCache(tmp_path / "m.json")
+    lines: list[str] = []
+    (far,) = measure(network, ["tflite-fp32"], screen, target, cache, echo=lines.append)
+    assert not far.retimed and far.record.latency_ms["iterations"] < 40
+    (again,) = measure(network, ["tflite-fp32"], screen, target, cache, confirm=Confirm(full, "p50", far.p50_ms * 1000))
+    assert again.cached and not again.retimed  # far from that budget: the screening figure stands
+    near = Confirm(full, "p50", far.p50_ms)
+    lines.clear()
+    (timed,) = measure(network, ["tflite-fp32"], screen, target, cache, confirm=near, echo=lines.append)
+    assert not timed.cached and timed.retimed  # the cached figure sits on the line: measured and timed again
+    assert any("timed again with fuller floors: tflite-fp32" in line for line in lines)
+    assert timed.record.latency_ms["iterations"] >= 40 and timed.record.latency_ms["p50"] == timed.p50_ms
+    (kept,) = measure(network, ["tflite-fp32"], screen, target, cache, confirm=near)
+    assert kept.cached and kept.retimed  # its second look is cached with it

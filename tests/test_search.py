@@ -134,6 +134,28 @@ def test_the_table_plot_records_and_winner_run(searched, setup):
     assert results["heldout"]["split"] == "test" and results["heldout"]["took_part_in_choices"] is False
     assert result.winner_measured["split"] == "test" and result.winner_measured["top1"] is not None
     assert "test split" in table and "took part in no choice" in table
+    # no memory budget: no peak memory, and the table and search.json say so and why
+    assert all(r.peak_memory_mb is None for r in measured)
+    assert "peak memory not measured: no --max-memory-mb budget" in table
+    assert "peak memory not measured" in saved["answer"]["conditions"]
+
+
+def test_the_keras_top1_is_what_the_saved_model_scores_on_the_validation_images(searched, setup):
+    """The accuracy step scores the head on the validation features it cached; that is the whole model's top-1."""
+    import numpy as np
+
+    from edgepipe import config as cfg
+    from edgepipe.architectures.loading import load_keras_model
+    from edgepipe.data import make_index, materialize
+    from edgepipe.training.controls import predict_arrays
+
+    result, _ = searched
+    config = cfg.load(setup.config)
+    row = next(r for r in result.rows if r.top1_source == "Keras FP32")
+    val = materialize(make_index(config.data, config.seed), row.input_size, 3).splits["val"]
+    model = load_keras_model(str(result.record.parent / "candidates" / row.candidate / "model.keras"))
+    predicted = np.argmax(predict_arrays(model, val.images.astype(np.float32)), axis=1)
+    assert row.top1 == pytest.approx(100 * np.mean(predicted == val.labels))
 
 
 def test_budgets_exclude_by_latency_and_size_and_the_cli_gives_the_same_answer(searched, setup):
@@ -370,3 +392,22 @@ def test_a_bad_search_section_is_a_one_line_error(tmp_path, section, message):
     assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1, result.output
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert not (tmp_path / "never").exists()
+
+
+def test_memory_is_measured_only_with_a_memory_budget_or_when_asked():
+    """A fresh process per artifact for a figure no budget reads is left out, whatever the run's bench.memory."""
+    from edgepipe.api import _screening
+    from edgepipe.choose.options import SearchOptions
+    from edgepipe.config import BENCH_DEFAULTS
+
+    assert BENCH_DEFAULTS.memory  # runs measure it by default; a search does not
+    assert not _screening(BENCH_DEFAULTS, SearchOptions(), SearchOptions().budgets())[0].memory
+    assert _screening(BENCH_DEFAULTS, SearchOptions(memory=True), SearchOptions().budgets())[0].memory
+    budgeted = SearchOptions(max_memory_mb=100)
+    assert _screening(BENCH_DEFAULTS, budgeted, budgeted.budgets())[0].memory
+    # the screening's floors, with the bench section's for a second look near a latency budget
+    timed = SearchOptions(max_latency_ms=2)
+    conditions, confirm = _screening(BENCH_DEFAULTS, timed, timed.budgets())
+    assert conditions.min_iterations < BENCH_DEFAULTS.min_iterations and confirm.limit_ms == 2
+    assert confirm.conditions.min_iterations == BENCH_DEFAULTS.min_iterations
+    assert _screening(BENCH_DEFAULTS, SearchOptions(), SearchOptions().budgets())[1] is None  # no budget, no line
