@@ -120,14 +120,23 @@ def _number(key: str, value: Any) -> float:
 
 def from_named(preprocessing: Any) -> PixelTransform:
     """The detailed form of a named transform (an object with ``scale``, ``offset`` and ``reverse_channels``,
-    as architectures.base.Preprocessing: ``x * scale + offset``): scale 1, mean -offset/scale, std 1/scale;
-    the layout stays unknown."""
+    as architectures.base.Preprocessing: ``x * scale + offset``): with one scale for every channel, scale
+    1/scale, mean -offset, std 1 (``unit`` reads x / 255); else scale 1, mean -offset/scale, std 1/scale (``torch``
+    reads its ImageNet mean and std in pixels). The layout stays unknown."""
     scale = np.asarray(preprocessing.scale, np.float64)
     offset = np.asarray(preprocessing.offset, np.float64)
     size = max(scale.size, offset.size)
     scale, offset = np.broadcast_to(scale, size), np.broadcast_to(offset, size)
+    channels = "bgr" if preprocessing.reverse_channels else "rgb"
+    if np.all(scale == scale[0]):
+        return PixelTransform(
+            channels=channels,
+            scale=float(1 / scale[0]),
+            mean=tuple(float(v) for v in -offset + 0.0),  # + 0.0: no "-0" in its description
+            std=(1.0,),
+        )
     return PixelTransform(
-        channels="bgr" if preprocessing.reverse_channels else "rgb",
+        channels=channels,
         scale=1.0,
         mean=tuple(float(v) for v in -offset / scale),
         std=tuple(float(v) for v in 1 / scale),

@@ -123,7 +123,8 @@ def test_int8_speedup_smoke(tmp_path):
         "--work",
         str(tmp_path),
     )
-    assert out.count("INT8 speed-up") == 3 and "target 1.8x" in out
+    # litert, onnxruntime, openvino, and the LiteRT file with its input stem in float beside them
+    assert out.count("INT8 speed-up") == 4 and "target 1.8x" in out and "(input stem in float" in out
     assert "INT8 against FP32 per op family" in out and "Top 10 ops by time" in out
 
 

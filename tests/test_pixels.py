@@ -50,3 +50,9 @@ def test_nchw_apply_and_bad_values():
         detailed_preprocessing({**TORCH, "layout": "nchw"})
     with pytest.raises(EdgepipeError, match="unknown preprocessing 'pytorch'"):
         resolve("pytorch")
+
+
+def test_named_transforms_read_as_users_write_them():
+    assert resolve("unit", layout="nhwc").describe() == "(x / 255 - mean [0]) / std [1], NHWC"
+    assert resolve("tf", layout="nhwc").describe() == "(x / 127.5 - mean [1]) / std [1], NHWC"
+    assert "mean [123.675, 116.28, 103.53]) / std [58.395, 57.12, 57.375]" in resolve("torch", layout="nchw").describe()

@@ -48,7 +48,7 @@ TABLE_HEADER = [
     "p90 (ms)",
     "p99 (ms)",
     "images/s",
-    "speed-up vs Keras FP32",
+    "speed-up vs FP32 reference",
     "memory after load / peak (MB)",
     "efficiency (GMAC/s, % of peak)",
     "status",

@@ -130,6 +130,8 @@ def pareto(all_rows: list[dict[str, Any]], budget_pp: float = DEFAULT_BUDGET_PP)
         by_setting.setdefault(row["setting"], []).append(row)
     verdicts = {}
     for setting, group in by_setting.items():
+        if len(by_setting) > 1 and all(r["threads"] is None and not r["usable"] for r in group):
+            continue  # the records that were never measured (skipped, failed): no setting to recommend in
         points = sorted((r for r in group if r["usable"]), key=lambda r: r["p50_ms"])
         best = -1.0
         for r in points:  # fastest first: on the frontier when more accurate than everything faster

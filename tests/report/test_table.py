@@ -180,3 +180,15 @@ def test_oversubscribed_records_get_one_line_per_setting_and_thread_count():
         }
     )
     assert oversubscription_lines(rows(legacy)) == [line]  # older files: threads against the usable cores recorded
+
+
+def test_records_never_measured_make_no_setting_of_their_own():
+    skipped = {**_record("tflite-fp32", "fp32", None, None, status="skipped"), "threads": None, "batch_size": None}
+    data = {"schema": SCHEMA, "reference_format": "keras-fp32", "device": {"cpu_model": "Test CPU"}}
+    measured = Results.from_dict({**data, "records": [_record("keras-fp32", "fp32", 0.9, 10.0), skipped]})
+    verdicts = pareto(rows(measured))
+    assert len(verdicts) == 1 and "None thread(s)" not in next(iter(verdicts))
+    assert next(iter(verdicts.values()))["recommended"]["format"] == "keras-fp32"
+    # with nothing measured at all, the one setting left still says so
+    (verdict,) = pareto(rows(Results.from_dict({**data, "records": [skipped]}))).values()
+    assert verdict["recommended"] is None and verdict["reason"] == "nothing was measured"
