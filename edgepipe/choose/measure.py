@@ -454,8 +454,9 @@ def _retime(
 def _export(
     model, network: Network, formats: list[str], conditions: Conditions, folder: Path, echo: Echo
 ) -> list[dict]:
-    """The export stage's records (status, file, reason) for each format of ``model``, written in ``folder``."""
-    from edgepipe.fileio import read_json
+    """The export stage's records (status, file, reason) for each format of ``model``, written in ``folder``, as
+    artifacts.json holds them (read by its one reader)."""
+    from edgepipe.export_index import read_export_index
     from edgepipe.standalone.export import export_model
 
     index = export_model(
@@ -468,7 +469,7 @@ def _export(
         seed=conditions.seed,
         threads=conditions.threads,
     )
-    return read_json(index)["artifacts"]
+    return [record.to_dict() for record in read_export_index(index).artifacts]
 
 
 def _release_keras() -> None:
