@@ -47,7 +47,7 @@ def test_one_sided_mcnemar_asks_whether_more_were_lost_than_gained():
 
 
 def test_a_costly_recipe_is_not_tried_when_the_loss_so_far_is_chance():
-    from edgepipe.quantization.budget import _loss_within_noise
+    from edgepipe.quantization.budget import _Kept, _loss_within_noise
     from edgepipe.significance import paired_comparison
 
     labels = np.zeros(100, dtype=np.int64)
@@ -58,8 +58,8 @@ def test_a_costly_recipe_is_not_tried_when_the_loss_so_far_is_chance():
     thirty_lost[:30] = 1
     noise = {1: paired_comparison(two_lost, reference, labels)}
     real = {1: paired_comparison(thirty_lost, reference, labels)}
-    best = (0.98, None, {}, 1)
-    reason = _loss_within_noise([], noise, best)
+    best = _Kept(top1=0.98, path=None, details={}, attempt=1)
+    reason = _loss_within_noise(noise, best)
     assert reason.startswith("the most accurate recipe so far (attempt 1: 2 image(s) lost, 0 gained)")
-    assert _loss_within_noise([], real, best) is None
-    assert _loss_within_noise([], {}, None) is None  # nothing measured yet: the recipe runs
+    assert _loss_within_noise(real, best) is None
+    assert _loss_within_noise({}, None) is None  # nothing measured yet: the recipe runs
