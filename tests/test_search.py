@@ -411,3 +411,17 @@ def test_memory_is_measured_only_with_a_memory_budget_or_when_asked():
     assert conditions.min_iterations < BENCH_DEFAULTS.min_iterations and confirm.limit_ms == 2
     assert confirm.conditions.min_iterations == BENCH_DEFAULTS.min_iterations
     assert _screening(BENCH_DEFAULTS, SearchOptions(), SearchOptions().budgets())[1] is None  # no budget, no line
+
+
+def test_a_head_on_features_of_random_weights_is_flagged_at_chance():
+    import numpy as np
+
+    from edgepipe.choose.answer import WITHIN, Row, _cells
+    from edgepipe.choose.loop import degenerate_features
+
+    # pooled features of an untrained MobileNet come out at 1e-10..1e-20: a head learns only its bias from them
+    note = degenerate_features(np.full((6, 8), 3e-12, np.float32))
+    assert note and note.startswith("head at chance") and "3e-12" in note
+    assert degenerate_features(np.random.default_rng(0).random((6, 8), np.float32)) is None
+    row = Row("c", "mobilenet_v2", 0.35, 96, "none", "tflite-fp32", WITHIN, top1=25.0, extra={"note": note})
+    assert _cells(row)[-1] == f"within budgets ({note})"

@@ -129,7 +129,7 @@ COLUMNS = (
 
 def _cells(r: Row) -> list[str]:
     interval = "–" if not r.top1_interval else f"{r.top1_interval[0]:.1f}-{r.top1_interval[1]:.1f}"
-    status = r.status + (f": {r.reason}" if r.reason else "")
+    status = r.status + (f": {r.reason}" if r.reason else "") + (f" ({r.extra['note']})" if r.extra.get("note") else "")
     weights = "" if r.weights in ("imagenet",) else f" [{'random' if r.weights == 'none' else Path(r.weights).name}]"
     return [
         str(r.number or ""),

@@ -299,6 +299,8 @@ def _accuracy_step(state: _State, candidates: list[Candidate], rows: list[Row]) 
         state.echo(f"[accuracy {i}/{len(order)}] {c.label}: a head on its frozen backbone's features")
         models[c.id] = _accuracy(state, c)
         for row in (r for r in rows if r.candidate == c.id and r.status == WITHIN):
+            if models[c.id].get("features_note"):
+                row.extra["note"] = models[c.id]["features_note"]
             if "reason" in models[c.id]:
                 row.status, row.reason = FAILED, models[c.id]["reason"]
             elif _fp32(row.format):
@@ -390,6 +392,9 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
     _, val_features, _ = disk_features(model, dataset, cache)
     probabilities = predict_arrays(head_model(model), np.asarray(val_features))
     top1, interval = top1_with_interval(probabilities, val.labels)
+    note = degenerate_features(np.asarray(val_features))
+    if note:
+        state.echo(f"  warning: {note}")
     make_folder(model_path.parent)
     with atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)
@@ -404,7 +409,26 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
         "params": int(model.count_params()),
         "model": str(model_path.relative_to(state.folder.path)),
         "model_sha256": sha256_file(model_path),
+        **({"features_note": note} if note else {}),
     }
+
+
+#: pooled backbone features no larger than this carry nothing a head can learn from (float32 resolution)
+DEGENERATE_FEATURES = 1e-6
+
+
+def degenerate_features(features: np.ndarray) -> str | None:
+    """Why a head on these features can only predict from its bias (every feature at most DEGENERATE_FEATURES in
+    magnitude: an untrained network's batch normalisation, in inference mode, normalises nothing and its
+    activations shrink layer after layer); None when they carry signal."""
+    magnitude = float(np.max(np.abs(features))) if features.size else 0.0
+    if magnitude > DEGENERATE_FEATURES:
+        return None
+    return (
+        f"head at chance: its backbone's features are at most {magnitude:.0e} (random weights: an untrained "
+        "network's batch normalisation normalises nothing), so the head predicts from its bias alone; give "
+        "ImageNet weights or a weights file"
+    )
 
 
 def top1_with_interval(probabilities: np.ndarray, labels: np.ndarray) -> tuple[float, list[float]]:
