@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 
 from edgepipe.architectures.classifier import CLASSIFIER, DROPOUT
-from edgepipe.training.controls import Controls, fit_arrays, is_chief
-from edgepipe.training.strategies import cached_features, feature_cache_location
+from edgepipe.training.controls import is_chief
+from edgepipe.training.strategies import cached_features, feature_cache_location, fit_head_on_features
 
 #: what the head learns on a foreign backbone; any other strategy would change the backbone's weights
 STRATEGY = "feature-extraction"
@@ -70,22 +70,7 @@ def train_head(
         f"{len(train_features)} train + {len(val_features)} val images"
     )
     head = head_on_features(width, dataset.num_classes, dropout, seed)
-    history = fit_arrays(
-        head,
-        np.asarray(train_features),
-        dataset.train.labels,
-        (np.asarray(val_features), dataset.splits["val"].labels),
-        c=Controls.from_config(train_config),
-        epochs=train_config.epochs,
-        batch_size=train_config.batch_size,
-        seed=seed,
-        label="head",
-        echo=echo,
-    )
-    outcome = {
-        "history": history,
-        "features_cached": True,
-        "feature_cache": {"location": where, "note": note},
-        "trainable_layers": ["dropout", "classifier"],
+    outcome = fit_head_on_features(head, train_features, val_features, dataset, train_config, seed, echo) | {
+        "feature_cache": {"location": where, "note": note}
     }
     return head, outcome, np.asarray(val_features)

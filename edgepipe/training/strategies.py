@@ -227,11 +227,22 @@ def feature_extraction(
         f"  backbone features cached in {where} ({note}): {train_features.shape[1]} per image, "
         f"{len(train_features)} train + {len(val_features)} val images"
     )
+    return fit_head_on_features(head_model(model), train_features, val_features, dataset, train_config, seed, echo) | {
+        "feature_cache": {"location": where, "note": note}
+    }
+
+
+def fit_head_on_features(
+    head, train_features, val_features, dataset, train_config, seed: int, echo: Callable[[str], None]
+) -> dict[str, Any]:
+    """Train ``head`` (dropout and the classifier) on a frozen backbone's cached features of the train split,
+    validated on the val split's, with the configured controls; what training.json records of it (its history,
+    the layers trained). Shared by Keras backbones and foreign (ONNX) ones."""
     history = fit_arrays(
-        head_model(model),
-        train_features,
+        head,
+        np.asarray(train_features),
         dataset.train.labels,
-        (val_features, dataset.splits["val"].labels),
+        (np.asarray(val_features), dataset.splits["val"].labels),
         c=Controls.from_config(train_config),
         epochs=train_config.epochs,
         batch_size=train_config.batch_size,
@@ -239,12 +250,7 @@ def feature_extraction(
         label="head",
         echo=echo,
     )
-    return {
-        "history": history,
-        "features_cached": True,
-        "feature_cache": {"location": where, "note": note},
-        "trainable_layers": ["dropout", "classifier"],
-    }
+    return {"history": history, "features_cached": True, "trainable_layers": ["dropout", "classifier"]}
 
 
 def _unfreeze_top(model, count: int) -> list[str]:
