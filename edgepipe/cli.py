@@ -387,44 +387,6 @@ def report_command(config, output, name, merge_files, force):
     _run_stages(["report"], {"config": config, "force": force, "output": output, "name": name})
 
 
-def _bench_request(
-    paths,
-    data,
-    labels,
-    threads,
-    batch,
-    devices,
-    engines,
-    warmup,
-    warmup_time,
-    min_iterations,
-    min_duration,
-    seed,
-    output,
-    memory,
-    tune,
-):
-    from edgepipe.api import BenchRequest
-
-    return BenchRequest(
-        list(paths),
-        data=data,
-        labels=labels,
-        threads=threads or (1,),
-        batches=batch or (1,),
-        devices=tuple(devices or ("cpu",)),
-        engines=tuple(engines or ()),
-        warmup=warmup,
-        warmup_s=warmup_time,
-        min_iterations=min_iterations,
-        min_duration_s=min_duration,
-        seed=seed or 0,
-        output=Path(output or "bench-results.json"),
-        memory=memory,
-        tune=tune,
-    )
-
-
 @main.command("bench")
 @click.argument("paths", nargs=-1, type=click.Path(path_type=Path))
 @click.option(
@@ -570,24 +532,24 @@ def bench_command(
         raise EdgepipeError(
             f"'{odd}' is not an artifact file", "Artifacts end in " + ", ".join(api.artifact_suffixes()) + "."
         )
-    request = _bench_request(
-        artifacts,
-        data,
-        labels,
-        threads,
-        batch,
-        devices,
-        engines,
-        warmup,
-        warmup_time,
-        min_iterations,
-        min_duration,
-        seed,
-        output,
-        memory,
-        tune,
+    request = api.BenchRequest(
+        list(artifacts),
+        data=data,
+        labels=labels,
+        threads=threads or (1,),
+        batches=batch or (1,),
+        devices=tuple(devices or ("cpu",)),
+        engines=tuple(engines or ()),
+        warmup=warmup,
+        warmup_s=warmup_time,
+        min_iterations=min_iterations,
+        min_duration_s=min_duration,
+        seed=seed or 0,
+        output=Path(output or "bench-results.json"),
+        memory=memory,
+        tune=tune,
+        profile=profile_ops,
     )
-    request.profile = profile_ops
     if remote:
         api.bench_remote(
             remote,
