@@ -98,6 +98,33 @@ def fit(
     )
 
 
+def fit_configured(
+    model,
+    dataset,
+    train_config,
+    seed: int,
+    echo: Callable[[str], None],
+    label: str,
+    *,
+    epochs: int | None = None,
+    controls: Controls | None = None,
+) -> dict[str, list[float]]:
+    """``fit`` on the dataset's train split, validated on its val split, with the train section's batch size,
+    augmentation, epochs and controls (``epochs`` and ``controls`` replace the last two for a second phase)."""
+    return fit(
+        model,
+        dataset.train,
+        dataset.splits["val"],
+        epochs=train_config.epochs if epochs is None else epochs,
+        batch_size=train_config.batch_size,
+        controls=Controls.from_config(train_config) if controls is None else controls,
+        seed=seed,
+        label=label,
+        echo=echo,
+        augment=train_config.augment,
+    )
+
+
 def feature_extractor(model, batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
     """A function from raw-pixel images to the model's pooled backbone features (inference mode, float32).
 
@@ -202,18 +229,7 @@ def feature_extraction(
     if train_config.augment.active or not train_config.cache_features:
         why = "augmentation is on" if train_config.augment.active else "train.cache_features is off"
         echo(f"  {why}: backbone features are not cached (the frozen backbone runs on every batch)")
-        history = fit(
-            model,
-            dataset.train,
-            dataset.splits["val"],
-            epochs=train_config.epochs,
-            batch_size=train_config.batch_size,
-            controls=Controls.from_config(train_config),
-            seed=seed,
-            label="head",
-            echo=echo,
-            augment=train_config.augment,
-        )
+        history = fit_configured(model, dataset, train_config, seed, echo, "head")
         return {"history": history, "features_cached": False, "trainable_layers": ["dropout", "classifier"]}
     count = len(dataset.train) + len(dataset.splits["val"])
     where = feature_cache_location(train_config.feature_cache, pool_width(model), count)
@@ -291,17 +307,15 @@ def fine_tune(
     unfrozen = _unfreeze_top(model, layers or train_config.fine_tune_layers)
     rate = train_config.learning_rate * train_config.fine_tune_lr_factor
     echo(f"  fine-tuning {len(unfrozen)} backbone layers at learning rate {rate:g}")
-    second = fit(
+    second = fit_configured(
         model,
-        dataset.train,
-        dataset.splits["val"],
+        dataset,
+        train_config,
+        seed,
+        echo,
+        "fine-tune",
         epochs=train_config.fine_tune_epochs,
-        batch_size=train_config.batch_size,
         controls=Controls.from_config(train_config).scaled(train_config.fine_tune_lr_factor),
-        seed=seed,
-        label="fine-tune",
-        echo=echo,
-        augment=train_config.augment,
     )
     history = {k: first["history"].get(k, []) + second.get(k, []) for k in set(first["history"]) | set(second)}
     return {
@@ -319,18 +333,7 @@ def full(
     model, dataset, train_config, seed: int, echo: Callable[[str], None], cache_dir: Path | None = None
 ) -> dict[str, Any]:
     model.get_layer(BACKBONE).trainable = True
-    history = fit(
-        model,
-        dataset.train,
-        dataset.splits["val"],
-        epochs=train_config.epochs,
-        batch_size=train_config.batch_size,
-        controls=Controls.from_config(train_config),
-        seed=seed,
-        label="full",
-        echo=echo,
-        augment=train_config.augment,
-    )
+    history = fit_configured(model, dataset, train_config, seed, echo, "full")
     return {"history": history, "features_cached": False, "trainable_layers": ["all"]}
 
 
