@@ -52,6 +52,19 @@ class ExportRecord:
     #: keys a later edgepipe added, kept as read
     extra: dict[str, Any] = field(default_factory=dict)
 
+    @classmethod
+    def of_format(cls, fmt: Any, file: str, status: Status, description: str | None = None) -> ExportRecord:
+        """A record of ``fmt`` (a backends.Format: its name, precision, container and, unless ``description``
+        says otherwise, its description) for the artifact ``file``."""
+        return cls(
+            format=fmt.name,
+            precision=fmt.precision,
+            container=fmt.container,
+            file=file,
+            status=status,
+            description=fmt.description if description is None else description,
+        )
+
     def to_dict(self) -> dict[str, Any]:
         """The record as artifacts.json holds it (the INT8 budget under ``details.int8_budget``)."""
         out: dict[str, Any] = {}

@@ -34,7 +34,6 @@ from edgepipe.export_index import INDEX_NAME, ExportIndex, ExportRecord, read_ex
 from edgepipe.fileio import read_json, sha256_value
 from edgepipe.harness import BenchSettings, efficiency
 from edgepipe.pipeline import foreign
-from edgepipe.pipeline.export import trained_model
 from edgepipe.pipeline.measure import line, measure_plans, plan, settings_for
 from edgepipe.pipeline.rundir import RunDir, now_iso
 from edgepipe.pipeline.stage import Echo, Stage, file_digest
@@ -50,7 +49,7 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
     return {
         "bench": dataclasses.asdict(config.bench),
         "artifacts": file_digest(run.artifacts_index),
-        "model": file_digest(trained_model(config, run)),
+        "model": file_digest(foreign.trained_model(config, run)),
         "host": platform.node(),
     }
 
@@ -98,25 +97,14 @@ def _candidates(run: RunDir, index: ExportIndex, foreign_reference: str | None) 
     if foreign_reference is not None:
         if any(i.format == foreign_reference and i.status.measured for i, _ in exported):
             return exported
-        fmt = formats().get(foreign_reference)
-        joined = ExportRecord(
-            format=fmt.name,
-            precision=fmt.precision,
-            container=fmt.container,
-            file=run.model_onnx.name,
-            status=Status.OK,
-            description="the classifier joined on your backbone (the reference)",
+        joined = ExportRecord.of_format(
+            formats().get(foreign_reference),
+            run.model_onnx.name,
+            Status.OK,
+            "the classifier joined on your backbone (the reference)",
         )
         return [(joined, run.model_onnx)] + [(i, p) for i, p in exported if i.format != foreign_reference]
-    ref = reference_format()
-    reference = ExportRecord(
-        format=ref.name,
-        precision=ref.precision,
-        container=ref.container,
-        file=run.model.name,
-        status=Status.OK,
-        description=ref.description,
-    )
+    reference = ExportRecord.of_format(reference_format(), run.model.name, Status.OK)
     return [(reference, run.model)] + exported
 
 

@@ -41,15 +41,10 @@ def _inputs(config: RunConfig, run: RunDir) -> dict:
     return {
         "seed": config.seed,
         "export": dataclasses.asdict(config.export),
-        "model": file_digest(trained_model(config, run)),
+        "model": file_digest(foreign.trained_model(config, run)),
         "dataset": file_digest(run.dataset_index),
         "build": file_digest(run.build_info),
     }
-
-
-def trained_model(config: RunConfig, run: RunDir) -> Path:
-    """The model file the train stage wrote: the Keras model, or the classifier joined on a foreign backbone."""
-    return run.model_onnx if foreign.is_foreign(config) else run.model
 
 
 def index_files(index_path: Path) -> list[Path]:
@@ -291,14 +286,7 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
     """One format built into ``out_dir``: an OK record with its size, digest and details, or a skipped or failed
     one with its reason (never raised)."""
     path = out_dir / f"{stem}-{fmt.name}{fmt.suffix}"
-    record = ExportRecord(
-        format=fmt.name,
-        precision=fmt.precision,
-        container=fmt.container,
-        file=path.name,
-        description=fmt.description,
-        status=Status.SKIPPED,
-    )
+    record = ExportRecord.of_format(fmt, path.name, Status.SKIPPED)
     unavailable = fmt.available() or (fmt.unbuildable_from_source() if ctx.model is None else None)
     if unavailable:
         echo(f"  {fmt.name}: skipped ({unavailable})")
@@ -369,7 +357,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
     )
     echo(f"exporting to {run.artifacts_dir}" + (" (each format in a child process)" if isolate else "") + ":")
     records = export_all(model, job, echo, run.model, isolate, config.unsafe_load)
-    made_from = trained_model(config, run)
+    made_from = foreign.trained_model(config, run)
     if not any(r.status.measured for r in records):
         raise EdgepipeError("no format could be exported", "See the reasons above; fix them or choose other --formats.")
     write_export_index(

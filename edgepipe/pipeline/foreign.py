@@ -46,6 +46,11 @@ def is_foreign(config: RunConfig) -> bool:
     return source_of(config) is not None
 
 
+def trained_model(config: RunConfig, run: RunDir) -> Path:
+    """The model file the train stage wrote: the Keras model, or the classifier joined on a foreign backbone."""
+    return run.model_onnx if is_foreign(config) else run.model
+
+
 def _refusals(config: RunConfig) -> None:
     """ConfigErrors for what a run on a foreign backbone cannot do (before any work starts)."""
     from edgepipe.training.foreign import STRATEGY
