@@ -82,6 +82,18 @@ def _save(image, path: Path, fmt: str | None = None) -> None:
     image.save(path, format=fmt)
 
 
+def read_image_folder(folder: Path, classes, size: int):
+    """(uint8 RGB pixels resized to ``size`` x ``size``, class indices in ``classes`` order) of an image folder."""
+    from PIL import Image
+
+    pictures, labels = [], []
+    for label, name in enumerate(classes):
+        for path in sorted((folder / name).iterdir()):
+            pictures.append(np.asarray(Image.open(path).convert("RGB").resize((size, size)), np.uint8))
+            labels.append(label)
+    return np.stack(pictures), np.asarray(labels)
+
+
 def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, size: int = 20, seed: int = 0) -> Path:
     """Class subfolders of small coloured images in mixed formats and modes.
 

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from onnx import TensorProto, helper, numpy_helper
 
 from edgepipe.cli import main
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, read_image_folder
 
 CLASSES = ("a_red", "b_green", "c_blue")  # each class's dominant colour is its channel (make_image_folder)
 SIZE = 16
@@ -27,17 +27,6 @@ FORMATS = ["onnx-fp32", "onnx-int8", "openvino-fp32", "openvino-int8", "tflite-f
 @pytest.fixture(scope="module")
 def images(tmp_path_factory) -> Path:
     return make_image_folder(tmp_path_factory.mktemp("images"), classes=CLASSES, per_class=12, size=SIZE)
-
-
-def _folder_arrays(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
-    pictures, labels = [], []
-    for label, name in enumerate(CLASSES):
-        for path in sorted((folder / name).iterdir()):
-            pictures.append(np.asarray(Image.open(path).convert("RGB").resize((SIZE, SIZE)), np.uint8))
-            labels.append(label)
-    return np.stack(pictures), np.asarray(labels)
 
 
 @pytest.fixture(scope="module")
@@ -53,7 +42,7 @@ def keras_nchw(tmp_path_factory, images) -> Path:
     x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(len(CLASSES), activation="softmax")(x))
-    pictures, labels = _folder_arrays(images)
+    pictures, labels = read_image_folder(images, CLASSES, SIZE)
     model.compile(keras.optimizers.Adam(0.05), "sparse_categorical_crossentropy")
     model.fit((pictures / 255.0 - MEAN) / STD, labels, epochs=30, batch_size=12, verbose=0)
     spec = (tf.TensorSpec((None, SIZE, SIZE, 3), tf.float32, name="pixels"),)
@@ -219,7 +208,7 @@ def test_hand_built_bgr_graph_with_a_dynamic_size_exports_through_the_api(images
     assert records["openvino-int8"]["verification"]["top1_agreement"] >= 0.9
     index = json.loads(exported.index.read_text())
     assert index["source"]["softmax_added"] is True  # logits out: a Softmax is folded in after the graph
-    pictures, labels = _folder_arrays(images)
+    pictures, labels = read_image_folder(images, CLASSES, SIZE)
     colour = pictures.astype(int).std(axis=-1).mean(axis=(1, 2)) > 10  # the folder holds grey images too
     probabilities = _run(exported.path("onnx-fp32"), pictures[colour])
     assert np.allclose(probabilities.sum(1), 1.0, atol=1e-5)

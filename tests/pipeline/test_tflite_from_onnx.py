@@ -20,7 +20,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from edgepipe.backends.litert import from_onnx
 from edgepipe.cli import main
-from tests.conftest import make_image_folder
+from tests.conftest import make_image_folder, read_image_folder
 
 CLASSES = ("a_red", "b_green", "c_blue")  # each class's dominant colour is its channel (make_image_folder)
 SIZE = 32
@@ -82,17 +82,6 @@ def _nchw_classifier() -> onnx.ModelProto:
         inits,
     )
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-
-
-def _folder(folder: Path) -> tuple[np.ndarray, np.ndarray]:
-    from PIL import Image
-
-    pictures, labels = [], []
-    for label, name in enumerate(CLASSES):
-        for path in sorted((folder / name).iterdir()):
-            pictures.append(np.asarray(Image.open(path).convert("RGB").resize((SIZE, SIZE)), np.uint8))
-            labels.append(label)
-    return np.stack(pictures), np.asarray(labels)
 
 
 def _coloured(pixels: np.ndarray) -> np.ndarray:
@@ -181,7 +170,7 @@ def test_nchw_onnx_becomes_nhwc_native_raw_pixel_tflite_fp32_and_int8(images, tm
     assert budget["met"] is True, budget
 
     # raw NHWC pixels in: the float file gives what the NCHW graph gives on the same pixels normalized by hand
-    pixels, labels = _folder(images)
+    pixels, labels = read_image_folder(images, CLASSES, SIZE)
     probabilities, given = _litert(out / records["tflite-fp32"]["file"], pixels)
     assert list(given["shape"][1:]) == [SIZE, SIZE, 3] and given["dtype"] == np.float32
     assert np.abs(probabilities - _onnx_probabilities(_nchw_classifier(), pixels)).max() < 1e-4
@@ -210,7 +199,7 @@ def test_mediapipe_classifies_the_converted_files_by_their_metadata(images, tmp_
         echo=lambda line: None,
     )
     assert exported[fmt].status == "ok", exported[fmt]
-    pixels, labels = _folder(images)
+    pixels, labels = read_image_folder(images, CLASSES, SIZE)
     options = vision.ImageClassifierOptions(base_options=BaseOptions(model_asset_path=str(exported.path(fmt))))
     with vision.ImageClassifier.create_from_options(options) as classifier:
         named = [
