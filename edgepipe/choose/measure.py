@@ -457,8 +457,12 @@ def _export(
     """The export stage's records (status, file, reason) for each format of ``model``, written in ``folder``, as
     artifacts.json holds them (read by its one reader)."""
     from edgepipe.export_index import read_export_index
+    from edgepipe.pipeline.export import ISOLATE_ABOVE_MB
     from edgepipe.standalone.export import export_model
 
+    # a large network's formats are converted in child processes, as the export stage does (judged on its
+    # float32 weights, without saving the model to measure its file first)
+    large = model.count_params() * 4 / 1e6 > ISOLATE_ABOVE_MB
     index = export_model(
         model,
         formats,
@@ -468,6 +472,8 @@ def _export(
         calibration_size=conditions.calibration_images,
         seed=conditions.seed,
         threads=conditions.threads,
+        isolation="process" if large else "none",
+        frozen_graph=True,
     )
     return [record.to_dict() for record in read_export_index(index).artifacts]
 

@@ -89,6 +89,8 @@ class ExportJob:
     source_onnx: Path | None = None
     #: why there are no ``validation`` images to verify the artifacts on (recorded as a skipped verification)
     unverified: str | None = None
+    #: TFLite converted from the Keras model's frozen graph, not a SavedModel (ExportContext.frozen_graph)
+    frozen_graph: bool = False
 
 
 def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) -> ExportContext:
@@ -106,6 +108,7 @@ def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) ->
         echo=echo,
         source_onnx=job.source_onnx,
         source_name=job.source.name if job.source is not None else None,
+        frozen_graph=job.frozen_graph,
     )
     if job.validation is not None and reference is not None:
         images, labels = job.validation

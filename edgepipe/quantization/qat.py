@@ -742,7 +742,7 @@ def qat_recipe(
             # folder and reused when present) and other formats' files are the original model's
             parent = Path(tempfile.mkdtemp(prefix="qat-", dir=ctx.workdir))
             fine_tuned = dataclasses.replace(
-                ctx, model=exported, outputs={}, workdir_parent=parent, _workdir=None, _saved_model=None
+                ctx, model=exported, outputs={}, workdir_parent=parent, _workdir=None, _saved_model=None, _frozen=None
             )
             try:
                 details = convert(fine_tuned, path)

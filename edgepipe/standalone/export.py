@@ -80,11 +80,13 @@ def export_model(
     preprocessing: Any = None,
     input_size: int | None = None,
     input_shape: Any | None = None,
+    frozen_graph: bool = False,
 ) -> Path:
     """Export any Keras model (an object or a file, not only a run directory's), or a model a backend reads as a
     source (an ONNX or .pt2 file, a PyTorch module at ``input_shape``; with ``preprocessing``, a
     pixels.PixelTransform, and ``input_size`` for a dynamic spatial size), to ``out_dir``; returns artifacts.json's
-    path. See ``edgepipe.export`` for ``calibration`` and ``isolation``."""
+    path. See ``edgepipe.export`` for ``calibration`` and ``isolation``; ``frozen_graph``: TFLite converted from
+    the Keras model's frozen graph (ExportJob.frozen_graph)."""
     from edgepipe.device import resolve_threads
 
     source = str(model) if isinstance(model, (str, Path)) else None
@@ -134,6 +136,7 @@ def export_model(
         qat=qat,
         source=foreign,
         unverified=None if validation is not None else unverified,
+        frozen_graph=frozen_graph,
     )
     if foreign is not None:
         make_folder(scratch)

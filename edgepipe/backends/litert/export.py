@@ -57,6 +57,8 @@ def _saved_model(ctx: ExportContext) -> Path:
 def _converter(ctx: ExportContext):
     import tensorflow as tf
 
+    if ctx.model is not None and ctx.frozen_graph:
+        return tf.lite.TFLiteConverter.from_concrete_functions([ctx.frozen_function()])
     return tf.lite.TFLiteConverter.from_saved_model(str(_saved_model(ctx)))
 
 

@@ -1,0 +1,49 @@
+"""TFLite converted from the Keras model's frozen graph (what `models --measure` and the search's latency step time)
+holds the same operators, in the same order, on tensors of the same shapes and types as the export stage's files
+converted from a SavedModel: its latency is theirs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgepipe.choose.measure import Network, build_network
+
+FORMATS = ["tflite-fp32", "tflite-int8"]
+
+
+def _operators(path) -> list[tuple]:
+    """(operator, its inputs' and outputs' (shape, dtype)) in execution order, read before any delegate applies."""
+    from edgepipe.backends.litert.runner import open_interpreter
+
+    interpreter = open_interpreter(path, xnnpack=False)
+    tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+
+    def described(ids) -> tuple:
+        return tuple((tuple(tensors[i]["shape"]), np.dtype(tensors[i]["dtype"]).name) for i in ids if i >= 0)
+
+    return [(op["op_name"], described(op["inputs"]), described(op["outputs"])) for op in interpreter._get_ops_details()]
+
+
+def _export(model, folder, frozen: bool) -> dict[str, list[tuple]]:
+    from edgepipe.export_index import read_export_index
+    from edgepipe.standalone.export import export_model
+
+    calibration = np.random.default_rng(0).integers(0, 256, (8, *model.inputs[0].shape[1:]), dtype=np.uint8)
+    index = export_model(
+        model, FORMATS, folder, lambda line: None, calibration=calibration, isolation="none", frozen_graph=frozen
+    )
+    records = read_export_index(index).artifacts
+    assert [r.status.value for r in records] == ["ok", "ok"], [r.reason for r in records]
+    return {r.format: _operators(folder / r.file) for r in records}
+
+
+@pytest.mark.parametrize("arch, alpha, size", [("mobilenet_v2", 0.35, 32), ("mobilenet_v3_small", 0.75, 40)])
+def test_frozen_graph_files_have_the_saved_model_files_operators(tmp_path, arch, alpha, size):
+    model, _ = build_network(Network.of(arch, alpha, size, 4))
+    saved = _export(model, tmp_path / "saved-model", frozen=False)
+    frozen = _export(model, tmp_path / "frozen", frozen=True)
+    for name in FORMATS:
+        assert len(saved[name]) > 20
+        assert frozen[name] == saved[name], name
+    assert any(dtype == "int8" for _, inputs, _ in frozen["tflite-int8"] for _, dtype in inputs)
