@@ -88,18 +88,21 @@ def measure_catalogue(
 ) -> Catalogue:
     """Measure each architecture (default width, ``input_size`` or its own) in every format, one line of progress
     per architecture; see ``edgepipe.choose.measure.measure``."""
+    from edgepipe.pipeline.sequence import only_new_objects_collected
+
     rows: list[Measurement] = []
-    for i, name in enumerate(architectures, 1):
-        network = Network.of(name, input_size=input_size)
-        echo(f"[{i}/{len(architectures)}] {network.label}")
-        measured = measure(network, formats, conditions, target, cache, force=force, echo=echo)
-        cached = sum(m.cached for m in measured)
-        echo(
-            f"[{i}/{len(architectures)}] {network.arch}: "
-            + (f"{cached} format(s) from the cache, " if cached else "")
-            + f"{len(measured) - cached} measured now"
-        )
-        rows += measured
+    with only_new_objects_collected():
+        for i, name in enumerate(architectures, 1):
+            network = Network.of(name, input_size=input_size)
+            echo(f"[{i}/{len(architectures)}] {network.label}")
+            measured = measure(network, formats, conditions, target, cache, force=force, echo=echo)
+            cached = sum(m.cached for m in measured)
+            echo(
+                f"[{i}/{len(architectures)}] {network.arch}: "
+                + (f"{cached} format(s) from the cache, " if cached else "")
+                + f"{len(measured) - cached} measured now"
+            )
+            rows += measured
     measured_on = sorted({r.device for r in rows if r.p50_ms is not None})
     return Catalogue(rows, conditions, "; ".join(measured_on) or target.name, target.remote)
 

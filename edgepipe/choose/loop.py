@@ -58,6 +58,7 @@ from edgepipe.config import RunConfig
 from edgepipe.errors import EdgepipeError
 from edgepipe.fileio import sha256_value
 from edgepipe.pipeline.rundir import RunDir
+from edgepipe.pipeline.sequence import only_new_objects_collected
 
 WINNER_FOLDER = "winner"
 
@@ -115,7 +116,7 @@ def run_search(request: SearchRequest, echo: Echo) -> SearchResult:
     folder = RunDir(request.output, reset_damaged_records=request.force)
     created = folder.prepare()
     try:
-        with folder.lock(echo):
+        with folder.lock(echo), only_new_objects_collected():
             for line in folder.sweep():
                 echo(f"removed {line}, left in {folder.path} by an interrupted command")
             try:
