@@ -222,3 +222,37 @@ def test_a_screening_figure_near_the_budget_is_timed_again_and_a_far_one_is_not(
     assert timed.record.latency_ms["iterations"] >= 40 and timed.record.latency_ms["p50"] == timed.p50_ms
     (kept,) = measure(network, ["tflite-fp32"], screen, target, cache, confirm=near)
     assert kept.cached and kept.retimed  # its second look is cached with it
+
+
+def test_networks_exported_ahead_in_worker_processes_are_timed_from_their_files(tmp_path):
+    """Exports converts every network to measure in worker processes side by side before any timing; measure
+    then times those files (no export of its own), a network that cannot be built comes back with its reason,
+    and the files are gone when the block ends."""
+    from edgepipe.api import _measure_target
+    from edgepipe.choose.exports import Exports
+    from edgepipe.choose.measure import Conditions, MeasurementCache, Network, measure, needs_measuring
+
+    lenet, alexnet = Network.of("lenet5", input_size=32, classes=3), Network.of("alexnet", input_size=32, classes=3)
+    conditions = Conditions(threads=1, warmup=1, warmup_s=0.0, min_iterations=3, min_duration_s=0.0, memory=False)
+    target, cache = _measure_target(None, None, "edgepipe", "edgepipe-bench"), MeasurementCache(tmp_path / "m.json")
+    formats = ["tflite-fp32", "tflite-int8"]
+    assert needs_measuring(lenet, formats, conditions, target, cache)
+    lines: list[str] = []
+    with Exports(formats, conditions, lines.append, parent=tmp_path / "scratch", jobs=2) as exports:
+        exports.run([lenet, alexnet])
+        assert any("in 2 worker processes" in line for line in lines)
+        folder = exports.folder
+        made = exports._made[lenet]
+        assert [r["status"] for r in made.exported] == ["ok", "ok"] and made.counts["params"] > 0
+        assert all((made.folder / r["file"]).is_file() for r in made.exported)
+        lines.clear()
+        timed = measure(lenet, formats, conditions, target, cache, echo=lines.append, exports=exports)
+        assert [m.status.value for m in timed] == ["ok", "ok"] and all(m.p50_ms > 0 for m in timed)
+        assert timed[0].params == made.counts["params"]
+        assert not made.folder.exists()  # timed, then removed
+        assert any("exporting lenet5_classifier" in line for line in lines)  # the worker's lines, shown now
+        skipped = measure(alexnet, formats, conditions, target, cache, echo=lines.append, exports=exports)
+        assert all("cannot be built: input size 32 is too small" in m.reason for m in skipped)
+        assert exports.take(lenet) is None  # taken once
+    assert not folder.exists()
+    assert not needs_measuring(lenet, formats, conditions, target, cache)  # cached now

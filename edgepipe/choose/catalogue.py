@@ -9,7 +9,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from edgepipe.choose.measure import WEIGHTS, Conditions, Echo, Measurement, MeasurementCache, Network, Target, measure
+from edgepipe.choose.measure import (
+    WEIGHTS,
+    Conditions,
+    Echo,
+    Measurement,
+    MeasurementCache,
+    Network,
+    Target,
+    measure,
+    needs_measuring,
+)
 
 #: the default set of ``edgepipe models --measure``: architectures with at most this many parameters by their
 #: published count (the mobile-sized networks; VGG16 alone at 224 px takes minutes on two cores)
@@ -88,14 +98,17 @@ def measure_catalogue(
 ) -> Catalogue:
     """Measure each architecture (default width, ``input_size`` or its own) in every format, one line of progress
     per architecture; see ``edgepipe.choose.measure.measure``."""
+    from edgepipe.choose.exports import Exports
     from edgepipe.pipeline.sequence import only_new_objects_collected
 
+    networks = [Network.of(name, input_size=input_size) for name in architectures]
+    todo = [n for n in networks if needs_measuring(n, formats, conditions, target, cache, force=force)]
     rows: list[Measurement] = []
-    with only_new_objects_collected():
-        for i, name in enumerate(architectures, 1):
-            network = Network.of(name, input_size=input_size)
+    with only_new_objects_collected(), Exports(list(formats), conditions, echo) as exports:
+        exports.run(todo)
+        for i, network in enumerate(networks, 1):
             echo(f"[{i}/{len(architectures)}] {network.label}")
-            measured = measure(network, formats, conditions, target, cache, force=force, echo=echo)
+            measured = measure(network, formats, conditions, target, cache, force=force, echo=echo, exports=exports)
             cached = sum(m.cached for m in measured)
             echo(
                 f"[{i}/{len(architectures)}] {network.arch}: "

@@ -51,6 +51,7 @@ from edgepipe.choose.measure import (
     cache_key,
     latency_at,
     measure,
+    needs_measuring,
     unconfirmed,
 )
 from edgepipe.choose.records import Records
@@ -172,34 +173,63 @@ def _search(request: SearchRequest, folder: RunDir, echo: Echo) -> SearchResult:
 
 def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
     """Every candidate's artifacts timed on the target (records and the measurement cache first); rows in
-    candidate and format order, each within the cost budgets or out with the reason."""
+    candidate and format order, each within the cost budgets or out with the reason. The candidates to measure
+    are all exported first, in worker processes side by side (edgepipe.choose.exports), then timed one by one."""
+    from edgepipe.choose.exports import Exports
+
     req = state.request
     active = [c for c in candidates if not c.reason]
+    todo = [
+        _network(state, c)
+        for c in active
+        if _recorded(state, c) is None
+        and needs_measuring(
+            _network(state, c), req.formats, req.conditions, req.target, req.cache, force=req.force, confirm=req.confirm
+        )
+    ]
     rows: list[Row] = []
-    for c in candidates:
-        if c.reason:
-            rows.append(Row(c.id, c.arch, c.alpha, c.input_size, c.weights, None, SKIPPED, c.reason))
-            continue
-        i = active.index(c) + 1
-        state.echo(f"[latency {i}/{len(active)}] {c.label} ({', '.join(req.formats)})")
-        for m in _measurements(state, c):
-            rows.append(_cost_row(c, m, req.budgets))
+    with Exports(req.formats, req.conditions, state.echo, parent=state.folder.scratch) as exports:
+        exports.run(todo)
+        for c in candidates:
+            if c.reason:
+                rows.append(Row(c.id, c.arch, c.alpha, c.input_size, c.weights, None, SKIPPED, c.reason))
+                continue
+            i = active.index(c) + 1
+            state.echo(f"[latency {i}/{len(active)}] {c.label} ({', '.join(req.formats)})")
+            for m in _measurements(state, c, exports):
+                rows.append(_cost_row(c, m, req.budgets))
     return rows
 
 
-def _measurements(state: _State, c: Candidate) -> list[Measurement]:
+def _network(state: _State, c: Candidate):
+    return c.network(state.config.model.channels, len(state.index["class_names"]))
+
+
+def _record_key(state: _State, c: Candidate) -> tuple[str, str]:
+    """(the search record's key of the candidate's latency, the digest of its inputs)."""
     req = state.request
-    network = c.network(req.config.model.channels, len(state.index["class_names"]))
-    digest = sha256_value([cache_key(req.target, network, f, req.conditions) for f in req.formats])
-    key = f"latency/{c.id}"
-    found = state.records.get(key, digest)
-    if found is not None:
-        recorded = [Measurement.from_dict(m, cached=True) for m in found["measurements"]]
-        if not unconfirmed(recorded, req.confirm):  # a new budget may put a screening figure near its line
-            state.echo("  from this search's records")
-            return recorded
+    network = _network(state, c)
+    return f"latency/{c.id}", sha256_value([cache_key(req.target, network, f, req.conditions) for f in req.formats])
+
+
+def _recorded(state: _State, c: Candidate) -> list[Measurement] | None:
+    """The candidate's measurements from this search's records, unless a budget now puts one of its screening
+    figures near its line without a second timing."""
+    found = state.records.get(*_record_key(state, c))
+    if found is None:
+        return None
+    recorded = [Measurement.from_dict(m, cached=True) for m in found["measurements"]]
+    return None if unconfirmed(recorded, state.request.confirm) else recorded
+
+
+def _measurements(state: _State, c: Candidate, exports) -> list[Measurement]:
+    req = state.request
+    recorded = _recorded(state, c)
+    if recorded is not None:
+        state.echo("  from this search's records")
+        return recorded
     measured = measure(
-        network,
+        _network(state, c),
         req.formats,
         req.conditions,
         req.target,
@@ -207,7 +237,9 @@ def _measurements(state: _State, c: Candidate) -> list[Measurement]:
         force=req.force,
         confirm=req.confirm,
         echo=state.echo,
+        exports=exports,
     )
+    key, digest = _record_key(state, c)
     state.records.put(key, digest, {"candidate": as_dict(c), "measurements": [m.to_dict() for m in measured]})
     return measured
 

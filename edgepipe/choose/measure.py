@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -236,7 +237,6 @@ class MeasurementCache:
 
         self.path = Path(path) if path is not None else cache_dir() / "measurements.json"
         self.echo = echo
-        self.reads = 0
         self._new: dict[str, dict] = {}
         self._dropped: set[str] = set()
         self.entries = self._load(notify=True)
@@ -263,10 +263,7 @@ class MeasurementCache:
             return {}
 
     def get(self, key: str) -> dict | None:
-        entry = self.entries.get(key)
-        if entry is not None:
-            self.reads += 1
-        return entry
+        return self.entries.get(key)
 
     def put(self, key: str, entry: dict) -> None:
         self.entries[key] = self._new[key] = entry
@@ -296,6 +293,12 @@ class MeasurementCache:
         self._new, self._dropped = {}, set()
 
 
+class MadeAhead(Protocol):
+    """Exports made before the timing started (edgepipe.choose.exports.Exports)."""
+
+    def take(self, network: Network) -> Prepared | None: ...
+
+
 def measure(
     network: Network,
     formats: Sequence[str],
@@ -306,17 +309,61 @@ def measure(
     force: bool = False,
     confirm: Confirm | None = None,
     echo: Echo = print,
+    exports: MadeAhead | None = None,
 ) -> list[Measurement]:
     """One Measurement per format (canonical names), in ``formats`` order.
 
     From the cache when every format this machine can build is there (unless ``force``); otherwise all of them
-    are exported here and timed on ``target`` together, in interleaved rounds, so the figures printed side by
-    side always come from one session. With ``confirm``, those near its budget are then timed again under its
-    conditions (a cached one near the budget that was not is measured anew). A format that cannot be built here
-    or fails is a Measurement with its status and reason, never an exception; a format unavailable on this
-    machine is not cached (installing its package makes it measurable).
+    are exported here (or taken from ``exports``, which converted them beforehand) and timed on ``target``
+    together, in interleaved rounds, so the figures printed side by side always come from one session. With
+    ``confirm``, those near its budget are then timed again under its conditions (a cached one near the budget
+    that was not is measured anew). A format that cannot be built here or fails is a Measurement with its status
+    and reason, never an exception; a format unavailable on this machine is not cached (installing its package
+    makes it measurable).
     """
-    base = dict(
+    base = _base(network, conditions, target)
+    skipped = {
+        f: Measurement(format=f, status=Status.SKIPPED, reason=why, **base) for f, why in unavailable(formats).items()
+    }
+    buildable = [f for f in formats if f not in skipped]
+    done = None if force else _cached(network, buildable, conditions, target, cache, confirm, echo)
+    if done is None:
+        prepared = exports.take(network) if exports is not None else None
+        fresh, reported = (
+            _measure_now(network, buildable, conditions, target, base, confirm, echo, prepared)
+            if buildable
+            else ([], None)
+        )
+        if reported is not None:
+            cache.keep_only(target, reported)
+        done = {m.format: m for m in fresh}
+        for m in fresh:
+            if m.status != Status.SKIPPED:
+                key = cache_key(target, network, m.format, conditions)
+                cache.put(key, {"target": target.identity, "reported": reported, "measurement": m.to_dict()})
+        cache.save()
+    return [done.get(f) or skipped[f] for f in formats]
+
+
+def needs_measuring(
+    network: Network,
+    formats: Sequence[str],
+    conditions: Conditions,
+    target: Target,
+    cache: MeasurementCache,
+    *,
+    force: bool = False,
+    confirm: Confirm | None = None,
+) -> bool:
+    """Whether ``measure`` would export and time this network (rather than read every format from the cache)."""
+    buildable = [f for f in formats if f not in unavailable(formats)]
+    return bool(buildable) and (
+        force or _cached(network, buildable, conditions, target, cache, confirm, lambda line: None) is None
+    )
+
+
+def _base(network: Network, conditions: Conditions, target: Target) -> dict[str, Any]:
+    return dict(
         arch=network.arch,
         alpha=network.alpha,
         input_size=network.input_size,
@@ -324,30 +371,27 @@ def measure(
         threads=conditions.threads,
         device=target.name,
     )
-    skipped = {
-        f: Measurement(format=f, status=Status.SKIPPED, reason=why, **base) for f, why in unavailable(formats).items()
-    }
-    buildable = [f for f in formats if f not in skipped]
+
+
+def _cached(
+    network: Network,
+    buildable: list[str],
+    conditions: Conditions,
+    target: Target,
+    cache: MeasurementCache,
+    confirm: Confirm | None,
+    echo: Echo,
+) -> dict[str, Measurement] | None:
+    """{format: its cached Measurement} when every buildable format is in the cache (and none near ``confirm``'s
+    budget is without its second timing), else None."""
     keys = {f: cache_key(target, network, f, conditions) for f in buildable}
-    found = {} if force else {f: cache.get(keys[f]) for f in buildable}
-    done = None
-    if buildable and all(found.get(f) for f in buildable):
-        done = {f: Measurement.from_dict(found[f]["measurement"], cached=True) for f in buildable}
-        if unconfirmed(done.values(), confirm):
-            echo("  a cached figure is near the latency budget and was not timed again: measuring anew")
-            done = None
-    if done is None:
-        fresh, reported = (
-            _measure_now(network, buildable, conditions, target, base, confirm, echo) if buildable else ([], None)
-        )
-        if reported is not None:
-            cache.keep_only(target, reported)
-        done = {m.format: m for m in fresh}
-        for m in fresh:
-            if m.status != Status.SKIPPED:
-                cache.put(keys[m.format], {"target": target.identity, "reported": reported, "measurement": m.to_dict()})
-        cache.save()
-    return [done.get(f) or skipped[f] for f in formats]
+    if not buildable or any(keys[f] not in cache.entries for f in buildable):
+        return None
+    found = {f: Measurement.from_dict(cache.get(keys[f])["measurement"], cached=True) for f in buildable}
+    if unconfirmed(found.values(), confirm):
+        echo("  a cached figure is near the latency budget and was not timed again: measuring anew")
+        return None
+    return found
 
 
 def unconfirmed(measurements, confirm: Confirm | None) -> bool:
@@ -383,6 +427,31 @@ def build_network(network: Network, seed: int = 0):
     return model, {"params": int(model.count_params()), "macs": int(count(model).macs)}
 
 
+@dataclass
+class Prepared:
+    """A network's formats exported for timing: the export records (status, file, reason) in ``folder``, and the
+    network's parameter and MAC counts; or ``reason``, why it cannot be built."""
+
+    folder: Path
+    exported: list[dict] = field(default_factory=list)
+    counts: dict[str, int] = field(default_factory=dict)
+    reason: str | None = None
+    #: the progress lines of an export made in a worker process, shown when its result is taken
+    lines: list[str] = field(default_factory=list)
+
+
+def prepare(network: Network, formats: list[str], conditions: Conditions, folder: Path, echo: Echo) -> Prepared:
+    """Build the network with random weights and export ``formats`` into ``folder`` for timing."""
+    try:
+        model, counts = build_network(network, conditions.seed)
+    except EdgepipeError as exc:
+        return Prepared(folder, reason=f"cannot be built: {exc}")
+    exported = _export(model, network, formats, conditions, folder, echo)
+    del model
+    _release_keras()
+    return Prepared(folder, exported, counts)
+
+
 def _measure_now(
     network: Network,
     formats: list[str],
@@ -391,36 +460,48 @@ def _measure_now(
     base: dict,
     confirm: Confirm | None,
     echo: Echo,
+    prepared: Prepared | None = None,
 ) -> tuple[list[Measurement], dict | None]:
-    """Export ``formats`` of the network in a temporary folder and time them on the target in one session (and
-    those near ``confirm``'s budget again, while their files exist); returns the measurements and what the target
-    reported about itself (None when nothing was timed)."""
+    """Time the network's ``formats`` on the target in one session (and those near ``confirm``'s budget again),
+    exported now in a temporary folder, or ``prepared`` beforehand (its folder is removed after); returns the
+    measurements and what the target reported about itself (None when nothing was timed)."""
     from edgepipe.pipeline.rundir import now_iso
 
     base = {**base, "measured_at": now_iso()}
-    try:
-        model, counts = build_network(network, conditions.seed)
-    except EdgepipeError as exc:
-        return [
-            Measurement(format=f, status=Status.SKIPPED, reason=f"cannot be built: {exc}", **base) for f in formats
-        ], None
-    base.update(counts)
     with tempfile.TemporaryDirectory(prefix="edgepipe-measure-") as folder:
-        exported = _export(model, network, formats, conditions, Path(folder), echo)
-        del model
-        _release_keras()
-        made = [r for r in exported if r["status"] == Status.OK.value]
-        results = target.bench([Path(folder) / r["file"] for r in made], conditions, echo) if made else None
-        reported = None
-        if results is not None:
-            from edgepipe.device import device_label, identity_digest
+        if prepared is None:
+            prepared = prepare(network, formats, conditions, Path(folder), echo)
+        try:
+            return _time_prepared(prepared, formats, conditions, target, base, confirm, echo)
+        finally:
+            shutil.rmtree(prepared.folder, ignore_errors=True)
 
-            reported = {"device": identity_digest(results.device), "engines": results.device.get("engine_versions")}
-            where = device_label(results.device)  # what the target says it is
-            base["device"] = f"{target.remote}: {where}" if target.remote else where
-        rows = [_row(r, results, base) for r in exported]
-        if unconfirmed(rows, confirm):
-            rows = _retime(rows, exported, Path(folder), confirm, target, base, echo)
+
+def _time_prepared(
+    prepared: Prepared,
+    formats: list[str],
+    conditions: Conditions,
+    target: Target,
+    base: dict,
+    confirm: Confirm | None,
+    echo: Echo,
+) -> tuple[list[Measurement], dict | None]:
+    if prepared.reason:
+        return [Measurement(format=f, status=Status.SKIPPED, reason=prepared.reason, **base) for f in formats], None
+    base = {**base, **prepared.counts}
+    exported, folder = prepared.exported, prepared.folder
+    made = [r for r in exported if r["status"] == Status.OK.value]
+    results = target.bench([folder / r["file"] for r in made], conditions, echo) if made else None
+    reported = None
+    if results is not None:
+        from edgepipe.device import device_label, identity_digest
+
+        reported = {"device": identity_digest(results.device), "engines": results.device.get("engine_versions")}
+        where = device_label(results.device)  # what the target says it is
+        base["device"] = f"{target.remote}: {where}" if target.remote else where
+    rows = [_row(r, results, base) for r in exported]
+    if unconfirmed(rows, confirm):
+        rows = _retime(rows, exported, folder, confirm, target, base, echo)
     return rows, reported
 
 
