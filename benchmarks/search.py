@@ -32,7 +32,14 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 #: the search's own stages, as its progress lines name them
-STAGES = (("[latency ", "latency"), ("[accuracy ", "accuracy"), ("[export ", "export"), ("[winner]", "winner run"))
+STAGES = (
+    ("converting ", "latency: conversion"),
+    ("[latency ", "latency: timing"),
+    ("training ", "accuracy"),
+    ("[accuracy ", "accuracy"),
+    ("[export ", "export"),
+    ("[winner]", "winner run"),
+)
 #: a search should cost at most this fraction of running every candidate
 TARGET = 0.2
 #: the genuine ImageNet weights the project keeps beside its checkouts (see tests/conftest.py)

@@ -943,6 +943,8 @@ def _search_request(config, options, echo: Echo):
 #: the search's screening timing: at most this many calls and seconds per artifact (the bench section's floors
 #: when lower); artifacts near the latency budget are timed again with the bench section's own floors
 SCREEN_ITERATIONS, SCREEN_DURATION_S = 30, 0.3
+#: ...after a warm-up of at most this many seconds per artifact (the bench section's when lower)
+SCREEN_WARMUP_S = 0.05
 #: synthetic images the latency step calibrates INT8 on: latency does not depend on the ranges they give
 SCREEN_CALIBRATION = 8
 
@@ -959,7 +961,7 @@ def _screening(bench, o, budgets):
     conditions = Conditions(
         threads=threads,
         warmup=bench.warmup,
-        warmup_s=bench.warmup_s,
+        warmup_s=min(bench.warmup_s, SCREEN_WARMUP_S),
         min_iterations=o.min_iterations or min(bench.min_iterations, SCREEN_ITERATIONS),
         min_duration_s=min(bench.min_duration_s, SCREEN_DURATION_S)
         if o.min_duration_s is None
@@ -968,7 +970,11 @@ def _screening(bench, o, budgets):
         memory=bool(o.memory) or budgets.max_memory_mb is not None,
     )
     full = dataclasses.replace(
-        conditions, min_iterations=bench.min_iterations, min_duration_s=bench.min_duration_s, memory=False
+        conditions,
+        warmup_s=bench.warmup_s,
+        min_iterations=bench.min_iterations,
+        min_duration_s=bench.min_duration_s,
+        memory=False,
     )
     fuller = full.min_iterations > conditions.min_iterations or full.min_duration_s > conditions.min_duration_s
     if budgets.max_latency_ms is None or not fuller:

@@ -410,7 +410,22 @@ def test_memory_is_measured_only_with_a_memory_budget_or_when_asked():
     conditions, confirm = _screening(BENCH_DEFAULTS, timed, timed.budgets())
     assert conditions.min_iterations < BENCH_DEFAULTS.min_iterations and confirm.limit_ms == 2
     assert confirm.conditions.min_iterations == BENCH_DEFAULTS.min_iterations
+    assert conditions.warmup_s < BENCH_DEFAULTS.warmup_s == confirm.conditions.warmup_s
     assert _screening(BENCH_DEFAULTS, SearchOptions(), SearchOptions().budgets())[1] is None  # no budget, no line
+
+
+def test_the_winners_run_measures_memory_when_the_search_did():
+    from edgepipe import config as cfg
+    from edgepipe.choose.candidates import Candidate
+    from edgepipe.choose.loop import winner_config
+
+    config = cfg.from_dict({"data": {"path": "builtin:synthetic"}}, {})
+    c = Candidate("lenet5", None, 32, "none")
+    assert config.bench.memory  # a run's default
+    assert not winner_config(config, c, "tflite-fp32", 1, Path("w"), memory=False).bench.memory
+    assert winner_config(config, c, "tflite-fp32", 1, Path("w"), memory=True).bench.memory
+    quiet = cfg.from_dict({"data": {"path": "builtin:synthetic"}, "bench": {"memory": False}}, {})
+    assert not winner_config(quiet, c, "tflite-fp32", 1, Path("w"), memory=True).bench.memory
 
 
 def test_a_head_on_features_of_random_weights_is_flagged_at_chance():

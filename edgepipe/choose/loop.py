@@ -327,10 +327,11 @@ def _accuracy_step(state: _State, candidates: list[Candidate], rows: list[Row]) 
     left = {r.candidate for r in rows if r.status == WITHIN}
     macs = {r.candidate: r.macs or 0 for r in rows}
     order = sorted((c for c in candidates if c.id in left), key=lambda c: macs[c.id])
+    ahead = _trained_ahead(state, [c for c in order if _accuracy_found(state, c) is None], macs)
     models: dict[str, dict] = {}
     for i, c in enumerate(order, 1):
         state.echo(f"[accuracy {i}/{len(order)}] {c.label}: a head on its frozen backbone's features")
-        models[c.id] = _accuracy(state, c)
+        models[c.id] = _accuracy(state, c, ahead.get(c.id))
         for row in (r for r in rows if r.candidate == c.id and r.status == WITHIN):
             if models[c.id].get("features_note"):
                 row.extra["note"] = models[c.id]["features_note"]
@@ -369,32 +370,131 @@ def _train_config(config: RunConfig):
     return dataclasses.replace(config.train, strategy="feature-extraction", cache_features=True, feature_cache="disk")
 
 
-def _accuracy(state: _State, c: Candidate) -> dict[str, Any]:
+def _accuracy_key(state: _State, c: Candidate) -> tuple[str, str, Path]:
+    """(the record's key, the digest of its inputs, the candidate's model file)."""
+    digest = sha256_value(_accuracy_inputs(state, c))
+    return f"accuracy/{c.id}", digest, state.folder.path / "candidates" / c.id / "model.keras"
+
+
+def _accuracy_found(state: _State, c: Candidate) -> dict[str, Any] | None:
+    """The candidate's accuracy record from this search's records, when its inputs and model file are unchanged."""
     from edgepipe.fileio import sha256_file
 
-    digest = sha256_value(_accuracy_inputs(state, c))
-    key = f"accuracy/{c.id}"
-    model_path = state.folder.path / "candidates" / c.id / "model.keras"
+    key, digest, model_path = _accuracy_key(state, c)
     found = state.records.get(key, digest)
     if found is not None and (
         "reason" in found or (model_path.is_file() and sha256_file(model_path) == found["model_sha256"])
     ):
+        return found
+    return None
+
+
+def _accuracy(state: _State, c: Candidate, ahead: tuple[dict, list[str]] | None = None) -> dict[str, Any]:
+    """The candidate's accuracy record: from the records, from a worker that trained it ahead (``ahead``: its
+    payload and progress lines), or trained here now."""
+    key, digest, model_path = _accuracy_key(state, c)
+    found = _accuracy_found(state, c)
+    if found is not None:
         state.echo(
             f"  from this search's records: validation top-1 {found.get('top1', float('nan')):.1f}%"
             if "top1" in found
             else f"  from this search's records: {found['reason']}"
         )
         return {**found, "digest": digest}
-    try:
-        payload = _train_and_score(state, c, model_path)
-    except EdgepipeError as exc:
-        payload = {"reason": f"could not be trained: {exc}"}
-        state.echo(f"  {payload['reason']}")
+    if ahead is not None:
+        payload, lines = ahead
+        for line in lines:
+            state.echo(line)
+    else:
+        payload = train_candidate(state.config, state.dataset(c.input_size), c, model_path, _cache(state), state.echo)
     state.records.put(key, digest, {"candidate": as_dict(c), **payload})
     return {**payload, "digest": digest}
 
 
-def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str, Any]:
+def _cache(state: _State) -> Path:
+    """Where the candidates' backbone features are cached (on disk, so a resumed search runs no backbone twice)."""
+    return state.folder.path / "cache"
+
+
+def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -> dict[str, tuple[dict, list[str]]]:
+    """{candidate id: (accuracy payload, progress lines)} for ``todo`` trained in worker processes side by side
+    (edgepipe.choose.workers), before the step reports them one by one; empty with one worker or one candidate
+    (each is then trained in this process when its turn comes). A worker gives its TensorFlow an equal share of
+    the cores; a head trained there may differ from one trained here in float rounding only."""
+    from edgepipe.choose.workers import WorkerFailed, default_jobs, in_workers
+
+    jobs = min(default_jobs(), len(todo))
+    if jobs < 2:
+        return {}
+    state.echo(f"training {len(todo)} head(s) in {jobs} worker processes side by side (the backbones run there)")
+    items = [
+        {
+            "config": state.config.to_dict(),  # a RunConfig's classes are made at run time: not picklable
+            "index": state.index,
+            "candidate": c,
+            "model_path": _accuracy_key(state, c)[2],
+            "cache": _cache(state),
+        }
+        for c in todo
+    ]
+    made = in_workers(
+        f"{__name__}:_train_in_worker",
+        items,
+        jobs=jobs,
+        folder=state.folder.scratch / "workers",
+        echo=state.echo,
+        cost=lambda item: macs.get(item["candidate"].id, 0),
+        threads=max(1, _cores() // jobs),
+    )
+    out = {}
+    for c, result in zip(todo, made):
+        if isinstance(result, WorkerFailed):
+            state.echo(f"  {c.label}: its training worker failed ({result.why}); trained here when its turn comes")
+        else:
+            out[c.id] = result
+    return out
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+#: a worker's dataset decoded at the size of its last candidate (the costliest first: sizes come in runs)
+_DECODED: dict[tuple, Any] = {}
+
+
+def _train_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
+    """What a worker runs for one candidate: ((its accuracy payload, its progress lines), a summary line)."""
+    from edgepipe import config as cfg
+    from edgepipe.data import materialize
+
+    config, c = cfg.from_dict(item["config"], {}), item["candidate"]
+    lines: list[str] = []
+    key = (sha256_value(item["index"]), c.input_size, config.model.channels)
+    if key not in _DECODED:  # a worker trains several candidates at one size: the images are decoded once
+        _DECODED.clear()
+        _DECODED[key] = materialize(item["index"], c.input_size, config.model.channels)
+    dataset = _DECODED[key]
+    payload = train_candidate(config, dataset, c, item["model_path"], item["cache"], lines.append)
+    summary = f"{payload['top1']:.1f}% validation top-1" if "top1" in payload else payload["reason"]
+    return (payload, lines), f"trained {c.label}: {summary}"
+
+
+def train_candidate(config: RunConfig, dataset, c: Candidate, model_path: Path, cache: Path, echo: Echo) -> dict:
+    """The candidate's accuracy payload (top-1, interval, model file...), or {"reason"} when it cannot be trained."""
+    try:
+        return _train_and_score(config, dataset, c, model_path, cache, echo)
+    except EdgepipeError as exc:
+        reason = f"could not be trained: {exc}"
+        echo(f"  {reason}")
+        return {"reason": reason}
+
+
+def _train_and_score(
+    config: RunConfig, dataset, c: Candidate, model_path: Path, cache: Path, echo: Echo
+) -> dict[str, Any]:
     """Build the candidate (no download), train its head on cached features, score it on the validation split."""
     from edgepipe.architectures import build_classifier
     from edgepipe.architectures.offline import no_downloads
@@ -403,9 +503,7 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
     from edgepipe.training.controls import predict_arrays
     from edgepipe.training.strategies import STRATEGIES, disk_features, head_model
 
-    config = state.config
     fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
-    dataset = state.dataset(c.input_size)
     with no_downloads():
         model = build_classifier(
             c.arch,
@@ -417,8 +515,8 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
             config.model.dropout,
             config.seed,
         )
-    train, cache = _train_config(config), state.folder.path / "cache"
-    STRATEGIES.get(train.strategy).fn(model, dataset, train, config.seed, lambda line: state.echo("  " + line), cache)
+    train = _train_config(config)
+    STRATEGIES.get(train.strategy).fn(model, dataset, train, config.seed, lambda line: echo("  " + line), cache)
     val = dataset.splits["val"]
     # the head on the validation features the training cached computes what the whole model computes on those
     # images, without running (and tracing) the backbone again
@@ -427,11 +525,11 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
     top1, interval = top1_with_interval(probabilities, val.labels)
     note = degenerate_features(np.asarray(val_features))
     if note:
-        state.echo(f"  warning: {note}")
+        echo(f"  warning: {note}")
     make_folder(model_path.parent)
     with atomic_path(model_path, suffix=".keras") as tmp:
         model.save(tmp)
-    state.echo(
+    echo(
         f"  validation top-1 (Keras FP32): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f}) "
         f"on {len(val)} images"
     )
@@ -440,7 +538,7 @@ def _train_and_score(state: _State, c: Candidate, model_path: Path) -> dict[str,
         "interval": interval,
         "val_images": len(val),
         "params": int(model.count_params()),
-        "model": str(model_path.relative_to(state.folder.path)),
+        "model": str(model_path.relative_to(model_path.parents[2])),  # <search>/candidates/<id>/model.keras
         "model_sha256": sha256_file(model_path),
         **({"features_note": note} if note else {}),
     }
@@ -596,8 +694,11 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, model_path:
 # ------------------------------------------------------------------------------------------------- winner
 
 
-def winner_config(config: RunConfig, c: Candidate, format_name: str, threads: int, path: Path) -> RunConfig:
-    """The configuration of the winner's run: the search's settings with its network, weights and format."""
+def winner_config(
+    config: RunConfig, c: Candidate, format_name: str, threads: int, path: Path, memory: bool = True
+) -> RunConfig:
+    """The configuration of the winner's run: the search's settings with its network, weights and format; peak
+    memory measured when the search measured it (``memory``: a memory budget, or asked for)."""
     from edgepipe import config as cfg
 
     data = config.to_dict()
@@ -611,6 +712,7 @@ def winner_config(config: RunConfig, c: Candidate, format_name: str, threads: in
             "train.cache_features": True,
             "export.formats": [format_name],
             "bench.threads": threads,
+            "bench.memory": bool(memory and config.bench.memory),
         },
     )
 
@@ -624,7 +726,7 @@ def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
     req = state.request
     path = state.folder.path / WINNER_FOLDER
     state.echo(f"[winner] {winner.label}: edgepipe's pipeline into {path}")
-    config = winner_config(req.config, c, winner.format, req.conditions.threads, path)
+    config = winner_config(req.config, c, winner.format, req.conditions.threads, path, req.conditions.memory)
     run = run_stages(config, list(STAGES), echo=lambda line: state.echo("  " + line), force=req.force)
     results = read_results(run.results)
     record = next((r for r in results.records if r.format == winner.format and r.top1 is not None), None)
