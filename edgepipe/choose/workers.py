@@ -62,7 +62,7 @@ def in_workers(
     def work(share: list[int]) -> list[Any] | WorkerFailed:
         from edgepipe import child
 
-        task = {"function": function, "items": [items[i] for i in share], "log": str(folder)}
+        task = {"function": function, "items": [items[i] for i in share], "log": str(folder), "parent": os.getpid()}
         try:
             env = {"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else None
             return child.run(f"{__name__}:_share", task, pickled=True, echo=progress, folder=folder, env=env)
@@ -97,6 +97,7 @@ def _share(task: dict) -> list[Any]:
     import importlib
     import sys
 
+    _end_with_parent(task["parent"])
     log = os.open(os.path.join(task["log"], f"worker-{os.getpid()}.log"), os.O_WRONLY | os.O_CREAT, 0o644)
     stdout = os.fdopen(os.dup(1), "w")
     os.dup2(log, 1)
@@ -117,3 +118,17 @@ def _share(task: dict) -> list[Any]:
         out.append(result)
         print(f"{_MARK}{summary}", file=stdout, flush=True)
     return out
+
+
+def _end_with_parent(parent: int) -> None:
+    """Linux: have this worker killed when the process that started it ends (a search killed mid-way leaves no
+    converter running beside the next one's timing); it ends now if that process is already gone."""
+    import ctypes
+    import signal
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a killed search's workers finish their share, then end
+        return
+    if os.getppid() != parent:
+        os._exit(1)
