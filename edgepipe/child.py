@@ -51,7 +51,7 @@ def run(
     import os
 
     codec = "pickle" if pickled else "json"
-    child_env = {**(env or {}), **os.environ}
+    child_env = {**(env or {}), **os.environ, PARENT: str(os.getpid())}
     with tempfile.TemporaryDirectory(prefix="edgepipe-child-", dir=folder) as work:
         request, answer = Path(work) / f"request.{codec}", Path(work) / f"answer.{codec}"
         _write(request, codec, {"function": function, "argument": argument})
@@ -98,7 +98,56 @@ def _read(path: Path, codec: str) -> Any:
     return pickle.loads(path.read_bytes()) if codec == "pickle" else json.loads(path.read_text(encoding="utf-8"))
 
 
+#: the environment variable that names the process a child was started by (see _end_with_parent)
+PARENT = "EDGEPIPE_PARENT_PID"
+
+
+def start(function: str, argument: Any, folder: Path, env: dict[str, str] | None = None):
+    """``function(argument)`` started in a fresh process, its output (stdout and stderr) on a pipe: (the
+    ``subprocess.Popen``, a ``finish()`` that returns its pickled result once it has ended, or raises ChildFailed).
+    The caller reads the pipe, waits, and kills the process when it gives up on it; ``folder`` holds the
+    exchange files until the caller removes it."""
+    import os
+
+    folder.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="edgepipe-child-", dir=folder))
+    request, answer = work / "request.pickle", work / "answer.pickle"
+    _write(request, "pickle", {"function": function, "argument": argument})
+    command = [sys.executable, "-m", "edgepipe.child", str(request), str(answer)]
+    child_env = {**(env or {}), **os.environ, PARENT: str(os.getpid())}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env)
+
+    def finish() -> Any:
+        if not answer.exists():
+            raise ChildFailed("ended", f"exit code {process.returncode}", process.returncode)
+        outcome = _read(answer, "pickle")
+        if outcome["kind"] == "error":
+            raise ChildFailed("raised", outcome["value"], process.returncode)
+        return outcome["value"]
+
+    return process, finish
+
+
+def _end_with_parent() -> None:
+    """Linux: have this child killed when the process that started it ends (a search or export killed mid-way
+    leaves no converter running beside what comes next); it ends now if that process is already gone."""
+    import ctypes
+    import os
+    import signal
+
+    parent = os.environ.get(PARENT)
+    if not parent:
+        return
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):  # not Linux: a killed command's children finish their work, then end
+        return
+    if str(os.getppid()) != parent:
+        os._exit(1)
+
+
 def _main(request: Path, answer: Path) -> None:
+    _end_with_parent()
     codec = request.suffix.lstrip(".")
     task = _read(request, codec)
     module, _, name = task["function"].partition(":")

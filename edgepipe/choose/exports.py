@@ -5,7 +5,7 @@ one core busy; timing needs the machine to itself. ``Exports.run`` converts ever
 measured in up to ``jobs`` worker processes at once (edgepipe.choose.workers), waits for all of them; the timing
 that follows (``measure.measure`` with ``exports``) runs alone, one network at a time, on the files they made.
 With one job (one usable core, or one network) nothing is converted ahead: ``measure`` exports each network just
-before timing it, in its own process.
+before timing it.
 """
 
 from __future__ import annotations
@@ -30,7 +30,11 @@ class Exports:
         parent: Path | None = None,
         jobs: int | None = None,
     ):
-        self.formats, self.conditions, self.echo = list(formats), conditions, echo
+        from edgepipe.choose.measure import unavailable
+
+        # what measure times: the formats this machine can build (the others are rows with their reason there)
+        self.formats = [f for f in formats if f not in unavailable(formats)]
+        self.conditions, self.echo = conditions, echo
         self.parent, self.jobs = parent, jobs or default_jobs()
         self.folder: Path | None = None
         self._made: dict[Network, Prepared] = {}

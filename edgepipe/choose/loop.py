@@ -422,6 +422,7 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
     (each is then trained in this process when its turn comes). A worker gives its TensorFlow an equal share of
     the cores; a head trained there may differ from one trained here in float rounding only."""
     from edgepipe.choose.workers import WorkerFailed, default_jobs, in_workers
+    from edgepipe.device import core_limits
 
     jobs = min(default_jobs(), len(todo))
     if jobs < 2:
@@ -444,7 +445,7 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
         folder=state.folder.scratch / "workers",
         echo=state.echo,
         cost=lambda item: macs.get(item["candidate"].id, 0),
-        threads=max(1, _cores() // jobs),
+        threads=max(1, core_limits()["usable_cores"] // jobs),
     )
     out = {}
     for c, result in zip(todo, made):
@@ -455,13 +456,7 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
     return out
 
 
-def _cores() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-#: a worker's dataset decoded at the size of its last candidate (the costliest first: sizes come in runs)
+#: a worker's dataset decoded at each size its candidates take (a few tens of MB each)
 _DECODED: dict[tuple, Any] = {}
 
 
@@ -474,7 +469,6 @@ def _train_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
     lines: list[str] = []
     key = (sha256_value(item["index"]), c.input_size, config.model.channels)
     if key not in _DECODED:  # a worker trains several candidates at one size: the images are decoded once
-        _DECODED.clear()
         _DECODED[key] = materialize(item["index"], c.input_size, config.model.channels)
     dataset = _DECODED[key]
     payload = train_candidate(config, dataset, c, item["model_path"], item["cache"], lines.append)

@@ -4,8 +4,10 @@ processes side by side.
 Each worker is a fresh ``python -m edgepipe.child`` process (the caller's script is never imported again, as
 multiprocessing's spawn would do) that imports TensorFlow once and runs one function over its share of the
 items, the costliest dealt first, printing a marked progress line after each; everything else it writes
-(TensorFlow's and the converters' own output) goes to a log file in the work folder. ``in_workers`` returns
-when every worker has ended: what follows (timing) has the machine to itself.
+(TensorFlow's and the converters' own output) goes to a log file in the work folder, whose last line is shown
+when a worker fails. ``in_workers`` returns when every worker has ended: what follows (timing) has the machine
+to itself. When the caller is interrupted or terminated, the workers are killed; when it is killed, they end
+with it (edgepipe.child).
 """
 
 from __future__ import annotations
@@ -25,13 +27,15 @@ _MARK = "edgepipe-worker: "
 
 
 def default_jobs() -> int:
-    """One worker per core this process may use, at most MAX_JOBS."""
-    return max(1, min(MAX_JOBS, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1))
+    """One worker per core this process can really use (affinity and cgroup quota), at most MAX_JOBS."""
+    from edgepipe.device import core_limits
+
+    return max(1, min(MAX_JOBS, core_limits()["usable_cores"]))
 
 
 @dataclass
 class WorkerFailed:
-    """In place of an item's result: its worker process ended without one (``why``)."""
+    """In place of an item's result: why none came (its worker ended without one, or the function raised)."""
 
     why: str
 
@@ -47,33 +51,65 @@ def in_workers(
     threads: int | None = None,
 ) -> list[Any]:
     """``function(item)`` ("package.module:name", returning (result, summary line)) for every item, in up to
-    ``jobs`` worker processes side by side; the results in ``items`` order, a WorkerFailed for those of a worker
-    that ended abnormally. Progress: "  done k/n: <summary>" as each item is done. ``threads``: the intra-op
-    threads of each worker's TensorFlow (default: its own choice)."""
-    from concurrent.futures import ThreadPoolExecutor
+    ``jobs`` worker processes side by side; the results in ``items`` order, a WorkerFailed for an item whose
+    function raised and for those a worker left undone when it died. Progress: "  done k/n: <summary>" as each
+    item is done. ``threads``: the intra-op threads of each worker's TensorFlow (default: its own choice)."""
+    import threading
+
+    from edgepipe import child
 
     folder.mkdir(parents=True, exist_ok=True)
     jobs = max(1, min(jobs, len(items)))
     order = sorted(range(len(items)), key=lambda i: -cost(items[i]))
     shares = [order[j::jobs] for j in range(jobs)]
     progress = _Progress(len(items), echo)
+    env = {"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else None
+    started = [
+        child.start(
+            f"{__name__}:_share",
+            {"function": function, "items": [items[i] for i in share], "log": str(folder)},
+            folder,
+            env,
+        )
+        for share in shares
+    ]
+    readers = [threading.Thread(target=_relay, args=(process, progress), daemon=True) for process, _ in started]
+    try:
+        for reader in readers:
+            reader.start()
+        for process, _ in started:
+            process.wait()
+    except BaseException:  # interrupted or terminated: no worker goes on converting or training
+        for process, _ in started:
+            process.kill()
+            process.wait()
+        raise
+    finally:
+        for reader in readers:
+            reader.join(timeout=5)
     results: list[Any] = [None] * len(items)
-
-    def work(share: list[int]) -> list[Any] | WorkerFailed:
-        from edgepipe import child
-
-        task = {"function": function, "items": [items[i] for i in share], "log": str(folder), "parent": os.getpid()}
+    for share, (process, finish) in zip(shares, started):
         try:
-            env = {"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else None
-            return child.run(f"{__name__}:_share", task, pickled=True, echo=progress, folder=folder, env=env)
+            outcome = finish()
         except child.ChildFailed as exc:
-            return WorkerFailed(exc.line or exc.kind)
-
-    with ThreadPoolExecutor(jobs) as pool:
-        for share, outcome in zip(shares, pool.map(work, shares)):
-            for k, i in enumerate(share):
-                results[i] = outcome if isinstance(outcome, WorkerFailed) else outcome[k]
+            outcome = [WorkerFailed(f"{exc.line or exc.kind}{_last_line(folder, process.pid)}")] * len(share)
+        for k, i in enumerate(share):
+            results[i] = outcome[k]
     return results
+
+
+def _relay(process, progress: _Progress) -> None:
+    for line in process.stdout:
+        progress(line.rstrip("\n"))
+
+
+def _last_line(folder: Path, pid: int) -> str:
+    """ "; <the last line the worker wrote to its log>" (a traceback's last line, say), or nothing."""
+    try:
+        lines = [line for line in (folder / f"worker-{pid}.log").read_text(errors="replace").splitlines() if line]
+    except OSError:
+        return ""
+    return f"; its last words: {lines[-1][:200]}" if lines else ""
 
 
 class _Progress:
@@ -92,43 +128,30 @@ class _Progress:
 
 
 def _share(task: dict) -> list[Any]:
-    """What a worker process runs: its items one after another, a progress line after each."""
-    import gc
+    """What a worker process runs: its items one after another, a progress line after each (an item whose function
+    raises gets a WorkerFailed with the first line, and the next one goes on)."""
     import importlib
     import sys
 
-    _end_with_parent(task["parent"])
-    log = os.open(os.path.join(task["log"], f"worker-{os.getpid()}.log"), os.O_WRONLY | os.O_CREAT, 0o644)
+    from edgepipe.errors import first_line
+    from edgepipe.pipeline.sequence import only_new_objects_collected
+
+    descriptor = os.open(Path(task["log"]) / f"worker-{os.getpid()}.log", os.O_WRONLY | os.O_CREAT, 0o644)
     stdout = os.fdopen(os.dup(1), "w")
-    os.dup2(log, 1)
-    os.dup2(log, 2)
-    sys.stdout = sys.stderr = os.fdopen(os.dup(log), "w")
-    from edgepipe.quiet import import_tensorflow_quietly
-
-    import_tensorflow_quietly()
-    import keras  # noqa: F401
-
-    gc.collect()
-    gc.freeze()  # the imports' objects: each clear_session between items collects only what came after
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    sys.stdout = sys.stderr = os.fdopen(os.dup(descriptor), "w")
     module, _, name = task["function"].partition(":")
     function = getattr(importlib.import_module(module), name)
-    out = []
-    for item in task["items"]:
-        result, summary = function(item)
-        out.append(result)
-        print(f"{_MARK}{summary}", file=stdout, flush=True)
+    out: list[Any] = []
+    # TensorFlow's and Keras's objects set aside: each clear_session between items collects only what came after
+    with only_new_objects_collected():
+        for item in task["items"]:
+            try:
+                result, summary = function(item)
+            except Exception as exc:
+                result = WorkerFailed(f"{type(exc).__name__}: {first_line(exc)}")
+                summary = f"failed: {result.why}"
+            out.append(result)
+            print(f"{_MARK}{summary}", file=stdout, flush=True)
     return out
-
-
-def _end_with_parent(parent: int) -> None:
-    """Linux: have this worker killed when the process that started it ends (a search killed mid-way leaves no
-    converter running beside the next one's timing); it ends now if that process is already gone."""
-    import ctypes
-    import signal
-
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):  # not Linux: a killed search's workers finish their share, then end
-        return
-    if os.getppid() != parent:
-        os._exit(1)

@@ -1,0 +1,40 @@
+"""edgepipe.choose.workers: items spread over worker processes, each item's result or why there is none."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+from edgepipe.choose.workers import WorkerFailed, in_workers
+
+
+@pytest.fixture(autouse=True)
+def importable(monkeypatch):
+    """The workers import this module by name, from wherever the tests run."""
+    root = str(Path(__file__).resolve().parents[1])
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+
+
+def square(item):
+    """A worker's function: (result, summary line); a negative item raises, "die" ends the worker."""
+    if item == "die":
+        print("about to end", flush=True)
+        os._exit(3)
+    if item < 0:
+        raise ValueError(f"{item} is negative")
+    return item * item, f"squared {item}"
+
+
+def test_each_item_gets_its_result_or_the_reason_it_has_none(tmp_path):
+    lines: list[str] = []
+    out = in_workers(f"{__name__}:square", [1, -2, 3, 4], jobs=2, folder=tmp_path / "w", echo=lines.append)
+    assert out[0] == 1 and out[2] == 9 and out[3] == 16
+    assert isinstance(out[1], WorkerFailed) and "ValueError: -2 is negative" in out[1].why  # the others went on
+    assert sorted(line.split(": ", 1)[0] for line in lines) == [f"  done {k}/4" for k in range(1, 5)]
+    assert any("failed: ValueError" in line for line in lines)
+
+
+def test_a_worker_that_dies_leaves_its_items_failed_with_its_last_words(tmp_path):
+    out = in_workers(f"{__name__}:square", [2, "die"], jobs=2, folder=tmp_path / "w", echo=lambda line: None)
+    assert out[0] == 4
+    assert isinstance(out[1], WorkerFailed) and "exit code 3" in out[1].why and "about to end" in out[1].why
