@@ -75,6 +75,29 @@ def test_a_second_call_reads_the_cache_and_json_parses(measured):
     assert table_p50 == f"{data['rows'][0]['p50_ms']:.3f}"  # the figures printed the first time, not new ones
 
 
+def test_a_cached_table_does_not_load_tensorflow(measured):
+    """A second call reads the cache without importing TensorFlow, so it prints at once."""
+    import os
+    import subprocess
+
+    cache, _ = measured
+    args = ["models", "--measure", *TINY, "--archs", "lenet5,mobilenet_v3_small", "--formats", FORMATS]
+    code = (
+        "import sys; from click.testing import CliRunner; from edgepipe.cli import main; "
+        f"r = CliRunner().invoke(main, {args!r}); assert r.exit_code == 0, r.output; "
+        "assert 'from the cache' in r.stderr, r.stderr; print('tensorflow' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "XDG_CACHE_HOME": str(cache)},
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "False"
+
+
 def test_force_measures_again(measured):
     cache, _ = measured
     before = json.loads(models(cache, "--archs", "lenet5", "--formats", FORMATS, "--json").stdout)["rows"]

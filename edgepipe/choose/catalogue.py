@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import io
@@ -104,7 +105,9 @@ def measure_catalogue(
     networks = [Network.of(name, input_size=input_size) for name in architectures]
     todo = [n for n in networks if needs_measuring(n, formats, conditions, target, cache, force=force)]
     rows: list[Measurement] = []
-    with only_new_objects_collected(), Exports(list(formats), conditions, echo) as exports:
+    # TensorFlow is imported (and its heap set aside) only when something is measured: a cached table prints at once
+    heap = only_new_objects_collected() if todo else contextlib.nullcontext()
+    with heap, Exports(list(formats), conditions, echo) as exports:
         exports.run(todo)
         for i, network in enumerate(networks, 1):
             echo(f"[{i}/{len(architectures)}] {network.label}")
