@@ -48,14 +48,9 @@ def run(
     the exchange files go (default: the system's temporary folder). ``env``: variables set in the child
     where the environment does not already set them.
     """
-    import os
-
     codec = "pickle" if pickled else "json"
-    child_env = {**(env or {}), **os.environ, PARENT: str(os.getpid())}
     with tempfile.TemporaryDirectory(prefix="edgepipe-child-", dir=folder) as work:
-        request, answer = Path(work) / f"request.{codec}", Path(work) / f"answer.{codec}"
-        _write(request, codec, {"function": function, "argument": argument})
-        command = [sys.executable, "-m", "edgepipe.child", str(request), str(answer)]
+        command, answer, child_env = _request(Path(work), codec, function, argument, env)
         if echo is not None:
             code, said = _relayed(command, echo, child_env), ""
         else:
@@ -67,16 +62,39 @@ def run(
                 raise ChildFailed("timeout", f"did not finish within {timeout_s:.0f} s") from None
             code = done.returncode
             said = ([line for line in done.stderr.strip().splitlines() if line.strip()] or [""])[-1]
-        if not answer.exists():
-            raise ChildFailed("ended", said or f"exit code {code}", code)
-        outcome = _read(answer, codec)
+        return _answer(answer, codec, code, said)
+
+
+def _request(
+    work: Path, codec: str, function: str, argument: Any, env: dict[str, str] | None
+) -> tuple[list[str], Path, dict[str, str]]:
+    """The request written in ``work``: (the command that runs it, where its answer will be, the child's
+    environment: ``env`` where the environment does not set it, and this process as its parent)."""
+    import os
+
+    request, answer = work / f"request.{codec}", work / f"answer.{codec}"
+    _write(request, codec, {"function": function, "argument": argument})
+    command = [sys.executable, "-m", "edgepipe.child", str(request), str(answer)]
+    return command, answer, {**(env or {}), **os.environ, PARENT: str(os.getpid())}
+
+
+def _answer(answer: Path, codec: str, code: int | None, said: str = "") -> Any:
+    """The child's result from its answer file, or ChildFailed (no answer: it ended; an error: it raised)."""
+    if not answer.exists():
+        raise ChildFailed("ended", said or f"exit code {code}", code)
+    outcome = _read(answer, codec)
     if outcome["kind"] == "error":
         raise ChildFailed("raised", outcome["value"], code)
     return outcome["value"]
 
 
+def _popen(command: list[str], env: dict[str, str]) -> subprocess.Popen:
+    """The child started, its stdout and stderr on one pipe."""
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
 def _relayed(command: list[str], echo: Callable[[str], None], env: dict[str, str]) -> int:
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    process = _popen(command, env)
     try:
         for line in process.stdout:
             echo(line.rstrip("\n"))
@@ -107,25 +125,11 @@ def start(function: str, argument: Any, folder: Path, env: dict[str, str] | None
     ``subprocess.Popen``, a ``finish()`` that returns its pickled result once it has ended, or raises ChildFailed).
     The caller reads the pipe, waits, and kills the process when it gives up on it; ``folder`` holds the
     exchange files until the caller removes it."""
-    import os
-
     folder.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="edgepipe-child-", dir=folder))
-    request, answer = work / "request.pickle", work / "answer.pickle"
-    _write(request, "pickle", {"function": function, "argument": argument})
-    command = [sys.executable, "-m", "edgepipe.child", str(request), str(answer)]
-    child_env = {**(env or {}), **os.environ, PARENT: str(os.getpid())}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=child_env)
-
-    def finish() -> Any:
-        if not answer.exists():
-            raise ChildFailed("ended", f"exit code {process.returncode}", process.returncode)
-        outcome = _read(answer, "pickle")
-        if outcome["kind"] == "error":
-            raise ChildFailed("raised", outcome["value"], process.returncode)
-        return outcome["value"]
-
-    return process, finish
+    command, answer, child_env = _request(work, "pickle", function, argument, env)
+    process = _popen(command, child_env)
+    return process, lambda: _answer(answer, "pickle", process.returncode)
 
 
 def _end_with_parent() -> None:

@@ -14,7 +14,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from edgepipe.choose.measure import Conditions, Echo, Network, Prepared, prepare
+from edgepipe.choose.measure import Conditions, Echo, Network, Prepared, buildable_formats, prepare
 from edgepipe.choose.workers import WorkerFailed, default_jobs, in_workers
 
 
@@ -30,10 +30,7 @@ class Exports:
         parent: Path | None = None,
         jobs: int | None = None,
     ):
-        from edgepipe.choose.measure import unavailable
-
-        # what measure times: the formats this machine can build (the others are rows with their reason there)
-        self.formats = [f for f in formats if f not in unavailable(formats)]
+        self.formats = buildable_formats(formats)  # what measure times (the others are rows with their reason)
         self.conditions, self.echo = conditions, echo
         self.parent, self.jobs = parent, jobs or default_jobs()
         self.folder: Path | None = None

@@ -179,12 +179,13 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
 
     req = state.request
     active = [c for c in candidates if not c.reason]
+    networks = {c.id: _network(state, c) for c in active}
     todo = [
-        _network(state, c)
+        networks[c.id]
         for c in active
         if _recorded(state, c) is None
         and needs_measuring(
-            _network(state, c), req.formats, req.conditions, req.target, req.cache, force=req.force, confirm=req.confirm
+            networks[c.id], req.formats, req.conditions, req.target, req.cache, force=req.force, confirm=req.confirm
         )
     ]
     rows: list[Row] = []
@@ -327,11 +328,12 @@ def _accuracy_step(state: _State, candidates: list[Candidate], rows: list[Row]) 
     left = {r.candidate for r in rows if r.status == WITHIN}
     macs = {r.candidate: r.macs or 0 for r in rows}
     order = sorted((c for c in candidates if c.id in left), key=lambda c: macs[c.id])
-    ahead = _trained_ahead(state, [c for c in order if _accuracy_found(state, c) is None], macs)
+    found = {c.id: _accuracy_found(state, c) for c in order}
+    ahead = _trained_ahead(state, [c for c in order if found[c.id] is None], macs)
     models: dict[str, dict] = {}
     for i, c in enumerate(order, 1):
         state.echo(f"[accuracy {i}/{len(order)}] {c.label}: a head on its frozen backbone's features")
-        models[c.id] = _accuracy(state, c, ahead.get(c.id))
+        models[c.id] = _accuracy(state, c, found[c.id], ahead.get(c.id))
         for row in (r for r in rows if r.candidate == c.id and r.status == WITHIN):
             if models[c.id].get("features_note"):
                 row.extra["note"] = models[c.id]["features_note"]
@@ -389,11 +391,12 @@ def _accuracy_found(state: _State, c: Candidate) -> dict[str, Any] | None:
     return None
 
 
-def _accuracy(state: _State, c: Candidate, ahead: tuple[dict, list[str]] | None = None) -> dict[str, Any]:
-    """The candidate's accuracy record: from the records, from a worker that trained it ahead (``ahead``: its
-    payload and progress lines), or trained here now."""
+def _accuracy(
+    state: _State, c: Candidate, found: dict[str, Any] | None, ahead: tuple[dict, list[str]] | None
+) -> dict[str, Any]:
+    """The candidate's accuracy record: from the records (``found``, see _accuracy_found), from a worker that
+    trained it ahead (``ahead``: its payload and progress lines), or trained here now."""
     key, digest, model_path = _accuracy_key(state, c)
-    found = _accuracy_found(state, c)
     if found is not None:
         state.echo(
             f"  from this search's records: validation top-1 {found.get('top1', float('nan')):.1f}%"

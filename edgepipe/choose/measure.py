@@ -356,7 +356,7 @@ def needs_measuring(
     confirm: Confirm | None = None,
 ) -> bool:
     """Whether ``measure`` would export and time this network (rather than read every format from the cache)."""
-    buildable = [f for f in formats if f not in unavailable(formats)]
+    buildable = buildable_formats(formats)
     return bool(buildable) and (
         force or _cached(network, buildable, conditions, target, cache, confirm, lambda line: None) is None
     )
@@ -397,6 +397,12 @@ def _cached(
 def unconfirmed(measurements, confirm: Confirm | None) -> bool:
     """Whether any of ``measurements`` is near ``confirm``'s budget without having been timed again."""
     return confirm is not None and any(confirm.near(m) and not m.retimed for m in measurements)
+
+
+def buildable_formats(formats: Sequence[str]) -> list[str]:
+    """``formats`` this machine can build, in order (the others are rows with their reason in ``measure``)."""
+    missing = unavailable(formats)
+    return [f for f in formats if f not in missing]
 
 
 def unavailable(formats: Sequence[str]) -> dict[str, str]:
@@ -468,13 +474,14 @@ def _measure_now(
     from edgepipe.pipeline.rundir import now_iso
 
     base = {**base, "measured_at": now_iso()}
-    with tempfile.TemporaryDirectory(prefix="edgepipe-measure-") as folder:
-        if prepared is None:
-            prepared = prepare(network, formats, conditions, Path(folder), echo)
+    if prepared is not None:
         try:
             return _time_prepared(prepared, formats, conditions, target, base, confirm, echo)
         finally:
             shutil.rmtree(prepared.folder, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix="edgepipe-measure-") as folder:
+        made = prepare(network, formats, conditions, Path(folder), echo)
+        return _time_prepared(made, formats, conditions, target, base, confirm, echo)
 
 
 def _time_prepared(
