@@ -265,6 +265,7 @@ def fit_head_on_features(
         seed=seed,
         label="head",
         echo=echo,
+        features=True,
     )
     return {"history": history, "features_cached": True, "trainable_layers": ["dropout", "classifier"]}
 

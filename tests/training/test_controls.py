@@ -140,3 +140,29 @@ def test_early_stopping_stops_and_says_so():
     )
     assert len(history["loss"]) < 60
     assert any("early stopping" in line for line in lines)
+
+
+def test_cached_features_train_through_their_own_pipeline_repeatably_with_class_weights():
+    x, y = _features()
+    c = Controls(learning_rate=0.05, class_weight="balanced")
+    heads, histories = [], []
+    for _ in range(2):
+        heads.append(_head())
+        histories.append(
+            fit_arrays(
+                heads[-1],
+                x[:90],
+                y[:90],
+                (x[90:], y[90:]),
+                c=c,
+                epochs=4,
+                batch_size=16,
+                seed=0,
+                label="t",
+                echo=lambda s: None,
+                features=True,
+            )
+        )
+    assert histories[0] == histories[1]  # seeded: the same shuffles, the same head
+    np.testing.assert_array_equal(heads[0].layers[-1].get_weights()[0], heads[1].layers[-1].get_weights()[0])
+    assert histories[0]["val_accuracy"][-1] > 0.6 and len(histories[0]["loss"]) == 4
