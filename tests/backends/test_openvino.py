@@ -364,3 +364,19 @@ def test_accuracy_control_reverts_ops_when_the_first_recipe_misses(tiny_run, tmp
     assert int8_facts(written)["kept_float"] == chosen["kept_float"]
     assert judged_batches == {"1"}
     assert written.inputs[0].get_partial_shape()[0].is_dynamic
+
+
+def test_a_runner_compiles_each_batch_size_once_while_it_keeps_it(exported):
+    compiled: list[int] = []
+    with create_runner(identify(exported[1]["openvino-fp32"]), threads=1) as runner:
+        original = runner.compile_for
+        runner.compile_for = lambda batch, extra=None: compiled.append(batch) or original(batch, extra)
+        images = np.zeros((32, *runner.input_spec().shape[1:]), np.float32)
+        first = runner.infer(images[:1])
+        runner.infer(images)  # a bench's scoring batch
+        again = runner.infer(images[:1])  # then its timing at batch 1: the compiled model kept from activation
+        for batch in (2, 3, 4):
+            runner.infer(images[:batch])
+        runner.infer(images[:1])  # batch 1 was pushed out by three others: compiled again
+    assert compiled == [32, 2, 3, 4, 1]
+    np.testing.assert_array_equal(first, again)
