@@ -88,9 +88,10 @@ def _answer(answer: Path, codec: str, code: int | None, said: str = "") -> Any:
     return outcome["value"]
 
 
-def _popen(command: list[str], env: dict[str, str]) -> subprocess.Popen:
-    """The child started, its stdout and stderr on one pipe."""
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+def _popen(command: list[str], env: dict[str, str], stdin: int | None = None) -> subprocess.Popen:
+    """The child started, its stdout and stderr on one pipe (and its stdin on one when ``stdin`` is
+    subprocess.PIPE)."""
+    return subprocess.Popen(command, stdin=stdin, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
 
 
 def _relayed(command: list[str], echo: Callable[[str], None], env: dict[str, str]) -> int:
@@ -120,15 +121,15 @@ def _read(path: Path, codec: str) -> Any:
 PARENT = "EDGEPIPE_PARENT_PID"
 
 
-def start(function: str, argument: Any, folder: Path, env: dict[str, str] | None = None):
+def start(function: str, argument: Any, folder: Path, env: dict[str, str] | None = None, stdin: int | None = None):
     """``function(argument)`` started in a fresh process, its output (stdout and stderr) on a pipe: (the
     ``subprocess.Popen``, a ``finish()`` that returns its pickled result once it has ended, or raises ChildFailed).
     The caller reads the pipe, waits, and kills the process when it gives up on it; ``folder`` holds the
-    exchange files until the caller removes it."""
+    exchange files until the caller removes it. ``stdin``: subprocess.PIPE to write to the child."""
     folder.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="edgepipe-child-", dir=folder))
     command, answer, child_env = _request(work, "pickle", function, argument, env)
-    process = _popen(command, child_env)
+    process = _popen(command, child_env, stdin)
     return process, lambda: _answer(answer, "pickle", process.returncode)
 
 

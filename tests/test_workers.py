@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edgepipe.choose.workers import WorkerFailed, in_workers
+from edgepipe.choose.workers import WorkerFailed, Workers, in_workers
 
 
 @pytest.fixture(autouse=True)
@@ -38,3 +38,24 @@ def test_a_worker_that_dies_leaves_its_items_failed_with_its_last_words(tmp_path
     out = in_workers(f"{__name__}:square", [2, "die"], jobs=2, folder=tmp_path / "w", echo=lambda line: None)
     assert out[0] == 4
     assert isinstance(out[1], WorkerFailed) and "exit code 3" in out[1].why and "about to end" in out[1].why
+
+
+def pid(item):
+    """A worker's function: the process it ran in."""
+    return os.getpid(), f"ran {item}"
+
+
+def test_a_pool_keeps_its_workers_from_one_map_to_the_next(tmp_path):
+    with Workers(2, tmp_path / "w") as workers:
+        first = workers.map(f"{__name__}:pid", [1, 2, 3, 4], lambda line: None)
+        second = workers.map(f"{__name__}:pid", [5, 6], lambda line: None)
+        pids = {p.process.pid for p in workers._workers}
+    assert set(first) | set(second) <= pids and len(pids) == 2
+    assert all(not p.alive for p in workers._workers)  # closed at the end of the block
+
+
+def test_the_items_of_a_worker_that_died_go_to_the_workers_left(tmp_path):
+    with Workers(2, tmp_path / "w") as workers:
+        out = workers.map(f"{__name__}:square", ["die", 1, 2, 3, 4, 5], lambda line: None, cost=lambda item: 1)
+    assert isinstance(out[0], WorkerFailed) and "about to end" in out[0].why
+    assert out[1:] == [1, 4, 9, 16, 25]

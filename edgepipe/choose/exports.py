@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from edgepipe.choose.measure import Conditions, Echo, Network, Prepared, buildable_formats, prepare
-from edgepipe.choose.workers import WorkerFailed, default_jobs, in_workers
+from edgepipe.choose.workers import WorkerFailed, Workers, default_jobs, in_workers
 
 
 class Exports:
@@ -29,10 +30,13 @@ class Exports:
         echo: Echo,
         parent: Path | None = None,
         jobs: int | None = None,
+        pool: Callable[[], Workers | None] | None = None,
     ):
         self.formats = buildable_formats(formats)  # what measure times (the others are rows with their reason)
         self.conditions, self.echo = conditions, echo
         self.parent, self.jobs = parent, jobs or default_jobs()
+        #: the caller's worker processes (started when asked), in place of a pool of ``jobs`` made for ``run``
+        self.pool = pool
         self.folder: Path | None = None
         self._made: dict[Network, Prepared] = {}
 
@@ -46,7 +50,10 @@ class Exports:
     def run(self, networks: list[Network]) -> None:
         """Export ``networks`` in worker processes side by side, the largest first, returning when all are done;
         the networks of a worker that failed are exported when they are timed, with a line saying why."""
-        jobs = min(self.jobs, len(networks))
+        if len(networks) < 2:
+            return
+        workers = self.pool() if self.pool is not None else None
+        jobs = workers.jobs if workers is not None else min(self.jobs, len(networks))
         if jobs < 2:
             return
         if self.parent is not None:
@@ -57,14 +64,11 @@ class Exports:
             "the timing starts when all are done"
         )
         items = [(n, self.formats, self.conditions, str(self.folder / f"{i:03d}")) for i, n in enumerate(networks)]
-        made = in_workers(
-            f"{__name__}:_prepare",
-            items,
-            jobs=jobs,
-            folder=self.folder,
-            echo=self.echo,
-            cost=lambda item: item[0].input_size ** 2 * (item[0].alpha or 1.0),
-        )
+        function, cost = f"{__name__}:_prepare", (lambda item: item[0].input_size ** 2 * (item[0].alpha or 1.0))
+        if workers is not None:
+            made = workers.map(function, items, self.echo, cost)
+        else:
+            made = in_workers(function, items, jobs=jobs, folder=self.folder, echo=self.echo, cost=cost)
         for network, prepared in zip(networks, made):
             if isinstance(prepared, WorkerFailed):
                 self.echo(f"  {network.label}: its conversion worker failed ({prepared.why}); exported when timed")
@@ -85,8 +89,18 @@ def _summary(prepared: Prepared) -> str:
     return ", ".join(f"{r['format']} {r['status']}" for r in prepared.exported)
 
 
+def _without_pytorch() -> None:
+    """Keep PyTorch out of this worker: NNCF imports it whenever it is installed (1.5-2.4 s of a worker's start
+    here, and a few hundred MB), though quantizing an OpenVINO model never uses it, and nothing else a
+    Keras network's conversion runs does. A later ``import torch`` in this process raises ImportError."""
+    import sys
+
+    sys.modules.setdefault("torch", None)  # type: ignore[arg-type]
+
+
 def _prepare(item: tuple) -> tuple[Prepared, str]:
     """What a worker runs for one network: its export, its progress lines kept for the parent to show."""
+    _without_pytorch()
     network, formats, conditions, folder = item
     lines: list[str] = []
     Path(folder).mkdir(parents=True, exist_ok=True)

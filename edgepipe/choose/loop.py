@@ -96,6 +96,8 @@ class _State:
     records: Records
     index: dict[str, Any]
     echo: Echo
+    #: the worker processes that convert and train side by side (edgepipe.choose.workers)
+    pool: _Pool
     datasets: dict[int, Any] = dataclasses.field(default_factory=dict)
 
     @property
@@ -109,6 +111,37 @@ class _State:
         if size not in self.datasets:
             self.datasets[size] = materialize(self.index, size, self.config.model.channels)
         return self.datasets[size]
+
+
+#: what the search's workers import while they wait for their first item
+WORKER_PRELOAD = ("tensorflow", "keras")
+
+
+class _Pool:
+    """The search's worker processes, started on first use (or at once with ``start``), one per usable core
+    (edgepipe.choose.workers.default_jobs), each with an equal share of the cores for its TensorFlow; none with
+    one usable core (everything then runs in this process)."""
+
+    def __init__(self, folder: Path):
+        from edgepipe.choose.workers import default_jobs
+
+        self.folder, self.jobs = folder, default_jobs()
+        self._workers = None
+
+    def get(self):
+        """The Workers, started now if they are not yet; None with one usable core."""
+        if self._workers is None and self.jobs >= 2:
+            from edgepipe.choose.workers import Workers
+            from edgepipe.device import core_limits
+
+            threads = max(1, core_limits()["usable_cores"] // self.jobs)
+            self._workers = Workers(self.jobs, self.folder, threads=threads, preload=WORKER_PRELOAD)
+        return self._workers
+
+    def close(self, failed: bool = False) -> None:
+        if self._workers is not None:
+            self._workers.kill() if failed else self._workers.close()
+            self._workers = None
 
 
 def run_search(request: SearchRequest, echo: Echo) -> SearchResult:
@@ -131,6 +164,17 @@ def run_search(request: SearchRequest, echo: Echo) -> SearchResult:
 
 
 def _search(request: SearchRequest, folder: RunDir, echo: Echo) -> SearchResult:
+    pool = _Pool(folder.scratch / "workers")
+    if request.force or not (folder.path / Records.NAME).exists():
+        pool.get()  # a new search: its workers import TensorFlow while the data and candidates are read
+    try:
+        return _steps(request, folder, pool, echo)
+    except BaseException:
+        pool.close(failed=True)
+        raise
+
+
+def _steps(request: SearchRequest, folder: RunDir, pool: _Pool, echo: Echo) -> SearchResult:
     from edgepipe.data import format_summary, make_index
 
     config = request.config
@@ -147,7 +191,7 @@ def _search(request: SearchRequest, folder: RunDir, echo: Echo) -> SearchResult:
             "seed": config.seed,
         }
     )
-    state = _State(request, folder, records, index, echo)
+    state = _State(request, folder, records, index, echo, pool)
     echo("candidates:")
     candidates = enumerate_candidates(
         request.archs, request.alphas, request.sizes, request.weights, config.model.channels, request.allow_random, echo
@@ -156,6 +200,7 @@ def _search(request: SearchRequest, folder: RunDir, echo: Echo) -> SearchResult:
     if not any(r.status == WITHIN for r in rows):
         raise _nothing_left(rows, request.budgets)
     models = _accuracy_step(state, candidates, rows)
+    pool.close()  # what is left runs in this process: the workers' memory is returned
     _export_step(state, candidates, rows, models)
     winner = choose_winner(rows)
     if winner is None:
@@ -189,7 +234,7 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
         )
     ]
     rows: list[Row] = []
-    with Exports(req.formats, req.conditions, state.echo, parent=state.folder.scratch) as exports:
+    with Exports(req.formats, req.conditions, state.echo, parent=state.folder.scratch, pool=state.pool.get) as exports:
         exports.run(todo)
         for c in candidates:
             if c.reason:
@@ -420,17 +465,18 @@ def _cache(state: _State) -> Path:
 
 
 def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -> dict[str, tuple[dict, list[str]]]:
-    """{candidate id: (accuracy payload, progress lines)} for ``todo`` trained in worker processes side by side
-    (edgepipe.choose.workers), before the step reports them one by one; empty with one worker or one candidate
-    (each is then trained in this process when its turn comes). A worker gives its TensorFlow an equal share of
-    the cores; a head trained there may differ from one trained here in float rounding only."""
-    from edgepipe.choose.workers import WorkerFailed, default_jobs, in_workers
-    from edgepipe.device import core_limits
+    """{candidate id: (accuracy payload, progress lines)} for ``todo`` trained in the search's worker processes
+    side by side, before the step reports them one by one; empty with no workers (one usable core) or one
+    candidate (each is then trained in this process when its turn comes). A worker gives its TensorFlow an
+    equal share of the cores; a head trained there may differ from one trained here in float rounding only."""
+    from edgepipe.choose.workers import WorkerFailed
 
-    jobs = min(default_jobs(), len(todo))
-    if jobs < 2:
+    workers = state.pool.get() if len(todo) > 1 else None
+    if workers is None:
         return {}
-    state.echo(f"training {len(todo)} head(s) in {jobs} worker processes side by side (the backbones run there)")
+    state.echo(
+        f"training {len(todo)} head(s) in {workers.jobs} worker processes side by side (the backbones run there)"
+    )
     items = [
         {
             "config": state.config.to_dict(),  # a RunConfig's classes are made at run time: not picklable
@@ -441,14 +487,8 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
         }
         for c in todo
     ]
-    made = in_workers(
-        f"{__name__}:_train_in_worker",
-        items,
-        jobs=jobs,
-        folder=state.folder.scratch / "workers",
-        echo=state.echo,
-        cost=lambda item: macs.get(item["candidate"].id, 0),
-        threads=max(1, core_limits()["usable_cores"] // jobs),
+    made = workers.map(
+        f"{__name__}:_train_in_worker", items, state.echo, cost=lambda item: macs.get(item["candidate"].id, 0)
     )
     out = {}
     for c, result in zip(todo, made):

@@ -2,17 +2,22 @@
 processes side by side.
 
 Each worker is a fresh ``python -m edgepipe.child`` process (the caller's script is never imported again, as
-multiprocessing's spawn would do) that imports TensorFlow once and runs one function over its share of the
-items, the costliest dealt first, printing a marked progress line after each; everything else it writes
-(TensorFlow's and the converters' own output) goes to a log file in the work folder, whose last line is shown
-when a worker fails. ``in_workers`` returns when every worker has ended: what follows (timing) has the machine
-to itself. When the caller is interrupted or terminated, the workers are killed; when it is killed, they end
-with it (edgepipe.child).
+multiprocessing's spawn would do). A ``Workers`` pool starts them once: each imports TensorFlow (and what the
+caller names) once, then waits, blocked on a pipe, for items; ``map`` hands the items out one at a time, the
+costliest first, the next one to whichever worker finishes first, and returns when all are done, so what
+follows (timing) has the machine to itself while the workers sit idle. A worker prints a marked progress line
+after each item; everything else it writes (TensorFlow's and the converters' own output) goes to a log file in
+the work folder, whose last line is shown when a worker dies. When the caller is interrupted or terminated, the
+workers are killed; when it is killed, they end with it (edgepipe.child).
 """
 
 from __future__ import annotations
 
 import os
+import pickle
+import queue
+import sys
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,6 +29,8 @@ from edgepipe.progress import Echo
 MAX_JOBS = 4
 #: the mark of a worker's progress lines (its other output is not shown)
 _MARK = "edgepipe-worker: "
+#: what a worker reads to end
+_STOP = "stop"
 
 
 def default_jobs() -> int:
@@ -40,6 +47,160 @@ class WorkerFailed:
     why: str
 
 
+class _Worker:
+    """One worker process, its exchange folder, and a thread that turns its marked lines into events."""
+
+    def __init__(self, folder: Path, env: dict[str, str] | None, preload: Sequence[str], events: queue.Queue):
+        import subprocess
+
+        from edgepipe import child
+
+        self.folder = folder  # its exchange files; its log goes beside, in the pool's folder
+        self.process, _ = child.start(
+            f"{__name__}:_serve",
+            {"log": str(folder.parent), "preload": list(preload)},
+            folder,
+            env,
+            stdin=subprocess.PIPE,
+        )
+        self.busy: tuple[int, Path] | None = None  # (item index, its result file) while it works on one
+        self.reader = threading.Thread(target=self._relay, args=(events,), daemon=True)
+        self.reader.start()
+
+    def _relay(self, events: queue.Queue) -> None:
+        for line in self.process.stdout:
+            if line.startswith(_MARK):
+                events.put((self, line[len(_MARK) :].rstrip("\n")))
+        self.process.wait()
+        events.put((self, None))  # it ended
+
+    def give(self, index: int, function: str, item: Any, number: int) -> None:
+        task, result = self.folder / f"task-{number}.pkl", self.folder / f"result-{number}.pkl"
+        task.write_bytes(pickle.dumps({"function": function, "item": item, "result": str(result)}))
+        self.busy = (index, result)
+        try:
+            self.process.stdin.write(f"{task}\n")
+            self.process.stdin.flush()
+        except OSError:  # it has just ended: its reader reports that, and the item fails with its last words
+            pass
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def last_words(self) -> str:
+        """ "; <the last line the worker wrote to its log>" (a traceback's last line, say), or nothing."""
+        try:
+            log = (self.folder.parent / f"worker-{self.process.pid}.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        lines = [line for line in log.splitlines() if line]
+        return f"; its last words: {lines[-1][:200]}" if lines else ""
+
+
+class Workers:
+    """Up to ``jobs`` worker processes, started when the pool is made (their imports overlap the caller's own
+    work) and given items by ``map`` as many times as needed; ``close`` (or the end of a ``with`` block) ends
+    them. ``threads``: the intra-op threads of each worker's TensorFlow (default: its own choice); ``preload``:
+    modules each worker imports while it waits for its first item."""
+
+    def __init__(
+        self,
+        jobs: int,
+        folder: Path,
+        *,
+        threads: int | None = None,
+        preload: Sequence[str] = (),
+    ):
+        folder.mkdir(parents=True, exist_ok=True)
+        self.folder, self.jobs = folder, max(1, jobs)
+        self._events: queue.Queue = queue.Queue()
+        self._numbers = 0
+        env = {"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else None
+        self._workers: list[_Worker] = []
+        try:
+            for k in range(self.jobs):
+                self._workers.append(_Worker(folder / f"exchange-{k}", env, preload, self._events))
+        except BaseException:
+            self.kill()
+            raise
+
+    def __enter__(self) -> Workers:
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self.kill()
+
+    def map(
+        self, function: str, items: Sequence[Any], echo: Echo, cost: Callable[[Any], float] = lambda item: 0.0
+    ) -> list[Any]:
+        """``function(item)`` ("package.module:name", returning (result, summary line)) for every item, in the
+        workers side by side, the costliest first; the results in ``items`` order, a WorkerFailed for an item
+        whose function raised and for one whose worker died on it (the others go on in the workers left).
+        Progress: "  done k/n: <summary>" as each item is done."""
+        results: list[Any] = [None] * len(items)
+        waiting = sorted(range(len(items)), key=lambda i: -cost(items[i]))
+        done = 0
+
+        def give(worker: _Worker) -> None:
+            if waiting and worker.alive:
+                index = waiting.pop(0)
+                self._numbers += 1
+                worker.give(index, function, items[index], self._numbers)
+
+        def finished(index: int, result: Any, summary: str) -> None:
+            nonlocal done
+            results[index], done = result, done + 1
+            echo(f"  done {done}/{len(items)}: {summary}")
+
+        try:
+            for worker in self._workers:
+                give(worker)
+            while any(w.busy for w in self._workers):
+                worker, line = self._events.get()
+                if worker.busy is None:
+                    continue
+                index, path = worker.busy
+                worker.busy = None
+                if line is None:  # it died on this item
+                    code = worker.process.returncode
+                    failed = WorkerFailed(f"exit code {code}{worker.last_words()}")
+                    finished(index, failed, f"failed: {failed.why}")
+                else:
+                    result = pickle.loads(path.read_bytes())
+                    path.unlink(missing_ok=True)
+                    finished(index, result, line)
+                    give(worker)
+            for index in waiting:  # every worker died
+                finished(index, WorkerFailed("no worker left to run it"), "failed: no worker left to run it")
+        except BaseException:  # interrupted or terminated: no worker goes on converting or training
+            self.kill()
+            raise
+        return results
+
+    def close(self) -> None:
+        """Tell every worker to end and wait for it."""
+        for worker in self._workers:
+            if worker.alive:
+                try:
+                    worker.process.stdin.write(_STOP + "\n")
+                    worker.process.stdin.close()
+                except OSError:  # it ended meanwhile
+                    pass
+        for worker in self._workers:
+            worker.process.wait()
+            worker.reader.join(timeout=5)
+
+    def kill(self) -> None:
+        for worker in self._workers:
+            worker.process.kill()
+        for worker in self._workers:
+            worker.process.wait()
+
+
 def in_workers(
     function: str,
     items: Sequence[Any],
@@ -50,88 +211,16 @@ def in_workers(
     cost: Callable[[Any], float] = lambda item: 0.0,
     threads: int | None = None,
 ) -> list[Any]:
-    """``function(item)`` ("package.module:name", returning (result, summary line)) for every item, in up to
-    ``jobs`` worker processes side by side; the results in ``items`` order, a WorkerFailed for an item whose
-    function raised and for those a worker left undone when it died. Progress: "  done k/n: <summary>" as each
-    item is done. ``threads``: the intra-op threads of each worker's TensorFlow (default: its own choice)."""
-    import threading
-
-    from edgepipe import child
-
-    folder.mkdir(parents=True, exist_ok=True)
-    jobs = max(1, min(jobs, len(items)))
-    order = sorted(range(len(items)), key=lambda i: -cost(items[i]))
-    shares = [order[j::jobs] for j in range(jobs)]
-    progress = _Progress(len(items), echo)
-    env = {"TF_NUM_INTRAOP_THREADS": str(threads)} if threads else None
-    started = [
-        child.start(
-            f"{__name__}:_share",
-            {"function": function, "items": [items[i] for i in share], "log": str(folder)},
-            folder,
-            env,
-        )
-        for share in shares
-    ]
-    readers = [threading.Thread(target=_relay, args=(process, progress), daemon=True) for process, _ in started]
-    try:
-        for reader in readers:
-            reader.start()
-        for process, _ in started:
-            process.wait()
-    except BaseException:  # interrupted or terminated: no worker goes on converting or training
-        for process, _ in started:
-            process.kill()
-            process.wait()
-        raise
-    finally:
-        for reader in readers:
-            reader.join(timeout=5)
-    results: list[Any] = [None] * len(items)
-    for share, (process, finish) in zip(shares, started):
-        try:
-            outcome = finish()
-        except child.ChildFailed as exc:
-            outcome = [WorkerFailed(f"{exc.line or exc.kind}{_last_line(folder, process.pid)}")] * len(share)
-        for k, i in enumerate(share):
-            results[i] = outcome[k]
-    return results
+    """``Workers.map`` in a pool of up to ``jobs`` workers made for these items alone."""
+    with Workers(min(jobs, len(items)), folder, threads=threads) as workers:
+        return workers.map(function, items, echo, cost)
 
 
-def _relay(process, progress: _Progress) -> None:
-    for line in process.stdout:
-        progress(line.rstrip("\n"))
-
-
-def _last_line(folder: Path, pid: int) -> str:
-    """ "; <the last line the worker wrote to its log>" (a traceback's last line, say), or nothing."""
-    try:
-        lines = [line for line in (folder / f"worker-{pid}.log").read_text(errors="replace").splitlines() if line]
-    except OSError:
-        return ""
-    return f"; its last words: {lines[-1][:200]}" if lines else ""
-
-
-class _Progress:
-    """Shows the workers' marked lines, numbered across workers."""
-
-    def __init__(self, total: int, echo: Echo):
-        import threading
-
-        self.total, self.echo, self.done, self.lock = total, echo, 0, threading.Lock()
-
-    def __call__(self, line: str) -> None:
-        if line.startswith(_MARK):
-            with self.lock:
-                self.done += 1
-                self.echo(f"  done {self.done}/{self.total}: {line[len(_MARK) :]}")
-
-
-def _share(task: dict) -> list[Any]:
-    """What a worker process runs: its items one after another, a progress line after each (an item whose function
-    raises gets a WorkerFailed with the first line, and the next one goes on)."""
+def _serve(task: dict) -> None:
+    """What a worker process runs: its preloads, then each item named on its standard input, its result pickled
+    where the item says and a marked line printed after it (an item whose function raises gets a WorkerFailed
+    with the first line, and the next one goes on), until it reads the stop line."""
     import importlib
-    import sys
 
     from edgepipe.errors import first_line
     from edgepipe.pipeline.sequence import only_new_objects_collected
@@ -141,17 +230,21 @@ def _share(task: dict) -> list[Any]:
     os.dup2(descriptor, 1)
     os.dup2(descriptor, 2)
     sys.stdout = sys.stderr = os.fdopen(os.dup(descriptor), "w")
-    module, _, name = task["function"].partition(":")
-    function = getattr(importlib.import_module(module), name)
-    out: list[Any] = []
+    for name in task["preload"]:
+        importlib.import_module(name)
     # TensorFlow's and Keras's objects set aside: each clear_session between items collects only what came after
     with only_new_objects_collected():
-        for item in task["items"]:
+        for line in sys.stdin:
+            if line.strip() == _STOP:
+                break
+            request = pickle.loads(Path(line.strip()).read_bytes())
+            module, _, name = request["function"].partition(":")
             try:
-                result, summary = function(item)
+                result, summary = getattr(importlib.import_module(module), name)(request["item"])
             except Exception as exc:
                 result = WorkerFailed(f"{type(exc).__name__}: {first_line(exc)}")
                 summary = f"failed: {result.why}"
-            out.append(result)
+            done = Path(request["result"])
+            done.with_suffix(".tmp").write_bytes(pickle.dumps(result))
+            done.with_suffix(".tmp").replace(done)
             print(f"{_MARK}{summary}", file=stdout, flush=True)
-    return out
