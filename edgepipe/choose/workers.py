@@ -29,8 +29,6 @@ from edgepipe.progress import Echo
 MAX_JOBS = 4
 #: the mark of a worker's progress lines (its other output is not shown)
 _MARK = "edgepipe-worker: "
-#: what a worker reads to end
-_STOP = "stop"
 
 
 def default_jobs() -> int:
@@ -182,23 +180,19 @@ class Workers:
         return results
 
     def close(self) -> None:
-        """Tell every worker to end and wait for it."""
-        for worker in self._workers:
-            if worker.alive:
-                try:
-                    worker.process.stdin.write(_STOP + "\n")
-                    worker.process.stdin.close()
-                except OSError:  # it ended meanwhile
-                    pass
-        for worker in self._workers:
-            worker.process.wait()
-            worker.reader.join(timeout=5)
+        """End every worker. Between items a worker holds nothing left to save, and a process with TensorFlow
+        loaded takes about 1.5 s to exit on its own: it is killed."""
+        self.kill()
 
     def kill(self) -> None:
+        """End every worker now (its item, if it has one, is lost)."""
         for worker in self._workers:
             worker.process.kill()
         for worker in self._workers:
             worker.process.wait()
+            worker.reader.join(timeout=5)
+            worker.process.stdin.close()
+            worker.process.stdout.close()
 
 
 def in_workers(
@@ -219,7 +213,7 @@ def in_workers(
 def _serve(task: dict) -> None:
     """What a worker process runs: its preloads, then each item named on its standard input, its result pickled
     where the item says and a marked line printed after it (an item whose function raises gets a WorkerFailed
-    with the first line, and the next one goes on), until it reads the stop line."""
+    with the first line, and the next one goes on), until its pool ends it."""
     import importlib
 
     from edgepipe.errors import first_line
@@ -235,8 +229,6 @@ def _serve(task: dict) -> None:
     # TensorFlow's and Keras's objects set aside: each clear_session between items collects only what came after
     with only_new_objects_collected():
         for line in sys.stdin:
-            if line.strip() == _STOP:
-                break
             request = pickle.loads(Path(line.strip()).read_bytes())
             module, _, name = request["function"].partition(":")
             try:
