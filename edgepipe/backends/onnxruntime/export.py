@@ -88,11 +88,42 @@ def export_onnx_fp32(ctx: ExportContext, path: Path) -> dict[str, Any]:
         # tf2onnx's own graph optimizers copy every weight many times over: ResNet50 (98 MB of weights) peaked at
         # 7.0 GB with them and 2.8 GB without; ONNX Runtime's basic (standard-op) optimizations then fold the
         # layout transposes and constants just as well, in a fraction of the memory
-        model_proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=opset, optimizers={})
+        if ctx.frozen_graph:
+            model_proto = _from_frozen_graph(ctx, opset)
+        else:
+            model_proto, _ = tf2onnx.convert.from_keras(ctx.model, input_signature=spec, opset=opset, optimizers={})
     model_proto = _basic_optimized(model_proto, ctx.workdir)
     _check_and_write(model_proto, path, ctx, "onnx-fp32")
     ctx.outputs["onnx-fp32"] = path
     return {"opset": opset, "input": INPUT_NAME, "outputs": [o.name for o in model_proto.graph.output]}
+
+
+def _from_frozen_graph(ctx: ExportContext, opset: int):
+    """The ONNX graph tf2onnx makes of the Keras model, from the frozen graph the TFLite formats of this export
+    were converted from (ExportContext.frozen_function) instead of tracing and freezing the model again: what
+    ``from_keras`` does after that, step for step (grappler, then the conversion, tensors renamed to the Keras
+    input and output names). The same nodes in the same order (tests/backends/test_frozen_graph.py), in a
+    third of the time; for files made to be timed."""
+    import tensorflow as tf
+    from tf2onnx import convert, tf_loader
+
+    frozen = ctx.frozen_function()
+    inputs, outputs = [t.name for t in frozen.inputs], [t.name for t in frozen.outputs]
+    with tf.Graph().as_default():
+        graph_def = tf_loader.tf_optimize(inputs, outputs, frozen.graph.as_graph_def())
+    names = {inputs[0]: INPUT_NAME, **dict(zip(outputs, ctx.model.output_names))}
+    with tf.device("/cpu:0"):
+        model_proto, _ = convert._convert_common(
+            graph_def,
+            name=ctx.model.name,
+            continue_on_error=True,
+            opset=opset,
+            optimizers={},
+            input_names=inputs,
+            output_names=outputs,
+            tensors_to_rename=names,
+        )
+    return model_proto
 
 
 def _onnx_fp32_from_onnx(ctx: ExportContext, path: Path) -> dict[str, Any]:
