@@ -108,6 +108,13 @@ class Runner(abc.ABC):
     def prepare(self, batch_size: int) -> None:
         """Make the engine ready for ``batch_size`` (resize tensors etc.); no-op by default."""
 
+    @classmethod
+    def declared_shapes(cls, artifact: Artifact) -> tuple[tuple, tuple] | None:
+        """(input shape, output shape) as the file declares them (None for a dynamic dimension), read without
+        preparing the engine (no compile, no delegate); None where this engine cannot read them so (the caller
+        then runs the model once to learn them)."""
+        return None
+
     def invoke_only(self) -> Callable[[], None]:
         """A zero-argument call that runs the engine on already-staged input (for overhead checks)."""
         raise NotImplementedError

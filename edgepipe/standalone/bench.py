@@ -149,20 +149,37 @@ class NotAnImageClassifier(Exception):
 
 
 def probe(artifact: Artifact) -> tuple[tuple, int]:
-    """(input shape NHWC, number of classes) of an artifact, from one inference on a blank image; raises
-    NotAnImageClassifier when it takes no (N, H, W, 1 or 3) image batch or gives no (N, classes) output."""
+    """(input shape NHWC, number of classes) of an artifact: read from the file where its default engine can
+    (an OpenVINO IR, a TFLite file: nothing compiled, no delegate prepared) and the image size and class count
+    are fixed there, else from one inference on a blank image; raises NotAnImageClassifier when it takes no
+    (N, H, W, 1 or 3) image batch or gives no (N, classes) output."""
+    from edgepipe.backends import default_engine
+
+    entry = default_engine(artifact)
+    declared = entry.runner.declared_shapes(artifact) if not entry.available() else None
+    if declared is not None and None not in declared[0][1:] and len(declared[1]) == 2 and declared[1][1]:
+        shape, out = declared
+        _check_image_input(shape, "")
+        return tuple(shape), _classes(out)
     with create_runner(artifact, threads=1) as runner:
         shape = runner.input_spec().shape
-        if len(shape) != 4 or shape[3] not in (1, 3, None) or any(d is not None and d < 1 for d in shape[1:3]):
-            raise NotAnImageClassifier(
-                f"its input {runner.input_spec().name} has shape {list(shape)}, not an image "
-                "batch (N, height, width, 1 or 3 channels)"
-            )
+        _check_image_input(shape, f" {runner.input_spec().name}")
         size, channels = int(shape[1] or 224), int(shape[3] or 3)
         out = runner.infer(np.zeros((1, size, size, channels), np.float32))
-    if out.ndim != 2 or out.shape[1] < 2:
-        raise NotAnImageClassifier(f"its output has shape {list(out.shape)}, not one score per class")
-    return (shape[0], size, size, channels), int(out.shape[1])
+    return (shape[0], size, size, channels), _classes(out.shape)
+
+
+def _check_image_input(shape: tuple, name: str) -> None:
+    if len(shape) != 4 or shape[3] not in (1, 3, None) or any(d is not None and d < 1 for d in shape[1:3]):
+        raise NotAnImageClassifier(
+            f"its input{name} has shape {list(shape)}, not an image batch (N, height, width, 1 or 3 channels)"
+        )
+
+
+def _classes(out: tuple) -> int:
+    if len(out) != 2 or out[1] is None or out[1] < 2:
+        raise NotAnImageClassifier(f"its output has shape {list(out)}, not one score per class")
+    return int(out[1])
 
 
 def available_memory_bytes() -> int | None:

@@ -380,3 +380,24 @@ def test_a_runner_compiles_each_batch_size_once_while_it_keeps_it(exported):
         runner.infer(images[:1])  # batch 1 was pushed out by three others: compiled again
     assert compiled == [32, 2, 3, 4, 1]
     np.testing.assert_array_equal(first, again)
+
+
+def test_probe_reads_an_ir_and_a_tflite_file_without_compiling_them(exported, tiny_run, monkeypatch):
+    from edgepipe.backends.openvino.runner import OpenVINORunner
+    from edgepipe.standalone.bench import probe
+
+    def run_once(path) -> tuple:
+        """What one inference says: the runner's input shape, the output's class count."""
+        with create_runner(identify(path), threads=1) as runner:
+            shape = runner.input_spec().shape
+            return shape, runner.infer(np.zeros((1, *shape[1:]), np.float32)).shape[1]
+
+    files = [exported[1]["openvino-int8"], _artifact(tiny_run, "*-tflite-int8.tflite")]
+    expected = [run_once(path) for path in files]
+
+    def no_compile(*args, **kwargs):
+        raise AssertionError("probe compiled the model")
+
+    monkeypatch.setattr(OpenVINORunner, "compile_for", no_compile)
+    assert [probe(identify(path)) for path in files] == expected
+    assert expected[0] == ((None, 32, 32, 3), len(tiny_run.read_labels()))

@@ -75,6 +75,15 @@ class LiteRTRunner(Runner):
         self.interpreter = open_interpreter(self.path, self.threads, self.settings.xnnpack)
         self._cache_details()
 
+    @classmethod
+    def declared_shapes(cls, artifact) -> tuple[tuple, tuple] | None:
+        interpreter = open_interpreter(artifact.path, xnnpack=False)  # tensor details only: no delegate to prepare
+
+        def shape(detail) -> tuple:
+            return tuple(None if d < 0 else int(d) for d in detail["shape_signature"])
+
+        return shape(interpreter.get_input_details()[0]), shape(interpreter.get_output_details()[0])
+
     def _cache_details(self) -> None:
         self._in_detail = self.interpreter.get_input_details()[0]
         self._out_detail = self.interpreter.get_output_details()[0]

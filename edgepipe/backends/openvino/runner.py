@@ -115,6 +115,19 @@ class OpenVINORunner(Runner):
     def _deactivate(self) -> None:
         del self.request, self.compiled, self.model, self.core, self._kept
 
+    @classmethod
+    def declared_shapes(cls, artifact) -> tuple[tuple, tuple] | None:
+        if artifact.container == "tflite":  # a TFLite file: its own reader knows it (and integer I/O)
+            return None
+        import openvino as ov
+
+        model = ov.Core().read_model(str(artifact.path))
+
+        def shape(port) -> tuple:
+            return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+
+        return shape(model.inputs[0]), shape(model.outputs[0])
+
     def prepare(self, batch_size: int) -> None:
         """Compile for ``batch_size`` images with one infer request. The compiled models of the KEPT_COMPILED
         batch sizes used last are kept: going back to one (a bench scores in batches of 32, then times batch 1)
