@@ -41,8 +41,9 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
-def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True):
-    """A LiteRT interpreter for a file path or flatbuffer bytes, tensors allocated (XNNPACK unless asked not to)."""
+def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True, allocate: bool = True):
+    """A LiteRT interpreter for a file path or flatbuffer bytes, tensors allocated unless asked not to (XNNPACK
+    unless asked not to)."""
     cls, _ = interpreter_class()
     kwargs: dict[str, Any] = (
         {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
@@ -55,7 +56,8 @@ def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True):
 
     with native_output_suppressed():
         interpreter = cls(num_threads=threads, **kwargs)
-        interpreter.allocate_tensors()
+        if allocate:
+            interpreter.allocate_tensors()
     return interpreter
 
 
@@ -77,7 +79,9 @@ class LiteRTRunner(Runner):
 
     @classmethod
     def declared_shapes(cls, artifact) -> tuple[tuple, tuple] | None:
-        interpreter = open_interpreter(artifact.path, xnnpack=False)  # tensor details only: no delegate to prepare
+        # tensor details only: no delegate, no tensors allocated (the built-in kernels cannot prepare every file
+        # XNNPACK runs: a full-integer convolution of one may fail their overflow check)
+        interpreter = open_interpreter(artifact.path, xnnpack=False, allocate=False)
 
         def shape(detail) -> tuple:
             return tuple(None if d < 0 else int(d) for d in detail["shape_signature"])
