@@ -85,13 +85,17 @@ def _open(path: Path, max_pixels: int):
         raise DataError(
             f"'{path}': {problem}", "Restore the image file, or rebuild the dataset index (edgepipe build --force)."
         )
-    Image.MAX_IMAGE_PIXELS = max_pixels  # Pillow's own decompression-bomb guard, at edgepipe's limit
+    # Pillow's own decompression-bomb guard at edgepipe's limit, for this file only: the setting is global, and
+    # left in place it refused edgepipe's own plots later in the process
+    previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         try:
             image = Image.open(path)
         except (Image.DecompressionBombWarning, Image.DecompressionBombError):
             raise ImageTooLarge(f"larger than data.max_image_pixels ({max_pixels:,} pixels)") from None
+        finally:
+            Image.MAX_IMAGE_PIXELS = previous
     if image.size[0] * image.size[1] > max_pixels:
         image.close()
         raise ImageTooLarge(
