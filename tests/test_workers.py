@@ -50,8 +50,19 @@ def test_a_pool_keeps_its_workers_from_one_map_to_the_next(tmp_path):
         first = workers.map(f"{__name__}:pid", [1, 2, 3, 4], lambda line: None)
         second = workers.map(f"{__name__}:pid", [5, 6], lambda line: None)
         pids = {p.process.pid for p in workers._workers}
-    assert set(first) | set(second) <= pids and len(pids) == 2
+    assert set(first) == pids and set(second) == pids  # each map started with one item in each worker
     assert all(not p.alive for p in workers._workers)  # closed at the end of the block
+
+
+def test_a_worker_that_died_between_maps_gets_no_items_and_the_pool_waits_for_imports(tmp_path):
+    with Workers(2, tmp_path / "w", preload=("json",)) as workers:
+        workers.wait_ready()
+        assert all(w.ready.is_set() for w in workers._workers)
+        dead = workers._workers[0]
+        dead.process.kill()
+        dead.process.wait()
+        out = workers.map(f"{__name__}:pid", [1, 2, 3], lambda line: None)
+    assert set(out) == {workers._workers[1].process.pid}
 
 
 def test_the_items_of_a_worker_that_died_go_to_the_workers_left(tmp_path):

@@ -90,9 +90,10 @@ def _summary(prepared: Prepared) -> str:
 
 
 def _without_pytorch() -> None:
-    """Keep PyTorch out of this worker: NNCF imports it whenever it is installed (1.5-2.4 s of a worker's start
-    here, and a few hundred MB), though quantizing an OpenVINO model never uses it, and nothing else a
-    Keras network's conversion runs does. A later ``import torch`` in this process raises ImportError."""
+    """Keep PyTorch out of this worker for the rest of its life: NNCF imports it whenever it is installed
+    (1.5-2.4 s of a worker's start here, and a few hundred MB), though quantizing an OpenVINO model never uses
+    it, and nothing else a Keras network's conversion or head training runs does (the only networks these
+    workers see). A later ``import torch`` in this process raises ImportError."""
     import sys
 
     sys.modules.setdefault("torch", None)  # type: ignore[arg-type]

@@ -118,7 +118,7 @@ WORKER_PRELOAD = ("tensorflow", "keras")
 
 
 class _Pool:
-    """The search's worker processes, started on first use (or at once with ``start``), one per usable core
+    """The search's worker processes, started on first use (``get``), one per usable core
     (edgepipe.choose.workers.default_jobs), each with an equal share of the cores for its TensorFlow; none with
     one usable core (everything then runs in this process)."""
 
@@ -137,6 +137,12 @@ class _Pool:
             threads = max(1, core_limits()["usable_cores"] // self.jobs)
             self._workers = Workers(self.jobs, self.folder, threads=threads, preload=WORKER_PRELOAD)
         return self._workers
+
+    def wait_ready(self) -> None:
+        """If the workers were started, return once none is still importing (it would share the cores with the
+        timing that follows)."""
+        if self._workers is not None:
+            self._workers.wait_ready()
 
     def close(self, failed: bool = False) -> None:
         if self._workers is not None:
@@ -236,6 +242,7 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
     rows: list[Row] = []
     with Exports(req.formats, req.conditions, state.echo, parent=state.folder.scratch, pool=state.pool.get) as exports:
         exports.run(todo)
+        state.pool.wait_ready()  # a new search's workers, when nothing was converted in them
         for c in candidates:
             if c.reason:
                 rows.append(Row(c.id, c.arch, c.alpha, c.input_size, c.weights, None, SKIPPED, c.reason))

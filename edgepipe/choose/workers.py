@@ -29,6 +29,8 @@ from edgepipe.progress import Echo
 MAX_JOBS = 4
 #: the mark of a worker's progress lines (its other output is not shown)
 _MARK = "edgepipe-worker: "
+#: what a worker prints once its preloads are imported
+_READY = "edgepipe-worker-ready"
 
 
 def default_jobs() -> int:
@@ -62,15 +64,21 @@ class _Worker:
             stdin=subprocess.PIPE,
         )
         self.busy: tuple[int, Path] | None = None  # (item index, its result file) while it works on one
+        self.ready = threading.Event()  # set when its preloads are imported (or it ended)
         self.reader = threading.Thread(target=self._relay, args=(events,), daemon=True)
         self.reader.start()
 
     def _relay(self, events: queue.Queue) -> None:
-        for line in self.process.stdout:
-            if line.startswith(_MARK):
-                events.put((self, line[len(_MARK) :].rstrip("\n")))
-        self.process.wait()
-        events.put((self, None))  # it ended
+        try:
+            for line in self.process.stdout:
+                if line.startswith(_READY):
+                    self.ready.set()
+                elif line.startswith(_MARK):
+                    events.put((self, line[len(_MARK) :].rstrip("\n")))
+            self.process.wait()
+        finally:  # whatever ends the reading, the pool hears that this worker is gone
+            self.ready.set()
+            events.put((self, None))
 
     def give(self, index: int, function: str, item: Any, number: int) -> None:
         task, result = self.folder / f"task-{number}.pkl", self.folder / f"result-{number}.pkl"
@@ -132,6 +140,12 @@ class Workers:
         else:
             self.kill()
 
+    def wait_ready(self) -> None:
+        """Return once every worker has imported its preloads (or ended): a worker still importing would share
+        the cores with whatever the caller times next."""
+        for worker in self._workers:
+            worker.ready.wait()
+
     def map(
         self, function: str, items: Sequence[Any], echo: Echo, cost: Callable[[Any], float] = lambda item: 0.0
     ) -> list[Any]:
@@ -172,8 +186,9 @@ class Workers:
                     path.unlink(missing_ok=True)
                     finished(index, result, line)
                     give(worker)
+            why = "no worker left to run it" + (self._workers[0].last_words() if self._workers else "")
             for index in waiting:  # every worker died
-                finished(index, WorkerFailed("no worker left to run it"), "failed: no worker left to run it")
+                finished(index, WorkerFailed(why), f"failed: {why}")
         except BaseException:  # interrupted or terminated: no worker goes on converting or training
             self.kill()
             raise
@@ -191,8 +206,12 @@ class Workers:
         for worker in self._workers:
             worker.process.wait()
             worker.reader.join(timeout=5)
-            worker.process.stdin.close()
-            worker.process.stdout.close()
+            try:  # a task line left unsent to a worker that had ended is flushed here, into a broken pipe
+                worker.process.stdin.close()
+            except OSError:
+                pass
+            if not worker.reader.is_alive():  # a reader still blocked holds the pipe's lock
+                worker.process.stdout.close()
 
 
 def in_workers(
@@ -206,6 +225,8 @@ def in_workers(
     threads: int | None = None,
 ) -> list[Any]:
     """``Workers.map`` in a pool of up to ``jobs`` workers made for these items alone."""
+    if not items:
+        return []
     with Workers(min(jobs, len(items)), folder, threads=threads) as workers:
         return workers.map(function, items, echo, cost)
 
@@ -226,10 +247,13 @@ def _serve(task: dict) -> None:
     sys.stdout = sys.stderr = os.fdopen(os.dup(descriptor), "w")
     for name in task["preload"]:
         importlib.import_module(name)
+    print(_READY, file=stdout, flush=True)
     # TensorFlow's and Keras's objects set aside: each clear_session between items collects only what came after
     with only_new_objects_collected():
         for line in sys.stdin:
-            request = pickle.loads(Path(line.strip()).read_bytes())
+            task_file = Path(line.rstrip("\n"))
+            request = pickle.loads(task_file.read_bytes())
+            task_file.unlink()
             module, _, name = request["function"].partition(":")
             try:
                 result, summary = getattr(importlib.import_module(module), name)(request["item"])
