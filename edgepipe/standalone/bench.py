@@ -156,7 +156,10 @@ def probe(artifact: Artifact) -> tuple[tuple, int]:
     from edgepipe.backends import default_engine
 
     entry = default_engine(artifact)
-    declared = entry.runner.declared_shapes(artifact) if not entry.available() else None
+    try:
+        declared = entry.runner.declared_shapes(artifact) if not entry.available() else None
+    except Exception:  # the file's reader cannot tell: running the model says what it takes, or why it cannot
+        declared = None
     if declared is not None and None not in declared[0][1:] and len(declared[1]) == 2 and declared[1][1]:
         shape, out = declared
         _check_image_input(shape, "")

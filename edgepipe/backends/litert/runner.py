@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -48,10 +49,9 @@ def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True, allocat
     kwargs: dict[str, Any] = (
         {"model_content": model} if isinstance(model, (bytes, bytearray)) else {"model_path": str(model)}
     )
-    if not xnnpack:
-        from ai_edge_litert.interpreter import OpResolverType
-
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if not xnnpack:  # the package the interpreter came from (ai-edge-litert, or tflite-runtime) names the resolver
+        resolver = sys.modules[cls.__module__].OpResolverType
+        kwargs["experimental_op_resolver_type"] = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     from edgepipe.quiet import native_output_suppressed
 
     with native_output_suppressed():
