@@ -108,6 +108,10 @@ class Runner(abc.ABC):
     def prepare(self, batch_size: int) -> None:
         """Make the engine ready for ``batch_size`` (resize tensors etc.); no-op by default."""
 
+    def release_other_sizes(self) -> None:
+        """Release what the engine keeps ready for batch sizes other than the current one (a memory figure then
+        counts one); no-op by default."""
+
     @classmethod
     def declared_shapes(cls, artifact: Artifact) -> tuple[tuple, tuple] | None:
         """(input shape, output shape) as the file declares them (None for a dynamic dimension), read without

@@ -57,6 +57,7 @@ def _child(request: dict[str, Any]) -> dict[str, Any]:
         artifact, threads=request["threads"], engine=engine.name, device=request["device"], settings=settings
     ) as runner:
         runner.prepare(request["batch_size"])
+        runner.release_other_sizes()  # an engine that compiled at load for another batch size keeps only this one
         after_load = status_mb("VmRSS")
         load_peak = status_mb("VmHWM")
         reset = reset_peak_memory()

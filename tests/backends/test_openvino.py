@@ -378,7 +378,9 @@ def test_a_runner_compiles_each_batch_size_once_while_it_keeps_it(exported):
         for batch in (2, 3, 4):
             runner.infer(images[:batch])
         runner.infer(images[:1])  # batch 1 was pushed out by three others: compiled again
-    assert compiled == [32, 2, 3, 4, 1]
+        runner.release_other_sizes()  # as the memory child does: only batch 1 is kept
+        runner.infer(images[:4])
+    assert compiled == [32, 2, 3, 4, 1, 4]
     np.testing.assert_array_equal(first, again)
 
 
@@ -399,5 +401,6 @@ def test_probe_reads_an_ir_and_a_tflite_file_without_compiling_them(exported, ti
         raise AssertionError("probe compiled the model")
 
     monkeypatch.setattr(OpenVINORunner, "compile_for", no_compile)
+    monkeypatch.setattr("edgepipe.standalone.bench.create_runner", no_compile)  # neither file is run either
     assert [probe(identify(path)) for path in files] == expected
     assert expected[0] == ((None, 32, 32, 3), len(tiny_run.read_labels()))

@@ -143,6 +143,9 @@ class OpenVINORunner(Runner):
         self.compiled, self.request = self._kept[batch_size]
         self._batch = batch_size
 
+    def release_other_sizes(self) -> None:
+        self._kept = {self._batch: self._kept[self._batch]}
+
     def compile_for(self, batch_size: int, extra: dict[str, Any] | None = None) -> Any:
         """The model compiled for ``batch_size`` images with this runner's properties (and ``extra`` ones)."""
         self.model.reshape({self._input: [batch_size, *self._declared[1:]]})
