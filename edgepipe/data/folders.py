@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -71,11 +74,15 @@ def not_a_regular_file(path: Path) -> str | None:
     return f"not a regular file: {kind}{through}; skipped without opening it"
 
 
-def _open(path: Path, max_pixels: int):
-    """Pillow's image, opened (header only) with the pixel limit enforced before anything is decoded.
+@contextlib.contextmanager
+def _open(path: Path, max_pixels: int) -> Iterator[Any]:
+    """Pillow's image, opened (header only) with the pixel limit enforced before anything is decoded, for the
+    ``with`` block that reads it; closed after.
 
     Raises DataError, without opening anything, when ``path`` is not a regular file (it may have been replaced
-    since the folder was scanned); ImageTooLarge above ``max_pixels``."""
+    since the folder was scanned); ImageTooLarge above ``max_pixels``. Pillow's own decompression-bomb guard is
+    set to ``max_pixels`` for the block only (it checks again while decoding some formats, TIFF and GIF frames):
+    the setting is global, and left in place it refused edgepipe's own plots later in the process."""
     import warnings
 
     from PIL import Image
@@ -85,23 +92,22 @@ def _open(path: Path, max_pixels: int):
         raise DataError(
             f"'{path}': {problem}", "Restore the image file, or rebuild the dataset index (edgepipe build --force)."
         )
-    # Pillow's own decompression-bomb guard at edgepipe's limit, for this file only: the setting is global, and
-    # left in place it refused edgepipe's own plots later in the process
     previous, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, max_pixels
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", Image.DecompressionBombWarning)
-        try:
-            image = Image.open(path)
-        except (Image.DecompressionBombWarning, Image.DecompressionBombError):
-            raise ImageTooLarge(f"larger than data.max_image_pixels ({max_pixels:,} pixels)") from None
-        finally:
-            Image.MAX_IMAGE_PIXELS = previous
-    if image.size[0] * image.size[1] > max_pixels:
-        image.close()
-        raise ImageTooLarge(
-            f"{image.size[0]}x{image.size[1]} is larger than data.max_image_pixels ({max_pixels:,} pixels)"
-        )
-    return image
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            try:
+                image = Image.open(path)
+            except (Image.DecompressionBombWarning, Image.DecompressionBombError):
+                raise ImageTooLarge(f"larger than data.max_image_pixels ({max_pixels:,} pixels)") from None
+            with image:
+                if image.size[0] * image.size[1] > max_pixels:
+                    raise ImageTooLarge(
+                        f"{image.size[0]}x{image.size[1]} is larger than data.max_image_pixels ({max_pixels:,} pixels)"
+                    )
+                yield image
+    finally:
+        Image.MAX_IMAGE_PIXELS = previous
 
 
 def _check_image(path: Path, max_pixels: int) -> tuple[int, int]:
