@@ -237,7 +237,8 @@ def test_a_screening_figure_near_the_budget_is_timed_again_and_a_far_one_is_not(
     assert not far.retimed and far.record.latency_ms["iterations"] < 40
     (again,) = measure(network, ["tflite-fp32"], screen, target, cache, confirm=Confirm(full, "p50", far.p50_ms * 1000))
     assert again.cached and not again.retimed  # far from that budget: the screening figure stands
-    near = Confirm(full, "p50", far.p50_ms)
+    # a budget at the cached figure, with a margin no re-measurement on a loaded machine can leave
+    near = Confirm(full, "p50", far.p50_ms, margin=10.0)
     lines.clear()
     (timed,) = measure(network, ["tflite-fp32"], screen, target, cache, confirm=near, echo=lines.append)
     assert not timed.cached and timed.retimed  # the cached figure sits on the line: measured and timed again

@@ -28,8 +28,9 @@ def _operators(path) -> list[tuple]:
 def _nodes(path) -> list[tuple]:
     """Every ONNX node in order: (op type, its inputs and outputs, its attributes), tensors named by their first
     appearance (the converter's counters in internal names differ); the graph's input and output with their
-    shapes; each initializer's place, shape and type (their values: the same weights)."""
+    shapes; each initializer's place, shape, type and values."""
     import onnx
+    from onnx import numpy_helper
 
     graph = onnx.load(str(path)).graph
     ids: dict[str, int] = {}
@@ -42,7 +43,9 @@ def _nodes(path) -> list[tuple]:
 
     ends = [(v.name, shape(v)) for v in (*graph.input, *graph.output)]
     nodes = [(n.op_type, named(n.input), named(n.output), tuple(str(a) for a in n.attribute)) for n in graph.node]
-    weights = sorted((ids.get(t.name), tuple(t.dims), t.data_type) for t in graph.initializer)
+    weights = sorted(
+        (ids.get(t.name), tuple(t.dims), t.data_type, numpy_helper.to_array(t).tobytes()) for t in graph.initializer
+    )
     return [*ends, *nodes, *weights]
 
 

@@ -163,6 +163,12 @@ def test_cached_features_train_through_their_own_pipeline_repeatably_with_class_
                 features=True,
             )
         )
+    import tensorflow as tf
+
+    from edgepipe.training.controls import _fit_inputs
+
+    fed = _fit_inputs(x[:90], y[:90], (x[90:], y[90:]), 16, 0, pipeline=True)
+    assert isinstance(fed["x"], tf.data.Dataset)  # edgepipe's own pipeline, not Keras's array adapter
     assert histories[0] == histories[1]  # seeded: the same shuffles, the same head
     np.testing.assert_array_equal(heads[0].layers[-1].get_weights()[0], heads[1].layers[-1].get_weights()[0])
     assert histories[0]["val_accuracy"][-1] > 0.6 and len(histories[0]["loss"]) == 4
