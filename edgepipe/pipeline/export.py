@@ -89,7 +89,7 @@ class ExportJob:
     source_onnx: Path | None = None
     #: why there are no ``validation`` images to verify the artifacts on (recorded as a skipped verification)
     unverified: str | None = None
-    #: TFLite converted from the Keras model's frozen graph, not a SavedModel (ExportContext.frozen_graph)
+    #: TFLite and ONNX converted from the Keras model's frozen graph (ExportContext.frozen_graph)
     frozen_graph: bool = False
 
 

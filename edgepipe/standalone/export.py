@@ -85,8 +85,8 @@ def export_model(
     """Export any Keras model (an object or a file, not only a run directory's), or a model a backend reads as a
     source (an ONNX or .pt2 file, a PyTorch module at ``input_shape``; with ``preprocessing``, a
     pixels.PixelTransform, and ``input_size`` for a dynamic spatial size), to ``out_dir``; returns artifacts.json's
-    path. See ``edgepipe.export`` for ``calibration`` and ``isolation``; ``frozen_graph``: TFLite converted from
-    the Keras model's frozen graph (ExportJob.frozen_graph)."""
+    path. See ``edgepipe.export`` for ``calibration`` and ``isolation``; ``frozen_graph``: TFLite and ONNX converted
+    from the Keras model's frozen graph (ExportJob.frozen_graph)."""
     from edgepipe.device import resolve_threads
 
     source = str(model) if isinstance(model, (str, Path)) else None
