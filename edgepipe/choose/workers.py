@@ -247,9 +247,9 @@ def _serve(task: dict) -> None:
     sys.stdout = sys.stderr = os.fdopen(os.dup(descriptor), "w")
     for name in task["preload"]:
         importlib.import_module(name)
-    print(_READY, file=stdout, flush=True)
     # TensorFlow's and Keras's objects set aside: each clear_session between items collects only what came after
     with only_new_objects_collected():
+        print(_READY, file=stdout, flush=True)  # TensorFlow imported: nothing more before the first item
         for line in sys.stdin:
             task_file = Path(line.rstrip("\n"))
             request = pickle.loads(task_file.read_bytes())
