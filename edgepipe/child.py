@@ -121,16 +121,17 @@ def _read(path: Path, codec: str) -> Any:
 PARENT = "EDGEPIPE_PARENT_PID"
 
 
-def start(function: str, argument: Any, folder: Path, env: dict[str, str] | None = None, stdin: int | None = None):
-    """``function(argument)`` started in a fresh process, its output (stdout and stderr) on a pipe: (the
-    ``subprocess.Popen``, a ``finish()`` that returns its pickled result once it has ended, or raises ChildFailed).
-    The caller reads the pipe, waits, and kills the process when it gives up on it; ``folder`` holds the
-    exchange files until the caller removes it. ``stdin``: subprocess.PIPE to write to the child."""
+def start(
+    function: str, argument: Any, folder: Path, env: dict[str, str] | None = None, stdin: int | None = None
+) -> subprocess.Popen:
+    """``function(argument)`` started in a fresh process, its output (stdout and stderr) on a pipe; the caller
+    reads the pipe, waits, and kills the process when it gives up on it (what the function returns is not read:
+    it reports through its output). ``folder`` holds the exchange files until the caller removes it. ``stdin``:
+    subprocess.PIPE to write to the child."""
     folder.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="edgepipe-child-", dir=folder))
-    command, answer, child_env = _request(work, "pickle", function, argument, env)
-    process = _popen(command, child_env, stdin)
-    return process, lambda: _answer(answer, "pickle", process.returncode)
+    command, _, child_env = _request(work, "pickle", function, argument, env)
+    return _popen(command, child_env, stdin)
 
 
 def _end_with_parent() -> None:

@@ -144,9 +144,9 @@ class _Pool:
         if self._workers is not None:
             self._workers.wait_ready()
 
-    def close(self, failed: bool = False) -> None:
+    def close(self) -> None:
         if self._workers is not None:
-            self._workers.kill() if failed else self._workers.close()
+            self._workers.close()
             self._workers = None
 
 
@@ -176,7 +176,7 @@ def _search(request: SearchRequest, folder: RunDir, echo: Echo) -> SearchResult:
     try:
         return _steps(request, folder, pool, echo)
     except BaseException:
-        pool.close(failed=True)
+        pool.close()
         raise
 
 

@@ -56,7 +56,7 @@ class _Worker:
         from edgepipe import child
 
         self.folder = folder  # its exchange files; its log goes beside, in the pool's folder
-        self.process, _ = child.start(
+        self.process = child.start(
             f"{__name__}:_serve",
             {"log": str(folder.parent), "preload": list(preload)},
             folder,
@@ -128,17 +128,14 @@ class Workers:
             for k in range(self.jobs):
                 self._workers.append(_Worker(folder / f"exchange-{k}", env, preload, self._events))
         except BaseException:
-            self.kill()
+            self.close()
             raise
 
     def __enter__(self) -> Workers:
         return self
 
-    def __exit__(self, kind, *exc) -> None:
-        if kind is None:
-            self.close()
-        else:
-            self.kill()
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def wait_ready(self) -> None:
         """Return once every worker has imported its preloads (or ended): a worker still importing would share
@@ -190,17 +187,13 @@ class Workers:
             for index in waiting:  # every worker died
                 finished(index, WorkerFailed(why), f"failed: {why}")
         except BaseException:  # interrupted or terminated: no worker goes on converting or training
-            self.kill()
+            self.close()
             raise
         return results
 
     def close(self) -> None:
-        """End every worker. Between items a worker holds nothing left to save, and a process with TensorFlow
-        loaded takes about 1.5 s to exit on its own: it is killed."""
-        self.kill()
-
-    def kill(self) -> None:
-        """End every worker now (its item, if it has one, is lost)."""
+        """End every worker now, by killing it (an item it is working on is lost): between items a worker holds
+        nothing left to save, and a process with TensorFlow loaded takes about 1.5 s to exit on its own."""
         for worker in self._workers:
             worker.process.kill()
         for worker in self._workers:
