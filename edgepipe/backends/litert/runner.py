@@ -42,6 +42,11 @@ def _quantize(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
 
 
+def _signature(detail: dict) -> tuple:
+    """A tensor's shape as the file declares it (None for a dynamic dimension)."""
+    return tuple(None if d < 0 else int(d) for d in detail["shape_signature"])
+
+
 def open_interpreter(model: Any, threads: int = 1, xnnpack: bool = True, allocate: bool = True):
     """A LiteRT interpreter for a file path or flatbuffer bytes, tensors allocated unless asked not to (XNNPACK
     unless asked not to)."""
@@ -82,11 +87,7 @@ class LiteRTRunner(Runner):
         # tensor details only: no delegate, no tensors allocated (the built-in kernels cannot prepare every file
         # XNNPACK runs: a full-integer convolution of one may fail their overflow check)
         interpreter = open_interpreter(artifact.path, xnnpack=False, allocate=False)
-
-        def shape(detail) -> tuple:
-            return tuple(None if d < 0 else int(d) for d in detail["shape_signature"])
-
-        return shape(interpreter.get_input_details()[0]), shape(interpreter.get_output_details()[0])
+        return _signature(interpreter.get_input_details()[0]), _signature(interpreter.get_output_details()[0])
 
     def _cache_details(self) -> None:
         self._in_detail = self.interpreter.get_input_details()[0]
@@ -119,8 +120,7 @@ class LiteRTRunner(Runner):
 
     def input_spec(self) -> InputSpec:
         detail = self._in_detail
-        shape = tuple(int(d) for d in detail["shape_signature"])
-        return InputSpec(detail["name"], tuple(None if d < 0 else d for d in shape), np.dtype(detail["dtype"]).name)
+        return InputSpec(detail["name"], _signature(detail), np.dtype(detail["dtype"]).name)
 
     def versions(self) -> dict[str, str]:
         from importlib.metadata import version

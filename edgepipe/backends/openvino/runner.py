@@ -76,6 +76,11 @@ def tflite_io_quantization(path) -> tuple[tuple | None, tuple | None]:
     return found[0], found[1]
 
 
+def _dims(port: Any) -> tuple:
+    """A model input's or output's shape as its file declares it (None for a dynamic dimension)."""
+    return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
+
+
 #: compiled models (one per batch size) a runner keeps: a compile takes about 0.25 s for a small network here
 KEPT_COMPILED = 3
 
@@ -106,7 +111,7 @@ class OpenVINORunner(Runner):
         self.model = self.core.read_model(str(self.path))
         self._input = self.model.inputs[0]
         # the shape the file declares (None for a dynamic dimension), before any reshape
-        self._declared = tuple(d.get_length() if d.is_static else None for d in self._input.get_partial_shape())
+        self._declared = _dims(self._input)
         self._io = tflite_io_quantization(self.path) if self.artifact.container == "tflite" else (None, None)
         self._batch = 0
         self._kept: dict[int, tuple[Any, Any]] = {}  # batch size -> (compiled model, its infer request)
@@ -122,11 +127,7 @@ class OpenVINORunner(Runner):
         import openvino as ov
 
         model = ov.Core().read_model(str(artifact.path))
-
-        def shape(port) -> tuple:
-            return tuple(d.get_length() if d.is_static else None for d in port.get_partial_shape())
-
-        return shape(model.inputs[0]), shape(model.outputs[0])
+        return _dims(model.inputs[0]), _dims(model.outputs[0])
 
     def prepare(self, batch_size: int) -> None:
         """Compile for ``batch_size`` images with one infer request. The compiled models of the KEPT_COMPILED
