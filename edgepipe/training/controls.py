@@ -287,20 +287,35 @@ def _fit_inputs(
     }
 
 
-def predict_arrays(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
-    """``model``'s outputs for ``x`` (inference mode), computed by this process alone.
+def batch_predictor(model, batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
+    """A function from input arrays to ``model``'s outputs (inference mode, float32), computed by this process
+    alone, in batches of ``batch_size``, traced once for any number of images and calls.
 
-    Inside a tf.distribute strategy's scope, Keras' predict would split the batches over the
-    workers, a collective step that every worker must join at the same moment. Every worker holds
-    the whole arrays, so each computes what it needs by itself: the chief can then evaluate, or
-    read cached features, while the other workers skip that work.
+    Keras's predict traced the model again for a last, smaller batch (and a second time with a relaxed shape),
+    seconds for a network on two cores, longer than running it on a few hundred images; this traces one graph
+    whose batch dimension is open. It calls the model as predict does (``training=False``), so the outputs are
+    the same. Inside a tf.distribute strategy's scope, Keras's predict would split the batches over the workers,
+    a collective step that every worker must join at the same moment; every worker holds the whole arrays, so
+    each computes what it needs by itself: the chief can then evaluate, or read cached features, while the
+    other workers skip that work.
     """
     import tensorflow as tf
 
-    if not tf.distribute.has_strategy():
-        return np.asarray(model.predict(x, batch_size=batch_size, verbose=0))
-    run = tf.function(lambda batch: model(batch, training=False), reduce_retracing=True)
-    return np.concatenate([np.asarray(run(x[i : i + batch_size])) for i in range(0, len(x), batch_size)])
+    spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), tf.float32)
+    run = tf.function(lambda batch: model(batch, training=False), input_signature=[spec])
+
+    def predict(x: np.ndarray) -> np.ndarray:
+        if len(x) == 0:  # TensorFlow's kernels give an empty batch a wrong shape: one image's, kept empty
+            return np.asarray(run(np.zeros((1, *x.shape[1:]), np.float32)))[:0]
+        starts = range(0, len(x), batch_size)
+        return np.concatenate([np.asarray(run(np.asarray(x[i : i + batch_size], np.float32))) for i in starts])
+
+    return predict
+
+
+def predict_arrays(model, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
+    """``model``'s outputs for ``x`` (inference mode), computed by this process alone (see batch_predictor)."""
+    return batch_predictor(model, batch_size)(x)
 
 
 # ------------------------------------------------------------------ several devices

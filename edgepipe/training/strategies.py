@@ -13,7 +13,7 @@ import numpy as np
 
 from edgepipe.architectures.classifier import BACKBONE, CLASSIFIER, DROPOUT, POOL, PREPROCESS
 from edgepipe.registry import Registry
-from edgepipe.training.controls import Controls, fit_arrays, is_chief, predict_arrays
+from edgepipe.training.controls import Controls, batch_predictor, fit_arrays, is_chief
 
 
 @dataclass(frozen=True)
@@ -128,14 +128,12 @@ def fit_configured(
 def feature_extractor(model, batch_size: int = 64) -> Callable[[np.ndarray], np.ndarray]:
     """A function from raw-pixel images to the model's pooled backbone features (inference mode, float32).
 
-    One extractor model serves every call, so Keras traces its predict step once: a new extractor per call
-    (per split, per chunk of a disk cache) traced the whole backbone again each time, seconds per trace on
-    two cores, longer than running it on a few hundred images.
+    One extractor serves every call, traced once (see batch_predictor): a new one per call (per split, per
+    chunk of a disk cache) would trace the whole backbone again each time.
     """
     import keras
 
-    extractor = keras.Model(model.inputs[0], model.get_layer(POOL).output)
-    return lambda images: predict_arrays(extractor, images.astype(np.float32), batch_size)
+    return batch_predictor(keras.Model(model.inputs[0], model.get_layer(POOL).output), batch_size)
 
 
 def backbone_features(model, images: np.ndarray, batch_size: int = 64) -> np.ndarray:

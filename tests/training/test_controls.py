@@ -172,3 +172,22 @@ def test_cached_features_train_through_their_own_pipeline_repeatably_with_class_
     assert histories[0] == histories[1]  # seeded: the same shuffles, the same head
     np.testing.assert_array_equal(heads[0].layers[-1].get_weights()[0], heads[1].layers[-1].get_weights()[0])
     assert histories[0]["val_accuracy"][-1] > 0.6 and len(histories[0]["loss"]) == 4
+
+
+def test_batch_predictor_gives_predicts_outputs_for_any_count_from_one_trace():
+    """A last, smaller batch (and another call with another count) reuses the one graph traced for the first;
+    the outputs are what Keras's predict gives, an empty array included."""
+    import keras
+
+    from edgepipe.training.controls import batch_predictor
+
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((6, 6, 3)), keras.layers.Conv2D(4, 3), keras.layers.GlobalAveragePooling2D()])
+    x = np.random.default_rng(0).normal(size=(70, 6, 6, 3)).astype(np.float32)
+    predict = batch_predictor(model, batch_size=32)
+    for count in (70, 5, 0):
+        expected = model.predict(x[:count], batch_size=32, verbose=0) if count else np.zeros((0, 4), np.float32)
+        np.testing.assert_allclose(predict(x[:count]), expected, rtol=1e-5, atol=1e-6)
+    traced = predict.__closure__  # the tf.function the predictor calls
+    run = next(c.cell_contents for c in traced if hasattr(c.cell_contents, "experimental_get_tracing_count"))
+    assert run.experimental_get_tracing_count() == 1
