@@ -134,6 +134,18 @@ def test_the_table_plot_records_and_winner_run(searched, setup):
     assert results["heldout"]["split"] == "test" and results["heldout"]["took_part_in_choices"] is False
     assert result.winner_measured["split"] == "test" and result.winner_measured["top1"] is not None
     assert "test split" in table and "took part in no choice" in table
+    # its train stage found the backbone features the search cached for it, and trained the same head on them
+    training = json.loads((result.winner_run / "training.json").read_text())
+    assert training["feature_cache"]["note"].startswith("reused ")
+    import keras
+    import numpy as np
+
+    def head(path):
+        return keras.saving.load_model(path, compile=False).get_layer("classifier").get_weights()
+
+    searched_head = head(result.path / "candidates" / result.winner.candidate / "model.keras")
+    for run_weights, search_weights in zip(head(result.winner_run / "model.keras"), searched_head):
+        np.testing.assert_allclose(run_weights, search_weights, atol=1e-6)
     # no memory budget: no peak memory, and the table and search.json say so and why
     assert all(r.peak_memory_mb is None for r in measured)
     assert "peak memory not measured: no --max-memory-mb budget" in table

@@ -19,6 +19,7 @@ killed search resumes where it stopped; ``force`` redoes every step.
 from __future__ import annotations
 
 import dataclasses
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,7 +216,7 @@ def _steps(request: SearchRequest, folder: RunDir, pool: _Pool, echo: Echo) -> S
     for number, row in enumerate(rows, 1):
         row.number = number
     by_id = {c.id: c for c in candidates}
-    measured = _winner_run(state, by_id[winner.candidate], winner)
+    measured = _winner_run(state, by_id[winner.candidate], winner, models[winner.candidate])
     return _answer(state, rows, winner, measured)
 
 
@@ -564,7 +565,7 @@ def _train_and_score(
     val = dataset.splits["val"]
     # the head on the validation features the training cached computes what the whole model computes on those
     # images, without running (and tracing) the backbone again
-    _, val_features, _ = disk_features(model, dataset, cache)
+    train_features, val_features, _ = disk_features(model, dataset, cache)
     probabilities = predict_arrays(head_model(model), np.asarray(val_features))
     top1, interval = top1_with_interval(probabilities, val.labels)
     note = degenerate_features(np.asarray(val_features))
@@ -584,6 +585,8 @@ def _train_and_score(
         "params": int(model.count_params()),
         "model": str(model_path.relative_to(model_path.parents[2])),  # <search>/candidates/<id>/model.keras
         "model_sha256": sha256_file(model_path),
+        # the cached feature files, named by a digest of the backbone and the images (the winner's run reuses them)
+        "features": [Path(f.filename).name for f in (train_features, val_features)],
         **({"features_note": note} if note else {}),
     }
 
@@ -754,6 +757,7 @@ def winner_config(
             "output": str(path),
             "train.strategy": "feature-extraction",
             "train.cache_features": True,
+            "train.feature_cache": "disk",  # where the search's features for it are put (see _seed_feature_cache)
             "export.formats": [format_name],
             "bench.threads": threads,
             "bench.memory": bool(memory and config.bench.memory),
@@ -761,9 +765,10 @@ def winner_config(
     )
 
 
-def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
-    """Run edgepipe's pipeline for the winner into <search>/winner; what its results say (top-1 on the reporting
-    split, latency re-measured there)."""
+def _winner_run(state: _State, c: Candidate, winner: Row, model: dict[str, Any]) -> dict[str, Any]:
+    """Run edgepipe's pipeline for the winner into <search>/winner, its feature cache seeded with the backbone
+    features the accuracy step cached for it (``model``: its accuracy record); what its results say (top-1 on the
+    reporting split, latency re-measured there)."""
     from edgepipe.pipeline.sequence import STAGES, run_stages
     from edgepipe.results import read_results
 
@@ -771,6 +776,7 @@ def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
     path = state.folder.path / WINNER_FOLDER
     state.echo(f"[winner] {winner.label}: edgepipe's pipeline into {path}")
     config = winner_config(req.config, c, winner.format, req.conditions.threads, path, req.conditions.memory)
+    _seed_feature_cache(_cache(state), RunDir(path), model.get("features", []))
     run = run_stages(config, list(STAGES), echo=lambda line: state.echo("  " + line), force=req.force)
     results = read_results(run.results)
     record = next((r for r in results.records if r.format == winner.format and r.top1 is not None), None)
@@ -794,6 +800,25 @@ def _winner_run(state: _State, c: Candidate, winner: Row) -> dict[str, Any]:
                 f"{winner.latency_ms:.3f} ms"
             )
     return out
+
+
+def _seed_feature_cache(cache: Path, run: RunDir, names: list[str]) -> None:
+    """Hard-link (or copy) the named feature files from the search's cache into the run directory's: its train
+    stage finds there the features of the same backbone on the same images (the names carry their digest) and
+    reuses them, instead of running the backbone again. A name the run already holds, or the cache no longer
+    has, is left alone (the train stage computes what it does not find)."""
+    from edgepipe.fileio import atomic_path
+
+    run.prepare()
+    for name in names:
+        source, target = cache / name, run.file("cache") / name
+        if not source.is_file() or target.exists():
+            continue
+        with atomic_path(target, suffix=".npy") as tmp:
+            try:
+                os.link(source, tmp)
+            except OSError:  # a file system without hard links
+                shutil.copyfile(source, tmp)
 
 
 #: why the search leaves peak memory out unless asked: a fresh process per artifact, for a figure no budget reads
