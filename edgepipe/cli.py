@@ -917,7 +917,7 @@ def _float_list(ctx, param, value):
     per=" per artifact",
     warmup=False,
     defaults=False,
-    decided=" (default: 30 and 0.3 s, or the config's bench floors when lower; artifacts near --max-latency-ms "
+    decided=" (default: 20 and 0.15 s, or the config's bench floors when lower; artifacts near --max-latency-ms "
     "are timed again with the bench floors)",
 )
 @click.option("--seed", type=click.IntRange(min=0), metavar="N", help="Seed for splits, sampling and training.")

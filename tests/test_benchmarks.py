@@ -164,3 +164,8 @@ def test_search_smoke(tmp_path):
     fresh = re.search(r"fresh edgepipe bench: p50 ([\d.]+) ms; budget ([\d.]+) ms; ratio ([\d.]+)", out)
     assert fresh and abs(float(fresh[3]) - float(fresh[1]) / float(fresh[2])) <= 0.01
     assert (tmp_path / "search" / "winner" / "results.json").is_file()
+
+
+def test_screening_smoke():
+    out = _run("screening.py", "--quick")
+    assert "|screening / full - 1|: median" in out and "outside the +-20% band" in out
