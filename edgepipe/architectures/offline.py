@@ -97,7 +97,9 @@ def missing_imagenet_weights(arch, input_size: int, channels: int, alpha: float 
         return get_file
 
     try:
-        with _get_file_replaced(replacement):
+        # in a stateless scope Keras leaves the variables uninitialised: the graph is built in half the time, and
+        # this one is thrown away at the weights request
+        with _get_file_replaced(replacement), keras.StatelessScope():
             arch.backbone((input_size, input_size, channels), alpha=alpha, weights="imagenet")
     except _Asked as asked:
         if not _present(asked.path, asked.file_hash):
