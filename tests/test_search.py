@@ -140,34 +140,72 @@ def test_the_table_plot_records_and_winner_run(searched, setup):
     import keras
     import numpy as np
 
-    def head(path):
-        return keras.saving.load_model(path, compile=False).get_layer("classifier").get_weights()
-
-    searched_head = head(result.path / "candidates" / result.winner.candidate / "model.keras")
-    for run_weights, search_weights in zip(head(result.winner_run / "model.keras"), searched_head):
-        np.testing.assert_allclose(run_weights, search_weights, atol=1e-6)
+    run_head = keras.saving.load_model(result.winner_run / "model.keras", compile=False).get_layer("classifier")
+    with np.load(result.path / "candidates" / result.winner.candidate / "head.npz") as searched_head:
+        assert len(searched_head.files) == len(run_head.get_weights()) == 2  # kernel and bias
+        for i, run_weights in enumerate(run_head.get_weights()):
+            np.testing.assert_allclose(run_weights, searched_head[f"arr_{i}"], atol=1e-6)
     # no memory budget: no peak memory, and the table and search.json say so and why
     assert all(r.peak_memory_mb is None for r in measured)
     assert "peak memory not measured: no --max-memory-mb budget" in table
     assert "peak memory not measured" in saved["answer"]["conditions"]
 
 
-def test_the_keras_top1_is_what_the_saved_model_scores_on_the_validation_images(searched, setup):
-    """The accuracy step scores the head on the validation features it cached; that is the whole model's top-1."""
+def test_the_keras_top1_is_what_the_trained_model_scores_on_the_validation_images(searched, setup):
+    """The accuracy step scores the head on the validation features it cached; that is the whole model's top-1,
+    the model rebuilt from the candidate's saved head (what the export step exports)."""
     import numpy as np
 
     from edgepipe import config as cfg
-    from edgepipe.architectures.loading import load_keras_model
+    from edgepipe.choose.candidates import Candidate
+    from edgepipe.choose.loop import HEAD_FILE, trained_candidate
     from edgepipe.data import make_index, materialize
     from edgepipe.training.controls import predict_arrays
 
     result, _ = searched
     config = cfg.load(setup.config)
     row = next(r for r in result.rows if r.top1_source == "Keras FP32")
-    val = materialize(make_index(config.data, config.seed), row.input_size, 3).splits["val"]
-    model = load_keras_model(str(result.record.parent / "candidates" / row.candidate / "model.keras"))
+    data = materialize(make_index(config.data, config.seed), row.input_size, 3)
+    c = Candidate(row.arch, row.alpha, row.input_size, row.weights)
+    assert c.id == row.candidate
+    model = trained_candidate(config, data.num_classes, c, result.path / "candidates" / row.candidate / HEAD_FILE)
+    val = data.splits["val"]
     predicted = np.argmax(predict_arrays(model, val.images.astype(np.float32)), axis=1)
     assert row.top1 == pytest.approx(100 * np.mean(predicted == val.labels))
+
+
+def test_an_int8_artifact_that_can_win_is_exported_from_the_trained_head_and_scored_on_validation(setup, tmp_path):
+    """With INT8 the only format, the candidate's INT8 artifact can win: the export step exports it from the
+    model rebuilt with its trained head (the export stage's recipes) and scores the file on the validation split."""
+    import numpy as np
+
+    from edgepipe import config as cfg
+    from edgepipe.data import make_index, materialize
+    from edgepipe.verification import ArtifactScorer
+
+    result = edgepipe.search(
+        config=setup.config,
+        archs=["lenet5"],
+        input_sizes=[32],
+        formats=["tflite-int8"],
+        weights="none",
+        allow_random_weights=True,
+        threads=1,
+        output=tmp_path / "out",
+        cache=tmp_path / "measurements.json",
+        echo=lambda line: None,
+    )
+    (row,) = result.rows
+    assert row.status == "winner" and row.top1_source == "artifact", row
+    (artifact,) = (result.path / "candidates" / row.candidate / "artifacts").glob("*.tflite")
+    config = cfg.load(setup.config)
+    val = materialize(make_index(config.data, config.seed), 32, 3).splits["val"]
+    scored = ArtifactScorer(val.images, val.labels, 1)(artifact, "tflite-int8")
+    assert row.top1 == pytest.approx(100 * np.mean(np.argmax(scored.probabilities, axis=1) == val.labels))
+    # the trained model, not the head as first built: within the INT8 budget of the trained head's FP32 top-1,
+    # which the head learned well above chance
+    fp32 = json.loads(result.record.read_text())["records"][f"accuracy/{row.candidate}"]["top1"]
+    assert fp32 > 100 / 3 + 20 and abs(row.top1 - fp32) <= 100 / len(val) + 1e-9
 
 
 def test_budgets_exclude_by_latency_and_size_and_the_cli_gives_the_same_answer(searched, setup):

@@ -426,19 +426,19 @@ def _train_config(config: RunConfig):
 
 
 def _accuracy_key(state: _State, c: Candidate) -> tuple[str, str, Path]:
-    """(the record's key, the digest of its inputs, the candidate's model file)."""
+    """(the record's key, the digest of its inputs, the candidate's head file)."""
     digest = sha256_value(_accuracy_inputs(state, c))
-    return f"accuracy/{c.id}", digest, state.folder.path / "candidates" / c.id / "model.keras"
+    return f"accuracy/{c.id}", digest, state.folder.path / "candidates" / c.id / HEAD_FILE
 
 
 def _accuracy_found(state: _State, c: Candidate) -> dict[str, Any] | None:
-    """The candidate's accuracy record from this search's records, when its inputs and model file are unchanged."""
+    """The candidate's accuracy record from this search's records, when its inputs and head file are unchanged."""
     from edgepipe.fileio import sha256_file
 
-    key, digest, model_path = _accuracy_key(state, c)
+    key, digest, head_path = _accuracy_key(state, c)
     found = state.records.get(key, digest)
     if found is not None and (
-        "reason" in found or (model_path.is_file() and sha256_file(model_path) == found["model_sha256"])
+        "reason" in found or (head_path.is_file() and sha256_file(head_path) == found.get("head_sha256"))
     ):
         return found
     return None
@@ -449,7 +449,7 @@ def _accuracy(
 ) -> dict[str, Any]:
     """The candidate's accuracy record: from the records (``found``, see _accuracy_found), from a worker that
     trained it ahead (``ahead``: its payload and progress lines), or trained here now."""
-    key, digest, model_path = _accuracy_key(state, c)
+    key, digest, head_path = _accuracy_key(state, c)
     if found is not None:
         state.echo(
             f"  from this search's records: validation top-1 {found.get('top1', float('nan')):.1f}%"
@@ -462,7 +462,7 @@ def _accuracy(
         for line in lines:
             state.echo(line)
     else:
-        payload = train_candidate(state.config, state.dataset(c.input_size), c, model_path, _cache(state), state.echo)
+        payload = train_candidate(state.config, state.dataset(c.input_size), c, head_path, _cache(state), state.echo)
     state.records.put(key, digest, {"candidate": as_dict(c), **payload})
     return {**payload, "digest": digest}
 
@@ -490,7 +490,7 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
             "config": state.config.to_dict(),  # a RunConfig's classes are made at run time: not picklable
             "index": state.index,
             "candidate": c,
-            "model_path": _accuracy_key(state, c)[2],
+            "head_path": _accuracy_key(state, c)[2],
             "cache": _cache(state),
         }
         for c in todo
@@ -522,37 +522,31 @@ def _train_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
     if key not in _DECODED:  # a worker trains several candidates at one size: the images are decoded once
         _DECODED[key] = materialize(item["index"], c.input_size, config.model.channels)
     dataset = _DECODED[key]
-    payload = train_candidate(config, dataset, c, item["model_path"], item["cache"], lines.append)
+    payload = train_candidate(config, dataset, c, item["head_path"], item["cache"], lines.append)
     summary = f"{payload['top1']:.1f}% validation top-1" if "top1" in payload else payload["reason"]
     return (payload, lines), f"trained {c.label}: {summary}"
 
 
-def train_candidate(config: RunConfig, dataset, c: Candidate, model_path: Path, cache: Path, echo: Echo) -> dict:
-    """The candidate's accuracy payload (top-1, interval, model file...), or {"reason"} when it cannot be trained."""
+def train_candidate(config: RunConfig, dataset, c: Candidate, head_path: Path, cache: Path, echo: Echo) -> dict:
+    """The candidate's accuracy payload (top-1, interval, head file...), or {"reason"} when it cannot be trained."""
     try:
-        return _train_and_score(config, dataset, c, model_path, cache, echo)
+        return _train_and_score(config, dataset, c, head_path, cache, echo)
     except EdgepipeError as exc:
         reason = f"could not be trained: {exc}"
         echo(f"  {reason}")
         return {"reason": reason}
 
 
-def _train_and_score(
-    config: RunConfig, dataset, c: Candidate, model_path: Path, cache: Path, echo: Echo
-) -> dict[str, Any]:
-    """Build the candidate (no download), train its head on cached features, score it on the validation split."""
+def build_candidate(config: RunConfig, num_classes: int, c: Candidate):
+    """The candidate's classifier, its head as first built (no download): the same network every time (the
+    classifier builder is seeded), so a trained head's weights set on it give the trained model."""
     from edgepipe.architectures import build_classifier
     from edgepipe.architectures.offline import no_downloads
-    from edgepipe.fileio import atomic_path, make_folder, sha256_file
-    from edgepipe.pipeline.sequence import fresh_random_state
-    from edgepipe.training.controls import predict_arrays
-    from edgepipe.training.strategies import STRATEGIES, disk_features, head_model
 
-    fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
     with no_downloads():
-        model = build_classifier(
+        return build_classifier(
             c.arch,
-            dataset.num_classes,
+            num_classes,
             c.input_size,
             config.model.channels,
             c.alpha,
@@ -560,6 +554,20 @@ def _train_and_score(
             config.model.dropout,
             config.seed,
         )
+
+
+def _train_and_score(
+    config: RunConfig, dataset, c: Candidate, head_path: Path, cache: Path, echo: Echo
+) -> dict[str, Any]:
+    """Build the candidate (no download), train its head on cached features, score it on the validation split;
+    the trained head's weights go to ``head_path`` (the backbone is the built one: see trained_candidate)."""
+    from edgepipe.fileio import sha256_file
+    from edgepipe.pipeline.sequence import fresh_random_state
+    from edgepipe.training.controls import predict_arrays
+    from edgepipe.training.strategies import STRATEGIES, disk_features, head_model
+
+    fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
+    model = build_candidate(config, dataset.num_classes, c)
     train = _train_config(config)
     STRATEGIES.get(train.strategy).fn(model, dataset, train, config.seed, lambda line: echo("  " + line), cache)
     val = dataset.splits["val"]
@@ -571,9 +579,7 @@ def _train_and_score(
     note = degenerate_features(np.asarray(val_features))
     if note:
         echo(f"  warning: {note}")
-    make_folder(model_path.parent)
-    with atomic_path(model_path, suffix=".keras") as tmp:
-        model.save(tmp)
+    _write_head(model, head_path)
     echo(
         f"  validation top-1 (Keras FP32): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f}) "
         f"on {len(val)} images"
@@ -583,12 +589,36 @@ def _train_and_score(
         "interval": interval,
         "val_images": len(val),
         "params": int(model.count_params()),
-        "model": str(model_path.relative_to(model_path.parents[2])),  # <search>/candidates/<id>/model.keras
-        "model_sha256": sha256_file(model_path),
+        "head": str(head_path.relative_to(head_path.parents[2])),  # <search>/candidates/<id>/head.npz
+        "head_sha256": sha256_file(head_path),
         # the cached feature files, named by a digest of the backbone and the images (the winner's run reuses them)
         "features": [Path(f.filename).name for f in (train_features, val_features)],
         **({"features_note": note} if note else {}),
     }
+
+
+#: a candidate's trained head: the classifier layer's weights (the rest of the model is as built)
+HEAD_FILE = "head.npz"
+
+
+def _write_head(model, path: Path) -> None:
+    from edgepipe.architectures.classifier import CLASSIFIER
+    from edgepipe.fileio import atomic_path, make_folder
+
+    make_folder(path.parent)
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as out:
+        np.savez(out, *model.get_layer(CLASSIFIER).get_weights())
+
+
+def trained_candidate(config: RunConfig, num_classes: int, c: Candidate, head_path: Path):
+    """The candidate's trained classifier: built as its head was trained on (build_candidate), with the trained
+    head's weights from ``head_path`` (what _train_and_score wrote)."""
+    from edgepipe.architectures.classifier import CLASSIFIER
+
+    model = build_candidate(config, num_classes, c)
+    with np.load(head_path) as saved:
+        model.get_layer(CLASSIFIER).set_weights([saved[f"arr_{i}"] for i in range(len(saved.files))])
+    return model
 
 
 #: pooled backbone features no larger than this carry nothing a head can learn from (float32 resolution)
@@ -666,7 +696,7 @@ def _exported(state: _State, c: Candidate, row: Row, model: dict[str, Any]) -> d
     export = {k: v for k, v in dataclasses.asdict(config.export).items() if k != "formats"}
     digest = sha256_value(
         {
-            "model": model["model_sha256"],
+            "head": model["head_sha256"],
             "format": row.format,
             "export": export,
             "threads": state.request.conditions.threads,
@@ -681,7 +711,7 @@ def _exported(state: _State, c: Candidate, row: Row, model: dict[str, Any]) -> d
     ):
         state.echo("  from this search's records")
         return found
-    payload = _export_and_score(state, c, row.format, state.folder.path / model["model"])
+    payload = _export_and_score(state, c, row.format, state.folder.path / model["head"])
     state.records.put(key, digest, payload)
     return payload
 
@@ -690,9 +720,8 @@ def _intact(path: Path, digest: str | None, artifact_digest) -> bool:
     return path.exists() and artifact_digest(path) == digest
 
 
-def _export_and_score(state: _State, c: Candidate, format_name: str, model_path: Path) -> dict[str, Any]:
+def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: Path) -> dict[str, Any]:
     from edgepipe.architectures import get_architecture
-    from edgepipe.architectures.loading import load_keras_model
     from edgepipe.calibration import draw
     from edgepipe.pipeline.export import ExportJob, backend_options, export_all
     from edgepipe.pipeline.sequence import fresh_random_state
@@ -703,7 +732,7 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, model_path:
     fresh_random_state(config.seed)
     dataset = state.dataset(c.input_size)
     e, val, train = config.export, dataset.splits["val"], dataset.train
-    out_dir = model_path.parent / "artifacts"
+    out_dir = head_path.parent / "artifacts"
     job = ExportJob(
         formats=[format_name],
         out_dir=out_dir,
@@ -720,7 +749,7 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, model_path:
         workdir_parent=state.folder.scratch,
         qat=e.qat,
     )
-    model = load_keras_model(str(model_path))
+    model = trained_candidate(config, dataset.num_classes, c, head_path)
     record = export_all(model, job, lambda line: state.echo("  " + line))[0]
     payload = {
         "format": format_name,
