@@ -170,6 +170,17 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return write_bytes(path, text.encode("utf-8"))
 
 
+def link_file(source: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Make ``target`` (atomically) the same file as ``source``: a hard link, or a copy on a file system without
+    them. For files never changed in place (written whole, then renamed), as edgepipe writes its own."""
+    target = Path(target)
+    with atomic_path(target, suffix=target.suffix) as tmp:
+        try:
+            os.link(source, tmp)
+        except OSError:
+            shutil.copyfile(source, tmp)
+
+
 def _json_default(value: Any) -> Any:
     import numpy as np
 

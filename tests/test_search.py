@@ -206,6 +206,12 @@ def test_an_int8_artifact_that_can_win_is_exported_from_the_trained_head_and_sco
     # which the head learned well above chance
     fp32 = json.loads(result.record.read_text())["records"][f"accuracy/{row.candidate}"]["top1"]
     assert fp32 > 100 / 3 + 20 and abs(row.top1 - fp32) <= 100 / len(val) + 1e-9
+    # the winner's run trained the same model, so its export stage took that very file from its artifact cache
+    # (seeded by the search) instead of converting again, and verified it against its own model
+    (record,) = json.loads((result.winner_run / "artifacts" / "artifacts.json").read_text())["artifacts"]
+    assert record["details"]["from_artifact_cache"] and record["verification"]["passed"]
+    assert (result.winner_run / "artifacts" / record["file"]).read_bytes() == artifact.read_bytes()
+    assert record["file"] == "lenet5-tflite-int8.tflite" and record["status"] == "ok"
 
 
 def test_budgets_exclude_by_latency_and_size_and_the_cli_gives_the_same_answer(searched, setup):

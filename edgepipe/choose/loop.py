@@ -19,7 +19,6 @@ killed search resumes where it stopped; ``force`` redoes every step.
 from __future__ import annotations
 
 import dataclasses
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -669,6 +668,7 @@ def _export_step(state: _State, candidates: list[Candidate], rows: list[Row], mo
         else:
             _score(row, done["top1"], done["interval"], "artifact", state.request.budgets)
             row.extra["artifact"] = done["file"]
+            row.extra["artifact_key"] = done.get("artifact_key")
 
 
 def _cannot_win(row: Row, bound: float, rows: list[Row], budgets: Budgets) -> str | None:
@@ -723,7 +723,7 @@ def _intact(path: Path, digest: str | None, artifact_digest) -> bool:
 def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: Path) -> dict[str, Any]:
     from edgepipe.architectures import get_architecture
     from edgepipe.calibration import draw
-    from edgepipe.pipeline.export import ExportJob, backend_options, export_all
+    from edgepipe.pipeline.export import ExportJob, artifact_key, backend_options, export_all, weights_digest
     from edgepipe.pipeline.sequence import fresh_random_state
     from edgepipe.results import Status
     from edgepipe.verification import ArtifactScorer
@@ -748,11 +748,14 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: 
         options=backend_options(config),
         workdir_parent=state.folder.scratch,
         qat=e.qat,
+        artifact_cache=_cache(state) / "artifacts",  # the winner's run takes its artifact from there
+        file_artifacts=True,
     )
     model = trained_candidate(config, dataset.num_classes, c, head_path)
     record = export_all(model, job, lambda line: state.echo("  " + line))[0]
     payload = {
         "format": format_name,
+        "artifact_key": artifact_key(weights_digest(model), format_name, job),
         "status": record.status.value,
         "reason": record.reason,
         "file": str((out_dir / record.file).relative_to(state.folder.path)),
@@ -786,7 +789,7 @@ def winner_config(
             "output": str(path),
             "train.strategy": "feature-extraction",
             "train.cache_features": True,
-            "train.feature_cache": "disk",  # where the search's features for it are put (see _seed_feature_cache)
+            "train.feature_cache": "disk",  # where the search's features for it are put (see _seed_cache)
             "export.formats": [format_name],
             "bench.threads": threads,
             "bench.memory": bool(memory and config.bench.memory),
@@ -805,7 +808,10 @@ def _winner_run(state: _State, c: Candidate, winner: Row, model: dict[str, Any])
     path = state.folder.path / WINNER_FOLDER
     state.echo(f"[winner] {winner.label}: edgepipe's pipeline into {path}")
     config = winner_config(req.config, c, winner.format, req.conditions.threads, path, req.conditions.memory)
-    _seed_feature_cache(_cache(state), RunDir(path), model.get("features", []))
+    artifact = winner.extra.get("artifact_key")
+    entry = _cache(state) / "artifacts" / artifact if artifact else None
+    files = sorted(f"artifacts/{artifact}/{f.name}" for f in entry.iterdir()) if entry and entry.is_dir() else []
+    _seed_cache(_cache(state), RunDir(path), model.get("features", []) + files)
     run = run_stages(config, list(STAGES), echo=lambda line: state.echo("  " + line), force=req.force)
     results = read_results(run.results)
     record = next((r for r in results.records if r.format == winner.format and r.top1 is not None), None)
@@ -831,23 +837,19 @@ def _winner_run(state: _State, c: Candidate, winner: Row, model: dict[str, Any])
     return out
 
 
-def _seed_feature_cache(cache: Path, run: RunDir, names: list[str]) -> None:
-    """Hard-link (or copy) the named feature files from the search's cache into the run directory's: its train
-    stage finds there the features of the same backbone on the same images (the names carry their digest) and
-    reuses them, instead of running the backbone again. A name the run already holds, or the cache no longer
-    has, is left alone (the train stage computes what it does not find)."""
-    from edgepipe.fileio import atomic_path
+def _seed_cache(cache: Path, run: RunDir, names: list[str]) -> None:
+    """Hard-link (or copy) the named files from the search's cache into the run directory's: its train stage
+    finds there the features of the same backbone on the same images, its export stage the artifact the export
+    step made from the same weights with the same settings (the names carry digests of what made them), and
+    takes them instead of running the backbone or converting again. A name the run already holds, or the cache
+    no longer has, is left alone (the stages make what they do not find)."""
+    from edgepipe.fileio import link_file
 
     run.prepare()
     for name in names:
         source, target = cache / name, run.file("cache") / name
-        if not source.is_file() or target.exists():
-            continue
-        with atomic_path(target, suffix=".npy") as tmp:
-            try:
-                os.link(source, tmp)
-            except OSError:  # a file system without hard links
-                shutil.copyfile(source, tmp)
+        if source.is_file() and not target.exists():
+            link_file(source, target)
 
 
 #: why the search leaves peak memory out unless asked: a fresh process per artifact, for a figure no budget reads

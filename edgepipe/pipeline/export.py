@@ -24,7 +24,7 @@ from edgepipe.config import EXPORT_DEFAULTS, RunConfig
 from edgepipe.data import materialize
 from edgepipe.errors import EdgepipeError, first_line
 from edgepipe.export_index import ExportIndex, ExportRecord, read_export_index, write_export_index
-from edgepipe.fileio import inside, make_folder, read_json, sha256_file
+from edgepipe.fileio import inside, link_file, make_folder, read_json, sha256_file
 from edgepipe.harness.memory import peak_memory_mb, reset_peak_memory
 from edgepipe.pipeline import foreign
 from edgepipe.pipeline.rundir import RunDir
@@ -91,6 +91,11 @@ class ExportJob:
     unverified: str | None = None
     #: TFLite and ONNX converted from the Keras model's frozen graph (ExportContext.frozen_graph)
     frozen_graph: bool = False
+    #: a folder of artifacts made before, each filed under a digest of everything that enters its file (see
+    #: artifact_key): one found there is copied in place of converting the model again, then verified like any
+    #: other. With ``file_artifacts``, each artifact made here is filed there too
+    artifact_cache: Path | None = None
+    file_artifacts: bool = False
 
 
 def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) -> ExportContext:
@@ -163,10 +168,18 @@ def export_all(
     records: list[ExportRecord] = []
     outputs: dict[str, str] = {}
     ctx = None if isolate else _context(model, job, echo, reference)
+    cache = job.artifact_cache
+    cached = cache is not None and (job.file_artifacts or cache.is_dir())  # nothing to look up: no digests taken
+    weights = weights_digest(model) if cached and not isolate and model is not None else None
     try:
         for name in job.formats:
             fmt = formats().get(name)
-            if isolate:
+            key = None if weights is None else artifact_key(weights, name, job)
+            adopted = None if key is None else _adopted(job, key, fmt, echo)
+            if adopted is not None:
+                record = adopted
+                ctx.outputs.setdefault(name, job.out_dir / record.file)
+            elif isolate:
                 done = _run_child(_Task("format", str(model_path), job, name, outputs, reference, unsafe), echo)
                 record = done["record"]
                 record.export_process, record.peak_rss_mb = "a child process", done["peak_rss_mb"]
@@ -175,6 +188,8 @@ def export_all(
                 reset_peak_memory()
                 record = _export_one(ctx, fmt, job.out_dir, job.stem, echo)
                 record.export_process, record.peak_rss_mb = "this process", peak_memory_mb()
+                if key is not None and job.file_artifacts and record.status == Status.OK:
+                    _file(job, key, record)
             if record.status == Status.OK and verify_images is None:
                 record.verification = skipped_verification(job.unverified or "no validation images to verify on")
                 echo(f"    not verified: {record.verification['reason']}")
@@ -320,6 +335,115 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
     )
 
 
+# ------------------------------------------------------------------------------------------ artifact cache
+
+#: an artifact cache entry: the artifact's files and its export record (without verification: each export that
+#: takes it verifies it again against its own model)
+CACHED_RECORD = "record.json"
+
+
+def weights_digest(model) -> str:
+    """sha256 of a Keras model's weights, in order: two models with the same digest compute the same thing."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
+
+
+def _arrays_digest(arrays: tuple | None) -> str | None:
+    if arrays is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(str(np.asarray(array).shape).encode() + np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+def _plain(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def artifact_key(weights: str, format_name: str, job: ExportJob) -> str:
+    """The name an artifact of ``format_name`` is filed under: a digest of everything that enters its file (the
+    model's weights, the labels and preprocessing its metadata holds, the calibration set and pool, the validation
+    images its INT8 budget is judged on, the recipes' settings, the threads) and of edgepipe's and the engines'
+    versions. The file name (``job.stem``) is not part of it."""
+    from edgepipe.device import library_versions
+    from edgepipe.fileio import sha256_value
+
+    return sha256_value(
+        {
+            "weights": weights,
+            "format": format_name,
+            "labels": list(job.labels),
+            "preprocessing": job.preprocessing,
+            "calibration": job.calibration_set.digest if job.calibration_set is not None else None,
+            "calibration_pool": _arrays_digest(job.calibration_pool),
+            "validation": _arrays_digest(job.validation),
+            "method": job.calibration_method,
+            "budget_pp": job.accuracy_budget_pp,
+            "threads": job.threads,
+            "options": {k: _plain(v) for k, v in job.options.items()},
+            "qat": _plain(job.qat),
+            "frozen_graph": job.frozen_graph,
+            "versions": library_versions(),
+        }
+    )[:16]
+
+
+def _companions(path: Path) -> list[Path]:
+    """The artifact file and the paths its companion files have beside it (existing or not), in order."""
+    from edgepipe.backends import container_of
+
+    return [path, *container_of(path).companions(path)]
+
+
+def _file(job: ExportJob, key: str, record: ExportRecord) -> None:
+    """File the artifact ``record`` names (made in ``job.out_dir``) in the job's artifact cache under ``key``."""
+    from edgepipe.fileio import write_json
+
+    entry = job.artifact_cache / key
+    made = job.out_dir / record.file
+    for source, target in zip(_companions(made), _companions(entry / record.file)):
+        if source.exists():
+            link_file(source, target)
+    write_json(entry / CACHED_RECORD, dataclasses.replace(record, verification=None).to_dict())
+
+
+def _adopted(job: ExportJob, key: str, fmt: Format, echo: Echo) -> ExportRecord | None:
+    """The artifact filed under ``key`` in the job's artifact cache, copied into ``job.out_dir`` under this job's
+    name, with its record; None when there is none, or its files are not what its record says."""
+    entry = job.artifact_cache / key
+    try:
+        record = ExportRecord.from_dict(read_json(entry / CACHED_RECORD))
+    except (OSError, ValueError, TypeError, EdgepipeError):
+        return None
+    source = entry / str(record.file)
+    if record.status != Status.OK or not source.is_file() or artifact_digest(source) != record.sha256:
+        return None
+    start = time.perf_counter()
+    target = job.out_dir / f"{job.stem}-{fmt.name}{fmt.suffix}"
+    for made, copy in zip(_companions(source), _companions(target)):
+        if made.exists():
+            link_file(made, copy)
+    echo(
+        f"  {fmt.name}: {target.name} ({artifact_size_mb(target):.2f} MB), the artifact made before from the same "
+        f"weights and settings (artifact cache {key}), not converted again"
+    )
+    return dataclasses.replace(
+        record,
+        file=target.name,
+        export_seconds=round(time.perf_counter() - start, 2),
+        details={**(record.details or {}), "from_artifact_cache": key},
+        export_process="this process (copied from the artifact cache)",
+        peak_rss_mb=None,
+    )
+
+
 def backend_options(config: RunConfig) -> dict[str, Any]:
     """The export options of every backend that has them, from the config's export.<backend> sections."""
     from edgepipe.backends import BACKENDS
@@ -355,6 +479,7 @@ def _run(config: RunConfig, run: RunDir, echo: Echo) -> None:
         options=backend_options(config),
         workdir_parent=run.scratch,
         qat=e.qat,
+        artifact_cache=run.file("cache") / "artifacts",  # what a search put there for its winner (see choose)
         source=source,
         source_onnx=None if source is None else run.model_onnx,
     )
