@@ -89,7 +89,7 @@ def _summary(prepared: Prepared) -> str:
     return ", ".join(f"{r['format']} {r['status']}" for r in prepared.exported)
 
 
-def _without_pytorch() -> None:
+def without_pytorch() -> None:
     """Keep PyTorch out of this worker for the rest of its life: NNCF imports it whenever it is installed
     (1.5-2.4 s of a worker's start here, and a few hundred MB), though quantizing an OpenVINO model never uses
     it, and nothing else a Keras network's conversion or head training runs does (the only networks these
@@ -101,7 +101,7 @@ def _without_pytorch() -> None:
 
 def _prepare(item: tuple) -> tuple[Prepared, str]:
     """What a worker runs for one network: its export, its progress lines kept for the parent to show."""
-    _without_pytorch()
+    without_pytorch()
     network, formats, conditions, folder = item
     lines: list[str] = []
     Path(folder).mkdir(parents=True, exist_ok=True)

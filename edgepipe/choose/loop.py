@@ -206,8 +206,8 @@ def _steps(request: SearchRequest, folder: RunDir, pool: _Pool, echo: Echo) -> S
     if not any(r.status == WITHIN for r in rows):
         raise _nothing_left(rows, request.budgets)
     models = _accuracy_step(state, candidates, rows)
-    pool.close()  # what is left runs in this process: the workers' memory is returned
     _export_step(state, candidates, rows, models)
+    pool.close()  # what is left runs in this process: the workers' memory is returned
     winner = choose_winner(rows)
     if winner is None:
         raise _nothing_left(rows, request.budgets)
@@ -510,17 +510,23 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
 _DECODED: dict[tuple, Any] = {}
 
 
+def _decoded(index: dict, size: int, channels: int):
+    """The dataset at ``size``, decoded once per worker (a worker trains several candidates at one size)."""
+    from edgepipe.data import materialize
+
+    key = (sha256_value(index), size, channels)
+    if key not in _DECODED:
+        _DECODED[key] = materialize(index, size, channels)
+    return _DECODED[key]
+
+
 def _train_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
     """What a worker runs for one candidate: ((its accuracy payload, its progress lines), a summary line)."""
     from edgepipe import config as cfg
-    from edgepipe.data import materialize
 
     config, c = cfg.from_dict(item["config"], {}), item["candidate"]
     lines: list[str] = []
-    key = (sha256_value(item["index"]), c.input_size, config.model.channels)
-    if key not in _DECODED:  # a worker trains several candidates at one size: the images are decoded once
-        _DECODED[key] = materialize(item["index"], c.input_size, config.model.channels)
-    dataset = _DECODED[key]
+    dataset = _decoded(item["index"], c.input_size, config.model.channels)
     payload = train_candidate(config, dataset, c, item["head_path"], item["cache"], lines.append)
     summary = f"{payload['top1']:.1f}% validation top-1" if "top1" in payload else payload["reason"]
     return (payload, lines), f"trained {c.label}: {summary}"
@@ -721,6 +727,80 @@ def _intact(path: Path, digest: str | None, artifact_digest) -> bool:
 
 
 def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: Path) -> dict[str, Any]:
+    """The artifact exported and scored (export_and_score) in one of the search's worker processes, which have
+    the converters and quantizers imported already (this process then never imports NNCF, nor the PyTorch NNCF
+    brings along); here when there are none, or the worker failed."""
+    from edgepipe.choose.workers import WorkerFailed
+
+    item = {
+        "config": state.config.to_dict(),  # a RunConfig's classes are made at run time: not picklable
+        "index": state.index,
+        "candidate": c,
+        "format": format_name,
+        "head_path": head_path,
+        "cache": _cache(state),
+        "scratch": state.folder.scratch,
+        "threads": state.request.conditions.threads,
+    }
+    workers = state.pool.get()
+    if workers is not None:
+        (done,) = workers.map(f"{__name__}:_export_in_worker", [item], lambda line: None)
+        if not isinstance(done, WorkerFailed):
+            payload, lines = done
+            for line in lines:
+                state.echo(line)
+            return payload
+        state.echo(f"  its export worker failed ({done.why}); exported here")
+    return export_and_score(
+        state.config,
+        state.dataset(c.input_size),
+        c,
+        format_name,
+        head_path,
+        item["cache"],
+        item["scratch"],
+        item["threads"],
+        state.echo,
+    )
+
+
+def _export_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
+    """What a worker runs for one artifact of the export step: ((its payload, its progress lines), a summary)."""
+    from edgepipe import config as cfg
+    from edgepipe.choose.exports import without_pytorch
+
+    without_pytorch()  # NNCF would import it, for nothing an OpenVINO model's quantization uses
+    config, c = cfg.from_dict(item["config"], {}), item["candidate"]
+    lines: list[str] = []
+    dataset = _decoded(item["index"], c.input_size, config.model.channels)
+    payload = export_and_score(
+        config,
+        dataset,
+        c,
+        item["format"],
+        item["head_path"],
+        item["cache"],
+        item["scratch"],
+        item["threads"],
+        lines.append,
+    )
+    return (payload, lines), f"exported {c.label} {item['format']}: {payload['status']}"
+
+
+def export_and_score(
+    config: RunConfig,
+    dataset,
+    c: Candidate,
+    format_name: str,
+    head_path: Path,
+    cache: Path,
+    scratch: Path,
+    threads: int,
+    echo: Echo,
+) -> dict[str, Any]:
+    """The candidate's trained model (rebuilt from its head) exported to ``format_name`` with the export stage's
+    recipes and INT8 budget beside the head (filed in the search's artifact cache), the file run on the validation
+    split: the export step's record of it (top-1 and interval when it was made)."""
     from edgepipe.architectures import get_architecture
     from edgepipe.calibration import draw
     from edgepipe.pipeline.export import ExportJob, artifact_key, backend_options, export_all, weights_digest
@@ -728,9 +808,7 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: 
     from edgepipe.results import Status
     from edgepipe.verification import ArtifactScorer
 
-    config, threads = state.config, state.request.conditions.threads
     fresh_random_state(config.seed)
-    dataset = state.dataset(c.input_size)
     e, val, train = config.export, dataset.splits["val"], dataset.train
     out_dir = head_path.parent / "artifacts"
     job = ExportJob(
@@ -746,19 +824,19 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: 
         accuracy_budget_pp=e.accuracy_budget_pp,
         threads=threads,
         options=backend_options(config),
-        workdir_parent=state.folder.scratch,
+        workdir_parent=scratch,
         qat=e.qat,
-        artifact_cache=_cache(state) / "artifacts",  # the winner's run takes its artifact from there
+        artifact_cache=cache / "artifacts",  # the winner's run takes its artifact from there
         file_artifacts=True,
     )
     model = trained_candidate(config, dataset.num_classes, c, head_path)
-    record = export_all(model, job, lambda line: state.echo("  " + line))[0]
+    record = export_all(model, job, lambda line: echo("  " + line))[0]
     payload = {
         "format": format_name,
         "artifact_key": artifact_key(weights_digest(model), format_name, job),
         "status": record.status.value,
         "reason": record.reason,
-        "file": str((out_dir / record.file).relative_to(state.folder.path)),
+        "file": str((out_dir / record.file).relative_to(head_path.parents[2])),  # from <search>
         "sha256": record.sha256,
         "int8_budget": record.int8_budget.to_dict() if record.int8_budget else None,
     }
@@ -766,7 +844,7 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: 
         return payload
     evaluation = ArtifactScorer(val.images, val.labels, threads)(out_dir / record.file, format_name)
     top1, interval = top1_with_interval(evaluation.probabilities, val.labels)
-    state.echo(f"  validation top-1 ({format_name}): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f})")
+    echo(f"  validation top-1 ({format_name}): {top1:.1f}% (95% interval {interval[0]:.1f}-{interval[1]:.1f})")
     return {**payload, "top1": top1, "interval": interval}
 
 

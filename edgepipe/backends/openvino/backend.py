@@ -91,10 +91,12 @@ def openvino_unavailable() -> str | None:
 
 
 def nncf_unavailable() -> str | None:
-    """None when OpenVINO and NNCF (its quantizer) import, else what to install."""
-    try:
-        import nncf  # noqa: F401
-    except ImportError:
+    """None when OpenVINO imports and NNCF (its quantizer) is installed, else what to install. NNCF is found, not
+    imported: importing it takes seconds (it imports PyTorch whenever that is installed), and a process that only
+    asks which formats it can build (a search's, which quantizes in its worker processes) never needs it."""
+    import importlib.util
+
+    if importlib.util.find_spec("nncf") is None:
         return "package 'nncf' is not installed (pip install nncf)"
     return openvino_unavailable()
 
