@@ -10,7 +10,12 @@ and the winner written as a normal run directory.
    validation split, most promising first, and only while they can still win: an artifact whose FP32 model
    is no more accurate than the best artifact found so far (and is no faster) is not exported.
 4. The winner, the most accurate artifact within every budget, is run through edgepipe's pipeline into
-   ``<search>/winner``, whose report gives its top-1 on the test split, which took part in no choice.
+   ``<search>/winner``, whose report gives its top-1 on the test split, which took part in no choice. Its
+   run takes what the search made for it: the cached backbone features, and the artifact when the export
+   step made it (the same weights and settings: see pipeline.export's artifact cache).
+
+Steps 1 to 3 convert, train and export in the search's worker processes when there are two or more usable
+cores (edgepipe.choose.workers); they end before the winner's run.
 
 Each step's record (search.json) carries the digest of its inputs and is written when the step ends, so a
 killed search resumes where it stopped; ``force`` redoes every step.
