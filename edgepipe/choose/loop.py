@@ -572,6 +572,7 @@ def _train_and_score(
     """Build the candidate (no download), train its head on cached features, score it on the validation split;
     the trained head's weights go to ``head_path`` (the backbone is the built one: see trained_candidate)."""
     from edgepipe.fileio import sha256_file
+    from edgepipe.pipeline.export import weights_digest
     from edgepipe.pipeline.sequence import fresh_random_state
     from edgepipe.training.controls import predict_arrays
     from edgepipe.training.strategies import STRATEGIES, disk_features, head_model
@@ -601,6 +602,8 @@ def _train_and_score(
         "params": int(model.count_params()),
         "head": str(head_path.relative_to(head_path.parents[2])),  # <search>/candidates/<id>/head.npz
         "head_sha256": sha256_file(head_path),
+        # the whole trained model's: the export step checks that the network it rebuilds under the head is this one
+        "weights_sha256": weights_digest(model),
         # the cached feature files, named by a digest of the backbone and the images (the winner's run reuses them)
         "features": [Path(f.filename).name for f in (train_features, val_features)],
         **({"features_note": note} if note else {}),
@@ -722,7 +725,7 @@ def _exported(state: _State, c: Candidate, row: Row, model: dict[str, Any]) -> d
     ):
         state.echo("  from this search's records")
         return found
-    payload = _export_and_score(state, c, row.format, state.folder.path / model["head"])
+    payload = _export_and_score(state, c, row.format, state.folder.path / model["head"], model.get("weights_sha256"))
     state.records.put(key, digest, payload)
     return payload
 
@@ -731,7 +734,9 @@ def _intact(path: Path, digest: str | None, artifact_digest) -> bool:
     return path.exists() and artifact_digest(path) == digest
 
 
-def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: Path) -> dict[str, Any]:
+def _export_and_score(
+    state: _State, c: Candidate, format_name: str, head_path: Path, weights: str | None
+) -> dict[str, Any]:
     """The artifact exported and scored (export_and_score) in one of the search's worker processes, which have
     the converters and quantizers imported already (this process then never imports NNCF, nor the PyTorch NNCF
     brings along); here when there are none, or the worker failed."""
@@ -746,6 +751,8 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: 
         "cache": _cache(state),
         "scratch": state.folder.scratch,
         "threads": state.request.conditions.threads,
+        "force": state.request.force,
+        "weights": weights,
     }
     workers = state.pool.get()
     if workers is not None:
@@ -766,6 +773,8 @@ def _export_and_score(state: _State, c: Candidate, format_name: str, head_path: 
         item["scratch"],
         item["threads"],
         state.echo,
+        item["force"],
+        item["weights"],
     )
 
 
@@ -788,6 +797,8 @@ def _export_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
         item["scratch"],
         item["threads"],
         lines.append,
+        item["force"],
+        item["weights"],
     )
     return (payload, lines), f"exported {c.label} {item['format']}: {payload['status']}"
 
@@ -802,6 +813,8 @@ def export_and_score(
     scratch: Path,
     threads: int,
     echo: Echo,
+    force: bool = False,
+    weights: str | None = None,
 ) -> dict[str, Any]:
     """The candidate's trained model (rebuilt from its head) exported to ``format_name`` with the export stage's
     recipes and INT8 budget beside the head (filed in the search's artifact cache), the file run on the validation
@@ -833,8 +846,15 @@ def export_and_score(
         qat=e.qat,
         artifact_cache=cache / "artifacts",  # the winner's run takes its artifact from there
         file_artifacts=True,
+        take_cached=not force,  # --force converts again (and files the new artifact)
     )
     model = trained_candidate(config, dataset.num_classes, c, head_path)
+    if weights is not None and weights_digest(model) != weights:
+        raise EdgepipeError(
+            f"{c.label}: the network built now is not the one its head was trained on (Keras, TensorFlow or a "
+            "weights file changed since the accuracy step)",
+            "Rerun the search with --force.",
+        )
     record = export_all(model, job, lambda line: echo("  " + line))[0]
     payload = {
         "format": format_name,
@@ -894,7 +914,8 @@ def _winner_run(state: _State, c: Candidate, winner: Row, model: dict[str, Any])
     artifact = winner.extra.get("artifact_key")
     entry = _cache(state) / "artifacts" / artifact if artifact else None
     files = sorted(f"artifacts/{artifact}/{f.name}" for f in entry.iterdir()) if entry and entry.is_dir() else []
-    _seed_cache(_cache(state), RunDir(path), model.get("features", []) + files)
+    if not req.force:  # --force redoes the winner's run too: nothing taken from the search
+        _seed_cache(_cache(state), RunDir(path), model.get("features", []) + files)
     run = run_stages(config, list(STAGES), echo=lambda line: state.echo("  " + line), force=req.force)
     results = read_results(run.results)
     record = next((r for r in results.records if r.format == winner.format and r.top1 is not None), None)

@@ -96,6 +96,8 @@ class ExportJob:
     #: other. With ``file_artifacts``, each artifact made here is filed there too
     artifact_cache: Path | None = None
     file_artifacts: bool = False
+    #: False: take nothing from the cache (a forced redo), only file what is made
+    take_cached: bool = True
 
 
 def _context(model, job: ExportJob, echo: Echo, reference: np.ndarray | None) -> ExportContext:
@@ -175,7 +177,7 @@ def export_all(
         for name in job.formats:
             fmt = formats().get(name)
             key = None if weights is None else artifact_key(weights, name, job)
-            adopted = None if key is None else _adopted(job, key, fmt, echo)
+            adopted = None if key is None or not job.take_cached else _adopted(job, key, fmt, echo)
             if adopted is not None:
                 record = adopted
                 ctx.outputs.setdefault(name, job.out_dir / record.file)
@@ -402,34 +404,38 @@ def _companions(path: Path) -> list[Path]:
     return [path, *container_of(path).companions(path)]
 
 
+def _link_artifact(made: Path, target: Path) -> None:
+    """``target`` made the same artifact as ``made``, its companion files first, so that a crash in between never
+    leaves the main file (an IR's .xml) beside another artifact's companion (its .bin)."""
+    target.unlink(missing_ok=True)
+    for source, copy in reversed(list(zip(_companions(made), _companions(target)))):
+        if source.exists():
+            link_file(source, copy)
+
+
 def _file(job: ExportJob, key: str, record: ExportRecord) -> None:
     """File the artifact ``record`` names (made in ``job.out_dir``) in the job's artifact cache under ``key``."""
     from edgepipe.fileio import write_json
 
     entry = job.artifact_cache / key
-    made = job.out_dir / record.file
-    for source, target in zip(_companions(made), _companions(entry / record.file)):
-        if source.exists():
-            link_file(source, target)
+    _link_artifact(job.out_dir / record.file, entry / record.file)
     write_json(entry / CACHED_RECORD, dataclasses.replace(record, verification=None).to_dict())
 
 
 def _adopted(job: ExportJob, key: str, fmt: Format, echo: Echo) -> ExportRecord | None:
     """The artifact filed under ``key`` in the job's artifact cache, copied into ``job.out_dir`` under this job's
-    name, with its record; None when there is none, or its files are not what its record says."""
+    name, with its record; None when there is none, or its record or files are not what was filed."""
     entry = job.artifact_cache / key
     try:
         record = ExportRecord.from_dict(read_json(entry / CACHED_RECORD))
-    except (OSError, ValueError, TypeError, EdgepipeError):
-        return None
-    source = entry / str(record.file)
-    if record.status != Status.OK or not source.is_file() or artifact_digest(source) != record.sha256:
+        source = entry / str(record.file)
+        if record.status != Status.OK or not source.is_file() or artifact_digest(source) != record.sha256:
+            return None
+    except Exception:  # a damaged entry is no artifact: the format is converted as if there were none
         return None
     start = time.perf_counter()
     target = job.out_dir / f"{job.stem}-{fmt.name}{fmt.suffix}"
-    for made, copy in zip(_companions(source), _companions(target)):
-        if made.exists():
-            link_file(made, copy)
+    _link_artifact(source, target)
     echo(
         f"  {fmt.name}: {target.name} ({artifact_size_mb(target):.2f} MB), the artifact made before from the same "
         f"weights and settings (artifact cache {key}), not converted again"

@@ -252,7 +252,7 @@ class RunDir:
             os.close(fd)
             raise EdgepipeError(
                 f"'{path}' is not the lock file edgepipe made (it is linked to another file)",
-                "Remove it yourself; edgepipe writes no file that is also elsewhere.",
+                "Remove it yourself; edgepipe never links its lock file to another.",
             )
         return fd
 

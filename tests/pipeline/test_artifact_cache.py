@@ -61,3 +61,15 @@ def test_an_artifact_is_taken_from_the_cache_only_when_everything_that_made_it_i
     (filed,) = cache.glob("*/tiny-tflite-fp32.tflite")
     filed.write_bytes(filed.read_bytes() + b"\0")
     assert _cached(export_all(model, _job(tiny_run, tmp_path / "changed", cache, **fp32), lambda line: None)) == [False]
+
+
+def test_a_forced_export_or_a_damaged_entry_converts_again(tiny_run, tmp_path):
+    model = load_keras_model(str(tiny_run.model))
+    cache, fp32 = tmp_path / "cache", {"formats": ["tflite-fp32"]}
+    export_all(model, _job(tiny_run, tmp_path / "first", cache, file_artifacts=True, **fp32), lambda line: None)
+    forced = _job(tiny_run, tmp_path / "forced", cache, take_cached=False, **fp32)
+    assert _cached(export_all(model, forced, lambda line: None)) == [False]
+    (record,) = cache.glob("*/record.json")
+    record.write_text('{"format": "tflite-fp32", "status": "ok", "details": {"int8_budget": "not a budget"}}')
+    done = export_all(model, _job(tiny_run, tmp_path / "damaged", cache, **fp32), lambda line: None)
+    assert _cached(done) == [False] and done[0].status.value == "ok"
