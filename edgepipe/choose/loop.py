@@ -763,19 +763,7 @@ def _export_and_score(
                 state.echo(line)
             return payload
         state.echo(f"  its export worker failed ({done.why}); exported here")
-    return export_and_score(
-        state.config,
-        state.dataset(c.input_size),
-        c,
-        format_name,
-        head_path,
-        item["cache"],
-        item["scratch"],
-        item["threads"],
-        state.echo,
-        item["force"],
-        item["weights"],
-    )
+    return _export_item(item, state.config, state.dataset(c.input_size), state.echo)
 
 
 def _export_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
@@ -786,21 +774,25 @@ def _export_in_worker(item: dict) -> tuple[tuple[dict, list[str]], str]:
     without_pytorch()  # NNCF would import it, for nothing an OpenVINO model's quantization uses
     config, c = cfg.from_dict(item["config"], {}), item["candidate"]
     lines: list[str] = []
-    dataset = _decoded(item["index"], c.input_size, config.model.channels)
-    payload = export_and_score(
+    payload = _export_item(item, config, _decoded(item["index"], c.input_size, config.model.channels), lines.append)
+    return (payload, lines), f"exported {c.label} {item['format']}: {payload['status']}"
+
+
+def _export_item(item: dict, config: RunConfig, dataset, echo: Echo) -> dict[str, Any]:
+    """export_and_score for an item of the export step (see _export_and_score), in a worker or here."""
+    return export_and_score(
         config,
         dataset,
-        c,
+        item["candidate"],
         item["format"],
         item["head_path"],
         item["cache"],
         item["scratch"],
         item["threads"],
-        lines.append,
+        echo,
         item["force"],
         item["weights"],
     )
-    return (payload, lines), f"exported {c.label} {item['format']}: {payload['status']}"
 
 
 def export_and_score(
@@ -821,7 +813,7 @@ def export_and_score(
     split: the export step's record of it (top-1 and interval when it was made)."""
     from edgepipe.architectures import get_architecture
     from edgepipe.calibration import draw
-    from edgepipe.pipeline.export import ExportJob, artifact_key, backend_options, export_all, weights_digest
+    from edgepipe.pipeline.export import ExportJob, backend_options, export_all, weights_digest
     from edgepipe.pipeline.sequence import fresh_random_state
     from edgepipe.results import Status
     from edgepipe.verification import ArtifactScorer
@@ -858,7 +850,7 @@ def export_and_score(
     record = export_all(model, job, lambda line: echo("  " + line))[0]
     payload = {
         "format": format_name,
-        "artifact_key": artifact_key(weights_digest(model), format_name, job),
+        "artifact_key": (record.details or {}).get("artifact_cache_key"),  # where export_all filed it
         "status": record.status.value,
         "reason": record.reason,
         "file": str((out_dir / record.file).relative_to(head_path.parents[2])),  # from <search>
@@ -911,10 +903,10 @@ def _winner_run(state: _State, c: Candidate, winner: Row, model: dict[str, Any])
     path = state.folder.path / WINNER_FOLDER
     state.echo(f"[winner] {winner.label}: edgepipe's pipeline into {path}")
     config = winner_config(req.config, c, winner.format, req.conditions.threads, path, req.conditions.memory)
-    artifact = winner.extra.get("artifact_key")
-    entry = _cache(state) / "artifacts" / artifact if artifact else None
-    files = sorted(f"artifacts/{artifact}/{f.name}" for f in entry.iterdir()) if entry and entry.is_dir() else []
     if not req.force:  # --force redoes the winner's run too: nothing taken from the search
+        artifact = winner.extra.get("artifact_key")
+        entry = _cache(state) / "artifacts" / artifact if artifact else None
+        files = sorted(f"artifacts/{artifact}/{f.name}" for f in entry.iterdir()) if entry and entry.is_dir() else []
         _seed_cache(_cache(state), RunDir(path), model.get("features", []) + files)
     run = run_stages(config, list(STAGES), echo=lambda line: state.echo("  " + line), force=req.force)
     results = read_results(run.results)

@@ -173,10 +173,11 @@ def export_all(
     cache = job.artifact_cache
     cached = cache is not None and (job.file_artifacts or cache.is_dir())  # nothing to look up: no digests taken
     weights = weights_digest(model) if cached and not isolate and model is not None else None
+    settings = None if weights is None else settings_digest(job)  # once: every format's key shares it
     try:
         for name in job.formats:
             fmt = formats().get(name)
-            key = None if weights is None else artifact_key(weights, name, job)
+            key = None if weights is None else artifact_key(weights, name, settings)
             adopted = None if key is None or not job.take_cached else _adopted(job, key, fmt, echo)
             if adopted is not None:
                 record = adopted
@@ -192,6 +193,8 @@ def export_all(
                 record.export_process, record.peak_rss_mb = "this process", peak_memory_mb()
                 if key is not None and job.file_artifacts and record.status == Status.OK:
                     _file(job, key, record)
+            if key is not None and record.status == Status.OK:  # where it is (or would be) filed
+                record.details = {**(record.details or {}), "artifact_cache_key": key}
             if record.status == Status.OK and verify_images is None:
                 record.verification = skipped_verification(job.unverified or "no validation images to verify on")
                 echo(f"    not verified: {record.verification['reason']}")
@@ -344,43 +347,45 @@ def _export_one(ctx: ExportContext, fmt: Format, out_dir: Path, stem: str, echo:
 CACHED_RECORD = "record.json"
 
 
-def weights_digest(model) -> str:
-    """sha256 of a Keras model's weights, in order: two models with the same digest compute the same thing."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    for weight in model.get_weights():
-        digest.update(np.ascontiguousarray(weight).tobytes())
-    return digest.hexdigest()
-
-
-def _arrays_digest(arrays: tuple | None) -> str | None:
+def _arrays_digest(arrays) -> str | None:
+    """sha256 of arrays in order: each one's shape, type and bytes (None for None)."""
     if arrays is None:
         return None
     import hashlib
 
     digest = hashlib.sha256()
     for array in arrays:
-        digest.update(str(np.asarray(array).shape).encode() + np.ascontiguousarray(array).tobytes())
+        array = np.ascontiguousarray(array)
+        digest.update(f"{array.shape} {array.dtype}".encode() + array.tobytes())
     return digest.hexdigest()
+
+
+def weights_digest(model) -> str:
+    """sha256 of a Keras model's weights, in order: two models with the same digest compute the same thing."""
+    return _arrays_digest(model.get_weights())
 
 
 def _plain(value: Any) -> Any:
     return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
 
 
-def artifact_key(weights: str, format_name: str, job: ExportJob) -> str:
-    """The name an artifact of ``format_name`` is filed under: a digest of everything that enters its file (the
-    model's weights, the labels and preprocessing its metadata holds, the calibration set and pool, the validation
-    images its INT8 budget is judged on, the recipes' settings, the threads) and of edgepipe's and the engines'
-    versions. The file name (``job.stem``) is not part of it."""
+def artifact_key(weights: str, format_name: str, settings: str) -> str:
+    """The name an artifact of ``format_name`` is filed under: a digest of the model's weights (weights_digest)
+    and of everything else that enters its file (``settings``: settings_digest of the export job)."""
+    from edgepipe.fileio import sha256_value
+
+    return sha256_value({"weights": weights, "format": format_name, "settings": settings})[:16]
+
+
+def settings_digest(job: ExportJob) -> str:
+    """A digest of what, besides the weights, enters an export job's files: the labels and preprocessing their
+    metadata holds, the calibration set and pool, the validation images an INT8 budget is judged on, the recipes'
+    settings, the threads, and edgepipe's and the engines' versions. The file name (``job.stem``) is not part of it."""
     from edgepipe.device import library_versions
     from edgepipe.fileio import sha256_value
 
     return sha256_value(
         {
-            "weights": weights,
-            "format": format_name,
             "labels": list(job.labels),
             "preprocessing": job.preprocessing,
             "calibration": job.calibration_set.digest if job.calibration_set is not None else None,
@@ -394,7 +399,7 @@ def artifact_key(weights: str, format_name: str, job: ExportJob) -> str:
             "frozen_graph": job.frozen_graph,
             "versions": library_versions(),
         }
-    )[:16]
+    )
 
 
 def _companions(path: Path) -> list[Path]:
@@ -444,7 +449,7 @@ def _adopted(job: ExportJob, key: str, fmt: Format, echo: Echo) -> ExportRecord 
         record,
         file=target.name,
         export_seconds=round(time.perf_counter() - start, 2),
-        details={**(record.details or {}), "from_artifact_cache": key},
+        details={**(record.details or {}), "from_artifact_cache": True},
         export_process="this process (copied from the artifact cache)",
         peak_rss_mb=None,
     )
