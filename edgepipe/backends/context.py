@@ -124,14 +124,22 @@ class ExportContext:
     def frozen_function(self) -> Any:
         """The Keras model's inference graph (dynamic batch, as the SavedModel's signature) with its variables
         folded into constants: what the TFLite converter reads without a SavedModel written and loaded again."""
+        return self.frozen_graph_def()[0]
+
+    def frozen_graph_def(self) -> tuple[Any, Any]:
+        """(frozen concrete function, its GraphDef), made once per export: what TFLite's converter makes of a
+        concrete function itself (``convert_variables_to_constants_v2_as_graph``, control flow kept), so both
+        TFLite conversions and ONNX's share one freezing instead of three."""
         if self._frozen is None:
             import tensorflow as tf
-            from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+            from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2_as_graph
 
             model = self.model
             spec = tf.TensorSpec((None, *model.inputs[0].shape[1:]), model.inputs[0].dtype)
             function = tf.function(lambda images: model(images, training=False))
-            self._frozen = convert_variables_to_constants_v2(function.get_concrete_function(spec))
+            self._frozen = convert_variables_to_constants_v2_as_graph(
+                function.get_concrete_function(spec), lower_control_flow=False
+            )
         return self._frozen
 
     def require(self, format_name: str) -> Path:
