@@ -971,6 +971,7 @@ def _screening(bench, o, budgets):
         else float(o.min_duration_s),
         calibration_images=SCREEN_CALIBRATION,
         memory=bool(o.memory) or budgets.max_memory_mb is not None,
+        weights="candidate",  # each candidate's network as its accuracy step trains it (edgepipe.choose.loop)
     )
     full = dataclasses.replace(
         conditions,

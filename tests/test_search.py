@@ -496,3 +496,38 @@ def test_a_head_on_features_of_random_weights_is_flagged_at_chance():
     assert degenerate_features(np.random.default_rng(0).random((6, 8), np.float32)) is None
     row = Row("c", "mobilenet_v2", 0.35, 96, "none", "tflite-fp32", WITHIN, top1=25.0, extra={"note": note})
     assert _cells(row)[-1] == f"within budgets ({note})"
+
+
+def test_the_network_built_for_timing_is_trained_as_a_network_built_anew(setup, tmp_path):
+    """The latency step builds each candidate's network as its accuracy step would, converts it and keeps it (in the
+    worker that converted it); the accuracy step then trains that very model instead of building it again. The
+    head it trains is, to the bit, the head trained on a network built anew."""
+    import numpy as np
+
+    from edgepipe import config as cfg
+    from edgepipe.choose import kept
+    from edgepipe.choose.candidates import Candidate
+    from edgepipe.choose.loop import HEAD_FILE, train_candidate
+    from edgepipe.choose.measure import Conditions, Network, prepare
+    from edgepipe.data import make_index, materialize
+
+    config = cfg.load(setup.config)
+    data = materialize(make_index(config.data, config.seed), 32, 3)
+    c = Candidate("mobilenet_v2", 0.35, 32, "none")
+    spec = {"config": config.to_dict(), "candidate": c, "classes": data.num_classes}
+    conditions = Conditions(threads=1, calibration_images=4, memory=False, weights="candidate")
+    network = Network("mobilenet_v2", 0.35, 32, 3, data.num_classes)
+    builder = ("edgepipe.choose.loop:built_for_timing", spec)
+    made = prepare(network, ["tflite-int8"], conditions, tmp_path / "timing", lambda line: None, builder)
+    assert [r["status"] for r in made.exported] == ["ok"] and made.counts["params"] > 0
+    assert len(kept._KEPT) == 1  # the converted network, kept for the accuracy step
+
+    heads = []
+    for name in ("kept", "anew"):
+        head = tmp_path / name / "candidates" / c.id / HEAD_FILE
+        payload = train_candidate(config, data, c, head, tmp_path / name / "cache", lambda line: None)
+        assert payload["top1"] > 0 and not kept._KEPT  # the first took the kept network; the second built one
+        with np.load(head) as saved:
+            heads.append([saved[k] for k in sorted(saved.files)])
+    for kept_weights, anew_weights in zip(*heads):
+        np.testing.assert_array_equal(kept_weights, anew_weights)

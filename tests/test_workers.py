@@ -70,3 +70,15 @@ def test_the_items_of_a_worker_that_died_go_to_the_workers_left(tmp_path):
         out = workers.map(f"{__name__}:square", ["die", 1, 2, 3, 4, 5], lambda line: None, cost=lambda item: 1)
     assert isinstance(out[0], WorkerFailed) and "about to end" in out[0].why
     assert out[1:] == [1, 4, 9, 16, 25]
+
+
+def test_an_item_goes_to_the_worker_it_prefers_when_that_one_is_free(tmp_path):
+    """The search runs a candidate's accuracy step in the worker that built (and keeps) its network."""
+    with Workers(2, tmp_path / "w") as workers:
+        first, second = (w.process.pid for w in workers._workers)
+        items = [("b", second), ("a", first)]  # in handing-out order, the first worker would take "b"
+        out = workers.map(f"{__name__}:pid", items, lambda line: None, prefer=lambda item: item[1])
+        # an item preferring no worker of the pool (one that has ended, say) goes to any
+        loose = workers.map(f"{__name__}:pid", [("c", 1)], lambda line: None, prefer=lambda item: item[1])
+    assert out == [second, first]
+    assert loose[0] in (first, second)

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from edgepipe.choose.measure import Conditions, Echo, Network, Prepared, buildable_formats, prepare
+from edgepipe.choose.measure import Builder, Conditions, Echo, Network, Prepared, buildable_formats, prepare
 from edgepipe.choose.workers import WorkerFailed, Workers, default_jobs, in_workers
 
 
@@ -39,6 +39,8 @@ class Exports:
         self.pool = pool
         self.folder: Path | None = None
         self._made: dict[Network, Prepared] = {}
+        #: {network: the worker process that built and exported it}
+        self.processes: dict[Network, int] = {}
 
     def __enter__(self) -> Exports:
         return self
@@ -47,9 +49,10 @@ class Exports:
         if self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
 
-    def run(self, networks: list[Network]) -> None:
+    def run(self, networks: list[Network], builders: dict[Network, Builder] | None = None) -> None:
         """Export ``networks`` in worker processes side by side, the largest first, returning when all are done;
-        the networks of a worker that failed are exported when they are timed, with a line saying why."""
+        the networks of a worker that failed are exported when they are timed, with a line saying why.
+        ``builders``: how a network is built, where not with random weights (measure.prepare)."""
         if len(networks) < 2:
             return
         workers = self.pool() if self.pool is not None else None
@@ -63,7 +66,11 @@ class Exports:
             f"converting {len(networks)} network(s) for timing in {jobs} worker processes side by side; "
             "the timing starts when all are done"
         )
-        items = [(n, self.formats, self.conditions, str(self.folder / f"{i:03d}")) for i, n in enumerate(networks)]
+        builders = builders or {}
+        items = [
+            (n, self.formats, self.conditions, str(self.folder / f"{i:03d}"), builders.get(n))
+            for i, n in enumerate(networks)
+        ]
         function, cost = f"{__name__}:_prepare", (lambda item: item[0].input_size ** 2 * (item[0].alpha or 1.0))
         if workers is not None:
             made = workers.map(function, items, self.echo, cost)
@@ -74,6 +81,8 @@ class Exports:
                 self.echo(f"  {network.label}: its conversion worker failed ({prepared.why}); exported when timed")
             else:
                 self._made[network] = prepared
+                if prepared.process is not None:
+                    self.processes[network] = prepared.process
 
     def take(self, network: Network) -> Prepared | None:
         """The network's export made ahead (its worker's lines shown now), or None: export it when timing it."""
@@ -102,9 +111,9 @@ def without_pytorch() -> None:
 def _prepare(item: tuple) -> tuple[Prepared, str]:
     """What a worker runs for one network: its export, its progress lines kept for the parent to show."""
     without_pytorch()
-    network, formats, conditions, folder = item
+    network, formats, conditions, folder, builder = item
     lines: list[str] = []
     Path(folder).mkdir(parents=True, exist_ok=True)
-    prepared = prepare(network, formats, conditions, Path(folder), lines.append)
+    prepared = prepare(network, formats, conditions, Path(folder), lines.append, builder)
     prepared.lines = lines
     return prepared, f"converted {network.label} ({_summary(prepared)})"

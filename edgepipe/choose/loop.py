@@ -104,6 +104,8 @@ class _State:
     #: the worker processes that convert and train side by side (edgepipe.choose.workers)
     pool: _Pool
     datasets: dict[int, Any] = dataclasses.field(default_factory=dict)
+    #: {candidate id: the worker process that built its network in the latency step and keeps it}
+    holders: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @property
     def config(self) -> RunConfig:
@@ -237,16 +239,22 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
     active = [c for c in candidates if not c.reason]
     networks = {c.id: _network(state, c) for c in active}
     todo = [
-        networks[c.id]
+        c
         for c in active
         if _recorded(state, c) is None
         and needs_measuring(
             networks[c.id], req.formats, req.conditions, req.target, req.cache, force=req.force, confirm=req.confirm
         )
     ]
+    # each network to convert is built as its (first) candidate's accuracy step builds it, and kept for that step
+    builders: dict[Any, tuple[str, Any]] = {}
+    for c in todo:
+        builders.setdefault(networks[c.id], (f"{__name__}:built_for_timing", _build_spec(state, c)))
     rows: list[Row] = []
     with Exports(req.formats, req.conditions, state.echo, parent=state.folder.scratch, pool=state.pool.get) as exports:
-        exports.run(todo)
+        exports.run([networks[c.id] for c in todo], builders)
+        owners = {builders[networks[c.id]][1]["candidate"].id: networks[c.id] for c in todo}
+        state.holders = {cid: exports.processes[n] for cid, n in owners.items() if n in exports.processes}
         state.pool.wait_ready()  # a new search's workers, when nothing was converted in them
         for c in candidates:
             if c.reason:
@@ -254,9 +262,50 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
                 continue
             i = active.index(c) + 1
             state.echo(f"[latency {i}/{len(active)}] {c.label} ({', '.join(req.formats)})")
-            for m in _measurements(state, c, exports):
+            for m in _measurements(state, c, exports, builders.get(networks[c.id])):
                 rows.append(_cost_row(c, m, req.budgets))
     return rows
+
+
+def _build_spec(state: _State, c: Candidate) -> dict[str, Any]:
+    """What built_for_timing needs to build ``c`` (picklable: a worker process builds it)."""
+    # a RunConfig's classes are made at run time: not picklable
+    return {"config": state.config.to_dict(), "candidate": c, "classes": len(state.index["class_names"])}
+
+
+def built_for_timing(spec: dict[str, Any]) -> tuple[Any, dict[str, int]]:
+    """The candidate's network for the latency step (a measure.Builder): built as its accuracy step builds it (the
+    same seed, its initial weights, the head untrained), and kept in this process (edgepipe.choose.kept) for that
+    step, which then trains this very model instead of building it again. Latency does not depend on the
+    weights' values; a build that needs no second one halves the search's model building."""
+    from edgepipe import config as cfg
+    from edgepipe.architectures.compute import count
+    from edgepipe.choose import kept
+    from edgepipe.pipeline.sequence import fresh_random_state
+    from edgepipe.quiet import import_tensorflow_quietly
+
+    import_tensorflow_quietly()
+    config, c, classes = cfg.from_dict(spec["config"], {}), spec["candidate"], spec["classes"]
+    fresh_random_state(config.seed)  # as _train_and_score does before it builds
+    model = build_candidate(config, classes, c)
+    kept.keep(_build_key(config, classes, c), model)
+    return model, {"params": int(model.count_params()), "macs": int(count(model).macs)}
+
+
+def _build_key(config: RunConfig, classes: int, c: Candidate) -> str:
+    """Everything build_candidate's network depends on (a weights file by its contents)."""
+    from edgepipe.pipeline.stage import file_digest
+
+    return sha256_value(
+        {
+            "candidate": as_dict(c),
+            "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
+            "classes": classes,
+            "channels": config.model.channels,
+            "dropout": config.model.dropout,
+            "seed": config.seed,
+        }
+    )
 
 
 def _network(state: _State, c: Candidate):
@@ -280,7 +329,7 @@ def _recorded(state: _State, c: Candidate) -> list[Measurement] | None:
     return None if unconfirmed(recorded, state.request.confirm) else recorded
 
 
-def _measurements(state: _State, c: Candidate, exports) -> list[Measurement]:
+def _measurements(state: _State, c: Candidate, exports, builder: tuple[str, Any] | None) -> list[Measurement]:
     req = state.request
     recorded = _recorded(state, c)
     if recorded is not None:
@@ -296,6 +345,7 @@ def _measurements(state: _State, c: Candidate, exports) -> list[Measurement]:
         confirm=req.confirm,
         echo=state.echo,
         exports=exports,
+        builder=builder,
     )
     key, digest = _record_key(state, c)
     state.records.put(key, digest, {"candidate": as_dict(c), "measurements": [m.to_dict() for m in measured]})
@@ -382,6 +432,8 @@ def _fp32(format_name: str) -> bool:
 def _accuracy_step(state: _State, candidates: list[Candidate], rows: list[Row]) -> dict[str, dict]:
     """Train and score each candidate with an artifact left, fewest MACs first; FP32 artifacts take its top-1.
     Returns {candidate id: its accuracy record} (a failed one holds ``reason``)."""
+    from edgepipe.choose import kept
+
     left = {r.candidate for r in rows if r.status == WITHIN}
     macs = {r.candidate: r.macs or 0 for r in rows}
     order = sorted((c for c in candidates if c.id in left), key=lambda c: macs[c.id])
@@ -398,6 +450,7 @@ def _accuracy_step(state: _State, candidates: list[Candidate], rows: list[Row]) 
                 row.status, row.reason = FAILED, models[c.id]["reason"]
             elif _fp32(row.format):
                 _score(row, models[c.id]["top1"], models[c.id]["interval"], "Keras FP32", state.request.budgets)
+    kept.clear()  # a network this process built for timing and did not train (its candidate trained elsewhere)
     return models
 
 
@@ -500,7 +553,11 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
         for c in todo
     ]
     made = workers.map(
-        f"{__name__}:_train_in_worker", items, state.echo, cost=lambda item: macs.get(item["candidate"].id, 0)
+        f"{__name__}:_train_in_worker",
+        items,
+        state.echo,
+        cost=lambda item: macs.get(item["candidate"].id, 0),
+        prefer=lambda item: state.holders.get(item["candidate"].id),  # the worker that keeps its network
     )
     out = {}
     for c, result in zip(todo, made):
@@ -571,6 +628,7 @@ def _train_and_score(
 ) -> dict[str, Any]:
     """Build the candidate (no download), train its head on cached features, score it on the validation split;
     the trained head's weights go to ``head_path`` (the backbone is the built one: see trained_candidate)."""
+    from edgepipe.choose import kept
     from edgepipe.fileio import sha256_file
     from edgepipe.pipeline.export import weights_digest
     from edgepipe.pipeline.sequence import fresh_random_state
@@ -578,7 +636,8 @@ def _train_and_score(
     from edgepipe.training.strategies import STRATEGIES, disk_features, head_model
 
     fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
-    model = build_candidate(config, dataset.num_classes, c)
+    # the network the latency step built and kept in this process, if it did (the same build: built_for_timing)
+    model = kept.take(_build_key(config, dataset.num_classes, c)) or build_candidate(config, dataset.num_classes, c)
     train = _train_config(config)
     STRATEGIES.get(train.strategy).fn(model, dataset, train, config.seed, lambda line: echo("  " + line), cache)
     val = dataset.splits["val"]

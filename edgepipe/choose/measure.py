@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import gc
+import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -82,20 +83,27 @@ class Conditions:
     batch_size: int = 1
     #: measure each artifact's peak memory in a fresh process (seconds per artifact)
     memory: bool = True
+    #: whose weights the timed files hold: ``random`` (each network built with random weights), or ``candidate``
+    #: (the search's: each candidate's network as it will be trained, its initial weights and untrained head, so
+    #: the same build serves its accuracy step); latency does not depend on the weights' values
+    weights: str = "random"
 
     def describe(self) -> str:
+        weights = "weights random" if self.weights == "random" else "each candidate's own weights (head untrained)"
         return (
-            f"{self.threads} thread(s), batch {self.batch_size}, weights random, INT8 calibrated on "
+            f"{self.threads} thread(s), batch {self.batch_size}, {weights}, INT8 calibrated on "
             f"{self.calibration_images} synthetic images (seeded random pixels, seed {self.seed})"
             + ("" if self.memory else "; memory not measured")
         )
 
     def key(self) -> dict[str, Any]:
-        """The conditions as a cache key; ``memory`` appears only when off, so entries measured before it
-        existed (always with memory) keep their keys."""
+        """The conditions as a cache key; ``memory`` appears only when off and ``weights`` only when not random,
+        so entries measured before they existed (always with memory, random weights) keep their keys."""
         out = dataclasses.asdict(self)
         if self.memory:
             del out["memory"]
+        if self.weights == "random":  # likewise for entries made before the search built its candidates
+            del out["weights"]
         return out
 
 
@@ -310,6 +318,7 @@ def measure(
     confirm: Confirm | None = None,
     echo: Echo = print,
     exports: MadeAhead | None = None,
+    builder: Builder | None = None,
 ) -> list[Measurement]:
     """One Measurement per format (canonical names), in ``formats`` order.
 
@@ -319,7 +328,8 @@ def measure(
     ``confirm``, those near its budget are then timed again under its conditions (a cached one near the budget
     that was not is measured anew). A format that cannot be built here or fails is a Measurement with its status
     and reason, never an exception; a format unavailable on this machine is not cached (installing its package
-    makes it measurable).
+    makes it measurable). ``builder``: how the network is built when it is exported here (default: random
+    weights; ``conditions.weights`` says which).
     """
     base = _base(network, conditions, target)
     skipped = {
@@ -330,7 +340,7 @@ def measure(
     if done is None:
         prepared = exports.take(network) if exports is not None else None
         fresh, reported = (
-            _measure_now(network, buildable, conditions, target, base, confirm, echo, prepared)
+            _measure_now(network, buildable, conditions, target, base, confirm, echo, prepared, builder)
             if buildable
             else ([], None)
         )
@@ -433,6 +443,21 @@ def build_network(network: Network, seed: int = 0):
     return model, {"params": int(model.count_params()), "macs": int(count(model).macs)}
 
 
+#: how a network is built for timing instead of with random weights (build_network): ("package.module:function",
+#: its argument); the function returns (Keras model, {"params", "macs"}). Named, not a closure, so that a worker
+#: process can build it (edgepipe.choose.exports)
+Builder = tuple[str, Any]
+
+
+def _built(network: Network, conditions: Conditions, builder: Builder | None):
+    if builder is None:
+        return build_network(network, conditions.seed)
+    import importlib
+
+    module, _, name = builder[0].partition(":")
+    return getattr(importlib.import_module(module), name)(builder[1])
+
+
 @dataclass
 class Prepared:
     """A network's formats exported for timing: the export records (status, file, reason) in ``folder``, and the
@@ -444,18 +469,28 @@ class Prepared:
     reason: str | None = None
     #: the progress lines of an export made in a worker process, shown when its result is taken
     lines: list[str] = field(default_factory=list)
+    #: the process that built and exported it (a builder may keep the model there for later work)
+    process: int | None = None
 
 
-def prepare(network: Network, formats: list[str], conditions: Conditions, folder: Path, echo: Echo) -> Prepared:
-    """Build the network with random weights and export ``formats`` into ``folder`` for timing."""
+def prepare(
+    network: Network,
+    formats: list[str],
+    conditions: Conditions,
+    folder: Path,
+    echo: Echo,
+    builder: Builder | None = None,
+) -> Prepared:
+    """Build the network (with random weights, or by ``builder``) and export ``formats`` into ``folder`` for
+    timing."""
     try:
-        model, counts = build_network(network, conditions.seed)
+        model, counts = _built(network, conditions, builder)
     except EdgepipeError as exc:
         return Prepared(folder, reason=f"cannot be built: {exc}")
     exported = _export(model, network, formats, conditions, folder, echo)
     del model
     _release_keras()
-    return Prepared(folder, exported, counts)
+    return Prepared(folder, exported, counts, process=os.getpid())
 
 
 def _measure_now(
@@ -467,6 +502,7 @@ def _measure_now(
     confirm: Confirm | None,
     echo: Echo,
     prepared: Prepared | None = None,
+    builder: Builder | None = None,
 ) -> tuple[list[Measurement], dict | None]:
     """Time the network's ``formats`` on the target in one session (and those near ``confirm``'s budget again),
     exported now in a temporary folder, or ``prepared`` beforehand (its folder is removed after); returns the
@@ -480,7 +516,7 @@ def _measure_now(
         finally:
             shutil.rmtree(prepared.folder, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="edgepipe-measure-") as folder:
-        made = prepare(network, formats, conditions, Path(folder), echo)
+        made = prepare(network, formats, conditions, Path(folder), echo, builder)
         return _time_prepared(made, formats, conditions, target, base, confirm, echo)
 
 

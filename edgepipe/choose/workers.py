@@ -144,19 +144,35 @@ class Workers:
             worker.ready.wait()
 
     def map(
-        self, function: str, items: Sequence[Any], echo: Echo, cost: Callable[[Any], float] = lambda item: 0.0
+        self,
+        function: str,
+        items: Sequence[Any],
+        echo: Echo,
+        cost: Callable[[Any], float] = lambda item: 0.0,
+        prefer: Callable[[Any], int | None] = lambda item: None,
     ) -> list[Any]:
         """``function(item)`` ("package.module:name", returning (result, summary line)) for every item, in the
         workers side by side, the costliest first; the results in ``items`` order, a WorkerFailed for an item
         whose function raised and for one whose worker died on it (the others go on in the workers left).
-        Progress: "  done k/n: <summary>" as each item is done."""
+        ``prefer``: the process id of the worker an item is best run in (one that holds what it needs from an
+        earlier map), or None; a worker takes the costliest item that prefers it, else one that prefers no
+        worker of the pool, else the costliest left (any worker can run any item). Progress: "  done k/n:
+        <summary>" as each item is done."""
         results: list[Any] = [None] * len(items)
         waiting = sorted(range(len(items)), key=lambda i: -cost(items[i]))
+        pids = {w.process.pid for w in self._workers if w.alive}
         done = 0
+
+        def pick(worker: _Worker) -> int:
+            wanted = [prefer(items[i]) for i in waiting]
+            place = next((k for k, pid in enumerate(wanted) if pid == worker.process.pid), None)
+            if place is None:
+                place = next((k for k, pid in enumerate(wanted) if pid not in pids), 0)
+            return waiting.pop(place)
 
         def give(worker: _Worker) -> None:
             if waiting and worker.alive:
-                index = waiting.pop(0)
+                index = pick(worker)
                 self._numbers += 1
                 worker.give(index, function, items[index], self._numbers)
 
