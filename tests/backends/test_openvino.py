@@ -225,9 +225,25 @@ def test_int8_export_options_reach_nncf(exported):
         key: model.get_rt_info(["nncf", "quantization", key]).astype(str) for key in ("preset", "fast_bias_correction")
     }
     assert used == {"preset": "mixed", "fast_bias_correction": "False"}
-    assert "'overflow_fix': 'enable'" in model.get_rt_info(["nncf", "quantization", "advanced_parameters"]).astype(str)
+    advanced = model.get_rt_info(["nncf", "quantization", "advanced_parameters"]).astype(str)
+    assert "'overflow_fix': 'enable'" in advanced and "'disable_bias_correction': False" in advanced
     details = records["openvino-int8"]["details"]
     assert (details["preset"], details["fast_bias_correction"], details["overflow_fix"]) == ("mixed", False, "all")
+    assert details["bias_correction"] is True
+
+
+def test_a_file_made_only_to_be_timed_goes_without_bias_correction(tmp_path):
+    """models --measure and a search's latency step: bias correction changes bias values, not the compiled
+    graph, so their IRs are quantized without it."""
+    from edgepipe.choose.measure import Conditions, Network, prepare
+
+    network = Network("mobilenet_v2", 0.35, 32, 3, 4)
+    made = prepare(network, ["openvino-int8"], Conditions(threads=1, calibration_images=4), tmp_path, print)
+    (record,) = made.exported
+    assert record["status"] == "ok", record
+    model = ov.Core().read_model(str(tmp_path / record["file"]))
+    advanced = model.get_rt_info(["nncf", "quantization", "advanced_parameters"]).astype(str)
+    assert "'disable_bias_correction': True" in advanced
 
 
 #: a child process running an IR with the CPU kernels of a CPU that has AVX2 only: OpenVINO's CPU plugin

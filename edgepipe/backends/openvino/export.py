@@ -311,11 +311,13 @@ def _nncf_options(ctx: ExportContext) -> dict[str, Any]:
 
 
 def _advanced(ctx: ExportContext) -> Any:
-    """NNCF's advanced quantization parameters for the export options (the overflow fix)."""
+    """NNCF's advanced quantization parameters for the export options (the overflow fix, bias correction)."""
     from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, OverflowFix
 
+    options = ctx.options_for("openvino")
     return AdvancedQuantizationParameters(
-        overflow_fix=OverflowFix[OVERFLOW_FIX[ctx.options_for("openvino").int8_overflow_fix]]
+        overflow_fix=OverflowFix[OVERFLOW_FIX[options.int8_overflow_fix]],
+        disable_bias_correction=not options.int8_bias_correction,
     )
 
 
@@ -333,6 +335,7 @@ def _write_int8(ctx: ExportContext, model: Any, p: Path, recipe: dict[str, Any])
         "preset": options.int8_preset,
         "overflow_fix": options.int8_overflow_fix,
         "fast_bias_correction": options.fast_bias_correction,
+        "bias_correction": options.int8_bias_correction,
         "converted_from": "openvino-fp32",
         "calibration_images": len(ctx.calibration),
         "calibration_sha256": ctx.calibration.digest,
