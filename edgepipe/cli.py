@@ -762,8 +762,9 @@ def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> No
 
     With --measure, what each one costs on this device (or --remote), beside its published ImageNet
     figures: p50/p90 ms at batch 1 per format, artifact size and peak memory. Each network is built
-    with random weights and INT8 is calibrated on 32 seeded random-pixel images (latency does not
-    depend on the weights' values; no accuracy is measured). Cached per device, engine versions,
+    with random weights and INT8 is calibrated on 32 seeded random-pixel images (no accuracy is
+    measured; TFLite latency does not depend on the weights' values, OpenVINO INT8's does: from
+    random weights it timed 15-32% faster than from ImageNet weights). Cached per device, engine versions,
     network, format and conditions; --force measures again.
 
     \b

@@ -162,8 +162,7 @@ def render_table(result: SearchResult) -> str:
         "top-1 %: on the validation split (every choice is made there), with its 95% bootstrap interval over "
         "images; FP32 artifacts take the trained Keras model's top-1 (they compute the same), other precisions "
         "their own file's. params/MACs: counted on the network; size, p50/p90 and peak memory: measured on the "
-        "artifact of the network as built (its initial weights, the head untrained: latency does not depend on "
-        "the weights' values).",
+        "artifact of the network as built (its initial weights, the head not yet trained).",
         "",
         answer_text(result),
     ]

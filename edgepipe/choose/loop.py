@@ -276,8 +276,8 @@ def _build_spec(state: _State, c: Candidate) -> dict[str, Any]:
 def built_for_timing(spec: dict[str, Any]) -> tuple[Any, dict[str, int]]:
     """The candidate's network for the latency step (a measure.Builder): built as its accuracy step builds it (the
     same seed, its initial weights, the head untrained), and kept in this process (edgepipe.choose.kept) for that
-    step, which then trains this very model instead of building it again. Latency does not depend on the
-    weights' values; a build that needs no second one halves the search's model building."""
+    step, which then trains this very model instead of building it again. Not random weights: an OpenVINO INT8
+    file of random weights times faster than the trained network's will (docs/search.md)."""
     from edgepipe import config as cfg
     from edgepipe.architectures.compute import count
     from edgepipe.choose import kept

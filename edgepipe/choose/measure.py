@@ -1,7 +1,7 @@
 """What one network costs on one device: latency (p50, p90 at batch 1), file size and peak memory per format.
 
-Latency does not depend on the weights' values, so each network is built with random weights
-(edgepipe's classifier: in-model preprocessing, backbone, global pooling, dense head), exported with
+Each network is built with random weights (edgepipe's classifier: in-model preprocessing, backbone, global
+pooling, dense head; a search builds each candidate's own network instead, see Conditions.weights), exported with
 the export stage's machinery (INT8 calibrated on a small seeded set of random pixels; no accuracy
 verification, as random weights have no accuracy to keep), and all its formats are timed together
 in the bench harness's interleaved rounds, so their ratios are fair; each one's memory is measured
@@ -30,7 +30,10 @@ from edgepipe.results import Record, Results, Status
 
 #: what ``edgepipe models --measure`` measures when no formats are named
 DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "openvino-int8", "onnx-int8")
-WEIGHTS = "random (latency does not depend on the weights' values)"
+WEIGHTS = (
+    "random: a TFLite file's latency does not depend on the weights' values, but an OpenVINO INT8 file's does (from "
+    "random weights it timed 15-32% faster than from ImageNet weights, docs/search.md)"
+)
 
 
 @dataclass(frozen=True)
@@ -85,7 +88,8 @@ class Conditions:
     memory: bool = True
     #: whose weights the timed files hold: ``random`` (each network built with random weights), or ``candidate``
     #: (the search's: each candidate's network as it will be trained, its initial weights and untrained head, so
-    #: the same build serves its accuracy step); latency does not depend on the weights' values
+    #: the same build serves its accuracy step). An OpenVINO INT8 file of random weights timed 15-32% faster than
+    #: the same network's of ImageNet weights (docs/search.md); TFLite files timed the same
     weights: str = "random"
 
     def describe(self) -> str:
