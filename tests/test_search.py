@@ -518,16 +518,46 @@ def test_the_network_built_for_timing_is_trained_as_a_network_built_anew(setup, 
     conditions = Conditions(threads=1, calibration_images=4, memory=False, weights="candidate")
     network = Network("mobilenet_v2", 0.35, 32, 3, data.num_classes)
     builder = ("edgepipe.choose.loop:built_for_timing", spec)
-    made = prepare(network, ["tflite-int8"], conditions, tmp_path / "timing", lambda line: None, builder)
-    assert [r["status"] for r in made.exported] == ["ok"] and made.counts["params"] > 0
-    assert len(kept._KEPT) == 1  # the converted network, kept for the accuracy step
-
-    heads = []
-    for name in ("kept", "anew"):
-        head = tmp_path / name / "candidates" / c.id / HEAD_FILE
-        payload = train_candidate(config, data, c, head, tmp_path / name / "cache", lambda line: None)
-        assert payload["top1"] > 0 and not kept._KEPT  # the first took the kept network; the second built one
-        with np.load(head) as saved:
-            heads.append([saved[k] for k in sorted(saved.files)])
+    try:
+        made = prepare(network, ["tflite-int8"], conditions, tmp_path / "timing", lambda line: None, builder)
+        assert [r["status"] for r in made.exported] == ["ok"] and made.counts["params"] > 0
+        assert len(kept._KEPT) == 1  # the converted network, kept for the accuracy step
+        heads, payloads = [], []
+        for name in ("kept", "anew"):
+            head = tmp_path / name / "candidates" / c.id / HEAD_FILE
+            payloads.append(train_candidate(config, data, c, head, tmp_path / name / "cache", lambda line: None))
+            assert payloads[-1]["top1"] > 0 and not kept._KEPT  # the first took the kept network, the second built
+            with np.load(head) as saved:
+                heads.append([saved[k] for k in sorted(saved.files)])
+    finally:
+        kept.clear()
     for kept_weights, anew_weights in zip(*heads):
         np.testing.assert_array_equal(kept_weights, anew_weights)
+    # the whole trained model (which the export step checks) and the cached features' names (which the winner's
+    # run links) are the same too
+    for field in ("weights_sha256", "features", "top1", "head_sha256"):
+        assert payloads[0][field] == payloads[1][field], field
+    # a builder goes with conditions of a candidate's weights only: their figures are cached under them
+    with pytest.raises(ValueError):
+        prepare(network, ["tflite-int8"], Conditions(threads=1), tmp_path / "random", lambda line: None, builder)
+
+
+def test_a_measurement_key_names_the_weights_its_files_held():
+    """A search times each candidate's own network, so its cached figures carry the weights' identity; a network of
+    random weights (models --measure) keeps the key it had before."""
+    from edgepipe.choose.measure import Conditions, Network, Target, cache_key
+    from edgepipe.fileio import sha256_value
+
+    target = Target("cpu", {"device": "here"}, bench=None)
+    random, imagenet = Network("mobilenet_v2", 0.35, 96, 3, 4), Network("mobilenet_v2", 0.35, 96, 3, 4, "imagenet")
+    plain = Conditions(threads=2)
+    old = {"arch": "mobilenet_v2", "alpha": 0.35, "input_size": 96, "channels": 3, "classes": 4}
+    expected = sha256_value(
+        {"target": target.identity, "network": old, "format": "tflite-fp32", "conditions": plain.key()}
+    )
+    assert cache_key(target, random, "tflite-fp32", plain) == expected
+    searched = Conditions(threads=2, weights="candidate")
+    keys = {
+        cache_key(target, n, "tflite-fp32", searched) for n in (random, imagenet, Network(*old.values(), "none@seed0"))
+    }
+    assert len(keys) == 3 and "weights" in searched.key() and "weights" not in plain.key()

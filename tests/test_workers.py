@@ -82,3 +82,9 @@ def test_an_item_goes_to_the_worker_it_prefers_when_that_one_is_free(tmp_path):
         loose = workers.map(f"{__name__}:pid", [("c", 1)], lambda line: None, prefer=lambda item: item[1])
     assert out == [second, first]
     assert loose[0] in (first, second)
+
+
+def test_each_runs_a_function_once_in_every_worker(tmp_path):
+    with Workers(3, tmp_path / "w") as workers:
+        ran = workers.each(f"{__name__}:pid")
+        assert sorted(ran) == sorted(w.process.pid for w in workers._workers)

@@ -35,3 +35,9 @@ def take(key: str) -> Any | None:
 def clear() -> None:
     """Let go of every kept model (a step that could take them is over)."""
     _KEPT.clear()
+
+
+def release(item: Any) -> tuple[None, str]:
+    """What a worker process runs to let go of its kept models (edgepipe.choose.workers.Workers.each)."""
+    clear()
+    return None, "let go of its kept networks"

@@ -106,6 +106,8 @@ class _State:
     datasets: dict[int, Any] = dataclasses.field(default_factory=dict)
     #: {candidate id: the worker process that built its network in the latency step and keeps it}
     holders: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: {candidate id: its measure.Network} (a weights file's digest is taken once)
+    networks: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def config(self) -> RunConfig:
@@ -150,6 +152,11 @@ class _Pool:
         timing that follows)."""
         if self._workers is not None:
             self._workers.wait_ready()
+
+    def release_kept(self) -> None:
+        """Have every worker let go of the networks it kept (edgepipe.choose.kept), if the workers were started."""
+        if self._workers is not None:
+            self._workers.each("edgepipe.choose.kept:release")
 
     def close(self) -> None:
         if self._workers is not None:
@@ -246,15 +253,12 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
             networks[c.id], req.formats, req.conditions, req.target, req.cache, force=req.force, confirm=req.confirm
         )
     ]
-    # each network to convert is built as its (first) candidate's accuracy step builds it, and kept for that step
-    builders: dict[Any, tuple[str, Any]] = {}
-    for c in todo:
-        builders.setdefault(networks[c.id], (f"{__name__}:built_for_timing", _build_spec(state, c)))
+    # each network is built as its candidate's accuracy step builds it, and kept for that step
+    builders = {c.id: (f"{__name__}:built_for_timing", _build_spec(state, c)) for c in active}
     rows: list[Row] = []
     with Exports(req.formats, req.conditions, state.echo, parent=state.folder.scratch, pool=state.pool.get) as exports:
-        exports.run([networks[c.id] for c in todo], builders)
-        owners = {builders[networks[c.id]][1]["candidate"].id: networks[c.id] for c in todo}
-        state.holders = {cid: exports.processes[n] for cid, n in owners.items() if n in exports.processes}
+        exports.run([networks[c.id] for c in todo], {networks[c.id]: builders[c.id] for c in todo})
+        state.holders = {c.id: exports.processes[networks[c.id]] for c in todo if networks[c.id] in exports.processes}
         state.pool.wait_ready()  # a new search's workers, when nothing was converted in them
         for c in candidates:
             if c.reason:
@@ -262,7 +266,7 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
                 continue
             i = active.index(c) + 1
             state.echo(f"[latency {i}/{len(active)}] {c.label} ({', '.join(req.formats)})")
-            for m in _measurements(state, c, exports, builders.get(networks[c.id])):
+            for m in _measurements(state, c, exports, builders[c.id]):
                 rows.append(_cost_row(c, m, req.budgets))
     return rows
 
@@ -279,8 +283,8 @@ def built_for_timing(spec: dict[str, Any]) -> tuple[Any, dict[str, int]]:
     step, which then trains this very model instead of building it again. Not random weights: an OpenVINO INT8
     file of random weights times faster than the trained network's will (docs/search.md)."""
     from edgepipe import config as cfg
-    from edgepipe.architectures.compute import count
     from edgepipe.choose import kept
+    from edgepipe.choose.measure import network_counts
     from edgepipe.pipeline.sequence import fresh_random_state
     from edgepipe.quiet import import_tensorflow_quietly
 
@@ -289,27 +293,43 @@ def built_for_timing(spec: dict[str, Any]) -> tuple[Any, dict[str, int]]:
     fresh_random_state(config.seed)  # as _train_and_score does before it builds
     model = build_candidate(config, classes, c)
     kept.keep(_build_key(config, classes, c), model)
-    return model, {"params": int(model.count_params()), "macs": int(count(model).macs)}
+    return model, network_counts(model)
+
+
+def _build_inputs(config: RunConfig, c: Candidate) -> dict[str, Any]:
+    """What build_candidate's network depends on besides the class count (a weights file by its contents)."""
+    from edgepipe.pipeline.stage import file_digest
+
+    return {
+        "candidate": as_dict(c),
+        "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
+        "seed": config.seed,
+        "channels": config.model.channels,
+        "dropout": config.model.dropout,
+    }
 
 
 def _build_key(config: RunConfig, classes: int, c: Candidate) -> str:
-    """Everything build_candidate's network depends on (a weights file by its contents)."""
-    from edgepipe.pipeline.stage import file_digest
-
-    return sha256_value(
-        {
-            "candidate": as_dict(c),
-            "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
-            "classes": classes,
-            "channels": config.model.channels,
-            "dropout": config.model.dropout,
-            "seed": config.seed,
-        }
-    )
+    """The key a network built for ``c`` is kept under (edgepipe.choose.kept)."""
+    return sha256_value({**_build_inputs(config, c), "classes": classes})
 
 
 def _network(state: _State, c: Candidate):
-    return c.network(state.config.model.channels, len(state.index["class_names"]))
+    """The candidate's network as the measurement cache knows it: with the identity of its weights (timed files
+    hold them), so no search takes the figures of another's weights."""
+    if c.id not in state.networks:
+        from edgepipe.pipeline.stage import file_digest
+
+        config = state.config
+        if c.weights == "imagenet":
+            weights = "imagenet"
+        elif c.weights == "none":
+            weights = f"none@seed{config.seed}"
+        else:
+            weights = f"file sha256 {file_digest(Path(c.weights))}"
+        network = c.network(config.model.channels, len(state.index["class_names"]))
+        state.networks[c.id] = dataclasses.replace(network, weights=weights)
+    return state.networks[c.id]
 
 
 def _record_key(state: _State, c: Candidate) -> tuple[str, str]:
@@ -450,7 +470,10 @@ def _accuracy_step(state: _State, candidates: list[Candidate], rows: list[Row]) 
                 row.status, row.reason = FAILED, models[c.id]["reason"]
             elif _fp32(row.format):
                 _score(row, models[c.id]["top1"], models[c.id]["interval"], "Keras FP32", state.request.budgets)
-    kept.clear()  # a network this process built for timing and did not train (its candidate trained elsewhere)
+    # the networks built for timing that no accuracy step took (a candidate out of the budgets, trained in another
+    # process, or found in the records), here and in the workers, which go on to export
+    kept.clear()
+    state.pool.release_kept()
     return models
 
 
@@ -462,17 +485,10 @@ def _score(row: Row, top1: float, interval: list[float], source: str, budgets: B
 
 
 def _accuracy_inputs(state: _State, c: Candidate) -> dict[str, Any]:
-    from edgepipe.pipeline.stage import file_digest
-
-    config = state.config
     return {
-        "candidate": as_dict(c),
-        "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
+        **_build_inputs(state.config, c),
         "dataset": sha256_value(state.index),
-        "train": dataclasses.asdict(_train_config(config)),
-        "seed": config.seed,
-        "channels": config.model.channels,
-        "dropout": config.model.dropout,
+        "train": dataclasses.asdict(_train_config(state.config)),
     }
 
 
@@ -637,7 +653,9 @@ def _train_and_score(
 
     fresh_random_state(config.seed)  # as every pipeline stage starts, so the winner's run trains the same head
     # the network the latency step built and kept in this process, if it did (the same build: built_for_timing)
-    model = kept.take(_build_key(config, dataset.num_classes, c)) or build_candidate(config, dataset.num_classes, c)
+    model = kept.take(_build_key(config, dataset.num_classes, c))
+    if model is None:
+        model = build_candidate(config, dataset.num_classes, c)
     train = _train_config(config)
     STRATEGIES.get(train.strategy).fn(model, dataset, train, config.seed, lambda line: echo("  " + line), cache)
     val = dataset.splits["val"]

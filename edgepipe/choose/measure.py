@@ -3,7 +3,7 @@
 Each network is built with random weights (edgepipe's classifier: in-model preprocessing, backbone, global
 pooling, dense head; a search builds each candidate's own network instead, see Conditions.weights), exported with
 the export stage's machinery (INT8 calibrated on a small seeded set of random pixels; no accuracy
-verification, as random weights have no accuracy to keep), and all its formats are timed together
+verification: the files are only timed), and all its formats are timed together
 in the bench harness's interleaved rounds, so their ratios are fair; each one's memory is measured
 in a fresh process. The figures are cached per device, engine versions, network, format and
 conditions, so asking again costs nothing; ``force`` measures anew.
@@ -38,13 +38,16 @@ WEIGHTS = (
 
 @dataclass(frozen=True)
 class Network:
-    """An architecture at one width and input size, with the dense head (``classes`` outputs) it is measured with."""
+    """An architecture at one width and input size, with the dense head (``classes`` outputs) it is measured with;
+    ``weights``: which weights its timed files hold when they are not random (a search's candidate: imagenet,
+    none@seed<n>, or a weights file's sha256), part of its cache key only when given."""
 
     arch: str
     alpha: float | None
     input_size: int
     channels: int
     classes: int
+    weights: str | None = None
 
     @classmethod
     def of(
@@ -228,7 +231,8 @@ def cache_key(target: Target, network: Network, format_name: str, conditions: Co
     return sha256_value(
         {
             "target": target.identity,
-            "network": dataclasses.asdict(network),
+            # a network of random weights keeps the key it had before ``weights`` existed
+            "network": {k: v for k, v in dataclasses.asdict(network).items() if k != "weights" or v is not None},
             "format": format_name,
             "conditions": conditions.key(),
         }
@@ -437,14 +441,20 @@ def build_network(network: Network, seed: int = 0):
     """(Keras model with random weights, {"params", "macs"} counted on it at batch 1); EdgepipeError when the
     architecture cannot take this input size or width."""
     from edgepipe.architectures import build_classifier
-    from edgepipe.architectures.compute import count
     from edgepipe.quiet import import_tensorflow_quietly
 
     import_tensorflow_quietly()
     model = build_classifier(
         network.arch, network.classes, network.input_size, network.channels, network.alpha, weights="none", seed=seed
     )
-    return model, {"params": int(model.count_params()), "macs": int(count(model).macs)}
+    return model, network_counts(model)
+
+
+def network_counts(model) -> dict[str, int]:
+    """{"params", "macs"} of a Keras model, counted at batch 1."""
+    from edgepipe.architectures.compute import count
+
+    return {"params": int(model.count_params()), "macs": int(count(model).macs)}
 
 
 #: how a network is built for timing instead of with random weights (build_network): ("package.module:function",
@@ -486,7 +496,10 @@ def prepare(
     builder: Builder | None = None,
 ) -> Prepared:
     """Build the network (with random weights, or by ``builder``) and export ``formats`` into ``folder`` for
-    timing."""
+    timing. A builder goes with conditions whose ``weights`` are not random, and only with them: the files'
+    figures are cached under those conditions."""
+    if (builder is None) != (conditions.weights == "random"):
+        raise ValueError(f"conditions with weights {conditions.weights!r} and builder {builder!r} do not go together")
     try:
         model, counts = _built(network, conditions, builder)
     except EdgepipeError as exc:
@@ -613,7 +626,8 @@ def _export(
 
 
 def _release_keras() -> None:
-    """Free the network's graph before timing, so the next architecture starts from a clean session."""
+    """Clear Keras's session and collect, so the next architecture starts from a clean session (a model someone
+    still holds, as edgepipe.choose.kept does, stays usable)."""
     import keras
 
     keras.backend.clear_session()
