@@ -24,6 +24,7 @@ killed search resumes where it stopped; ``force`` redoes every step.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -296,13 +297,28 @@ def built_for_timing(spec: dict[str, Any]) -> tuple[Any, dict[str, int]]:
     return model, network_counts(model)
 
 
+def _weights_file_digest(weights: str) -> str | None:
+    """The sha256 of the weights file ``weights`` names (None when it names no file), hashed once per process
+    while the file keeps its size and modification time: every step asks for it, for every candidate."""
+    path = Path(weights)
+    if not path.is_file():
+        return None
+    stat = path.stat()
+    return _digest_of(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _digest_of(path: str, size: int, mtime_ns: int) -> str:
+    from edgepipe.fileio import sha256_file
+
+    return sha256_file(path)
+
+
 def _build_inputs(config: RunConfig, c: Candidate) -> dict[str, Any]:
     """What build_candidate's network depends on besides the class count (a weights file by its contents)."""
-    from edgepipe.pipeline.stage import file_digest
-
     return {
         "candidate": as_dict(c),
-        "weights_file": file_digest(Path(c.weights)) if Path(c.weights).is_file() else None,
+        "weights_file": _weights_file_digest(c.weights),
         "seed": config.seed,
         "channels": config.model.channels,
         "dropout": config.model.dropout,
@@ -318,15 +334,13 @@ def _network(state: _State, c: Candidate):
     """The candidate's network as the measurement cache knows it: with the identity of its weights (timed files
     hold them), so no search takes the figures of another's weights."""
     if c.id not in state.networks:
-        from edgepipe.pipeline.stage import file_digest
-
         config = state.config
         if c.weights == "imagenet":
             weights = "imagenet"
         elif c.weights == "none":
             weights = f"none@seed{config.seed}"
         else:
-            weights = f"file sha256 {file_digest(Path(c.weights))}"
+            weights = f"file sha256 {_weights_file_digest(c.weights)}"
         network = c.network(config.model.channels, len(state.index["class_names"]))
         state.networks[c.id] = dataclasses.replace(network, weights=weights)
     return state.networks[c.id]
