@@ -640,8 +640,9 @@ def measure_models(
 
     ``archs``: registry names, or ``["all"]`` (default: every architecture of at most 6 M parameters by its
     published count). ``formats`` default to tflite-fp32, tflite-int8, openvino-int8 and onnx-int8; one this
-    machine cannot build is a row with its reason. Each network is built with random weights at its default width
-    and ``input_size`` (default: its own), exported here (INT8 calibrated on 32 seeded random-pixel images) and its
+    machine cannot build is a row with its reason. Each network is built with random weights (its batch-norm
+    statistics and biases drawn as a trained network's) at its default width and ``input_size`` (default: its
+    own), exported here (INT8 calibrated on 32 seeded random-pixel images) and its
     formats timed together in interleaved rounds with ``threads`` (default: every core usable here; required with
     ``remote``). Results are cached (``cache``, default $XDG_CACHE_HOME/edgepipe/measurements.json) per device,
     engine versions, network, format and conditions; ``force`` measures again.

@@ -718,8 +718,8 @@ MEASURE_ONLY = (
     "--measure",
     is_flag=True,
     help="Measure each architecture on this device (or --remote): p50/p90 ms at "
-    "batch 1 per format, artifact size and peak memory, from random weights (INT8 calibrated on synthetic "
-    "images); cached per device and engine versions.",
+    "batch 1 per format, artifact size and peak memory, from random weights with drawn batch-norm statistics "
+    "and biases (INT8 calibrated on synthetic images); cached per device and engine versions.",
 )
 @click.option(
     "--archs",
@@ -762,10 +762,10 @@ def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> No
 
     With --measure, what each one costs on this device (or --remote), beside its published ImageNet
     figures: p50/p90 ms at batch 1 per format, artifact size and peak memory. Each network is built
-    with random weights and INT8 is calibrated on 32 seeded random-pixel images (no accuracy is
-    measured; TFLite latency does not depend on the weights' values, OpenVINO INT8's does: from
-    random weights it timed 15-32% faster than from ImageNet weights). Cached per device, engine versions,
-    network, format and conditions; --force measures again.
+    with random weights, its batch-norm statistics and biases drawn as a trained network's (OpenVINO
+    folds a fresh network's zero biases away, and its INT8 file timed 15-32% faster than the ImageNet
+    network's), and INT8 is calibrated on 32 seeded random-pixel images (no accuracy is measured).
+    Cached per device, engine versions, network, format and conditions; --force measures again.
 
     \b
     edgepipe models --measure --archs mobilenet_v2,efficientnet_lite0 --input-size 224 --threads 2

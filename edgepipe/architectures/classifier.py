@@ -255,15 +255,16 @@ def set_batchnorm_momentum(model, momentum: float) -> int:
     import keras
 
     count = 0
-    for layer in _all_layers(model):
+    for layer in all_layers(model):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.momentum = momentum
             count += 1
     return count
 
 
-def _all_layers(model):
+def all_layers(model):
+    """Every layer of ``model``, descending into nested models (a backbone), parents before their layers."""
     for layer in model.layers:
         yield layer
         if hasattr(layer, "layers"):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)

@@ -3,6 +3,7 @@ running IR, ONNX and full-integer TFLite files like their own engines, and its s
 
 import os
 import shutil
+from collections import Counter
 
 import numpy as np
 import openvino as ov
@@ -244,6 +245,63 @@ def test_a_file_made_only_to_be_timed_goes_without_bias_correction(tmp_path):
     model = ov.Core().read_model(str(tmp_path / record["file"]))
     advanced = model.get_rt_info(["nncf", "quantization", "advanced_parameters"]).astype(str)
     assert "'disable_bias_correction': True" in advanced
+
+
+def _compiled_layers(xml) -> Counter:
+    """How many runtime operations of each type and precision OpenVINO's CPU plugin compiles an IR to."""
+    compiled = ov.Core().compile_model(str(xml), "CPU", {"INFERENCE_NUM_THREADS": 1})
+    info = [op.get_rt_info() for op in compiled.get_runtime_model().get_ordered_ops()]
+    return Counter((i["layerType"].astype(str), i["runtimePrecision"].astype(str)) for i in info)
+
+
+def _timing_ir(model, network, folder):
+    from edgepipe.choose.measure import Conditions, _export
+
+    (record,) = _export(model, network, ["openvino-int8"], Conditions(threads=1, calibration_images=4), folder, print)
+    assert record["status"] == "ok", record
+    return folder / record["file"]
+
+
+TIMED = ("mobilenet_v2", 0.35, 32, 3, 4)
+
+
+def test_a_random_network_for_timing_keeps_the_biases_openvino_would_fold(tmp_path):
+    """models --measure draws a random network's batch-norm statistics and biases: with the zeros and ones of a
+    fresh initialisation, OpenVINO folds the biases away and the INT8 file times faster than a trained one's."""
+    from edgepipe.architectures import build_classifier
+    from edgepipe.choose.measure import Network, build_network
+
+    network = Network(*TIMED)
+    fresh = build_classifier(network.arch, network.classes, network.input_size, alpha=network.alpha, weights="none")
+    drawn, _ = build_network(network)
+    fresh_layers = _compiled_layers(_timing_ir(fresh, network, tmp_path / "fresh"))
+    drawn_layers = _compiled_layers(_timing_ir(drawn, network, tmp_path / "drawn"))
+    assert sum(drawn_layers.values()) > 1.5 * sum(fresh_layers.values()), (fresh_layers, drawn_layers)
+    again, _ = build_network(network)  # seeded: the same values each time
+    assert all(np.array_equal(a, b) for a, b in zip(drawn.get_weights(), again.get_weights(), strict=True))
+
+
+def test_a_random_network_for_timing_compiles_as_the_imagenet_network_does(tmp_path, monkeypatch):
+    """The same runtime operations, of the same types and precisions, as the network of genuine ImageNet
+    weights (MobileNetV2 alpha 0.35)."""
+    import keras.src.backend.config as keras_config
+
+    from edgepipe.architectures import build_classifier
+    from edgepipe.choose.measure import Network, build_network
+    from tests.conftest import SHARED_WEIGHTS
+
+    file = SHARED_WEIGHTS / "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_0.35_224_no_top.h5"
+    if not file.is_file():
+        pytest.skip(f"genuine Keras ImageNet weights not found: {file}")
+    monkeypatch.setattr(keras_config, "_KERAS_DIR", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models" / file.name).symlink_to(file)
+    network = Network(*TIMED)
+    imagenet = build_classifier(network.arch, network.classes, network.input_size, alpha=network.alpha)
+    drawn, _ = build_network(network)
+    assert _compiled_layers(_timing_ir(drawn, network, tmp_path / "drawn")) == _compiled_layers(
+        _timing_ir(imagenet, network, tmp_path / "imagenet")
+    )
 
 
 #: a child process running an IR with the CPU kernels of a CPU that has AVX2 only: OpenVINO's CPU plugin
