@@ -114,15 +114,17 @@ def make_image_folder(root: Path, classes=("cat", "dog"), per_class: int = 6, si
     return root
 
 
-def write_onnx_classifier(path: Path, size: int, seed: int | None = None) -> Path:
-    """A real ONNX image classifier (NHWC raw pixels -> 2 class probabilities) for ``size`` x ``size`` inputs, its
-    weights evenly spaced in [-1, 1] (or, with ``seed``, random): ONNX Runtime runs it as any artifact."""
+def write_onnx_classifier(path: Path, size: int, seed: int | None = None, width: int | None = None) -> Path:
+    """A real ONNX image classifier (NHWC raw pixels -> 2 class probabilities) for ``size`` x ``size`` inputs (or
+    ``size`` x ``width``), its weights evenly spaced in [-1, 1] (or, with ``seed``, random): ONNX Runtime runs it as
+    any artifact."""
     import onnx
     from onnx import TensorProto, helper
 
-    count = size * size * 6
+    width = width or size
+    count = size * width * 6
     values = np.linspace(-1, 1, count) if seed is None else np.random.default_rng(seed).uniform(-1, 1, count)
-    weights = helper.make_tensor("w", TensorProto.FLOAT, [size * size * 3, 2], values)
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [size * width * 3, 2], values)
     graph = helper.make_graph(
         [
             helper.make_node("Flatten", ["x"], ["flat"]),
@@ -130,7 +132,7 @@ def write_onnx_classifier(path: Path, size: int, seed: int | None = None) -> Pat
             helper.make_node("Softmax", ["logits"], ["y"], axis=1),
         ],
         "tiny",
-        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, size, size, 3])],
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, size, width, 3])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, 2])],
         [weights],
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 
 import numpy as np
+import pytest
 
 from edgepipe.backends import create_runner, identify
 from edgepipe.harness import BenchSettings, Timing, measure_interleaved
@@ -50,3 +51,19 @@ def test_memory_that_cannot_be_measured_is_an_error_and_results_keep_its_shape(t
         iterations=2,
     )
     assert good.error is None and good.as_record()["peak_rss_mb"] > 0 and "error" not in good.as_record()
+
+
+def test_an_artifact_with_a_non_square_input_is_probed_and_timed_at_its_own_height_and_width(tmp_path):
+    """A file whose reader declares no shapes (ONNX) is probed by one inference: at its own height and width."""
+    from edgepipe.errors import EdgepipeError
+    from edgepipe.standalone.bench import bench_files, bench_images, probe
+
+    wide = write_onnx_classifier(tmp_path / "wide.onnx", 12, width=20)
+    assert probe(identify(wide)) == ((None, 12, 20, 3), 2)
+    images, labels = bench_images(None, None, (None, 12, 20, 3), 0)
+    assert images.shape[1:] == (12, 20, 3) and labels is None
+    results = bench_files([wide], lambda line: None, threads=(1,), settings=SETTINGS, memory=False)
+    (record,) = results.records
+    assert record.status == Status.OK and record.latency_ms["p50"] > 0, record
+    with pytest.raises(EdgepipeError, match="12x20"):
+        bench_images(tmp_path, None, (None, 12, 20, 3), 0)

@@ -167,9 +167,11 @@ def probe(artifact: Artifact) -> tuple[tuple, int]:
     with create_runner(artifact, threads=1) as runner:
         shape = runner.input_spec().shape
         _check_image_input(shape, f" {runner.input_spec().name}")
-        size, channels = int(shape[1] or 224), int(shape[3] or 3)
-        out = runner.infer(np.zeros((1, size, size, channels), np.float32))
-    return (shape[0], size, size, channels), _classes(out.shape)
+        # a side the file leaves open takes the other side's size (square), or 224 when both are open
+        height = int(shape[1] or shape[2] or 224)
+        width, channels = int(shape[2] or height), int(shape[3] or 3)
+        out = runner.infer(np.zeros((1, height, width, channels), np.float32))
+    return (shape[0], height, width, channels), _classes(out.shape)
 
 
 def _check_image_input(shape: tuple, name: str) -> None:
@@ -210,9 +212,15 @@ def check_batch_memory(shape: tuple, batch: int) -> None:
 def bench_images(data_dir: Path | None, labels: Any, shape: tuple, seed: int):
     """(uint8 images, labels or None) for an artifact with input ``shape`` (NHWC); ``labels`` is the model's
     class order (a list), or None for the folder's sorted class names."""
-    size, channels = int(shape[1]), int(shape[3])
+    size, width, channels = int(shape[1]), int(shape[2]), int(shape[3])
     if data_dir is None:
-        return np.random.default_rng(seed).integers(0, 256, (32, size, size, channels)).astype(np.uint8), None
+        return np.random.default_rng(seed).integers(0, 256, (32, size, width, channels)).astype(np.uint8), None
+    if width != size:
+        raise EdgepipeError(
+            f"the artifact takes {size}x{width} images (height x width); edgepipe reads image folders at square "
+            "sizes only",
+            "Drop --data to time it on random pixels, or bench an artifact with a square input.",
+        )
     from edgepipe.config import DataConfig
     from edgepipe.data import make_index
 
