@@ -58,9 +58,11 @@ def test_a_worker_that_died_between_maps_gets_no_items_and_the_pool_waits_for_im
     with Workers(2, tmp_path / "w", preload=("json",)) as workers:
         workers.wait_ready()
         assert all(w.ready.is_set() for w in workers._workers)
+        assert workers.live == 2
         dead = workers._workers[0]
         dead.process.kill()
         dead.process.wait()
+        assert workers.live == 1  # what a progress line counts
         out = workers.map(f"{__name__}:pid", [1, 2, 3], lambda line: None)
     assert set(out) == {workers._workers[1].process.pid}
 

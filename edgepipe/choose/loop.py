@@ -114,6 +114,12 @@ class _State:
     def config(self) -> RunConfig:
         return self.request.config
 
+    @functools.cached_property
+    def config_dict(self) -> dict[str, Any]:
+        """The run configuration as a plain dict, for a worker process: a RunConfig's classes are made at run time
+        and do not pickle."""
+        return self.config.to_dict()
+
     def dataset(self, size: int):
         """The data decoded at ``size`` pixels (once per size)."""
         from edgepipe.data import materialize
@@ -274,8 +280,7 @@ def _latency_step(state: _State, candidates: list[Candidate]) -> list[Row]:
 
 def _build_spec(state: _State, c: Candidate) -> dict[str, Any]:
     """What built_for_timing needs to build ``c`` (picklable: a worker process builds it)."""
-    # a RunConfig's classes are made at run time: not picklable
-    return {"config": state.config.to_dict(), "candidate": c, "classes": len(state.index["class_names"])}
+    return {"config": state.config_dict, "candidate": c, "classes": len(state.index["class_names"])}
 
 
 def built_for_timing(spec: dict[str, Any]) -> tuple[Any, dict[str, int]]:
@@ -570,11 +575,11 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
     if workers is None:
         return {}
     state.echo(
-        f"training {len(todo)} head(s) in {workers.jobs} worker processes side by side (the backbones run there)"
+        f"training {len(todo)} head(s) in {workers.live} worker processes side by side (the backbones run there)"
     )
     items = [
         {
-            "config": state.config.to_dict(),  # a RunConfig's classes are made at run time: not picklable
+            "config": state.config_dict,
             "index": state.index,
             "candidate": c,
             "head_path": _accuracy_key(state, c)[2],
@@ -834,7 +839,7 @@ def _export_and_score(
     from edgepipe.choose.workers import WorkerFailed
 
     item = {
-        "config": state.config.to_dict(),  # a RunConfig's classes are made at run time: not picklable
+        "config": state.config_dict,
         "index": state.index,
         "candidate": c,
         "format": format_name,

@@ -131,6 +131,11 @@ class Workers:
             self.close()
             raise
 
+    @property
+    def live(self) -> int:
+        """How many workers are still running (one that died on an item is gone for good)."""
+        return sum(1 for w in self._workers if w.alive)
+
     def __enter__(self) -> Workers:
         return self
 
