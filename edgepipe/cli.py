@@ -763,7 +763,7 @@ def models(ctx, as_json: bool, count: bool, measure: bool, **options: Any) -> No
     With --measure, what each one costs on this device (or --remote), beside its published ImageNet
     figures: p50/p90 ms at batch 1 per format, artifact size and peak memory. Each network is built
     with random weights, its batch-norm statistics and biases drawn as a trained network's (OpenVINO
-    folds a fresh network's zero biases away, and its INT8 file timed 15-32% faster than the ImageNet
+    folds a fresh network's zero biases away, and its INT8 file timed 13-24% faster than the ImageNet
     network's), and INT8 is calibrated on 32 seeded random-pixel images (no accuracy is measured).
     Cached per device, engine versions, network, format and conditions; --force measures again.
 

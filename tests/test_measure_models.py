@@ -280,3 +280,30 @@ def test_networks_exported_ahead_in_worker_processes_are_timed_from_their_files(
         assert exports.take(lenet) is None  # taken once
     assert not folder.exists()
     assert not needs_measuring(lenet, formats, conditions, target, cache)  # cached now
+
+
+def test_drawn_statistics_reach_batch_norms_and_biases_and_nothing_else():
+    """A random network for timing gets drawn batch-norm statistics and biases; a layer whose ``bias`` is a
+    constant (local response normalization's k) or absent keeps it."""
+    import keras
+    import numpy as np
+
+    from edgepipe.architectures.layers import LocalResponseNormalization
+    from edgepipe.choose.measure import draw_statistics
+
+    inputs = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, use_bias=False)(inputs)
+    x = keras.layers.BatchNormalization(center=False)(x)
+    x = LocalResponseNormalization()(x)
+    x = keras.layers.Conv2D(4, 1)(x)
+    outputs = keras.layers.Dense(2)(keras.layers.Flatten()(x))
+    model = keras.Model(inputs, keras.Sequential([keras.Input((8, 8, 3)), keras.Model(inputs, outputs)])(inputs))
+    lrn = next(layer for layer in model.layers[-1].layers[0].layers if isinstance(layer, LocalResponseNormalization))
+    k = lrn.bias
+    assert draw_statistics(model, seed=1) == 3  # the batch norm, the 1x1 convolution, the dense layer
+    assert lrn.bias == k
+    for variable in model.weights:
+        if variable.path.endswith(("bias", "moving_mean")):
+            assert np.all(variable.numpy() != 0), variable.path
+        if variable.path.endswith(("gamma", "moving_variance")):
+            assert np.all(variable.numpy() != 1), variable.path

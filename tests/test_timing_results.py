@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -67,3 +68,28 @@ def test_an_artifact_with_a_non_square_input_is_probed_and_timed_at_its_own_heig
     assert record.status == Status.OK and record.latency_ms["p50"] > 0, record
     with pytest.raises(EdgepipeError, match="12x20"):
         bench_images(tmp_path, None, (None, 12, 20, 3), 0)
+
+
+def _tflite_classifier(path, height: int, width: int):
+    import keras
+    import tensorflow as tf
+
+    inputs = keras.Input((height, width, 3))
+    model = keras.Model(inputs, keras.layers.Dense(2, activation="softmax")(keras.layers.Flatten()(inputs)))
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+def test_with_image_folders_a_non_square_artifact_is_skipped_with_its_reason_and_the_others_measured(tmp_path):
+    from edgepipe.standalone.bench import bench_files
+    from tests.conftest import make_image_folder
+
+    folder = make_image_folder(tmp_path / "images", ("a", "b"), per_class=2, size=16)
+    wide, square = (
+        _tflite_classifier(tmp_path / "wide.tflite", 12, 20),
+        _tflite_classifier(tmp_path / "sq.tflite", 12, 12),
+    )
+    results = bench_files([wide, square], lambda line: None, data_dir=folder, settings=SETTINGS, memory=False)
+    records = {Path(r.artifact).name: r for r in results.records}
+    assert records["wide.tflite"].status == Status.SKIPPED and "12x20" in records["wide.tflite"].reason
+    assert records["sq.tflite"].status == Status.OK and records["sq.tflite"].top1 is not None

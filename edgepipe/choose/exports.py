@@ -56,7 +56,7 @@ class Exports:
         if len(networks) < 2:
             return
         workers = self.pool() if self.pool is not None else None
-        jobs = workers.jobs if workers is not None else min(self.jobs, len(networks))
+        jobs = workers.live if workers is not None else min(self.jobs, len(networks))
         if jobs < 2:
             return
         if self.parent is not None:

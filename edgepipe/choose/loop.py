@@ -572,10 +572,10 @@ def _trained_ahead(state: _State, todo: list[Candidate], macs: dict[str, int]) -
     from edgepipe.choose.workers import WorkerFailed
 
     workers = state.pool.get() if len(todo) > 1 else None
-    if workers is None:
+    if workers is None or not workers.live:  # none left: each is trained here when its turn comes
         return {}
     state.echo(
-        f"training {len(todo)} head(s) in {workers.live} worker processes side by side (the backbones run there)"
+        f"training {len(todo)} head(s) in {workers.live} worker process(es) side by side (the backbones run there)"
     )
     items = [
         {

@@ -33,7 +33,7 @@ from edgepipe.results import Record, Results, Status
 DEFAULT_FORMATS = ("tflite-fp32", "tflite-int8", "openvino-int8", "onnx-int8")
 WEIGHTS = (
     "random, with batch-norm statistics and biases drawn as a trained network's (not zeros and ones: OpenVINO "
-    "folds zero biases away, and an INT8 file of freshly initialised weights timed 15-32% faster than from ImageNet "
+    "folds zero biases away, and an INT8 file of freshly initialised weights timed 13-24% faster than from ImageNet "
     "weights; with drawn statistics it compiles to the ImageNet network's operations)"
 )
 
@@ -112,7 +112,7 @@ class Conditions:
     def key(self) -> dict[str, Any]:
         """The conditions as a cache key; ``memory`` appears only when off, so entries measured before it existed
         (always with memory) keep their keys. Random weights are keyed as drawn statistics: entries from before
-        draw_statistics (keyed without weights) timed OpenVINO INT8 files of zero biases, 15-32% too fast, and are
+        draw_statistics (keyed without weights) timed OpenVINO INT8 files of zero biases, 13-24% too fast, and are
         not taken."""
         out = dataclasses.asdict(self)
         if self.memory:
@@ -487,7 +487,7 @@ def draw_statistics(model, seed: int = 0) -> int:
                     draw(getattr(layer, name), low, high)
             draw(layer.moving_variance, 0.5, 2.0)
             changed += 1
-        elif getattr(layer, "bias", None) is not None:
+        elif isinstance(getattr(layer, "bias", None), keras.Variable):  # not a constant named bias (LRN's k)
             draw(layer.bias)
             changed += 1
     return changed

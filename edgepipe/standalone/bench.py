@@ -86,7 +86,12 @@ def bench_files(
                 f" name {len(labels_order)} classes, but {path.name} has {classes} outputs",
                 "Pass the labels.txt the model was trained with (--labels).",
             )
-        images, labels = bench_images(data_dir, labels_order, shape, seed)
+        try:
+            images, labels = bench_images(data_dir, labels_order, shape, seed)
+        except NonSquareInput as exc:  # this artifact alone: the others are still measured
+            unmeasured.append(dataclasses.replace(base, status=Status.SKIPPED, reason=str(exc)))
+            echo(f"  {path.name}: " + line(unmeasured[-1]))
+            continue
         plans += [
             plan(artifact, base, s, images, labels) for s in settings_for(artifact, engines, devices, threads, batches)
         ]
@@ -142,6 +147,10 @@ def _check_raw_pixels(artifacts: list[Artifact]) -> None:
                 f"Export it first (edgepipe export {name} --calibration-data DIR with --preprocessing or --scale, "
                 "--mean, --std...) and bench the artifacts; or drop --data to time it alone.",
             )
+
+
+class NonSquareInput(EdgepipeError):
+    """Image folders are read at square sizes: an artifact taking height != width cannot be scored on them."""
 
 
 class NotAnImageClassifier(Exception):
@@ -216,10 +225,9 @@ def bench_images(data_dir: Path | None, labels: Any, shape: tuple, seed: int):
     if data_dir is None:
         return np.random.default_rng(seed).integers(0, 256, (32, size, width, channels)).astype(np.uint8), None
     if width != size:
-        raise EdgepipeError(
-            f"the artifact takes {size}x{width} images (height x width); edgepipe reads image folders at square "
-            "sizes only",
-            "Drop --data to time it on random pixels, or bench an artifact with a square input.",
+        raise NonSquareInput(
+            f"it takes {size}x{width} images (height x width), and edgepipe reads image folders at square sizes "
+            "only: time it without data (random pixels), or bench an artifact with a square input"
         )
     from edgepipe.config import DataConfig
     from edgepipe.data import make_index
