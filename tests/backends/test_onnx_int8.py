@@ -254,3 +254,56 @@ def test_nncf_stops_exactly_at_the_budget():
         max_drop = nncf_max_drop(budget_pp, images)
         # the tie-break term stays below half an image: k images lost pass if and only if k is allowed
         assert allowed / images + 0.499 / images <= max_drop < (allowed + 1) / images
+
+
+def _weight_ranges(path: Path, depthwise: bool = True) -> list[tuple[int, int]]:
+    """(lowest, highest) quantized value of each convolution's int8 kernel a DequantizeLinear reads (without
+    depthwise kernels, one input channel per group, when ``depthwise`` is off)."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits:
+            values = numpy_helper.to_array(inits[node.input[0]])
+            if values.dtype == np.int8 and values.ndim == 4 and (depthwise or values.shape[1] > 1):
+                out.append((int(values.min()), int(values.max())))
+    return out
+
+
+def test_weights_are_quantized_to_7_bits_so_cpus_without_vnni_do_not_saturate(exported):
+    """export.onnx.int8_reduce_range (default on): ONNX Runtime's and NNCF's recipes both keep the kernels' int8
+    weights within 7 bits, where a CPU without VNNI adds two uint8 x int8 products in 16 bits without saturating
+    (on such a CPU, an AMD EPYC with AVX2, 8-bit files of the tiny models failed verification): ONNX Runtime's
+    every kernel, NNCF's all but the depthwise ones (its overflow fix leaves those out); each file says so."""
+    details, _, ctx = exported
+    for number in (1, 2):
+        paths = sorted(ctx.workdir.glob(f"attempt{number}-*.onnx"))
+        assert paths, number
+        for path in paths:
+            ranges = _weight_ranges(path, depthwise=number == 1)
+            assert ranges and all(-64 <= low and high <= 64 for low, high in ranges), (path.name, ranges)
+        assert "7-bit" in _attempt(details, number)["weights"]
+
+
+def test_with_reduce_range_off_the_weights_use_8_bits(tmp_path):
+    from edgepipe.backends import ExportContext
+    from edgepipe.backends.onnxruntime.export import static_qdq
+    from edgepipe.calibration import CalibrationSet
+
+    fp32 = tmp_path / "tiny-onnx-fp32.onnx"
+    onnx.save(_classifier(), fp32)
+    calibration = _images(16, seed=2)
+    ctx = ExportContext(
+        None, CLASSES, {}, CalibrationSet(calibration, np.zeros(16, np.int64), 0), workdir_parent=tmp_path
+    )
+    try:
+        ctx.outputs["onnx-fp32"] = fp32
+        for reduce_range in (False, True):
+            out = tmp_path / f"qdq-{reduce_range}.onnx"
+            static_qdq(ctx, "minmax", out, "uint8", False, True, reduce_range=reduce_range)
+            widest = max(max(-low, high) for low, high in _weight_ranges(out))
+            assert widest > 64 if not reduce_range else widest <= 64, (reduce_range, widest)
+    finally:
+        ctx.close()

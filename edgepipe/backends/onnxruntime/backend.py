@@ -25,6 +25,20 @@ class OnnxExportOptions:
     symmetric_activations: bool = option(
         False, "onnx-int8: symmetric activation ranges (zero point 0), as some accelerators require."
     )
+    int8_reduce_range: bool = option(
+        True,
+        "onnx-int8: weights quantized to 7 bits (ONNX Runtime's reduce_range; NNCF's overflow fix, every "
+        "convolution but depthwise ones and every matrix product), so CPUs without VNNI (AVX2 or AVX-512 only), whose uint8 x int8 products saturate in 16 bits, "
+        "compute what VNNI and AMX CPUs compute. Off: 8-bit weights, for files run only where VNNI is.",
+    )
+
+    def weights_description(self) -> str:
+        """How an onnx-int8 file's weights are quantized, as its details record it."""
+        return (
+            "int8 symmetric "
+            + ("per-channel" if self.per_channel else "per-tensor")
+            + (", 7-bit range (reduce_range: no 16-bit saturation without VNNI)" if self.int8_reduce_range else "")
+        )
 
 
 @dataclass

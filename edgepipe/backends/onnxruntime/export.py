@@ -200,11 +200,13 @@ def static_qdq(
     symmetric_activations: bool,
     per_channel: bool,
     quantize_bias: bool = True,
+    reduce_range: bool = False,
 ) -> None:
     """ONNX Runtime's static QDQ quantization of the preprocessed onnx-fp32, written at ``out``: ``activations``
     ('uint8' or 'int8') per tensor, symmetric (zero point 0) or not; weights int8 symmetric, per output channel
-    or per tensor; biases int32 behind a DequantizeLinear, or (``quantize_bias`` off) left in float.
-    Calibrated with ``method`` (minmax, entropy, percentile) on the export's calibration set."""
+    or per tensor, in 7 bits with ``reduce_range``; biases int32 behind a DequantizeLinear, or (``quantize_bias``
+    off) left in float. Calibrated with ``method`` (minmax, entropy, percentile) on the export's calibration
+    set."""
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     with native_output_suppressed():
@@ -214,6 +216,7 @@ def static_qdq(
             _Reader(ctx.calibration, INPUT_NAME),
             quant_format=QuantFormat.QDQ,
             per_channel=per_channel,
+            reduce_range=reduce_range,
             activation_type=QuantType.QUInt8 if activations == "uint8" else QuantType.QInt8,
             weight_type=QuantType.QInt8,
             calibrate_method=getattr(CalibrationMethod, METHODS[method]),
@@ -233,12 +236,12 @@ def _quantize(ctx: ExportContext, method: str) -> tuple[Any, dict[str, Any]]:
     options = ctx.options_for("onnxruntime")
     symmetric, per_channel = options.symmetric_activations, options.per_channel
     raw = ctx.workdir / f"quantized-{method}.onnx"
-    static_qdq(ctx, method, raw, options.activations, symmetric, per_channel)
+    static_qdq(ctx, method, raw, options.activations, symmetric, per_channel, reduce_range=options.int8_reduce_range)
     return onnx.load(str(raw)), {
         "tool": "onnxruntime.quantization.quantize_static",
         "calibration_method": method,
         "activations": f"{options.activations} per-tensor " + ("symmetric" if symmetric else "asymmetric"),
-        "weights": "int8 symmetric " + ("per-channel" if per_channel else "per-tensor"),
+        "weights": options.weights_description(),
     }
 
 

@@ -60,7 +60,11 @@ def _dataset(images: np.ndarray, input_name: str) -> Any:
 def _settings(ctx: ExportContext, fast: bool) -> tuple[dict[str, Any], Any, dict[str, Any]]:
     """(keyword arguments shared by both NNCF calls, the advanced quantization parameters, their description)."""
     import nncf
-    from nncf.quantization.advanced_parameters import AdvancedQuantizationParameters, QuantizationParameters
+    from nncf.quantization.advanced_parameters import (
+        AdvancedQuantizationParameters,
+        OverflowFix,
+        QuantizationParameters,
+    )
 
     options = ctx.options_for("onnxruntime")
     symmetric = options.symmetric_activations
@@ -68,6 +72,8 @@ def _settings(ctx: ExportContext, fast: bool) -> tuple[dict[str, Any], Any, dict
     advanced = AdvancedQuantizationParameters(
         weights_quantization_params=QuantizationParameters(per_channel=options.per_channel),
         activations_quantization_params=QuantizationParameters(per_channel=False),
+        # 7-bit weights on every layer, as ONNX Runtime's reduce_range (int8_reduce_range)
+        overflow_fix=OverflowFix.ENABLE if options.int8_reduce_range else OverflowFix.DISABLE,
     )
     shared = {"preset": preset, "subset_size": len(ctx.calibration), "fast_bias_correction": fast}
     described = {
@@ -75,7 +81,7 @@ def _settings(ctx: ExportContext, fast: bool) -> tuple[dict[str, Any], Any, dict
         "preset": "performance" if symmetric else "mixed",
         "bias_correction": "fast" if fast else "full",
         "activations": f"{options.activations} per-tensor " + ("symmetric" if symmetric else "asymmetric"),
-        "weights": "int8 symmetric " + ("per-channel" if options.per_channel else "per-tensor"),
+        "weights": options.weights_description(),
     }
     return shared, advanced, described
 
