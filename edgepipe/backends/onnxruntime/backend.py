@@ -28,8 +28,9 @@ class OnnxExportOptions:
     int8_reduce_range: bool = option(
         True,
         "onnx-int8: weights quantized to 7 bits (ONNX Runtime's reduce_range; NNCF's overflow fix, every "
-        "convolution but depthwise ones and every matrix product), so CPUs without VNNI (AVX2 or AVX-512 only), whose uint8 x int8 products saturate in 16 bits, "
-        "compute what VNNI and AMX CPUs compute. Off: 8-bit weights, for files run only where VNNI is.",
+        "convolution but depthwise ones and every matrix product), so CPUs without VNNI (AVX2 or AVX-512 "
+        "only), whose uint8 x int8 products saturate in 16 bits, compute what VNNI and AMX CPUs compute. "
+        "Off: 8-bit weights, for files run only where VNNI is.",
     )
 
     def weights_description(self) -> str:

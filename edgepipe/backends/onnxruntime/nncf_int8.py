@@ -72,7 +72,7 @@ def _settings(ctx: ExportContext, fast: bool) -> tuple[dict[str, Any], Any, dict
     advanced = AdvancedQuantizationParameters(
         weights_quantization_params=QuantizationParameters(per_channel=options.per_channel),
         activations_quantization_params=QuantizationParameters(per_channel=False),
-        # 7-bit weights on every layer, as ONNX Runtime's reduce_range (int8_reduce_range)
+        # 7-bit weights (int8_reduce_range) on every convolution but depthwise ones and every matrix product
         overflow_fix=OverflowFix.ENABLE if options.int8_reduce_range else OverflowFix.DISABLE,
     )
     shared = {"preset": preset, "subset_size": len(ctx.calibration), "fast_bias_correction": fast}
